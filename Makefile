@@ -1,0 +1,46 @@
+# Everything sets itself up: `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SAMPLE := training/sample_data/ml-100k
+
+.PHONY: setup demo test test-all lint format bench-quality clean
+
+setup: $(STAMP)
+
+# torch is installed first and exactly: a looser spec would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[training,dev]"
+	touch $(STAMP)
+
+# Train the teacher on the shipped MovieLens 100K sample and print teacher vs baselines.
+demo: $(STAMP)
+	$(VENV)/bin/lmrec train --data $(SAMPLE)/interactions.csv.gz --items $(SAMPLE)/items.csv.gz \
+		--output runs/demo/model --checkpoints runs/demo/checkpoints \
+		--hyperparameters training/presets/ml-100k.json --set max_train_seconds=150
+	@echo "Report: runs/demo/model/report.md"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ""
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# Quality benchmark on ../shared/data (not shipped): prints JSON.
+bench-quality: $(STAMP)
+	$(PY) benchmarks/quality.py
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""lmrec serving runtime: numpy only (no torch), shared by every Lambda function."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,133 @@
+"""One object-store API over s3://bucket/key, file:///path and plain local paths.
+
+boto3 honours AWS_ENDPOINT_URL, so the same code talks to AWS S3 or a local S3 endpoint
+(moto server) with no change here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class StoreError(RuntimeError):
+    """An object could not be read, listed or written."""
+
+
+@dataclass(frozen=True)
+class Location:
+    scheme: str  # "s3" or "file"
+    bucket: str  # empty for files
+    key: str  # object key, or an absolute local path
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}" if self.scheme == "s3" else self.key
+
+
+def parse(uri: str | os.PathLike) -> Location:
+    text = os.fspath(uri)
+    parsed = urlparse(text)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StoreError(f"{text!r} has no bucket name (expected s3://bucket/key)")
+        return Location("s3", parsed.netloc, parsed.path.lstrip("/"))
+    if parsed.scheme == "file":
+        return Location("file", "", str(Path(parsed.path).resolve()))
+    if parsed.scheme and len(parsed.scheme) > 1:  # one letter is a Windows drive
+        raise StoreError(f"{text!r}: unsupported scheme {parsed.scheme!r} (use s3:// or a path)")
+    return Location("file", "", str(Path(text).resolve()))
+
+
+_S3 = None
+
+
+def s3_client():
+    """A module-level client, created once per process (cheap Lambda warm starts)."""
+    global _S3
+    if _S3 is None:
+        import boto3
+
+        _S3 = boto3.client("s3")
+    return _S3
+
+
+def _s3_error(loc: Location, exc: Exception) -> StoreError:
+    return StoreError(f"{loc}: {exc}")
+
+
+def read_bytes(uri: str | os.PathLike) -> bytes:
+    loc = parse(uri)
+    if loc.scheme == "file":
+        try:
+            return Path(loc.key).read_bytes()
+        except OSError as exc:
+            raise StoreError(f"{loc}: {exc.strerror or exc}") from None
+    try:
+        return s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read()
+    except Exception as exc:  # botocore raises many types; all mean "could not read"
+        raise _s3_error(loc, exc) from None
+
+
+def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
+    loc = parse(uri)
+    if loc.scheme == "file":
+        path = Path(loc.key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # atomic on one file system: readers never see half a file
+        return
+    try:
+        s3_client().put_object(Bucket=loc.bucket, Key=loc.key, Body=data)
+    except Exception as exc:
+        raise _s3_error(loc, exc) from None
+
+
+def list_files(uri: str | os.PathLike) -> list[str]:
+    """Every object under a prefix (or the one object named), as URIs/paths, sorted."""
+    loc = parse(uri)
+    if loc.scheme == "file":
+        path = Path(loc.key)
+        if path.is_file():
+            return [str(path)]
+        if not path.is_dir():
+            raise StoreError(f"{loc}: no such file or directory")
+        return sorted(str(p) for p in path.rglob("*") if p.is_file())
+    prefix = loc.key
+    out: list[str] = []
+    try:
+        pages = (
+            s3_client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix)
+        )
+        for page in pages:
+            out.extend(f"s3://{loc.bucket}/{obj['Key']}" for obj in page.get("Contents", []))
+    except Exception as exc:
+        raise _s3_error(loc, exc) from None
+    # A prefix "data/x" must not match "data/x2/...": keep the exact key or keys below "x/".
+    keep = [
+        u
+        for u in out
+        if u == str(loc) or u[len(str(loc)) :].startswith("/") or prefix.endswith("/") or not prefix
+    ]
+    return sorted(keep)
+
+
+def download(uri: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Copy one object to a local file and return its path."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    loc = parse(uri)
+    if loc.scheme == "file":
+        try:
+            shutil.copyfile(loc.key, dest)
+        except OSError as exc:
+            raise StoreError(f"{loc}: {exc.strerror or exc}") from None
+        return dest
+    try:
+        s3_client().download_file(loc.bucket, loc.key, str(dest))
+    except Exception as exc:
+        raise _s3_error(loc, exc) from None
+    return dest

@@ -1,0 +1,119 @@
+"""Shared fixtures: small real and synthetic interaction files, and a moto S3 server."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ML100K = REPO / "training" / "sample_data" / "ml-100k"
+
+# Small, fast models for tests: the contract is under test here, not the quality.
+TINY_HP = {
+    "epochs": "2",
+    "d_model": "16",
+    "n_heads": "2",
+    "n_blocks": "1",
+    "max_len": "20",
+    "batch_size": "64",
+    "progress": "false",
+    "num_threads": "1",
+}
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def synthetic_rows(n_users: int = 120, n_items: int = 60, length: int = 15, seed: int = 0):
+    """Users walk the catalog in steps of +1 (mostly): a sequential pattern a model can learn
+    and popularity cannot. Item ids are strings like "i7"; user ids "u3"."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        item = int(rng.integers(n_items))
+        seen = set()
+        t = 1_600_000_000 + u
+        for _ in range(length):
+            while item in seen:
+                item = (item + 1) % n_items
+            seen.add(item)
+            rows.append([f"u{u}", f"i{item}", t])
+            t += 60
+            item = (item + 1) % n_items if rng.random() < 0.9 else int(rng.integers(n_items))
+    return rows
+
+
+@pytest.fixture
+def synthetic_csv(tmp_path: Path) -> Path:
+    return write_csv(tmp_path / "train" / "interactions.csv", ["user_id", "item_id", "timestamp"],
+                     synthetic_rows())
+
+
+@pytest.fixture(scope="session")
+def ml100k_small(tmp_path_factory) -> tuple[Path, Path]:
+    """The first 80 users of the shipped MovieLens 100K sample (about 8k ratings)."""
+    out = tmp_path_factory.mktemp("ml100k")
+    with gzip.open(ML100K / "interactions.csv.gz", "rt") as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    keep = {str(u) for u in range(1, 81)}
+    body = [r for r in body if r[0] in keep]
+    inter = write_csv(out / "train" / "interactions.csv", header, body)
+    with gzip.open(ML100K / "items.csv.gz", "rt") as fh:
+        items = list(csv.reader(fh))
+    catalog = write_csv(out / "items" / "items.csv", items[0], items[1:])
+    return inter, catalog
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """A real S3 endpoint on localhost (moto server), reached through AWS_ENDPOINT_URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(moto_server, monkeypatch):
+    """Point boto3 (ours and the test's) at the moto server with dummy credentials."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    import lmrec.store
+
+    monkeypatch.setattr(lmrec.store, "_S3", None)  # a fresh client sees the endpoint
+    return moto_server
+
+
+def run_training(args: list[str], env: dict | None = None, timeout: int = 300, **kw):
+    """`python -m training ...` in a subprocess, as SageMaker would run it."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args], cwd=REPO, env=full_env, capture_output=True,
+        text=True, timeout=timeout, **kw,
+    )

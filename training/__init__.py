@@ -1,0 +1,1 @@
+"""lmrec training: the SageMaker-style container that trains, evaluates and exports models."""

@@ -1,0 +1,156 @@
+"""Command line: `python -m training train` (the SageMaker entry) and `lmrec train` (local).
+
+With no --data, `train` follows the SageMaker container contract under $SAGEMAKER_BASE_DIR
+(default /opt/ml). With --data/--output it trains from a local path or s3:// URI.
+Bad input ends with exit code 2 and one readable line; the reason also goes to the failure file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
+EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell would report it
+
+log = logging.getLogger("lmrec.train")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmrec", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train, evaluate and export a model")
+    train.add_argument("--data", help="interactions: CSV/Parquet file, directory or s3:// URI")
+    train.add_argument("--items", help="optional item catalog (item_id + columns)")
+    train.add_argument("--output", help="directory for the model outputs")
+    train.add_argument(
+        "--checkpoints", help="checkpoint directory (default: OUTPUT/../checkpoints)"
+    )
+    train.add_argument("--hyperparameters", help="JSON file of hyperparameters")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one hyperparameter, repeatable (e.g. --set epochs=10)",
+    )
+    return parser
+
+
+def _paths_and_hp(args):
+    from training.config import ConfigError, load_hyperparameters
+    from training.sagemaker import Paths, container_paths
+
+    if args.data is None:
+        if args.output or args.items:
+            raise ConfigError(
+                "--output/--items need --data (without --data, train runs the "
+                "SageMaker contract under $SAGEMAKER_BASE_DIR)"
+            )
+        paths = container_paths()
+        hp = load_hyperparameters(paths.hyperparameters)
+    else:
+        if not args.output:
+            raise ConfigError("--data needs --output DIR")
+        output = Path(args.output).resolve()
+        paths = Paths(
+            train=args.data,
+            items=args.items,
+            model_dir=output,
+            checkpoints=Path(args.checkpoints).resolve()
+            if args.checkpoints
+            else output.parent / (output.name + "-checkpoints"),
+            failure=output.parent / (output.name + "-failure"),
+        )
+        hp = load_hyperparameters(args.hyperparameters) if args.hyperparameters else {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        hp[key.strip()] = value
+    return paths, hp
+
+
+def _launch(cmd: list[str]) -> int:
+    """Run torchrun as a child; pass SIGTERM on so workers checkpoint and stop."""
+    log.info("launching %s", " ".join(cmd))
+    child = subprocess.Popen(cmd)
+    signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))
+    return child.wait()
+
+
+def train(args, argv: list[str]) -> int:
+    from lmrec.store import StoreError
+
+    from training.config import ConfigError, from_hyperparameters
+    from training.data import DataError
+    from training.sagemaker import launch_command, read_resource_config, write_failure
+
+    paths = None
+    bad_input = (ConfigError, DataError, StoreError)
+    try:
+        paths, hp = _paths_and_hp(args)
+        cfg = from_hyperparameters(hp)
+        cmd = launch_command(
+            read_resource_config(paths.resource_config), cfg.train.processes_per_host, argv
+        )
+    except bad_input as exc:
+        return _fail(paths, exc, EXIT_BAD_INPUT)
+    except ValueError as exc:  # resourceconfig problems
+        return _fail(paths, exc, EXIT_BAD_INPUT)
+    if cmd is not None:
+        code = _launch(cmd)
+        if code != 0 and paths.failure is not None and not paths.failure.exists():
+            write_failure(paths, f"a training process exited with status {code}; see the logs")
+        return code
+
+    from training import dist, pipeline
+    from training.teacher import Stopped
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    env = dist.setup()
+    try:
+        pipeline.run(paths, cfg, env, stop)
+        return 0
+    except Stopped as exc:
+        log.warning("SIGTERM: %s; the last finished epoch is in %s", exc, paths.checkpoints)
+        return EXIT_STOPPED
+    except bad_input as exc:
+        return _fail(paths if env.is_main else None, exc, EXIT_BAD_INPUT)
+    except Exception as exc:  # an internal error: keep the traceback for the logs
+        log.exception("training failed")
+        return _fail(paths if env.is_main else None, exc, EXIT_INTERNAL)
+    finally:
+        dist.teardown(env)
+
+
+def _fail(paths, exc: BaseException, code: int) -> int:
+    from training.sagemaker import write_failure
+
+    kind = "bad input" if code == EXIT_BAD_INPUT else f"internal error ({type(exc).__name__})"
+    reason = f"lmrec training failed, {kind}: {exc}"
+    if paths is not None:
+        write_failure(paths, reason)
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("LMREC_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    if args.command == "train":
+        return train(args, argv)
+    return EXIT_BAD_INPUT

@@ -1,0 +1,165 @@
+"""Run configuration: one dataclass per concern, parsed from SageMaker's all-string hyperparameters.
+
+SageMaker passes every hyperparameter as a string (hyperparameters.json), so each field's type
+annotation drives the conversion, and an unknown key or a bad value fails fast with one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A hyperparameter that is unknown or cannot be converted."""
+
+
+@dataclass
+class DataConfig:
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    time_col: str = "timestamp"
+    # Items kept only for users with at least this many interactions (after dedupe).
+    min_user_interactions: int = 1
+    # Optional: keep only these event types (comma separated) when an event_type column exists.
+    event_types: str = ""
+    # Amazon Personalize's floor for a trainable data set.
+    min_interactions: int = 1000
+    min_users: int = 25
+
+
+@dataclass
+class ModelConfig:
+    """SASRec-style causal Transformer; saved inside every checkpoint and export."""
+
+    n_items: int = 0  # catalog size, set from the data (row 0 is padding)
+    d_model: int = 64
+    n_blocks: int = 2
+    n_heads: int = 2
+    max_len: int = 50
+    dropout: float = 0.2
+    ffn_mult: int = 4
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    # "full" (softmax over the whole catalog) or "sampled" (shared uniform negatives).
+    loss: str = "full"
+    num_negatives: int = 2048
+    patience: int = 5  # epochs without a better valid NDCG@10 before stopping
+    eval_every: int = 1
+    seed: int = 42
+    # Teacher wall-clock budget in seconds (0 = none); stops after the epoch that crosses it.
+    max_train_seconds: float = 0.0
+    eval_batch_size: int = 512
+    sampled_negatives: int = 100  # the SASRec paper's sampled protocol
+    processes_per_host: int = 0  # 0 = one per GPU, or 1 on CPU
+    num_threads: int = 0  # torch CPU threads; 0 = torch's default
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = ("data", "model", "train")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _convert(name: str, raw: Any, typ: type) -> Any:
+    text = str(raw).strip()
+    try:
+        if typ is bool:
+            if isinstance(raw, bool):
+                return raw
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError
+        if typ is int:
+            value = float(text)  # SageMaker tuners send integers as "3.0"
+            if not value.is_integer():
+                raise ValueError
+            return int(value)
+        if typ is float:
+            return float(text)
+        return text
+    except ValueError:
+        raise ConfigError(f"hyperparameter {name}={raw!r} is not a valid {typ.__name__}") from None
+
+
+def _index() -> dict[str, tuple[str, type]]:
+    """Flat hyperparameter name -> (section, type). Names are unique across sections."""
+    out: dict[str, tuple[str, type]] = {}
+    for section, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            out[f.name] = (section, hints[f.name])
+    return out
+
+
+def from_hyperparameters(hp: dict[str, Any]) -> RunConfig:
+    """Build a RunConfig from flat hyperparameters (SageMaker strings or CLI values)."""
+    cfg = RunConfig()
+    index = _index()
+    for name, raw in hp.items():
+        if name.startswith("sagemaker_") or name.startswith("_"):
+            continue  # set by SageMaker itself (e.g. sagemaker_program), not ours
+        if name not in index or name == "n_items":
+            known = ", ".join(sorted(k for k in index if k != "n_items"))
+            raise ConfigError(f"unknown hyperparameter {name!r}; known: {known}")
+        section, typ = index[name]
+        setattr(getattr(cfg, section), name, _convert(name, raw, typ))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    m, t = cfg.model, cfg.train
+    checks = [
+        (
+            m.d_model > 0 and m.d_model % m.n_heads == 0,
+            "d_model must be a positive multiple of n_heads",
+        ),
+        (m.n_blocks >= 1, "n_blocks must be >= 1"),
+        (m.max_len >= 2, "max_len must be >= 2"),
+        (0.0 <= m.dropout < 1.0, "dropout must be in [0, 1)"),
+        (t.epochs >= 1, "epochs must be >= 1"),
+        (t.batch_size >= 1, "batch_size must be >= 1"),
+        (t.lr > 0, "lr must be > 0"),
+        (t.loss in ("full", "sampled"), "loss must be 'full' or 'sampled'"),
+        (t.num_negatives >= 1, "num_negatives must be >= 1"),
+        (t.patience >= 1, "patience must be >= 1"),
+        (t.sampled_negatives >= 1, "sampled_negatives must be >= 1"),
+        (cfg.data.min_user_interactions >= 1, "min_user_interactions must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def load_hyperparameters(path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            hp = json.load(fh)
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(hp, dict):
+        raise ConfigError(f"{path} must hold a JSON object of hyperparameters")
+    return hp

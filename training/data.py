@@ -1,0 +1,280 @@
+"""Load, validate and encode interaction logs.
+
+IDs are strings at the boundary and contiguous integers inside: items 1..n_items (0 is
+padding), users 0..n_users-1. Every problem with the input fails fast with one line that
+names the file, the column and the row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import numpy as np
+import pandas as pd
+from lmrec import store
+
+from training.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+DATA_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".parquet", ".pq")
+OPTIONAL_COLUMNS = ("event_type", "rating", "weight")
+
+
+class DataError(ValueError):
+    """Input data that cannot be trained on; the message is meant for a person."""
+
+
+@dataclass
+class Interactions:
+    """Cleaned, encoded interactions, sorted by user then time."""
+
+    user_ids: np.ndarray  # (n_users,) external ids as str
+    item_ids: np.ndarray  # (n_items,) external ids as str; internal item i <-> item_ids[i - 1]
+    offsets: np.ndarray  # (n_users + 1,) int64; user u's items are items[offsets[u]:offsets[u+1]]
+    items: np.ndarray  # (n_interactions,) int64 in 1..n_items
+    timestamps: np.ndarray  # (n_interactions,) float64 seconds (or ordinal positions)
+    fingerprint: str  # sha256 over the cleaned (user, item, timestamp) rows
+    stats: dict = field(default_factory=dict)
+    catalog: pd.DataFrame | None = None  # indexed by external item id (str), vocabulary items only
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def sequence(self, user: int) -> np.ndarray:
+        return self.items[self.offsets[user] : self.offsets[user + 1]]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def _is_data_file(name: str) -> bool:
+    base = PurePosixPath(name).name
+    return not base.startswith((".", "_")) and base.lower().endswith(DATA_SUFFIXES)
+
+
+def data_files(uri: str) -> list[str]:
+    """The data files at a path/URI: the file itself, or every CSV/Parquet file below it."""
+    try:
+        files = store.list_files(uri)
+    except store.StoreError as exc:
+        raise DataError(str(exc)) from None
+    found = [f for f in files if _is_data_file(f)]
+    if not found:
+        raise DataError(f"{uri}: no data files found (expected {', '.join(DATA_SUFFIXES)})")
+    return found
+
+
+def read_table(uri: str) -> pd.DataFrame:
+    """One CSV or Parquet file as a DataFrame whose CSV cells are all strings."""
+    try:
+        raw = store.read_bytes(uri)
+    except store.StoreError as exc:
+        raise DataError(str(exc)) from None
+    if not raw:
+        raise DataError(f"{uri}: the file is empty")
+    name = uri.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            return pd.read_parquet(io.BytesIO(raw))
+        return pd.read_csv(
+            io.BytesIO(raw),
+            dtype=str,
+            keep_default_na=False,  # an id "NA" is an id; empty cells are caught below
+            sep="\t" if name.endswith(".tsv") else ",",
+            compression="gzip" if name.endswith(".gz") else None,
+        )
+    except Exception as exc:  # pandas/pyarrow raise many types for unreadable input
+        raise DataError(
+            f"{uri}: cannot be read as {'Parquet' if 'parq' in name else 'CSV'}: {exc}"
+        ) from None
+
+
+def _row_label(uri: str, index: int) -> str:
+    # CSV: line number in the file (header is line 1); Parquet: 0-based row.
+    if uri.lower().endswith((".parquet", ".pq")):
+        return f"row {index}"
+    return f"line {index + 2}"
+
+
+def _ids(df: pd.DataFrame, col: str, uri: str) -> pd.Series:
+    values = df[col]
+    text = values.astype(str).str.strip()
+    bad = values.isna().to_numpy() | (text == "").to_numpy()
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{uri}: column {col!r} has {int(bad.sum())} null or empty id(s), first at "
+            f"{_row_label(uri, first)}"
+        )
+    # Integers read from Parquet must not become "12.0": format them as integers.
+    if pd.api.types.is_float_dtype(values) and (values % 1 == 0).all():
+        text = values.astype("int64").astype(str)
+    return text
+
+
+def _epoch_seconds(parsed: pd.Series) -> np.ndarray:
+    # Through a Timedelta, not astype(int64): pandas 3 may store seconds, us or ns.
+    delta = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    return delta.to_numpy(dtype=np.float64, na_value=0.0)
+
+
+def _timestamps(df: pd.DataFrame, col: str, uri: str) -> np.ndarray:
+    values = df[col]
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = pd.to_datetime(values, utc=True)
+        bad = parsed.isna().to_numpy()
+        seconds = _epoch_seconds(parsed)
+    elif pd.api.types.is_numeric_dtype(values):
+        seconds = values.to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(seconds)
+    else:
+        text = values.astype(str).str.strip()
+        numeric = pd.to_numeric(text, errors="coerce")
+        if not np.isnan(numeric.iloc[0]):
+            seconds = numeric.to_numpy(dtype=np.float64)
+            bad = ~np.isfinite(seconds)
+        else:  # ISO 8601 dates or date-times
+            parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+            bad = parsed.isna().to_numpy()
+            seconds = np.where(bad, 0.0, _epoch_seconds(parsed))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{uri}: column {col!r} has {int(bad.sum())} unparsable timestamp(s), first at "
+            f"{_row_label(uri, first)}: {values.iloc[first]!r} (expected unix seconds or ISO 8601)"
+        )
+    return seconds
+
+
+def _read_interactions(uri: str, cfg: DataConfig) -> pd.DataFrame:
+    df = read_table(uri)
+    if df.empty:
+        raise DataError(f"{uri}: the file has a header but no rows")
+    required = {"user_id": cfg.user_col, "item_id": cfg.item_col, "timestamp": cfg.time_col}
+    missing = [col for col in required.values() if col not in df.columns]
+    if missing:
+        raise DataError(
+            f"{uri}: missing column(s) {', '.join(map(repr, missing))}; found "
+            f"{', '.join(map(repr, df.columns))} (map names with the user_col/item_col/time_col "
+            "hyperparameters)"
+        )
+    out = pd.DataFrame(
+        {
+            "user_id": _ids(df, cfg.user_col, uri),
+            "item_id": _ids(df, cfg.item_col, uri),
+            "timestamp": _timestamps(df, cfg.time_col, uri),
+        }
+    )
+    if "event_type" in df.columns:
+        out["event_type"] = df["event_type"].astype(str).str.strip()
+    return out
+
+
+def load_interactions(uri: str, cfg: DataConfig, items_uri: str | None = None) -> Interactions:
+    frames = [_read_interactions(f, cfg) for f in data_files(uri)]
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    raw_rows = len(df)
+
+    if cfg.event_types and "event_type" in df.columns:
+        wanted = {e.strip() for e in cfg.event_types.split(",") if e.strip()}
+        df = df[df["event_type"].isin(wanted)]
+
+    # Sort by user then time; ties keep file order (np.lexsort is stable).
+    users, user_codes = np.unique(df["user_id"].to_numpy(dtype=str), return_inverse=True)
+    items, item_codes = np.unique(df["item_id"].to_numpy(dtype=str), return_inverse=True)
+    ts = df["timestamp"].to_numpy(dtype=np.float64)
+    order = np.lexsort((ts, user_codes))
+    user_codes, item_codes, ts = user_codes[order], item_codes[order], ts[order]
+
+    # Dedupe (user, item): keep the first interaction. Serving excludes seen items, so a
+    # repeat would only ever be a target that no recommender is allowed to produce.
+    pair = user_codes.astype(np.int64) * len(items) + item_codes
+    _, first = np.unique(pair, return_index=True)
+    keep = np.zeros(len(pair), dtype=bool)
+    keep[first] = True
+    duplicates = int(len(pair) - keep.sum())
+
+    counts = np.bincount(user_codes[keep], minlength=len(users))
+    keep &= counts[user_codes] >= cfg.min_user_interactions
+    user_codes, item_codes, ts = user_codes[keep], item_codes[keep], ts[keep]
+
+    # Re-encode to contiguous ranges after filtering.
+    used_users, user_codes = np.unique(user_codes, return_inverse=True)
+    used_items, item_codes = np.unique(item_codes, return_inverse=True)
+    user_ids, item_ids = users[used_users], items[used_items]
+    lengths = np.bincount(user_codes, minlength=len(user_ids))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+    _check_enough(uri, cfg, n=len(item_codes), lengths=lengths)
+
+    digest = hashlib.sha256()
+    for u, i, t in zip(user_ids[user_codes], item_ids[item_codes], ts, strict=True):
+        digest.update(f"{u}\t{i}\t{t!r}\n".encode())
+
+    stats = {
+        "raw_rows": int(raw_rows),
+        "duplicates_dropped": duplicates,
+        "interactions": len(item_codes),
+        "users": len(user_ids),
+        "items": len(item_ids),
+        "mean_history": float(lengths.mean()),
+        "files": len(frames),
+    }
+    data = Interactions(
+        user_ids=user_ids,
+        item_ids=item_ids,
+        offsets=offsets,
+        items=(item_codes + 1).astype(np.int64),
+        timestamps=ts,
+        fingerprint="sha256:" + digest.hexdigest(),
+        stats=stats,
+    )
+    if items_uri:
+        data.catalog = load_catalog(items_uri, data.item_ids)
+        stats["catalog_rows"] = len(data.catalog)
+    log.info("data %s", stats)
+    return data
+
+
+def _check_enough(uri: str, cfg: DataConfig, n: int, lengths: np.ndarray) -> None:
+    users_with_two = int((lengths >= 2).sum())
+    if n < cfg.min_interactions or users_with_two < cfg.min_users:
+        raise DataError(
+            f"{uri}: too little data to train: {n} interactions and {users_with_two} users with "
+            f"at least 2 interactions after cleaning (need >= {cfg.min_interactions} and >= "
+            f"{cfg.min_users}; see min_interactions / min_users)"
+        )
+
+
+def load_catalog(uri: str, vocabulary: np.ndarray) -> pd.DataFrame:
+    """The optional item catalog (item_id + any columns), restricted to known items."""
+    frames = []
+    for f in data_files(uri):
+        df = read_table(f)
+        if "item_id" not in df.columns:
+            raise DataError(
+                f"{f}: missing column 'item_id' in the item catalog; found "
+                f"{', '.join(map(repr, df.columns))}"
+            )
+        df = df.assign(item_id=_ids(df, "item_id", f))
+        dup = df["item_id"].duplicated().to_numpy()
+        if dup.any():
+            first = int(np.flatnonzero(dup)[0])
+            raise DataError(
+                f"{f}: column 'item_id' repeats id {df['item_id'].iloc[first]!r} at "
+                f"{_row_label(f, first)}"
+            )
+        frames.append(df)
+    catalog = pd.concat(frames, ignore_index=True).set_index("item_id")
+    catalog = catalog[~catalog.index.duplicated()]
+    return catalog.reindex(pd.Index(vocabulary, name="item_id"))

@@ -1,0 +1,149 @@
+"""SASRec-style causal Transformer over item sequences (the teacher).
+
+Kang & McAuley (ICDM'18) architecture, trained with a softmax over the catalog as in
+Klenitskiy & Vasilev (RecSys'23). Item embeddings are tied with the output layer, so a
+user's score for item j is <h_last, E_j>.
+
+Sequences are left-padded with item 0. Positions count back from the newest item, so a
+batch padded to its own longest sequence sees the same positions as one padded to max_len.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.config import ModelConfig
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=2)
+        # (B, H, L, D/H)
+        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm Transformer block."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.ffn_mult * cfg.d_model),
+            nn.GELU(),
+            nn.Linear(cfg.ffn_mult * cfg.d_model, cfg.d_model),
+            nn.Dropout(cfg.dropout),
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), mask))
+        return x + self.ffn(self.ln2(x))
+
+
+def attention_mask(items: torch.Tensor) -> torch.Tensor:
+    """(B, 1, L, L) bool: causal, and padding keys hidden. Each position may always see itself,
+    so rows of padding queries are never all-masked (which would give NaN)."""
+    L = items.shape[1]
+    causal = torch.ones(L, L, dtype=torch.bool, device=items.device).tril()
+    keys = (items != 0)[:, None, None, :]  # (B, 1, 1, L)
+    eye = torch.eye(L, dtype=torch.bool, device=items.device)
+    return causal & (keys | eye)
+
+
+class SASRec(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.n_items <= 0:
+            raise ValueError("ModelConfig.n_items must be set from the data")
+        self.cfg = cfg
+        self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.d_model, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.emb_drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_blocks))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    def encode(self, items: torch.Tensor) -> torch.Tensor:
+        """items (B, L) left-padded -> hidden states (B, L, D)."""
+        L = items.shape[1]
+        if self.cfg.max_len < L:
+            items = items[:, -self.cfg.max_len :]
+            L = self.cfg.max_len
+        # Position max_len-1 is the newest item, whatever the padded length of this batch.
+        pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=items.device)
+        x = self.item_emb(items) * math.sqrt(self.cfg.d_model) + self.pos_emb(pos)[None]
+        x = self.emb_drop(x) * (items != 0).unsqueeze(-1)
+        mask = attention_mask(items)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln_f(x)
+
+    def catalog_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (N, n_items): column j is item j + 1. Padding (row 0) is left out rather
+        than masked, which saves a fill and a copy of the largest tensor in training."""
+        return hidden @ self.item_emb.weight[1:].T
+
+    def forward(
+        self, items: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Training loss. items, targets: (B, L) with 0 where there is no target.
+
+        Only real positions are projected onto the catalog: in Games the mean history is
+        ~7 items in a 50-item window, so this skips most of the (N, n_items) matmul.
+        """
+        hidden = self.encode(items)  # (B, L, D)
+        real = targets != 0
+        h = hidden[real]  # (N, D)
+        y = targets[real]  # (N,)
+        if negatives is None:
+            return F.cross_entropy(self.catalog_logits(h).float(), y - 1)
+        # Sampled softmax with negatives shared across the batch (uniform, so no logQ term).
+        pos = (h * self.item_emb(y)).sum(-1, keepdim=True)  # (N, 1)
+        neg = h @ self.item_emb(negatives).T  # (N, K)
+        neg = neg.masked_fill(negatives[None, :] == y[:, None], float("-inf"))  # accidental hits
+        logits = torch.cat([pos, neg], dim=1).float()
+        return F.cross_entropy(logits, torch.zeros_like(y))
+
+    @torch.no_grad()
+    def score(self, items: torch.Tensor) -> torch.Tensor:
+        """Serving/eval: scores over the catalog for the next item, (B, n_items + 1), with
+        column 0 (padding) at -inf."""
+        logits = self.catalog_logits(self.encode(items)[:, -1])
+        pad = torch.full_like(logits[:, :1], float("-inf"))
+        return torch.cat([pad, logits], dim=1)
+
+    def macs_per_request(self, history_len: int) -> int:
+        """Multiply-adds for one user: encoder over the history plus scoring the catalog."""
+        d, L = self.cfg.d_model, min(history_len, self.cfg.max_len)
+        per_block = L * (4 * d * d + 2 * self.cfg.ffn_mult * d * d) + 2 * L * L * d
+        return self.cfg.n_blocks * per_block + self.cfg.n_items * d

@@ -1,0 +1,50 @@
+"""Leave-one-out split by time, the protocol of the SASRec / BERT4Rec literature.
+
+For a user with history s (oldest first) and len(s) >= 3: the model trains on s[:-2],
+validation asks for s[-2] given s[:-2], and test asks for s[-1] given s[:-1].
+Users with fewer than 3 interactions only contribute training data (as in SASRec's code).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.data import Interactions
+
+
+@dataclass
+class EvalSet:
+    users: np.ndarray  # (U,) internal user ids that are evaluated
+    prefix_len: np.ndarray  # (U,) the history given to the model is sequence[:prefix_len]
+    targets: np.ndarray  # (U,) the held-out item
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclass
+class Split:
+    data: Interactions
+    train_len: np.ndarray  # (n_users,) how many leading items of each sequence are training data
+    valid: EvalSet
+    test: EvalSet
+
+    def train_sequence(self, user: int) -> np.ndarray:
+        start = self.data.offsets[user]
+        return self.data.items[start : start + self.train_len[user]]
+
+    def history(self, user: int, length: int) -> np.ndarray:
+        start = self.data.offsets[user]
+        return self.data.items[start : start + length]
+
+
+def leave_one_out(data: Interactions) -> Split:
+    lengths = data.lengths()
+    evaluated = np.flatnonzero(lengths >= 3)
+    train_len = np.where(lengths >= 3, lengths - 2, lengths)
+    ends = data.offsets[1:]
+    valid = EvalSet(evaluated, lengths[evaluated] - 2, data.items[ends[evaluated] - 2])
+    test = EvalSet(evaluated, lengths[evaluated] - 1, data.items[ends[evaluated] - 1])
+    return Split(data=data, train_len=train_len, valid=valid, test=test)

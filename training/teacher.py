@@ -1,0 +1,214 @@
+"""The teacher's training loop: epochs, early stopping on valid NDCG@10, checkpoints, DDP."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
+
+from training import checkpoint
+from training.batching import epoch_batches, left_pad, training_pairs
+from training.config import RunConfig
+from training.dist import DistEnv, all_reduce_arrays, any_rank
+from training.evaluate import Scorer, evaluate_partial, finalize
+from training.model import SASRec
+from training.split import Split
+
+log = logging.getLogger(__name__)
+
+
+class Stopped(Exception):
+    """Training was asked to stop (SIGTERM); the last finished epoch is checkpointed."""
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_valid_ndcg: float = -1.0
+    train_seconds: float = 0.0
+    sequences_per_second: float = 0.0
+
+
+def autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def model_scorer(model: SASRec, device: torch.device) -> Scorer:
+    def score(histories: list[np.ndarray]) -> np.ndarray:
+        x = torch.from_numpy(left_pad(histories, model.cfg.max_len)).to(device)
+        model.eval()
+        with torch.no_grad(), autocast(device):
+            return model.score(x).float().cpu().numpy()
+
+    return score
+
+
+def evaluate_sharded(
+    scorer, split: Split, evalset, negatives, env: DistEnv, cfg: RunConfig, desc=None
+):
+    """Each rank scores every world_size-th user; sums are added over ranks."""
+    rows = np.arange(env.rank, len(evalset), env.world_size)
+    partial = evaluate_partial(
+        scorer,
+        split,
+        evalset,
+        negatives,
+        rows=rows,
+        batch_size=cfg.train.eval_batch_size,
+        seed=cfg.train.seed + env.rank,
+        desc=desc if env.is_main and cfg.train.progress else None,
+    )
+    return finalize(all_reduce_arrays(env, partial), split.data.n_items)
+
+
+def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def fit(
+    model: SASRec,
+    split: Split,
+    cfg: RunConfig,
+    env: DistEnv,
+    valid_negatives: np.ndarray,
+    checkpoint_dir: Path | None,
+    stop: threading.Event,
+    identity: dict,
+) -> FitResult:
+    """Train until early stopping, the epoch limit or the time budget; leaves the best weights
+    (by valid NDCG@10) loaded in `model`."""
+    t = cfg.train
+    model.to(env.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    net = DDP(model) if env.enabled else model
+    result = FitResult()
+    best_state = _clone_state(model)
+    start_epoch, bad_epochs = 1, 0
+
+    if checkpoint_dir is not None:
+        restored = checkpoint.load(checkpoint_dir, model, optimizer, identity)
+        if restored is not None:
+            state, best_state = restored
+            result.history = state["history"]
+            result.best_epoch, result.best_valid_ndcg = (
+                state["best_epoch"],
+                state["best_valid_ndcg"],
+            )
+            start_epoch, bad_epochs = state["epoch"] + 1, state["bad_epochs"]
+            result.train_seconds = state["train_seconds"]
+            if env.is_main:
+                log.info("resumed from %s at epoch %d", checkpoint_dir, state["epoch"])
+            if state.get("finished"):
+                start_epoch = t.epochs + 1
+
+    trainable = np.flatnonzero(split.train_len >= 2)  # a sequence of 1 has no next item
+    lengths = split.train_len
+    sequences, session_seconds = 0, 0.0
+    for epoch in range(start_epoch, t.epochs + 1):
+        began = time.perf_counter()
+        rng = np.random.default_rng([t.seed, epoch])  # same batches after a resume
+        torch.manual_seed(t.seed * 100_003 + epoch * 101 + env.rank)
+        batches = epoch_batches(trainable, lengths, t.batch_size * env.world_size, rng)
+        # Every rank needs at least one sequence, or DDP would average an empty loss.
+        batches = [b for b in batches if len(b) >= env.world_size]
+        net.train()
+        loss_sum, loss_n = 0.0, 0
+        bar = tqdm(
+            batches, desc=f"epoch {epoch}", disable=not (env.is_main and t.progress), leave=False
+        )
+        for batch in bar:
+            if any_rank(env, stop.is_set()):
+                raise Stopped(f"stopped during epoch {epoch}")
+            mine = batch[env.rank :: env.world_size]  # each rank takes its slice of the batch
+            inputs, targets = training_pairs(split, mine, model.cfg.max_len)
+            x = torch.from_numpy(inputs).to(env.device, non_blocking=True)
+            y = torch.from_numpy(targets).to(env.device, non_blocking=True)
+            negatives = None
+            if t.loss == "sampled":
+                negatives = torch.randint(
+                    1, model.cfg.n_items + 1, (t.num_negatives,), device=env.device
+                )
+            with autocast(env.device):
+                loss = net(x, y, negatives)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(mine)
+            loss_n += len(mine)
+            sequences += len(mine)
+            bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.4f}")
+        elapsed = time.perf_counter() - began
+        result.train_seconds += elapsed
+        session_seconds += elapsed
+        total = all_reduce_arrays(env, {"s": np.array(loss_sum), "n": np.array(float(loss_n))})
+        train_loss = float(total["s"]) / max(1.0, float(total["n"]))
+
+        row: dict = {"epoch": epoch, "train_loss": train_loss, "epoch_seconds": elapsed}
+        if epoch % t.eval_every == 0 or epoch == t.epochs:
+            eval_began = time.perf_counter()
+            valid = evaluate_sharded(
+                model_scorer(model, env.device), split, split.valid, valid_negatives, env, cfg
+            )["full"]
+            row.update({"valid_ndcg@10": valid["ndcg@10"], "valid_hr@10": valid["hr@10"],
+                        "eval_seconds": time.perf_counter() - eval_began})
+            if valid["ndcg@10"] > result.best_valid_ndcg:
+                result.best_valid_ndcg, result.best_epoch, bad_epochs = valid["ndcg@10"], epoch, 0
+                best_state = _clone_state(model)
+            else:
+                bad_epochs += 1
+        result.history.append(row)
+        if env.is_main:
+            # One line per epoch, parseable by SageMaker metric definitions.
+            print(
+                " ".join(
+                    f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                ),
+                flush=True,
+            )
+
+        out_of_time = bool(t.max_train_seconds) and result.train_seconds >= t.max_train_seconds
+        finished = bad_epochs >= t.patience or out_of_time or epoch == t.epochs
+        if checkpoint_dir is not None and env.is_main:
+            checkpoint.save(
+                checkpoint_dir,
+                model,
+                optimizer,
+                best_state,
+                {
+                    "identity": identity,
+                    "epoch": epoch,
+                    "bad_epochs": bad_epochs,
+                    "best_epoch": result.best_epoch,
+                    "best_valid_ndcg": result.best_valid_ndcg,
+                    "history": result.history,
+                    "train_seconds": result.train_seconds,
+                    "finished": finished,
+                },
+            )
+        if finished:
+            if env.is_main:
+                reason = (
+                    "time budget"
+                    if out_of_time
+                    else ("patience" if bad_epochs >= t.patience else "epochs")
+                )
+                log.info(
+                    "stopping after epoch %d (%s); best epoch %d", epoch, reason, result.best_epoch
+                )
+            break
+
+    model.load_state_dict(best_state)
+    if session_seconds > 0:
+        result.sequences_per_second = sequences * env.world_size / session_seconds
+    return result

@@ -107,11 +107,12 @@ def evaluate_partial(
         sums["n"] += len(idx)
     out = {key: np.array(value, dtype=np.float64) for key, value in sums.items()}
     out["covered"] = covered.numpy()
-    out["n_negatives"] = np.array(negatives.shape[1], dtype=np.float64)
     return out
 
 
-def finalize(partial: dict[str, np.ndarray], n_items: int, k: int = 10) -> dict[str, dict]:
+def finalize(
+    partial: dict[str, np.ndarray], n_items: int, n_negatives: int, k: int = 10
+) -> dict[str, dict]:
     n = max(float(partial["n"]), 1.0)
     full = {
         f"hr@{k}": float(partial["hr"]) / n,
@@ -126,11 +127,10 @@ def finalize(partial: dict[str, np.ndarray], n_items: int, k: int = 10) -> dict[
         "mrr": float(partial["s_mrr"]) / n,
         "users": int(partial["n"]),
     }
-    return {"full": full, f"sampled{int(partial['n_negatives'])}": sampled}
+    return {"full": full, f"sampled{n_negatives}": sampled}
 
 
 def evaluate(scorer: Scorer, split: Split, evalset: EvalSet, negatives: np.ndarray, **kw) -> dict:
     k = kw.get("k", 10)
-    return finalize(
-        evaluate_partial(scorer, split, evalset, negatives, **kw), split.data.n_items, k
-    )
+    partial = evaluate_partial(scorer, split, evalset, negatives, **kw)
+    return finalize(partial, split.data.n_items, negatives.shape[1], k)

@@ -69,7 +69,7 @@ def evaluate_sharded(
         seed=cfg.train.seed + env.rank,
         desc=desc if env.is_main and cfg.train.progress else None,
     )
-    return finalize(all_reduce_arrays(env, partial), split.data.n_items)
+    return finalize(all_reduce_arrays(env, partial), split.data.n_items, negatives.shape[1])
 
 
 def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -1,0 +1,35 @@
+"""SageMaker hyperparameters arrive as strings; bad ones fail fast with one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.config import ConfigError, from_hyperparameters
+
+
+def test_strings_are_converted_by_field_type():
+    cfg = from_hyperparameters({"d_model": "128", "n_heads": "4", "dropout": "0.25",
+                                "progress": "false", "epochs": "3.0", "loss": "sampled",
+                                "sagemaker_program": "ignored"})
+    assert cfg.model.d_model == 128 and cfg.model.n_heads == 4
+    assert cfg.model.dropout == 0.25 and cfg.train.progress is False
+    assert cfg.train.epochs == 3 and cfg.train.loss == "sampled"
+
+
+@pytest.mark.parametrize(
+    ("hp", "message"),
+    [
+        ({"d_modle": "64"}, "unknown hyperparameter 'd_modle'"),
+        ({"epochs": "ten"}, "epochs='ten' is not a valid int"),
+        ({"epochs": "2.5"}, "epochs='2.5' is not a valid int"),
+        ({"progress": "maybe"}, "progress='maybe' is not a valid bool"),
+        ({"d_model": "65", "n_heads": "2"}, "d_model must be a positive multiple of n_heads"),
+        ({"loss": "bce"}, "loss must be 'full' or 'sampled'"),
+        ({"dropout": "1.5"}, "dropout must be in [0, 1)"),
+        ({"n_items": "5"}, "unknown hyperparameter 'n_items'"),
+    ],
+)
+def test_bad_hyperparameters(hp, message):
+    with pytest.raises(ConfigError) as err:
+        from_hyperparameters(hp)
+    assert message in str(err.value)

@@ -1,0 +1,147 @@
+"""The training container's contract, end to end, in a temporary SAGEMAKER_BASE_DIR."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.numpy import load_file
+
+from tests.conftest import REPO, TINY_HP, run_training, write_csv
+
+
+def lay_out(base, train_file, items_file=None, hp=None, resource=None):
+    """The directory tree SageMaker builds before it runs `train`."""
+    config = base / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps({**TINY_HP, **(hp or {})}))
+    if resource is not None:
+        (config / "resourceconfig.json").write_text(json.dumps(resource))
+    for channel, src in (("train", train_file), ("items", items_file)):
+        if src is not None:
+            (base / "input" / "data" / channel).mkdir(parents=True)
+            shutil.copy(src, base / "input" / "data" / channel / src.name)
+    return base
+
+
+def test_train_writes_every_output(tmp_path, ml100k_small):
+    # GIVEN the SageMaker layout with a train and an items channel
+    inter, items = ml100k_small
+    base = lay_out(tmp_path / "ml", inter, items, resource={"current_host": "algo-1",
+                                                            "hosts": ["algo-1"]})
+    # WHEN the container entry runs
+    proc = run_training(["train"], env={"SAGEMAKER_BASE_DIR": str(base)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # THEN every output is in <base>/model
+    model = base / "model"
+    for name in ("teacher.safetensors", "teacher_config.json", "item_vocabulary.json",
+                 "metrics.json", "history.json", "report.md", "training_curve.png", "models.png"):
+        assert (model / name).stat().st_size > 0, name
+    assert not (base / "output" / "failure").exists()
+    # one parseable line per epoch for SageMaker metric definitions
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("epoch=")]
+    assert [ln.split()[0] for ln in lines] == ["epoch=1", "epoch=2"]
+    assert "train_loss=" in lines[0] and "valid_ndcg@10=" in lines[0]
+
+    doc = json.loads((model / "metrics.json").read_text())
+    assert set(doc["metrics"]) == {"teacher", "popularity", "cooccurrence"}
+    for name in doc["metrics"]:
+        for split in ("valid", "test"):
+            for protocol, keys in (("full", {"hr@10", "ndcg@10", "mrr", "coverage@10"}),
+                                   ("sampled100", {"hr@10", "ndcg@10", "mrr"})):
+                got = doc["metrics"][name][split][protocol]
+                assert keys <= set(got) and all(0.0 <= got[k] <= 1.0 for k in keys)
+    assert doc["data_fingerprint"].startswith("sha256:")
+    assert doc["seeds"]["train"] == 42 and "leave-one-out" in doc["protocol"]["split"]
+
+    weights = load_file(model / "teacher.safetensors")
+    vocab = json.loads((model / "item_vocabulary.json").read_text())["item_ids"]
+    assert weights["item_emb.weight"].shape == (len(vocab) + 1, 16)
+    assert all(isinstance(i, str) for i in vocab)
+    assert (base / "checkpoints" / "trainer.json").exists()
+
+
+def test_bad_data_writes_failure_file_and_exits_nonzero(tmp_path):
+    bad = write_csv(tmp_path / "src" / "bad.csv", ["user", "item_id", "timestamp"], [["u", "i", 1]])
+    base = lay_out(tmp_path / "b", bad)
+    proc = run_training(["train"], env={"SAGEMAKER_BASE_DIR": str(base)})
+    assert proc.returncode == 2
+    reason = (base / "output" / "failure").read_text()
+    assert "missing column(s) 'user_id'" in reason and "bad.csv" in reason
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_bad_hyperparameter_and_missing_channel(tmp_path, synthetic_csv):
+    base = lay_out(tmp_path / "h", synthetic_csv, hp={"epochs": "many"})
+    proc = run_training(["train"], env={"SAGEMAKER_BASE_DIR": str(base)})
+    assert proc.returncode == 2 and "epochs='many'" in (base / "output" / "failure").read_text()
+    empty = tmp_path / "e"
+    (empty / "input" / "config").mkdir(parents=True)
+    proc = run_training(["train"], env={"SAGEMAKER_BASE_DIR": str(empty)})
+    assert proc.returncode == 2
+    assert "no such file or directory" in (empty / "output" / "failure").read_text()
+
+
+def test_resumes_from_checkpoint(tmp_path, synthetic_csv):
+    # GIVEN a finished 2-epoch run
+    base = lay_out(tmp_path / "r", synthetic_csv)
+    first = run_training(["train"], env={"SAGEMAKER_BASE_DIR": str(base)})
+    assert first.returncode == 0, first.stderr[-2000:]
+    # WHEN restarted with a larger epoch budget (as a spot restart would continue)
+    (base / "input" / "config" / "hyperparameters.json").write_text(
+        json.dumps({**TINY_HP, "epochs": "3"}))
+    state = json.loads((base / "checkpoints" / "trainer.json").read_text())
+    state["finished"] = False  # the first run ended on its epoch budget
+    (base / "checkpoints" / "trainer.json").write_text(json.dumps(state))
+    second = run_training(["train"], env={"SAGEMAKER_BASE_DIR": str(base)})
+    # THEN it starts at epoch 3, not 1
+    assert second.returncode == 0, second.stderr[-2000:]
+    epochs = [ln.split()[0] for ln in second.stdout.splitlines() if ln.startswith("epoch=")]
+    assert epochs == ["epoch=3"]
+    assert "resumed from" in second.stderr
+    history = json.loads((base / "model" / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+
+
+def test_sigterm_stops_cleanly_and_keeps_checkpoint(tmp_path, ml100k_small):
+    inter, _ = ml100k_small
+    base = lay_out(tmp_path / "s", inter, hp={"epochs": "200", "patience": "200"})
+    proc = subprocess.Popen([sys.executable, "-m", "training", "train"], cwd=REPO,
+                            env={**__import__("os").environ, "SAGEMAKER_BASE_DIR": str(base),
+                                 "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (base / "checkpoints" / "trainer.json").exists():
+        assert time.time() < deadline and proc.poll() is None, "no checkpoint was written"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert "SIGTERM" in err and "Traceback" not in err
+    assert not (base / "output" / "failure").exists()
+    assert json.loads((base / "checkpoints" / "trainer.json").read_text())["epoch"] >= 1
+
+
+@pytest.mark.parametrize("processes", ["2"])
+def test_ddp_two_cpu_processes(tmp_path, processes):
+    """torchrun with 2 gloo processes on CPU learns the synthetic pattern, like one process."""
+    from tests.conftest import synthetic_rows
+
+    src = write_csv(tmp_path / "src" / "seq.csv", ["user_id", "item_id", "timestamp"],
+                    synthetic_rows(n_users=200, n_items=80, length=15))
+    base = lay_out(tmp_path / "ddp", src, hp={"processes_per_host": processes, "epochs": "6",
+                                               "d_model": "32", "lr": "0.005"})
+    proc = run_training(["train"], env={"SAGEMAKER_BASE_DIR": str(base), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((base / "model" / "metrics.json").read_text())
+    assert doc["summary"]["world_size"] == 2
+    test = {name: doc["metrics"][name]["test"]["full"]["ndcg@10"] for name in doc["metrics"]}
+    # sound: the model learned the +1 walk and beats popularity by far
+    assert test["teacher"] > 0.5 and test["teacher"] > 3 * test["popularity"]
+    assert doc["metrics"]["teacher"]["test"]["full"]["users"] == 200  # every user, no double count

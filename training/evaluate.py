@@ -81,7 +81,8 @@ def evaluate_partial(
         users, plen = evalset.users[idx], evalset.prefix_len[idx]
         targets = torch.from_numpy(evalset.targets[idx])
         histories = [split.history(u, p) for u, p in zip(users, plen, strict=True)]
-        scores = torch.as_tensor(np.asarray(scorer(histories), dtype=np.float32)).clone()
+        # A private, writable copy: seen items are masked in place below.
+        scores = torch.tensor(np.asarray(scorer(histories), dtype=np.float32))
         b = torch.arange(len(idx))
 
         # Sampled protocol first, on the raw scores (the negatives are unseen by construction).

@@ -157,10 +157,12 @@ def fit(
         row: dict = {"epoch": epoch, "train_loss": train_loss, "epoch_seconds": elapsed}
         if epoch % t.eval_every == 0 or epoch == t.epochs:
             eval_began = time.perf_counter()
-            valid = evaluate_sharded(
+            metrics = evaluate_sharded(
                 model_scorer(model, env.device), split, split.valid, valid_negatives, env, cfg
-            )["full"]
+            )
+            valid, sampled = metrics["full"], metrics[f"sampled{valid_negatives.shape[1]}"]
             row.update({"valid_ndcg@10": valid["ndcg@10"], "valid_hr@10": valid["hr@10"],
+                        "valid_sampled_ndcg@10": sampled["ndcg@10"],
                         "eval_seconds": time.perf_counter() - eval_began})
             if valid["ndcg@10"] > result.best_valid_ndcg:
                 result.best_valid_ndcg, result.best_epoch, bad_epochs = valid["ndcg@10"], epoch, 0

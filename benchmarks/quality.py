@@ -23,34 +23,57 @@ SHARED = REPO.parent / "shared" / "data"
 
 DATASETS = {
     "games": {"train": SHARED / "games" / "interactions.csv", "items": None},
-    "ml-100k": {"train": SHARED / "ml-100k" / "interactions.csv",
-                "items": SHARED / "ml-100k" / "items.csv"},
+    "ml-100k": {
+        "train": SHARED / "ml-100k" / "interactions.csv",
+        "items": SHARED / "ml-100k" / "items.csv",
+    },
 }
 # Kang & McAuley, ICDM 2018, Table 3: SASRec on this exact Games file, sampled protocol.
-PUBLISHED = {"games": {"model": "SASRec (Kang & McAuley 2018)", "protocol": "sampled100",
-                       "hr@10": 0.7410, "ndcg@10": 0.5360}}
+PUBLISHED = {
+    "games": {
+        "model": "SASRec (Kang & McAuley 2018)",
+        "protocol": "sampled100",
+        "hr@10": 0.7410,
+        "ndcg@10": 0.5360,
+    }
+}
 
 
 def machine() -> dict:
-    cpu = ""
     try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                   if ln.startswith("model name"))
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
     except (OSError, StopIteration):
         cpu = platform.processor()
     import torch
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "python": platform.python_version()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+    }
 
 
 def run(name: str, out: Path, overrides: list[str]) -> dict:
     spec = DATASETS[name]
-    cmd = [sys.executable, "-m", "training", "train", "--data", str(spec["train"]),
-           "--output", str(out / name), "--checkpoints", str(out / f"{name}-checkpoints"),
-           "--hyperparameters", str(REPO / "training" / "presets" / f"{name}.json"),
-           "--set", "progress=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "training",
+        "train",
+        "--data",
+        str(spec["train"]),
+        "--output",
+        str(out / name),
+        "--checkpoints",
+        str(out / f"{name}-checkpoints"),
+        "--hyperparameters",
+        str(REPO / "training" / "presets" / f"{name}.json"),
+        "--set",
+        "progress=false",
+    ]
     if spec["items"]:
         cmd += ["--items", str(spec["items"])]
     for item in overrides:
@@ -68,8 +91,10 @@ def run(name: str, out: Path, overrides: list[str]) -> dict:
         "best_epoch": doc["summary"]["best_epoch"],
         "epochs_run": len(json.loads((out / name / "history.json").read_text())),
         "sequences_per_second": round(doc["summary"]["sequences_per_second"], 1),
-        "test": {m: {p: {k: round(v, 4) for k, v in test[m]["test"][p].items()}
-                     for p in test[m]["test"]} for m in test},
+        "test": {
+            m: {p: {k: round(v, 4) for k, v in test[m]["test"][p].items()} for p in test[m]["test"]}
+            for m in test
+        },
         "published": PUBLISHED.get(name),
         "data": doc["summary"]["data"],
         "config": doc["config"],
@@ -86,7 +111,9 @@ def main() -> None:
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     missing = [n for n in names if n not in DATASETS or not DATASETS[n]["train"].exists()]
     if missing:
-        raise SystemExit(f"unknown or missing data set(s): {', '.join(missing)} (looked in {SHARED})")
+        raise SystemExit(
+            f"unknown or missing data set(s): {', '.join(missing)} (looked in {SHARED})"
+        )
     results = {n: run(n, Path(args.out), args.overrides) for n in names}
     print(json.dumps({"machine": machine(), "results": results}, indent=1))
 

@@ -26,6 +26,9 @@ TINY_HP = {
     "batch_size": "64",
     "progress": "false",
     "num_threads": "1",
+    "student_d_model": "8",
+    "student_max_len": "10",
+    "student_epochs": "2",
 }
 
 
@@ -59,8 +62,11 @@ def synthetic_rows(n_users: int = 120, n_items: int = 60, length: int = 15, seed
 
 @pytest.fixture
 def synthetic_csv(tmp_path: Path) -> Path:
-    return write_csv(tmp_path / "train" / "interactions.csv", ["user_id", "item_id", "timestamp"],
-                     synthetic_rows())
+    return write_csv(
+        tmp_path / "train" / "interactions.csv",
+        ["user_id", "item_id", "timestamp"],
+        synthetic_rows(),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +120,11 @@ def run_training(args: list[str], env: dict | None = None, timeout: int = 300, *
     """`python -m training ...` in a subprocess, as SageMaker would run it."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "training", *args], cwd=REPO, env=full_env, capture_output=True,
-        text=True, timeout=timeout, **kw,
+        [sys.executable, "-m", "training", *args],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
     )

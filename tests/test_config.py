@@ -8,9 +8,17 @@ from training.config import ConfigError, from_hyperparameters
 
 
 def test_strings_are_converted_by_field_type():
-    cfg = from_hyperparameters({"d_model": "128", "n_heads": "4", "dropout": "0.25",
-                                "progress": "false", "epochs": "3.0", "loss": "sampled",
-                                "sagemaker_program": "ignored"})
+    cfg = from_hyperparameters(
+        {
+            "d_model": "128",
+            "n_heads": "4",
+            "dropout": "0.25",
+            "progress": "false",
+            "epochs": "3.0",
+            "loss": "sampled",
+            "sagemaker_program": "ignored",
+        }
+    )
     assert cfg.model.d_model == 128 and cfg.model.n_heads == 4
     assert cfg.model.dropout == 0.25 and cfg.train.progress is False
     assert cfg.train.epochs == 3 and cfg.train.loss == "sampled"

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import synthetic_rows, write_csv
 from training.config import DataConfig
 from training.data import DataError, load_interactions
-from tests.conftest import synthetic_rows, write_csv
 
 HEADER = ["user_id", "item_id", "timestamp"]
 SMALL = DataConfig(min_interactions=10, min_users=2)
@@ -39,7 +39,7 @@ def test_ids_are_strings_and_sequences_sorted_by_time(tmp_path):
 
 
 def test_dedupe_keeps_first_and_fingerprint_is_stable(tmp_path):
-    rows = good_rows() + [["u0", "i0", 500]]  # u0 saw i0 at t=100 already
+    rows = [*good_rows(), ["u0", "i0", 500]]  # u0 saw i0 at t=100 already
     a = load_interactions(rows_csv(tmp_path, rows, name="a.csv"), SMALL)
     b = load_interactions(rows_csv(tmp_path, list(reversed(rows)), name="b.csv"), SMALL)
     assert a.stats["duplicates_dropped"] == 1
@@ -52,8 +52,9 @@ def test_dedupe_keeps_first_and_fingerprint_is_stable(tmp_path):
 def test_column_names_are_mappable_and_iso_timestamps_parse(tmp_path):
     rows = [[f"u{u}", f"i{t}", f"2024-01-0{t + 1}T10:00:00Z"] for u in range(5) for t in range(3)]
     path = rows_csv(tmp_path, rows, header=["customer", "sku", "when"])
-    cfg = DataConfig(user_col="customer", item_col="sku", time_col="when", min_interactions=5,
-                     min_users=2)
+    cfg = DataConfig(
+        user_col="customer", item_col="sku", time_col="when", min_interactions=5, min_users=2
+    )
     data = load_interactions(path, cfg)
     assert data.n_users == 5 and data.n_items == 3
     assert data.timestamps[0] == pd.Timestamp("2024-01-01T10:00:00Z").timestamp()
@@ -71,14 +72,19 @@ def test_parquet_and_directory_of_files(tmp_path):
 
 
 def test_min_user_interactions_and_event_type_filter(tmp_path):
-    rows = [[f"u{u}", f"i{t}", t, "click" if t % 2 else "purchase"] for u in range(6) for t in
-            range(u + 2)]
+    rows = [
+        [f"u{u}", f"i{t}", t, "click" if t % 2 else "purchase"]
+        for u in range(6)
+        for t in range(u + 2)
+    ]
     path = rows_csv(tmp_path, rows, header=[*HEADER, "event_type"])
-    data = load_interactions(path, DataConfig(min_user_interactions=4, min_interactions=5,
-                                              min_users=2))
+    data = load_interactions(
+        path, DataConfig(min_user_interactions=4, min_interactions=5, min_users=2)
+    )
     assert set(data.user_ids) == {"u2", "u3", "u4", "u5"}
-    only = load_interactions(path, DataConfig(event_types="purchase", min_interactions=5,
-                                              min_users=2))
+    only = load_interactions(
+        path, DataConfig(event_types="purchase", min_interactions=5, min_users=2)
+    )
     assert only.stats["interactions"] == sum((u + 3) // 2 for u in range(6))
 
 
@@ -86,13 +92,21 @@ def test_min_user_interactions_and_event_type_filter(tmp_path):
     ("header", "rows", "expected"),
     [
         (["user_id", "item", "timestamp"], [["u", "i", 1]], "missing column(s) 'item_id'"),
-        (HEADER, [["u1", "i1", 1], ["", "i2", 2]], "column 'user_id' has 1 null or empty id(s), "
-                                                  "first at line 3"),
-        (HEADER, [["u1", "i1", 1], ["u1", " ", 2]], "column 'item_id' has 1 null or empty id(s), "
-                                                   "first at line 3"),
-        (HEADER, [["u1", "i1", 1], ["u1", "i2", "yesterday"]], "column 'timestamp' has 1 "
-                                                              "unparsable timestamp(s), first at "
-                                                              "line 3: 'yesterday'"),
+        (
+            HEADER,
+            [["u1", "i1", 1], ["", "i2", 2]],
+            "column 'user_id' has 1 null or empty id(s), first at line 3",
+        ),
+        (
+            HEADER,
+            [["u1", "i1", 1], ["u1", " ", 2]],
+            "column 'item_id' has 1 null or empty id(s), first at line 3",
+        ),
+        (
+            HEADER,
+            [["u1", "i1", 1], ["u1", "i2", "yesterday"]],
+            "column 'timestamp' has 1 unparsable timestamp(s), first at line 3: 'yesterday'",
+        ),
         (HEADER, [["u1", "i1", "2024-13-45"]], "unparsable timestamp(s), first at line 2"),
         (HEADER, [], "the file has a header but no rows"),
     ],
@@ -136,8 +150,11 @@ def test_too_little_data_uses_personalize_floor(tmp_path):
 
 def test_catalog_is_aligned_to_vocabulary_and_validated(tmp_path):
     path = rows_csv(tmp_path, good_rows())
-    items = write_csv(tmp_path / "items.csv", ["item_id", "title"],
-                      [[f"i{i}", f"Title {i}"] for i in range(7)] + [["zz", "unused"]])
+    items = write_csv(
+        tmp_path / "items.csv",
+        ["item_id", "title"],
+        [[f"i{i}", f"Title {i}"] for i in range(7)] + [["zz", "unused"]],
+    )
     data = load_interactions(path, SMALL, str(items))
     assert list(data.catalog.index) == list(data.item_ids)
     assert data.catalog.loc["i3", "title"] == "Title 3"
@@ -156,7 +173,8 @@ def test_reads_from_s3_through_aws_endpoint_url(s3_env, tmp_path):
     rows = synthetic_rows(n_users=40, length=8)
     for part in range(2):
         body = "user_id,item_id,timestamp\n" + "".join(
-            f"{u},{i},{t}\n" for u, i, t in rows[part * 160 : (part + 1) * 160])
+            f"{u},{i},{t}\n" for u, i, t in rows[part * 160 : (part + 1) * 160]
+        )
         s3.put_object(Bucket="lmrec-data", Key=f"interactions/part-{part}.csv", Body=body.encode())
     s3.put_object(Bucket="lmrec-data", Key="interactions-old/x.csv", Body=b"junk")
     # WHEN loaded by URI

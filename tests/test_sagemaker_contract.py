@@ -32,28 +32,50 @@ def lay_out(base, train_file, items_file=None, hp=None, resource=None):
 def test_train_writes_every_output(tmp_path, ml100k_small):
     # GIVEN the SageMaker layout with a train and an items channel
     inter, items = ml100k_small
-    base = lay_out(tmp_path / "ml", inter, items, resource={"current_host": "algo-1",
-                                                            "hosts": ["algo-1"]})
+    base = lay_out(
+        tmp_path / "ml", inter, items, resource={"current_host": "algo-1", "hosts": ["algo-1"]}
+    )
     # WHEN the container entry runs
     proc = run_training(["train"], env={"SAGEMAKER_BASE_DIR": str(base)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     # THEN every output is in <base>/model
     model = base / "model"
-    for name in ("teacher.safetensors", "teacher_config.json", "item_vocabulary.json",
-                 "metrics.json", "history.json", "report.md", "training_curve.png", "models.png"):
+    for name in (
+        "teacher.safetensors",
+        "teacher_config.json",
+        "item_vocabulary.json",
+        "metrics.json",
+        "history.json",
+        "report.md",
+        "training_curve.png",
+        "models.png",
+    ):
         assert (model / name).stat().st_size > 0, name
     assert not (base / "output" / "failure").exists()
     # one parseable line per epoch for SageMaker metric definitions
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("epoch=")]
     assert [ln.split()[0] for ln in lines] == ["epoch=1", "epoch=2"]
     assert "train_loss=" in lines[0] and "valid_ndcg@10=" in lines[0]
+    # students log under their own names, so teacher metric regexes do not match them
+    assert sum(ln.startswith("student_epoch=") for ln in proc.stdout.splitlines()) == 2
+    assert sum(ln.startswith("student_plain_epoch=") for ln in proc.stdout.splitlines()) == 2
 
     doc = json.loads((model / "metrics.json").read_text())
-    assert set(doc["metrics"]) == {"teacher", "popularity", "cooccurrence"}
+    assert set(doc["metrics"]) == {
+        "teacher",
+        "student",
+        "student_plain",
+        "popularity",
+        "cooccurrence",
+    }
+    macs = {n: m["macs_per_request"] for n, m in doc["summary"]["models"].items()}
+    assert macs["student"] < macs["teacher"] and macs["student"] == macs["student_plain"]
     for name in doc["metrics"]:
         for split in ("valid", "test"):
-            for protocol, keys in (("full", {"hr@10", "ndcg@10", "mrr", "coverage@10"}),
-                                   ("sampled100", {"hr@10", "ndcg@10", "mrr"})):
+            for protocol, keys in (
+                ("full", {"hr@10", "ndcg@10", "mrr", "coverage@10"}),
+                ("sampled100", {"hr@10", "ndcg@10", "mrr"}),
+            ):
                 got = doc["metrics"][name][split][protocol]
                 assert keys <= set(got) and all(0.0 <= got[k] <= 1.0 for k in keys)
     assert doc["data_fingerprint"].startswith("sha256:")
@@ -63,7 +85,7 @@ def test_train_writes_every_output(tmp_path, ml100k_small):
     vocab = json.loads((model / "item_vocabulary.json").read_text())["item_ids"]
     assert weights["item_emb.weight"].shape == (len(vocab) + 1, 16)
     assert all(isinstance(i, str) for i in vocab)
-    assert (base / "checkpoints" / "trainer.json").exists()
+    assert (base / "checkpoints" / "teacher" / "trainer.json").exists()
 
 
 def test_bad_data_writes_failure_file_and_exits_nonzero(tmp_path):
@@ -95,10 +117,12 @@ def test_resumes_from_checkpoint(tmp_path, synthetic_csv):
     assert first.returncode == 0, first.stderr[-2000:]
     # WHEN restarted with a larger epoch budget (as a spot restart would continue)
     (base / "input" / "config" / "hyperparameters.json").write_text(
-        json.dumps({**TINY_HP, "epochs": "3"}))
-    state = json.loads((base / "checkpoints" / "trainer.json").read_text())
+        json.dumps({**TINY_HP, "epochs": "3"})
+    )
+    state_file = base / "checkpoints" / "teacher" / "trainer.json"
+    state = json.loads(state_file.read_text())
     state["finished"] = False  # the first run ended on its epoch budget
-    (base / "checkpoints" / "trainer.json").write_text(json.dumps(state))
+    state_file.write_text(json.dumps(state))
     second = run_training(["train"], env={"SAGEMAKER_BASE_DIR": str(base)})
     # THEN it starts at epoch 3, not 1
     assert second.returncode == 0, second.stderr[-2000:]
@@ -106,18 +130,24 @@ def test_resumes_from_checkpoint(tmp_path, synthetic_csv):
     assert epochs == ["epoch=3"]
     assert "resumed from" in second.stderr
     history = json.loads((base / "model" / "history.json").read_text())
-    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert [r["epoch"] for r in history["teacher"]] == [1, 2, 3]
+    # the finished student phases were not trained again
+    assert "student_epoch=" not in second.stdout
 
 
 def test_sigterm_stops_cleanly_and_keeps_checkpoint(tmp_path, ml100k_small):
     inter, _ = ml100k_small
     base = lay_out(tmp_path / "s", inter, hp={"epochs": "200", "patience": "200"})
-    proc = subprocess.Popen([sys.executable, "-m", "training", "train"], cwd=REPO,
-                            env={**__import__("os").environ, "SAGEMAKER_BASE_DIR": str(base),
-                                 "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training", "train"],
+        cwd=REPO,
+        env={**__import__("os").environ, "SAGEMAKER_BASE_DIR": str(base), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
-    while not (base / "checkpoints" / "trainer.json").exists():
+    while not (base / "checkpoints" / "teacher" / "trainer.json").exists():
         assert time.time() < deadline and proc.poll() is None, "no checkpoint was written"
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
@@ -125,7 +155,8 @@ def test_sigterm_stops_cleanly_and_keeps_checkpoint(tmp_path, ml100k_small):
     assert proc.returncode == 143
     assert "SIGTERM" in err and "Traceback" not in err
     assert not (base / "output" / "failure").exists()
-    assert json.loads((base / "checkpoints" / "trainer.json").read_text())["epoch"] >= 1
+    state = json.loads((base / "checkpoints" / "teacher" / "trainer.json").read_text())
+    assert state["epoch"] >= 1
 
 
 @pytest.mark.parametrize("processes", ["2"])
@@ -133,10 +164,16 @@ def test_ddp_two_cpu_processes(tmp_path, processes):
     """torchrun with 2 gloo processes on CPU learns the synthetic pattern, like one process."""
     from tests.conftest import synthetic_rows
 
-    src = write_csv(tmp_path / "src" / "seq.csv", ["user_id", "item_id", "timestamp"],
-                    synthetic_rows(n_users=200, n_items=80, length=15))
-    base = lay_out(tmp_path / "ddp", src, hp={"processes_per_host": processes, "epochs": "6",
-                                               "d_model": "32", "lr": "0.005"})
+    src = write_csv(
+        tmp_path / "src" / "seq.csv",
+        ["user_id", "item_id", "timestamp"],
+        synthetic_rows(n_users=200, n_items=80, length=15),
+    )
+    base = lay_out(
+        tmp_path / "ddp",
+        src,
+        hp={"processes_per_host": processes, "epochs": "6", "d_model": "32", "lr": "0.005"},
+    )
     proc = run_training(["train"], env={"SAGEMAKER_BASE_DIR": str(base), "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((base / "model" / "metrics.json").read_text())

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
+from tests.conftest import write_csv
 from training.config import DataConfig
 from training.data import load_interactions
 from training.evaluate import evaluate, sample_negatives
 from training.split import leave_one_out
-from tests.conftest import write_csv
 
 
 @pytest.fixture
@@ -100,7 +100,8 @@ def test_ties_are_broken_at_random_not_in_our_favour(tmp_path):
     data = load_interactions(str(path), DataConfig(min_interactions=1, min_users=1))
     split = leave_one_out(data)
     neg = sample_negatives(split, split.test, 100, seed=0)
-    m = evaluate(lambda h: np.ones((len(h), data.n_items + 1), np.float32), split, split.test,
-                 neg, k=10)
+    m = evaluate(
+        lambda h: np.ones((len(h), data.n_items + 1), np.float32), split, split.test, neg, k=10
+    )
     assert m["full"]["hr@10"] == pytest.approx(10 / 196, abs=0.03)
     assert m["sampled100"]["hr@10"] == pytest.approx(10 / 101, abs=0.04)

@@ -113,7 +113,7 @@ def train(args, argv: list[str]) -> int:
         return code
 
     from training import dist, pipeline
-    from training.teacher import Stopped
+    from training.trainer import Stopped
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())

@@ -65,16 +65,48 @@ class TrainConfig:
 
 
 @dataclass
+class StudentConfig:
+    """The small serving model, distilled from the teacher (names prefixed to stay unique)."""
+
+    student: bool = True  # train and export a student
+    student_plain: bool = True  # also train it without distillation, to measure what KD adds
+    student_d_model: int = 48
+    student_n_blocks: int = 1
+    student_n_heads: int = 1
+    student_max_len: int = 50
+    student_dropout: float = 0.2
+    student_ffn_mult: int = 2
+    student_lr: float = 2e-3
+    student_epochs: int = 100
+    # Loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(true next item).
+    distill_alpha: float = 0.7
+    distill_temperature: float = 1.0
+    # 0: the teacher's full distribution over the catalog; K > 0: only its top-K logits.
+    distill_topk: int = 0
+
+    def model_config(self, n_items: int) -> ModelConfig:
+        return ModelConfig(
+            n_items=n_items,
+            d_model=self.student_d_model,
+            n_blocks=self.student_n_blocks,
+            n_heads=self.student_n_heads,
+            max_len=self.student_max_len,
+            dropout=self.student_dropout,
+            ffn_mult=self.student_ffn_mult,
+        )
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = ("data", "model", "train")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -105,7 +137,13 @@ def _convert(name: str, raw: Any, typ: type) -> Any:
 def _index() -> dict[str, tuple[str, type]]:
     """Flat hyperparameter name -> (section, type). Names are unique across sections."""
     out: dict[str, tuple[str, type]] = {}
-    for section, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
+    sections = (
+        ("data", DataConfig),
+        ("model", ModelConfig),
+        ("train", TrainConfig),
+        ("student", StudentConfig),
+    )
+    for section, cls in sections:
         hints = get_type_hints(cls)
         for f in fields(cls):
             out[f.name] = (section, hints[f.name])
@@ -146,6 +184,15 @@ def validate(cfg: RunConfig) -> None:
         (t.patience >= 1, "patience must be >= 1"),
         (t.sampled_negatives >= 1, "sampled_negatives must be >= 1"),
         (cfg.data.min_user_interactions >= 1, "min_user_interactions must be >= 1"),
+        (
+            cfg.student.student_d_model > 0
+            and cfg.student.student_d_model % cfg.student.student_n_heads == 0,
+            "student_d_model must be a positive multiple of student_n_heads",
+        ),
+        (cfg.student.student_max_len >= 2, "student_max_len must be >= 2"),
+        (0.0 <= cfg.student.distill_alpha <= 1.0, "distill_alpha must be in [0, 1]"),
+        (cfg.student.distill_temperature > 0, "distill_temperature must be > 0"),
+        (cfg.student.distill_topk >= 0, "distill_topk must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:

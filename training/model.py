@@ -48,7 +48,7 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.ffn = nn.Sequential(
             nn.Linear(cfg.d_model, cfg.ffn_mult * cfg.d_model),
-            nn.GELU(),
+            nn.GELU(approximate="tanh"),  # numpy has no erf; serving matches this
             nn.Linear(cfg.ffn_mult * cfg.d_model, cfg.d_model),
             nn.Dropout(cfg.dropout),
         )
@@ -143,7 +143,15 @@ class SASRec(nn.Module):
         return torch.cat([pad, logits], dim=1)
 
     def macs_per_request(self, history_len: int) -> int:
-        """Multiply-adds for one user: encoder over the history plus scoring the catalog."""
-        d, L = self.cfg.d_model, min(history_len, self.cfg.max_len)
-        per_block = L * (4 * d * d + 2 * self.cfg.ffn_mult * d * d) + 2 * L * L * d
-        return self.cfg.n_blocks * per_block + self.cfg.n_items * d
+        """Multiply-adds to score the catalog for one user with `history_len` items.
+
+        Counted as an efficient server runs it (and lmrec's numpy runtime does): every block
+        but the last runs on all L positions; the last block needs keys/values for all L but
+        queries, attention output and FFN only for the newest position; then one (D x N)
+        product over the catalog. Layer norms, softmax and biases are left out (O(L*D)).
+        """
+        d, m = self.cfg.d_model, self.cfg.ffn_mult
+        L = min(history_len, self.cfg.max_len)
+        full_block = L * (4 * d * d + 2 * m * d * d) + 2 * L * L * d  # qkv+out, ffn, attention
+        last_block = 2 * L * d * d + (2 * d * d + 2 * m * d * d) + 2 * L * d
+        return (self.cfg.n_blocks - 1) * full_block + last_block + self.cfg.n_items * d

@@ -16,12 +16,13 @@ from training.baselines import CoOccurrence, Popularity
 from training.config import RunConfig
 from training.data import Interactions, load_interactions
 from training.dist import DistEnv, barrier
+from training.distill import Distiller, init_from_teacher
 from training.evaluate import evaluate, sample_negatives
 from training.model import SASRec
 from training.report import results_table, write_report
 from training.sagemaker import Paths, clear_dir
 from training.split import Split, leave_one_out
-from training.teacher import FitResult, evaluate_sharded, fit, model_scorer
+from training.trainer import FitResult, Phase, evaluate_sharded, fit, model_scorer
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +44,95 @@ def build_teacher(cfg: RunConfig, data: Interactions) -> SASRec:
     return SASRec(cfg.model)
 
 
+def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) -> dict:
+    """What a checkpoint must match to be resumed: same data, model and optimisation."""
+    t = cfg.train
+    return {
+        "phase": phase.name,
+        "data_fingerprint": data.fingerprint,
+        "model": dataclasses.asdict(phase.model.cfg),
+        "student": dataclasses.asdict(cfg.student) if phase.name != "teacher" else None,
+        "seed": t.seed,
+        "loss": t.loss,
+        "lr": phase.lr,
+        "batch_size": t.batch_size,
+        "world_size": env.world_size,
+    }
+
+
+def train_models(
+    paths: Paths,
+    cfg: RunConfig,
+    env: DistEnv,
+    data: Interactions,
+    split: Split,
+    negatives: dict,
+    stop: threading.Event,
+) -> dict[str, tuple[SASRec, FitResult]]:
+    """Teacher, then the distilled student, then the same student without distillation."""
+    t, s = cfg.train, cfg.student
+    teacher = build_teacher(cfg, data)
+    phases = [Phase("teacher", teacher, t.lr, t.epochs, max_seconds=t.max_train_seconds)]
+    out: dict[str, tuple[SASRec, FitResult]] = {}
+
+    def run_phase(phase: Phase) -> None:
+        ckpt = paths.checkpoints / phase.name if paths.checkpoints else None
+        identity = _identity(phase, cfg, data, env)
+        out[phase.name] = (
+            phase.model,
+            fit(phase, split, cfg, env, negatives["valid"], ckpt, stop, identity),
+        )
+
+    run_phase(phases[0])
+    if s.student:
+        torch.manual_seed(t.seed + 1)
+        student = SASRec(s.model_config(data.n_items))
+        init_from_teacher(student, teacher)
+        run_phase(
+            Phase(
+                "student",
+                student,
+                s.student_lr,
+                s.student_epochs,
+                train_module=Distiller(student, teacher, s),
+                context_len=teacher.cfg.max_len,
+                max_seconds=t.max_train_seconds,
+            )
+        )
+        if s.student_plain:
+            torch.manual_seed(t.seed + 2)
+            plain = SASRec(s.model_config(data.n_items))
+            run_phase(
+                Phase(
+                    "student_plain",
+                    plain,
+                    s.student_lr,
+                    s.student_epochs,
+                    max_seconds=t.max_train_seconds,
+                )
+            )
+    return out
+
+
 def evaluate_models(
-    model: SASRec, split: Split, negatives: dict, cfg: RunConfig, env: DistEnv
+    models: dict[str, SASRec], split: Split, negatives: dict, cfg: RunConfig, env: DistEnv
 ) -> dict:
     """metrics[model][split][protocol][metric]; baselines in the very same protocol."""
-    metrics: dict = {"teacher": {}}
-    scorer = model_scorer(model, env.device)
-    for name in ("valid", "test"):
-        metrics["teacher"][name] = evaluate_sharded(
-            scorer, split, getattr(split, name), negatives[name], env, cfg, desc=f"teacher {name}"
-        )
+    metrics: dict = {}
+    for model_name, model in models.items():
+        scorer = model_scorer(model, env.device)
+        metrics[model_name] = {
+            name: evaluate_sharded(
+                scorer,
+                split,
+                getattr(split, name),
+                negatives[name],
+                env,
+                cfg,
+                desc=f"{model_name} {name}",
+            )
+            for name in ("valid", "test")
+        }
     if env.is_main:  # baselines are cheap; one process is enough
         for baseline in (Popularity(split), CoOccurrence(split)):
             metrics[baseline.name] = {
@@ -75,28 +155,34 @@ def export(
     env: DistEnv,
     data: Interactions,
     split: Split,
-    model: SASRec,
-    fit_result: FitResult,
+    trained: dict[str, tuple[SASRec, FitResult]],
     metrics: dict,
     wall_seconds: float,
 ) -> dict:
     out = paths.model_dir
     clear_dir(out)
-    save_file(
-        {k: v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()},
-        out / "teacher.safetensors",
-    )
-    (out / "teacher_config.json").write_text(json.dumps(dataclasses.asdict(cfg.model), indent=1))
+    for name in ("teacher", "student"):  # student_plain only serves as a measurement
+        if name in trained:
+            model = trained[name][0]
+            weights = {
+                k: v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()
+            }
+            save_file(weights, out / f"{name}.safetensors")
+            (out / f"{name}_config.json").write_text(
+                json.dumps(dataclasses.asdict(model.cfg), indent=1)
+            )
     # Row i + 1 of the item embedding is item_ids[i]; row 0 is padding.
     (out / "item_vocabulary.json").write_text(json.dumps({"item_ids": data.item_ids.tolist()}))
-    (out / "history.json").write_text(json.dumps(fit_result.history, indent=1))
+    histories = {name: fit_result.history for name, (_, fit_result) in trained.items()}
+    (out / "history.json").write_text(json.dumps(histories, indent=1))
+    teacher_fit = trained["teacher"][1]
     summary = {
         "data_fingerprint": data.fingerprint,
         "data": data.stats,
         "evaluated_users": len(split.test),
-        "best_epoch": fit_result.best_epoch,
-        "train_seconds": fit_result.train_seconds,
-        "sequences_per_second": fit_result.sequences_per_second,
+        "best_epoch": teacher_fit.best_epoch,
+        "train_seconds": teacher_fit.train_seconds,
+        "sequences_per_second": teacher_fit.sequences_per_second,
         "wall_seconds": wall_seconds,
         "device": str(env.device)
         if env.device.type == "cpu"
@@ -104,7 +190,18 @@ def export(
         "world_size": env.world_size,
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "teacher_macs_per_request": model.macs_per_request(model.cfg.max_len),
+        "models": {
+            name: {
+                "best_epoch": fit_result.best_epoch,
+                "epochs_run": len(fit_result.history),
+                "train_seconds": fit_result.train_seconds,
+                "sequences_per_second": fit_result.sequences_per_second,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                # Per request with a full window of history: see SASRec.macs_per_request.
+                "macs_per_request": model.macs_per_request(model.cfg.max_len),
+            }
+            for name, (model, fit_result) in trained.items()
+        },
     }
     document = {
         "metrics": metrics,
@@ -127,7 +224,7 @@ def export(
         "summary": summary,
     }
     (out / "metrics.json").write_text(json.dumps(document, indent=1))
-    write_report(out, metrics, fit_result.history, summary)
+    write_report(out, metrics, histories, summary)
     return document
 
 
@@ -142,24 +239,13 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
             len(split.test),
             int(split.train_len.sum()),
         )
-    model = build_teacher(cfg, data)
-    # What a checkpoint must match to be resumed: same data, model and optimisation.
-    t = cfg.train
-    identity = {
-        "data_fingerprint": data.fingerprint,
-        "model": dataclasses.asdict(cfg.model),
-        "seed": t.seed,
-        "loss": t.loss,
-        "lr": t.lr,
-        "batch_size": t.batch_size,
-        "world_size": env.world_size,
-    }
-    fit_result = fit(model, split, cfg, env, negatives["valid"], paths.checkpoints, stop, identity)
-    metrics = evaluate_models(model, split, negatives, cfg, env)
+    trained = train_models(paths, cfg, env, data, split, negatives, stop)
+    models = {name: model for name, (model, _) in trained.items()}
+    metrics = evaluate_models(models, split, negatives, cfg, env)
     document = None
     if env.is_main:
         document = export(
-            paths, cfg, env, data, split, model, fit_result, metrics, time.perf_counter() - began
+            paths, cfg, env, data, split, trained, metrics, time.perf_counter() - began
         )
         print(results_table(metrics), flush=True)
     barrier(env)

@@ -10,23 +10,23 @@ matplotlib.use("Agg")  # no display in a training container
 import matplotlib.pyplot as plt
 
 
-def _plot_history(history: list[dict], path: Path) -> None:
-    epochs = [r["epoch"] for r in history]
-    fig, ax1 = plt.subplots(figsize=(6, 3.5))
-    ax1.plot(epochs, [r["train_loss"] for r in history], color="tab:blue", label="train loss")
+def _plot_history(histories: dict[str, list[dict]], path: Path) -> None:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for name, history in histories.items():
+        ax1.plot([r["epoch"] for r in history], [r["train_loss"] for r in history], label=name)
+        evald = [r for r in history if "valid_ndcg@10" in r]
+        ax2.plot(
+            [r["epoch"] for r in evald],
+            [r["valid_ndcg@10"] for r in evald],
+            marker="o",
+            markersize=3,
+            label=name,
+        )
     ax1.set_xlabel("epoch")
-    ax1.set_ylabel("train loss", color="tab:blue")
-    evald = [r for r in history if "valid_ndcg@10" in r]
-    ax2 = ax1.twinx()
-    ax2.plot(
-        [r["epoch"] for r in evald],
-        [r["valid_ndcg@10"] for r in evald],
-        color="tab:orange",
-        marker="o",
-        markersize=3,
-    )
-    ax2.set_ylabel("valid NDCG@10 (full ranking)", color="tab:orange")
-    ax1.set_title("Teacher training")
+    ax1.set_title("train loss")
+    ax2.set_xlabel("epoch")
+    ax2.set_title("valid NDCG@10 (full ranking)")
+    ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -37,7 +37,10 @@ def _plot_models(metrics: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
     for ax, protocol in zip(axes, ("full", "sampled100"), strict=True):
         values = [metrics[n]["test"].get(protocol, {}).get("ndcg@10", 0.0) for n in names]
-        ax.bar(names, values, color=["tab:orange" if n == "teacher" else "tab:gray" for n in names])
+        colours = [
+            "tab:gray" if n in ("popularity", "cooccurrence") else "tab:orange" for n in names
+        ]
+        ax.bar(names, values, color=colours)
         ax.set_title(f"test NDCG@10, {protocol}")
         ax.tick_params(axis="x", rotation=20)
         for i, v in enumerate(values):
@@ -63,8 +66,23 @@ def results_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(model_dir: Path, metrics: dict, history: list[dict], summary: dict) -> Path:
-    _plot_history(history, model_dir / "training_curve.png")
+def _models_table(models: dict) -> str:
+    lines = [
+        "| model | parameters | MACs / request | best epoch | epochs | train s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in models.items():
+        lines.append(
+            f"| {name} | {m['parameters']:,} | {m['macs_per_request']:,} | "
+            f"{m['best_epoch']} | {m['epochs_run']} | {m['train_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_report(
+    model_dir: Path, metrics: dict, histories: dict[str, list[dict]], summary: dict
+) -> Path:
+    _plot_history(histories, model_dir / "training_curve.png")
     _plot_models(metrics, model_dir / "models.png")
     data = summary["data"]
     text = f"""# lmrec training report
@@ -77,8 +95,11 @@ seen items excluded, "sampled100" against 100 random items the user never touche
 
 {results_table(metrics)}
 
-Teacher: best epoch {summary["best_epoch"]} of {len(history)}, {summary["train_seconds"]:.0f} s
-of training on {summary["device"]} ({summary["world_size"]} process(es)).
+{_models_table(summary["models"])}
+
+Trained on {summary["device"]} ({summary["world_size"]} process(es)); the whole job took
+{summary["wall_seconds"]:.0f} s. MACs / request: multiply-adds to score the catalog for one
+user with a full history window.
 
 ![training curve](training_curve.png)
 

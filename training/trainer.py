@@ -1,4 +1,5 @@
-"""The teacher's training loop: epochs, early stopping on valid NDCG@10, checkpoints, DDP."""
+"""The training loop shared by teacher and students: epochs, early stopping on valid NDCG@10,
+checkpoints, DDP, a time budget and SIGTERM."""
 
 from __future__ import annotations
 
@@ -27,6 +28,23 @@ log = logging.getLogger(__name__)
 
 class Stopped(Exception):
     """Training was asked to stop (SIGTERM); the last finished epoch is checkpointed."""
+
+
+@dataclass
+class Phase:
+    """One model to train: the teacher, the distilled student, or the plain student."""
+
+    name: str
+    model: SASRec  # evaluated, checkpointed and exported
+    lr: float
+    epochs: int
+    train_module: torch.nn.Module | None = None  # computes the loss; default: `model`
+    context_len: int | None = None  # width of training batches; default: model.cfg.max_len
+    max_seconds: float = 0.0
+
+    def key(self, name: str) -> str:
+        # Teacher lines keep the plain names SageMaker metric definitions look for.
+        return name if self.name == "teacher" else f"{self.name}_{name}"
 
 
 @dataclass
@@ -77,7 +95,7 @@ def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def fit(
-    model: SASRec,
+    phase: Phase,
     split: Split,
     cfg: RunConfig,
     env: DistEnv,
@@ -88,10 +106,12 @@ def fit(
 ) -> FitResult:
     """Train until early stopping, the epoch limit or the time budget; leaves the best weights
     (by valid NDCG@10) loaded in `model`."""
-    t = cfg.train
-    model.to(env.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    net = DDP(model) if env.enabled else model
+    t, model = cfg.train, phase.model
+    module = phase.train_module or model
+    module.to(env.device)
+    context_len = phase.context_len or model.cfg.max_len
+    optimizer = torch.optim.AdamW(model.parameters(), lr=phase.lr, weight_decay=t.weight_decay)
+    net = DDP(module) if env.enabled else module
     result = FitResult()
     best_state = _clone_state(model)
     start_epoch, bad_epochs = 1, 0
@@ -108,14 +128,16 @@ def fit(
             start_epoch, bad_epochs = state["epoch"] + 1, state["bad_epochs"]
             result.train_seconds = state["train_seconds"]
             if env.is_main:
-                log.info("resumed from %s at epoch %d", checkpoint_dir, state["epoch"])
+                log.info(
+                    "%s: resumed from %s at epoch %d", phase.name, checkpoint_dir, state["epoch"]
+                )
             if state.get("finished"):
-                start_epoch = t.epochs + 1
+                start_epoch = phase.epochs + 1
 
     trainable = np.flatnonzero(split.train_len >= 2)  # a sequence of 1 has no next item
     lengths = split.train_len
     sequences, session_seconds = 0, 0.0
-    for epoch in range(start_epoch, t.epochs + 1):
+    for epoch in range(start_epoch, phase.epochs + 1):
         began = time.perf_counter()
         rng = np.random.default_rng([t.seed, epoch])  # same batches after a resume
         torch.manual_seed(t.seed * 100_003 + epoch * 101 + env.rank)
@@ -125,13 +147,16 @@ def fit(
         net.train()
         loss_sum, loss_n = 0.0, 0
         bar = tqdm(
-            batches, desc=f"epoch {epoch}", disable=not (env.is_main and t.progress), leave=False
+            batches,
+            desc=f"{phase.name} {epoch}",
+            disable=not (env.is_main and t.progress),
+            leave=False,
         )
         for batch in bar:
             if any_rank(env, stop.is_set()):
                 raise Stopped(f"stopped during epoch {epoch}")
             mine = batch[env.rank :: env.world_size]  # each rank takes its slice of the batch
-            inputs, targets = training_pairs(split, mine, model.cfg.max_len)
+            inputs, targets = training_pairs(split, mine, context_len)
             x = torch.from_numpy(inputs).to(env.device, non_blocking=True)
             y = torch.from_numpy(targets).to(env.device, non_blocking=True)
             negatives = None
@@ -155,15 +180,20 @@ def fit(
         train_loss = float(total["s"]) / max(1.0, float(total["n"]))
 
         row: dict = {"epoch": epoch, "train_loss": train_loss, "epoch_seconds": elapsed}
-        if epoch % t.eval_every == 0 or epoch == t.epochs:
+        if epoch % t.eval_every == 0 or epoch == phase.epochs:
             eval_began = time.perf_counter()
             metrics = evaluate_sharded(
                 model_scorer(model, env.device), split, split.valid, valid_negatives, env, cfg
             )
             valid, sampled = metrics["full"], metrics[f"sampled{valid_negatives.shape[1]}"]
-            row.update({"valid_ndcg@10": valid["ndcg@10"], "valid_hr@10": valid["hr@10"],
-                        "valid_sampled_ndcg@10": sampled["ndcg@10"],
-                        "eval_seconds": time.perf_counter() - eval_began})
+            row.update(
+                {
+                    "valid_ndcg@10": valid["ndcg@10"],
+                    "valid_hr@10": valid["hr@10"],
+                    "valid_sampled_ndcg@10": sampled["ndcg@10"],
+                    "eval_seconds": time.perf_counter() - eval_began,
+                }
+            )
             if valid["ndcg@10"] > result.best_valid_ndcg:
                 result.best_valid_ndcg, result.best_epoch, bad_epochs = valid["ndcg@10"], epoch, 0
                 best_state = _clone_state(model)
@@ -174,13 +204,14 @@ def fit(
             # One line per epoch, parseable by SageMaker metric definitions.
             print(
                 " ".join(
-                    f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                    f"{phase.key(k)}={v:.6g}" if isinstance(v, float) else f"{phase.key(k)}={v}"
+                    for k, v in row.items()
                 ),
                 flush=True,
             )
 
-        out_of_time = bool(t.max_train_seconds) and result.train_seconds >= t.max_train_seconds
-        finished = bad_epochs >= t.patience or out_of_time or epoch == t.epochs
+        out_of_time = bool(phase.max_seconds) and result.train_seconds >= phase.max_seconds
+        finished = bad_epochs >= t.patience or out_of_time or epoch == phase.epochs
         if checkpoint_dir is not None and env.is_main:
             checkpoint.save(
                 checkpoint_dir,
@@ -206,7 +237,11 @@ def fit(
                     else ("patience" if bad_epochs >= t.patience else "epochs")
                 )
                 log.info(
-                    "stopping after epoch %d (%s); best epoch %d", epoch, reason, result.best_epoch
+                    "%s: stopping after epoch %d (%s); best epoch %d",
+                    phase.name,
+                    epoch,
+                    reason,
+                    result.best_epoch,
                 )
             break
 

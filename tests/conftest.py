@@ -128,3 +128,21 @@ def run_training(args: list[str], env: dict | None = None, timeout: int = 300, *
         timeout=timeout,
         **kw,
     )
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory, ml100k_small) -> Path:
+    """A real bundle: the training entry run on 80 MovieLens users with tiny models."""
+    inter, items = ml100k_small
+    out = tmp_path_factory.mktemp("bundle") / "model"
+    args = ["train", "--data", str(inter), "--items", str(items), "--output", str(out)]
+    for key, value in {
+        **TINY_HP,
+        "epochs": "3",
+        "student_epochs": "3",
+        "student_d_model": "16",
+    }.items():
+        args += ["--set", f"{key}={value}"]
+    proc = run_training(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out

@@ -43,7 +43,14 @@ def test_train_writes_every_output(tmp_path, ml100k_small):
     for name in (
         "teacher.safetensors",
         "teacher_config.json",
-        "item_vocabulary.json",
+        "student.safetensors",
+        "student_config.json",
+        "items.json",
+        "users.json",
+        "user_items.npy",
+        "user_offsets.npy",
+        "popularity.npy",
+        "manifest.json",
         "metrics.json",
         "history.json",
         "report.md",
@@ -82,7 +89,7 @@ def test_train_writes_every_output(tmp_path, ml100k_small):
     assert doc["seeds"]["train"] == 42 and "leave-one-out" in doc["protocol"]["split"]
 
     weights = load_file(model / "teacher.safetensors")
-    vocab = json.loads((model / "item_vocabulary.json").read_text())["item_ids"]
+    vocab = json.loads((model / "items.json").read_text())["item_ids"]
     assert weights["item_emb.weight"].shape == (len(vocab) + 1, 16)
     assert all(isinstance(i, str) for i in vocab)
     assert (base / "checkpoints" / "teacher" / "trainer.json").exists()

@@ -105,3 +105,18 @@ def test_ties_are_broken_at_random_not_in_our_favour(tmp_path):
     )
     assert m["full"]["hr@10"] == pytest.approx(10 / 196, abs=0.03)
     assert m["sampled100"]["hr@10"] == pytest.approx(10 / 101, abs=0.04)
+
+
+def test_ties_are_shuffled_for_training_only(tmp_path):
+    # u1 rated a, b, c in the same second, then d, e; f, g are valid/test
+    rows = [["u1", x, t] for x, t in zip("abcdefg", [5, 5, 5, 6, 7, 8, 9], strict=True)]
+    rows += [["u2", x, t] for t, x in enumerate("abcd")]
+    path = write_csv(tmp_path / "t.csv", ["user_id", "item_id", "timestamp"], rows)
+    data = load_interactions(str(path), DataConfig(min_interactions=1, min_users=1))
+    split = leave_one_out(data)
+    assert list(split.has_ties) == [True, False]
+    rng = np.random.default_rng(0)
+    orders = {tuple(ids(data, split.shuffled_train_sequence(0, rng))) for _ in range(50)}
+    assert len(orders) == 6  # all orders of the tie a, b, c ...
+    assert all(o[3:] == ("d", "e") for o in orders)  # ... and nothing else moves
+    assert ids(data, split.shuffled_train_sequence(1, rng)) == ["a", "b"]

@@ -18,9 +18,15 @@ def left_pad(seqs: list[np.ndarray], max_len: int) -> np.ndarray:
     return out
 
 
-def training_pairs(split: Split, users: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and next-item targets for users' training sequences, (B, L) each."""
-    seqs = [split.train_sequence(u) for u in users]
+def training_pairs(
+    split: Split, users: np.ndarray, max_len: int, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and next-item targets for users' training sequences, (B, L) each. With `rng`,
+    interactions that share a timestamp are put in a random order (see Split)."""
+    if rng is None:
+        seqs = [split.train_sequence(u) for u in users]
+    else:
+        seqs = [split.shuffled_train_sequence(u, rng) for u in users]
     inputs = left_pad([s[:-1] for s in seqs], max_len)
     targets = left_pad([s[1:] for s in seqs], max_len)
     return inputs, targets

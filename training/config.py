@@ -25,6 +25,8 @@ class DataConfig:
     min_user_interactions: int = 1
     # Optional: keep only these event types (comma separated) when an event_type column exists.
     event_types: str = ""
+    # Catalog column whose '|'-separated values the API filters on ("" = genres/category).
+    category_column: str = ""
     # Amazon Personalize's floor for a trainable data set.
     min_interactions: int = 1000
     min_users: int = 25
@@ -62,6 +64,8 @@ class TrainConfig:
     processes_per_host: int = 0  # 0 = one per GPU, or 1 on CPU
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     progress: bool = True
+    # Train on a fresh random order of interactions that share a timestamp, every epoch.
+    shuffle_ties: bool = True
 
 
 @dataclass
@@ -83,6 +87,8 @@ class StudentConfig:
     distill_temperature: float = 1.0
     # 0: the teacher's full distribution over the catalog; K > 0: only its top-K logits.
     distill_topk: int = 0
+    # How the bundle stores the item table: float32, float16, or int8 with per-row scales.
+    item_table_dtype: str = "float32"
 
     def model_config(self, n_items: int) -> ModelConfig:
         return ModelConfig(
@@ -193,6 +199,10 @@ def validate(cfg: RunConfig) -> None:
         (0.0 <= cfg.student.distill_alpha <= 1.0, "distill_alpha must be in [0, 1]"),
         (cfg.student.distill_temperature > 0, "distill_temperature must be > 0"),
         (cfg.student.distill_topk >= 0, "distill_topk must be >= 0"),
+        (
+            cfg.student.item_table_dtype in ("float32", "float16", "int8"),
+            "item_table_dtype must be float32, float16 or int8",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -14,6 +14,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from lmrec.student import sasrec_macs
 from torch import nn
 
 from training.config import ModelConfig
@@ -143,15 +144,6 @@ class SASRec(nn.Module):
         return torch.cat([pad, logits], dim=1)
 
     def macs_per_request(self, history_len: int) -> int:
-        """Multiply-adds to score the catalog for one user with `history_len` items.
-
-        Counted as an efficient server runs it (and lmrec's numpy runtime does): every block
-        but the last runs on all L positions; the last block needs keys/values for all L but
-        queries, attention output and FFN only for the newest position; then one (D x N)
-        product over the catalog. Layer norms, softmax and biases are left out (O(L*D)).
-        """
-        d, m = self.cfg.d_model, self.cfg.ffn_mult
-        L = min(history_len, self.cfg.max_len)
-        full_block = L * (4 * d * d + 2 * m * d * d) + 2 * L * L * d  # qkv+out, ffn, attention
-        last_block = 2 * L * d * d + (2 * d * d + 2 * m * d * d) + 2 * L * d
-        return (self.cfg.n_blocks - 1) * full_block + last_block + self.cfg.n_items * d
+        """Multiply-adds per request, by the rule of lmrec.student.sasrec_macs."""
+        c = self.cfg
+        return sasrec_macs(c.d_model, c.n_blocks, c.ffn_mult, c.n_items, c.max_len, history_len)

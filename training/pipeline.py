@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from training.baselines import CoOccurrence, Popularity
+from training.bundle_writer import write_bundle
 from training.config import RunConfig
 from training.data import Interactions, load_interactions
 from training.dist import DistEnv, barrier
@@ -171,8 +172,6 @@ def export(
             (out / f"{name}_config.json").write_text(
                 json.dumps(dataclasses.asdict(model.cfg), indent=1)
             )
-    # Row i + 1 of the item embedding is item_ids[i]; row 0 is padding.
-    (out / "item_vocabulary.json").write_text(json.dumps({"item_ids": data.item_ids.tolist()}))
     histories = {name: fit_result.history for name, (_, fit_result) in trained.items()}
     (out / "history.json").write_text(json.dumps(histories, indent=1))
     teacher_fit = trained["teacher"][1]
@@ -225,6 +224,16 @@ def export(
     }
     (out / "metrics.json").write_text(json.dumps(document, indent=1))
     write_report(out, metrics, histories, summary)
+    if "student" in trained:  # the model directory becomes a servable bundle
+        manifest = write_bundle(
+            out,
+            trained["student"][0],
+            data,
+            document,
+            cfg.student.item_table_dtype,
+            cfg.data.category_column,
+        )
+        document["model_version"] = manifest["model_version"]
     return document
 
 

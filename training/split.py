@@ -30,10 +30,25 @@ class Split:
     train_len: np.ndarray  # (n_users,) how many leading items of each sequence are training data
     valid: EvalSet
     test: EvalSet
+    has_ties: np.ndarray  # (n_users,) bool: two training interactions share a timestamp
 
     def train_sequence(self, user: int) -> np.ndarray:
         start = self.data.offsets[user]
         return self.data.items[start : start + self.train_len[user]]
+
+    def shuffled_train_sequence(self, user: int, rng: np.random.Generator) -> np.ndarray:
+        """The training sequence with interactions that share a timestamp in random order.
+
+        Logs such as MovieLens record half of all consecutive ratings in the same second, so
+        their order inside a tie is an artefact of the file; training on a fresh order each
+        epoch keeps the model from learning it.
+        """
+        seq = self.train_sequence(user)
+        if not self.has_ties[user]:
+            return seq
+        start = self.data.offsets[user]
+        ts = self.data.timestamps[start : start + len(seq)]
+        return seq[np.lexsort((rng.random(len(seq)), ts))]
 
     def history(self, user: int, length: int) -> np.ndarray:
         start = self.data.offsets[user]
@@ -47,4 +62,12 @@ def leave_one_out(data: Interactions) -> Split:
     ends = data.offsets[1:]
     valid = EvalSet(evaluated, lengths[evaluated] - 2, data.items[ends[evaluated] - 2])
     test = EvalSet(evaluated, lengths[evaluated] - 1, data.items[ends[evaluated] - 1])
-    return Split(data=data, train_len=train_len, valid=valid, test=test)
+    same = np.diff(data.timestamps) == 0
+    same &= np.diff(np.repeat(np.arange(data.n_users), data.lengths())) == 0  # same user
+    pos_in_user = np.arange(len(data.items)) - np.repeat(data.offsets[:-1], data.lengths())
+    # a tie counts if both of its interactions are training data
+    in_train = pos_in_user[1:] < np.repeat(train_len, data.lengths())[1:]
+    tie_user = np.repeat(np.arange(data.n_users), data.lengths())[1:][same & in_train]
+    has_ties = np.zeros(data.n_users, dtype=bool)
+    has_ties[tie_user] = True
+    return Split(data=data, train_len=train_len, valid=valid, test=test, has_ties=has_ties)

@@ -156,7 +156,9 @@ def fit(
             if any_rank(env, stop.is_set()):
                 raise Stopped(f"stopped during epoch {epoch}")
             mine = batch[env.rank :: env.world_size]  # each rank takes its slice of the batch
-            inputs, targets = training_pairs(split, mine, context_len)
+            inputs, targets = training_pairs(
+                split, mine, context_len, rng if t.shuffle_ties else None
+            )
             x = torch.from_numpy(inputs).to(env.device, non_blocking=True)
             y = torch.from_numpy(targets).to(env.device, non_blocking=True)
             negatives = None

@@ -1,0 +1,191 @@
+"""The model bundle: the contract between training (writer) and serving (this reader).
+
+A bundle is a directory (local, or under an s3:// prefix) holding:
+
+  manifest.json          schema version, model version, created_at, data fingerprint, model
+                         config, metrics, and every other file with its size and sha256
+  student.safetensors    the student's weights (item table float32, float16 or int8+scales)
+  items.json             item ids (row i + 1 <-> item_ids[i]) and catalog columns
+  users.json             known user ids, in the row order of the history arrays
+  user_offsets.npy       (n_users + 1,) int64: user u's items are user_items[off[u]:off[u+1]]
+  user_items.npy         (n_interactions,) int32 item rows, oldest first
+  popularity.npy         (n_items + 1,) float32 interaction counts, for cold-start fallbacks
+  metrics.json, report.md, *.png, teacher.*   records, not needed to serve
+
+Reading verifies the schema version and every checksum before anything is used, and loads
+no pickle: JSON, safetensors and np.load(allow_pickle=False) only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lmrec import store
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "student.safetensors"
+ITEMS = "items.json"
+USERS = "users.json"
+USER_OFFSETS = "user_offsets.npy"
+USER_ITEMS = "user_items.npy"
+POPULARITY = "popularity.npy"
+SERVING_FILES = (WEIGHTS, ITEMS, USERS, USER_OFFSETS, USER_ITEMS, POPULARITY)
+
+
+class BundleError(RuntimeError):
+    """A bundle that is missing, corrupt or of an unknown format; never served."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Bundle:
+    manifest: dict
+    weights: dict[str, np.ndarray]
+    item_ids: np.ndarray  # (n_items,) str
+    catalog: dict[str, list]  # column -> values aligned with item_ids
+    user_ids: np.ndarray  # (n_users,) str
+    user_offsets: np.ndarray
+    user_items: np.ndarray
+    popularity: np.ndarray  # (n_items + 1,) float32
+    path: Path = field(default_factory=Path)
+
+    @property
+    def version(self) -> str:
+        return self.manifest["model_version"]
+
+    @property
+    def config(self) -> dict:
+        return self.manifest["model"]["config"]
+
+
+def _parse_manifest(raw: bytes, where: str) -> dict:
+    try:
+        manifest = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{where}/{MANIFEST} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{where}/{MANIFEST} must be a JSON object")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"{where}: unsupported bundle schema_version {version!r} (this runtime reads "
+            f"{SCHEMA_VERSION})"
+        )
+    for key in ("model_version", "created_at", "model", "files"):
+        if key not in manifest:
+            raise BundleError(f"{where}/{MANIFEST} has no {key!r}")
+    files = manifest["files"]
+    missing = [name for name in SERVING_FILES if name not in files]
+    if missing:
+        raise BundleError(f"{where}/{MANIFEST} does not list {', '.join(missing)}")
+    return manifest
+
+
+def verify_file(path: Path, expected: dict, where: str) -> None:
+    name = path.name
+    if not path.is_file():
+        raise BundleError(f"{where}: {name} is missing")
+    size = path.stat().st_size
+    if size != expected.get("size"):
+        raise BundleError(
+            f"{where}: {name} has {size} bytes, the manifest says {expected.get('size')} "
+            "(truncated or replaced)"
+        )
+    actual = sha256_file(path)
+    if actual != expected.get("sha256"):
+        raise BundleError(
+            f"{where}: {name} fails its sha256 check ({actual[:12]}... != "
+            f"{str(expected.get('sha256'))[:12]}...)"
+        )
+
+
+def fetch(uri: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """A local directory holding the bundle's serving files: the path itself for local
+    bundles, or a fresh download of an s3:// prefix into `cache_dir` (e.g. /tmp)."""
+    loc = store.parse(uri)
+    if loc.scheme == "file":
+        return Path(loc.key)
+    root = Path(cache_dir or tempfile.gettempdir()) / "lmrec-bundles"
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        manifest = _parse_manifest(store.read_bytes(f"{uri.rstrip('/')}/{MANIFEST}"), uri)
+    except store.StoreError as exc:
+        raise BundleError(f"{uri}: cannot read {MANIFEST}: {exc}") from None
+    target = root / manifest["model_version"].replace("/", "_")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in SERVING_FILES:
+        dest = target / name
+        expected = manifest["files"][name]
+        if (
+            dest.is_file()
+            and dest.stat().st_size == expected["size"]
+            and (sha256_file(dest) == expected["sha256"])
+        ):
+            continue  # already cached and intact (a warm container, or a retry)
+        try:
+            store.download(f"{uri.rstrip('/')}/{name}", dest)
+        except store.StoreError as exc:
+            raise BundleError(f"{uri}: cannot download {name}: {exc}") from None
+    (target / MANIFEST).write_text(json.dumps(manifest))
+    return target
+
+
+def _load_npy(path: Path, where: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise BundleError(f"{where}: {path.name} is not a plain numpy array: {exc}") from None
+
+
+def load(uri: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Bundle:
+    """Fetch (if remote), verify and load a bundle; raises BundleError on any problem."""
+    where = str(uri)
+    directory = fetch(where, cache_dir)
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{where}: {MANIFEST} is missing")
+    manifest = _parse_manifest(manifest_path.read_bytes(), where)
+    for name in SERVING_FILES:
+        verify_file(directory / name, manifest["files"][name], where)
+
+    from safetensors.numpy import load_file  # small, numpy-only; imported when first needed
+
+    try:
+        weights = load_file(str(directory / WEIGHTS))
+        items = json.loads((directory / ITEMS).read_text())
+        users = json.loads((directory / USERS).read_text())
+    except Exception as exc:  # verified bytes that still do not parse: a writer bug
+        raise BundleError(f"{where}: cannot parse bundle files: {exc}") from None
+    bundle = Bundle(
+        manifest=manifest,
+        weights=weights,
+        item_ids=np.asarray(items["item_ids"], dtype=str),
+        catalog=items.get("columns", {}),
+        user_ids=np.asarray(users["user_ids"], dtype=str),
+        user_offsets=_load_npy(directory / USER_OFFSETS, where),
+        user_items=_load_npy(directory / USER_ITEMS, where),
+        popularity=_load_npy(directory / POPULARITY, where).astype(np.float32),
+        path=directory,
+    )
+    n_items = len(bundle.item_ids)
+    if (
+        bundle.popularity.shape != (n_items + 1,)
+        or len(bundle.user_offsets) != len(bundle.user_ids) + 1
+    ):
+        raise BundleError(f"{where}: array shapes disagree with the item and user lists")
+    return bundle

@@ -1,0 +1,125 @@
+"""Write the serving bundle (format: lmrec.bundle) into the model directory.
+
+The model directory is the bundle: serving files, records (metrics, report, teacher
+checkpoint) and, last of all, manifest.json with every file's size and sha256. A reader that
+finds a manifest therefore finds a complete bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from lmrec import bundle as fmt
+from safetensors.numpy import save_file
+
+from training.data import Interactions
+from training.model import SASRec
+
+CATEGORY_CANDIDATES = ("genres", "genre", "category", "categories")
+
+
+def quantize_items(table: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
+    """The item table as float32, float16, or int8 with one float32 scale per row."""
+    if dtype == "float32":
+        return {"item_emb.weight": table.astype(np.float32)}
+    if dtype == "float16":
+        return {"item_emb.weight": table.astype(np.float16)}
+    if dtype == "int8":
+        scale = np.abs(table).max(axis=1) / 127.0
+        scale[scale == 0] = 1.0
+        q = np.clip(np.rint(table / scale[:, None]), -127, 127).astype(np.int8)
+        return {"item_emb.weight": q, "item_emb.scale": scale.astype(np.float32)}
+    raise ValueError(f"item_table_dtype must be float32, float16 or int8, not {dtype!r}")
+
+
+def _json_value(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def catalog_columns(data: Interactions, category_column: str) -> tuple[dict[str, list], str | None]:
+    """Catalog columns aligned with the vocabulary; the category column split on '|'."""
+    if data.catalog is None:
+        return {}, None
+    cat = category_column or next((c for c in CATEGORY_CANDIDATES if c in data.catalog), None)
+    columns: dict[str, list] = {}
+    for name in data.catalog.columns:
+        values = [_json_value(v) for v in data.catalog[name].tolist()]
+        if name == cat:
+            values = [
+                [p.strip() for p in str(v).split("|") if p.strip()] if v else [] for v in values
+            ]
+        columns[str(name)] = values
+    return columns, cat
+
+
+def model_version(created: datetime, fingerprint: str, config: dict) -> str:
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    return f"{created:%Y%m%dT%H%M%SZ}-{fingerprint.removeprefix('sha256:')[:8]}-{digest[:6]}"
+
+
+def write_bundle(
+    out: Path,
+    student: SASRec,
+    data: Interactions,
+    document: dict,
+    item_dtype: str,
+    category_column: str = "",
+) -> dict:
+    weights = {k: v.detach().cpu().float().numpy() for k, v in student.state_dict().items()}
+    weights.update(quantize_items(weights.pop("item_emb.weight"), item_dtype))
+    save_file(weights, str(out / fmt.WEIGHTS))
+
+    columns, cat = catalog_columns(data, category_column)
+    (out / fmt.ITEMS).write_text(
+        json.dumps({"item_ids": data.item_ids.tolist(), "columns": columns})
+    )
+    (out / fmt.USERS).write_text(json.dumps({"user_ids": data.user_ids.tolist()}))
+    np.save(out / fmt.USER_OFFSETS, data.offsets.astype(np.int64))
+    np.save(out / fmt.USER_ITEMS, data.items.astype(np.int32))
+    popularity = np.bincount(data.items, minlength=data.n_items + 1).astype(np.float32)
+    np.save(out / fmt.POPULARITY, popularity)
+
+    created = datetime.now(UTC)
+    config = dataclasses.asdict(student.cfg)
+    metrics = document["metrics"]
+    manifest = {
+        "schema_version": fmt.SCHEMA_VERSION,
+        "model_version": model_version(created, data.fingerprint, document["config"]),
+        "created_at": created.isoformat(timespec="seconds"),
+        "data_fingerprint": data.fingerprint,
+        "model": {
+            "architecture": "sasrec",
+            "config": config,
+            "item_table_dtype": item_dtype,
+            "torch": torch.__version__,
+        },
+        "catalog": {
+            "n_items": data.n_items,
+            "n_users": data.n_users,
+            "columns": sorted(columns),
+            "category_column": cat,
+        },
+        # The headline figures, so a quality gate need not open metrics.json.
+        "metrics": {name: {"test": metrics[name]["test"]} for name in metrics},
+        "files": {},
+    }
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != fmt.MANIFEST):
+        manifest["files"][str(path.relative_to(out))] = {
+            "size": path.stat().st_size,
+            "sha256": fmt.sha256_file(path),
+        }
+    tmp = out / (fmt.MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.replace(out / fmt.MANIFEST)
+    return manifest

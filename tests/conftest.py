@@ -146,3 +146,56 @@ def trained_bundle(tmp_path_factory, ml100k_small) -> Path:
     proc = run_training(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
+
+
+EVENTS_DIR = REPO / "events"
+
+
+class LambdaContext:
+    """The attributes Lambda passes in `context` that powertools reads."""
+
+    function_name = "lmrec-api"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:lmrec-api"
+    aws_request_id = "8b1f6a52-4f0c-4c5e-9d1a-3f2b7c9e0a11"
+    log_group_name = "/aws/lambda/lmrec-api"
+    log_stream_name = "2026/11/27/[$LATEST]abc"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 30_000
+
+
+def load_event(name: str) -> dict:
+    import json
+
+    return json.loads((EVENTS_DIR / name).read_text())
+
+
+def import_function(name: str, module_name: str | None = None):
+    """Import functions/<name>/app.py as a fresh module, as the Lambda runtime would."""
+    import importlib.util
+
+    path = REPO / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(module_name or f"fn_{name}_app", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def create_events_table(name: str) -> None:
+    import boto3
+
+    boto3.client("dynamodb").create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "user_id", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "user_id", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+    )

@@ -123,3 +123,26 @@ def write_bundle(
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(out / fmt.MANIFEST)
     return manifest
+
+
+def requantize(src: Path, dst: Path, item_dtype: str) -> dict:
+    """A copy of a bundle with its item table stored as `item_dtype` (for size/quality
+    comparisons); the manifest is rewritten with the new sizes and checksums."""
+    import shutil
+
+    from lmrec.student import dequantize_items
+    from safetensors.numpy import load_file
+
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    weights = load_file(str(src / fmt.WEIGHTS))
+    table = dequantize_items(weights)
+    weights.pop("item_emb.scale", None)
+    weights.pop("item_emb.weight")
+    weights.update(quantize_items(table, item_dtype))
+    save_file(weights, str(dst / fmt.WEIGHTS))
+    manifest = json.loads((src / fmt.MANIFEST).read_text())
+    manifest["model"]["item_table_dtype"] = item_dtype
+    path = dst / fmt.WEIGHTS
+    manifest["files"][fmt.WEIGHTS] = {"size": path.stat().st_size, "sha256": fmt.sha256_file(path)}
+    (dst / fmt.MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest

@@ -1,0 +1,41 @@
+"""Lambda entry for the recommendation API: FastAPI behind Mangum, numpy only.
+
+The model loads here, at import (once per container, the cold start), not in an ASGI
+lifespan: Mangum would run a lifespan on every invocation. Later requests re-read the
+production pointer every LMREC_REFRESH_SECONDS and swap in a new version once it verifies.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from lmrec.api import create_app
+from lmrec.serving import ModelState
+from lmrec.settings import get_settings
+from mangum import Mangum
+
+settings = get_settings()
+logger = Logger(service="lmrec-api")
+metrics = Metrics(namespace=settings.metrics_namespace, service="lmrec-api")
+
+state = ModelState(settings)
+state.refresh()  # a failure is recorded in state.problem; routes answer 503 until a model loads
+app = create_app(settings, state)
+_asgi = Mangum(app, lifespan="off")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event: dict, context) -> dict:
+    began = time.perf_counter()
+    response = _asgi(event, context)
+    metrics.add_metric(
+        name="LatencyMs", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - began) * 1000
+    )
+    metrics.add_metadata(key="model_version", value=state.version or "none")
+    if response.get("statusCode", 500) >= 500:
+        metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
+    return response

@@ -1,0 +1,56 @@
+"""The recommendation API (FastAPI): importable as an app, served by Mangum on Lambda or by
+uvicorn locally (`lmrec serve`)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from lmrec import __version__
+from lmrec.api.middleware import BodyLimit
+from lmrec.api.routes import events, items, model, recommendations
+from lmrec.events import EventStore
+from lmrec.serving import ModelState
+from lmrec.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)[:2000]
+
+
+def create_app(
+    settings: Settings, state: ModelState, event_store: EventStore | None = None
+) -> FastAPI:
+    app = FastAPI(
+        title="lmrec",
+        version=__version__,
+        description="Sequential recommendations from a distilled Transformer, served with numpy.",
+    )
+    app.state.settings = settings
+    app.state.model_state = state
+    if event_store is None and settings.events_table:
+        event_store = EventStore(settings.events_table, settings.events_ttl_days)
+    app.state.events = event_store
+    for module in (recommendations, items, events, model):
+        app.include_router(module.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,48 @@
+"""Real-time events: recorded in DynamoDB, used by the user's next recommendation."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Request
+
+from lmrec.api.deps import EventsDep
+from lmrec.api.schemas import DeleteResponse, EventsRequest, EventsResponse, Id
+from lmrec.events import Event, EventStore, EventsUnavailable
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+
+def _require(events: EventStore | None) -> EventStore:
+    if events is None:
+        raise HTTPException(503, "real-time events are disabled (LMREC_EVENTS_TABLE is empty)")
+    return events
+
+
+@router.post("/events", response_model=EventsResponse, status_code=202)
+def post_events(body: EventsRequest, events: EventsDep, request: Request) -> EventsResponse:
+    store = _require(events)
+    now = time.time()
+    batch = [
+        Event(e.user_id, e.item_id, e.timestamp if e.timestamp is not None else now, e.event_type)
+        for e in body.events
+    ]
+    try:
+        recorded = store.put(batch)
+    except EventsUnavailable as exc:
+        raise HTTPException(503, f"events were not recorded: {exc}") from None
+    rec = request.app.state.model_state.recommender
+    unknown = rec.catalog.rows([e.item_id for e in batch])[1] if rec else []
+    return EventsResponse(recorded=recorded, unknown_items=unknown)
+
+
+@router.delete("/users/{user_id}/events", response_model=DeleteResponse)
+def delete_events(
+    user_id: Annotated[Id, Path(max_length=256)], events: EventsDep
+) -> DeleteResponse:
+    try:
+        deleted = _require(events).delete_user(user_id)
+    except EventsUnavailable as exc:
+        raise HTTPException(503, f"events were not deleted: {exc}") from None
+    return DeleteResponse(user_id=user_id, deleted=deleted)

@@ -1,0 +1,37 @@
+"""What is being served, and whether the service is healthy."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from lmrec.api.deps import RecommenderDep, StateDep
+from lmrec.api.schemas import Health, ModelInfo
+
+router = APIRouter(tags=["model"])
+
+
+@router.get("/v1/model", response_model=ModelInfo)
+def model_info(rec: RecommenderDep) -> ModelInfo:
+    m = rec.bundle.manifest
+    summary = {
+        name: {"ndcg@10": v["test"]["full"]["ndcg@10"], "hr@10": v["test"]["full"]["hr@10"]}
+        for name, v in m.get("metrics", {}).items()
+    }
+    return ModelInfo(
+        model_version=m["model_version"],
+        created_at=m["created_at"],
+        data_fingerprint=m.get("data_fingerprint"),
+        catalog_size=len(rec.catalog.item_ids),
+        users=len(rec.bundle.user_ids),
+        item_table_dtype=m["model"].get("item_table_dtype", "float32"),
+        metrics={"test_full": summary},
+    )
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": Health}})
+def health(state: StateDep):
+    state.refresh_if_due()
+    body = state.health()
+    # A load balancer should stop sending traffic only when nothing can be served.
+    return JSONResponse(body, status_code=503 if body["status"] == "unavailable" else 200)

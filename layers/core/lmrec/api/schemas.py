@@ -1,0 +1,108 @@
+"""Request and response models. Strict types: ids are strings, numbers are numbers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+Category = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+MAX_HISTORY = 1000
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class RecommendRequest(Strict):
+    user_id: Id | None = Field(None, description="known or new user; merged with stored events")
+    history: list[Id] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY,
+        description="item ids, oldest first, appended to the user's",
+    )
+    k: int = Field(10, ge=1, le=100)
+    exclude_seen: bool = True
+    exclude_items: list[Id] = Field(default_factory=list, max_length=MAX_HISTORY)
+    include_categories: list[Category] = Field(default_factory=list, max_length=50)
+    exclude_categories: list[Category] = Field(default_factory=list, max_length=50)
+    explain: bool = True
+
+    @model_validator(mode="after")
+    def _someone(self) -> RecommendRequest:
+        if self.user_id is None and not self.history:
+            raise ValueError("give a user_id, a history, or both")
+        return self
+
+
+class Reason(BaseModel):
+    item_id: str
+    title: str | None = None
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+    rank: int
+    attributes: dict[str, Any] = Field(default_factory=dict, description="catalog fields")
+    reason: Reason | None = Field(None, description="the history item that contributed most")
+
+
+class RecommendResponse(BaseModel):
+    user_id: str | None
+    model_version: str
+    strategy: Literal["personalized", "popular"]
+    items: list[RecommendedItem]
+    history_length: int = Field(description="history items the model used")
+    unknown_items: list[str] = Field(default_factory=list, description="ids not in the catalog")
+    warnings: list[str] = Field(default_factory=list)
+
+
+class SimilarResponse(BaseModel):
+    item_id: str
+    model_version: str
+    items: list[RecommendedItem]
+
+
+class EventIn(Strict):
+    user_id: Id
+    item_id: Id
+    timestamp: float | None = Field(None, ge=0, le=4_102_444_800, description="unix seconds")
+    event_type: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "interaction"
+
+
+class EventsRequest(Strict):
+    events: list[EventIn] = Field(min_length=1, max_length=100)
+
+
+class EventsResponse(BaseModel):
+    recorded: int
+    unknown_items: list[str] = Field(
+        default_factory=list, description="stored, but not in the current catalog"
+    )
+
+
+class DeleteResponse(BaseModel):
+    user_id: str
+    deleted: int
+
+
+class ModelInfo(BaseModel):
+    model_version: str
+    created_at: str
+    data_fingerprint: str | None
+    catalog_size: int
+    users: int
+    item_table_dtype: str
+    metrics: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded", "unavailable"]
+    model_version: str | None
+    reason: str | None
+
+
+class ErrorBody(BaseModel):
+    detail: str

@@ -1,0 +1,227 @@
+"""The API through its Lambda handler (Mangum) with API Gateway HTTP API v2 events."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+
+import boto3
+import pytest
+from lmrec import registry, store
+from lmrec.settings import get_settings
+
+from tests.conftest import LambdaContext, create_events_table, import_function, load_event
+
+
+def call(fn, event_name: str, body=None, raw_body: str | None = None, path=None, query=None):
+    event = load_event(event_name)
+    if body is not None:
+        event["body"] = json.dumps(body)
+    if raw_body is not None:
+        event["body"] = raw_body
+    if path is not None:
+        event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    if query is not None:
+        event["rawQueryString"] = query
+    reply = fn.handler(event, LambdaContext())
+    return reply["statusCode"], json.loads(reply["body"]) if reply.get("body") else None
+
+
+@pytest.fixture
+def model_store(tmp_path, trained_bundle):
+    root = f"file://{tmp_path / 'store'}"
+    pointer = registry.publish(trained_bundle, root, "lmrec")
+    registry.set_production(root, "lmrec", pointer)
+    return root
+
+
+@pytest.fixture
+def api(monkeypatch, s3_env, model_store):
+    table = f"events-{uuid.uuid4().hex[:8]}"
+    create_events_table(table)
+    monkeypatch.setenv("LMREC_STORE_URI", model_store)
+    monkeypatch.setenv("LMREC_EVENTS_TABLE", table)
+    monkeypatch.setenv("LMREC_REFRESH_SECONDS", "1")
+    get_settings.cache_clear()
+    yield import_function("api")
+    get_settings.cache_clear()
+
+
+def test_recommendations_for_a_known_user(api):
+    status, body = call(api, "api_post_recommendations.json")
+    assert status == 200, body
+    assert body["strategy"] == "personalized" and len(body["items"]) == 5
+    assert [i["rank"] for i in body["items"]] == [1, 2, 3, 4, 5]
+    assert all(i["attributes"]["title"] for i in body["items"])
+    assert all("Horror" not in i["attributes"]["genres"] for i in body["items"])
+    assert all(i["reason"]["item_id"] and i["reason"]["title"] for i in body["items"])
+    assert body["model_version"] == api.state.version
+
+
+def test_history_only_unknown_ids_and_cold_users(api):
+    status, body = call(
+        api,
+        "api_post_recommendations_history.json",
+        body={"history": ["50", "no-such-item", "181"], "k": 3},
+    )
+    assert status == 200 and body["unknown_items"] == ["no-such-item"]
+    assert body["history_length"] == 2 and body["strategy"] == "personalized"
+    status, body = call(api, "api_post_recommendations.json", body={"user_id": "new-user"})
+    assert status == 200 and body["strategy"] == "popular" and len(body["items"]) == 10
+
+
+def test_get_routes(api):
+    status, body = call(api, "api_get_user_recommendations.json")
+    assert status == 200 and len(body["items"]) == 5 and body["user_id"] == "1"
+    status, body = call(api, "api_get_similar.json")
+    assert status == 200 and len(body["items"]) == 5
+    assert "50" not in [i["item_id"] for i in body["items"]]
+    status, body = call(api, "api_get_model.json")
+    assert (
+        status == 200 and body["catalog_size"] > 100 and "student" in body["metrics"]["test_full"]
+    )
+    status, body = call(api, "api_get_health.json")
+    assert status == 200 and body == {
+        "status": "ok",
+        "model_version": api.state.version,
+        "reason": None,
+    }
+
+
+def test_events_change_the_next_recommendation_and_can_be_erased(api):
+    _, before = call(api, "api_post_recommendations.json", body={"user_id": "1", "k": 10})
+    top = before["items"][0]["item_id"]
+    status, body = call(
+        api,
+        "api_post_events.json",
+        body={"events": [{"user_id": "1", "item_id": top, "event_type": "watch"}]},
+    )
+    assert status == 202 and body["recorded"] == 1
+    _, after = call(api, "api_post_recommendations.json", body={"user_id": "1", "k": 10})
+    assert after["history_length"] == before["history_length"] + 1
+    assert top not in [i["item_id"] for i in after["items"]]  # now seen
+    status, body = call(api, "api_delete_events.json")
+    assert status == 200 and body == {"user_id": "1", "deleted": 1}
+    _, again = call(api, "api_post_recommendations.json", body={"user_id": "1", "k": 10})
+    assert again["history_length"] == before["history_length"]
+
+
+@pytest.mark.parametrize(
+    ("body", "raw", "status", "fragment"),
+    [
+        (None, "{not json", 422, "JSON"),
+        ({"user_id": "1", "k": "5"}, None, 422, "k: Input should be a valid integer"),
+        ({"user_id": "1", "k": 0}, None, 422, "k: Input should be greater than or equal to 1"),
+        ({"user_id": "1", "k": 101}, None, 422, "less than or equal to 100"),
+        ({"user_id": 1}, None, 422, "user_id: Input should be a valid string"),
+        ({"user_id": "1", "extra": True}, None, 422, "extra: Extra inputs are not permitted"),
+        ({"k": 3}, None, 422, "give a user_id, a history, or both"),
+        ({"history": ["1"] * 1001}, None, 422, "history: List should have at most 1000 items"),
+        ({"user_id": "x" * 300}, None, 422, "user_id: String should have at most 256"),
+        (None, json.dumps({"user_id": "1", "pad": "x" * 300_000}), 413, "request body over"),
+        ([1, 2], None, 422, "Input should be a valid dictionary"),
+    ],
+)
+def test_bad_input_gets_a_4xx_with_a_message(api, body, raw, status, fragment):
+    got, reply = call(api, "api_post_recommendations.json", body=body, raw_body=raw)
+    assert got == status and fragment in reply["detail"], reply
+
+
+def test_bad_paths_and_queries(api):
+    assert call(api, "api_get_similar.json", path="/v1/items/nope/similar")[0] == 404
+    status, reply = call(api, "api_get_similar.json", query="k=abc")
+    assert status == 422 and "k:" in reply["detail"]
+    assert call(api, "api_get_health.json", path="/v2/nothing")[0] == 404
+    status, reply = call(api, "api_post_events.json", body={"events": []})
+    assert status == 422 and "events" in reply["detail"]
+    many = {"events": [{"user_id": "u", "item_id": "1"}] * 101}
+    assert call(api, "api_post_events.json", body=many)[0] == 422
+
+
+def test_corrupt_new_bundle_never_replaces_the_good_one(api, model_store, trained_bundle, tmp_path):
+    good = api.state.version
+    # GIVEN a "new" version whose weights were damaged after publishing
+    bad_dir = tmp_path / "bad"
+    shutil.copytree(trained_bundle, bad_dir)
+    manifest = json.loads((bad_dir / "manifest.json").read_text())
+    manifest["model_version"] = "v-corrupt"
+    (bad_dir / "manifest.json").write_text(json.dumps(manifest))
+    pointer = registry.publish(bad_dir, model_store, "lmrec")
+    weights = f"{pointer.bundle_uri}/student.safetensors"
+    store.write_bytes(weights, store.read_bytes(weights)[:-100])
+    registry.set_production(model_store, "lmrec", pointer)
+    # WHEN the server refreshes
+    api.state.refresh()
+    # THEN it keeps serving the good model and says so
+    status, body = call(api, "api_get_health.json")
+    assert (
+        status == 200 and body["status"] == "degraded" and "student.safetensors" in body["reason"]
+    )
+    status, body = call(api, "api_post_recommendations.json")
+    assert status == 200 and body["model_version"] == good
+
+
+def test_store_down_at_refresh_keeps_serving(api, monkeypatch, model_store, tmp_path):
+    good = api.state.version
+    # the store disappears (a file:// store moved away)
+    gone = api.state.settings.model_copy(update={"store_uri": f"file://{tmp_path}/gone"})
+    monkeypatch.setattr(api.state, "settings", gone)
+    api.state.refresh()
+    status, body = call(api, "api_get_health.json")
+    assert status == 200 and body["status"] == "degraded" and "production pointer" in body["reason"]
+    assert call(api, "api_post_recommendations.json")[1]["model_version"] == good
+
+
+def test_s3_unreachable_at_refresh_keeps_serving(monkeypatch, s3_env, trained_bundle):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="lmrec-models-down")
+    root = "s3://lmrec-models-down"
+    registry.set_production(root, "lmrec", registry.publish(trained_bundle, root, "lmrec"))
+    monkeypatch.setenv("LMREC_STORE_URI", root)
+    get_settings.cache_clear()
+    fn = import_function("api", "fn_api_s3_down")
+    assert fn.state.version is not None
+    # S3 stops answering: a client pointed at a closed port
+    monkeypatch.setattr(
+        store,
+        "_S3",
+        boto3.client(
+            "s3",
+            endpoint_url="http://127.0.0.1:9",
+            config=__import__("botocore.config").config.Config(
+                connect_timeout=1, retries={"max_attempts": 1}
+            ),
+        ),
+    )
+    fn.state.refresh()
+    status, body = call(fn, "api_get_health.json")
+    assert status == 200 and body["status"] == "degraded"
+    assert call(fn, "api_post_recommendations.json")[0] == 200
+    get_settings.cache_clear()
+
+
+def test_no_model_at_cold_start_answers_503_then_recovers(monkeypatch, tmp_path, trained_bundle):
+    root = f"file://{tmp_path / 'empty-store'}"
+    monkeypatch.setenv("LMREC_STORE_URI", root)
+    monkeypatch.setenv("LMREC_EVENTS_TABLE", "")
+    get_settings.cache_clear()
+    fn = import_function("api", "fn_api_cold")  # must not raise
+    status, body = call(fn, "api_post_recommendations.json")
+    assert status == 503 and "no model is loaded yet" in body["detail"]
+    status, body = call(fn, "api_get_health.json")
+    assert status == 503 and body["status"] == "unavailable"
+    registry.set_production(root, "lmrec", registry.publish(trained_bundle, root, "lmrec"))
+    fn.state.refresh()
+    assert call(fn, "api_post_recommendations.json")[0] == 200
+    status, body = call(fn, "api_post_events.json")
+    assert status == 503 and "events are disabled" in body["detail"]
+    get_settings.cache_clear()
+
+
+def test_events_table_unavailable(api, monkeypatch):
+    monkeypatch.setattr(api.app.state.events, "table_name", "no-such-table")
+    status, body = call(api, "api_post_recommendations.json")
+    assert status == 200 and body["warnings"] and "real-time events" in body["warnings"][0]
+    status, body = call(api, "api_post_events.json")
+    assert status == 503 and "not recorded" in body["detail"]

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SAMPLE := training/sample_data/ml-100k
 
-.PHONY: setup demo test test-all lint format bench-quality clean
+.PHONY: setup demo test test-all lint format bench-quality bench-runtime layer clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,10 @@ format: $(STAMP)
 # Quality benchmark on ../shared/data (not shipped): prints JSON.
 bench-quality: $(STAMP)
 	$(PY) benchmarks/quality.py
+
+# Lambda layers built for python3.12 / x86_64 without Docker; prints their unzipped sizes.
+layer: $(STAMP)
+	$(PY) layers/build.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -42,7 +42,37 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="one hyperparameter, repeatable (e.g. --set epochs=10)",
     )
+    serve = sub.add_parser("serve", help="run the recommendation API on localhost (uvicorn)")
+    serve.add_argument(
+        "--store", help="model store root (s3://bucket or file:///dir); default $LMREC_STORE_URI"
+    )
+    serve.add_argument("--model-name", help="default $LMREC_MODEL_NAME or 'lmrec'")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
     return parser
+
+
+def serve(args) -> int:
+    """The same app the Lambda function runs, under uvicorn."""
+    from lmrec.settings import Settings
+    from pydantic import ValidationError
+
+    overrides = {k: v for k, v in (("store_uri", args.store), ("model_name", args.model_name)) if v}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    import uvicorn
+    from lmrec.api import create_app
+    from lmrec.serving import ModelState
+
+    state = ModelState(settings)
+    state.refresh()
+    if state.recommender is None:
+        log.warning("starting without a model: %s", state.problem)
+    uvicorn.run(create_app(settings, state), host=args.host, port=args.port, log_level="warning")
+    return 0
 
 
 def _paths_and_hp(args):
@@ -153,4 +183,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "train":
         return train(args, argv)
+    if args.command == "serve":
+        return serve(args)
     return EXIT_BAD_INPUT

@@ -58,8 +58,11 @@ class ModelState:
         finally:
             self._lock.release()
 
+    def refresh_due(self) -> bool:
+        return self.clock() - self.last_check >= self.settings.refresh_seconds
+
     def refresh_if_due(self) -> None:
-        if self.clock() - self.last_check >= self.settings.refresh_seconds:
+        if self.refresh_due():
             self.refresh()
 
     @property

@@ -1,10 +1,15 @@
-"""Shared dependencies: settings, the model state, the events store."""
+"""Shared dependencies: settings, the model state, the events store.
+
+All are `async def`: they do no I/O, and FastAPI would otherwise run each sync dependency in
+a worker thread, which costs more than the whole recommendation (Mangum starts a fresh event
+loop per invocation, so there is no warm thread pool)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
 from lmrec.events import EventStore
 from lmrec.recommend import Recommender
@@ -12,23 +17,24 @@ from lmrec.serving import ModelState
 from lmrec.settings import Settings
 
 
-def get_state(request: Request) -> ModelState:
+async def get_state(request: Request) -> ModelState:
     return request.app.state.model_state
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_recommender(state: Annotated[ModelState, Depends(get_state)]) -> Recommender:
-    state.refresh_if_due()
+async def get_recommender(state: Annotated[ModelState, Depends(get_state)]) -> Recommender:
+    if state.refresh_due():  # S3 reads and maybe a bundle load: off the event loop
+        await run_in_threadpool(state.refresh)
     rec = state.recommender
     if rec is None:
         raise HTTPException(503, f"no model is loaded yet: {state.problem or 'not loaded'}")
     return rec
 
 
-def get_events(request: Request) -> EventStore | None:
+async def get_events(request: Request) -> EventStore | None:
     return request.app.state.events
 
 

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/items", tags=["items"])
     response_model=SimilarResponse,
     responses={404: {"description": "unknown item"}},
 )
-def similar(
+async def similar(
     item_id: Annotated[Id, Path(max_length=256)],
     rec: RecommenderDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,

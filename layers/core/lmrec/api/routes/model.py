@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from lmrec.api.deps import RecommenderDep, StateDep
 from lmrec.api.schemas import Health, ModelInfo
@@ -12,7 +13,7 @@ router = APIRouter(tags=["model"])
 
 
 @router.get("/v1/model", response_model=ModelInfo)
-def model_info(rec: RecommenderDep) -> ModelInfo:
+async def model_info(rec: RecommenderDep) -> ModelInfo:
     m = rec.bundle.manifest
     summary = {
         name: {"ndcg@10": v["test"]["full"]["ndcg@10"], "hr@10": v["test"]["full"]["hr@10"]}
@@ -30,8 +31,9 @@ def model_info(rec: RecommenderDep) -> ModelInfo:
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
-def health(state: StateDep):
-    state.refresh_if_due()
+async def health(state: StateDep):
+    if state.refresh_due():
+        await run_in_threadpool(state.refresh)
     body = state.health()
     # A load balancer should stop sending traffic only when nothing can be served.
     return JSONResponse(body, status_code=503 if body["status"] == "unavailable" else 200)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Path, Query
+from starlette.concurrency import run_in_threadpool
 
 from lmrec.api.deps import EventsDep, RecommenderDep, SettingsDep
 from lmrec.api.schemas import Id, Reason, RecommendedItem, RecommendRequest, RecommendResponse
@@ -30,7 +31,7 @@ def item_out(rec: Recommender, r: Recommendation, rank: int) -> RecommendedItem:
     )
 
 
-def recommend(
+async def recommend(
     rec: Recommender,
     events: EventStore | None,
     settings: Settings,
@@ -47,7 +48,10 @@ def recommend(
             parts.append(stored)
         if events is not None:
             try:
-                recent = events.recent_items(user_id, settings.events_per_user)
+                # The one blocking call: off the event loop, so uvicorn keeps serving others.
+                recent = await run_in_threadpool(
+                    events.recent_items, user_id, settings.events_per_user
+                )
                 parts.append(rec.catalog.rows(recent)[0])
             except EventsUnavailable as exc:
                 warnings.append(f"real-time events were not used: {exc}")
@@ -67,7 +71,7 @@ def recommend(
 
 
 @router.post("/recommendations", response_model=RecommendResponse)
-def post_recommendations(
+async def post_recommendations(
     body: RecommendRequest, rec: RecommenderDep, events: EventsDep, settings: SettingsDep
 ) -> RecommendResponse:
     filters = Filters(
@@ -78,11 +82,11 @@ def post_recommendations(
         exclude_categories=body.exclude_categories,
         explain=body.explain,
     )
-    return recommend(rec, events, settings, body.user_id, body.history, filters)
+    return await recommend(rec, events, settings, body.user_id, body.history, filters)
 
 
 @router.get("/users/{user_id}/recommendations", response_model=RecommendResponse)
-def get_user_recommendations(
+async def get_user_recommendations(
     user_id: Annotated[Id, Path(max_length=256)],
     rec: RecommenderDep,
     events: EventsDep,
@@ -90,4 +94,4 @@ def get_user_recommendations(
     k: Annotated[int, Query(ge=1, le=100)] = 10,
     explain: bool = True,
 ) -> RecommendResponse:
-    return recommend(rec, events, settings, user_id, [], Filters(k=k, explain=explain))
+    return await recommend(rec, events, settings, user_id, [], Filters(k=k, explain=explain))

@@ -1,0 +1,210 @@
+"""API benchmark: the Lambda handler driven with API Gateway HTTP API v2 events. Prints JSON.
+
+- warm latency p50/p99 of POST /v1/recommendations (k=10, a 50-item history), in process;
+- cold start: a fresh process imports the handler, loads the bundle from an S3 endpoint (a
+  moto server on localhost) and answers one request (median of --cold-runs);
+- the same two for benchmarks/torch_handler.py, the same student served with torch;
+- the deps layer's unzipped size (layers/build.py) next to torch's installed size.
+
+    .venv/bin/python benchmarks/api_latency.py --bundle runs/bench-quality/games
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+OURS = REPO / "functions" / "api" / "app.py"
+TORCH = REPO / "benchmarks" / "torch_handler.py"
+
+CHILD = r"""
+import importlib.util, json, sys, time
+t0 = time.perf_counter()
+class Ctx:
+    function_name = "bench"; function_version = "1"; memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
+    aws_request_id = "cold"; log_group_name = "g"; log_stream_name = "s"
+    def get_remaining_time_in_millis(self): return 30000
+spec = importlib.util.spec_from_file_location("handler_module", sys.argv[1])
+module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+t1 = time.perf_counter()
+reply = module.handler(json.loads(sys.argv[2]), Ctx())
+t2 = time.perf_counter()
+result = {"status": reply["statusCode"], "import_s": t1 - t0, "first_request_s": t2 - t1}
+print("LMREC_RESULT " + json.dumps(result), flush=True)
+"""
+
+
+class Ctx:
+    function_name = "bench"
+    function_version = "1"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
+    aws_request_id = "warm"
+    log_group_name = "g"
+    log_stream_name = "s"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 30000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api_event(history: list[str], k: int = 10) -> dict:
+    event = json.loads((REPO / "events" / "api_post_recommendations.json").read_text())
+    event["body"] = json.dumps({"history": history, "k": k})
+    return event
+
+
+def cold_start(handler: Path, event: dict, env: dict, runs: int) -> dict:
+    totals, imports, firsts = [], [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as cache:
+            began = time.perf_counter()
+            proc = subprocess.Popen(
+                [sys.executable, "-c", CHILD, str(handler), json.dumps(event)],
+                env={**env, "LMREC_CACHE_DIR": cache},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                cwd=REPO,
+            )
+            line = ""
+            while line is not None and not line.startswith("LMREC_RESULT "):
+                line = proc.stdout.readline() or None  # other lines: EMF metrics, logs
+            ready = time.perf_counter() - began
+            proc.wait()
+            if line is None:
+                raise SystemExit(f"{handler.name}: the cold process died before answering")
+            result = json.loads(line.removeprefix("LMREC_RESULT "))
+            if result["status"] != 200:
+                raise SystemExit(f"{handler.name}: cold request answered {result['status']}")
+            totals.append(ready)
+            imports.append(result["import_s"])
+            firsts.append(result["first_request_s"])
+    return {
+        "median_s": round(statistics.median(totals), 3),
+        "import_and_load_median_s": round(statistics.median(imports), 3),
+        "first_request_median_s": round(statistics.median(firsts), 4),
+        "runs": runs,
+    }
+
+
+def warm(handler_path: Path, events: list[dict], name: str) -> dict:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, handler_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for e in events[:50]:
+        module.handler(e, Ctx())  # warm-up
+    times = []
+    for e in events:
+        began = time.perf_counter()
+        reply = module.handler(e, Ctx())
+        times.append((time.perf_counter() - began) * 1000)
+        if reply["statusCode"] != 200:
+            raise SystemExit(f"{name}: answered {reply['statusCode']}: {reply.get('body')}")
+    return {
+        "p50_ms": round(float(np.percentile(times, 50)), 3),
+        "p99_ms": round(float(np.percentile(times, 99)), 3),
+        "requests": len(times),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--cold-runs", type=int, default=5)
+    parser.add_argument("--skip-layer", action="store_true")
+    args = parser.parse_args()
+
+    import boto3
+    from lmrec import registry
+    from lmrec.recommend import Recommender
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "LMREC_STORE_URI": "s3://lmrec-bench",
+        "LMREC_EVENTS_TABLE": "",
+        "POWERTOOLS_METRICS_NAMESPACE": "lmrec-bench",
+    }
+    os.environ.update({k: v for k, v in env.items() if k != "LMREC_CACHE_DIR"})
+    boto3.client("s3").create_bucket(Bucket="lmrec-bench")
+    pointer = registry.publish(Path(args.bundle), "s3://lmrec-bench", "lmrec")
+    registry.set_production("s3://lmrec-bench", "lmrec", pointer)
+
+    rec = Recommender.load(args.bundle)
+    rng = np.random.default_rng(0)
+    ids = rec.bundle.item_ids
+    events = [
+        api_event(list(rng.choice(ids, size=50, replace=False))) for _ in range(args.requests)
+    ]
+
+    os.environ["LMREC_CACHE_DIR"] = tempfile.mkdtemp()
+    result = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "bundle": args.bundle,
+        "model_version": rec.version,
+        "history_length": 50,
+        "k": 10,
+        "cold_start": {
+            "numpy (lmrec)": cold_start(OURS, events[0], env, args.cold_runs),
+            "torch": cold_start(TORCH, events[0], env, args.cold_runs),
+        },
+        "warm": {
+            "numpy (lmrec)": warm(OURS, events, "ours"),
+            "torch": warm(TORCH, events, "torch"),
+        },
+    }
+    c = result["cold_start"]
+    result["cold_start_speedup"] = round(c["torch"]["median_s"] / c["numpy (lmrec)"]["median_s"], 2)
+    import torch
+
+    result["torch_installed_bytes"] = sum(
+        p.stat().st_size for p in Path(torch.__file__).parent.rglob("*") if p.is_file()
+    )
+    if not args.skip_layer:
+        out = subprocess.run(
+            [sys.executable, str(REPO / "layers" / "build.py")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        result["layers"] = json.loads(out[out.index("{") :])
+    server.stop()
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

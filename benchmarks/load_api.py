@@ -1,0 +1,122 @@
+"""Load test: `lmrec serve` (uvicorn) on localhost, N concurrent clients for T seconds posting
+recommendation requests with 50-item histories. Prints JSON (requests, errors, p50/p99).
+Traffic goes to 127.0.0.1 only, and the loop is bounded in time.
+
+    .venv/bin/python benchmarks/load_api.py --bundle runs/bench-quality/games --clients 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+async def client(http, url: str, bodies: list[str], deadline: float, out: dict, seed: int):
+    rng = np.random.default_rng(seed)
+    while time.perf_counter() < deadline:
+        body = bodies[int(rng.integers(len(bodies)))]
+        began = time.perf_counter()
+        try:
+            r = await http.post(url, content=body, headers={"content-type": "application/json"})
+            ok = r.status_code == 200
+        except Exception:  # a refused or broken connection is an error like a 5xx
+            ok = False
+        out["latency_ms"].append((time.perf_counter() - began) * 1000)
+        out["errors"] += 0 if ok else 1
+
+
+async def run(url: str, bodies: list[str], clients: int, seconds: float) -> dict:
+    import httpx
+
+    out = {"latency_ms": [], "errors": 0}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=10.0, limits=limits) as http:
+        deadline = time.perf_counter() + seconds
+        await asyncio.gather(*(client(http, url, bodies, deadline, out, i) for i in range(clients)))
+    lat = np.asarray(out["latency_ms"])
+    return {
+        "requests": int(lat.size),
+        "errors": out["errors"],
+        "throughput_rps": round(lat.size / seconds, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    args = parser.parse_args()
+    from lmrec import registry
+    from lmrec.recommend import Recommender
+
+    root = f"file://{tempfile.mkdtemp()}"
+    registry.set_production(root, "lmrec", registry.publish(Path(args.bundle), root, "lmrec"))
+    ids = Recommender.load(args.bundle).bundle.item_ids
+    rng = np.random.default_rng(0)
+    bodies = [
+        json.dumps({"history": list(rng.choice(ids, 50, replace=False)), "k": 10})
+        for _ in range(500)
+    ]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("lmrec")),
+            "serve",
+            "--store",
+            root,
+            "--port",
+            str(port),
+        ],
+        env={**os.environ, "LMREC_EVENTS_TABLE": ""},
+        cwd=REPO,
+    )
+    try:
+        import httpx
+
+        for _ in range(100):  # wait for the port, at most ~20 s
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise SystemExit("the server did not come up")
+        result = asyncio.run(
+            run(f"http://127.0.0.1:{port}/v1/recommendations", bodies, args.clients, args.seconds)
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    print(
+        json.dumps(
+            {
+                "clients": args.clients,
+                "seconds": args.seconds,
+                "server": "uvicorn, 1 worker",
+                "machine_cores": os.cpu_count(),
+                **result,
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from lmrec.settings import Settings
 from pydantic import ValidationError
 
-from lmrec.settings import Settings
 from tests.conftest import REPO
 
 

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SAMPLE := training/sample_data/ml-100k
 
-.PHONY: setup demo test test-all lint format bench-quality bench-runtime layer clean
+.PHONY: setup demo test test-all lint format bench-quality bench-runtime bench-api layer serve clean
 
 setup: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/lmrec train --data $(SAMPLE)/interactions.csv.gz --items $(SAMPLE)/items.csv.gz \
 		--output runs/demo/model --checkpoints runs/demo/checkpoints \
-		--hyperparameters training/presets/ml-100k.json --set max_train_seconds=150
+		--hyperparameters training/presets/ml-100k.json --set max_train_seconds=60
 	@echo "Report: runs/demo/model/report.md"
 
 test: $(STAMP)
@@ -33,6 +33,7 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/cfn-lint template.yaml
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
@@ -41,6 +42,21 @@ format: $(STAMP)
 # Quality benchmark on ../shared/data (not shipped): prints JSON.
 bench-quality: $(STAMP)
 	$(PY) benchmarks/quality.py
+
+# Serving benchmarks on the Games bundle that bench-quality writes (JSON on stdout).
+GAMES_BUNDLE := runs/bench-quality/games
+bench-runtime: $(STAMP)
+	$(PY) benchmarks/runtime.py --bundle $(GAMES_BUNDLE) --data ../shared/data/games/interactions.csv
+
+bench-api: $(STAMP)
+	$(PY) benchmarks/api_latency.py --bundle $(GAMES_BUNDLE)
+	$(PY) benchmarks/load_api.py --bundle $(GAMES_BUNDLE) --clients 50 --seconds 30
+	$(PY) benchmarks/fuzz_api.py --bundle $(GAMES_BUNDLE) --examples 1500
+
+# The API on localhost over a model store (default: the demo's).
+STORE ?= file://$(CURDIR)/runs/demo/store
+serve: $(STAMP)
+	$(VENV)/bin/lmrec serve --store $(STORE)
 
 # Lambda layers built for python3.12 / x86_64 without Docker; prints their unzipped sizes.
 layer: $(STAMP)

@@ -11,6 +11,7 @@ import time
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from lmrec.api import create_app
 from lmrec.serving import ModelState
@@ -20,6 +21,8 @@ from mangum import Mangum
 settings = get_settings()
 logger = Logger(service="lmrec-api")
 metrics = Metrics(namespace=settings.metrics_namespace, service="lmrec-api")
+# lmrec's own modules log through the standard library: give them the same JSON format.
+copy_config_to_registered_loggers(source_logger=logger, include={"lmrec"})
 
 state = ModelState(settings)
 state.refresh()  # a failure is recorded in state.problem; routes answer 503 until a model loads

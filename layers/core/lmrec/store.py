@@ -115,6 +115,57 @@ def list_files(uri: str | os.PathLike) -> list[str]:
     return sorted(keep)
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    uri: str
+    size: int
+    modified: float  # unix seconds
+    etag: str  # S3 ETag, or size-mtime for local files
+
+
+def list_objects(uri: str | os.PathLike) -> list[ObjectInfo]:
+    """Like list_files, with size, modification time and an ETag-like version tag."""
+    loc = parse(uri)
+    if loc.scheme == "file":
+        out = []
+        for path in list_files(uri):
+            st = Path(path).stat()
+            out.append(ObjectInfo(path, st.st_size, st.st_mtime, f"{st.st_size}-{st.st_mtime_ns}"))
+        return out
+    prefix, out = loc.key, []
+    try:
+        pages = (
+            s3_client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix)
+        )
+        for page in pages:
+            for obj in page.get("Contents", []):
+                out.append(
+                    ObjectInfo(
+                        f"s3://{loc.bucket}/{obj['Key']}",
+                        int(obj["Size"]),
+                        obj["LastModified"].timestamp(),
+                        obj["ETag"].strip('"'),
+                    )
+                )
+    except Exception as exc:
+        raise _s3_error(loc, exc) from None
+    return sorted(out, key=lambda o: o.uri)
+
+
+def open_stream(uri: str | os.PathLike):
+    """A binary file-like object for reading an object without holding it all in memory."""
+    loc = parse(uri)
+    if loc.scheme == "file":
+        try:
+            return open(loc.key, "rb")
+        except OSError as exc:
+            raise StoreError(f"{loc}: {exc.strerror or exc}") from None
+    try:
+        return s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
+    except Exception as exc:
+        raise _s3_error(loc, exc) from None
+
+
 def download(uri: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Copy one object to a local file and return its path."""
     dest = Path(dest)

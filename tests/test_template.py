@@ -1,0 +1,94 @@
+"""template.yaml points at things that exist, and its IAM is least-privilege."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+from tests.conftest import EVENTS_DIR, REPO, load_template
+
+# Actions that AWS does not scope by resource: "*" is the only valid Resource for them.
+UNSCOPED_ACTIONS = {
+    "sagemaker:ListTrainingJobs",
+    "ecr:GetAuthorizationToken",
+    "cloudwatch:PutMetricData",
+}
+
+
+def resources(kind: str) -> dict:
+    return {k: v for k, v in load_template()["Resources"].items() if v["Type"] == kind}
+
+
+def test_functions_resolve_to_handlers():
+    functions = resources("AWS::Serverless::Function")
+    assert set(functions) == {"ApiFunction", "RetrainFunction", "PromoteFunction"}
+    for props in (f["Properties"] for f in functions.values()):
+        module, func = props["Handler"].rsplit(".", 1)
+        path = REPO / props["CodeUri"] / f"{module}.py"
+        assert path.is_file(), path
+        tree = path.read_text()
+        assert f"def {func}(" in tree, f"{path} has no {func}()"
+
+
+def test_layers_have_content():
+    layers = resources("AWS::Serverless::LayerVersion")
+    assert (REPO / layers["DepsLayer"]["Properties"]["ContentUri"] / "requirements.txt").is_file()
+    core = REPO / layers["CoreLayer"]["Properties"]["ContentUri"]
+    assert (core / "lmrec" / "__init__.py").is_file()
+    assert importlib.util.find_spec("lmrec").origin.startswith(str(core))
+
+
+def test_every_sample_event_is_valid_and_belongs_to_a_function():
+    prefixes = {"api_": "ApiFunction", "retrain_": "RetrainFunction", "promote_": "PromoteFunction"}
+    functions = resources("AWS::Serverless::Function")
+    samples = [p for p in EVENTS_DIR.glob("*.json") if p.name != "local-env.json"]
+    assert len(samples) >= 12
+    for path in samples:
+        json.loads(path.read_text())
+        owner = next(v for k, v in prefixes.items() if path.name.startswith(k))
+        assert owner in functions
+
+
+def statements():
+    for name, res in load_template()["Resources"].items():
+        props = res.get("Properties", {})
+        for policy in props.get("Policies", []):
+            doc = policy.get("PolicyDocument", policy)
+            for st in doc.get("Statement", []):
+                yield name, st
+        if res["Type"] == "AWS::S3::BucketPolicy":
+            for st in props["PolicyDocument"]["Statement"]:
+                yield name, st
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def test_least_privilege():
+    seen = 0
+    for name, st in statements():
+        seen += 1
+        actions = as_list(st["Action"])
+        if st["Effect"] == "Deny":
+            continue  # the TLS-only deny covers every action on purpose
+        assert not any(a == "*" or a.endswith(":*") for a in actions), (name, actions)
+        if "*" in as_list(st["Resource"]):
+            assert set(actions) <= UNSCOPED_ACTIONS, (name, actions)
+        if "iam:PassRole" in actions:
+            assert st["Resource"] == {"!GetAtt": "SageMakerRole.Arn"}
+            assert (
+                st["Condition"]["StringEquals"]["iam:PassedToService"] == "sagemaker.amazonaws.com"
+            )
+    assert seen >= 12
+
+
+def test_bucket_and_table_hardening():
+    t = load_template()["Resources"]
+    bucket = t["DataBucket"]["Properties"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
+    assert bucket["NotificationConfiguration"]["EventBridgeConfiguration"]["EventBridgeEnabled"]
+    table = t["EventsTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}

@@ -42,6 +42,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="one hyperparameter, repeatable (e.g. --set epochs=10)",
     )
+    batch = sub.add_parser("batch", help="top-k for many users from a bundle, as Parquet")
+    batch.add_argument("--bundle", required=True, help="bundle directory or s3:// prefix")
+    batch.add_argument("--output", required=True, help="output prefix (local or s3://)")
+    batch.add_argument("--users", default="all", help="CSV/Parquet with user_id, or 'all'")
+    batch.add_argument("--k", type=int, default=10)
+    batch.add_argument("--shard-index", type=int)
+    batch.add_argument("--shard-count", type=int)
+    rollback = sub.add_parser("rollback", help="point production back at the previous model")
+    rollback.add_argument("--store", required=True, help="s3://bucket or file:///dir")
+    rollback.add_argument("--model-name", default="lmrec")
     serve = sub.add_parser("serve", help="run the recommendation API on localhost (uvicorn)")
     serve.add_argument(
         "--store", help="model store root (s3://bucket or file:///dir); default $LMREC_STORE_URI"
@@ -50,6 +60,54 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     return parser
+
+
+def batch(args) -> int:
+    import json
+
+    from lmrec.bundle import BundleError
+    from lmrec.store import StoreError
+
+    from training.batch import run_batch, shard_from_resource_config
+    from training.data import DataError
+
+    if not 1 <= args.k <= 1000:
+        print("error: --k must be in 1..1000", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    index, count = shard_from_resource_config()
+    index = args.shard_index if args.shard_index is not None else index
+    count = args.shard_count if args.shard_count is not None else count
+    try:
+        summary = run_batch(args.bundle, args.output, args.users, args.k, index, count)
+    except (BundleError, StoreError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(summary))
+    return 0
+
+
+def rollback(args) -> int:
+    import json
+
+    from lmrec.bundle import BundleError
+    from lmrec.promote import rollback as do_rollback
+    from lmrec.registry import PointerError
+    from lmrec.store import StoreError
+
+    try:
+        pointer = do_rollback(args.store, args.model_name)
+    except (PointerError, BundleError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(
+        json.dumps(
+            {
+                "model_version": pointer["model_version"],
+                "rolled_back_from": pointer["rolled_back_from"],
+            }
+        )
+    )
+    return 0
 
 
 def serve(args) -> int:
@@ -185,4 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         return train(args, argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "batch":
+        return batch(args)
+    if args.command == "rollback":
+        return rollback(args)
     return EXIT_BAD_INPUT

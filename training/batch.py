@@ -1,0 +1,100 @@
+"""Batch recommendations (Personalize's "batch inference"): top-k for a list of users, or for
+every known user, written as Parquet. Several instances split the work: each takes the users
+of its shard (explicit, or its host's place in resourceconfig.json), or SageMaker Processing's
+ShardedByS3Key hands each instance its own user-list files.
+
+    python -m training batch --bundle s3://b/models/lmrec/<version> --output s3://b/batch/ \
+        [--users users.csv | all] [--k 10] [--shard-index 0 --shard-count 1]
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from lmrec import store
+from lmrec.recommend import Filters, Recommender
+
+from training.data import DataError, data_files, read_table
+
+log = logging.getLogger(__name__)
+PROCESSING_RESOURCE_CONFIG = Path("/opt/ml/config/resourceconfig.json")
+
+
+def shard_from_resource_config(path: Path = PROCESSING_RESOURCE_CONFIG) -> tuple[int, int]:
+    if not path.exists():
+        return 0, 1
+    cfg = json.loads(path.read_text())
+    hosts = cfg.get("hosts") or [cfg.get("current_host")]
+    return hosts.index(cfg.get("current_host", hosts[0])), len(hosts)
+
+
+def read_users(uri: str) -> list[str]:
+    users: list[str] = []
+    for f in data_files(uri):
+        df = read_table(f)
+        if "user_id" not in df.columns:
+            raise DataError(
+                f"{f}: missing column 'user_id'; found {', '.join(map(repr, df.columns))}"
+            )
+        users.extend(df["user_id"].astype(str).str.strip().tolist())
+    return users
+
+
+def run_batch(
+    bundle_uri: str,
+    output: str,
+    users_uri: str = "all",
+    k: int = 10,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    batch_size: int = 512,
+    cache_dir: str | None = None,
+) -> dict:
+    if not 0 <= shard_index < shard_count:
+        raise DataError(f"shard index {shard_index} is outside 0..{shard_count - 1}")
+    began = time.perf_counter()
+    rec = Recommender.load(bundle_uri, cache_dir)
+    users = rec.bundle.user_ids.tolist() if users_uri == "all" else read_users(users_uri)
+    mine = users[shard_index::shard_count]
+    cols: dict[str, list] = {"user_id": [], "rank": [], "item_id": [], "score": [], "strategy": []}
+    empty = np.empty(0, np.int64)
+    for start in range(0, len(mine), batch_size):
+        chunk = mine[start : start + batch_size]
+        histories = [h if (h := rec.user_history(u)) is not None else empty for u in chunk]
+        results = rec.recommend_many(histories, [Filters(k=k, explain=False)] * len(chunk))
+        for user, result in zip(chunk, results, strict=True):
+            for rank, item in enumerate(result.items, start=1):
+                cols["user_id"].append(user)
+                cols["rank"].append(rank)
+                cols["item_id"].append(item.item_id)
+                cols["score"].append(item.score)
+                cols["strategy"].append(result.strategy)
+    table = pa.table(
+        {
+            "user_id": pa.array(cols["user_id"], pa.string()),
+            "rank": pa.array(cols["rank"], pa.int16()),
+            "item_id": pa.array(cols["item_id"], pa.string()),
+            "score": pa.array(cols["score"], pa.float32()),
+            "strategy": pa.array(cols["strategy"], pa.string()),
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    target = f"{output.rstrip('/')}/part-{shard_index:05d}-of-{shard_count:05d}.parquet"
+    store.write_bytes(target, buf.getvalue())
+    summary = {
+        "output": target,
+        "users": len(mine),
+        "rows": table.num_rows,
+        "model_version": rec.version,
+        "seconds": round(time.perf_counter() - began, 2),
+    }
+    log.info("batch %s", summary)
+    return summary

@@ -41,12 +41,14 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
     return path
 
 
-def synthetic_rows(n_users: int = 120, n_items: int = 60, length: int = 15, seed: int = 0):
+def synthetic_rows(
+    n_users: int = 120, n_items: int = 60, length: int = 15, seed: int = 0, first_user: int = 0
+):
     """Users walk the catalog in steps of +1 (mostly): a sequential pattern a model can learn
     and popularity cannot. Item ids are strings like "i7"; user ids "u3"."""
     rng = np.random.default_rng(seed)
     rows = []
-    for u in range(n_users):
+    for u in range(first_user, first_user + n_users):
         item = int(rng.integers(n_items))
         seen = set()
         t = 1_600_000_000 + u

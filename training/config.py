@@ -82,6 +82,7 @@ class StudentConfig:
     student_ffn_mult: int = 2
     student_lr: float = 2e-3
     student_epochs: int = 100
+    student_max_seconds: float = 0.0  # per student; 0 = the teacher's max_train_seconds
     # Loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(true next item).
     distill_alpha: float = 0.7
     distill_temperature: float = 1.0

@@ -73,6 +73,7 @@ def train_models(
     """Teacher, then the distilled student, then the same student without distillation."""
     t, s = cfg.train, cfg.student
     teacher = build_teacher(cfg, data)
+    student_budget = s.student_max_seconds or t.max_train_seconds
     phases = [Phase("teacher", teacher, t.lr, t.epochs, max_seconds=t.max_train_seconds)]
     out: dict[str, tuple[SASRec, FitResult]] = {}
 
@@ -97,7 +98,7 @@ def train_models(
                 s.student_epochs,
                 train_module=Distiller(student, teacher, s),
                 context_len=teacher.cfg.max_len,
-                max_seconds=t.max_train_seconds,
+                max_seconds=student_budget,
             )
         )
         if s.student_plain:
@@ -109,7 +110,7 @@ def train_models(
                     plain,
                     s.student_lr,
                     s.student_epochs,
-                    max_seconds=t.max_train_seconds,
+                    max_seconds=student_budget,
                 )
             )
     return out

@@ -3,6 +3,7 @@ SageMaker training job, named after the data version so replayed events start no
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -146,7 +147,13 @@ def decide_and_start(cfg: RetrainConfig, sagemaker) -> RetrainDecision:
     objects = [o for o in store.list_objects(cfg.data_uri) if _is_data(o.uri)]
     if not objects:
         return RetrainDecision("skipped", f"no data files under {cfg.data_uri}")
-    version = data_version(objects + (store.list_objects(cfg.items_uri) if cfg.items_uri else []))
+    items = (
+        [o for o in store.list_objects(cfg.items_uri) if _is_data(o.uri)] if cfg.items_uri else []
+    )
+    if cfg.items_uri and not items:
+        # SageMaker fails a job whose S3Prefix channel is empty: leave the channel out.
+        cfg = dataclasses.replace(cfg, items_uri="")
+    version = data_version(objects + items)
     name = job_name(cfg.job_prefix, version)
     since = production_created_at(cfg)
     fresh = [o for o in objects if since is None or o.modified > since]

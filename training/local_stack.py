@@ -1,0 +1,227 @@
+"""The embedded local stack: everything lmrec needs from AWS, on this machine.
+
+- a moto server on 127.0.0.1 plays S3, DynamoDB and the SageMaker API; our code reaches it
+  through AWS_ENDPOINT_URL, the same boto3 code paths as in AWS;
+- a local runner plays SageMaker: for each training job the retrain function created, it
+  lays out a SAGEMAKER_BASE_DIR exactly as SageMaker would, runs the real entry
+  (`python -m training train`), tars <base>/model to <output>/<job>/output/model.tar.gz and
+  hands the "Training Job State Change" event to the promote function;
+- the Lambda handlers are imported from functions/<name>/app.py and called with the events
+  their EventBridge rules would deliver (moto's EventBridge does not invoke Lambda targets).
+
+Nothing here ships in the Lambda code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+from lmrec import store
+
+REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger(__name__)
+
+
+class LambdaContext:
+    function_name = "lmrec-local"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:lmrec-local"
+    aws_request_id = "local"
+    log_group_name = "/aws/lambda/lmrec-local"
+    log_stream_name = "local"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 300_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_function(name: str):
+    path = REPO / "functions" / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"local_{name}_{time.monotonic_ns()}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def event_from_file(name: str, **detail) -> dict:
+    event = json.loads((REPO / "events" / name).read_text())
+    event.setdefault("detail", {}).update(detail)
+    return event
+
+
+@dataclass
+class LocalStack:
+    workdir: Path
+    bucket: str = "lmrec-local"
+    table: str = "lmrec-events"
+    model_name: str = "lmrec"
+    hyperparameters: dict = field(default_factory=dict)
+    min_new_interactions: int = 1000
+    port: int = 0
+    _server: object = None
+    _ran: set = field(default_factory=set)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def store_uri(self) -> str:
+        return f"s3://{self.bucket}"
+
+    def env(self) -> dict[str, str]:
+        """What the deployed functions get from template.yaml, pointed at the local stack."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "LMREC_STORE_URI": self.store_uri,
+            "LMREC_MODEL_NAME": self.model_name,
+            "LMREC_EVENTS_TABLE": self.table,
+            "LMREC_JOB_PREFIX": "lmrec-",
+            "LMREC_DATA_URI": f"{self.store_uri}/data/interactions/",
+            "LMREC_ITEMS_URI": f"{self.store_uri}/data/items/",
+            "LMREC_OUTPUT_URI": f"{self.store_uri}/training-output",
+            "LMREC_TRAINING_IMAGE": "lmrec-train:local",
+            "LMREC_TRAINING_ROLE_ARN": "arn:aws:iam::123456789012:role/lmrec-sagemaker-local",
+            "LMREC_MIN_NEW_INTERACTIONS": str(self.min_new_interactions),
+            "LMREC_HYPERPARAMETERS": json.dumps(self.hyperparameters),
+            "LMREC_GATE_TOLERANCE": "0.0",
+            "LMREC_CACHE_DIR": str(self.workdir / "cache"),
+            "POWERTOOLS_METRICS_NAMESPACE": "lmrec-local",
+        }
+
+    def start(self) -> LocalStack:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        os.environ.update(self.env())
+        store._S3 = None  # a client for this endpoint
+        boto3.client("s3").create_bucket(Bucket=self.bucket)
+        boto3.client("dynamodb").create_table(
+            TableName=self.table,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "user_id", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            KeySchema=[
+                {"AttributeName": "user_id", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+        )
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def upload(self, local: Path, key: str) -> str:
+        uri = f"{self.store_uri}/{key}"
+        store.write_bytes(uri, Path(local).read_bytes())
+        return uri
+
+    # -- the functions, invoked with what their EventBridge rules deliver --------------------
+    def retrain(self, event_name: str = "retrain_schedule.json") -> dict:
+        os.environ.update(self.env())
+        return load_function("retrain").handler(event_from_file(event_name), LambdaContext())
+
+    def promote(self, event: dict) -> dict:
+        os.environ.update(self.env())
+        return load_function("promote").handler(event, LambdaContext())
+
+    # -- the SageMaker stand-in --------------------------------------------------------------
+    def run_pending_jobs(self, stream_output: bool = False) -> list[dict]:
+        """Run every training job not run yet; return the promote function's decisions."""
+        sm = boto3.client("sagemaker")
+        decisions = []
+        for summary in sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]:
+            name = summary["TrainingJobName"]
+            if name in self._ran:
+                continue
+            self._ran.add(name)
+            decisions.append(
+                self.run_job(sm.describe_training_job(TrainingJobName=name), stream_output)
+            )
+        return decisions
+
+    def run_job(self, job: dict, stream_output: bool = False) -> dict:
+        name = job["TrainingJobName"]
+        base = self.workdir / "sagemaker" / name
+        config = base / "input" / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "hyperparameters.json").write_text(json.dumps(job.get("HyperParameters", {})))
+        (config / "resourceconfig.json").write_text(
+            json.dumps(
+                {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "lo"}
+            )
+        )
+        for channel in job["InputDataConfig"]:
+            prefix = channel["DataSource"]["S3DataSource"]["S3Uri"]
+            dest = base / "input" / "data" / channel["ChannelName"]
+            dest.mkdir(parents=True, exist_ok=True)
+            for obj in store.list_objects(prefix):
+                store.download(obj.uri, dest / obj.uri[len(prefix.rstrip("/")) + 1 :])
+        began = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "training", "train"],
+            cwd=REPO,
+            env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), "PYTHONUNBUFFERED": "1"},
+            stdout=None if stream_output else subprocess.PIPE,
+            stderr=None if stream_output else subprocess.STDOUT,
+            text=True,
+        )
+        log.info(
+            "training job %s exited %d after %.0f s",
+            name,
+            proc.returncode,
+            time.perf_counter() - began,
+        )
+        artifact = (
+            f"{job['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{name}/output/model.tar.gz"
+        )
+        detail = {"TrainingJobName": name, "ModelArtifacts": {"S3ModelArtifacts": artifact}}
+        if proc.returncode == 0:
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+                for path in sorted((base / "model").iterdir()):
+                    tar.add(path, arcname=path.name)
+            store.write_bytes(artifact, buf.getvalue())
+            detail.update(TrainingJobStatus="Completed", SecondaryStatus="Completed")
+            event = event_from_file("promote_training_completed.json", **detail)
+        else:
+            failure = base / "output" / "failure"
+            reason = failure.read_text().strip() if failure.exists() else f"exit {proc.returncode}"
+            detail.update(
+                TrainingJobStatus="Failed",
+                SecondaryStatus="Failed",
+                FailureReason=f"AlgorithmError: {reason}",
+            )
+            event = event_from_file("promote_training_failed.json", **detail)
+        event["resources"] = [job["TrainingJobArn"]]
+        return self.promote(event)

@@ -17,12 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[training,dev]"
 	touch $(STAMP)
 
-# Train the teacher on the shipped MovieLens 100K sample and print teacher vs baselines.
+# The whole lifecycle on the embedded local stack (no AWS account): upload MovieLens 100K,
+# retrain, train, promote, serve the API on localhost. DEMO_ARGS=--exit stops at the end.
 demo: $(STAMP)
-	$(VENV)/bin/lmrec train --data $(SAMPLE)/interactions.csv.gz --items $(SAMPLE)/items.csv.gz \
-		--output runs/demo/model --checkpoints runs/demo/checkpoints \
-		--hyperparameters training/presets/ml-100k.json --set max_train_seconds=60
-	@echo "Report: runs/demo/model/report.md"
+	$(VENV)/bin/lmrec demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -53,9 +51,9 @@ bench-api: $(STAMP)
 	$(PY) benchmarks/load_api.py --bundle $(GAMES_BUNDLE) --clients 50 --seconds 30
 	$(PY) benchmarks/fuzz_api.py --bundle $(GAMES_BUNDLE) --examples 1500
 
-# The API on localhost over a model store (default: the demo's).
-STORE ?= file://$(CURDIR)/runs/demo/store
+# The API on localhost over a model store: make serve STORE=s3://bucket (or file:///dir).
 serve: $(STAMP)
+	@test -n "$(STORE)" || { echo "usage: make serve STORE=s3://bucket|file:///dir"; exit 2; }
 	$(VENV)/bin/lmrec serve --store $(STORE)
 
 # Lambda layers built for python3.12 / x86_64 without Docker; prints their unzipped sizes.

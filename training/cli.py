@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     rollback = sub.add_parser("rollback", help="point production back at the previous model")
     rollback.add_argument("--store", required=True, help="s3://bucket or file:///dir")
     rollback.add_argument("--model-name", default="lmrec")
+    demo = sub.add_parser("demo", help="the whole lifecycle on the embedded local stack")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--exit", action="store_true", help="stop after the demo instead of serving")
     serve = sub.add_parser("serve", help="run the recommendation API on localhost (uvicorn)")
     serve.add_argument(
         "--store", help="model store root (s3://bucket or file:///dir); default $LMREC_STORE_URI"
@@ -243,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         return train(args, argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "demo":
+        from training.demo import main as demo_main
+
+        return demo_main(args.port, keep_serving=not args.exit)
     if args.command == "batch":
         return batch(args)
     if args.command == "rollback":

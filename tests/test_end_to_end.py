@@ -6,7 +6,9 @@ serves the previous version."""
 from __future__ import annotations
 
 import json
+import os
 
+import boto3
 import pytest
 from lmrec import store
 from lmrec.settings import get_settings
@@ -56,9 +58,9 @@ def production(stack) -> str:
     ]
 
 
-def test_whole_lifecycle(tmp_path, monkeypatch):
+def test_whole_lifecycle(tmp_path):
     stack = LocalStack(tmp_path / "stack", hyperparameters=GOOD, min_new_interactions=1000)
-    monkeypatch.setattr("os.environ", dict(__import__("os").environ))  # restore env afterwards
+    saved = dict(os.environ)  # the stack exports its endpoint like a shell would; undo after
     stack.start()
     try:
         # upload -> retrain -> train -> promote
@@ -125,4 +127,7 @@ def test_whole_lifecycle(tmp_path, monkeypatch):
         assert ask(api, {"user_id": "u1"})["model_version"] == v1
     finally:
         stack.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        boto3.setup_default_session()
         get_settings.cache_clear()

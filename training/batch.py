@@ -30,9 +30,12 @@ PROCESSING_RESOURCE_CONFIG = Path("/opt/ml/config/resourceconfig.json")
 def shard_from_resource_config(path: Path = PROCESSING_RESOURCE_CONFIG) -> tuple[int, int]:
     if not path.exists():
         return 0, 1
-    cfg = json.loads(path.read_text())
-    hosts = cfg.get("hosts") or [cfg.get("current_host")]
-    return hosts.index(cfg.get("current_host", hosts[0])), len(hosts)
+    try:
+        cfg = json.loads(path.read_text())
+        hosts = cfg.get("hosts") or [cfg.get("current_host")]
+        return hosts.index(cfg.get("current_host", hosts[0])), len(hosts)
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ValueError(f"{path}: cannot tell this host's shard: {exc}") from None
 
 
 def read_users(uri: str) -> list[str]:

@@ -44,7 +44,9 @@ def _json_value(value):
         return None
     if isinstance(value, np.generic):
         return value.item()
-    return value
+    if isinstance(value, str | int | float | bool):
+        return value
+    return str(value)  # lists, datetimes, ... from Parquet catalogs
 
 
 def catalog_columns(data: Interactions, category_column: str) -> tuple[dict[str, list], str | None]:
@@ -98,6 +100,7 @@ def write_bundle(
         "model_version": model_version(created, data.fingerprint, document["config"]),
         "created_at": created.isoformat(timespec="seconds"),
         "data_fingerprint": data.fingerprint,
+        "data_read_at": data.stats.get("read_at"),
         "model": {
             "architecture": "sasrec",
             "config": config,

@@ -77,12 +77,12 @@ def batch(args) -> int:
     if not 1 <= args.k <= 1000:
         print("error: --k must be in 1..1000", file=sys.stderr)
         return EXIT_BAD_INPUT
-    index, count = shard_from_resource_config()
-    index = args.shard_index if args.shard_index is not None else index
-    count = args.shard_count if args.shard_count is not None else count
     try:
+        index, count = shard_from_resource_config()
+        index = args.shard_index if args.shard_index is not None else index
+        count = args.shard_count if args.shard_count is not None else count
         summary = run_batch(args.bundle, args.output, args.users, args.k, index, count)
-    except (BundleError, StoreError, DataError) as exc:
+    except (BundleError, StoreError, DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(json.dumps(summary))
@@ -161,7 +161,11 @@ def _paths_and_hp(args):
             else output.parent / (output.name + "-checkpoints"),
             failure=output.parent / (output.name + "-failure"),
         )
-        hp = load_hyperparameters(args.hyperparameters) if args.hyperparameters else {}
+        hp = (
+            load_hyperparameters(args.hyperparameters, required=True)
+            if args.hyperparameters
+            else {}
+        )
     for item in args.overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -236,8 +240,9 @@ def _fail(paths, exc: BaseException, code: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    level = os.environ.get("LMREC_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
-        level=os.environ.get("LMREC_LOG_LEVEL", "INFO"),
+        level=level if level in logging.getLevelNamesMapping() else "INFO",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -174,7 +174,36 @@ def from_hyperparameters(hp: dict[str, Any]) -> RunConfig:
 
 
 def validate(cfg: RunConfig) -> None:
-    m, t = cfg.model, cfg.train
+    m, t, st = cfg.model, cfg.train, cfg.student
+    positive = {
+        "d_model": m.d_model,
+        "n_heads": m.n_heads,
+        "ffn_mult": m.ffn_mult,
+        "eval_every": t.eval_every,
+        "eval_batch_size": t.eval_batch_size,
+        "student_d_model": st.student_d_model,
+        "student_n_heads": st.student_n_heads,
+        "student_n_blocks": st.student_n_blocks,
+        "student_ffn_mult": st.student_ffn_mult,
+        "student_epochs": st.student_epochs,
+    }
+    for name, value in positive.items():  # checked first: later checks divide by some
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1")
+    non_negative = {
+        "max_train_seconds": t.max_train_seconds,
+        "weight_decay": t.weight_decay,
+        "student_max_seconds": st.student_max_seconds,
+        "processes_per_host": t.processes_per_host,
+        "num_threads": t.num_threads,
+        "min_interactions": cfg.data.min_interactions,
+        "min_users": cfg.data.min_users,
+    }
+    for name, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{name} must be >= 0")
+    if st.student_lr <= 0:
+        raise ConfigError("student_lr must be > 0")
     checks = [
         (
             m.d_model > 0 and m.d_model % m.n_heads == 0,
@@ -210,13 +239,18 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(message)
 
 
-def load_hyperparameters(path) -> dict[str, Any]:
+def load_hyperparameters(path, required: bool = False) -> dict[str, Any]:
+    """Hyperparameters from a JSON file; a missing file means defaults unless `required`."""
     try:
         with open(path, encoding="utf-8") as fh:
             hp = json.load(fh)
     except FileNotFoundError:
+        if required:
+            raise ConfigError(f"{path}: no such hyperparameters file") from None
         return {}
-    except json.JSONDecodeError as exc:
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read hyperparameters: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(hp, dict):
         raise ConfigError(f"{path} must hold a JSON object of hyperparameters")

@@ -120,7 +120,11 @@ class LocalStack:
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
         os.environ.update(self.env())
-        store._S3 = None  # a client for this endpoint
+        boto3.setup_default_session()  # a default session that sees this environment
+        store._S3 = None  # and clients for this endpoint
+        from lmrec import events
+
+        events._TABLES.clear()
         boto3.client("s3").create_bucket(Bucket=self.bucket)
         boto3.client("dynamodb").create_table(
             TableName=self.table,

@@ -8,6 +8,7 @@ import logging
 import platform
 import threading
 import time
+from datetime import UTC, datetime
 
 import torch
 from safetensors.torch import save_file
@@ -29,7 +30,9 @@ log = logging.getLogger(__name__)
 
 
 def prepare_data(paths: Paths, cfg: RunConfig) -> tuple[Interactions, Split, dict]:
+    read_at = datetime.now(UTC).isoformat(timespec="seconds")
     data = load_interactions(paths.train, cfg.data, paths.items)
+    data.stats["read_at"] = read_at  # data uploaded after this is new to the retrain function
     split = leave_one_out(data)
     n_neg, seed = cfg.train.sampled_negatives, cfg.train.seed
     negatives = {

@@ -62,9 +62,12 @@ def read_resource_config(path: Path | None) -> dict:
     if path is None or not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("hosts", []), list):
+        raise ValueError(f"{path} must be an object with a list of hosts")
+    return config
 
 
 def launch_command(

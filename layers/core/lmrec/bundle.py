@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,16 @@ SERVING_FILES = (WEIGHTS, ITEMS, USERS, USER_OFFSETS, USER_ITEMS, POPULARITY)
 
 class BundleError(RuntimeError):
     """A bundle that is missing, corrupt or of an unknown format; never served."""
+
+
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _safe_name(name: object) -> bool:
+    """A file name relative to the bundle: no absolute paths, no '..', no backslashes."""
+    if not isinstance(name, str) or not name or name.startswith("/") or "\\" in name:
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
 
 
 def sha256_file(path: Path) -> str:
@@ -80,16 +92,31 @@ def _parse_manifest(raw: bytes, where: str) -> dict:
         raise BundleError(f"{where}/{MANIFEST} is not valid JSON: {exc}") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{where}/{MANIFEST} must be a JSON object")
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
+    schema = manifest.get("schema_version")
+    if schema != SCHEMA_VERSION:
         raise BundleError(
-            f"{where}: unsupported bundle schema_version {version!r} (this runtime reads "
+            f"{where}: unsupported bundle schema_version {schema!r} (this runtime reads "
             f"{SCHEMA_VERSION})"
         )
     for key in ("model_version", "created_at", "model", "files"):
         if key not in manifest:
             raise BundleError(f"{where}/{MANIFEST} has no {key!r}")
+    version = manifest["model_version"]
+    if not isinstance(version, str) or not VERSION_PATTERN.match(version):
+        raise BundleError(f"{where}/{MANIFEST}: model_version {version!r} is not a valid version")
     files = manifest["files"]
+    if not isinstance(files, dict):
+        raise BundleError(f"{where}/{MANIFEST}: 'files' must be an object")
+    bad = [name for name in files if not _safe_name(name)]
+    if bad:
+        raise BundleError(f"{where}/{MANIFEST} names unsafe file paths: {bad[:3]}")
+    for name, entry in files.items():
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("size"), int)
+            or not isinstance(entry.get("sha256"), str)
+        ):
+            raise BundleError(f"{where}/{MANIFEST}: entry for {name} needs size and sha256")
     missing = [name for name in SERVING_FILES if name not in files]
     if missing:
         raise BundleError(f"{where}/{MANIFEST} does not list {', '.join(missing)}")
@@ -126,7 +153,7 @@ def fetch(uri: str, cache_dir: str | os.PathLike | None = None) -> Path:
         manifest = _parse_manifest(store.read_bytes(f"{uri.rstrip('/')}/{MANIFEST}"), uri)
     except store.StoreError as exc:
         raise BundleError(f"{uri}: cannot read {MANIFEST}: {exc}") from None
-    target = root / manifest["model_version"].replace("/", "_")
+    target = root / manifest["model_version"]  # validated: a plain name
     target.mkdir(parents=True, exist_ok=True)
     for name in SERVING_FILES:
         dest = target / name
@@ -141,7 +168,12 @@ def fetch(uri: str, cache_dir: str | os.PathLike | None = None) -> Path:
             store.download(f"{uri.rstrip('/')}/{name}", dest)
         except store.StoreError as exc:
             raise BundleError(f"{uri}: cannot download {name}: {exc}") from None
-    (target / MANIFEST).write_text(json.dumps(manifest))
+    tmp = target / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest))
+    os.replace(tmp, target / MANIFEST)
+    for other in root.iterdir():  # loaded bundles live in memory: old copies only fill /tmp
+        if other != target and other.is_dir():
+            shutil.rmtree(other, ignore_errors=True)
     return target
 
 
@@ -166,26 +198,54 @@ def load(uri: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> 
     from safetensors.numpy import load_file  # small, numpy-only; imported when first needed
 
     try:
-        weights = load_file(str(directory / WEIGHTS))
         items = json.loads((directory / ITEMS).read_text())
         users = json.loads((directory / USERS).read_text())
+        bundle = Bundle(
+            manifest=manifest,
+            weights=load_file(str(directory / WEIGHTS)),
+            item_ids=np.asarray(items["item_ids"], dtype=str),
+            catalog=dict(items.get("columns", {})),
+            user_ids=np.asarray(users["user_ids"], dtype=str),
+            user_offsets=_load_npy(directory / USER_OFFSETS, where),
+            user_items=_load_npy(directory / USER_ITEMS, where),
+            popularity=_load_npy(directory / POPULARITY, where).astype(np.float32),
+            path=directory,
+        )
+    except BundleError:
+        raise
     except Exception as exc:  # verified bytes that still do not parse: a writer bug
         raise BundleError(f"{where}: cannot parse bundle files: {exc}") from None
-    bundle = Bundle(
-        manifest=manifest,
-        weights=weights,
-        item_ids=np.asarray(items["item_ids"], dtype=str),
-        catalog=items.get("columns", {}),
-        user_ids=np.asarray(users["user_ids"], dtype=str),
-        user_offsets=_load_npy(directory / USER_OFFSETS, where),
-        user_items=_load_npy(directory / USER_ITEMS, where),
-        popularity=_load_npy(directory / POPULARITY, where).astype(np.float32),
-        path=directory,
-    )
-    n_items = len(bundle.item_ids)
-    if (
-        bundle.popularity.shape != (n_items + 1,)
-        or len(bundle.user_offsets) != len(bundle.user_ids) + 1
-    ):
-        raise BundleError(f"{where}: array shapes disagree with the item and user lists")
+    _check_consistent(bundle, where)
     return bundle
+
+
+def _check_consistent(b: Bundle, where: str) -> None:
+    """Verified bytes can still disagree with each other (a writer bug): refuse those too."""
+    n_items = len(b.item_ids)
+    off, items = b.user_offsets, b.user_items
+    problems = []
+    if b.popularity.shape != (n_items + 1,):
+        problems.append("popularity does not match the catalog")
+    if (
+        len(off) != len(b.user_ids) + 1
+        or off[0] != 0
+        or off[-1] != len(items)
+        or (np.diff(off) < 0).any()
+    ):
+        problems.append("user offsets do not index the histories")
+    if len(items) and (items.min() < 1 or items.max() > n_items):
+        problems.append("histories name items outside the catalog")
+    if len(set(b.item_ids.tolist())) != n_items:
+        problems.append("item ids repeat")
+    if any(len(v) != n_items for v in b.catalog.values()):
+        problems.append("a catalog column does not match the item list")
+    if b.manifest["model"].get("config", {}).get("n_items") != n_items:
+        problems.append("the model config's n_items does not match the item list")
+    if problems:
+        raise BundleError(f"{where}: inconsistent bundle: {'; '.join(problems)}")
+
+
+def verify_all(directory: Path, manifest: dict, where: str) -> None:
+    """Every file the manifest lists, not only the serving ones (before copying a bundle)."""
+    for name, expected in manifest["files"].items():
+        verify_file(directory / name, expected, where)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tarfile
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
 
 from lmrec import bundle as fmt
 from lmrec import registry, store
@@ -45,18 +48,39 @@ def _metric(manifest: dict, model: str) -> float | None:
         return None
 
 
+MAX_UNPACKED_BYTES = 2 * 1024**3  # the promote function's /tmp is 2 GB in template.yaml
+
+
 def safe_extract(archive: Path, dest: Path) -> None:
-    """Unpack model.tar.gz, refusing links and paths that leave `dest`."""
+    """Unpack model.tar.gz, refusing links, paths that leave `dest`, and oversized content."""
+    root = str(dest.resolve()) + os.sep
     try:
         with tarfile.open(archive, "r:gz") as tar:
             members = tar.getmembers()
+            total = 0
             for m in members:
-                target = (dest / m.name).resolve()
-                if not (m.isfile() or m.isdir()) or not str(target).startswith(str(dest.resolve())):
+                target = str((dest / m.name).resolve())
+                if not (m.isfile() or m.isdir()) or not (target + os.sep).startswith(root):
                     raise fmt.BundleError(f"model.tar.gz: refusing member {m.name!r}")
+                total += m.size
+            if total > MAX_UNPACKED_BYTES:
+                raise fmt.BundleError(f"model.tar.gz unpacks to {total} bytes, over the limit")
             tar.extractall(dest, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise fmt.BundleError(f"model.tar.gz is not a readable gzip tar: {exc}") from None
+
+
+def self_check(candidate: fmt.Bundle) -> None:
+    """Build what the API will build and answer one request, so a bundle no server can load
+    is refused here rather than discovered by a cold container."""
+    from lmrec.recommend import Filters, Recommender
+
+    try:
+        rec = Recommender(candidate)
+        history = rec.user_history(str(candidate.user_ids[0])) if len(candidate.user_ids) else None
+        rec.recommend(history if history is not None else np.empty(0, np.int64), Filters(k=10))
+    except Exception as exc:
+        raise fmt.BundleError(f"the bundle does not serve: {type(exc).__name__}: {exc}") from None
 
 
 def gate(
@@ -119,12 +143,11 @@ class Promoter:
     def production(self) -> tuple[registry.Pointer | None, dict | None]:
         try:
             pointer = registry.read_pointer(f"{self.prefix}/production.json")
-        except registry.PointerError:
+        except registry.NoPointer:
             return None, None
-        try:
-            manifest = json.loads(store.read_bytes(f"{pointer.bundle_uri}/{fmt.MANIFEST}"))
-        except (store.StoreError, ValueError):
-            manifest = None
+        # Any other failure propagates: the event is retried rather than the candidate being
+        # judged against "no production" (which would also drop the rollback target).
+        manifest = json.loads(store.read_bytes(f"{pointer.bundle_uri}/{fmt.MANIFEST}"))
         return pointer, manifest
 
     def on_failed(self, job: str, reason: str) -> Decision:
@@ -145,11 +168,17 @@ class Promoter:
             tmp_path = Path(tmp)
             try:
                 archive = store.download(artifact_uri, tmp_path / "model.tar.gz")
+            except store.NotFound as exc:
+                return self._record(Decision(job, "rejected", f"no artifact: {exc}"))
+            # Other store errors propagate: transient, so the retried event gets another go.
+            try:
                 unpacked = tmp_path / "bundle"
                 unpacked.mkdir()
                 safe_extract(archive, unpacked)
                 candidate = fmt.load(unpacked)  # verifies schema and every checksum
-            except (store.StoreError, fmt.BundleError) as exc:
+                fmt.verify_all(unpacked, candidate.manifest, artifact_uri)
+                self_check(candidate)
+            except fmt.BundleError as exc:
                 return self._record(Decision(job, "rejected", f"bad artifact: {exc}"))
             pointer, prod_manifest = self.production()
             if pointer is not None and pointer.model_version == candidate.version:
@@ -182,10 +211,20 @@ def rollback(store_uri: str, model_name: str) -> dict:
     prefix = f"{store_uri.rstrip('/')}/models/{model_name}"
     current = registry.read_pointer(f"{prefix}/production.json")
     previous = current.raw.get("previous")
-    if not previous:
-        raise registry.PointerError(f"{prefix}: production has no previous version to roll back to")
-    target = registry.Pointer(previous["model_version"], previous["bundle_uri"], previous)
-    fmt.load(target.bundle_uri, tempfile.mkdtemp())  # never point at a bundle that fails to verify
+    try:
+        target = registry.Pointer(
+            str(previous["model_version"]), str(previous["bundle_uri"]), previous
+        )
+    except (TypeError, KeyError):
+        raise registry.PointerError(
+            f"{prefix}: production has no previous version to roll back to"
+        ) from None
+    with tempfile.TemporaryDirectory() as cache:  # never point at a bundle that fails to verify
+        loaded = fmt.load(target.bundle_uri, cache)
+    if loaded.version != target.model_version:
+        raise fmt.BundleError(
+            f"{target.bundle_uri} holds {loaded.version}, not {target.model_version}"
+        )
     return registry.set_production(
         store_uri,
         model_name,

@@ -178,7 +178,11 @@ class Recommender:
             return [None] * len(top)
         items = enc.items[j]
         real = items != 0
-        weight = self.model.items[top] @ enc.contributions[j].T  # (k, L)
+        # The final LayerNorm centres the user vector and scales each dimension, so compare
+        # centred shares with ln_f-scaled item vectors.
+        shares = enc.contributions[j]
+        shares = shares - shares.mean(axis=1, keepdims=True)
+        weight = (self.model.items[top] * self.model.lnf_w) @ shares.T  # (k, L)
         weight[:, ~real] = -np.inf
         best = items[np.argmax(weight, axis=1)]
         return [self.catalog.item_ids[b - 1] for b in best]

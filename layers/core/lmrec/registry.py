@@ -13,6 +13,10 @@ class PointerError(RuntimeError):
     """The production pointer is missing or unreadable."""
 
 
+class NoPointer(PointerError):
+    """There is no production pointer yet (no model was ever promoted)."""
+
+
 @dataclass(frozen=True)
 class Pointer:
     model_version: str
@@ -23,6 +27,8 @@ class Pointer:
     def parse(cls, data: bytes, where: str) -> Pointer:
         try:
             raw = json.loads(data)
+            if not isinstance(raw, dict):
+                raise TypeError("not a JSON object")
             return cls(str(raw["model_version"]), str(raw["bundle_uri"]), raw)
         except (ValueError, KeyError, TypeError) as exc:
             raise PointerError(f"{where} is not a valid production pointer: {exc}") from None
@@ -35,6 +41,8 @@ def version_uri(store_uri: str, model_name: str, version: str) -> str:
 def read_pointer(uri: str) -> Pointer:
     try:
         data = store.read_bytes(uri)
+    except store.NotFound as exc:
+        raise NoPointer(f"cannot read the production pointer: {exc}") from None
     except store.StoreError as exc:
         raise PointerError(f"cannot read the production pointer: {exc}") from None
     return Pointer.parse(data, uri)
@@ -49,8 +57,9 @@ def publish(bundle_dir, store_uri: str, model_name: str) -> Pointer:
 
     bundle_dir = Path(bundle_dir)
     loaded = fmt.load(bundle_dir)  # refuses a bad bundle before anything is copied
+    fmt.verify_all(bundle_dir, loaded.manifest, str(bundle_dir))  # records too, not only serving
     dest = version_uri(store_uri, model_name, loaded.version)
-    for name in loaded.manifest["files"]:
+    for name in loaded.manifest["files"]:  # names validated: relative, no '..'
         store.write_bytes(f"{dest}/{name}", (bundle_dir / name).read_bytes())
     store.write_bytes(f"{dest}/{fmt.MANIFEST}", (bundle_dir / fmt.MANIFEST).read_bytes())
     return Pointer(loaded.version, dest, {"model_version": loaded.version, "bundle_uri": dest})

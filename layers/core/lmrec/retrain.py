@@ -36,6 +36,14 @@ class RetrainConfig:
     job_prefix: str = "lmrec-"
     hyperparameters: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # The same prefix selects our jobs in the running-job check and the promote rule, so
+        # it must be usable in a job name as it is.
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,20}", self.job_prefix):
+            raise ValueError(f"job prefix {self.job_prefix!r} must match [a-z][a-z0-9-]{{0,20}}")
+        if self.min_new_interactions < 0 or self.instance_count < 1:
+            raise ValueError("min_new_interactions must be >= 0 and instance_count >= 1")
+
 
 @dataclass
 class RetrainDecision:
@@ -75,21 +83,26 @@ def data_version(objects: list[store.ObjectInfo]) -> str:
 
 
 def job_name(prefix: str, version: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9-]", "-", f"{prefix}{version}")
-    return name[:63]
+    return f"{prefix}{version}"[:63]  # prefix validated by RetrainConfig; version is hex
 
 
-def production_created_at(cfg: RetrainConfig) -> float | None:
+def production_data_time(cfg: RetrainConfig) -> float | None:
+    """When the production model's training data was read (data uploaded after it is new);
+    None when there is no production model yet."""
+    from datetime import datetime
+
     try:
         pointer = registry.read_pointer(
             f"{cfg.store_uri.rstrip('/')}/models/{cfg.model_name}/production.json"
         )
-        manifest = json.loads(store.read_bytes(f"{pointer.bundle_uri}/{fmt.MANIFEST}"))
-    except (registry.PointerError, store.StoreError, ValueError):
+    except registry.NoPointer:
         return None
-    from datetime import datetime
-
-    return datetime.fromisoformat(manifest["created_at"]).timestamp()
+    manifest = json.loads(store.read_bytes(f"{pointer.bundle_uri}/{fmt.MANIFEST}"))
+    stamp = manifest.get("data_read_at") or manifest["created_at"]
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except (TypeError, ValueError):
+        raise fmt.BundleError(f"production manifest has a bad timestamp {stamp!r}") from None
 
 
 def training_job_request(cfg: RetrainConfig, name: str) -> dict:
@@ -155,9 +168,15 @@ def decide_and_start(cfg: RetrainConfig, sagemaker) -> RetrainDecision:
         cfg = dataclasses.replace(cfg, items_uri="")
     version = data_version(objects + items)
     name = job_name(cfg.job_prefix, version)
-    since = production_created_at(cfg)
+    since = production_data_time(cfg)
     fresh = [o for o in objects if since is None or o.modified > since]
-    counts = [count_rows(o) for o in fresh]
+    counts = []
+    for o in fresh:
+        try:
+            counts.append(count_rows(o))
+        except (store.StoreError, OSError, EOFError) as exc:  # e.g. a corrupt gzip
+            log.warning("cannot count rows of %s: %s", o.uri, exc)
+            counts.append(None)  # uncounted: training will report what is wrong with it
     new = sum(c for c in counts if c is not None)
     uncounted = sum(c is None for c in counts)
     decision = RetrainDecision("skipped", "", name, new, uncounted, version)

@@ -65,6 +65,12 @@ class ModelState:
         if self.refresh_due():
             self.refresh()
 
+    def refresh_in_background(self) -> None:
+        """Check the pointer without holding up the request that noticed it was due: the
+        loaded model answers meanwhile (with no model yet there is nothing to wait for)."""
+        self.last_check = self.clock()  # one refresh per interval, not one per request
+        threading.Thread(target=self.refresh, name="lmrec-refresh", daemon=True).start()
+
     @property
     def version(self) -> str | None:
         return self.recommender.version if self.recommender else None

@@ -17,6 +17,10 @@ class StoreError(RuntimeError):
     """An object could not be read, listed or written."""
 
 
+class NotFound(StoreError):
+    """The object does not exist (as opposed to: the store could not be reached)."""
+
+
 @dataclass(frozen=True)
 class Location:
     scheme: str  # "s3" or "file"
@@ -55,7 +59,9 @@ def s3_client():
 
 
 def _s3_error(loc: Location, exc: Exception) -> StoreError:
-    return StoreError(f"{loc}: {exc}")
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    kind = NotFound if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket") else StoreError
+    return kind(f"{loc}: {exc}")
 
 
 def read_bytes(uri: str | os.PathLike) -> bytes:
@@ -63,6 +69,8 @@ def read_bytes(uri: str | os.PathLike) -> bytes:
     if loc.scheme == "file":
         try:
             return Path(loc.key).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"{loc}: no such file") from None
         except OSError as exc:
             raise StoreError(f"{loc}: {exc.strerror or exc}") from None
     try:
@@ -75,10 +83,13 @@ def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
     loc = parse(uri)
     if loc.scheme == "file":
         path = Path(loc.key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # atomic on one file system: readers never see half a file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # atomic on one file system: readers never see half a file
+        except OSError as exc:
+            raise StoreError(f"{loc}: {exc.strerror or exc}") from None
         return
     try:
         s3_client().put_object(Bucket=loc.bucket, Key=loc.key, Body=data)

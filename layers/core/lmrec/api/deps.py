@@ -27,7 +27,10 @@ async def get_settings(request: Request) -> Settings:
 
 async def get_recommender(state: Annotated[ModelState, Depends(get_state)]) -> Recommender:
     if state.refresh_due():  # S3 reads and maybe a bundle load: off the event loop
-        await run_in_threadpool(state.refresh)
+        if state.recommender is None:
+            await run_in_threadpool(state.refresh)
+        else:
+            state.refresh_in_background()
     rec = state.recommender
     if rec is None:
         raise HTTPException(503, f"no model is loaded yet: {state.problem or 'not loaded'}")

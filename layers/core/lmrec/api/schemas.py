@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 Category = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -65,11 +73,22 @@ class SimilarResponse(BaseModel):
     items: list[RecommendedItem]
 
 
+MAX_CLOCK_SKEW_SECONDS = 300
+
+
 class EventIn(Strict):
     user_id: Id
     item_id: Id
-    timestamp: float | None = Field(None, ge=0, le=4_102_444_800, description="unix seconds")
+    timestamp: float | None = Field(None, ge=0, description="unix seconds; default: now")
     event_type: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "interaction"
+
+    @field_validator("timestamp")
+    @classmethod
+    def _not_future(cls, value: float | None) -> float | None:
+        # Events sort by time: one dated in the future would stay "newest" until its TTL.
+        if value is not None and value > time.time() + MAX_CLOCK_SKEW_SECONDS:
+            raise ValueError("timestamp is in the future")
+        return value
 
 
 class EventsRequest(Strict):

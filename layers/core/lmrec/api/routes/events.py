@@ -37,7 +37,7 @@ def post_events(body: EventsRequest, events: EventsDep, request: Request) -> Eve
     return EventsResponse(recorded=recorded, unknown_items=unknown)
 
 
-@router.delete("/users/{user_id}/events", response_model=DeleteResponse)
+@router.delete("/users/{user_id:path}/events", response_model=DeleteResponse)
 def delete_events(
     user_id: Annotated[Id, Path(max_length=256)], events: EventsDep
 ) -> DeleteResponse:

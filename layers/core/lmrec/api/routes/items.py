@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1/items", tags=["items"])
 
 
 @router.get(
-    "/{item_id}/similar",
+    "/{item_id:path}/similar",
     response_model=SimilarResponse,
     responses={404: {"description": "unknown item"}},
 )

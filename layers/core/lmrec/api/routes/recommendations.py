@@ -55,6 +55,12 @@ async def recommend(
                 parts.append(rec.catalog.rows(recent)[0])
             except EventsUnavailable as exc:
                 warnings.append(f"real-time events were not used: {exc}")
+    known = rec.catalog.category_rows
+    missing = [
+        c for c in (*filters.include_categories, *filters.exclude_categories) if c not in known
+    ]
+    if missing:
+        warnings.append(f"unknown categories ignored: {', '.join(missing[:10])}")
     rows, unknown = rec.catalog.rows(history)
     parts.append(rows)
     merged = np.concatenate(parts) if parts else np.empty(0, np.int64)
@@ -85,7 +91,7 @@ async def post_recommendations(
     return await recommend(rec, events, settings, body.user_id, body.history, filters)
 
 
-@router.get("/users/{user_id}/recommendations", response_model=RecommendResponse)
+@router.get("/users/{user_id:path}/recommendations", response_model=RecommendResponse)
 async def get_user_recommendations(
     user_id: Annotated[Id, Path(max_length=256)],
     rec: RecommenderDep,

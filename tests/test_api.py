@@ -128,6 +128,30 @@ def test_bad_input_gets_a_4xx_with_a_message(api, body, raw, status, fragment):
     assert got == status and fragment in reply["detail"], reply
 
 
+def test_future_events_and_unknown_categories(api):
+    future = {"events": [{"user_id": "1", "item_id": "50", "timestamp": 4_000_000_000}]}
+    status, reply = call(api, "api_post_events.json", body=future)
+    assert status == 422 and "timestamp is in the future" in reply["detail"]
+    status, reply = call(
+        api, "api_post_recommendations.json", body={"user_id": "1", "include_categories": ["Polka"]}
+    )
+    assert status == 200 and reply["items"] == []
+    assert "unknown categories ignored: Polka" in reply["warnings"][0]
+
+
+def test_ids_with_slashes_reach_their_routes(api):
+    status, body = call(
+        api, "api_post_events.json", body={"events": [{"user_id": "team/alice", "item_id": "50"}]}
+    )
+    assert status == 202
+    status, body = call(
+        api, "api_get_user_recommendations.json", path="/v1/users/team/alice/recommendations"
+    )
+    assert status == 200 and body["user_id"] == "team/alice" and body["history_length"] == 1
+    status, body = call(api, "api_delete_events.json", path="/v1/users/team/alice/events")
+    assert status == 200 and body == {"user_id": "team/alice", "deleted": 1}
+
+
 def test_bad_paths_and_queries(api):
     assert call(api, "api_get_similar.json", path="/v1/items/nope/similar")[0] == 404
     status, reply = call(api, "api_get_similar.json", query="k=abc")

@@ -85,6 +85,12 @@ def test_quantized_item_tables_stay_close(parity_case):
         assert np.abs(back - table).max() <= tol * np.abs(table).max()
 
 
+def edit_manifest(d, change) -> None:
+    manifest = json.loads((d / "manifest.json").read_text())
+    change(manifest)
+    (d / "manifest.json").write_text(json.dumps(manifest))
+
+
 def copy_bundle(src, tmp_path):
     dst = tmp_path / "b"
     shutil.copytree(src, dst)

@@ -117,6 +117,30 @@ def test_bad_hyperparameter_and_missing_channel(tmp_path, synthetic_csv):
     assert "no such file or directory" in (empty / "output" / "failure").read_text()
 
 
+@pytest.mark.parametrize("setting", ["n_heads=0", "d_model=-8", "lr=0", "epochs=x"])
+def test_cli_bad_settings_are_one_line(tmp_path, synthetic_csv, setting):
+    proc = run_training(
+        ["train", "--data", str(synthetic_csv), "--output", str(tmp_path / "o"), "--set", setting]
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_cli_missing_hyperparameters_file(tmp_path, synthetic_csv):
+    proc = run_training(
+        [
+            "train",
+            "--data",
+            str(synthetic_csv),
+            "--output",
+            str(tmp_path / "o"),
+            "--hyperparameters",
+            str(tmp_path / "nope.json"),
+        ]
+    )
+    assert proc.returncode == 2 and "no such hyperparameters file" in proc.stderr
+
+
 def test_resumes_from_checkpoint(tmp_path, synthetic_csv):
     # GIVEN a finished 2-epoch run
     base = lay_out(tmp_path / "r", synthetic_csv)

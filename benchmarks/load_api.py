@@ -30,17 +30,19 @@ async def client(http, url: str, bodies: list[str], deadline: float, out: dict, 
         began = time.perf_counter()
         try:
             r = await http.post(url, content=body, headers={"content-type": "application/json"})
-            ok = r.status_code == 200
-        except Exception:  # a refused or broken connection is an error like a 5xx
-            ok = False
+            kind = None if r.status_code == 200 else f"HTTP {r.status_code}"
+        except Exception as exc:  # a refused or broken connection is an error like a 5xx
+            kind = type(exc).__name__
         out["latency_ms"].append((time.perf_counter() - began) * 1000)
-        out["errors"] += 0 if ok else 1
+        if kind:
+            out["errors"] += 1
+            out["error_kinds"][kind] = out["error_kinds"].get(kind, 0) + 1
 
 
 async def run(url: str, bodies: list[str], clients: int, seconds: float) -> dict:
     import httpx
 
-    out = {"latency_ms": [], "errors": 0}
+    out = {"latency_ms": [], "errors": 0, "error_kinds": {}}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=10.0, limits=limits) as http:
         deadline = time.perf_counter() + seconds

@@ -89,7 +89,8 @@ def run(name: str, out: Path, overrides: list[str]) -> dict:
         "wall_seconds": round(wall, 1),
         "teacher_train_seconds": round(doc["summary"]["train_seconds"], 1),
         "best_epoch": doc["summary"]["best_epoch"],
-        "epochs_run": len(json.loads((out / name / "history.json").read_text())),
+        "epochs_run": len(json.loads((out / name / "history.json").read_text())["teacher"]),
+        "models": doc["summary"]["models"],
         "sequences_per_second": round(doc["summary"]["sequences_per_second"], 1),
         "test": {
             m: {p: {k: round(v, 4) for k, v in test[m]["test"][p].items()} for p in test[m]["test"]}

@@ -135,9 +135,8 @@ class Recommender:
         """One encoder pass for the whole batch; filters and top-k per request."""
         results: list[Result | None] = [None] * len(histories)
         warm = [i for i, h in enumerate(histories) if len(h)]
-        explain = any(filters[i].explain for i in warm)
         if warm:
-            enc = self.model.encode([histories[i] for i in warm], explain=explain)
+            enc = self.model.encode([histories[i] for i in warm])
             scores = self.model.score(enc.hidden)
             for j, i in enumerate(warm):
                 f, hist = filters[i], histories[i]
@@ -172,19 +171,17 @@ class Recommender:
         return self.recommend_many([history], [filters or Filters()])[0]
 
     def _reasons(self, enc, j: int, top: np.ndarray) -> list[str | None]:
-        """For each recommended row, the history item whose share of the user vector points
-        most towards it (see NumpySASRec.encode): one (k x D) @ (D x L) product."""
-        if enc.contributions is None or not len(top):
-            return [None] * len(top)
+        """For each recommended row, the item in the model's history window whose student
+        embedding is closest (cosine) to it: one (k x D) @ (D x L) product. Attribution by
+        the attention path was tried first; the residual stream made the newest item win for
+        every recommendation, which explains nothing."""
+        if not len(top):
+            return []
         items = enc.items[j]
         real = items != 0
-        # The final LayerNorm centres the user vector and scales each dimension, so compare
-        # centred shares with ln_f-scaled item vectors.
-        shares = enc.contributions[j]
-        shares = shares - shares.mean(axis=1, keepdims=True)
-        weight = (self.model.items[top] * self.model.lnf_w) @ shares.T  # (k, L)
-        weight[:, ~real] = -np.inf
-        best = items[np.argmax(weight, axis=1)]
+        similarity = self._unit_items[top] @ self._unit_items[items].T  # (k, L)
+        similarity[:, ~real] = -np.inf
+        best = items[np.argmax(similarity, axis=1)]
         return [self.catalog.item_ids[b - 1] for b in best]
 
     def similar(self, item_id: str, k: int = 10) -> list[Recommendation] | None:

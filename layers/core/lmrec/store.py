@@ -188,8 +188,16 @@ def download(uri: str | os.PathLike, dest: str | os.PathLike) -> Path:
         except OSError as exc:
             raise StoreError(f"{loc}: {exc.strerror or exc}") from None
         return dest
+    # One GET streamed to disk: no s3transfer thread pool to start (bundle files are small,
+    # and the thread pool alone costs a noticeable part of a cold start).
+    tmp = dest.with_name(dest.name + ".part")
     try:
-        s3_client().download_file(loc.bucket, loc.key, str(dest))
+        body = s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
+        with open(tmp, "wb") as fh:
+            for chunk in iter(lambda: body.read(1 << 20), b""):
+                fh.write(chunk)
+        os.replace(tmp, dest)
     except Exception as exc:
+        tmp.unlink(missing_ok=True)
         raise _s3_error(loc, exc) from None
     return dest

@@ -62,10 +62,7 @@ class _Block:
 @dataclass
 class Encoded:
     hidden: np.ndarray  # (B, D) the user vectors
-    # Per history position, its additive share of the user vector through the last block's
-    # attention (and the residual for the newest position): (B, L, D). Used for explanations.
-    contributions: np.ndarray | None
-    items: np.ndarray  # (B, L) the padded input
+    items: np.ndarray  # (B, L) the padded input window
 
 
 class NumpySASRec:
@@ -119,7 +116,7 @@ class NumpySASRec:
         B, L, _ = t.shape
         return t.reshape(B, L, self.n_heads, self.d // self.n_heads).transpose(0, 2, 1, 3)
 
-    def encode(self, histories: list[np.ndarray], explain: bool = False) -> Encoded:
+    def encode(self, histories: list[np.ndarray]) -> Encoded:
         items = self.pad(histories)
         B, L = items.shape
         real = items != 0  # (B, L)
@@ -128,7 +125,6 @@ class NumpySASRec:
         causal = np.tril(np.ones((L, L), dtype=bool))
         eye = np.eye(L, dtype=bool)
         full_mask = causal & (real[:, None, None, :] | eye)  # (B, 1, L, L)
-        contributions = None
         scale = 1.0 / math.sqrt(self.d // self.n_heads)
         for i, blk in enumerate(self.blocks):
             last = i == len(self.blocks) - 1
@@ -143,16 +139,11 @@ class NumpySASRec:
             q, k, v = self._heads(q), self._heads(k), self._heads(v)
             att = softmax(np.where(mask, (q @ k.transpose(0, 1, 3, 2)) * scale, -np.inf))
             y = (att @ v).transpose(0, 2, 1, 3).reshape(B, -1, self.d)  # (B, Lq, D)
-            if last and explain:
-                # share of position j: concat_h(att[h, j] * v[h, j]) @ W_proj
-                per_pos = (att[:, :, 0, :, None] * v).transpose(0, 2, 1, 3).reshape(B, L, self.d)
-                contributions = per_pos @ blk.proj_t
-                contributions[:, -1] += x[:, 0]  # the residual stream carries the newest item
             x = x + y @ blk.proj_t + blk.proj_b
             f = gelu_tanh(layer_norm(x, blk.ln2_w, blk.ln2_b) @ blk.ffn1_t + blk.ffn1_b)
             x = x + f @ blk.ffn2_t + blk.ffn2_b
         hidden = layer_norm(x[:, -1], self.lnf_w, self.lnf_b)
-        return Encoded(hidden=hidden, contributions=contributions, items=items)
+        return Encoded(hidden=hidden, items=items)
 
     def score(self, hidden: np.ndarray) -> np.ndarray:
         """(B, D) -> (B, N + 1) scores; column 0 (padding) is -inf."""

@@ -51,6 +51,7 @@ async def run(url: str, bodies: list[str], clients: int, seconds: float) -> dict
     return {
         "requests": int(lat.size),
         "errors": out["errors"],
+        "error_kinds": out["error_kinds"],
         "throughput_rps": round(lat.size / seconds, 1),
         "p50_ms": round(float(np.percentile(lat, 50)), 2),
         "p99_ms": round(float(np.percentile(lat, 99)), 2),

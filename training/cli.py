@@ -132,7 +132,15 @@ def serve(args) -> int:
     state.refresh()
     if state.recommender is None:
         log.warning("starting without a model: %s", state.problem)
-    uvicorn.run(create_app(settings, state), host=args.host, port=args.port, log_level="warning")
+    # keep-alive longer than clients and load balancers idle (uvicorn: 5 s), so a reused
+    # connection is not closed under a request in flight
+    uvicorn.run(
+        create_app(settings, state),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_keep_alive=75,
+    )
     return 0
 
 

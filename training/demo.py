@@ -73,7 +73,11 @@ def main(port: int = 8000, keep_serving: bool = True) -> int:
     port = port if _free(port) else free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, state), host="127.0.0.1", port=port, log_level="warning"
+            create_app(settings, state),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            timeout_keep_alive=75,  # see `lmrec serve`
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

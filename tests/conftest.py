@@ -114,7 +114,10 @@ def s3_env(moto_server, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     import lmrec.store
 
-    monkeypatch.setattr(lmrec.store, "_S3", None)  # a fresh client sees the endpoint
+    import lmrec.events
+
+    monkeypatch.setattr(lmrec.store, "_S3", None)  # fresh clients see the endpoint
+    monkeypatch.setattr(lmrec.events, "_CLIENT", None)
     return moto_server
 
 

@@ -124,7 +124,7 @@ class LocalStack:
         store._S3 = None  # and clients for this endpoint
         from lmrec import events
 
-        events._TABLES.clear()
+        events.reset_client()
         boto3.client("s3").create_bucket(Bucket=self.bucket)
         boto3.client("dynamodb").create_table(
             TableName=self.table,

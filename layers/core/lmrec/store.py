@@ -48,13 +48,19 @@ def parse(uri: str | os.PathLike) -> Location:
 _S3 = None
 
 
+def aws_client(service: str):
+    """A botocore client (boto3 without the resource layer and s3transfer: about 0.1 s less
+    to import on a cold start). Honours AWS_ENDPOINT_URL and the usual credential chain."""
+    import botocore.session
+
+    return botocore.session.get_session().create_client(service)
+
+
 def s3_client():
     """A module-level client, created once per process (cheap Lambda warm starts)."""
     global _S3
     if _S3 is None:
-        import boto3
-
-        _S3 = boto3.client("s3")
+        _S3 = aws_client("s3")
     return _S3
 
 

@@ -24,7 +24,6 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=1200, help="total requests, at least")
     args = parser.parse_args()
 
-    import boto3
     import schemathesis
     from hypothesis import HealthCheck, given, settings
     from hypothesis.errors import Unsatisfiable
@@ -34,6 +33,8 @@ def main() -> None:
     from lmrec.settings import Settings
     from moto.server import ThreadedMotoServer
     from schemathesis import GenerationMode
+
+    from training.local_stack import create_events_table
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     with socket.socket() as s:
@@ -49,18 +50,7 @@ def main() -> None:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     )
-    boto3.client("dynamodb").create_table(
-        TableName="fuzz-events",
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "user_id", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "user_id", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-    )
+    create_events_table("fuzz-events")
     root = f"file://{tempfile.mkdtemp()}"
     registry.set_production(root, "lmrec", registry.publish(Path(args.bundle), root, "lmrec"))
     cfg = Settings(store_uri=root, events_table="fuzz-events")

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.local_stack import create_events_table  # noqa: F401 - used by tests
+
 REPO = Path(__file__).resolve().parents[1]
 ML100K = REPO / "training" / "sample_data" / "ml-100k"
 
@@ -29,6 +31,19 @@ TINY_HP = {
     "student_d_model": "8",
     "student_max_len": "10",
     "student_epochs": "2",
+}
+
+
+# Enough training for the synthetic +1 walk: the student then clearly beats popularity.
+LEARNABLE_HP = {
+    **TINY_HP,
+    "epochs": "6",
+    "d_model": "32",
+    "lr": "0.005",
+    "student_epochs": "6",
+    "student_d_model": "16",
+    "student_lr": "0.005",
+    "student_plain": "false",
 }
 
 
@@ -112,9 +127,8 @@ def s3_env(moto_server, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    import lmrec.store
-
     import lmrec.events
+    import lmrec.store
 
     monkeypatch.setattr(lmrec.store, "_S3", None)  # fresh clients see the endpoint
     monkeypatch.setattr(lmrec.events, "_CLIENT", None)
@@ -187,23 +201,6 @@ def import_function(name: str, module_name: str | None = None):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def create_events_table(name: str) -> None:
-    import boto3
-
-    boto3.client("dynamodb").create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "user_id", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "user_id", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-    )
 
 
 def load_template() -> dict:

@@ -14,7 +14,7 @@ from lmrec import store
 from lmrec.settings import get_settings
 
 from tests.conftest import (
-    TINY_HP,
+    LEARNABLE_HP,
     LambdaContext,
     import_function,
     load_event,
@@ -25,16 +25,7 @@ from training.local_stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
-GOOD = {
-    **TINY_HP,
-    "epochs": "6",
-    "d_model": "32",
-    "lr": "0.005",
-    "student_epochs": "6",
-    "student_d_model": "16",
-    "student_lr": "0.005",
-    "student_plain": "false",
-}
+GOOD = LEARNABLE_HP
 WORSE = {**GOOD, "epochs": "1", "lr": "0.00001", "student_epochs": "1", "student_lr": "0.00001"}
 
 

@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from lmrec.student import left_pad
 
 from training.split import Split
-
-
-def left_pad(seqs: list[np.ndarray], max_len: int) -> np.ndarray:
-    """(B, L) int64, the newest item last, L = min(max_len, longest sequence), zeros in front."""
-    width = max(1, min(max_len, max((len(s) for s in seqs), default=1)))
-    out = np.zeros((len(seqs), width), dtype=np.int64)
-    for row, seq in enumerate(seqs):
-        seq = seq[-width:]
-        if len(seq):
-            out[row, width - len(seq) :] = seq
-    return out
 
 
 def training_pairs(

@@ -54,6 +54,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def create_events_table(name: str) -> None:
+    """The events table as template.yaml declares it (user_id + sk keys), on the endpoint
+    boto3 is pointed at."""
+    boto3.client("dynamodb").create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "user_id", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "user_id", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+    )
+
+
 def load_function(name: str):
     path = REPO / "functions" / name / "app.py"
     spec = importlib.util.spec_from_file_location(f"local_{name}_{time.monotonic_ns()}", path)
@@ -126,18 +143,7 @@ class LocalStack:
 
         events.reset_client()
         boto3.client("s3").create_bucket(Bucket=self.bucket)
-        boto3.client("dynamodb").create_table(
-            TableName=self.table,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "user_id", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "user_id", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-        )
+        create_events_table(self.table)
         return self
 
     def stop(self) -> None:

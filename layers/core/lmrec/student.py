@@ -25,6 +25,18 @@ def dequantize_items(weights: dict[str, np.ndarray]) -> np.ndarray:
     return table.astype(np.float32)
 
 
+def left_pad(seqs: list[np.ndarray], max_len: int) -> np.ndarray:
+    """(B, L) int64, the newest item last, L = min(max_len, longest sequence), zeros in front.
+    Shared with the trainer, so serving pads exactly as training did."""
+    width = max(1, min(max_len, max((len(s) for s in seqs), default=1)))
+    out = np.zeros((len(seqs), width), dtype=np.int64)
+    for row, seq in enumerate(seqs):
+        seq = seq[-width:]
+        if len(seq):
+            out[row, width - len(seq) :] = seq
+    return out
+
+
 def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     mu = x.mean(-1, keepdims=True)
     xc = x - mu
@@ -103,14 +115,7 @@ class NumpySASRec:
             raise ValueError(f"item table {self.items.shape} does not match the config")
 
     def pad(self, histories: list[np.ndarray]) -> np.ndarray:
-        """Left-pad the newest max_len items of each history; (B, L) int64."""
-        width = max(1, min(self.max_len, max((len(h) for h in histories), default=1)))
-        out = np.zeros((len(histories), width), dtype=np.int64)
-        for row, h in enumerate(histories):
-            h = h[-width:]
-            if len(h):
-                out[row, width - len(h) :] = h
-        return out
+        return left_pad(histories, self.max_len)
 
     def _heads(self, t: np.ndarray) -> np.ndarray:  # (B, L, D) -> (B, H, L, D/H)
         B, L, _ = t.shape

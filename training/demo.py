@@ -8,6 +8,7 @@ serves the API on localhost and shows what it answers.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 
@@ -42,6 +43,7 @@ def main(port: int = 8000, keep_serving: bool = True) -> int:
     import httpx
     import uvicorn
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the demo prints its own lines
     began = time.perf_counter()
     stack = LocalStack(REPO / "runs" / "demo", hyperparameters=DEMO_HP).start()
     say(f"local stack: moto server (S3, DynamoDB, SageMaker API) at {stack.endpoint}")

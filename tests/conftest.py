@@ -149,22 +149,23 @@ def run_training(args: list[str], env: dict | None = None, timeout: int = 300, *
     )
 
 
+def train_bundle(data_args: list[str], out: Path, hp: dict) -> Path:
+    """Run the training entry with these hyperparameters; the model directory is the bundle."""
+    args = ["train", *data_args, "--output", str(out)]
+    for key, value in hp.items():
+        args += ["--set", f"{key}={value}"]
+    proc = run_training(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
 @pytest.fixture(scope="session")
 def trained_bundle(tmp_path_factory, ml100k_small) -> Path:
     """A real bundle: the training entry run on 80 MovieLens users with tiny models."""
     inter, items = ml100k_small
     out = tmp_path_factory.mktemp("bundle") / "model"
-    args = ["train", "--data", str(inter), "--items", str(items), "--output", str(out)]
-    for key, value in {
-        **TINY_HP,
-        "epochs": "3",
-        "student_epochs": "3",
-        "student_d_model": "16",
-    }.items():
-        args += ["--set", f"{key}={value}"]
-    proc = run_training(args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+    hp = {**TINY_HP, "epochs": "3", "student_epochs": "3", "student_d_model": "16"}
+    return train_bundle(["--data", str(inter), "--items", str(items)], out, hp)
 
 
 EVENTS_DIR = REPO / "events"
@@ -249,19 +250,4 @@ def learned_bundle(tmp_path_factory) -> Path:
         synthetic_rows(n_users=200, n_items=80, length=15),
     )
     out = tmp / "model"
-    args = ["train", "--data", str(src), "--output", str(out)]
-    hp = {
-        **TINY_HP,
-        "epochs": "6",
-        "d_model": "32",
-        "lr": "0.005",
-        "student_epochs": "6",
-        "student_d_model": "16",
-        "student_lr": "0.005",
-        "student_plain": "false",
-    }
-    for key, value in hp.items():
-        args += ["--set", f"{key}={value}"]
-    proc = run_training(args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+    return train_bundle(["--data", str(src)], out, LEARNABLE_HP)

@@ -61,10 +61,6 @@ class ModelState:
     def refresh_due(self) -> bool:
         return self.clock() - self.last_check >= self.settings.refresh_seconds
 
-    def refresh_if_due(self) -> None:
-        if self.refresh_due():
-            self.refresh()
-
     def refresh_in_background(self) -> None:
         """Check the pointer without holding up the request that noticed it was due: the
         loaded model answers meanwhile (with no model yet there is nothing to wait for)."""

@@ -25,12 +25,18 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_recommender(state: Annotated[ModelState, Depends(get_state)]) -> Recommender:
-    if state.refresh_due():  # S3 reads and maybe a bundle load: off the event loop
+async def refresh_when_due(state: ModelState) -> None:
+    """Re-read the pointer when due, off the event loop: inline while there is no model yet
+    (nothing else to answer with), in the background once a model is being served."""
+    if state.refresh_due():
         if state.recommender is None:
             await run_in_threadpool(state.refresh)
         else:
             state.refresh_in_background()
+
+
+async def get_recommender(state: Annotated[ModelState, Depends(get_state)]) -> Recommender:
+    await refresh_when_due(state)
     rec = state.recommender
     if rec is None:
         raise HTTPException(503, f"no model is loaded yet: {state.problem or 'not loaded'}")

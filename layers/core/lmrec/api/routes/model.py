@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
-from lmrec.api.deps import RecommenderDep, StateDep
+from lmrec.api.deps import RecommenderDep, StateDep, refresh_when_due
 from lmrec.api.schemas import Health, ModelInfo
 
 router = APIRouter(tags=["model"])
@@ -32,8 +31,7 @@ async def model_info(rec: RecommenderDep) -> ModelInfo:
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
 async def health(state: StateDep):
-    if state.refresh_due():
-        await run_in_threadpool(state.refresh)
+    await refresh_when_due(state)
     body = state.health()
     # A load balancer should stop sending traffic only when nothing can be served.
     return JSONResponse(body, status_code=503 if body["status"] == "unavailable" else 200)

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from training.local_stack import LambdaContext, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 OURS = REPO / "functions" / "api" / "app.py"
@@ -45,26 +46,6 @@ t2 = time.perf_counter()
 result = {"status": reply["statusCode"], "import_s": t1 - t0, "first_request_s": t2 - t1}
 print("LMREC_RESULT " + json.dumps(result), flush=True)
 """
-
-
-class Ctx:
-    function_name = "bench"
-    function_version = "1"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
-    aws_request_id = "warm"
-    log_group_name = "g"
-    log_stream_name = "s"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 30000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def api_event(history: list[str], k: int = 10) -> dict:
@@ -114,11 +95,11 @@ def warm(handler_path: Path, events: list[dict], name: str) -> dict:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     for e in events[:50]:
-        module.handler(e, Ctx())  # warm-up
+        module.handler(e, LambdaContext())  # warm-up
     times = []
     for e in events:
         began = time.perf_counter()
-        reply = module.handler(e, Ctx())
+        reply = module.handler(e, LambdaContext())
         times.append((time.perf_counter() - began) * 1000)
         if reply["statusCode"] != 200:
             raise SystemExit(f"{name}: answered {reply['statusCode']}: {reply.get('body')}")

@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import tempfile
 from pathlib import Path
 
@@ -34,12 +33,10 @@ def main() -> None:
     from moto.server import ThreadedMotoServer
     from schemathesis import GenerationMode
 
-    from training.local_stack import create_events_table
+    from training.local_stack import create_events_table, free_port
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     os.environ.update(

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -67,6 +66,8 @@ def main() -> None:
     from lmrec import registry
     from lmrec.recommend import Recommender
 
+    from training.local_stack import free_port
+
     root = f"file://{tempfile.mkdtemp()}"
     registry.set_production(root, "lmrec", registry.publish(Path(args.bundle), root, "lmrec"))
     ids = Recommender.load(args.bundle).bundle.item_ids
@@ -75,9 +76,7 @@ def main() -> None:
         json.dumps({"history": list(rng.choice(ids, 50, replace=False)), "k": 10})
         for _ in range(500)
     ]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("lmrec")),

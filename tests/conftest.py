@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import gzip
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.local_stack import create_events_table  # noqa: F401 - used by tests
+from training.local_stack import (  # noqa: F401 - re-exported for the tests
+    LambdaContext,
+    create_events_table,
+    free_port,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ML100K = REPO / "training" / "sample_data" / "ml-100k"
@@ -102,12 +105,6 @@ def ml100k_small(tmp_path_factory) -> tuple[Path, Path]:
     return inter, catalog
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_server():
     """A real S3 endpoint on localhost (moto server), reached through AWS_ENDPOINT_URL."""
@@ -169,22 +166,6 @@ def trained_bundle(tmp_path_factory, ml100k_small) -> Path:
 
 
 EVENTS_DIR = REPO / "events"
-
-
-class LambdaContext:
-    """The attributes Lambda passes in `context` that powertools reads."""
-
-    function_name = "lmrec-api"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:lmrec-api"
-    aws_request_id = "8b1f6a52-4f0c-4c5e-9d1a-3f2b7c9e0a11"
-    log_group_name = "/aws/lambda/lmrec-api"
-    log_stream_name = "2026/11/27/[$LATEST]abc"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 30_000
 
 
 def load_event(name: str) -> dict:

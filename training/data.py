@@ -11,7 +11,6 @@ import hashlib
 import io
 import logging
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -21,7 +20,6 @@ from training.config import DataConfig
 
 log = logging.getLogger(__name__)
 
-DATA_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".parquet", ".pq")
 OPTIONAL_COLUMNS = ("event_type", "rating", "weight")
 
 
@@ -57,20 +55,15 @@ class Interactions:
         return np.diff(self.offsets)
 
 
-def _is_data_file(name: str) -> bool:
-    base = PurePosixPath(name).name
-    return not base.startswith((".", "_")) and base.lower().endswith(DATA_SUFFIXES)
-
-
 def data_files(uri: str) -> list[str]:
     """The data files at a path/URI: the file itself, or every CSV/Parquet file below it."""
     try:
         files = store.list_files(uri)
     except store.StoreError as exc:
         raise DataError(str(exc)) from None
-    found = [f for f in files if _is_data_file(f)]
+    found = [f for f in files if store.is_data_file(f)]
     if not found:
-        raise DataError(f"{uri}: no data files found (expected {', '.join(DATA_SUFFIXES)})")
+        raise DataError(f"{uri}: no data files found (expected {', '.join(store.DATA_SUFFIXES)})")
     return found
 
 

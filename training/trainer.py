@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lmrec.student import left_pad
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from training import checkpoint
-from training.batching import epoch_batches, left_pad, training_pairs
+from training.batching import epoch_batches, training_pairs
 from training.config import RunConfig
 from training.dist import DistEnv, all_reduce_arrays, any_rank
 from training.evaluate import Scorer, evaluate_partial, finalize

@@ -16,8 +16,6 @@ from lmrec import registry, store
 
 log = logging.getLogger(__name__)
 
-DATA_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".parquet", ".pq")
-
 
 @dataclass
 class RetrainConfig:
@@ -53,11 +51,6 @@ class RetrainDecision:
     new_interactions: int = 0
     uncounted_objects: int = 0
     data_version: str | None = None
-
-
-def _is_data(uri: str) -> bool:
-    name = uri.rsplit("/", 1)[-1]
-    return not name.startswith((".", "_")) and name.lower().endswith(DATA_SUFFIXES)
 
 
 def count_rows(obj: store.ObjectInfo) -> int | None:
@@ -157,11 +150,13 @@ def training_job_request(cfg: RetrainConfig, name: str) -> dict:
 
 
 def decide_and_start(cfg: RetrainConfig, sagemaker) -> RetrainDecision:
-    objects = [o for o in store.list_objects(cfg.data_uri) if _is_data(o.uri)]
+    objects = [o for o in store.list_objects(cfg.data_uri) if store.is_data_file(o.uri)]
     if not objects:
         return RetrainDecision("skipped", f"no data files under {cfg.data_uri}")
     items = (
-        [o for o in store.list_objects(cfg.items_uri) if _is_data(o.uri)] if cfg.items_uri else []
+        [o for o in store.list_objects(cfg.items_uri) if store.is_data_file(o.uri)]
+        if cfg.items_uri
+        else []
     )
     if cfg.items_uri and not items:
         # SageMaker fails a job whose S3Prefix channel is empty: leave the channel out.

@@ -12,6 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+DATA_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".parquet", ".pq")
+
+
+def is_data_file(uri: str) -> bool:
+    """An interactions or catalog file: CSV/TSV/Parquet, not hidden or a marker like _SUCCESS."""
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    return not name.startswith((".", "_")) and name.lower().endswith(DATA_SUFFIXES)
+
 
 class StoreError(RuntimeError):
     """An object could not be read, listed or written."""

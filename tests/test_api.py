@@ -206,7 +206,8 @@ def test_s3_unreachable_at_refresh_keeps_serving(monkeypatch, s3_env, trained_bu
     get_settings.cache_clear()
     fn = import_function("api", "fn_api_s3_down")
     assert fn.state.version is not None
-    # S3 stops answering: a client pointed at a closed port
+    # S3 stops answering: the endpoint (stdlib reads) and the client point at a closed port
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     monkeypatch.setattr(
         store,
         "_S3",

@@ -35,6 +35,8 @@ def test_strings_are_converted_by_field_type():
         ({"loss": "bce"}, "loss must be 'full' or 'sampled'"),
         ({"dropout": "1.5"}, "dropout must be in [0, 1)"),
         ({"n_items": "5"}, "unknown hyperparameter 'n_items'"),
+        ({"lr_decay": "0"}, "lr_decay must be in (0, 1]"),
+        ({"lr_decay": "1.5"}, "lr_decay must be in (0, 1]"),
     ],
 )
 def test_bad_hyperparameters(hp, message):

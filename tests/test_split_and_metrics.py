@@ -120,3 +120,19 @@ def test_ties_are_shuffled_for_training_only(tmp_path):
     assert len(orders) == 6  # all orders of the tie a, b, c ...
     assert all(o[3:] == ("d", "e") for o in orders)  # ... and nothing else moves
     assert ids(data, split.shuffled_train_sequence(1, rng)) == ["a", "b"]
+
+
+def test_refit_split_moves_only_the_valid_item_into_training(tmp_path):
+    # u1: a b c d e, where d (valid) shares a timestamp with c; u2: a e (train only)
+    rows = [["u1", x, t] for x, t in zip("abcde", [1, 2, 3, 3, 4], strict=True)]
+    rows += [["u2", x, t] for t, x in enumerate("ae")]
+    path = write_csv(tmp_path / "t.csv", ["user_id", "item_id", "timestamp"], rows)
+    data = load_interactions(str(path), DataConfig(min_interactions=1, min_users=1))
+    split = leave_one_out(data)
+    refit = split.with_valid_in_train()
+    assert ids(data, refit.train_sequence(0)) == ["a", "b", "c", "d"]
+    assert ids(data, refit.train_sequence(1)) == ["a", "e"]  # had no valid item
+    assert ids(data, split.train_sequence(0)) == ["a", "b", "c"]  # the original is untouched
+    assert list(split.has_ties) == [False, False]
+    assert list(refit.has_ties) == [True, False]  # c and d now both train
+    assert refit.test is split.test  # the test item stays held out

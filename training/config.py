@@ -66,6 +66,13 @@ class TrainConfig:
     progress: bool = True
     # Train on a fresh random order of interactions that share a timestamp, every epoch.
     shuffle_ties: bool = True
+    # After each evaluated epoch that is not a new best, multiply the learning rate by this
+    # (1 = constant). With patience > 1 the model gets a few epochs at a finer step.
+    lr_decay: float = 1.0
+    # After model selection, train a fresh teacher on train + valid items for the selected
+    # number of epochs and report its test figures as "teacher_refit" (its valid figures would
+    # be contaminated, so none are recorded). The test item stays unseen.
+    refit: bool = False
 
 
 @dataclass
@@ -218,6 +225,7 @@ def validate(cfg: RunConfig) -> None:
         (t.loss in ("full", "sampled"), "loss must be 'full' or 'sampled'"),
         (t.num_negatives >= 1, "num_negatives must be >= 1"),
         (t.patience >= 1, "patience must be >= 1"),
+        (0.0 < t.lr_decay <= 1.0, "lr_decay must be in (0, 1]"),
         (t.sampled_negatives >= 1, "sampled_negatives must be >= 1"),
         (cfg.data.min_user_interactions >= 1, "min_user_interactions must be >= 1"),
         (

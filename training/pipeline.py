@@ -59,6 +59,7 @@ def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) ->
         "seed": t.seed,
         "loss": t.loss,
         "lr": phase.lr,
+        "lr_decay": t.lr_decay,
         "batch_size": t.batch_size,
         "world_size": env.world_size,
     }
@@ -80,15 +81,23 @@ def train_models(
     phases = [Phase("teacher", teacher, t.lr, t.epochs, max_seconds=t.max_train_seconds)]
     out: dict[str, tuple[SASRec, FitResult]] = {}
 
-    def run_phase(phase: Phase) -> None:
+    def run_phase(phase: Phase, on: Split = split) -> None:
         ckpt = paths.checkpoints / phase.name if paths.checkpoints else None
         identity = _identity(phase, cfg, data, env)
         out[phase.name] = (
             phase.model,
-            fit(phase, split, cfg, env, negatives["valid"], ckpt, stop, identity),
+            fit(phase, on, cfg, env, negatives["valid"], ckpt, stop, identity),
         )
 
     run_phase(phases[0])
+    if t.refit:
+        # The selected epoch count, on one more interaction per user: the test item stays unseen.
+        refit = build_teacher(cfg, data)
+        epochs = max(out["teacher"][1].best_epoch, 1)
+        run_phase(
+            Phase("teacher_refit", refit, t.lr, epochs, select_best=False),
+            on=split.with_valid_in_train(),
+        )
     if s.student:
         torch.manual_seed(t.seed + 1)
         student = SASRec(s.model_config(data.n_items))
@@ -126,6 +135,8 @@ def evaluate_models(
     metrics: dict = {}
     for model_name, model in models.items():
         scorer = model_scorer(model, env.device)
+        # A refit model trained on the valid items, so only its test figures mean anything.
+        splits = ("test",) if model_name == "teacher_refit" else ("valid", "test")
         metrics[model_name] = {
             name: evaluate_sharded(
                 scorer,
@@ -136,7 +147,7 @@ def evaluate_models(
                 cfg,
                 desc=f"{model_name} {name}",
             )
-            for name in ("valid", "test")
+            for name in splits
         }
     if env.is_main:  # baselines are cheap; one process is enough
         for baseline in (Popularity(split), CoOccurrence(split)):

@@ -7,6 +7,7 @@ Users with fewer than 3 interactions only contribute training data (as in SASRec
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +51,13 @@ class Split:
         ts = self.data.timestamps[start : start + len(seq)]
         return seq[np.lexsort((rng.random(len(seq)), ts))]
 
+    def with_valid_in_train(self) -> Split:
+        """The same split with each evaluated user's valid item moved into training (for a
+        refit after model selection); test is unchanged and still unseen."""
+        train_len = self.train_len.copy()
+        train_len[self.valid.users] += 1
+        return dataclasses.replace(self, train_len=train_len, has_ties=_ties(self.data, train_len))
+
     def history(self, user: int, length: int) -> np.ndarray:
         start = self.data.offsets[user]
         return self.data.items[start : start + length]
@@ -62,6 +70,13 @@ def leave_one_out(data: Interactions) -> Split:
     ends = data.offsets[1:]
     valid = EvalSet(evaluated, lengths[evaluated] - 2, data.items[ends[evaluated] - 2])
     test = EvalSet(evaluated, lengths[evaluated] - 1, data.items[ends[evaluated] - 1])
+    return Split(
+        data=data, train_len=train_len, valid=valid, test=test, has_ties=_ties(data, train_len)
+    )
+
+
+def _ties(data: Interactions, train_len: np.ndarray) -> np.ndarray:
+    """(n_users,) bool: two of the user's training interactions share a timestamp."""
     same = np.diff(data.timestamps) == 0
     same &= np.diff(np.repeat(np.arange(data.n_users), data.lengths())) == 0  # same user
     pos_in_user = np.arange(len(data.items)) - np.repeat(data.offsets[:-1], data.lengths())
@@ -70,4 +85,4 @@ def leave_one_out(data: Interactions) -> Split:
     tie_user = np.repeat(np.arange(data.n_users), data.lengths())[1:][same & in_train]
     has_ties = np.zeros(data.n_users, dtype=bool)
     has_ties[tie_user] = True
-    return Split(data=data, train_len=train_len, valid=valid, test=test, has_ties=has_ties)
+    return has_ties

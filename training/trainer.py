@@ -42,6 +42,8 @@ class Phase:
     train_module: torch.nn.Module | None = None  # computes the loss; default: `model`
     context_len: int | None = None  # width of training batches; default: model.cfg.max_len
     max_seconds: float = 0.0
+    # False for a refit: no valid evaluation (valid is training data then); keep the last epoch.
+    select_best: bool = True
 
     def key(self, name: str) -> str:
         # Teacher lines keep the plain names SageMaker metric definitions look for.
@@ -183,7 +185,9 @@ def fit(
         train_loss = float(total["s"]) / max(1.0, float(total["n"]))
 
         row: dict = {"epoch": epoch, "train_loss": train_loss, "epoch_seconds": elapsed}
-        if epoch % t.eval_every == 0 or epoch == phase.epochs:
+        if not phase.select_best:
+            result.best_epoch, best_state = epoch, _clone_state(model)
+        elif epoch % t.eval_every == 0 or epoch == phase.epochs:
             eval_began = time.perf_counter()
             metrics = evaluate_sharded(
                 model_scorer(model, env.device), split, split.valid, valid_negatives, env, cfg
@@ -202,6 +206,8 @@ def fit(
                 best_state = _clone_state(model)
             else:
                 bad_epochs += 1
+                for group in optimizer.param_groups:
+                    group["lr"] *= t.lr_decay
         result.history.append(row)
         if env.is_main:
             # One line per epoch, parseable by SageMaker metric definitions.

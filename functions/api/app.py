@@ -7,16 +7,15 @@ production pointer every LMREC_REFRESH_SECONDS and swap in a new version once it
 
 from __future__ import annotations
 
+import threading
 import time
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
-from lmrec.api import create_app
 from lmrec.serving import ModelState
 from lmrec.settings import get_settings
-from mangum import Mangum
 
 settings = get_settings()
 logger = Logger(service="lmrec-api")
@@ -25,9 +24,18 @@ metrics = Metrics(namespace=settings.metrics_namespace, service="lmrec-api")
 copy_config_to_registered_loggers(source_logger=logger, include={"lmrec"})
 
 state = ModelState(settings)
-state.refresh()  # a failure is recorded in state.problem; routes answer 503 until a model loads
+# The model loads while the web framework imports: loading mostly waits on S3 and imports
+# mostly compute, so a cold start pays for the longer of the two instead of their sum.
+# A failure is recorded in state.problem; routes answer 503 until a model loads.
+loading = threading.Thread(target=state.refresh, name="lmrec-load")
+loading.start()
+
+from lmrec.api import create_app  # noqa: E402  (after the load has started, on purpose)
+from mangum import Mangum  # noqa: E402
+
 app = create_app(settings, state)
 _asgi = Mangum(app, lifespan="off")
+loading.join()
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,17 +156,26 @@ def fetch(uri: str, cache_dir: str | os.PathLike | None = None) -> Path:
         raise BundleError(f"{uri}: cannot read {MANIFEST}: {exc}") from None
     target = root / manifest["model_version"]  # validated: a plain name
     target.mkdir(parents=True, exist_ok=True)
-    for name in SERVING_FILES:
-        dest = target / name
-        expected = manifest["files"][name]
-        if (
+
+    def cached(name: str) -> bool:  # a warm container, or a retry
+        dest, expected = target / name, manifest["files"][name]
+        return (
             dest.is_file()
             and dest.stat().st_size == expected["size"]
-            and (sha256_file(dest) == expected["sha256"])
-        ):
-            continue  # already cached and intact (a warm container, or a retry)
+            and sha256_file(dest) == expected["sha256"]
+        )
+
+    missing = [name for name in SERVING_FILES if not cached(name)]
+    # In parallel: each GET waits on S3 far longer than it computes, and a cold start
+    # waits for the slowest file rather than for the sum of all.
+    with ThreadPoolExecutor(max_workers=max(1, len(missing))) as pool:
+        futures = {
+            name: pool.submit(store.download, f"{uri.rstrip('/')}/{name}", target / name)
+            for name in missing
+        }
+    for name, future in futures.items():
         try:
-            store.download(f"{uri.rstrip('/')}/{name}", dest)
+            future.result()
         except store.StoreError as exc:
             raise BundleError(f"{uri}: cannot download {name}: {exc}") from None
     tmp = target / (MANIFEST + ".tmp")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -54,6 +55,7 @@ def parse(uri: str | os.PathLike) -> Location:
 
 
 _S3 = None
+_S3_LOCK = threading.Lock()  # bundle files download in parallel; one client for all
 
 
 def aws_client(service: str):
@@ -67,9 +69,27 @@ def aws_client(service: str):
 def s3_client():
     """A module-level client, created once per process (cheap Lambda warm starts)."""
     global _S3
-    if _S3 is None:
-        _S3 = aws_client("s3")
+    with _S3_LOCK:
+        if _S3 is None:
+            _S3 = aws_client("s3")
     return _S3
+
+
+def _fast_get(loc: Location):
+    """The object's HTTP response by a stdlib-signed GET (see lmrec.s3get), or None to use
+    botocore: no keys in the environment, or an answer botocore handles better (a region
+    redirect, a throttle, a network error it retries)."""
+    from lmrec import s3get
+
+    reader = s3get.reader_from_env()
+    if reader is None:
+        return None
+    try:
+        return reader.open(loc.bucket, loc.key)
+    except s3get.S3GetError as exc:
+        if exc.code in ("NoSuchKey", "NoSuchBucket"):
+            raise NotFound(f"{loc}: {exc}") from None
+        return None
 
 
 def _s3_error(loc: Location, exc: Exception) -> StoreError:
@@ -87,6 +107,13 @@ def read_bytes(uri: str | os.PathLike) -> bytes:
             raise NotFound(f"{loc}: no such file") from None
         except OSError as exc:
             raise StoreError(f"{loc}: {exc.strerror or exc}") from None
+    fast = _fast_get(loc)
+    if fast is not None:
+        with fast:
+            try:
+                return fast.read()
+            except Exception as exc:  # a dropped connection: OSError or IncompleteRead
+                raise StoreError(f"{loc}: read failed: {exc}") from None
     try:
         return s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read()
     except Exception as exc:  # botocore raises many types; all mean "could not read"
@@ -206,11 +233,15 @@ def download(uri: str | os.PathLike, dest: str | os.PathLike) -> Path:
     # and the thread pool alone costs a noticeable part of a cold start).
     tmp = dest.with_name(dest.name + ".part")
     try:
-        body = s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
+        body = _fast_get(loc) or s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
         with open(tmp, "wb") as fh:
             for chunk in iter(lambda: body.read(1 << 20), b""):
                 fh.write(chunk)
+        body.close()
         os.replace(tmp, dest)
+    except StoreError:
+        tmp.unlink(missing_ok=True)
+        raise
     except Exception as exc:
         tmp.unlink(missing_ok=True)
         raise _s3_error(loc, exc) from None

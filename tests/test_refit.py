@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.conftest import TINY_HP, run_training
+from training.trainer import lr_schedule
 
 
 def test_refit_reports_test_only_and_decay_is_checkpointed(tmp_path, synthetic_csv):
@@ -20,12 +21,17 @@ def test_refit_reports_test_only_and_decay_is_checkpointed(tmp_path, synthetic_c
 
     doc = json.loads((out / "metrics.json").read_text())
     # The refit trained on the valid items: only its test figures are recorded.
-    assert set(doc["metrics"]["teacher_refit"]) == {"test"}
+    for name in ("teacher_refit", "popularity_refit", "cooccurrence_refit"):
+        assert set(doc["metrics"][name]) == {"test"}, name
     assert 0.0 <= doc["metrics"]["teacher_refit"]["test"]["full"]["ndcg@10"] <= 1.0
     history = json.loads((out / "history.json").read_text())
     best = doc["summary"]["models"]["teacher"]["best_epoch"]
     assert [row["epoch"] for row in history["teacher_refit"]] == list(range(1, best + 1))
     assert all("valid_ndcg@10" not in row for row in history["teacher_refit"])
+    # ... replaying the selected run's learning rate epoch by epoch
+    lrs = [row["lr"] for row in history["teacher"]]
+    assert [row["lr"] for row in history["teacher_refit"]] == lrs[:best]
+    assert lrs == lr_schedule(history["teacher"], 0.01, 0.5, len(lrs))
 
     # Each evaluated epoch that was not a new best halved the teacher's learning rate.
     ndcg = [row["valid_ndcg@10"] for row in history["teacher"]]

@@ -24,7 +24,14 @@ from training.model import SASRec
 from training.report import results_table, write_report
 from training.sagemaker import Paths, clear_dir
 from training.split import Split, leave_one_out
-from training.trainer import FitResult, Phase, evaluate_sharded, fit, model_scorer
+from training.trainer import (
+    FitResult,
+    Phase,
+    evaluate_sharded,
+    fit,
+    lr_schedule,
+    model_scorer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +100,11 @@ def train_models(
     if t.refit:
         # The selected epoch count, on one more interaction per user: the test item stays unseen.
         refit = build_teacher(cfg, data)
-        epochs = max(out["teacher"][1].best_epoch, 1)
+        selected = out["teacher"][1]
+        epochs = max(selected.best_epoch, 1)
+        schedule = lr_schedule(selected.history, t.lr, t.lr_decay, epochs)
         run_phase(
-            Phase("teacher_refit", refit, t.lr, epochs, select_best=False),
+            Phase("teacher_refit", refit, t.lr, epochs, select_best=False, lr_by_epoch=schedule),
             on=split.with_valid_in_train(),
         )
     if s.student:
@@ -150,8 +159,18 @@ def evaluate_models(
             for name in splits
         }
     if env.is_main:  # baselines are cheap; one process is enough
-        for baseline in (Popularity(split), CoOccurrence(split)):
-            metrics[baseline.name] = {
+        fits = [
+            (Popularity(split), "", ("valid", "test")),
+            (CoOccurrence(split), "", ("valid", "test")),
+        ]
+        if "teacher_refit" in models:  # the fair comparison for the refit: the same data
+            refit = split.with_valid_in_train()
+            fits += [
+                (Popularity(refit), "_refit", ("test",)),
+                (CoOccurrence(refit), "_refit", ("test",)),
+            ]
+        for baseline, suffix, names in fits:
+            metrics[baseline.name + suffix] = {
                 name: evaluate(
                     baseline,
                     split,
@@ -160,7 +179,7 @@ def evaluate_models(
                     batch_size=cfg.train.eval_batch_size,
                     seed=cfg.train.seed,
                 )
-                for name in ("valid", "test")
+                for name in names
             }
     return metrics
 

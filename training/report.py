@@ -38,7 +38,8 @@ def _plot_models(metrics: dict, path: Path) -> None:
     for ax, protocol in zip(axes, ("full", "sampled100"), strict=True):
         values = [metrics[n]["test"].get(protocol, {}).get("ndcg@10", 0.0) for n in names]
         colours = [
-            "tab:gray" if n in ("popularity", "cooccurrence") else "tab:orange" for n in names
+            "tab:gray" if n.startswith(("popularity", "cooccurrence")) else "tab:orange"
+            for n in names
         ]
         ax.bar(names, values, color=colours)
         ax.set_title(f"test NDCG@10, {protocol}")

@@ -44,6 +44,8 @@ class Phase:
     max_seconds: float = 0.0
     # False for a refit: no valid evaluation (valid is training data then); keep the last epoch.
     select_best: bool = True
+    # A refit replays the selected run's learning rate, epoch by epoch (see lr_schedule).
+    lr_by_epoch: list[float] | None = None
 
     def key(self, name: str) -> str:
         # Teacher lines keep the plain names SageMaker metric definitions look for.
@@ -91,6 +93,20 @@ def evaluate_sharded(
         desc=desc if env.is_main and cfg.train.progress else None,
     )
     return finalize(all_reduce_arrays(env, partial), split.data.n_items, negatives.shape[1])
+
+
+def lr_schedule(history: list[dict], lr: float, decay: float, epochs: int) -> list[float]:
+    """The learning rate each of the first `epochs` epochs of `history` trained at, by the
+    rule `fit` applies: after an evaluated epoch that is not a new best, lr *= decay."""
+    out, best = [], float("-inf")
+    for row in history[:epochs]:
+        out.append(lr)
+        if "valid_ndcg@10" in row:
+            if row["valid_ndcg@10"] > best:
+                best = row["valid_ndcg@10"]
+            else:
+                lr *= decay
+    return out
 
 
 def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -142,6 +158,10 @@ def fit(
     sequences, session_seconds = 0, 0.0
     for epoch in range(start_epoch, phase.epochs + 1):
         began = time.perf_counter()
+        if phase.lr_by_epoch:
+            for group in optimizer.param_groups:
+                group["lr"] = phase.lr_by_epoch[epoch - 1]
+        lr_now = optimizer.param_groups[0]["lr"]
         rng = np.random.default_rng([t.seed, epoch])  # same batches after a resume
         torch.manual_seed(t.seed * 100_003 + epoch * 101 + env.rank)
         batches = epoch_batches(trainable, lengths, t.batch_size * env.world_size, rng)
@@ -184,7 +204,12 @@ def fit(
         total = all_reduce_arrays(env, {"s": np.array(loss_sum), "n": np.array(float(loss_n))})
         train_loss = float(total["s"]) / max(1.0, float(total["n"]))
 
-        row: dict = {"epoch": epoch, "train_loss": train_loss, "epoch_seconds": elapsed}
+        row: dict = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "lr": lr_now,
+            "epoch_seconds": elapsed,
+        }
         if not phase.select_best:
             result.best_epoch, best_state = epoch, _clone_state(model)
         elif epoch % t.eval_every == 0 or epoch == phase.epochs:

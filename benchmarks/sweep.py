@@ -57,14 +57,18 @@ def run_one(name: str, overrides: list[str], args: argparse.Namespace, deadline:
     for kv in ["progress=false", f"num_threads={args.threads}", *args.set, *overrides]:
         cmd += ["--set", kv]
     began = time.perf_counter()
-    log = (args.out / f"{name}.log").open("w")
-    try:
-        proc = subprocess.run(
-            cmd, stdout=log, stderr=subprocess.STDOUT, timeout=max(deadline - time.time(), 1)
-        )
-        status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
-    except subprocess.TimeoutExpired:
-        status = "timeout"
+    with (args.out / f"{name}.log").open("w") as log:
+        try:
+            proc = subprocess.run(
+                cmd,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=max(deadline - time.time(), 1),
+            )
+            status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
+        except subprocess.TimeoutExpired:
+            status = "timeout"
     row = {"name": name, "overrides": overrides, "status": status}
     row["wall_seconds"] = round(time.perf_counter() - began, 1)
     if status == "ok":
@@ -75,8 +79,8 @@ def run_one(name: str, overrides: list[str], args: argparse.Namespace, deadline:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--items", type=Path)
+    parser.add_argument("--data", required=True, help="a path or an s3:// URI")
+    parser.add_argument("--items")
     parser.add_argument("--preset", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "sweep")
     parser.add_argument("--config", type=parse_config, action="append", required=True)
@@ -85,6 +89,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 4))
     parser.add_argument("--budget", type=float, default=3600, help="seconds for the whole sweep")
     args = parser.parse_args()
+    if args.parallel < 1 or args.threads < 1:
+        parser.error("--parallel and --threads must be >= 1")
+    # Runs start in the repository: local paths given relative to here must still work.
+    args.out, args.preset = args.out.resolve(), args.preset.resolve()
+    args.data, args.items = (
+        str(Path(p).resolve()) if p and Path(p).exists() else p for p in (args.data, args.items)
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + args.budget
     began = time.perf_counter()

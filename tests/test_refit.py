@@ -38,3 +38,17 @@ def test_refit_reports_test_only_and_decay_is_checkpointed(tmp_path, synthetic_c
     bad = sum(1 for i, v in enumerate(ndcg) if i and v <= max(ndcg[:i]))
     groups = json.loads((ckpt / "teacher" / "optimizer.json").read_text())["param_groups"]
     assert groups[0]["lr"] == 0.01 * 0.5**bad
+
+
+def test_lr_schedule_follows_the_decay_rule():
+    history = [
+        {"epoch": 1, "valid_ndcg@10": 0.10},  # best
+        {"epoch": 2, "valid_ndcg@10": 0.10},  # a tie is not a new best: decay
+        {"epoch": 3},  # not evaluated: no change
+        {"epoch": 4, "valid_ndcg@10": 0.12},  # best
+        {"epoch": 5, "valid_ndcg@10": 0.11},  # decay
+        {"epoch": 6, "valid_ndcg@10": 0.11},
+    ]
+    assert lr_schedule(history, 1.0, 0.5, 6) == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
+    assert lr_schedule(history, 1.0, 0.5, 3) == [1.0, 1.0, 0.5]
+    assert lr_schedule(history, 1.0, 1.0, 6) == [1.0] * 6

@@ -30,6 +30,25 @@ def test_signature_matches_botocore(token, key):
     assert request.headers["Authorization"] == ours["authorization"]
 
 
+@pytest.mark.parametrize("key", ["plain/key.json", "odd keys/ä ö/file name+1.npy", "a~b/c=d&e"])
+def test_object_paths_match_botocore(key):
+    # botocore signs the path it is given; what must match is how it builds that path.
+    import botocore.session
+    from botocore.config import Config
+
+    client = botocore.session.get_session().create_client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url="http://127.0.0.1:9000",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    url = client.generate_presigned_url("get_object", {"Bucket": "my-bucket", "Key": key})
+    reader = s3get.Reader(s3get.Credentials("a", "b"), "us-east-1", "http://127.0.0.1:9000")
+    assert url.split("?")[0] == "{}://{}{}".format(*reader.url("my-bucket", key))
+
+
 def test_urls_for_aws_and_local_endpoints():
     creds = s3get.Credentials("a", "b")
     aws = s3get.Reader(creds, "eu-west-1", None)
@@ -44,7 +63,12 @@ def test_urls_for_aws_and_local_endpoints():
 
 
 def test_reader_from_env(monkeypatch):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3"):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    ):
         monkeypatch.delenv(name, raising=False)
     assert s3get.reader_from_env() is None  # botocore's chain: profiles, instance roles
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
@@ -85,3 +109,21 @@ def test_store_falls_back_to_botocore_without_env_keys(s3_env, monkeypatch):
     monkeypatch.setattr(s3get, "reader_from_env", lambda: None)
     assert store.read_bytes("s3://slow/k") == b"v"
     assert store.s3_client() is client
+
+
+def test_errors_other_than_not_found_fall_back_to_botocore(s3_env, monkeypatch):
+    boto3.client("s3").create_bucket(Bucket="fallback")
+    boto3.client("s3").put_object(Bucket="fallback", Key="k", Body=b"v")
+
+    def forbidden(self, bucket, key):  # what S3 answers to, say, a region mismatch
+        raise s3get.S3GetError("S3 answered 403 AccessDenied", 403, "AccessDenied")
+
+    monkeypatch.setattr(s3get.Reader, "open", forbidden)
+    assert store.read_bytes("s3://fallback/k") == b"v"
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:bad-port", "http://127.0.0.1:9"])
+def test_unreachable_or_malformed_endpoint_is_an_s3_get_error(endpoint):
+    reader = s3get.Reader(s3get.Credentials("a", "b"), "us-east-1", endpoint, timeout=2)
+    with pytest.raises(s3get.S3GetError, match="cannot reach"):
+        reader.open("bucket", "key")

@@ -67,7 +67,8 @@ class TrainConfig:
     # Train on a fresh random order of interactions that share a timestamp, every epoch.
     shuffle_ties: bool = True
     # After each evaluated epoch that is not a new best, multiply the learning rate by this
-    # (1 = constant). With patience > 1 the model gets a few epochs at a finer step.
+    # (1 = constant), for every model trained. With patience > 1 the model gets a few epochs
+    # at a finer step before it stops.
     lr_decay: float = 1.0
     # After model selection, train a fresh teacher on train + valid items for the selected
     # number of epochs and report its test figures as "teacher_refit" (its valid figures would

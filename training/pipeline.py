@@ -62,7 +62,9 @@ def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) ->
         "phase": phase.name,
         "data_fingerprint": data.fingerprint,
         "model": dataclasses.asdict(phase.model.cfg),
-        "student": dataclasses.asdict(cfg.student) if phase.name != "teacher" else None,
+        "student": dataclasses.asdict(cfg.student) if phase.name.startswith("student") else None,
+        "epochs": phase.epochs if not phase.select_best else None,
+        "lr_by_epoch": phase.lr_by_epoch,
         "seed": t.seed,
         "loss": t.loss,
         "lr": phase.lr,
@@ -81,7 +83,8 @@ def train_models(
     negatives: dict,
     stop: threading.Event,
 ) -> dict[str, tuple[SASRec, FitResult]]:
-    """Teacher, then the distilled student, then the same student without distillation."""
+    """Teacher, then the distilled student, then the same student without distillation, then
+    (with `refit`) the teacher again on train + valid."""
     t, s = cfg.train, cfg.student
     teacher = build_teacher(cfg, data)
     student_budget = s.student_max_seconds or t.max_train_seconds
@@ -97,16 +100,6 @@ def train_models(
         )
 
     run_phase(phases[0])
-    if t.refit:
-        # The selected epoch count, on one more interaction per user: the test item stays unseen.
-        refit = build_teacher(cfg, data)
-        selected = out["teacher"][1]
-        epochs = max(selected.best_epoch, 1)
-        schedule = lr_schedule(selected.history, t.lr, t.lr_decay, epochs)
-        run_phase(
-            Phase("teacher_refit", refit, t.lr, epochs, select_best=False, lr_by_epoch=schedule),
-            on=split.with_valid_in_train(),
-        )
     if s.student:
         torch.manual_seed(t.seed + 1)
         student = SASRec(s.model_config(data.n_items))
@@ -134,6 +127,24 @@ def train_models(
                     max_seconds=student_budget,
                 )
             )
+    if t.refit:  # last: a measurement, so the models that serve are trained first
+        # The selected epoch count, on one more interaction per user: the test item stays unseen.
+        refit = build_teacher(cfg, data)
+        selected = out["teacher"][1]
+        epochs = max(selected.best_epoch, 1)
+        schedule = lr_schedule(selected.history, t.lr, t.lr_decay, epochs)
+        run_phase(
+            Phase(
+                "teacher_refit",
+                refit,
+                t.lr,
+                epochs,
+                max_seconds=t.max_train_seconds,
+                select_best=False,
+                lr_by_epoch=schedule,
+            ),
+            on=split.with_valid_in_train(),
+        )
     return out
 
 

@@ -84,7 +84,7 @@ class Reader:
     creds: Credentials
     region: str
     endpoint: str | None  # AWS_ENDPOINT_URL(_S3): a local S3 such as a moto server
-    timeout: float = 10.0
+    timeout: float = 5.0  # per socket operation; then botocore gets its own try
 
     def url(self, bucket: str, key: str) -> tuple[str, str, str]:
         """(scheme, host[:port], path) for an object, path URI-encoded as SigV4 signs it."""
@@ -98,26 +98,49 @@ class Reader:
             return "https", f"{bucket}.s3.{self.region}.{suffix}", f"/{key_path}"
         return "https", f"s3.{self.region}.{suffix}", f"/{bucket}/{key_path}"
 
-    def open(self, bucket: str, key: str) -> http.client.HTTPResponse:
-        """A 200 response to read the object from; raises S3GetError otherwise."""
+    def open(self, bucket: str, key: str) -> Body:
+        """The object's body to read; raises S3GetError for any other answer or a network
+        failure (refused, timed out, a malformed endpoint)."""
         scheme, host, path = self.url(bucket, key)
         conn_type = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-        conn = conn_type(host, timeout=self.timeout)
+        conn = None
         try:
+            conn = conn_type(host, timeout=self.timeout)
             conn.request("GET", path, headers=sign(self.creds, self.region, host, path, _now()))
             response = conn.getresponse()
+            if response.status == 200:
+                return Body(response, conn)
+            body = response.read(4096)
         except (OSError, http.client.HTTPException) as exc:
-            conn.close()
+            if conn is not None:
+                conn.close()
             raise S3GetError(f"cannot reach {scheme}://{host}: {exc}") from None
-        if response.status == 200:
-            return response
-        body = response.read(4096)
         conn.close()
         match = _CODE.search(body)
         code = match.group(1).decode(errors="replace") if match else ""
         raise S3GetError(
             f"S3 answered {response.status} {code or response.reason}", response.status, code
         )
+
+
+class Body:
+    """An object's bytes as they arrive; closing it closes its connection (one GET each)."""
+
+    def __init__(self, response: http.client.HTTPResponse, conn: http.client.HTTPConnection):
+        self._response, self._conn = response, conn
+
+    def read(self, n: int = -1) -> bytes:
+        return self._response.read() if n < 0 else self._response.read(n)
+
+    def close(self) -> None:
+        self._response.close()
+        self._conn.close()
+
+    def __enter__(self) -> Body:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _now() -> datetime:

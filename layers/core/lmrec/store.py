@@ -76,7 +76,7 @@ def s3_client():
 
 
 def _fast_get(loc: Location):
-    """The object's HTTP response by a stdlib-signed GET (see lmrec.s3get), or None to use
+    """The object's body by a stdlib-signed GET (see lmrec.s3get), or None to use
     botocore: no keys in the environment, or an answer botocore handles better (a region
     redirect, a throttle, a network error it retries)."""
     from lmrec import s3get
@@ -86,7 +86,7 @@ def _fast_get(loc: Location):
         return None
     try:
         return reader.open(loc.bucket, loc.key)
-    except s3get.S3GetError as exc:
+    except s3get.S3GetError as exc:  # every failure of the fast path arrives as this
         if exc.code in ("NoSuchKey", "NoSuchBucket"):
             raise NotFound(f"{loc}: {exc}") from None
         return None
@@ -234,10 +234,12 @@ def download(uri: str | os.PathLike, dest: str | os.PathLike) -> Path:
     tmp = dest.with_name(dest.name + ".part")
     try:
         body = _fast_get(loc) or s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
-        with open(tmp, "wb") as fh:
-            for chunk in iter(lambda: body.read(1 << 20), b""):
-                fh.write(chunk)
-        body.close()
+        try:
+            with open(tmp, "wb") as fh:
+                for chunk in iter(lambda: body.read(1 << 20), b""):
+                    fh.write(chunk)
+        finally:
+            body.close()
         os.replace(tmp, dest)
     except StoreError:
         tmp.unlink(missing_ok=True)

@@ -29,7 +29,6 @@ from training.trainer import (
     Phase,
     evaluate_sharded,
     fit,
-    lr_schedule,
     model_scorer,
 )
 
@@ -132,7 +131,7 @@ def train_models(
         refit = build_teacher(cfg, data)
         selected = out["teacher"][1]
         epochs = max(selected.best_epoch, 1)
-        schedule = lr_schedule(selected.history, t.lr, t.lr_decay, epochs)
+        schedule = [row["lr"] for row in selected.history[:epochs]]
         run_phase(
             Phase(
                 "teacher_refit",

@@ -44,7 +44,7 @@ class Phase:
     max_seconds: float = 0.0
     # False for a refit: no valid evaluation (valid is training data then); keep the last epoch.
     select_best: bool = True
-    # A refit replays the selected run's learning rate, epoch by epoch (see lr_schedule).
+    # A refit replays the selected run's learning rate, epoch by epoch (its history's "lr").
     lr_by_epoch: list[float] | None = None
 
     def key(self, name: str) -> str:
@@ -93,20 +93,6 @@ def evaluate_sharded(
         desc=desc if env.is_main and cfg.train.progress else None,
     )
     return finalize(all_reduce_arrays(env, partial), split.data.n_items, negatives.shape[1])
-
-
-def lr_schedule(history: list[dict], lr: float, decay: float, epochs: int) -> list[float]:
-    """The learning rate each of the first `epochs` epochs of `history` trained at, by the
-    rule `fit` applies: after an evaluated epoch that is not a new best, lr *= decay."""
-    out, best = [], float("-inf")
-    for row in history[:epochs]:
-        out.append(lr)
-        if "valid_ndcg@10" in row:
-            if row["valid_ndcg@10"] > best:
-                best = row["valid_ndcg@10"]
-            else:
-                lr *= decay
-    return out
 
 
 def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -24,13 +24,7 @@ from training.model import SASRec
 from training.report import results_table, write_report
 from training.sagemaker import Paths, clear_dir
 from training.split import Split, leave_one_out
-from training.trainer import (
-    FitResult,
-    Phase,
-    evaluate_sharded,
-    fit,
-    model_scorer,
-)
+from training.trainer import FitResult, Phase, evaluate_sharded, fit, model_scorer
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,10 @@
 
 - warm latency p50/p99 of POST /v1/recommendations (k=10, a 50-item history), in process;
 - cold start: a fresh process imports the handler, loads the bundle from an S3 endpoint (a
-  moto server on localhost) and answers one request (median of --cold-runs);
+  moto server on localhost) and answers one request (median of --cold-runs). Every module's
+  bytecode is compiled ahead (one discarded run fills a private PYTHONPYCACHEPREFIX), as in
+  the layers layers/build.py makes; the run "without bytecode" compiles every module from
+  source each time, as Lambda does with a layer that ships sources only;
 - the same two for benchmarks/torch_handler.py, the same student served with torch;
 - the deps layer's unzipped size (layers/build.py) next to torch's installed size.
 
@@ -54,14 +57,25 @@ def api_event(history: list[str], k: int = 10) -> dict:
     return event
 
 
-def cold_start(handler: Path, event: dict, env: dict, runs: int) -> dict:
+def cold_start(handler: Path, event: dict, env: dict, runs: int, bytecode: bool = True) -> dict:
+    with tempfile.TemporaryDirectory(prefix="lmrec-pyc-") as pycache:
+        return _cold_runs(handler, event, env, runs, bytecode, pycache)
+
+
+def _cold_runs(
+    handler: Path, event: dict, env: dict, runs: int, bytecode: bool, pycache: str
+) -> dict:
     totals, imports, firsts = [], [], []
-    for _ in range(runs):
+    child_env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    child_env["PYTHONPYCACHEPREFIX"] = pycache  # empty: nothing compiled yet
+    if not bytecode:
+        child_env["PYTHONDONTWRITEBYTECODE"] = "1"  # and it stays empty
+    for attempt in range(runs + int(bytecode)):  # with bytecode: a first run compiles it
         with tempfile.TemporaryDirectory() as cache:
             began = time.perf_counter()
             proc = subprocess.Popen(
                 [sys.executable, "-c", CHILD, str(handler), json.dumps(event)],
-                env={**env, "LMREC_CACHE_DIR": cache},
+                env={**child_env, "LMREC_CACHE_DIR": cache},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 text=True,
@@ -77,6 +91,8 @@ def cold_start(handler: Path, event: dict, env: dict, runs: int) -> dict:
             result = json.loads(line.removeprefix("LMREC_RESULT "))
             if result["status"] != 200:
                 raise SystemExit(f"{handler.name}: cold request answered {result['status']}")
+            if bytecode and attempt == 0:
+                continue
             totals.append(ready)
             imports.append(result["import_s"])
             firsts.append(result["first_request_s"])
@@ -85,6 +101,7 @@ def cold_start(handler: Path, event: dict, env: dict, runs: int) -> dict:
         "import_and_load_median_s": round(statistics.median(imports), 3),
         "first_request_median_s": round(statistics.median(firsts), 4),
         "runs": runs,
+        "bytecode": "compiled ahead" if bytecode else "none: every module compiled from source",
     }
 
 
@@ -162,6 +179,9 @@ def main() -> None:
         "cold_start": {
             "numpy (lmrec)": cold_start(OURS, events[0], env, args.cold_runs),
             "torch": cold_start(TORCH, events[0], env, args.cold_runs),
+            "numpy (lmrec), without bytecode": cold_start(
+                OURS, events[0], env, args.cold_runs, bytecode=False
+            ),
         },
         "warm": {
             "numpy (lmrec)": warm(OURS, events, "ours"),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import write_csv
+from training.batching import training_pairs, training_windows
 from training.config import DataConfig
 from training.data import load_interactions
 from training.evaluate import evaluate, sample_negatives
@@ -116,10 +117,35 @@ def test_ties_are_shuffled_for_training_only(tmp_path):
     split = leave_one_out(data)
     assert list(split.has_ties) == [True, False]
     rng = np.random.default_rng(0)
-    orders = {tuple(ids(data, split.shuffled_train_sequence(0, rng))) for _ in range(50)}
+    orders = {tuple(ids(data, split.train_window(0, 5, 50, rng))) for _ in range(50)}
     assert len(orders) == 6  # all orders of the tie a, b, c ...
     assert all(o[3:] == ("d", "e") for o in orders)  # ... and nothing else moves
-    assert ids(data, split.shuffled_train_sequence(1, rng)) == ["a", "b"]
+    assert ids(data, split.train_window(1, 2, 50, rng)) == ["a", "b"]
+    assert ids(data, split.train_window(0, 5, 50)) == list("abcde")  # no rng: file order
+
+
+def test_windows_make_every_training_interaction_a_target_once(tmp_path):
+    # GIVEN users with 12, 5, 2 and 1 training items and a 4-item window
+    lengths = {"long": 14, "mid": 7, "short": 4, "one": 1}
+    rows = [[u, f"i{t}", t] for u, n in lengths.items() for t in range(n)]
+    path = write_csv(tmp_path / "w.csv", ["user_id", "item_id", "timestamp"], rows)
+    data = load_interactions(str(path), DataConfig(min_interactions=1, min_users=1))
+    split = leave_one_out(data)
+    trainable = np.flatnonzero(split.train_len >= 2)
+    # WHEN every window of the trainable users is cut
+    users, ends = training_windows(split, trainable, width=4)
+    _, targets = training_pairs(split, users, ends, width=4)
+    # THEN each user's targets are items 2..n of their training sequence, each exactly once
+    for u in trainable:
+        rows_of_u = targets[users == u]
+        got = sorted(int(x) for x in rows_of_u[rows_of_u != 0])
+        assert got == sorted(int(x) for x in split.train_sequence(u)[1:])
+    # AND the newest window of each user ends at their last training item
+    assert all(max(ends[users == u]) == split.train_len[u] for u in trainable)
+    # AND only the newest window with all_windows=False (SASRec's own code)
+    users1, ends1 = training_windows(split, trainable, width=4, all_windows=False)
+    assert list(users1) == list(trainable)
+    assert list(ends1) == list(split.train_len[trainable])
 
 
 def test_refit_split_moves_only_the_valid_item_into_training(tmp_path):

@@ -38,6 +38,16 @@ def test_layers_have_content():
     assert importlib.util.find_spec("lmrec").origin.startswith(str(core))
 
 
+def test_sam_builds_layers_through_build_py():
+    # `sam build` with a runtime BuildMethod ships sources only, which Lambda compiles on every
+    # cold start: each layer is built by its Makefile, which runs layers/build.py.
+    for name, layer in resources("AWS::Serverless::LayerVersion").items():
+        assert layer["Metadata"]["BuildMethod"] == "makefile", name
+        makefile = (REPO / layer["Properties"]["ContentUri"] / "Makefile").read_text()
+        assert f"build-{name}:" in makefile
+        assert "../build.py" in makefile and '--dest "$(ARTIFACTS_DIR)"' in makefile
+
+
 def test_every_sample_event_is_valid_and_belongs_to_a_function():
     prefixes = {"api_": "ApiFunction", "retrain_": "RetrainFunction", "promote_": "PromoteFunction"}
     functions = resources("AWS::Serverless::Function")

@@ -52,8 +52,10 @@ def save(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     best_state: dict[str, torch.Tensor],
+    extra: dict[str, torch.Tensor],
     trainer_state: dict,
 ) -> None:
+    """`extra`: tensors the trainer keeps beside the model (the weight average), or {}."""
     directory.mkdir(parents=True, exist_ok=True)
     tensors, meta = _optimizer_tensors(optimizer)
     save_file(
@@ -62,6 +64,7 @@ def save(
     )
     save_file(best_state, directory / "best.safetensors")
     save_file(tensors, directory / "optimizer.safetensors")
+    save_file(extra, directory / "extra.safetensors")
     (directory / "optimizer.json").write_text(json.dumps(meta))
     # Written last: a checkpoint counts only once its state file names it complete.
     _atomic_json(directory / STATE, trainer_state)
@@ -72,8 +75,9 @@ def load(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     identity: dict,
-) -> tuple[dict, dict[str, torch.Tensor]] | None:
-    """Restore model and optimizer; return (trainer_state, best_state), or None if absent."""
+) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
+    """Restore model and optimizer; return (trainer_state, best_state, extra), or None if
+    absent."""
     state_file = directory / STATE
     if not state_file.exists():
         return None
@@ -88,7 +92,8 @@ def load(
             _optimizer_state(load_file(directory / "optimizer.safetensors"), meta)
         )
         best = load_file(directory / "best.safetensors")
+        extra = load_file(directory / "extra.safetensors")
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         log.warning("checkpoint in %s is unreadable (%s); starting afresh", directory, exc)
         return None
-    return state, best
+    return state, best, extra

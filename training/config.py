@@ -66,6 +66,9 @@ class TrainConfig:
     progress: bool = True
     # Train on a fresh random order of interactions that share a timestamp, every epoch.
     shuffle_ties: bool = True
+    # Cut histories longer than the model's window into several windows so every training
+    # interaction is a target each epoch (False: only the newest window, as SASRec's code).
+    all_windows: bool = True
     # After each evaluated epoch that is not a new best, multiply the learning rate by this
     # (1 = constant), for every model trained. With patience > 1 the model gets a few epochs
     # at a finer step before it stops.
@@ -74,6 +77,9 @@ class TrainConfig:
     # number of epochs and report its test figures as "teacher_refit" (its valid figures would
     # be contaminated, so none are recorded). The test item stays unseen.
     refit: bool = False
+    # Evaluate, select and export an exponential moving average of the weights (per
+    # optimizer step; 0 = off, the live weights). See training/averaging.py.
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -227,6 +233,7 @@ def validate(cfg: RunConfig) -> None:
         (t.num_negatives >= 1, "num_negatives must be >= 1"),
         (t.patience >= 1, "patience must be >= 1"),
         (0.0 < t.lr_decay <= 1.0, "lr_decay must be in (0, 1]"),
+        (0.0 <= t.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
         (t.sampled_negatives >= 1, "sampled_negatives must be >= 1"),
         (cfg.data.min_user_interactions >= 1, "min_user_interactions must be >= 1"),
         (

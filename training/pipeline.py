@@ -63,6 +63,8 @@ def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) ->
         "lr": phase.lr,
         "lr_decay": t.lr_decay,
         "batch_size": t.batch_size,
+        "all_windows": t.all_windows,
+        "ema_decay": t.ema_decay,
         "world_size": env.world_size,
     }
 

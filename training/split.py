@@ -37,19 +37,23 @@ class Split:
         start = self.data.offsets[user]
         return self.data.items[start : start + self.train_len[user]]
 
-    def shuffled_train_sequence(self, user: int, rng: np.random.Generator) -> np.ndarray:
-        """The training sequence with interactions that share a timestamp in random order.
+    def train_window(
+        self, user: int, end: int, width: int, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
+        """Training items [end - width - 1, end) of the user's sequence (up to `width` inputs
+        and their next-item targets).
 
-        Logs such as MovieLens record half of all consecutive ratings in the same second, so
-        their order inside a tie is an artefact of the file; training on a fresh order each
-        epoch keeps the model from learning it.
+        With `rng`, interactions inside the window that share a timestamp are put in a random
+        order. Logs such as MovieLens record half of all consecutive ratings in the same
+        second, so their order inside a tie is an artefact of the file; training on a fresh
+        order each epoch keeps the model from learning it.
         """
-        seq = self.train_sequence(user)
-        if not self.has_ties[user]:
-            return seq
         start = self.data.offsets[user]
-        ts = self.data.timestamps[start : start + len(seq)]
-        return seq[np.lexsort((rng.random(len(seq)), ts))]
+        lo, hi = start + max(0, end - width - 1), start + end
+        seq = self.data.items[lo:hi]
+        if rng is None or not self.has_ties[user]:
+            return seq
+        return seq[np.lexsort((rng.random(len(seq)), self.data.timestamps[lo:hi]))]
 
     def with_valid_in_train(self) -> Split:
         """The same split with each evaluated user's valid item moved into training (for a

@@ -17,7 +17,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from training import checkpoint
-from training.batching import epoch_batches, training_pairs
+from training.averaging import WeightAverage
+from training.batching import epoch_batches, training_pairs, training_windows
 from training.config import RunConfig
 from training.dist import DistEnv, all_reduce_arrays, any_rank
 from training.evaluate import Scorer, evaluate_partial, finalize
@@ -118,13 +119,18 @@ def fit(
     optimizer = torch.optim.AdamW(model.parameters(), lr=phase.lr, weight_decay=t.weight_decay)
     net = DDP(module) if env.enabled else module
     result = FitResult()
+    average = WeightAverage(model, t.ema_decay) if t.ema_decay > 0 else None
+    # What is evaluated and kept: the averaged weights when averaging, else the live ones.
+    selected = average.applied if average else contextlib.nullcontext
     best_state = _clone_state(model)
     start_epoch, bad_epochs = 1, 0
 
     if checkpoint_dir is not None:
         restored = checkpoint.load(checkpoint_dir, model, optimizer, identity)
         if restored is not None:
-            state, best_state = restored
+            state, best_state, extra = restored
+            if average is not None:
+                average.load(extra)
             result.history = state["history"]
             result.best_epoch, result.best_valid_ndcg = (
                 state["best_epoch"],
@@ -140,7 +146,8 @@ def fit(
                 start_epoch = phase.epochs + 1
 
     trainable = np.flatnonzero(split.train_len >= 2)  # a sequence of 1 has no next item
-    lengths = split.train_len
+    win_users, win_ends = training_windows(split, trainable, context_len, t.all_windows)
+    win_lengths = np.minimum(win_ends, context_len + 1)
     sequences, session_seconds = 0, 0.0
     for epoch in range(start_epoch, phase.epochs + 1):
         began = time.perf_counter()
@@ -150,7 +157,9 @@ def fit(
         lr_now = optimizer.param_groups[0]["lr"]
         rng = np.random.default_rng([t.seed, epoch])  # same batches after a resume
         torch.manual_seed(t.seed * 100_003 + epoch * 101 + env.rank)
-        batches = epoch_batches(trainable, lengths, t.batch_size * env.world_size, rng)
+        batches = epoch_batches(
+            np.arange(len(win_users)), win_lengths, t.batch_size * env.world_size, rng
+        )
         # Every rank needs at least one sequence, or DDP would average an empty loss.
         batches = [b for b in batches if len(b) >= env.world_size]
         net.train()
@@ -166,7 +175,11 @@ def fit(
                 raise Stopped(f"stopped during epoch {epoch}")
             mine = batch[env.rank :: env.world_size]  # each rank takes its slice of the batch
             inputs, targets = training_pairs(
-                split, mine, context_len, rng if t.shuffle_ties else None
+                split,
+                win_users[mine],
+                win_ends[mine],
+                context_len,
+                rng if t.shuffle_ties else None,
             )
             x = torch.from_numpy(inputs).to(env.device, non_blocking=True)
             y = torch.from_numpy(targets).to(env.device, non_blocking=True)
@@ -180,6 +193,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average is not None:
+                average.update()
             loss_sum += float(loss.detach()) * len(mine)
             loss_n += len(mine)
             sequences += len(mine)
@@ -197,13 +212,18 @@ def fit(
             "epoch_seconds": elapsed,
         }
         if not phase.select_best:
-            result.best_epoch, best_state = epoch, _clone_state(model)
+            with selected():
+                result.best_epoch, best_state = epoch, _clone_state(model)
         elif epoch % t.eval_every == 0 or epoch == phase.epochs:
             eval_began = time.perf_counter()
-            metrics = evaluate_sharded(
-                model_scorer(model, env.device), split, split.valid, valid_negatives, env, cfg
-            )
-            valid, sampled = metrics["full"], metrics[f"sampled{valid_negatives.shape[1]}"]
+            with selected():
+                metrics = evaluate_sharded(
+                    model_scorer(model, env.device), split, split.valid, valid_negatives, env, cfg
+                )
+                valid, sampled = metrics["full"], metrics[f"sampled{valid_negatives.shape[1]}"]
+                improved = valid["ndcg@10"] > result.best_valid_ndcg
+                if improved:
+                    best_state = _clone_state(model)
             row.update(
                 {
                     "valid_ndcg@10": valid["ndcg@10"],
@@ -212,9 +232,8 @@ def fit(
                     "eval_seconds": time.perf_counter() - eval_began,
                 }
             )
-            if valid["ndcg@10"] > result.best_valid_ndcg:
+            if improved:
                 result.best_valid_ndcg, result.best_epoch, bad_epochs = valid["ndcg@10"], epoch, 0
-                best_state = _clone_state(model)
             else:
                 bad_epochs += 1
                 for group in optimizer.param_groups:
@@ -238,6 +257,7 @@ def fit(
                 model,
                 optimizer,
                 best_state,
+                average.state() if average is not None else {},
                 {
                     "identity": identity,
                     "epoch": epoch,

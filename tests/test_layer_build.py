@@ -1,0 +1,52 @@
+"""layers/build.py: the core layer ships bytecode compiled for the runtime's Python."""
+
+from __future__ import annotations
+
+import json
+import marshal
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+BUILD = [sys.executable, str(REPO / "layers" / "build.py"), "--layer", "core"]
+
+
+def build_core(dest, *extra: str) -> dict:
+    out = subprocess.run(
+        [*BUILD, "--dest", str(dest), "--python-version", VERSION, *extra],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_core_layer_ships_unchecked_bytecode_named_for_opt_python(tmp_path):
+    # WHEN the core layer is built for this interpreter's version
+    report = build_core(tmp_path)
+    # THEN every module has bytecode beside it, under the layout Lambda mounts at /opt
+    sources = sorted((tmp_path / "python" / "lmrec").rglob("*.py"))
+    tag = sys.implementation.cache_tag
+    assert report["core"]["pyc_files"] == len(sources) > 10
+    for src in sources:
+        pyc = src.parent / "__pycache__" / f"{src.stem}.{tag}.pyc"
+        raw = pyc.read_bytes()
+        # flags 0b01: hash-based, not checked against the source (PEP 552)
+        assert int.from_bytes(raw[4:8], "little") == 0b01, pyc
+        code = marshal.loads(raw[16:])
+        assert code.co_filename == f"/opt/python/{src.relative_to(tmp_path / 'python')}"
+
+
+def test_another_python_version_is_refused_not_silently_mixed(tmp_path):
+    other = "3.99" if VERSION != "3.99" else "3.98"
+    proc = subprocess.run(
+        [*BUILD, "--dest", str(tmp_path), "--python-version", other, "--python", sys.executable],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert f"is Python {VERSION}; the layer targets {other}" in proc.stderr

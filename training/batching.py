@@ -62,3 +62,16 @@ def epoch_batches(
         batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
+
+
+def replace_items(
+    inputs: np.ndarray, share: float, n_items: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Inputs with each real item replaced by a uniformly drawn catalog item with probability
+    `share`; targets are untouched. Stochastic shared embeddings (Wu et al., NeurIPS 2019),
+    as SSE-PT applies it to SASRec's input items: the model cannot lean on any single item
+    of a history, which regularises the item table where data is sparse."""
+    noisy = (inputs != 0) & (rng.random(inputs.shape) < share)
+    out = inputs.copy()
+    out[noisy] = rng.integers(1, n_items + 1, size=int(noisy.sum()))
+    return out

@@ -80,6 +80,9 @@ class TrainConfig:
     # Evaluate, select and export an exponential moving average of the weights (per
     # optimizer step; 0 = off, the live weights). See training/averaging.py.
     ema_decay: float = 0.0
+    # Teacher only: while training, replace each input item by a random catalog item with
+    # this probability (targets unchanged); a regulariser for sparse logs. 0 = off.
+    input_noise: float = 0.0
 
 
 @dataclass
@@ -234,6 +237,7 @@ def validate(cfg: RunConfig) -> None:
         (t.patience >= 1, "patience must be >= 1"),
         (0.0 < t.lr_decay <= 1.0, "lr_decay must be in (0, 1]"),
         (0.0 <= t.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
+        (0.0 <= t.input_noise < 1.0, "input_noise must be in [0, 1)"),
         (t.sampled_negatives >= 1, "sampled_negatives must be >= 1"),
         (cfg.data.min_user_interactions >= 1, "min_user_interactions must be >= 1"),
         (

@@ -48,8 +48,9 @@ def sample_negatives(split: Split, evalset: EvalSet, n: int, seed: int) -> np.nd
 
 def _ranks(scores: torch.Tensor, target_scores: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """0-based rank of each target among `scores` (which include the target itself)."""
-    greater = (scores > target_scores[:, None]).sum(1)
-    ties = (scores == target_scores[:, None]).sum(1) - 1
+    # int32 sums: half the time of the default int64 reduction over a (B, n_items) mask
+    greater = (scores > target_scores[:, None]).sum(1, dtype=torch.int32).long()
+    ties = (scores == target_scores[:, None]).sum(1, dtype=torch.int32).long() - 1
     # Uniform position inside the tied group: floor(u * (ties + 1)) for u in [0, 1).
     offset = (torch.rand(len(ties), generator=gen, dtype=torch.float64) * (ties + 1)).long()
     return greater + offset
@@ -73,6 +74,9 @@ def evaluate_partial(
     gen = torch.Generator().manual_seed(seed)
     n_items = split.data.n_items
     rows = np.arange(len(evalset)) if rows is None else rows
+    # Users in order of history length: a batch is padded to its longest history, and in
+    # Games (mean 7 items, window 50) random batches were mostly padding (5x slower).
+    rows = rows[np.argsort(evalset.prefix_len[rows], kind="stable")]
     sums = {key: 0.0 for key in SUM_KEYS}
     covered = torch.zeros(n_items + 1, dtype=torch.bool)
     batches = range(0, len(rows), batch_size)

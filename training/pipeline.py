@@ -65,6 +65,7 @@ def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) ->
         "batch_size": t.batch_size,
         "all_windows": t.all_windows,
         "ema_decay": t.ema_decay,
+        "input_noise": phase.input_noise,
         "world_size": env.world_size,
     }
 
@@ -83,7 +84,16 @@ def train_models(
     t, s = cfg.train, cfg.student
     teacher = build_teacher(cfg, data)
     student_budget = s.student_max_seconds or t.max_train_seconds
-    phases = [Phase("teacher", teacher, t.lr, t.epochs, max_seconds=t.max_train_seconds)]
+    phases = [
+        Phase(
+            "teacher",
+            teacher,
+            t.lr,
+            t.epochs,
+            max_seconds=t.max_train_seconds,
+            input_noise=t.input_noise,
+        )
+    ]
     out: dict[str, tuple[SASRec, FitResult]] = {}
 
     def run_phase(phase: Phase, on: Split = split) -> None:
@@ -137,6 +147,7 @@ def train_models(
                 max_seconds=t.max_train_seconds,
                 select_best=False,
                 lr_by_epoch=schedule,
+                input_noise=t.input_noise,
             ),
             on=split.with_valid_in_train(),
         )

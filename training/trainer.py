@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from training import checkpoint
 from training.averaging import WeightAverage
-from training.batching import epoch_batches, training_pairs, training_windows
+from training.batching import epoch_batches, replace_items, training_pairs, training_windows
 from training.config import RunConfig
 from training.dist import DistEnv, all_reduce_arrays, any_rank
 from training.evaluate import Scorer, evaluate_partial, finalize
@@ -47,6 +47,8 @@ class Phase:
     select_best: bool = True
     # A refit replays the selected run's learning rate, epoch by epoch (its history's "lr").
     lr_by_epoch: list[float] | None = None
+    # Share of input items replaced by random catalog items while training (see TrainConfig).
+    input_noise: float = 0.0
 
     def key(self, name: str) -> str:
         # Teacher lines keep the plain names SageMaker metric definitions look for.
@@ -181,6 +183,8 @@ def fit(
                 context_len,
                 rng if t.shuffle_ties else None,
             )
+            if phase.input_noise:
+                inputs = replace_items(inputs, phase.input_noise, model.cfg.n_items, rng)
             x = torch.from_numpy(inputs).to(env.device, non_blocking=True)
             y = torch.from_numpy(targets).to(env.device, non_blocking=True)
             negatives = None

@@ -132,6 +132,11 @@ def build(layer: str, dest: Path, args: argparse.Namespace) -> dict:
     else:
         build_core(target)
     interpreter = find_interpreter(args.python_version, args.python)
+    if interpreter is None and args.require_bytecode:
+        raise SystemExit(
+            f"no python{args.python_version} found to compile the {layer} layer's bytecode "
+            "(put it on PATH or pass --python PATH)"
+        )
     if interpreter is None:
         print(
             f"warning: no python{args.python_version} found (--python PATH): the {layer} "
@@ -152,6 +157,11 @@ def main() -> None:
     parser.add_argument("--python-version", default="3.12")
     parser.add_argument("--python", help="interpreter of that version, to compile bytecode")
     parser.add_argument("--platform", default="manylinux2014_x86_64")
+    parser.add_argument(
+        "--require-bytecode",
+        action="store_true",
+        help="fail instead of shipping sources only when that interpreter is missing",
+    )
     args = parser.parse_args()
     if args.dest and not args.layer:
         parser.error("--dest needs --layer")

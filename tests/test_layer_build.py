@@ -50,3 +50,21 @@ def test_another_python_version_is_refused_not_silently_mixed(tmp_path):
     )
     assert proc.returncode != 0
     assert f"is Python {VERSION}; the layer targets {other}" in proc.stderr
+
+
+def test_sam_build_fails_rather_than_ship_sources_without_the_runtime_python(tmp_path):
+    # GIVEN no interpreter of the target version anywhere it looks
+    env = {"PATH": "/nonexistent", "PYENV_ROOT": str(tmp_path / "no-pyenv")}
+    cmd = [*BUILD, "--dest", str(tmp_path / "out"), "--python-version", "3.98"]
+    # WHEN built as `sam build` builds it, THEN it stops with one line naming the fix
+    strict = subprocess.run([*cmd, "--require-bytecode"], capture_output=True, text=True, env=env)
+    assert strict.returncode == 1
+    assert strict.stderr.strip() == (
+        "no python3.98 found to compile the core layer's bytecode "
+        "(put it on PATH or pass --python PATH)"
+    )
+    # AND without the flag (make layer on a laptop) it ships sources and says so
+    lenient = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert lenient.returncode == 0, lenient.stderr
+    assert json.loads(lenient.stdout)["core"]["pyc_files"] == 0
+    assert "ships sources only" in lenient.stderr

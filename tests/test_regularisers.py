@@ -76,11 +76,13 @@ def test_averaged_weights_are_what_is_exported_and_resumed(tmp_path, synthetic_c
         return proc
 
     train("2")
-    extra = load_file(ckpt / "teacher" / "extra.safetensors")
-    assert int(extra["_steps"][0]) > 0  # the average is checkpointed with the model
+    steps = int(load_file(ckpt / "teacher" / "extra.safetensors")["_steps"][0])
+    assert steps > 0  # the average is checkpointed with the model
     # WHEN the same job runs on (the identity names the epochs only for a refit)
     second = train("4")
     assert "resumed from" in second.stderr
+    # the average carried on from the checkpoint: epochs 3-4 added to epochs 1-2's steps
+    assert int(load_file(ckpt / "teacher" / "extra.safetensors")["_steps"][0]) == 2 * steps
     doc = json.loads((out / "metrics.json").read_text())
     # THEN the exported teacher is the average kept at the selected epoch, and it learned
     best = load_file(ckpt / "teacher" / "best.safetensors")

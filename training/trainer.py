@@ -144,7 +144,10 @@ def fit(
                 log.info(
                     "%s: resumed from %s at epoch %d", phase.name, checkpoint_dir, state["epoch"]
                 )
-            if state.get("finished"):
+            # Stopped for good (patience, time) stays stopped; a run stopped only by its epoch
+            # limit goes on when asked for more epochs.
+            out_of_time = bool(phase.max_seconds) and result.train_seconds >= phase.max_seconds
+            if bad_epochs >= t.patience or out_of_time:
                 start_epoch = phase.epochs + 1
 
     trainable = np.flatnonzero(split.train_len >= 2)  # a sequence of 1 has no next item

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -125,6 +126,12 @@ def _cold_runs(
 
 
 def warm(handler_path: Path, events: list[dict], name: str) -> dict:
+    # The handler's EMF metrics and logs go to stdout, which carries this script's JSON.
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        return _warm(handler_path, events, name)
+
+
+def _warm(handler_path: Path, events: list[dict], name: str) -> dict:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(name, handler_path)

@@ -102,6 +102,10 @@ def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
 
 
+def _out_of_time(phase: Phase, train_seconds: float) -> bool:
+    return bool(phase.max_seconds) and train_seconds >= phase.max_seconds
+
+
 def fit(
     phase: Phase,
     split: Split,
@@ -146,8 +150,7 @@ def fit(
                 )
             # Stopped for good (patience, time) stays stopped; a run stopped only by its epoch
             # limit goes on when asked for more epochs.
-            out_of_time = bool(phase.max_seconds) and result.train_seconds >= phase.max_seconds
-            if bad_epochs >= t.patience or out_of_time:
+            if bad_epochs >= t.patience or _out_of_time(phase, result.train_seconds):
                 start_epoch = phase.epochs + 1
 
     trainable = np.flatnonzero(split.train_len >= 2)  # a sequence of 1 has no next item
@@ -256,7 +259,7 @@ def fit(
                 flush=True,
             )
 
-        out_of_time = bool(phase.max_seconds) and result.train_seconds >= phase.max_seconds
+        out_of_time = _out_of_time(phase, result.train_seconds)
         finished = bad_epochs >= t.patience or out_of_time or epoch == phase.epochs
         if checkpoint_dir is not None and env.is_main:
             checkpoint.save(

@@ -150,10 +150,6 @@ def test_resumes_from_checkpoint(tmp_path, synthetic_csv):
     (base / "input" / "config" / "hyperparameters.json").write_text(
         json.dumps({**TINY_HP, "epochs": "3"})
     )
-    state_file = base / "checkpoints" / "teacher" / "trainer.json"
-    state = json.loads(state_file.read_text())
-    state["finished"] = False  # the first run ended on its epoch budget
-    state_file.write_text(json.dumps(state))
     second = run_training(["train"], env={"SAGEMAKER_BASE_DIR": str(base)})
     # THEN it starts at epoch 3, not 1
     assert second.returncode == 0, second.stderr[-2000:]

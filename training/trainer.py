@@ -276,7 +276,6 @@ def fit(
                     "best_valid_ndcg": result.best_valid_ndcg,
                     "history": result.history,
                     "train_seconds": result.train_seconds,
-                    "finished": finished,
                 },
             )
         if finished:

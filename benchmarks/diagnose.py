@@ -1,0 +1,135 @@
+"""Where a trained teacher loses its hits: test metrics by how popular the held-out item is,
+and what a popularity prior added to its scores would change. Prints JSON.
+
+Reads a teacher from an output directory (`teacher.safetensors` + `teacher_config.json`) or
+a checkpoint (`--weights .../best.safetensors --config .../teacher_config.json`) and the data
+it was trained on, split and sampled exactly as the training job does.
+
+    .venv/bin/python benchmarks/diagnose.py --data ../shared/data/games/interactions.csv \
+        --preset training/presets/games.json \
+        --weights runs/q/games-checkpoints/teacher/best.safetensors \
+        --config runs/q/games/teacher_config.json
+
+`--trained-on train+valid` for a refit teacher: popularity then counts the valid items too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from quality import machine  # benchmarks/ is on sys.path when run as a script
+from safetensors.torch import load_file
+
+from training.config import ModelConfig, from_hyperparameters, load_hyperparameters
+from training.evaluate import evaluate
+from training.model import SASRec
+from training.pipeline import prepare_data
+from training.sagemaker import Paths
+from training.trainer import model_scorer
+
+# Buckets of training occurrences of the held-out item: never seen, rare, ..., head.
+BUCKETS = ((0, 1), (1, 5), (5, 20), (20, 100), (100, None))
+PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
+
+
+def item_counts(split, users_with_valid: bool) -> np.ndarray:
+    if users_with_valid:
+        split = split.with_valid_in_train()
+    counts = np.zeros(split.data.n_items + 1, dtype=np.int64)
+    for user in range(len(split.train_len)):
+        np.add.at(counts, split.train_sequence(user), 1)
+    return counts
+
+
+def figures(metrics: dict) -> dict:
+    full, sampled = metrics["full"], metrics["sampled100"]
+    return {
+        "full_ndcg@10": round(full["ndcg@10"], 4),
+        "full_hr@10": round(full["hr@10"], 4),
+        "sampled100_ndcg@10": round(sampled["ndcg@10"], 4),
+        "sampled100_hr@10": round(sampled["hr@10"], 4),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--items", type=Path, help="the item catalog, if training had one")
+    p.add_argument("--preset", required=True, type=Path, help="the run's hyperparameters JSON")
+    p.add_argument("--weights", required=True, type=Path)
+    p.add_argument("--config", required=True, type=Path, help="teacher_config.json")
+    p.add_argument("--trained-on", choices=("train", "train+valid"), default="train")
+    a = p.parse_args()
+    for path in (a.data, a.items, a.preset, a.weights, a.config):
+        if path is not None and not path.is_file():
+            print(f"diagnose: no such file: {path}", file=sys.stderr)
+            return 2
+
+    cfg = from_hyperparameters(load_hyperparameters(a.preset))
+    items = str(a.items) if a.items else None
+    paths = Paths(train=str(a.data), items=items, model_dir=None, checkpoints=None, failure=None)
+    _, split, negatives = prepare_data(paths, cfg)
+    model = SASRec(ModelConfig(**json.loads(a.config.read_text())))
+    try:
+        model.load_state_dict(load_file(a.weights))
+    except RuntimeError as exc:  # shapes of another model or data set
+        print(
+            f"diagnose: {a.weights} does not fit {a.config}: {exc}".splitlines()[0], file=sys.stderr
+        )
+        return 2
+    score = model_scorer(model, torch.device("cpu"))
+    test, test_neg = split.test, negatives["test"]
+    counts = item_counts(split, a.trained_on == "train+valid")
+    target_counts = counts[test.targets]
+
+    by_bucket = []
+    for lo, hi in BUCKETS:
+        rows = np.flatnonzero((target_counts >= lo) & (hi is None or target_counts < hi))
+        if len(rows) == 0:
+            continue
+        subset = dataclasses.replace(
+            test,
+            users=test.users[rows],
+            prefix_len=test.prefix_len[rows],
+            targets=test.targets[rows],
+        )
+        m = evaluate(score, split, subset, test_neg[rows], seed=cfg.train.seed)
+        label = f"{lo}+" if hi is None else str(lo) if hi == lo + 1 else f"{lo}-{hi - 1}"
+        by_bucket.append(
+            {"train_count": label, "share": round(len(rows) / len(test), 4), **figures(m)}
+        )
+
+    # Scores plus w * log(1 + training count): does the model under-use popularity?
+    log_pop = np.log1p(counts).astype(np.float32)[None, :]
+    prior = []
+    for w in PRIOR_WEIGHTS:
+
+        def with_prior(histories, w=w):
+            return score(histories) + w * log_pop
+
+        m = evaluate(with_prior, split, test, test_neg, seed=cfg.train.seed)
+        prior.append({"weight": w, **figures(m)})
+
+    out = {
+        "machine": machine(),
+        "data": str(a.data),
+        "weights": str(a.weights),
+        "trained_on": a.trained_on,
+        "protocol": "test split, leave-one-out by time, k=10; full = whole catalog without "
+        "seen items, sampled100 = 100 random unseen items (seeded as in training)",
+        "users": len(test),
+        "by_target_popularity": by_bucket,
+        "popularity_prior": prior,
+    }
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

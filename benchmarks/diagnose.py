@@ -57,6 +57,33 @@ def figures(metrics: dict) -> dict:
     }
 
 
+def load(a: argparse.Namespace):
+    """The split, negatives and teacher as the training job had them; ValueError if the
+    files do not belong together."""
+    for path in (a.data, a.items, a.preset, a.weights, a.config):
+        if path is not None and not path.is_file():
+            raise ValueError(f"no such file: {path}")
+    cfg = from_hyperparameters(load_hyperparameters(a.preset))
+    items = str(a.items) if a.items else None
+    paths = Paths(train=str(a.data), items=items, model_dir=None, checkpoints=None, failure=None)
+    data, split, negatives = prepare_data(paths, cfg)
+    try:
+        model_cfg = ModelConfig(**json.loads(a.config.read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"{a.config} is not a teacher_config.json: {exc}") from None
+    if model_cfg.n_items != data.n_items:
+        raise ValueError(
+            f"{a.config} is for {model_cfg.n_items} items, {a.data} has {data.n_items}: "
+            "a teacher of another data set (or of other --preset data settings)"
+        )
+    model = SASRec(model_cfg)
+    try:
+        model.load_state_dict(load_file(a.weights))
+    except Exception as exc:  # safetensors and torch raise several types for a foreign file
+        raise ValueError(f"{a.weights} does not fit {a.config}: {exc}") from None
+    return split, negatives, model, cfg.train.seed
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, type=Path)
@@ -66,22 +93,10 @@ def main() -> int:
     p.add_argument("--config", required=True, type=Path, help="teacher_config.json")
     p.add_argument("--trained-on", choices=("train", "train+valid"), default="train")
     a = p.parse_args()
-    for path in (a.data, a.items, a.preset, a.weights, a.config):
-        if path is not None and not path.is_file():
-            print(f"diagnose: no such file: {path}", file=sys.stderr)
-            return 2
-
-    cfg = from_hyperparameters(load_hyperparameters(a.preset))
-    items = str(a.items) if a.items else None
-    paths = Paths(train=str(a.data), items=items, model_dir=None, checkpoints=None, failure=None)
-    _, split, negatives = prepare_data(paths, cfg)
-    model = SASRec(ModelConfig(**json.loads(a.config.read_text())))
     try:
-        model.load_state_dict(load_file(a.weights))
-    except RuntimeError as exc:  # shapes of another model or data set
-        print(
-            f"diagnose: {a.weights} does not fit {a.config}: {exc}".splitlines()[0], file=sys.stderr
-        )
+        split, negatives, model, seed = load(a)
+    except (ValueError, OSError) as exc:  # ConfigError and DataError are ValueErrors
+        print(f"diagnose: {exc}".splitlines()[0], file=sys.stderr)
         return 2
     score = model_scorer(model, torch.device("cpu"))
     test, test_neg = split.test, negatives["test"]
@@ -99,7 +114,7 @@ def main() -> int:
             prefix_len=test.prefix_len[rows],
             targets=test.targets[rows],
         )
-        m = evaluate(score, split, subset, test_neg[rows], seed=cfg.train.seed)
+        m = evaluate(score, split, subset, test_neg[rows], seed=seed)
         label = f"{lo}+" if hi is None else str(lo) if hi == lo + 1 else f"{lo}-{hi - 1}"
         by_bucket.append(
             {"train_count": label, "share": round(len(rows) / len(test), 4), **figures(m)}
@@ -113,7 +128,7 @@ def main() -> int:
         def with_prior(histories, w=w):
             return score(histories) + w * log_pop
 
-        m = evaluate(with_prior, split, test, test_neg, seed=cfg.train.seed)
+        m = evaluate(with_prior, split, test, test_neg, seed=seed)
         prior.append({"weight": w, **figures(m)})
 
     out = {

@@ -55,3 +55,21 @@ def test_missing_file_is_one_line(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"diagnose: no such file: {tmp_path / 'nope.csv'}"
+
+
+def test_teacher_of_another_data_set_is_one_line(trained_bundle, ml100k_small, tmp_path):
+    inter, items = ml100k_small
+    preset = tmp_path / "hp.json"
+    preset.write_text(json.dumps(TINY_HP))
+    config = json.loads((trained_bundle / "teacher_config.json").read_text())
+    other = tmp_path / "teacher_config.json"
+    other.write_text(json.dumps({**config, "n_items": config["n_items"] + 5}))
+    proc = diagnose(
+        "--data", str(inter), "--items", str(items), "--preset", str(preset),
+        "--weights", str(trained_bundle / "teacher.safetensors"), "--config", str(other),
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().endswith(
+        "a teacher of another data set (or of other --preset data settings)"
+    )

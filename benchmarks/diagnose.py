@@ -11,6 +11,8 @@ it was trained on, split and sampled exactly as the training job does.
         --config runs/q/games/teacher_config.json
 
 `--trained-on train+valid` for a refit teacher: popularity then counts the valid items too.
+Several `--weights` (teachers of one config trained with different seeds) are scored as an
+ensemble: the mean of their log-softmax over the catalog.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +63,7 @@ def figures(metrics: dict) -> dict:
 def load(a: argparse.Namespace):
     """The split, negatives and teacher as the training job had them; ValueError if the
     files do not belong together."""
-    for path in (a.data, a.items, a.preset, a.weights, a.config):
+    for path in (a.data, a.items, a.preset, *a.weights, a.config):
         if path is not None and not path.is_file():
             raise ValueError(f"no such file: {path}")
     cfg = from_hyperparameters(load_hyperparameters(a.preset))
@@ -76,12 +79,28 @@ def load(a: argparse.Namespace):
             f"{a.config} is for {model_cfg.n_items} items, {a.data} has {data.n_items}: "
             "a teacher of another data set (or of other --preset data settings)"
         )
-    model = SASRec(model_cfg)
-    try:
-        model.load_state_dict(load_file(a.weights))
-    except Exception as exc:  # safetensors and torch raise several types for a foreign file
-        raise ValueError(f"{a.weights} does not fit {a.config}: {exc}") from None
-    return split, negatives, model, cfg.train.seed
+    models = []
+    for weights in a.weights:
+        model = SASRec(model_cfg)
+        try:
+            model.load_state_dict(load_file(weights))
+        except Exception as exc:  # safetensors and torch raise several types for a foreign file
+            raise ValueError(f"{weights} does not fit {a.config}: {exc}") from None
+        models.append(model)
+    return split, negatives, models, cfg.train.seed
+
+
+def ensemble(scorers: list) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """One scorer: the mean of the members' log-softmax (a product of their distributions),
+    so members whose raw scores sit on different scales weigh the same."""
+    if len(scorers) == 1:
+        return scorers[0]
+
+    def score(histories: list[np.ndarray]) -> np.ndarray:
+        logp = [torch.log_softmax(torch.from_numpy(s(histories)), dim=1) for s in scorers]
+        return torch.stack(logp).mean(0).numpy()
+
+    return score
 
 
 def main() -> int:
@@ -89,16 +108,16 @@ def main() -> int:
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--items", type=Path, help="the item catalog, if training had one")
     p.add_argument("--preset", required=True, type=Path, help="the run's hyperparameters JSON")
-    p.add_argument("--weights", required=True, type=Path)
+    p.add_argument("--weights", required=True, type=Path, nargs="+", help="one or more teachers")
     p.add_argument("--config", required=True, type=Path, help="teacher_config.json")
     p.add_argument("--trained-on", choices=("train", "train+valid"), default="train")
     a = p.parse_args()
     try:
-        split, negatives, model, seed = load(a)
+        split, negatives, models, seed = load(a)
     except (ValueError, OSError) as exc:  # ConfigError and DataError are ValueErrors
         print(f"diagnose: {exc}".splitlines()[0], file=sys.stderr)
         return 2
-    score = model_scorer(model, torch.device("cpu"))
+    score = ensemble([model_scorer(m, torch.device("cpu")) for m in models])
     test, test_neg = split.test, negatives["test"]
     counts = item_counts(split, a.trained_on == "train+valid")
     target_counts = counts[test.targets]
@@ -134,7 +153,8 @@ def main() -> int:
     out = {
         "machine": machine(),
         "data": str(a.data),
-        "weights": str(a.weights),
+        "weights": [str(w) for w in a.weights],
+        "scored_as": "one teacher" if len(models) == 1 else "mean log-softmax of the teachers",
         "trained_on": a.trained_on,
         "protocol": "test split, leave-one-out by time, k=10; full = whole catalog without "
         "seen items, sampled100 = 100 random unseen items (seeded as in training)",

@@ -29,6 +29,7 @@ import torch
 from quality import machine  # benchmarks/ is on sys.path when run as a script
 from safetensors.torch import load_file
 
+from training.baselines import Popularity
 from training.config import ModelConfig, from_hyperparameters, load_hyperparameters
 from training.evaluate import evaluate
 from training.model import SASRec
@@ -39,15 +40,6 @@ from training.trainer import model_scorer
 # Buckets of training occurrences of the held-out item: never seen, rare, ..., head.
 BUCKETS = ((0, 1), (1, 5), (5, 20), (20, 100), (100, None))
 PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
-
-
-def item_counts(split, users_with_valid: bool) -> np.ndarray:
-    if users_with_valid:
-        split = split.with_valid_in_train()
-    counts = np.zeros(split.data.n_items + 1, dtype=np.int64)
-    for user in range(len(split.train_len)):
-        np.add.at(counts, split.train_sequence(user), 1)
-    return counts
 
 
 def figures(metrics: dict) -> dict:
@@ -119,7 +111,8 @@ def main() -> int:
         return 2
     score = ensemble([model_scorer(m, torch.device("cpu")) for m in models])
     test, test_neg = split.test, negatives["test"]
-    counts = item_counts(split, a.trained_on == "train+valid")
+    trained_on = split.with_valid_in_train() if a.trained_on == "train+valid" else split
+    counts = Popularity(trained_on).counts  # training occurrences of each item
     target_counts = counts[test.targets]
 
     by_bucket = []

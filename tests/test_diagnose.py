@@ -23,12 +23,18 @@ def diagnose(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_matches_training_metrics_and_buckets_add_up(trained_bundle, ml100k_small, tmp_path):
+@pytest.fixture
+def data_args(ml100k_small, tmp_path) -> list[str]:
+    """The data and hyperparameters `trained_bundle` was trained with."""
     inter, items = ml100k_small
     preset = tmp_path / "hp.json"
     preset.write_text(json.dumps(TINY_HP))
+    return ["--data", str(inter), "--items", str(items), "--preset", str(preset)]
+
+
+def test_matches_training_metrics_and_buckets_add_up(trained_bundle, data_args):
     proc = diagnose(
-        "--data", str(inter), "--items", str(items), "--preset", str(preset),
+        *data_args,
         "--weights", str(trained_bundle / "teacher.safetensors"),
         "--config", str(trained_bundle / "teacher_config.json"),
     )  # fmt: skip
@@ -58,15 +64,12 @@ def test_missing_file_is_one_line(tmp_path):
     assert proc.stderr.strip() == f"diagnose: no such file: {tmp_path / 'nope.csv'}"
 
 
-def test_teacher_of_another_data_set_is_one_line(trained_bundle, ml100k_small, tmp_path):
-    inter, items = ml100k_small
-    preset = tmp_path / "hp.json"
-    preset.write_text(json.dumps(TINY_HP))
+def test_teacher_of_another_data_set_is_one_line(trained_bundle, data_args, tmp_path):
     config = json.loads((trained_bundle / "teacher_config.json").read_text())
     other = tmp_path / "teacher_config.json"
     other.write_text(json.dumps({**config, "n_items": config["n_items"] + 5}))
     proc = diagnose(
-        "--data", str(inter), "--items", str(items), "--preset", str(preset),
+        *data_args,
         "--weights", str(trained_bundle / "teacher.safetensors"), "--config", str(other),
     )  # fmt: skip
     assert proc.returncode == 2

@@ -12,7 +12,7 @@ it was trained on, split and sampled exactly as the training job does.
 
 `--trained-on train+valid` for a refit teacher: popularity then counts the valid items too.
 Several `--weights` (teachers of one config trained with different seeds) are scored as an
-ensemble: the mean of their log-softmax over the catalog.
+ensemble, exactly as the training job's `teachers` does (training/ensemble.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from safetensors.torch import load_file
 
 from training.baselines import Popularity
 from training.config import ModelConfig, from_hyperparameters, load_hyperparameters
+from training.ensemble import as_teacher
 from training.evaluate import evaluate
 from training.model import SASRec
 from training.pipeline import prepare_data
@@ -82,19 +82,6 @@ def load(a: argparse.Namespace):
     return split, negatives, models, cfg.train.seed
 
 
-def ensemble(scorers: list) -> Callable[[list[np.ndarray]], np.ndarray]:
-    """One scorer: the mean of the members' log-softmax (a product of their distributions),
-    so members whose raw scores sit on different scales weigh the same."""
-    if len(scorers) == 1:
-        return scorers[0]
-
-    def score(histories: list[np.ndarray]) -> np.ndarray:
-        logp = [torch.log_softmax(torch.from_numpy(s(histories)), dim=1) for s in scorers]
-        return torch.stack(logp).mean(0).numpy()
-
-    return score
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, type=Path)
@@ -109,7 +96,7 @@ def main() -> int:
     except (ValueError, OSError) as exc:  # ConfigError and DataError are ValueErrors
         print(f"diagnose: {exc}".splitlines()[0], file=sys.stderr)
         return 2
-    score = ensemble([model_scorer(m, torch.device("cpu")) for m in models])
+    score = model_scorer(as_teacher(models), torch.device("cpu"))
     test, test_neg = split.test, negatives["test"]
     trained_on = split.with_valid_in_train() if a.trained_on == "train+valid" else split
     counts = Popularity(trained_on).counts  # training occurrences of each item

@@ -88,16 +88,22 @@ def run(name: str, out: Path, overrides: list[str]) -> dict:
         raise SystemExit(f"{name}: training failed ({proc.returncode}): {tail}")
     doc = json.loads((out / name / "metrics.json").read_text())
     test = doc["metrics"]
-    history = json.loads((out / name / "history.json").read_text())["teacher"]
+    histories = json.loads((out / name / "history.json").read_text())
+    # Every teacher the run trained (an ensemble trains several, one after another).
+    teacher_rows = [
+        row
+        for phase in doc["summary"].get("teacher_phases", ["teacher"])
+        for row in histories[phase]
+    ]
     return {
         "wall_seconds": round(wall, 1),
         "teacher_train_seconds": round(doc["summary"]["train_seconds"], 1),
         # Time to the selected teacher: every epoch's training and validation, as run.
         "teacher_seconds_with_eval": round(
-            sum(row["epoch_seconds"] + row.get("eval_seconds", 0.0) for row in history), 1
+            sum(row["epoch_seconds"] + row.get("eval_seconds", 0.0) for row in teacher_rows), 1
         ),
         "best_epoch": doc["summary"]["best_epoch"],
-        "epochs_run": len(history),
+        "epochs_run": len(histories["teacher"]),
         "models": doc["summary"]["models"],
         "sequences_per_second": round(doc["summary"]["sequences_per_second"], 1),
         "test": {

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from tests.conftest import REPO, TINY_HP
@@ -77,26 +76,3 @@ def test_teacher_of_another_data_set_is_one_line(trained_bundle, data_args, tmp_
     assert proc.stderr.strip().endswith(
         "a teacher of another data set (or of other --preset data settings)"
     )
-
-
-def test_ensemble_is_the_mean_log_softmax(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    import diagnose
-
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(2, 3, 6)).astype(np.float32)
-    a[:, 0] = b[:, 0] = -np.inf  # the padding column
-
-    def log_softmax(x):
-        finite = x[:, 1:]
-        lse = np.log(np.exp(finite - finite.max(1, keepdims=True)).sum(1, keepdims=True))
-        return x - finite.max(1, keepdims=True) - lse
-
-    one = lambda h: a  # noqa: E731
-    other = lambda h: 10 * b  # noqa: E731 - another scale must not outweigh the first
-    got = diagnose.ensemble([one, other])([np.array([1])])
-    assert np.all(got[:, 0] == -np.inf)
-    np.testing.assert_allclose(
-        got[:, 1:], ((log_softmax(a) + log_softmax(10 * b)) / 2)[:, 1:], rtol=1e-5
-    )
-    assert diagnose.ensemble([one]) is one  # a single teacher keeps its raw scores

@@ -83,6 +83,10 @@ class TrainConfig:
     # Teacher only: while training, replace each input item by a random catalog item with
     # this probability (targets unchanged); a regulariser for sparse logs. 0 = off.
     input_noise: float = 0.0
+    # Train this many teachers, seeds seed, seed + 1, ..., and use them as one: the mean of
+    # their log-softmax scores over the catalog (evaluation, distillation). Seeds disagree
+    # most on rare items, where a single sparse-data model is least sure. 1 = one teacher.
+    teachers: int = 1
 
 
 @dataclass
@@ -198,6 +202,7 @@ def validate(cfg: RunConfig) -> None:
         "ffn_mult": m.ffn_mult,
         "eval_every": t.eval_every,
         "eval_batch_size": t.eval_batch_size,
+        "teachers": t.teachers,
         "student_d_model": st.student_d_model,
         "student_n_heads": st.student_n_heads,
         "student_n_blocks": st.student_n_blocks,

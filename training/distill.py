@@ -5,8 +5,9 @@ Loss per real position = alpha * T^2 * KL(softmax(teacher/T) || softmax(student/
 With `topk` > 0 only the teacher's K highest logits (renormalised) are matched, for catalogs
 too large to hold the full (positions x catalog) teacher distribution.
 
-The teacher reads its own, longer context; the student reads the newest `student_max_len`
-items of the same batch, exactly what it will see when serving.
+The teacher may be an ensemble (training/ensemble.py): its mean log-softmax then stands in
+for the logits. The teacher reads its own, longer context; the student reads the newest
+`student_max_len` items of the same batch, exactly what it will see when serving.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.config import StudentConfig
+from training.ensemble import TeacherEnsemble
 from training.model import SASRec
 
 
 class Distiller(nn.Module):
-    def __init__(self, student: SASRec, teacher: SASRec, cfg: StudentConfig):
+    def __init__(self, student: SASRec, teacher: SASRec | TeacherEnsemble, cfg: StudentConfig):
         super().__init__()
         self.student = student
         self.teacher = teacher.eval()
@@ -41,8 +43,6 @@ class Distiller(nn.Module):
         self, items: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None
     ) -> torch.Tensor:
         width = self.student.cfg.max_len
-        with torch.no_grad():
-            t_hidden = self.teacher.encode(items)[:, -width:]  # (B, Ls, Dt)
         s_items, s_targets = items[:, -width:], targets[:, -width:]
         real = s_targets != 0
         s_logits = self.student.catalog_logits(self.student.encode(s_items)[real]).float()
@@ -51,7 +51,7 @@ class Distiller(nn.Module):
         if self.alpha == 0.0:
             return ce
         with torch.no_grad():
-            t_logits = self.teacher.catalog_logits(t_hidden[real]).float()  # (N, n_items)
+            t_logits = self.teacher.logits_at(items, real).float()  # (N, n_items)
         T = self.temperature
         if self.topk:
             t_logits, cols = t_logits.topk(min(self.topk, t_logits.shape[1]), dim=1)

@@ -114,6 +114,11 @@ class SASRec(nn.Module):
         than masked, which saves a fill and a copy of the largest tensor in training."""
         return hidden @ self.item_emb.weight[1:].T
 
+    def logits_at(self, items: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """Catalog logits (N, n_items) at the positions `real` (B, W) marks among the newest
+        W columns of `items`; a distillation target."""
+        return self.catalog_logits(self.encode(items)[:, -real.shape[1] :][real])
+
     def forward(
         self, items: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None
     ) -> torch.Tensor:

@@ -19,6 +19,7 @@ from training.config import RunConfig
 from training.data import Interactions, load_interactions
 from training.dist import DistEnv, barrier
 from training.distill import Distiller, init_from_teacher
+from training.ensemble import TeacherEnsemble, as_teacher
 from training.evaluate import evaluate, sample_negatives
 from training.model import SASRec
 from training.report import results_table, write_report
@@ -42,23 +43,31 @@ def prepare_data(paths: Paths, cfg: RunConfig) -> tuple[Interactions, Split, dic
     return data, split, negatives
 
 
-def build_teacher(cfg: RunConfig, data: Interactions) -> SASRec:
+def build_teacher(cfg: RunConfig, data: Interactions, seed: int | None = None) -> SASRec:
     cfg.model.n_items = data.n_items
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed if seed is None else seed)
     return SASRec(cfg.model)
+
+
+def member_names(prefix: str, n: int) -> list[str]:
+    """Phase names of n ensemble members: the first keeps the plain name (its checkpoints,
+    history and SageMaker metric lines are those of a one-teacher run)."""
+    return [prefix] + [f"{prefix}_{i}" for i in range(2, n + 1)]
 
 
 def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) -> dict:
     """What a checkpoint must match to be resumed: same data, model and optimisation."""
     t = cfg.train
-    return {
+    # A student is distilled from all the teachers; a teacher's identity is as it always was.
+    taught_by = {"teachers": t.teachers} if phase.name == "student" else {}
+    return taught_by | {
         "phase": phase.name,
         "data_fingerprint": data.fingerprint,
         "model": dataclasses.asdict(phase.model.cfg),
         "student": dataclasses.asdict(cfg.student) if phase.name.startswith("student") else None,
         "epochs": phase.epochs if not phase.select_best else None,
         "lr_by_epoch": phase.lr_by_epoch,
-        "seed": t.seed,
+        "seed": t.seed if phase.seed is None else phase.seed,
         "loss": t.loss,
         "lr": phase.lr,
         "lr_decay": t.lr_decay,
@@ -79,21 +88,10 @@ def train_models(
     negatives: dict,
     stop: threading.Event,
 ) -> dict[str, tuple[SASRec, FitResult]]:
-    """Teacher, then the distilled student, then the same student without distillation, then
-    (with `refit`) the teacher again on train + valid."""
+    """The teacher(s), then the distilled student, then the same student without
+    distillation, then (with `refit`) the teacher(s) again on train + valid."""
     t, s = cfg.train, cfg.student
-    teacher = build_teacher(cfg, data)
     student_budget = s.student_max_seconds or t.max_train_seconds
-    phases = [
-        Phase(
-            "teacher",
-            teacher,
-            t.lr,
-            t.epochs,
-            max_seconds=t.max_train_seconds,
-            input_noise=t.input_noise,
-        )
-    ]
     out: dict[str, tuple[SASRec, FitResult]] = {}
 
     def run_phase(phase: Phase, on: Split = split) -> None:
@@ -104,11 +102,25 @@ def train_models(
             fit(phase, on, cfg, env, negatives["valid"], ckpt, stop, identity),
         )
 
-    run_phase(phases[0])
+    names = member_names("teacher", t.teachers)
+    for i, name in enumerate(names):
+        run_phase(
+            Phase(
+                name,
+                build_teacher(cfg, data, t.seed + i),
+                t.lr,
+                t.epochs,
+                max_seconds=t.max_train_seconds,
+                input_noise=t.input_noise,
+                seed=t.seed + i,
+            )
+        )
+    members = [out[name][0] for name in names]
     if s.student:
+        teacher = as_teacher(members)
         torch.manual_seed(t.seed + 1)
         student = SASRec(s.model_config(data.n_items))
-        init_from_teacher(student, teacher)
+        init_from_teacher(student, members[0])
         run_phase(
             Phase(
                 "student",
@@ -133,36 +145,61 @@ def train_models(
                 )
             )
     if t.refit:  # last: a measurement, so the models that serve are trained first
-        # The selected epoch count, on one more interaction per user: the test item stays unseen.
-        refit = build_teacher(cfg, data)
-        selected = out["teacher"][1]
-        epochs = max(selected.best_epoch, 1)
-        schedule = [row["lr"] for row in selected.history[:epochs]]
-        run_phase(
-            Phase(
-                "teacher_refit",
-                refit,
-                t.lr,
-                epochs,
-                max_seconds=t.max_train_seconds,
-                select_best=False,
-                lr_by_epoch=schedule,
-                input_noise=t.input_noise,
-            ),
-            on=split.with_valid_in_train(),
-        )
+        # Each member's selected epoch count, on one more interaction per user: the test item
+        # stays unseen.
+        for i, (name, refit_name) in enumerate(
+            zip(names, member_names("teacher_refit", t.teachers), strict=True)
+        ):
+            selected = out[name][1]
+            epochs = max(selected.best_epoch, 1)
+            run_phase(
+                Phase(
+                    refit_name,
+                    build_teacher(cfg, data, t.seed + i),
+                    t.lr,
+                    epochs,
+                    max_seconds=t.max_train_seconds,
+                    select_best=False,
+                    lr_by_epoch=[row["lr"] for row in selected.history[:epochs]],
+                    input_noise=t.input_noise,
+                    seed=t.seed + i,
+                ),
+                on=split.with_valid_in_train(),
+            )
     return out
 
 
+def scored_models(trained: dict[str, tuple[SASRec, FitResult]], teachers: int) -> dict:
+    """What is evaluated, by metrics name. With several teachers, "teacher" (and
+    "teacher_refit") is the ensemble and "teacher_1", "teacher_2", ... are its members."""
+    models = {name: model for name, (model, _) in trained.items()}
+    if teachers == 1:
+        return models
+    out = {}
+    for prefix in ("teacher", "teacher_refit"):
+        names = member_names(prefix, teachers)
+        if names[0] not in models:
+            continue
+        members = [models.pop(name) for name in names]
+        out[prefix] = as_teacher(members)
+        if prefix == "teacher":  # each member alone, to show what the ensemble adds
+            out |= {f"teacher_{i}": m for i, m in enumerate(members, start=1)}
+    return out | models
+
+
 def evaluate_models(
-    models: dict[str, SASRec], split: Split, negatives: dict, cfg: RunConfig, env: DistEnv
+    models: dict[str, SASRec | TeacherEnsemble],
+    split: Split,
+    negatives: dict,
+    cfg: RunConfig,
+    env: DistEnv,
 ) -> dict:
     """metrics[model][split][protocol][metric]; baselines in the very same protocol."""
     metrics: dict = {}
     for model_name, model in models.items():
         scorer = model_scorer(model, env.device)
         # A refit model trained on the valid items, so only its test figures mean anything.
-        splits = ("test",) if model_name == "teacher_refit" else ("valid", "test")
+        splits = ("test",) if model_name.startswith("teacher_refit") else ("valid", "test")
         metrics[model_name] = {
             name: evaluate_sharded(
                 scorer,
@@ -213,7 +250,9 @@ def export(
 ) -> dict:
     out = paths.model_dir
     clear_dir(out)
-    for name in ("teacher", "student"):  # student_plain only serves as a measurement
+    teacher_phases = member_names("teacher", cfg.train.teachers)
+    # student_plain and refits only serve as measurements
+    for name in [*teacher_phases, "student"]:
         if name in trained:
             model = trained[name][0]
             weights = {
@@ -226,12 +265,15 @@ def export(
     histories = {name: fit_result.history for name, (_, fit_result) in trained.items()}
     (out / "history.json").write_text(json.dumps(histories, indent=1))
     teacher_fit = trained["teacher"][1]
+    teacher_fits = [trained[name][1] for name in teacher_phases]
     summary = {
         "data_fingerprint": data.fingerprint,
         "data": data.stats,
         "evaluated_users": len(split.test),
         "best_epoch": teacher_fit.best_epoch,
-        "train_seconds": teacher_fit.train_seconds,
+        # Time to the teacher: every member's training (validation excluded).
+        "train_seconds": sum(f.train_seconds for f in teacher_fits),
+        "teacher_phases": teacher_phases,
         "sequences_per_second": teacher_fit.sequences_per_second,
         "wall_seconds": wall_seconds,
         "device": str(env.device)
@@ -300,7 +342,7 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
             int(split.train_len.sum()),
         )
     trained = train_models(paths, cfg, env, data, split, negatives, stop)
-    models = {name: model for name, (model, _) in trained.items()}
+    models = scored_models(trained, cfg.train.teachers)
     metrics = evaluate_models(models, split, negatives, cfg, env)
     document = None
     if env.is_main:

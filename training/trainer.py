@@ -49,6 +49,8 @@ class Phase:
     lr_by_epoch: list[float] | None = None
     # Share of input items replaced by random catalog items while training (see TrainConfig).
     input_noise: float = 0.0
+    # Batch order and dropout seed; None = the run's seed. Ensemble members differ here.
+    seed: int | None = None
 
     def key(self, name: str) -> str:
         # Teacher lines keep the plain names SageMaker metric definitions look for.
@@ -119,6 +121,7 @@ def fit(
     """Train until early stopping, the epoch limit or the time budget; leaves the best weights
     (by valid NDCG@10) loaded in `model`."""
     t, model = cfg.train, phase.model
+    seed = t.seed if phase.seed is None else phase.seed
     module = phase.train_module or model
     module.to(env.device)
     context_len = phase.context_len or model.cfg.max_len
@@ -163,8 +166,8 @@ def fit(
             for group in optimizer.param_groups:
                 group["lr"] = phase.lr_by_epoch[epoch - 1]
         lr_now = optimizer.param_groups[0]["lr"]
-        rng = np.random.default_rng([t.seed, epoch])  # same batches after a resume
-        torch.manual_seed(t.seed * 100_003 + epoch * 101 + env.rank)
+        rng = np.random.default_rng([seed, epoch])  # same batches after a resume
+        torch.manual_seed(seed * 100_003 + epoch * 101 + env.rank)
         batches = epoch_batches(
             np.arange(len(win_users)), win_lengths, t.batch_size * env.world_size, rng
         )

@@ -10,7 +10,7 @@ A bundle is a directory (local, or under an s3:// prefix) holding:
   user_offsets.npy       (n_users + 1,) int64: user u's items are user_items[off[u]:off[u+1]]
   user_items.npy         (n_interactions,) int32 item rows, oldest first
   popularity.npy         (n_items + 1,) float32 interaction counts, for cold-start fallbacks
-  metrics.json, report.md, *.png, teacher.*   records, not needed to serve
+  metrics.json, report.md, *.png, teacher*.*  records (teacher_2.*: an ensemble), not served
 
 Reading verifies the schema version and every checksum before anything is used, and loads
 no pickle: JSON, safetensors and np.load(allow_pickle=False) only.

@@ -102,19 +102,23 @@ def train_models(
             fit(phase, on, cfg, env, negatives["valid"], ckpt, stop, identity),
         )
 
+    def member_phase(name: str, i: int, epochs: int, **kw) -> Phase:
+        """Ensemble member i (0-based) or its refit: a fresh teacher with seed + i."""
+        model = build_teacher(cfg, data, t.seed + i)
+        return Phase(
+            name,
+            model,
+            t.lr,
+            epochs,
+            max_seconds=t.max_train_seconds,
+            input_noise=t.input_noise,
+            seed=t.seed + i,
+            **kw,
+        )
+
     names = member_names("teacher", t.teachers)
     for i, name in enumerate(names):
-        run_phase(
-            Phase(
-                name,
-                build_teacher(cfg, data, t.seed + i),
-                t.lr,
-                t.epochs,
-                max_seconds=t.max_train_seconds,
-                input_noise=t.input_noise,
-                seed=t.seed + i,
-            )
-        )
+        run_phase(member_phase(name, i, t.epochs))
     members = [out[name][0] for name in names]
     if s.student:
         teacher = as_teacher(members)
@@ -152,18 +156,9 @@ def train_models(
         ):
             selected = out[name][1]
             epochs = max(selected.best_epoch, 1)
+            schedule = [row["lr"] for row in selected.history[:epochs]]
             run_phase(
-                Phase(
-                    refit_name,
-                    build_teacher(cfg, data, t.seed + i),
-                    t.lr,
-                    epochs,
-                    max_seconds=t.max_train_seconds,
-                    select_best=False,
-                    lr_by_epoch=[row["lr"] for row in selected.history[:epochs]],
-                    input_noise=t.input_noise,
-                    seed=t.seed + i,
-                ),
+                member_phase(refit_name, i, epochs, select_best=False, lr_by_epoch=schedule),
                 on=split.with_valid_in_train(),
             )
     return out

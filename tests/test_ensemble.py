@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import LEARNABLE_HP, run_training
-from training.config import ModelConfig
+from training.config import ConfigError, ModelConfig, from_hyperparameters
 from training.distill import Distiller
 from training.ensemble import TeacherEnsemble, as_teacher
 from training.model import SASRec
@@ -101,3 +101,9 @@ def test_training_job_with_two_teachers(tmp_path, synthetic_csv):
     assert again.stderr.count("resumed from") == 5  # 2 teachers, the student, 2 refits
     redo = json.loads((out / "metrics.json").read_text())["metrics"]
     assert redo["teacher"]["test"] == metrics["teacher"]["test"]
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "1.5", "two"])
+def test_bad_teacher_counts_are_refused(bad):
+    with pytest.raises(ConfigError, match="teachers"):
+        from_hyperparameters({"teachers": bad})

@@ -46,14 +46,19 @@ def sample_negatives(split: Split, evalset: EvalSet, n: int, seed: int) -> np.nd
     return out
 
 
-def _ranks(scores: torch.Tensor, target_scores: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def _count(mask: np.ndarray) -> np.ndarray:
+    # Summing the bytes of a bool mask in numpy is ~5x faster than torch's sum of a bool
+    # tensor on a CPU (which converts to int first); this is most of evaluation's own time.
+    return mask.view(np.uint8).sum(1, dtype=np.int32).astype(np.int64)
+
+
+def _ranks(scores: np.ndarray, target_scores: np.ndarray, gen: torch.Generator) -> np.ndarray:
     """0-based rank of each target among `scores` (which include the target itself)."""
-    # int32 sums: half the time of the default int64 reduction over a (B, n_items) mask
-    greater = (scores > target_scores[:, None]).sum(1, dtype=torch.int32).long()
-    ties = (scores == target_scores[:, None]).sum(1, dtype=torch.int32).long() - 1
+    greater = _count(scores > target_scores[:, None])
+    ties = _count(scores == target_scores[:, None]) - 1
     # Uniform position inside the tied group: floor(u * (ties + 1)) for u in [0, 1).
-    offset = (torch.rand(len(ties), generator=gen, dtype=torch.float64) * (ties + 1)).long()
-    return greater + offset
+    u = torch.rand(len(ties), generator=gen, dtype=torch.float64).numpy()
+    return greater + (u * (ties + 1)).astype(np.int64)
 
 
 def evaluate_partial(
@@ -83,31 +88,31 @@ def evaluate_partial(
     for start in tqdm(batches, desc=desc, disable=desc is None, leave=False):
         idx = rows[start : start + batch_size]
         users, plen = evalset.users[idx], evalset.prefix_len[idx]
-        targets = torch.from_numpy(evalset.targets[idx])
+        targets = evalset.targets[idx]
         histories = [split.history(u, p) for u, p in zip(users, plen, strict=True)]
         # A private, writable copy: seen items are masked in place below.
-        scores = torch.tensor(np.asarray(scorer(histories), dtype=np.float32))
-        b = torch.arange(len(idx))
+        scores = np.array(scorer(histories), dtype=np.float32, copy=True)
+        b = np.arange(len(idx))
 
         # Sampled protocol first, on the raw scores (the negatives are unseen by construction).
-        neg = torch.from_numpy(negatives[idx])
-        cand_scores = scores.gather(1, torch.cat([targets[:, None], neg], dim=1))
-        cand_scores[:, 1:].masked_fill_(neg == 0, float("-inf"))  # catalog ran out
+        neg = negatives[idx]
+        cand_scores = np.take_along_axis(scores, np.concatenate([targets[:, None], neg], 1), 1)
+        cand_scores[:, 1:][neg == 0] = -np.inf  # catalog ran out
         s_rank = _ranks(cand_scores, cand_scores[:, 0], gen)
 
         # Full protocol: hide padding and everything the user has already seen.
-        scores[:, 0] = float("-inf")
-        seen_rows = torch.from_numpy(np.repeat(np.arange(len(idx)), [len(h) for h in histories]))
-        scores[seen_rows, torch.from_numpy(np.concatenate(histories))] = float("-inf")
+        scores[:, 0] = -np.inf
+        seen_rows = np.repeat(b, [len(h) for h in histories])
+        scores[seen_rows, np.concatenate(histories)] = -np.inf
         f_rank = _ranks(scores, scores[b, targets], gen)
-        top_scores, top = torch.topk(scores, min(k, n_items), dim=1)
+        top_scores, top = torch.topk(torch.from_numpy(scores), min(k, n_items), dim=1)
         covered[top[torch.isfinite(top_scores)]] = True
 
         for prefix, rank in (("", f_rank), ("s_", s_rank)):
-            rank = rank.double()
+            rank = rank.astype(np.float64)
             hit = rank < k
             sums[prefix + "hr"] += float(hit.sum())
-            sums[prefix + "ndcg"] += float((hit / torch.log2(rank + 2.0)).sum())
+            sums[prefix + "ndcg"] += float((hit / np.log2(rank + 2.0)).sum())
             sums[prefix + "mrr"] += float((1.0 / (rank + 1.0)).sum())
         sums["n"] += len(idx)
     out = {key: np.array(value, dtype=np.float64) for key, value in sums.items()}

@@ -28,15 +28,20 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        B, L, D = x.shape
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D), or (B, 1, D) for the newest query alone with `last_only`."""
+        B, _, D = x.shape
         q, k, v = self.qkv(x).split(D, dim=2)
-        # (B, H, L, D/H)
-        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        if last_only:
+            q, mask = q[:, -1:], mask[:, :, -1:]
+        # (B, H, Lq, D/H)
+        q, k, v = (
+            t.reshape(B, -1, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v)
+        )
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )
-        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+        return self.proj(y.transpose(1, 2).reshape(B, -1, D))
 
 
 class Block(nn.Module):
@@ -55,8 +60,11 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), mask))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        if last_only:  # keys and values from every position, the rest for the newest only
+            x = x[:, -1:] + self.drop(self.attn(self.ln1(x), mask, last_only=True))
+        else:
+            x = x + self.drop(self.attn(self.ln1(x), mask))
         return x + self.ffn(self.ln2(x))
 
 
@@ -94,8 +102,10 @@ class SASRec(nn.Module):
                 with torch.no_grad():
                     module.weight[module.padding_idx].zero_()
 
-    def encode(self, items: torch.Tensor) -> torch.Tensor:
-        """items (B, L) left-padded -> hidden states (B, L, D)."""
+    def encode(self, items: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """items (B, L) left-padded -> hidden states (B, L, D); with `last_only`, (B, 1, D)
+        for the newest position: the last block then skips every other query, as serving
+        does (lmrec.student), which halves a 2-block model's scoring work."""
         L = items.shape[1]
         if self.cfg.max_len < L:
             items = items[:, -self.cfg.max_len :]
@@ -105,8 +115,8 @@ class SASRec(nn.Module):
         x = self.item_emb(items) * math.sqrt(self.cfg.d_model) + self.pos_emb(pos)[None]
         x = self.emb_drop(x) * (items != 0).unsqueeze(-1)
         mask = attention_mask(items)
-        for block in self.blocks:
-            x = block(x, mask)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, last_only=last_only and i == len(self.blocks) - 1)
         return self.ln_f(x)
 
     def catalog_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -143,10 +153,11 @@ class SASRec(nn.Module):
     @torch.no_grad()
     def score(self, items: torch.Tensor) -> torch.Tensor:
         """Serving/eval: scores over the catalog for the next item, (B, n_items + 1), with
-        column 0 (padding) at -inf."""
-        logits = self.catalog_logits(self.encode(items)[:, -1])
-        pad = torch.full_like(logits[:, :1], float("-inf"))
-        return torch.cat([pad, logits], dim=1)
+        column 0 (padding) at -inf. One matmul against the whole table, padding row included,
+        then a fill: no copy of the (B, n_items) block."""
+        scores = self.encode(items, last_only=True)[:, -1] @ self.item_emb.weight.T
+        scores[:, 0] = float("-inf")
+        return scores
 
     def macs_per_request(self, history_len: int) -> int:
         """Multiply-adds per request, by the rule of lmrec.student.sasrec_macs."""

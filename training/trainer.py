@@ -125,7 +125,14 @@ def fit(
     module = phase.train_module or model
     module.to(env.device)
     context_len = phase.context_len or model.cfg.max_len
-    optimizer = torch.optim.AdamW(model.parameters(), lr=phase.lr, weight_decay=t.weight_decay)
+    # Fused: one kernel over all parameters instead of a dozen passes per step; on a CPU
+    # the Games teacher's step (7.7 M parameters, most in the item table) goes 27 -> 6 ms.
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=phase.lr,
+        weight_decay=t.weight_decay,
+        fused=env.device.type in ("cpu", "cuda"),
+    )
     net = DDP(module) if env.enabled else module
     result = FitResult()
     average = WeightAverage(model, t.ema_decay) if t.ema_decay > 0 else None

@@ -10,7 +10,7 @@ import pytest
 import torch
 from lmrec import bundle
 from lmrec.recommend import Filters, Recommender
-from lmrec.student import NumpySASRec
+from lmrec.student import NumpySASRec, left_pad
 
 from tests.conftest import synthetic_rows, write_csv
 from training.bundle_writer import quantize_items, write_bundle
@@ -72,6 +72,22 @@ def test_numpy_student_matches_torch(parity_case):
         assert list(np.argsort(-a[1:])[:10]) == list(np.argsort(-b[1:])[:10])
     # one at a time (no padding) equals the batch
     np.testing.assert_allclose(runtime([hs[3]])[0, 1:], got[3, 1:], atol=1e-5)
+
+
+def test_scoring_shortcut_equals_the_training_path(parity_case):
+    """score() runs the last block for the newest position only; training runs it for every
+    position. Both must give the newest position the same hidden state and scores."""
+    model, data, _ = parity_case
+    hs = histories(data, np.random.default_rng(2))
+    x = torch.from_numpy(left_pad(hs, model.cfg.max_len))
+    with torch.no_grad():
+        every = model.encode(x)[:, -1]
+        newest = model.encode(x, last_only=True)
+        scores = model.score(x)
+    assert newest.shape == (len(hs), 1, model.cfg.d_model)
+    torch.testing.assert_close(newest[:, 0], every, atol=1e-5, rtol=0)
+    assert torch.isneginf(scores[:, 0]).all()
+    torch.testing.assert_close(scores[:, 1:], model.catalog_logits(every), atol=1e-4, rtol=0)
 
 
 def test_quantized_item_tables_stay_close(parity_case):

@@ -37,6 +37,13 @@ def test_strings_are_converted_by_field_type():
         ({"n_items": "5"}, "unknown hyperparameter 'n_items'"),
         ({"lr_decay": "0"}, "lr_decay must be in (0, 1]"),
         ({"lr_decay": "1.5"}, "lr_decay must be in (0, 1]"),
+        ({"lr_schedule": "step"}, "lr_schedule must be 'plateau' or 'cosine'"),
+        (
+            {"lr_schedule": "cosine", "epochs": "4", "warmup_epochs": "4"},
+            "warmup_epochs must be >= 0 and less than epochs",
+        ),
+        ({"warmup_epochs": "-1"}, "warmup_epochs must be >= 0 and less than epochs"),
+        ({"eval_from": "0"}, "eval_from must be >= 1"),
     ],
 )
 def test_bad_hyperparameters(hp, message):

@@ -102,17 +102,26 @@ class SASRec(nn.Module):
                 with torch.no_grad():
                     module.weight[module.padding_idx].zero_()
 
-    def encode(self, items: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def encode(
+        self,
+        items: torch.Tensor,
+        item_vectors: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
         """items (B, L) left-padded -> hidden states (B, L, D); with `last_only`, (B, 1, D)
         for the newest position: the last block then skips every other query, as serving
-        does (lmrec.student), which halves a 2-block model's scoring work."""
-        L = items.shape[1]
-        if self.cfg.max_len < L:
+        does (lmrec.student), which halves a 2-block model's scoring work. `item_vectors`
+        (B, L, D): the items' embeddings when the caller has looked them up already."""
+        if self.cfg.max_len < items.shape[1]:
             items = items[:, -self.cfg.max_len :]
-            L = self.cfg.max_len
+            if item_vectors is not None:
+                item_vectors = item_vectors[:, -self.cfg.max_len :]
+        if item_vectors is None:
+            item_vectors = self.item_emb(items)
+        L = items.shape[1]
         # Position max_len-1 is the newest item, whatever the padded length of this batch.
         pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=items.device)
-        x = self.item_emb(items) * math.sqrt(self.cfg.d_model) + self.pos_emb(pos)[None]
+        x = item_vectors * math.sqrt(self.cfg.d_model) + self.pos_emb(pos)[None]
         x = self.emb_drop(x) * (items != 0).unsqueeze(-1)
         mask = attention_mask(items)
         for i, block in enumerate(self.blocks):
@@ -137,18 +146,21 @@ class SASRec(nn.Module):
         Only real positions are projected onto the catalog: in Games the mean history is
         ~7 items in a 50-item window, so this skips most of the (N, n_items) matmul.
         """
-        hidden = self.encode(items)  # (B, L, D)
         real = targets != 0
-        h = hidden[real]  # (N, D)
         y = targets[real]  # (N,)
         if negatives is None:
-            return F.cross_entropy(self.catalog_logits(h).float(), y - 1)
+            return F.cross_entropy(self.catalog_logits(self.encode(items)[real]).float(), y - 1)
+        # One lookup for inputs, targets and negatives: on a CPU each lookup's backward fills
+        # a dense gradient the size of the item table (24 MB for Games), so one, not three.
+        n_in, n_y = items.numel(), len(y)
+        vectors = self.item_emb(torch.cat([items.reshape(-1), y, negatives]))
+        h = self.encode(items, vectors[:n_in].view(*items.shape, -1))[real]  # (N, D)
         # Sampled softmax with negatives shared across the batch (uniform, so no logQ term).
-        pos = (h * self.item_emb(y)).sum(-1, keepdim=True)  # (N, 1)
-        neg = h @ self.item_emb(negatives).T  # (N, K)
+        pos = (h * vectors[n_in : n_in + n_y]).sum(-1).float()  # (N,)
+        neg = h @ vectors[n_in + n_y :].T  # (N, K)
         neg = neg.masked_fill(negatives[None, :] == y[:, None], float("-inf"))  # accidental hits
-        logits = torch.cat([pos, neg], dim=1).float()
-        return F.cross_entropy(logits, torch.zeros_like(y))
+        # Cross-entropy with the target in front of its negatives, without concatenating them.
+        return (torch.logaddexp(pos, torch.logsumexp(neg.float(), dim=1)) - pos).mean()
 
     @torch.no_grad()
     def score(self, items: torch.Tensor) -> torch.Tensor:

@@ -71,6 +71,8 @@ def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) ->
         "loss": t.loss,
         "lr": phase.lr,
         "lr_decay": t.lr_decay,
+        "cosine_epochs": phase.cosine_epochs,
+        "warmup_epochs": phase.warmup_epochs,
         "batch_size": t.batch_size,
         "all_windows": t.all_windows,
         "ema_decay": t.ema_decay,
@@ -105,6 +107,7 @@ def train_models(
     def member_phase(name: str, i: int, epochs: int, **kw) -> Phase:
         """Ensemble member i (0-based) or its refit: a fresh teacher with seed + i."""
         model = build_teacher(cfg, data, t.seed + i)
+        cosine = t.lr_schedule == "cosine"
         return Phase(
             name,
             model,
@@ -113,6 +116,8 @@ def train_models(
             max_seconds=t.max_train_seconds,
             input_noise=t.input_noise,
             seed=t.seed + i,
+            cosine_epochs=t.epochs if cosine else 0,
+            warmup_epochs=t.warmup_epochs if cosine else 0.0,
             **kw,
         )
 
@@ -156,7 +161,11 @@ def train_models(
         ):
             selected = out[name][1]
             epochs = max(selected.best_epoch, 1)
-            schedule = [row["lr"] for row in selected.history[:epochs]]
+            # A cosine run's schedule is a function of the step (member_phase gives it); a
+            # plateau run's is replayed from its history.
+            schedule = None
+            if t.lr_schedule == "plateau":
+                schedule = [row["lr"] for row in selected.history[:epochs]]
             run_phase(
                 member_phase(refit_name, i, epochs, select_best=False, lr_by_epoch=schedule),
                 on=split.with_valid_in_train(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,10 @@ class Phase:
     input_noise: float = 0.0
     # Batch order and dropout seed; None = the run's seed. Ensemble members differ here.
     seed: int | None = None
+    # > 0: the learning rate follows cosine_lr over this many epochs, step by step, and
+    # no plateau decay applies. A refit runs the selected run's schedule up to its best epoch.
+    cosine_epochs: int = 0
+    warmup_epochs: float = 0.0
 
     def key(self, name: str) -> str:
         # Teacher lines keep the plain names SageMaker metric definitions look for.
@@ -98,6 +103,15 @@ def evaluate_sharded(
         desc=desc if env.is_main and cfg.train.progress else None,
     )
     return finalize(all_reduce_arrays(env, partial), split.data.n_items, negatives.shape[1])
+
+
+def cosine_lr(base: float, progress: float, epochs: int, warmup: float) -> float:
+    """Learning rate after `progress` epochs (fractional): linear warmup from 0 over `warmup`
+    epochs, then half a cosine from `base` down to 0 at `epochs`."""
+    if progress < warmup:
+        return base * progress / warmup
+    done = min(1.0, (progress - warmup) / max(epochs - warmup, 1e-9))
+    return base * 0.5 * (1.0 + math.cos(math.pi * done))
 
 
 def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -172,7 +186,10 @@ def fit(
         if phase.lr_by_epoch:
             for group in optimizer.param_groups:
                 group["lr"] = phase.lr_by_epoch[epoch - 1]
-        lr_now = optimizer.param_groups[0]["lr"]
+        if phase.cosine_epochs:
+            lr_now = cosine_lr(phase.lr, epoch - 1, phase.cosine_epochs, phase.warmup_epochs)
+        else:
+            lr_now = optimizer.param_groups[0]["lr"]
         rng = np.random.default_rng([seed, epoch])  # same batches after a resume
         torch.manual_seed(seed * 100_003 + epoch * 101 + env.rank)
         batches = epoch_batches(
@@ -188,7 +205,16 @@ def fit(
             disable=not (env.is_main and t.progress),
             leave=False,
         )
-        for batch in bar:
+        for step, batch in enumerate(bar):
+            if phase.cosine_epochs:
+                lr_step = cosine_lr(
+                    phase.lr,
+                    epoch - 1 + step / len(batches),
+                    phase.cosine_epochs,
+                    phase.warmup_epochs,
+                )
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_step
             if any_rank(env, stop.is_set()):
                 raise Stopped(f"stopped during epoch {epoch}")
             mine = batch[env.rank :: env.world_size]  # each rank takes its slice of the batch
@@ -234,7 +260,7 @@ def fit(
         if not phase.select_best:
             with selected():
                 result.best_epoch, best_state = epoch, _clone_state(model)
-        elif epoch % t.eval_every == 0 or epoch == phase.epochs:
+        elif epoch == phase.epochs or (epoch >= t.eval_from and epoch % t.eval_every == 0):
             eval_began = time.perf_counter()
             with selected():
                 metrics = evaluate_sharded(
@@ -256,8 +282,9 @@ def fit(
                 result.best_valid_ndcg, result.best_epoch, bad_epochs = valid["ndcg@10"], epoch, 0
             else:
                 bad_epochs += 1
-                for group in optimizer.param_groups:
-                    group["lr"] *= t.lr_decay
+                if not phase.cosine_epochs:
+                    for group in optimizer.param_groups:
+                        group["lr"] *= t.lr_decay
         result.history.append(row)
         if env.is_main:
             # One line per epoch, parseable by SageMaker metric definitions.

@@ -1,10 +1,15 @@
 """Where a teacher epoch's time goes, old way against new way, side by side in one process.
 
-Three measurements on real batches of a data set with its preset (Games by default), each
-pair interleaved over several rounds so that drift in machine speed hits both sides alike:
+Measurements on real batches of a data set with its preset (Games by default), each pair
+interleaved over several rounds so that drift in machine speed hits both sides alike:
 
 - training step (forward, backward, optimizer, weight average): AdamW `foreach` against
   `fused` (what training/trainer.py uses);
+- training step, the sampled loss: three item-table lookups and a concatenated logit matrix
+  (the previous SASRec.forward, kept here as `previous_loss`) against one lookup and no
+  concatenation (SASRec.forward), both with 4,096 negatives;
+- training step, negatives: 4,096 shared negatives (the previous Games preset) against the
+  preset's `num_negatives` (2,048);
 - validation scoring: the full encoder against `last_only` (the last block for the newest
   position only) plus one matmul into the padded score table (what SASRec.score does);
 - rank counting in evaluation: torch's sum of a bool mask against numpy's byte sum.
@@ -22,10 +27,12 @@ import json
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from lmrec.student import left_pad
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,16 +57,34 @@ def median_ms(times: list[float]) -> float:
     return round(statistics.median(times) * 1000, 2)
 
 
-def step_times(cfg, batches, fused: bool, steps: int) -> list[float]:
+def previous_loss(model: SASRec, items, targets, negatives) -> torch.Tensor:
+    """The sampled-softmax loss as SASRec.forward computed it before: separate lookups for
+    inputs, targets and negatives, and a cross-entropy over [target, negatives] built by
+    concatenation. Same value as SASRec.forward (tests/test_training_step.py)."""
+    hidden = model.encode(items)
+    real = targets != 0
+    h, y = hidden[real], targets[real]
+    pos = (h * model.item_emb(y)).sum(-1, keepdim=True)
+    neg = h @ model.item_emb(negatives).T
+    neg = neg.masked_fill(negatives[None, :] == y[:, None], float("-inf"))
+    return F.cross_entropy(torch.cat([pos, neg], dim=1).float(), torch.zeros_like(y))
+
+
+def step_times(
+    cfg, batches, steps: int, fused: bool = True, previous: bool = False, negatives: int = 0
+) -> list[float]:
+    """Training steps with the given AdamW, loss path and number of negatives (0 = the
+    preset's); the batches carry 4,096 uniform negatives, a prefix of which is as uniform."""
     torch.manual_seed(0)
     model = SASRec(cfg.model).train()
     t = cfg.train
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=fused)
     average = WeightAverage(model, t.ema_decay) if t.ema_decay > 0 else None
+    loss_of = partial(previous_loss, model) if previous else model
     times = []
     for i, (x, y, neg) in enumerate(batches[: steps + 5]):
         began = time.perf_counter()
-        loss = model(x, y, neg if t.loss == "sampled" else None)
+        loss = loss_of(x, y, neg[: negatives or t.num_negatives])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -112,6 +137,8 @@ def main() -> None:
         raise SystemExit(f"error: no data at {args.data}")
 
     cfg = from_hyperparameters(load_hyperparameters(args.preset, required=True))
+    if cfg.train.loss != "sampled":
+        raise SystemExit(f"error: {args.preset} does not train with the sampled loss")
     data = load_interactions(str(args.data), cfg.data)
     split = leave_one_out(data)
     cfg.model.n_items = data.n_items
@@ -125,7 +152,7 @@ def main() -> None:
     for b in order[: args.steps + 5]:
         x, y = training_pairs(split, users[b], ends[b], width, rng)
         x = replace_items(x, cfg.train.input_noise, data.n_items, rng)
-        neg = torch.randint(1, data.n_items + 1, (cfg.train.num_negatives,))
+        neg = torch.randint(1, data.n_items + 1, (max(4096, cfg.train.num_negatives),))
         batches.append((torch.from_numpy(x), torch.from_numpy(y), neg))
     picked = rng.choice(len(split.valid), size=min(args.users, len(split.valid)), replace=False)
     picked = picked[np.argsort(split.valid.prefix_len[picked], kind="stable")]
@@ -135,8 +162,23 @@ def main() -> None:
     model = SASRec(cfg.model)
     block = np.random.default_rng(1).standard_normal((512, data.n_items + 1)).astype(np.float32)
 
+    steps, preset_k = args.steps, cfg.train.num_negatives
     sides = {
-        "train_step": (lambda new: step_times(cfg, batches, new, args.steps), "foreach", "fused"),
+        "train_step": (
+            lambda new: step_times(cfg, batches, steps, fused=new, negatives=4096),
+            "foreach",
+            "fused",
+        ),
+        "train_step_loss_4096_negatives": (
+            lambda new: step_times(cfg, batches, steps, previous=not new, negatives=4096),
+            "three_lookups_concat",
+            "one_lookup",
+        ),
+        "train_step_negatives": (
+            lambda new: step_times(cfg, batches, steps, negatives=preset_k if new else 4096),
+            "4096",
+            str(preset_k),
+        ),
         "score_512_users": (lambda new: score_times(model, histories, new), "full", "last_only"),
         "rank_count_512_users": (lambda new: count_times(block, new), "torch", "numpy"),
     }

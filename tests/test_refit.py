@@ -72,3 +72,23 @@ def test_cosine_schedule_evaluates_from_eval_from_and_the_refit_replays_it(tmp_p
     assert [row["lr"] for row in refit] == pytest.approx(
         [row["lr"] for row in history["teacher"][: len(refit)]]
     )
+
+
+def test_a_time_budget_stop_is_evaluated_before_eval_from(tmp_path, synthetic_csv):
+    # GIVEN a teacher validated only from epoch 3 on, with a time budget that ends it after
+    # epoch 1, and a student (eval_from is the teachers')
+    out = tmp_path / "model"
+    args = ["train", "--data", str(synthetic_csv), "--output", str(out)]
+    hp = {**TINY_HP, "epochs": "4", "eval_from": "3", "max_train_seconds": "0.001"}
+    hp |= {"student_plain": "false", "student_max_seconds": "600"}
+    for key, value in hp.items():
+        args += ["--set", f"{key}={value}"]
+    proc = run_training(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((out / "history.json").read_text())
+    # THEN the epoch that used up the budget was validated, so the kept weights were measured
+    assert len(history["teacher"]) == 1 and "valid_ndcg@10" in history["teacher"][0]
+    summary = json.loads((out / "metrics.json").read_text())["summary"]["models"]
+    assert summary["teacher"]["best_epoch"] == 1
+    # AND the student was validated every epoch
+    assert all("valid_ndcg@10" in row for row in history["student"])

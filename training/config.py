@@ -80,8 +80,9 @@ class TrainConfig:
     # `patience` extra epochs to find out it has stopped improving.
     lr_schedule: str = "plateau"
     warmup_epochs: float = 0.0
-    # First epoch evaluated on valid; earlier epochs only train (each Games validation ranks
-    # the whole catalog for 30,901 users, ~14 s on 2 cores). 1 = every epoch.
+    # Teachers' first epoch evaluated on valid; earlier epochs only train (each Games
+    # validation ranks the whole catalog for 30,901 users, ~14 s on 2 cores). 1 = every
+    # epoch. The last epoch, and one that ends a time budget, is always evaluated.
     eval_from: int = 1
     # After model selection, train a fresh teacher on train + valid items for the selected
     # number of epochs and report its test figures as "teacher_refit" (its valid figures would

@@ -118,6 +118,7 @@ def train_models(
             seed=t.seed + i,
             cosine_epochs=t.epochs if cosine else 0,
             warmup_epochs=t.warmup_epochs if cosine else 0.0,
+            eval_from=t.eval_from,
             **kw,
         )
 

@@ -56,6 +56,8 @@ class Phase:
     # no plateau decay applies. A refit runs the selected run's schedule up to its best epoch.
     cosine_epochs: int = 0
     warmup_epochs: float = 0.0
+    # First epoch evaluated on valid (TrainConfig.eval_from, for teachers); 1 = every epoch.
+    eval_from: int = 1
 
     def key(self, name: str) -> str:
         # Teacher lines keep the plain names SageMaker metric definitions look for.
@@ -260,7 +262,13 @@ def fit(
         if not phase.select_best:
             with selected():
                 result.best_epoch, best_state = epoch, _clone_state(model)
-        elif epoch == phase.epochs or (epoch >= t.eval_from and epoch % t.eval_every == 0):
+        # The last epoch is always evaluated, also when the time budget ends the run, so
+        # that what is kept was measured (not the weights training started from).
+        elif (
+            epoch == phase.epochs
+            or _out_of_time(phase, result.train_seconds)
+            or (epoch >= phase.eval_from and epoch % t.eval_every == 0)
+        ):
             eval_began = time.perf_counter()
             with selected():
                 metrics = evaluate_sharded(

@@ -259,6 +259,7 @@ def fit(
             "lr": lr_now,
             "epoch_seconds": elapsed,
         }
+        out_of_time = _out_of_time(phase, result.train_seconds)
         if not phase.select_best:
             with selected():
                 result.best_epoch, best_state = epoch, _clone_state(model)
@@ -266,7 +267,7 @@ def fit(
         # that what is kept was measured (not the weights training started from).
         elif (
             epoch == phase.epochs
-            or _out_of_time(phase, result.train_seconds)
+            or out_of_time
             or (epoch >= phase.eval_from and epoch % t.eval_every == 0)
         ):
             eval_began = time.perf_counter()
@@ -304,7 +305,6 @@ def fit(
                 flush=True,
             )
 
-        out_of_time = _out_of_time(phase, result.train_seconds)
         finished = bad_epochs >= t.patience or out_of_time or epoch == phase.epochs
         if checkpoint_dir is not None and env.is_main:
             checkpoint.save(

@@ -81,32 +81,34 @@ def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) ->
     }
 
 
-def train_models(
-    paths: Paths,
-    cfg: RunConfig,
-    env: DistEnv,
-    data: Interactions,
-    split: Split,
-    negatives: dict,
-    stop: threading.Event,
-) -> dict[str, tuple[SASRec, FitResult]]:
-    """The teacher(s), then the distilled student, then the same student without
-    distillation, then (with `refit`) the teacher(s) again on train + valid."""
-    t, s = cfg.train, cfg.student
-    student_budget = s.student_max_seconds or t.max_train_seconds
-    out: dict[str, tuple[SASRec, FitResult]] = {}
+class _Trainer:
+    """Runs phases one after the other and keeps what each produced, by phase name."""
 
-    def run_phase(phase: Phase, on: Split = split) -> None:
+    def __init__(self, paths, cfg, env, data, split, negatives, stop):
+        self.paths, self.cfg, self.env, self.data = paths, cfg, env, data
+        self.split, self.negatives, self.stop = split, negatives, stop
+        self.out: dict[str, tuple[SASRec, FitResult]] = {}
+
+    def run(self, phase: Phase, on: Split | None = None) -> None:
+        paths = self.paths
         ckpt = paths.checkpoints / phase.name if paths.checkpoints else None
-        identity = _identity(phase, cfg, data, env)
-        out[phase.name] = (
-            phase.model,
-            fit(phase, on, cfg, env, negatives["valid"], ckpt, stop, identity),
+        identity = _identity(phase, self.cfg, self.data, self.env)
+        result = fit(
+            phase,
+            on or self.split,
+            self.cfg,
+            self.env,
+            self.negatives["valid"],
+            ckpt,
+            self.stop,
+            identity,
         )
+        self.out[phase.name] = (phase.model, result)
 
-    def member_phase(name: str, i: int, epochs: int, **kw) -> Phase:
+    def member(self, name: str, i: int, epochs: int, **kw) -> Phase:
         """Ensemble member i (0-based) or its refit: a fresh teacher with seed + i."""
-        model = build_teacher(cfg, data, t.seed + i)
+        t = self.cfg.train
+        model = build_teacher(self.cfg, self.data, t.seed + i)
         cosine = t.lr_schedule == "cosine"
         return Phase(
             name,
@@ -122,56 +124,76 @@ def train_models(
             **kw,
         )
 
-    names = member_names("teacher", t.teachers)
+
+def _train_teachers(tr: _Trainer) -> list[SASRec]:
+    names = member_names("teacher", tr.cfg.train.teachers)
     for i, name in enumerate(names):
-        run_phase(member_phase(name, i, t.epochs))
-    members = [out[name][0] for name in names]
-    if s.student:
-        teacher = as_teacher(members)
-        torch.manual_seed(t.seed + 1)
-        student = SASRec(s.model_config(data.n_items))
-        init_from_teacher(student, members[0])
-        run_phase(
-            Phase(
-                "student",
-                student,
-                s.student_lr,
-                s.student_epochs,
-                train_module=Distiller(student, teacher, s),
-                context_len=teacher.cfg.max_len,
-                max_seconds=student_budget,
-            )
+        tr.run(tr.member(name, i, tr.cfg.train.epochs))
+    return [tr.out[name][0] for name in names]
+
+
+def _train_students(tr: _Trainer, members: list[SASRec]) -> None:
+    """The distilled student, then (with student_plain) the same student trained alone."""
+    t, s, n_items = tr.cfg.train, tr.cfg.student, tr.data.n_items
+    budget = s.student_max_seconds or t.max_train_seconds
+    teacher = as_teacher(members)
+    torch.manual_seed(t.seed + 1)
+    student = SASRec(s.model_config(n_items))
+    init_from_teacher(student, members[0])
+    distiller = Distiller(student, teacher, s)
+    tr.run(
+        Phase(
+            "student",
+            student,
+            s.student_lr,
+            s.student_epochs,
+            train_module=distiller,
+            context_len=teacher.cfg.max_len,
+            max_seconds=budget,
         )
-        if s.student_plain:
-            torch.manual_seed(t.seed + 2)
-            plain = SASRec(s.model_config(data.n_items))
-            run_phase(
-                Phase(
-                    "student_plain",
-                    plain,
-                    s.student_lr,
-                    s.student_epochs,
-                    max_seconds=student_budget,
-                )
-            )
-    if t.refit:  # last: a measurement, so the models that serve are trained first
-        # Each member's selected epoch count, on one more interaction per user: the test item
-        # stays unseen.
-        for i, (name, refit_name) in enumerate(
-            zip(names, member_names("teacher_refit", t.teachers), strict=True)
-        ):
-            selected = out[name][1]
-            epochs = max(selected.best_epoch, 1)
-            # A cosine run's schedule is a function of the step (member_phase gives it); a
-            # plateau run's is replayed from its history.
-            schedule = None
-            if t.lr_schedule == "plateau":
-                schedule = [row["lr"] for row in selected.history[:epochs]]
-            run_phase(
-                member_phase(refit_name, i, epochs, select_best=False, lr_by_epoch=schedule),
-                on=split.with_valid_in_train(),
-            )
-    return out
+    )
+    if s.student_plain:
+        torch.manual_seed(t.seed + 2)
+        plain = SASRec(s.model_config(n_items))
+        tr.run(Phase("student_plain", plain, s.student_lr, s.student_epochs, max_seconds=budget))
+
+
+def _refit_teachers(tr: _Trainer) -> None:
+    """Each member's selected epoch count, on one more interaction per user: the test item
+    stays unseen."""
+    t = tr.cfg.train
+    names = member_names("teacher", t.teachers)
+    refit_names = member_names("teacher_refit", t.teachers)
+    on = tr.split.with_valid_in_train()
+    for i, (name, refit_name) in enumerate(zip(names, refit_names, strict=True)):
+        selected = tr.out[name][1]
+        epochs = max(selected.best_epoch, 1)
+        # A cosine run's schedule is a function of the step (member() gives it); a plateau
+        # run's is replayed from its history.
+        schedule = None
+        if t.lr_schedule == "plateau":
+            schedule = [row["lr"] for row in selected.history[:epochs]]
+        tr.run(tr.member(refit_name, i, epochs, select_best=False, lr_by_epoch=schedule), on=on)
+
+
+def train_models(
+    paths: Paths,
+    cfg: RunConfig,
+    env: DistEnv,
+    data: Interactions,
+    split: Split,
+    negatives: dict,
+    stop: threading.Event,
+) -> dict[str, tuple[SASRec, FitResult]]:
+    """The teacher(s), then the distilled student, then the same student without
+    distillation, then (with `refit`) the teacher(s) again on train + valid."""
+    tr = _Trainer(paths, cfg, env, data, split, negatives, stop)
+    members = _train_teachers(tr)
+    if cfg.student.student:
+        _train_students(tr, members)
+    if cfg.train.refit:  # last: a measurement, so the models that serve are trained first
+        _refit_teachers(tr)
+    return tr.out
 
 
 def scored_models(trained: dict[str, tuple[SASRec, FitResult]], teachers: int) -> dict:
@@ -243,6 +265,76 @@ def evaluate_models(
     return metrics
 
 
+def _save_weights(out, cfg: RunConfig, trained: dict[str, tuple[SASRec, FitResult]]) -> None:
+    """Teacher(s) and the student as safetensors; student_plain and refits only serve as
+    measurements."""
+    for name in [*member_names("teacher", cfg.train.teachers), "student"]:
+        if name in trained:
+            model = trained[name][0]
+            weights = {
+                k: v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()
+            }
+            save_file(weights, out / f"{name}.safetensors")
+            (out / f"{name}_config.json").write_text(
+                json.dumps(dataclasses.asdict(model.cfg), indent=1)
+            )
+
+
+def _model_summary(model: SASRec, fit_result: FitResult) -> dict:
+    return {
+        "best_epoch": fit_result.best_epoch,
+        "epochs_run": len(fit_result.history),
+        "train_seconds": fit_result.train_seconds,
+        "sequences_per_second": fit_result.sequences_per_second,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        # Per request with a full window of history: see SASRec.macs_per_request.
+        "macs_per_request": model.macs_per_request(model.cfg.max_len),
+    }
+
+
+def _summary(
+    cfg: RunConfig,
+    env: DistEnv,
+    data: Interactions,
+    split: Split,
+    trained: dict[str, tuple[SASRec, FitResult]],
+    wall_seconds: float,
+) -> dict:
+    teacher_phases = member_names("teacher", cfg.train.teachers)
+    teacher_fit = trained["teacher"][1]
+    device = str(env.device)
+    if env.device.type != "cpu":
+        device = torch.cuda.get_device_name(env.device)
+    return {
+        "data_fingerprint": data.fingerprint,
+        "data": data.stats,
+        "evaluated_users": len(split.test),
+        "best_epoch": teacher_fit.best_epoch,
+        # Time to the teacher: every member's training (validation excluded).
+        "train_seconds": sum(trained[name][1].train_seconds for name in teacher_phases),
+        "teacher_phases": teacher_phases,
+        "sequences_per_second": teacher_fit.sequences_per_second,
+        "wall_seconds": wall_seconds,
+        "device": device,
+        "world_size": env.world_size,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "models": {name: _model_summary(model, fr) for name, (model, fr) in trained.items()},
+    }
+
+
+def _protocol(cfg: RunConfig) -> dict:
+    return {
+        "split": "leave-one-out by time: last interaction = test, the one before = valid; "
+        "users with < 3 interactions train only",
+        "full": "held-out item ranked against every catalog item, user's seen items excluded",
+        "sampled100": f"held-out item ranked against {cfg.train.sampled_negatives} uniformly "
+        "sampled items the user never interacted with (Kang & McAuley 2018)",
+        "k": 10,
+        "ties": "broken uniformly at random (seeded)",
+    }
+
+
 def export(
     paths: Paths,
     cfg: RunConfig,
@@ -255,62 +347,13 @@ def export(
 ) -> dict:
     out = paths.model_dir
     clear_dir(out)
-    teacher_phases = member_names("teacher", cfg.train.teachers)
-    # student_plain and refits only serve as measurements
-    for name in [*teacher_phases, "student"]:
-        if name in trained:
-            model = trained[name][0]
-            weights = {
-                k: v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()
-            }
-            save_file(weights, out / f"{name}.safetensors")
-            (out / f"{name}_config.json").write_text(
-                json.dumps(dataclasses.asdict(model.cfg), indent=1)
-            )
+    _save_weights(out, cfg, trained)
     histories = {name: fit_result.history for name, (_, fit_result) in trained.items()}
     (out / "history.json").write_text(json.dumps(histories, indent=1))
-    teacher_fit = trained["teacher"][1]
-    teacher_fits = [trained[name][1] for name in teacher_phases]
-    summary = {
-        "data_fingerprint": data.fingerprint,
-        "data": data.stats,
-        "evaluated_users": len(split.test),
-        "best_epoch": teacher_fit.best_epoch,
-        # Time to the teacher: every member's training (validation excluded).
-        "train_seconds": sum(f.train_seconds for f in teacher_fits),
-        "teacher_phases": teacher_phases,
-        "sequences_per_second": teacher_fit.sequences_per_second,
-        "wall_seconds": wall_seconds,
-        "device": str(env.device)
-        if env.device.type == "cpu"
-        else torch.cuda.get_device_name(env.device),
-        "world_size": env.world_size,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "models": {
-            name: {
-                "best_epoch": fit_result.best_epoch,
-                "epochs_run": len(fit_result.history),
-                "train_seconds": fit_result.train_seconds,
-                "sequences_per_second": fit_result.sequences_per_second,
-                "parameters": sum(p.numel() for p in model.parameters()),
-                # Per request with a full window of history: see SASRec.macs_per_request.
-                "macs_per_request": model.macs_per_request(model.cfg.max_len),
-            }
-            for name, (model, fit_result) in trained.items()
-        },
-    }
+    summary = _summary(cfg, env, data, split, trained, wall_seconds)
     document = {
         "metrics": metrics,
-        "protocol": {
-            "split": "leave-one-out by time: last interaction = test, the one before = valid; "
-            "users with < 3 interactions train only",
-            "full": "held-out item ranked against every catalog item, user's seen items excluded",
-            "sampled100": f"held-out item ranked against {cfg.train.sampled_negatives} uniformly "
-            "sampled items the user never interacted with (Kang & McAuley 2018)",
-            "k": 10,
-            "ties": "broken uniformly at random (seeded)",
-        },
+        "protocol": _protocol(cfg),
         "seeds": {
             "train": cfg.train.seed,
             "valid_negatives": cfg.train.seed + 1,

@@ -124,6 +124,252 @@ def _out_of_time(phase: Phase, train_seconds: float) -> bool:
     return bool(phase.max_seconds) and train_seconds >= phase.max_seconds
 
 
+@dataclass
+class _Run:
+    """Everything one `fit` carries from step to step."""
+
+    phase: Phase
+    split: Split
+    cfg: RunConfig
+    env: DistEnv
+    optimizer: torch.optim.Optimizer
+    net: torch.nn.Module
+    average: WeightAverage | None
+    seed: int
+    context_len: int
+    result: FitResult = field(default_factory=FitResult)
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    bad_epochs: int = 0
+    sequences: int = 0
+    session_seconds: float = 0.0
+    win_users: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    win_ends: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    def selected(self):
+        """What is evaluated and kept: the averaged weights when averaging, else the live."""
+        return self.average.applied() if self.average else contextlib.nullcontext()
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+
+def _start(phase: Phase, split: Split, cfg: RunConfig, env: DistEnv) -> _Run:
+    t, model = cfg.train, phase.model
+    module = phase.train_module or model
+    module.to(env.device)
+    # Fused: one kernel over all parameters instead of a dozen passes per step; on a CPU
+    # the Games teacher's step (7.7 M parameters, most in the item table) goes 27 -> 6 ms.
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=phase.lr,
+        weight_decay=t.weight_decay,
+        fused=env.device.type in ("cpu", "cuda"),
+    )
+    run = _Run(
+        phase=phase,
+        split=split,
+        cfg=cfg,
+        env=env,
+        optimizer=optimizer,
+        net=DDP(module) if env.enabled else module,
+        average=WeightAverage(model, t.ema_decay) if t.ema_decay > 0 else None,
+        seed=t.seed if phase.seed is None else phase.seed,
+        context_len=phase.context_len or model.cfg.max_len,
+    )
+    run.best_state = _clone_state(model)
+    trainable = np.flatnonzero(split.train_len >= 2)  # a sequence of 1 has no next item
+    run.win_users, run.win_ends = training_windows(split, trainable, run.context_len, t.all_windows)
+    return run
+
+
+def _resume(run: _Run, checkpoint_dir: Path | None, identity: dict) -> int:
+    """Restore a matching checkpoint; the first epoch still to train."""
+    if checkpoint_dir is None:
+        return 1
+    phase, t = run.phase, run.cfg.train
+    restored = checkpoint.load(checkpoint_dir, phase.model, run.optimizer, identity)
+    if restored is None:
+        return 1
+    state, run.best_state, extra = restored
+    if run.average is not None:
+        run.average.load(extra)
+    result = run.result
+    result.history = state["history"]
+    result.best_epoch, result.best_valid_ndcg = state["best_epoch"], state["best_valid_ndcg"]
+    result.train_seconds = state["train_seconds"]
+    run.bad_epochs = state["bad_epochs"]
+    if run.env.is_main:
+        log.info("%s: resumed from %s at epoch %d", phase.name, checkpoint_dir, state["epoch"])
+    # Stopped for good (patience, time) stays stopped; a run stopped only by its epoch
+    # limit goes on when asked for more epochs.
+    if run.bad_epochs >= t.patience or _out_of_time(phase, result.train_seconds):
+        return phase.epochs + 1
+    return state["epoch"] + 1
+
+
+def _epoch_lr(run: _Run, epoch: int) -> float:
+    phase = run.phase
+    if phase.lr_by_epoch:
+        run.set_lr(phase.lr_by_epoch[epoch - 1])
+    if phase.cosine_epochs:
+        return cosine_lr(phase.lr, epoch - 1, phase.cosine_epochs, phase.warmup_epochs)
+    return run.optimizer.param_groups[0]["lr"]
+
+
+def _step(run: _Run, batch: np.ndarray, rng: np.random.Generator) -> tuple[float, int]:
+    """One optimizer step on this rank's slice of `batch`: (loss, sequences)."""
+    phase, t, env = run.phase, run.cfg.train, run.env
+    model = phase.model
+    mine = batch[env.rank :: env.world_size]  # each rank takes its slice of the batch
+    inputs, targets = training_pairs(
+        run.split,
+        run.win_users[mine],
+        run.win_ends[mine],
+        run.context_len,
+        rng if t.shuffle_ties else None,
+    )
+    if phase.input_noise:
+        inputs = replace_items(inputs, phase.input_noise, model.cfg.n_items, rng)
+    x = torch.from_numpy(inputs).to(env.device, non_blocking=True)
+    y = torch.from_numpy(targets).to(env.device, non_blocking=True)
+    negatives = None
+    if t.loss == "sampled":
+        negatives = torch.randint(1, model.cfg.n_items + 1, (t.num_negatives,), device=env.device)
+    with autocast(env.device):
+        loss = run.net(x, y, negatives)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    if run.average is not None:
+        run.average.update()
+    return float(loss.detach()), len(mine)
+
+
+def _train_epoch(run: _Run, epoch: int, stop: threading.Event) -> tuple[float, float]:
+    """One pass over the training windows: (mean train loss over ranks, seconds)."""
+    phase, t, env = run.phase, run.cfg.train, run.env
+    began = time.perf_counter()
+    rng = np.random.default_rng([run.seed, epoch])  # same batches after a resume
+    torch.manual_seed(run.seed * 100_003 + epoch * 101 + env.rank)
+    lengths = np.minimum(run.win_ends, run.context_len + 1)
+    batches = epoch_batches(
+        np.arange(len(run.win_users)), lengths, t.batch_size * env.world_size, rng
+    )
+    # Every rank needs at least one sequence, or DDP would average an empty loss.
+    batches = [b for b in batches if len(b) >= env.world_size]
+    run.net.train()
+    loss_sum, loss_n = 0.0, 0
+    bar = tqdm(
+        batches, desc=f"{phase.name} {epoch}", disable=not (env.is_main and t.progress), leave=False
+    )
+    for step, batch in enumerate(bar):
+        if phase.cosine_epochs:
+            progress = epoch - 1 + step / len(batches)
+            run.set_lr(cosine_lr(phase.lr, progress, phase.cosine_epochs, phase.warmup_epochs))
+        if any_rank(env, stop.is_set()):
+            raise Stopped(f"stopped during epoch {epoch}")
+        loss, n = _step(run, batch, rng)
+        loss_sum += loss * n
+        loss_n += n
+        bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.4f}")
+    elapsed = time.perf_counter() - began
+    run.sequences += loss_n
+    run.session_seconds += elapsed
+    run.result.train_seconds += elapsed
+    total = all_reduce_arrays(env, {"s": np.array(loss_sum), "n": np.array(float(loss_n))})
+    return float(total["s"]) / max(1.0, float(total["n"])), elapsed
+
+
+def _validate(run: _Run, epoch: int, valid_negatives: np.ndarray) -> dict:
+    """Evaluate on valid, keep the weights if they are the best so far, decay the rate on a
+    plateau; the figures for the epoch's history row."""
+    began = time.perf_counter()
+    model, result = run.phase.model, run.result
+    with run.selected():
+        metrics = evaluate_sharded(
+            model_scorer(model, run.env.device),
+            run.split,
+            run.split.valid,
+            valid_negatives,
+            run.env,
+            run.cfg,
+        )
+        valid, sampled = metrics["full"], metrics[f"sampled{valid_negatives.shape[1]}"]
+        improved = valid["ndcg@10"] > result.best_valid_ndcg
+        if improved:
+            run.best_state = _clone_state(model)
+    if improved:
+        result.best_valid_ndcg, result.best_epoch, run.bad_epochs = valid["ndcg@10"], epoch, 0
+    else:
+        run.bad_epochs += 1
+        if not run.phase.cosine_epochs:
+            run.set_lr(run.optimizer.param_groups[0]["lr"] * run.cfg.train.lr_decay)
+    return {
+        "valid_ndcg@10": valid["ndcg@10"],
+        "valid_hr@10": valid["hr@10"],
+        "valid_sampled_ndcg@10": sampled["ndcg@10"],
+        "eval_seconds": time.perf_counter() - began,
+    }
+
+
+def _wants_validation(run: _Run, epoch: int, out_of_time: bool) -> bool:
+    # The last epoch is always evaluated, also when the time budget ends the run, so that
+    # what is kept was measured (not the weights training started from).
+    phase = run.phase
+    return (
+        epoch == phase.epochs
+        or out_of_time
+        or (epoch >= phase.eval_from and epoch % run.cfg.train.eval_every == 0)
+    )
+
+
+def _print_row(run: _Run, row: dict) -> None:
+    if run.env.is_main:
+        # One line per epoch, parseable by SageMaker metric definitions.
+        key = run.phase.key
+        print(
+            " ".join(
+                f"{key(k)}={v:.6g}" if isinstance(v, float) else f"{key(k)}={v}"
+                for k, v in row.items()
+            ),
+            flush=True,
+        )
+
+
+def _checkpoint(run: _Run, epoch: int, checkpoint_dir: Path | None, identity: dict) -> None:
+    if checkpoint_dir is None or not run.env.is_main:
+        return
+    result = run.result
+    checkpoint.save(
+        checkpoint_dir,
+        run.phase.model,
+        run.optimizer,
+        run.best_state,
+        run.average.state() if run.average is not None else {},
+        {
+            "identity": identity,
+            "epoch": epoch,
+            "bad_epochs": run.bad_epochs,
+            "best_epoch": result.best_epoch,
+            "best_valid_ndcg": result.best_valid_ndcg,
+            "history": result.history,
+            "train_seconds": result.train_seconds,
+        },
+    )
+
+
+def _stop_reason(run: _Run, epoch: int, out_of_time: bool) -> str | None:
+    """Why training ends after this epoch, or None to go on."""
+    if out_of_time:
+        return "time budget"
+    if run.bad_epochs >= run.cfg.train.patience:
+        return "patience"
+    if epoch == run.phase.epochs:
+        return "epochs"
+    return None
+
+
 def fit(
     phase: Phase,
     split: Split,
@@ -136,210 +382,37 @@ def fit(
 ) -> FitResult:
     """Train until early stopping, the epoch limit or the time budget; leaves the best weights
     (by valid NDCG@10) loaded in `model`."""
-    t, model = cfg.train, phase.model
-    seed = t.seed if phase.seed is None else phase.seed
-    module = phase.train_module or model
-    module.to(env.device)
-    context_len = phase.context_len or model.cfg.max_len
-    # Fused: one kernel over all parameters instead of a dozen passes per step; on a CPU
-    # the Games teacher's step (7.7 M parameters, most in the item table) goes 27 -> 6 ms.
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=phase.lr,
-        weight_decay=t.weight_decay,
-        fused=env.device.type in ("cpu", "cuda"),
-    )
-    net = DDP(module) if env.enabled else module
-    result = FitResult()
-    average = WeightAverage(model, t.ema_decay) if t.ema_decay > 0 else None
-    # What is evaluated and kept: the averaged weights when averaging, else the live ones.
-    selected = average.applied if average else contextlib.nullcontext
-    best_state = _clone_state(model)
-    start_epoch, bad_epochs = 1, 0
-
-    if checkpoint_dir is not None:
-        restored = checkpoint.load(checkpoint_dir, model, optimizer, identity)
-        if restored is not None:
-            state, best_state, extra = restored
-            if average is not None:
-                average.load(extra)
-            result.history = state["history"]
-            result.best_epoch, result.best_valid_ndcg = (
-                state["best_epoch"],
-                state["best_valid_ndcg"],
-            )
-            start_epoch, bad_epochs = state["epoch"] + 1, state["bad_epochs"]
-            result.train_seconds = state["train_seconds"]
-            if env.is_main:
-                log.info(
-                    "%s: resumed from %s at epoch %d", phase.name, checkpoint_dir, state["epoch"]
-                )
-            # Stopped for good (patience, time) stays stopped; a run stopped only by its epoch
-            # limit goes on when asked for more epochs.
-            if bad_epochs >= t.patience or _out_of_time(phase, result.train_seconds):
-                start_epoch = phase.epochs + 1
-
-    trainable = np.flatnonzero(split.train_len >= 2)  # a sequence of 1 has no next item
-    win_users, win_ends = training_windows(split, trainable, context_len, t.all_windows)
-    win_lengths = np.minimum(win_ends, context_len + 1)
-    sequences, session_seconds = 0, 0.0
-    for epoch in range(start_epoch, phase.epochs + 1):
-        began = time.perf_counter()
-        if phase.lr_by_epoch:
-            for group in optimizer.param_groups:
-                group["lr"] = phase.lr_by_epoch[epoch - 1]
-        if phase.cosine_epochs:
-            lr_now = cosine_lr(phase.lr, epoch - 1, phase.cosine_epochs, phase.warmup_epochs)
-        else:
-            lr_now = optimizer.param_groups[0]["lr"]
-        rng = np.random.default_rng([seed, epoch])  # same batches after a resume
-        torch.manual_seed(seed * 100_003 + epoch * 101 + env.rank)
-        batches = epoch_batches(
-            np.arange(len(win_users)), win_lengths, t.batch_size * env.world_size, rng
-        )
-        # Every rank needs at least one sequence, or DDP would average an empty loss.
-        batches = [b for b in batches if len(b) >= env.world_size]
-        net.train()
-        loss_sum, loss_n = 0.0, 0
-        bar = tqdm(
-            batches,
-            desc=f"{phase.name} {epoch}",
-            disable=not (env.is_main and t.progress),
-            leave=False,
-        )
-        for step, batch in enumerate(bar):
-            if phase.cosine_epochs:
-                lr_step = cosine_lr(
-                    phase.lr,
-                    epoch - 1 + step / len(batches),
-                    phase.cosine_epochs,
-                    phase.warmup_epochs,
-                )
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_step
-            if any_rank(env, stop.is_set()):
-                raise Stopped(f"stopped during epoch {epoch}")
-            mine = batch[env.rank :: env.world_size]  # each rank takes its slice of the batch
-            inputs, targets = training_pairs(
-                split,
-                win_users[mine],
-                win_ends[mine],
-                context_len,
-                rng if t.shuffle_ties else None,
-            )
-            if phase.input_noise:
-                inputs = replace_items(inputs, phase.input_noise, model.cfg.n_items, rng)
-            x = torch.from_numpy(inputs).to(env.device, non_blocking=True)
-            y = torch.from_numpy(targets).to(env.device, non_blocking=True)
-            negatives = None
-            if t.loss == "sampled":
-                negatives = torch.randint(
-                    1, model.cfg.n_items + 1, (t.num_negatives,), device=env.device
-                )
-            with autocast(env.device):
-                loss = net(x, y, negatives)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if average is not None:
-                average.update()
-            loss_sum += float(loss.detach()) * len(mine)
-            loss_n += len(mine)
-            sequences += len(mine)
-            bar.set_postfix(loss=f"{loss_sum / max(loss_n, 1):.4f}")
-        elapsed = time.perf_counter() - began
-        result.train_seconds += elapsed
-        session_seconds += elapsed
-        total = all_reduce_arrays(env, {"s": np.array(loss_sum), "n": np.array(float(loss_n))})
-        train_loss = float(total["s"]) / max(1.0, float(total["n"]))
-
+    run = _start(phase, split, cfg, env)
+    for epoch in range(_resume(run, checkpoint_dir, identity), phase.epochs + 1):
+        lr_now = _epoch_lr(run, epoch)
+        train_loss, elapsed = _train_epoch(run, epoch, stop)
         row: dict = {
             "epoch": epoch,
             "train_loss": train_loss,
             "lr": lr_now,
             "epoch_seconds": elapsed,
         }
-        out_of_time = _out_of_time(phase, result.train_seconds)
+        out_of_time = _out_of_time(phase, run.result.train_seconds)
         if not phase.select_best:
-            with selected():
-                result.best_epoch, best_state = epoch, _clone_state(model)
-        # The last epoch is always evaluated, also when the time budget ends the run, so
-        # that what is kept was measured (not the weights training started from).
-        elif (
-            epoch == phase.epochs
-            or out_of_time
-            or (epoch >= phase.eval_from and epoch % t.eval_every == 0)
-        ):
-            eval_began = time.perf_counter()
-            with selected():
-                metrics = evaluate_sharded(
-                    model_scorer(model, env.device), split, split.valid, valid_negatives, env, cfg
-                )
-                valid, sampled = metrics["full"], metrics[f"sampled{valid_negatives.shape[1]}"]
-                improved = valid["ndcg@10"] > result.best_valid_ndcg
-                if improved:
-                    best_state = _clone_state(model)
-            row.update(
-                {
-                    "valid_ndcg@10": valid["ndcg@10"],
-                    "valid_hr@10": valid["hr@10"],
-                    "valid_sampled_ndcg@10": sampled["ndcg@10"],
-                    "eval_seconds": time.perf_counter() - eval_began,
-                }
-            )
-            if improved:
-                result.best_valid_ndcg, result.best_epoch, bad_epochs = valid["ndcg@10"], epoch, 0
-            else:
-                bad_epochs += 1
-                if not phase.cosine_epochs:
-                    for group in optimizer.param_groups:
-                        group["lr"] *= t.lr_decay
-        result.history.append(row)
-        if env.is_main:
-            # One line per epoch, parseable by SageMaker metric definitions.
-            print(
-                " ".join(
-                    f"{phase.key(k)}={v:.6g}" if isinstance(v, float) else f"{phase.key(k)}={v}"
-                    for k, v in row.items()
-                ),
-                flush=True,
-            )
-
-        finished = bad_epochs >= t.patience or out_of_time or epoch == phase.epochs
-        if checkpoint_dir is not None and env.is_main:
-            checkpoint.save(
-                checkpoint_dir,
-                model,
-                optimizer,
-                best_state,
-                average.state() if average is not None else {},
-                {
-                    "identity": identity,
-                    "epoch": epoch,
-                    "bad_epochs": bad_epochs,
-                    "best_epoch": result.best_epoch,
-                    "best_valid_ndcg": result.best_valid_ndcg,
-                    "history": result.history,
-                    "train_seconds": result.train_seconds,
-                },
-            )
-        if finished:
+            with run.selected():
+                run.result.best_epoch, run.best_state = epoch, _clone_state(phase.model)
+        elif _wants_validation(run, epoch, out_of_time):
+            row.update(_validate(run, epoch, valid_negatives))
+        run.result.history.append(row)
+        _print_row(run, row)
+        _checkpoint(run, epoch, checkpoint_dir, identity)
+        reason = _stop_reason(run, epoch, out_of_time)
+        if reason:
             if env.is_main:
-                reason = (
-                    "time budget"
-                    if out_of_time
-                    else ("patience" if bad_epochs >= t.patience else "epochs")
-                )
                 log.info(
                     "%s: stopping after epoch %d (%s); best epoch %d",
                     phase.name,
                     epoch,
                     reason,
-                    result.best_epoch,
+                    run.result.best_epoch,
                 )
             break
-
-    model.load_state_dict(best_state)
-    if session_seconds > 0:
-        result.sequences_per_second = sequences * env.world_size / session_seconds
-    return result
+    phase.model.load_state_dict(run.best_state)
+    if run.session_seconds > 0:
+        run.result.sequences_per_second = run.sequences * env.world_size / run.session_seconds
+    return run.result

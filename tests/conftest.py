@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.local_stack import (  # noqa: F401 - re-exported for the tests
+from training.local_stack import (
     LambdaContext,
     create_events_table,
     free_port,
@@ -232,3 +232,48 @@ def learned_bundle(tmp_path_factory) -> Path:
     )
     out = tmp / "model"
     return train_bundle(["--data", str(src)], out, LEARNABLE_HP)
+
+
+# --- the API through its Lambda handler (shared by the API test modules) --------------------
+
+
+def call(fn, event_name: str, body=None, raw_body: str | None = None, path=None, query=None):
+    import json
+
+    event = load_event(event_name)
+    if body is not None:
+        event["body"] = json.dumps(body)
+    if raw_body is not None:
+        event["body"] = raw_body
+    if path is not None:
+        event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    if query is not None:
+        event["rawQueryString"] = query
+    reply = fn.handler(event, LambdaContext())
+    return reply["statusCode"], json.loads(reply["body"]) if reply.get("body") else None
+
+
+@pytest.fixture
+def model_store(tmp_path, trained_bundle):
+    from lmrec import registry
+
+    root = f"file://{tmp_path / 'store'}"
+    pointer = registry.publish(trained_bundle, root, "lmrec")
+    registry.set_production(root, "lmrec", pointer)
+    return root
+
+
+@pytest.fixture
+def api(monkeypatch, s3_env, model_store):
+    import uuid
+
+    from lmrec.settings import get_settings
+
+    table = f"events-{uuid.uuid4().hex[:8]}"
+    create_events_table(table)
+    monkeypatch.setenv("LMREC_STORE_URI", model_store)
+    monkeypatch.setenv("LMREC_EVENTS_TABLE", table)
+    monkeypatch.setenv("LMREC_REFRESH_SECONDS", "1")
+    get_settings.cache_clear()
+    yield import_function("api")
+    get_settings.cache_clear()

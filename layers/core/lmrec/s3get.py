@@ -25,6 +25,7 @@ from urllib.parse import quote, urlsplit
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # a GET has no body
 _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")  # no dots: TLS wildcard fits
 _CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
+TIMEOUT = "Timeout"  # S3GetError.code when S3 accepted the connection and did not answer
 
 
 class S3GetError(Exception):
@@ -84,7 +85,7 @@ class Reader:
     creds: Credentials
     region: str
     endpoint: str | None  # AWS_ENDPOINT_URL(_S3): a local S3 such as a moto server
-    timeout: float = 5.0  # per socket operation; then botocore gets its own try
+    timeout: float = 5.0  # per socket operation (lmrec.aws budget's read timeout)
 
     def url(self, bucket: str, key: str) -> tuple[str, str, str]:
         """(scheme, host[:port], path) for an object, path URI-encoded as SigV4 signs it."""
@@ -114,7 +115,8 @@ class Reader:
         except (OSError, http.client.HTTPException) as exc:
             if conn is not None:
                 conn.close()
-            raise S3GetError(f"cannot reach {scheme}://{host}: {exc}") from None
+            code = TIMEOUT if isinstance(exc, TimeoutError) else ""
+            raise S3GetError(f"cannot reach {scheme}://{host}: {exc}", 0, code) from None
         conn.close()
         match = _CODE.search(body)
         code = match.group(1).decode(errors="replace") if match else ""
@@ -157,4 +159,12 @@ def reader_from_env() -> Reader | None:
     if env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
         endpoint = None
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return Reader(Credentials(access, secret, env.get("AWS_SESSION_TOKEN")), region, endpoint)
+    from lmrec import aws
+
+    b = aws.budget()
+    return Reader(
+        Credentials(access, secret, env.get("AWS_SESSION_TOKEN")),
+        region,
+        endpoint,
+        max(b.connect_timeout, b.read_timeout),
+    )

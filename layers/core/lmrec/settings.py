@@ -1,27 +1,49 @@
-"""Runtime settings, read once from the environment (prefix LMREC_); bad values fail fast."""
+"""Runtime settings of the three functions (api, retrain, promote), read once from the
+environment. Every environment name is LMREC_<FIELD> (upper case), defined here and nowhere
+else; bad values fail fast at import with pydantic's message.
+
+The time bounds of AWS calls live here too: (connect + read) x attempts must fit inside the
+function's own timeout, or a slow dependency would outlast the function and the caller would
+get the platform's timeout instead of our answer.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, Json, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ENV_PREFIX = "LMREC_"
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LMREC_", frozen=True)
+
+def models_prefix(store_uri: str, model_name: str) -> str:
+    """models/<name> under a store root: versions, decisions and the pointer live here."""
+    return f"{store_uri.rstrip('/')}/models/{model_name}"
+
+
+def pointer_uri(store_uri: str, model_name: str) -> str:
+    """The production pointer, models/<name>/production.json: the one place it is named."""
+    return f"{models_prefix(store_uri, model_name)}/production.json"
+
+
+class CommonSettings(BaseSettings):
+    """What every function reads: the store, the model name, and the AWS time budget."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     # Where models live: s3://bucket[/prefix] in AWS (or on a local S3 endpoint through
     # AWS_ENDPOINT_URL), or file:///path for the embedded default.
     store_uri: str = Field(default="", description="model store root; empty = no model")
-    model_name: str = Field(default="lmrec", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    refresh_seconds: float = Field(default=60.0, ge=1.0, le=86400.0)
+    model_name: str = Field(default="lmrec", pattern=MODEL_NAME_PATTERN)
     cache_dir: str = "/tmp"  # the only writable path in Lambda
-    events_table: str = ""  # DynamoDB table for real-time events; empty = events disabled
-    events_ttl_days: int = Field(default=90, ge=1, le=3650)
-    events_per_user: int = Field(default=50, ge=1, le=1000)  # newest events merged per request
-    max_body_bytes: int = Field(default=262_144, ge=1024, le=6_291_456)  # Lambda: 6 MB
-    metrics_namespace: str = "lmrec"
+    # The function's own timeout (template.yaml); the budgets below must fit inside it.
+    function_timeout_seconds: float = Field(default=300.0, gt=0, le=900)
+    aws_connect_timeout: float = Field(default=2.0, gt=0, le=60)
+    aws_read_timeout: float = Field(default=10.0, gt=0, le=300)
+    aws_max_attempts: int = Field(default=3, ge=1, le=10)
 
     @field_validator("store_uri")
     @classmethod
@@ -31,10 +53,104 @@ class Settings(BaseSettings):
             raise ValueError("LMREC_STORE_URI must start with s3:// or file://")
         return value
 
+    @model_validator(mode="after")
+    def _budget_fits(self) -> CommonSettings:
+        worst = self.aws_call_budget_seconds()
+        if worst >= self.function_timeout_seconds:
+            raise ValueError(
+                f"an AWS call may take (connect {self.aws_connect_timeout} + read "
+                f"{self.aws_read_timeout}) x {self.aws_max_attempts} attempts = {worst:g} s, "
+                f"not less than the function timeout {self.function_timeout_seconds:g} s"
+            )
+        return self
+
+    def aws_call_budget_seconds(self) -> float:
+        """The longest one AWS call can take with these settings (retry pauses aside)."""
+        return (self.aws_connect_timeout + self.aws_read_timeout) * self.aws_max_attempts
+
     def pointer_uri(self) -> str:
-        return f"{self.store_uri}/models/{self.model_name}/production.json"
+        return pointer_uri(self.store_uri, self.model_name)
+
+    def models_prefix(self) -> str:
+        return models_prefix(self.store_uri, self.model_name)
+
+
+class ApiSettings(CommonSettings):
+    """The recommendation API (Lambda timeout 10 s in template.yaml)."""
+
+    function_timeout_seconds: float = Field(default=10.0, gt=0, le=900)
+    aws_connect_timeout: float = Field(default=0.5, gt=0, le=60)
+    aws_read_timeout: float = Field(default=1.0, gt=0, le=300)
+    aws_max_attempts: int = Field(default=2, ge=1, le=10)
+    refresh_seconds: float = Field(default=60.0, ge=1.0, le=86400.0)
+    # How long a cold start waits for the model before the routes answer 503 (and the load
+    # goes on, or is retried by a later request), and how long a request with no model
+    # waits for a new attempt.
+    init_load_seconds: float = Field(default=4.0, gt=0, le=60)
+    load_wait_seconds: float = Field(default=2.0, gt=0, le=60)
+    # A recommendation waits this long for the user's stored events, then answers from
+    # what it has (the request's own history, else popularity) and says so.
+    user_store_deadline_seconds: float = Field(default=1.0, gt=0, le=60)
+    events_table: str = ""  # DynamoDB table for real-time events; empty = events disabled
+    events_ttl_days: int = Field(default=90, ge=1, le=3650)
+    events_per_user: int = Field(default=50, ge=1, le=1000)  # newest events merged per request
+    max_body_bytes: int = Field(default=262_144, ge=1024, le=6_291_456)  # Lambda: 6 MB
+    metrics_namespace: str = "lmrec"
+    # none: development only (localhost); iam: a backend signs requests and may act for any
+    # user; jwt: the user id comes from the token's claim, and only the service scope acts
+    # for others. template.yaml sets it for the deployed function.
+    auth: Literal["none", "iam", "jwt"] = "none"
+    jwt_user_claim: str = Field(default="sub", min_length=1, max_length=128)
+    jwt_service_scope: str = Field(default="lmrec/any-user", min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _waits_fit(self) -> ApiSettings:
+        for name in ("init_load_seconds", "load_wait_seconds", "user_store_deadline_seconds"):
+            if getattr(self, name) >= self.function_timeout_seconds:
+                raise ValueError(
+                    f"{name} ({getattr(self, name):g} s) must be less than the function "
+                    f"timeout ({self.function_timeout_seconds:g} s)"
+                )
+        return self
+
+
+Settings = ApiSettings  # the API's settings, under the name the API modules import
+
+
+class RetrainSettings(CommonSettings):
+    """The retrain function: when to start a SageMaker training job, and which."""
+
+    data_uri: str  # s3://bucket/data/interactions/
+    output_uri: str  # s3://bucket/training-output
+    training_image: str = Field(min_length=1)
+    training_role_arn: str = Field(min_length=1)
+    items_uri: str = ""
+    min_new_interactions: int = Field(default=1000, ge=0)
+    instance_type: str = "ml.g5.xlarge"
+    instance_count: int = Field(default=1, ge=1, le=100)
+    volume_gb: int = Field(default=30, ge=1, le=16384)
+    max_runtime_seconds: int = Field(default=7200, ge=60, le=28 * 86400)
+    job_prefix: str = Field(default="lmrec-", pattern=r"^[a-z][a-z0-9-]{0,20}$")
+    hyperparameters: Json[dict[str, str | int | float | bool]] | dict = Field(default_factory=dict)
+    # A failed job of a data version is started again after this pause (at once when the
+    # hyperparameters or the image change, since that is another job).
+    retry_backoff_seconds: float = Field(default=3600.0, ge=0, le=30 * 86400)
+    max_attempts_per_version: int = Field(default=5, ge=1, le=50)
+
+    @field_validator("hyperparameters", mode="before")
+    @classmethod
+    def _empty_json(cls, value):
+        return "{}" if value == "" else value
+
+
+class PromoteSettings(CommonSettings):
+    """The promote function: the quality gate and which jobs are ours."""
+
+    aws_read_timeout: float = Field(default=20.0, gt=0, le=300)
+    gate_tolerance: float = Field(default=0.002, ge=0, le=1)
+    job_prefix: str = Field(default="lmrec-", pattern=r"^[a-z][a-z0-9-]{0,20}$")
 
 
 @lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()
+def get_settings() -> ApiSettings:
+    return ApiSettings()

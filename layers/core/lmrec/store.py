@@ -59,11 +59,10 @@ _S3_LOCK = threading.Lock()  # bundle files download in parallel; one client for
 
 
 def aws_client(service: str):
-    """A botocore client (boto3 without the resource layer and s3transfer: about 0.1 s less
-    to import on a cold start). Honours AWS_ENDPOINT_URL and the usual credential chain."""
-    import botocore.session
+    """A botocore client inside the function's time budget (lmrec.aws)."""
+    from lmrec import aws
 
-    return botocore.session.get_session().create_client(service)
+    return aws.client(service)
 
 
 def s3_client():
@@ -89,11 +88,15 @@ def _fast_get(loc: Location):
     except s3get.S3GetError as exc:  # every failure of the fast path arrives as this
         if exc.code in ("NoSuchKey", "NoSuchBucket"):
             raise NotFound(f"{loc}: {exc}") from None
+        if exc.code == s3get.TIMEOUT:  # a hanging S3: botocore would only wait again
+            raise StoreError(f"{loc}: {exc}") from None
         return None
 
 
 def _s3_error(loc: Location, exc: Exception) -> StoreError:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    # botocore's ReadTimeoutError has `response = None`: not a dict to look into.
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
     kind = NotFound if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket") else StoreError
     return kind(f"{loc}: {exc}")
 

@@ -9,10 +9,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from lmrec import __version__
+from lmrec import __version__, aws
 from lmrec.api.middleware import BodyLimit
 from lmrec.api.routes import events, items, model, recommendations
 from lmrec.events import EventStore
+from lmrec.redact import truncate
 from lmrec.serving import ModelState
 from lmrec.settings import Settings
 
@@ -23,7 +24,7 @@ def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        parts.append(f"{truncate(where)}: {truncate(str(err.get('msg', 'invalid')))}")
     return "; ".join(parts)[:2000]
 
 
@@ -35,6 +36,7 @@ def create_app(
         version=__version__,
         description="Sequential recommendations from a distilled Transformer, served with numpy.",
     )
+    aws.configure(settings)  # the user store's client is made within the API's budget
     app.state.settings = settings
     app.state.model_state = state
     if event_store is None and settings.events_table:

@@ -1,4 +1,4 @@
-"""Shared dependencies: settings, the model state, the events store.
+"""Shared dependencies: settings, the model state, the events store, the model itself.
 
 All are `async def`: they do no I/O, and FastAPI would otherwise run each sync dependency in
 a worker thread, which costs more than the whole recommendation (Mangum starts a fresh event
@@ -16,6 +16,8 @@ from lmrec.recommend import Recommender
 from lmrec.serving import ModelState
 from lmrec.settings import Settings
 
+NO_MODEL = "no model is loaded yet; try again shortly"
+
 
 async def get_state(request: Request) -> ModelState:
     return request.app.state.model_state
@@ -26,20 +28,23 @@ async def get_settings(request: Request) -> Settings:
 
 
 async def refresh_when_due(state: ModelState) -> None:
-    """Re-read the pointer when due, off the event loop: inline while there is no model yet
-    (nothing else to answer with), in the background once a model is being served."""
+    """Re-read the pointer when due, off the event loop: waited for (within a bound) while
+    there is no model yet, in the background once a model is being served."""
     if state.refresh_due():
         if state.recommender is None:
-            await run_in_threadpool(state.refresh)
+            await run_in_threadpool(state.wait_for_model, state.settings.load_wait_seconds)
         else:
             state.refresh_in_background()
 
 
-async def get_recommender(state: Annotated[ModelState, Depends(get_state)]) -> Recommender:
+async def require_model(state: ModelState) -> Recommender:
+    """The serving model, or 503. Called inside the routes, after FastAPI has validated the
+    request, so a malformed request gets its 422 whether or not a model is loaded."""
     await refresh_when_due(state)
     rec = state.recommender
     if rec is None:
-        raise HTTPException(503, f"no model is loaded yet: {state.problem or 'not loaded'}")
+        # The cause (which may name the store) goes to the log and, redacted, to /health.
+        raise HTTPException(503, NO_MODEL)
     return rec
 
 
@@ -49,5 +54,4 @@ async def get_events(request: Request) -> EventStore | None:
 
 StateDep = Annotated[ModelState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 EventsDep = Annotated[EventStore | None, Depends(get_events)]

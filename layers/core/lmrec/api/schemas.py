@@ -6,6 +6,7 @@ import time
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -14,7 +15,16 @@ from pydantic import (
     model_validator,
 )
 
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+
+def _not_blank(value: str) -> str:
+    # Ids are kept exactly as given (" 1 " and "1" are two users); one made only of
+    # whitespace names nobody and is refused rather than stored.
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_not_blank)]
 Category = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 MAX_HISTORY = 1000
 
@@ -65,6 +75,9 @@ class RecommendResponse(BaseModel):
     history_length: int = Field(description="history items the model used")
     unknown_items: list[str] = Field(default_factory=list, description="ids not in the catalog")
     warnings: list[str] = Field(default_factory=list)
+    degraded: bool = Field(
+        False, description="answered without the user's stored history (the store was slow)"
+    )
 
 
 class SimilarResponse(BaseModel):
@@ -74,12 +87,18 @@ class SimilarResponse(BaseModel):
 
 
 MAX_CLOCK_SKEW_SECONDS = 300
+EARLIEST_TIMESTAMP = 946_684_800  # 2000-01-01T00:00:00Z: nothing older is a real event
 
 
 class EventIn(Strict):
     user_id: Id
     item_id: Id
-    timestamp: float | None = Field(None, ge=0, description="unix seconds; default: now")
+    timestamp: float | None = Field(
+        None,
+        ge=EARLIEST_TIMESTAMP,
+        allow_inf_nan=False,
+        description="unix seconds, 2000-01-01 to now + 5 minutes; default: now",
+    )
     event_type: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "interaction"
 
     @field_validator("timestamp")
@@ -119,8 +138,10 @@ class ModelInfo(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "degraded", "unavailable"]
-    model_version: str | None
-    reason: str | None
+    model_version: str | None = Field(description="the version actually serving")
+    loaded_at: str | None = Field(None, description="when the serving version was loaded")
+    checked_at: str | None = Field(None, description="when the pointer was last checked")
+    reason: str | None = Field(description="why the last load or refresh failed, if it did")
 
 
 class ErrorBody(BaseModel):

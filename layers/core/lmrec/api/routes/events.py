@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Request
 
+from lmrec.api.auth import CallerDep, require_user
 from lmrec.api.deps import EventsDep
 from lmrec.api.schemas import DeleteResponse, EventsRequest, EventsResponse, Id
 from lmrec.events import Event, EventStore, EventsUnavailable
 
 router = APIRouter(prefix="/v1", tags=["events"])
+log = logging.getLogger(__name__)
 
 
 def _require(events: EventStore | None) -> EventStore:
@@ -21,7 +24,11 @@ def _require(events: EventStore | None) -> EventStore:
 
 
 @router.post("/events", response_model=EventsResponse, status_code=202)
-def post_events(body: EventsRequest, events: EventsDep, request: Request) -> EventsResponse:
+def post_events(
+    body: EventsRequest, events: EventsDep, request: Request, caller: CallerDep
+) -> EventsResponse:
+    for e in body.events:
+        require_user(caller, e.user_id)
     store = _require(events)
     now = time.time()
     batch = [
@@ -31,7 +38,8 @@ def post_events(body: EventsRequest, events: EventsDep, request: Request) -> Eve
     try:
         recorded = store.put(batch)
     except EventsUnavailable as exc:
-        raise HTTPException(503, f"events were not recorded: {exc}") from None
+        log.warning("events were not recorded: %s", exc)
+        raise HTTPException(503, "events were not recorded; try again") from None
     rec = request.app.state.model_state.recommender
     unknown = rec.catalog.rows([e.item_id for e in batch])[1] if rec else []
     return EventsResponse(recorded=recorded, unknown_items=unknown)
@@ -39,10 +47,12 @@ def post_events(body: EventsRequest, events: EventsDep, request: Request) -> Eve
 
 @router.delete("/users/{user_id:path}/events", response_model=DeleteResponse)
 def delete_events(
-    user_id: Annotated[Id, Path(max_length=256)], events: EventsDep
+    user_id: Annotated[Id, Path(max_length=256)], events: EventsDep, caller: CallerDep
 ) -> DeleteResponse:
+    require_user(caller, user_id)
     try:
         deleted = _require(events).delete_user(user_id)
     except EventsUnavailable as exc:
-        raise HTTPException(503, f"events were not deleted: {exc}") from None
+        log.warning("events were not deleted: %s", exc)
+        raise HTTPException(503, "events were not deleted; try again") from None
     return DeleteResponse(user_id=user_id, deleted=deleted)

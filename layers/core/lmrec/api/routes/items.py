@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
-from lmrec.api.deps import RecommenderDep
+from lmrec.api.deps import StateDep, require_model
 from lmrec.api.routes.recommendations import item_out
 from lmrec.api.schemas import Id, SimilarResponse
+from lmrec.redact import truncate
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
@@ -20,12 +21,15 @@ router = APIRouter(prefix="/v1/items", tags=["items"])
 )
 async def similar(
     item_id: Annotated[Id, Path(max_length=256)],
-    rec: RecommenderDep,
+    state: StateDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> SimilarResponse:
+    rec = await require_model(state)
     found = rec.similar(item_id, k)
     if found is None:
-        raise HTTPException(404, f"item {item_id!r} is not in the catalog of model {rec.version}")
+        raise HTTPException(
+            404, f"item {truncate(item_id)!r} is not in the catalog of model {rec.version}"
+        )
     return SimilarResponse(
         item_id=item_id,
         model_version=rec.version,

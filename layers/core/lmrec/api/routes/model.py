@@ -5,14 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from lmrec.api.deps import RecommenderDep, StateDep, refresh_when_due
+from lmrec.api.deps import StateDep, refresh_when_due, require_model
 from lmrec.api.schemas import Health, ModelInfo
 
 router = APIRouter(tags=["model"])
 
 
 @router.get("/v1/model", response_model=ModelInfo)
-async def model_info(rec: RecommenderDep) -> ModelInfo:
+async def model_info(state: StateDep) -> ModelInfo:
+    rec = await require_model(state)
     m = rec.bundle.manifest
     summary = {
         name: {"ndcg@10": v["test"]["full"]["ndcg@10"], "hr@10": v["test"]["full"]["hr@10"]}

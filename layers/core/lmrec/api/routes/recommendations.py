@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Path, Query
-from starlette.concurrency import run_in_threadpool
 
-from lmrec.api.deps import EventsDep, RecommenderDep, SettingsDep
+from lmrec.api.auth import CallerDep, require_user
+from lmrec.api.deps import EventsDep, SettingsDep, StateDep, require_model
 from lmrec.api.schemas import Id, Reason, RecommendedItem, RecommendRequest, RecommendResponse
 from lmrec.events import EventStore, EventsUnavailable
 from lmrec.recommend import Filters, Recommendation, Recommender
 from lmrec.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
+log = logging.getLogger(__name__)
+
+# The user store is read on threads of our own, not starlette's pool: a call past its
+# deadline is abandoned (the request answers without it) while its thread runs out its
+# botocore budget; anyio's pool would make the request wait for that thread.
+_STORE_READS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lmrec-user-store")
 
 
 def item_out(rec: Recommender, r: Recommendation, rank: int) -> RecommendedItem:
@@ -31,6 +40,31 @@ def item_out(rec: Recommender, r: Recommendation, rank: int) -> RecommendedItem:
     )
 
 
+async def stored_items(
+    events: EventStore, user_id: str, settings: Settings
+) -> tuple[list[str] | None, str | None]:
+    """The user's newest stored items within the user-store deadline: (items, None), or
+    (None, warning) when the store failed or did not answer in time."""
+    loop = asyncio.get_running_loop()
+    call = loop.run_in_executor(
+        _STORE_READS, events.recent_items, user_id, settings.events_per_user
+    )
+    try:
+        return await asyncio.wait_for(call, settings.user_store_deadline_seconds), None
+    except TimeoutError:
+        log.warning(
+            "user store did not answer within %.2f s; answering without it",
+            settings.user_store_deadline_seconds,
+        )
+        return None, "the user's stored history did not arrive in time and was not used"
+    except EventsUnavailable as exc:
+        log.warning("user store failed; answering without it: %s", exc)
+        return None, "the user's stored history was unavailable and was not used"
+    except Exception:  # botocore raises many types (e.g. ReadTimeoutError): all mean "not now"
+        log.exception("user store call failed; answering without it")
+        return None, "the user's stored history was unavailable and was not used"
+
+
 async def recommend(
     rec: Recommender,
     events: EventStore | None,
@@ -42,25 +76,24 @@ async def recommend(
     """Stored history (bundle) + real-time events + the request's history, then the model."""
     warnings: list[str] = []
     parts = []
+    degraded = False
     if user_id is not None:
         stored = rec.user_history(user_id)
         if stored is not None:
             parts.append(stored)
         if events is not None:
-            try:
-                # The one blocking call: off the event loop, so uvicorn keeps serving others.
-                recent = await run_in_threadpool(
-                    events.recent_items, user_id, settings.events_per_user
-                )
+            recent, warning = await stored_items(events, user_id, settings)
+            if recent is not None:
                 parts.append(rec.catalog.rows(recent)[0])
-            except EventsUnavailable as exc:
-                warnings.append(f"real-time events were not used: {exc}")
+            else:
+                degraded = True
+                warnings.append(warning or "")
     known = rec.catalog.category_rows
     missing = [
         c for c in (*filters.include_categories, *filters.exclude_categories) if c not in known
     ]
     if missing:
-        warnings.append(f"unknown categories ignored: {', '.join(missing[:10])}")
+        warnings.append(f"unknown categories ignored: {', '.join(missing[:10])}"[:600])
     rows, unknown = rec.catalog.rows(history)
     parts.append(rows)
     merged = np.concatenate(parts) if parts else np.empty(0, np.int64)
@@ -73,13 +106,20 @@ async def recommend(
         history_length=result.history_length,
         unknown_items=unknown,
         warnings=warnings,
+        degraded=degraded,
     )
 
 
 @router.post("/recommendations", response_model=RecommendResponse)
 async def post_recommendations(
-    body: RecommendRequest, rec: RecommenderDep, events: EventsDep, settings: SettingsDep
+    body: RecommendRequest,
+    state: StateDep,
+    events: EventsDep,
+    settings: SettingsDep,
+    caller: CallerDep,
 ) -> RecommendResponse:
+    require_user(caller, body.user_id)
+    rec = await require_model(state)
     filters = Filters(
         k=body.k,
         exclude_seen=body.exclude_seen,
@@ -94,10 +134,13 @@ async def post_recommendations(
 @router.get("/users/{user_id:path}/recommendations", response_model=RecommendResponse)
 async def get_user_recommendations(
     user_id: Annotated[Id, Path(max_length=256)],
-    rec: RecommenderDep,
+    state: StateDep,
     events: EventsDep,
     settings: SettingsDep,
+    caller: CallerDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
     explain: bool = True,
 ) -> RecommendResponse:
+    require_user(caller, user_id)
+    rec = await require_model(state)
     return await recommend(rec, events, settings, user_id, [], Filters(k=k, explain=explain))

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SAMPLE := training/sample_data/ml-100k
 
-.PHONY: setup demo test test-all lint format bench-quality bench-runtime bench-api layer serve clean
+.PHONY: setup demo test test-all lint format bench-quality bench-runtime bench-api layer layer-lock serve clean
 
 setup: $(STAMP)
 
@@ -57,8 +57,13 @@ serve: $(STAMP)
 	$(VENV)/bin/lmrec serve --store $(STORE)
 
 # Lambda layers built for python3.12 / x86_64 without Docker; prints their unzipped sizes.
+# The deps layer installs layers/deps/requirements.lock exactly; layer-lock rewrites that lock
+# from requirements.txt at the versions installed in .venv (the versions the tests run).
 layer: $(STAMP)
 	$(PY) layers/build.py
+
+layer-lock: $(STAMP)
+	$(PY) layers/build.py --lock
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

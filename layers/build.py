@@ -1,7 +1,12 @@
 """Build the Lambda layers without Docker and report their unzipped sizes (JSON).
 
-deps: layers/deps/requirements.txt installed for the Lambda runtime with pip's
-      --platform/--python-version/--only-binary, so wheels match Amazon Linux x86_64.
+deps: layers/deps/requirements.lock (exact versions and wheel hashes) installed for the
+      Lambda runtime with pip's --platform/--python-version/--only-binary, so wheels match
+      Amazon Linux 2023 x86_64 (glibc 2.34: manylinux_2_34, _2_28 and 2014 wheels run there;
+      numpy >= 2.3 ships no manylinux2014 wheel, so 2014 alone silently picks an older one).
+      `--lock` writes that file from layers/deps/requirements.txt, constrained to the versions
+      installed where it runs (the test venv), so the layer ships what the tests ran;
+      tests/test_layer_build.py fails when the two drift apart.
 core: layers/core/lmrec copied as python/lmrec.
 
 Both ship bytecode compiled ahead of time by an interpreter of the runtime's version.
@@ -15,11 +20,14 @@ reliably, and a layer version never changes after it is published.
 
     .venv/bin/python layers/build.py [--python-version 3.12] [--out build/layers]
     .venv/bin/python layers/build.py --layer deps --dest DIR     (what `sam build` runs)
+    .venv/bin/python layers/build.py --lock                       (make layer-lock)
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -29,33 +37,39 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ("deps", "core")
+DEPS = REPO / "layers" / "deps"
+LOCK = DEPS / "requirements.lock"
+# Lambda's python3.12 runs on Amazon Linux 2023 (glibc 2.34), x86_64.
+PLATFORMS = ("manylinux_2_34_x86_64", "manylinux_2_28_x86_64", "manylinux2014_x86_64")
 
 
 def tree_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def build_deps(target: Path, python_version: str, platform: str) -> None:
-    """The third-party runtime, as python/ under `target`."""
+def pip_for_lambda(python_version: str, platforms: list[str]) -> list[str]:
+    flags = ["--only-binary=:all:", "--implementation", "cp", "--python-version", python_version]
+    for platform in platforms:
+        flags += ["--platform", platform]
+    return [sys.executable, "-m", "pip", *flags]
+
+
+def build_deps(target: Path, python_version: str, platforms: list[str]) -> None:
+    """The third-party runtime, as python/ under `target`, exactly as locked."""
+    pip = pip_for_lambda(python_version, platforms)
     subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "pip",
+            *pip[:3],
             "install",
             "--quiet",
             "--no-compile",  # compiled below by the runtime's own Python version
-            "--only-binary=:all:",
-            "--platform",
-            platform,
-            "--implementation",
-            "cp",
-            "--python-version",
-            python_version,
+            "--no-deps",  # the lock lists every distribution
+            "--require-hashes",
+            *pip[3:],
             "--target",
             str(target),
             "-r",
-            str(REPO / "layers" / "deps" / "requirements.txt"),
+            str(LOCK),
         ],
         check=True,
     )
@@ -72,28 +86,49 @@ def build_core(target: Path) -> None:
     )
 
 
+def interpreter_version(candidate: str) -> str | None:
+    """The X.Y version `candidate` runs as, or None when it does not run: a pyenv shim for a
+    version that is not installed exits 127, a stale link raises OSError."""
+    try:
+        proc = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def candidates(version: str) -> list[str]:
+    """Every place a python{version} may be, in order: this interpreter, each python{version}
+    on PATH (not only the first: that one may be a shim), then pyenv's installed versions."""
+    found = []
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
+        found.append(sys.executable)
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        path = shutil.which(f"python{version}", path=folder) if folder else None
+        if path:
+            found.append(path)
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found += [str(p) for p in sorted(pyenv.glob(f"{version}.*/bin/python{version}"), reverse=True)]
+    return list(dict.fromkeys(found))
+
+
 def find_interpreter(version: str, explicit: str | None) -> str | None:
-    """A Python of the runtime's version: bytecode is specific to it (cpython-312.pyc)."""
+    """A Python of the runtime's version that actually runs: bytecode is specific to it
+    (cpython-312.pyc). An explicit --python is returned as given and checked later."""
     if explicit:
         return explicit
-    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
-        return sys.executable
-    found = shutil.which(f"python{version}")
-    if found:
-        return found
-    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-    candidates = sorted(pyenv.glob(f"{version}.*/bin/python{version}"), reverse=True)
-    return str(candidates[0]) if candidates else None
+    return next((c for c in candidates(version) if interpreter_version(c) == version), None)
 
 
 def compile_bytecode(target: Path, interpreter: str, version: str) -> int:
     """Compile every module under `target`; returns the number of .pyc files written."""
-    actual = subprocess.run(
-        [interpreter, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    actual = interpreter_version(interpreter)
+    if actual is None:
+        raise SystemExit(f"{interpreter} does not run (it should be Python {version})")
     if actual != version:
         raise SystemExit(f"{interpreter} is Python {actual}; the layer targets {version}")
     subprocess.run(
@@ -119,8 +154,55 @@ def compile_bytecode(target: Path, interpreter: str, version: str) -> int:
     return sum(1 for _ in target.rglob("*.pyc"))
 
 
+def wheel_name_version(wheel: Path) -> tuple[str, str]:
+    name, version = wheel.name.split("-")[:2]
+    return name.replace("_", "-").lower(), version
+
+
+def write_lock(python_version: str, platforms: list[str]) -> dict:
+    """requirements.lock: requirements.txt resolved for Lambda, each distribution pinned to
+    the version installed in this environment, with the sha256 of the wheel the layer ships."""
+    import tempfile
+
+    installed = {
+        d.metadata["Name"].lower(): d.version
+        for d in importlib.metadata.distributions()
+        if d.metadata["Name"] and d.metadata["Name"].lower() != "lmrec"
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(installed.items())))
+        pip = pip_for_lambda(python_version, platforms)
+        reqs = ["-r", str(DEPS / "requirements.txt")]
+        subprocess.run(
+            [*pip[:3], "download", "--quiet", *pip[3:], "-d", tmp, "-c", str(constraints), *reqs],
+            check=True,
+        )
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        lines = [
+            "# The Lambda deps layer, exactly: generated by `make layer-lock` (layers/build.py\n",
+            "# --lock) from requirements.txt at the versions the tests run; do not edit by hand.\n",
+        ]
+        pinned = {}
+        for wheel in wheels:
+            name, version = wheel_name_version(wheel)
+            digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+            pinned[name] = version
+            lines.append(f"{name}=={version} \\\n    --hash=sha256:{digest}\n")
+    LOCK.write_text("".join(lines))
+    return {"lock": str(LOCK), "pinned": pinned}
+
+
 def build(layer: str, dest: Path, args: argparse.Namespace) -> dict:
     """Layer `layer` as dest/python/..., the layout Lambda expects under /opt."""
+    # The interpreter first: without one, `sam build` stops in a second with one line
+    # instead of after pip has downloaded the whole runtime.
+    interpreter = find_interpreter(args.python_version, args.python)
+    if interpreter is None and args.require_bytecode:
+        raise SystemExit(
+            f"no working python{args.python_version} found to compile the {layer} layer's "
+            "bytecode (looked on PATH and in pyenv's versions; install it or pass --python PATH)"
+        )
     target = dest / "python"
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
@@ -131,12 +213,6 @@ def build(layer: str, dest: Path, args: argparse.Namespace) -> dict:
             raise SystemExit(f"torch must not be in the deps layer: {forbidden}")
     else:
         build_core(target)
-    interpreter = find_interpreter(args.python_version, args.python)
-    if interpreter is None and args.require_bytecode:
-        raise SystemExit(
-            f"no python{args.python_version} found to compile the {layer} layer's bytecode "
-            "(put it on PATH or pass --python PATH)"
-        )
     if interpreter is None:
         print(
             f"warning: no python{args.python_version} found (--python PATH): the {layer} "
@@ -146,7 +222,12 @@ def build(layer: str, dest: Path, args: argparse.Namespace) -> dict:
         pyc = 0
     else:
         pyc = compile_bytecode(target, interpreter, args.python_version)
-    return {"dir": str(target), "unzipped_bytes": tree_size(target), "pyc_files": pyc}
+    return {
+        "dir": str(target),
+        "unzipped_bytes": tree_size(target),
+        "pyc_files": pyc,
+        "python": interpreter,
+    }
 
 
 def main() -> None:
@@ -156,15 +237,24 @@ def main() -> None:
     parser.add_argument("--dest", help="with --layer: put python/ here (sam's ARTIFACTS_DIR)")
     parser.add_argument("--python-version", default="3.12")
     parser.add_argument("--python", help="interpreter of that version, to compile bytecode")
-    parser.add_argument("--platform", default="manylinux2014_x86_64")
+    parser.add_argument(
+        "--platform",
+        action="append",
+        help=f"wheel platform tag, repeatable (default: {', '.join(PLATFORMS)})",
+    )
+    parser.add_argument("--lock", action="store_true", help="write layers/deps/requirements.lock")
     parser.add_argument(
         "--require-bytecode",
         action="store_true",
         help="fail instead of shipping sources only when that interpreter is missing",
     )
     args = parser.parse_args()
+    args.platform = args.platform or list(PLATFORMS)
     if args.dest and not args.layer:
         parser.error("--dest needs --layer")
+    if args.lock:
+        print(json.dumps(write_lock(args.python_version, args.platform), indent=1))
+        return
     layers = [args.layer] if args.layer else list(LAYERS)
     report: dict = {
         "python_version": args.python_version,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import marshal
+import re
 import subprocess
 import sys
 
@@ -60,11 +62,89 @@ def test_sam_build_fails_rather_than_ship_sources_without_the_runtime_python(tmp
     strict = subprocess.run([*cmd, "--require-bytecode"], capture_output=True, text=True, env=env)
     assert strict.returncode == 1
     assert strict.stderr.strip() == (
-        "no python3.98 found to compile the core layer's bytecode "
-        "(put it on PATH or pass --python PATH)"
+        "no working python3.98 found to compile the core layer's bytecode "
+        "(looked on PATH and in pyenv's versions; install it or pass --python PATH)"
     )
     # AND without the flag (make layer on a laptop) it ships sources and says so
     lenient = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert lenient.returncode == 0, lenient.stderr
     assert json.loads(lenient.stdout)["core"]["pyc_files"] == 0
     assert "ships sources only" in lenient.stderr
+
+
+def fake_python(folder, body: str):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "python3.98"
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+SHIM = (  # what pyenv's shim does for a version that is not installed
+    'echo "pyenv: python3.98: command not found" >&2\n'
+    "echo \"The 'python3.98' command exists in these Python versions: 3.98.1\" >&2\n"
+    "exit 127\n"
+)
+
+
+def test_a_pyenv_shim_first_on_path_is_skipped_for_a_python_that_runs(tmp_path):
+    # GIVEN PATH whose first python3.98 is a pyenv shim that exits 127, and a later one that
+    # runs (this interpreter, answering the version probe as 3.98)
+    fake_python(tmp_path / "shims", SHIM)
+    real = fake_python(
+        tmp_path / "bin",
+        f'case "$2" in *version_info*) echo 3.98; exit 0;; esac\nexec "{sys.executable}" "$@"\n',
+    )
+    env = {
+        "PATH": f"{tmp_path / 'shims'}:{tmp_path / 'bin'}:/usr/bin:/bin",
+        "PYENV_ROOT": str(tmp_path / "no-pyenv"),
+    }
+    cmd = [*BUILD, "--dest", str(tmp_path / "out"), "--python-version", "3.98"]
+    # WHEN built as `sam build` builds it, THEN the build uses the one that runs
+    proc = subprocess.run([*cmd, "--require-bytecode"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)["core"]
+    assert report["python"] == str(real) and report["pyc_files"] > 10
+
+
+def test_only_a_shim_fails_with_one_line(tmp_path):
+    fake_python(tmp_path / "shims", SHIM)
+    env = {"PATH": f"{tmp_path / 'shims'}:/usr/bin:/bin", "PYENV_ROOT": str(tmp_path / "none")}
+    cmd = [*BUILD, "--dest", str(tmp_path / "out"), "--python-version", "3.98"]
+    proc = subprocess.run([*cmd, "--require-bytecode"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "no working python3.98 found to compile the core layer's bytecode "
+        "(looked on PATH and in pyenv's versions; install it or pass --python PATH)"
+    ]
+
+
+def locked() -> dict[str, str]:
+    text = (REPO / "layers" / "deps" / "requirements.lock").read_text()
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\\n    --hash=sha256:[0-9a-f]{64}$", text, re.M)
+    assert len(pins) == text.count("==") > 0, "every lock line is name==version + a hash"
+    return dict(pins)
+
+
+def test_the_layer_lock_is_what_the_tests_run():
+    # The deps layer installs requirements.lock exactly (--require-hashes --no-deps): each
+    # version must be the one installed here, or Lambda runs code no test ran.
+    drift = {
+        name: (version, importlib.metadata.version(name))
+        for name, version in locked().items()
+        if importlib.metadata.version(name) != version
+    }
+    assert not drift, (
+        f"layers/deps/requirements.lock differs from the test environment (lock, installed): "
+        f"{drift}; run `make layer-lock` and commit the lock"
+    )
+
+
+def test_the_lock_covers_every_layer_requirement():
+    wanted = {
+        re.split(r"[<>=!~ ]", line, maxsplit=1)[0].lower()
+        for line in (REPO / "layers" / "deps" / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert wanted <= set(locked()), wanted - set(locked())
+    assert not any(name.startswith("torch") for name in locked())

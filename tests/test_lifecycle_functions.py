@@ -209,9 +209,12 @@ def test_promotion_gate_duplicates_and_rollback(bucket, monkeypatch, learned_bun
     state = ModelState(Settings(store_uri=f"s3://{bucket}", cache_dir=str(trained_bundle.parent)))
     state.refresh()
     assert state.version == "v-better"
-    rollback(f"s3://{bucket}", "lmrec")
+    assert rollback(f"s3://{bucket}", "lmrec")["action"] == "rolled back"
     assert pointer(bucket)["model_version"] == v1
-    assert pointer(bucket)["previous"]["model_version"] == "v-better"
+    assert pointer(bucket)["rolled_back_from"] == "v-better"
+    # twice is once: the bad model does not come back
+    assert rollback(f"s3://{bucket}", "lmrec")["action"] == "unchanged"
+    assert pointer(bucket)["model_version"] == v1
     state.refresh()
     assert state.version == v1 and isinstance(state.recommender, Recommender)
 

@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     rollback = sub.add_parser("rollback", help="point production back at the previous model")
     rollback.add_argument("--store", required=True, help="s3://bucket or file:///dir")
     rollback.add_argument("--model-name", default="lmrec")
+    rollback.add_argument(
+        "--to",
+        metavar="VERSION",
+        help="the version to serve (default: the one production replaced); idempotent",
+    )
     demo = sub.add_parser("demo", help="the whole lifecycle on the embedded local stack")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--exit", action="store_true", help="stop after the demo instead of serving")
@@ -98,18 +103,11 @@ def rollback(args) -> int:
     from lmrec.store import StoreError
 
     try:
-        pointer = do_rollback(args.store, args.model_name)
+        result = do_rollback(args.store, args.model_name, args.to)
     except (PointerError, BundleError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(
-        json.dumps(
-            {
-                "model_version": pointer["model_version"],
-                "rolled_back_from": pointer["rolled_back_from"],
-            }
-        )
-    )
+    print(json.dumps(result))
     return 0
 
 

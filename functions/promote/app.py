@@ -1,47 +1,49 @@
 """Lambda entry: EventBridge "SageMaker Training Job State Change" -> promotion decision.
 
-Environment: LMREC_STORE_URI (s3://bucket), LMREC_MODEL_NAME, LMREC_GATE_TOLERANCE (absolute
-NDCG@10 a candidate may lose against production), LMREC_JOB_PREFIX (only our jobs).
-SageMaker may deliver the same event more than once; a decided job is a no-op.
+Settings: lmrec.settings.PromoteSettings (LMREC_STORE_URI, LMREC_MODEL_NAME,
+LMREC_GATE_TOLERANCE, LMREC_JOB_PREFIX, the AWS time budget). SageMaker may deliver the same
+event more than once; a decided job is a no-op, and the production pointer changes only by
+compare-and-swap, so concurrent deliveries promote once.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from lmrec import aws
+from lmrec.lifecycle_events import BadEvent, parse_training_job_change
 from lmrec.promote import Decision, Promoter
+from lmrec.settings import PromoteSettings
 
 logger = Logger(service="lmrec-promote")
 copy_config_to_registered_loggers(source_logger=logger, include={"lmrec"})
+settings = PromoteSettings()  # bad values stop the function here, with pydantic's message
+aws.configure(settings)
 
-STORE_URI = os.environ.get("LMREC_STORE_URI", "")
-MODEL_NAME = os.environ.get("LMREC_MODEL_NAME", "lmrec")
-TOLERANCE = float(os.environ.get("LMREC_GATE_TOLERANCE", "0.002"))
-JOB_PREFIX = os.environ.get("LMREC_JOB_PREFIX", "lmrec-")
+
+def decide(event: object) -> Decision:
+    try:
+        change = parse_training_job_change(event)
+    except BadEvent as exc:
+        return Decision("", "ignored", str(exc))
+    detail = change.detail
+    job = detail.TrainingJobName
+    if not job.startswith(settings.job_prefix):
+        return Decision(job, "ignored", f"not one of ours (prefix {settings.job_prefix!r})")
+    promoter = Promoter(settings.store_uri, settings.model_name, settings.gate_tolerance)
+    if detail.TrainingJobStatus == "Failed":
+        return promoter.on_failed(job, detail.FailureReason)
+    if detail.TrainingJobStatus != "Completed":
+        return Decision(job, "ignored", f"status {detail.TrainingJobStatus!r} needs no action")
+    if detail.ModelArtifacts is None:
+        return Decision(job, "rejected", "the event has no ModelArtifacts.S3ModelArtifacts")
+    return promoter.on_completed(job, detail.ModelArtifacts.S3ModelArtifacts)
 
 
 @logger.inject_lambda_context
 def handler(event: dict, context) -> dict:
-    detail = event.get("detail") or {}
-    job = str(detail.get("TrainingJobName", ""))
-    status = detail.get("TrainingJobStatus")
-    if event.get("detail-type") != "SageMaker Training Job State Change" or not job:
-        return asdict(Decision(job, "ignored", "not a training job state change"))
-    if not job.startswith(JOB_PREFIX):
-        return asdict(Decision(job, "ignored", f"not one of ours (prefix {JOB_PREFIX!r})"))
-    promoter = Promoter(STORE_URI, MODEL_NAME, TOLERANCE)
-    if status == "Failed":
-        decision = promoter.on_failed(job, str(detail.get("FailureReason", "")))
-    elif status == "Completed":
-        artifact = (detail.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
-        if not artifact:
-            decision = Decision(job, "rejected", "the event has no ModelArtifacts.S3ModelArtifacts")
-        else:
-            decision = promoter.on_completed(job, artifact)
-    else:
-        decision = Decision(job, "ignored", f"status {status!r} needs no action")
+    decision = decide(event)
     logger.info("decision", extra=asdict(decision))
     return asdict(decision)

@@ -18,10 +18,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from lmrec import bundle as fmt
 from lmrec import registry, store
+from lmrec.settings import models_prefix
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +70,11 @@ def safe_extract(archive: Path, dest: Path) -> None:
 
 
 def self_check(candidate: fmt.Bundle) -> None:
-    """Build what the API will build and answer one request, so a bundle no server can load
-    is refused here rather than discovered by a cold container."""
-    from lmrec.recommend import Filters, Recommender
+    """Build what the API will build and answer smoke requests (lmrec.smoke), so a bundle no
+    server can load, or one that answers NaN, is refused here rather than by a cold container."""
+    from lmrec.smoke import check_serves
 
-    try:
-        rec = Recommender(candidate)
-        history = rec.user_history(str(candidate.user_ids[0])) if len(candidate.user_ids) else None
-        rec.recommend(history if history is not None else np.empty(0, np.int64), Filters(k=10))
-    except Exception as exc:
-        raise fmt.BundleError(f"the bundle does not serve: {type(exc).__name__}: {exc}") from None
+    check_serves(candidate)
 
 
 def gate(
@@ -123,7 +117,7 @@ class Promoter:
 
     @property
     def prefix(self) -> str:
-        return f"{self.store_uri}/models/{self.model_name}"
+        return models_prefix(self.store_uri, self.model_name)
 
     def _decision_uri(self, job: str) -> str:
         return f"{self.prefix}/decisions/{job}.json"
@@ -131,7 +125,7 @@ class Promoter:
     def previous_decision(self, job: str) -> dict | None:
         try:
             return json.loads(store.read_bytes(self._decision_uri(job)))
-        except store.StoreError:
+        except (store.StoreError, ValueError):
             return None
 
     def _record(self, d: Decision) -> Decision:
@@ -140,15 +134,20 @@ class Promoter:
         log.info("promotion decision %s", asdict(d))
         return d
 
-    def production(self) -> tuple[registry.Pointer | None, dict | None]:
+    def production_manifest(self, current: registry.Current) -> tuple[dict | None, str | None]:
+        """(manifest of the serving bundle, what is wrong with production if anything). A
+        corrupt pointer or one naming a missing bundle counts as no production, so the
+        candidate can repair it; a store that cannot be reached raises (the event is retried
+        rather than the candidate judged against nothing)."""
+        if current.pointer is None:
+            return None, current.problem
+        uri = f"{current.pointer.bundle_uri}/{fmt.MANIFEST}"
         try:
-            pointer = registry.read_pointer(f"{self.prefix}/production.json")
-        except registry.NoPointer:
-            return None, None
-        # Any other failure propagates: the event is retried rather than the candidate being
-        # judged against "no production" (which would also drop the rollback target).
-        manifest = json.loads(store.read_bytes(f"{pointer.bundle_uri}/{fmt.MANIFEST}"))
-        return pointer, manifest
+            return json.loads(store.read_bytes(uri)), None
+        except store.NotFound:
+            return None, f"production names {current.pointer.model_version}, whose bundle is gone"
+        except ValueError as exc:
+            return None, f"production's manifest is not valid JSON: {exc}"
 
     def on_failed(self, job: str, reason: str) -> Decision:
         if self.previous_decision(job):
@@ -161,7 +160,7 @@ class Promoter:
             return Decision(
                 job,
                 "duplicate",
-                f"already decided: {earlier['action']}",
+                f"already decided: {earlier.get('action')}",
                 earlier.get("model_version"),
             )
         with tempfile.TemporaryDirectory() as tmp:
@@ -180,55 +179,106 @@ class Promoter:
                 self_check(candidate)
             except fmt.BundleError as exc:
                 return self._record(Decision(job, "rejected", f"bad artifact: {exc}"))
-            pointer, prod_manifest = self.production()
-            if pointer is not None and pointer.model_version == candidate.version:
-                return self._record(
-                    Decision(job, "duplicate", "already in production", candidate.version)
+            return self._switch(job, unpacked, candidate)
+
+    def _switch(self, job: str, unpacked: Path, candidate: fmt.Bundle) -> Decision:
+        """Gate against production and swap the pointer by compare-and-swap; a lost race is
+        decided again against the winner, so the better model ends up serving and the one it
+        replaced stays in the rollback chain."""
+        outcome: dict = {}
+        published: list[registry.Pointer] = []
+
+        def decide(current: registry.Current) -> dict | None:
+            if current.pointer is not None and current.pointer.model_version == candidate.version:
+                outcome["decision"] = Decision(
+                    job, "duplicate", "already in production", candidate.version
                 )
+                return None
+            prod_manifest, problem = self.production_manifest(current)
             ok, reason, cand, prod = gate(candidate.manifest, prod_manifest, self.tolerance)
+            if problem:
+                reason = f"{reason}; replaces a broken production pointer ({problem})"
             if not ok:
-                return self._record(
-                    Decision(job, "rejected", reason, candidate.version, cand, prod)
+                outcome["decision"] = Decision(
+                    job, "rejected", reason, candidate.version, cand, prod
                 )
-            new = registry.publish(unpacked, self.store_uri, self.model_name)
-        previous = pointer.raw if pointer else None
-        registry.set_production(
-            self.store_uri, self.model_name, new, source_job=job, previous=_strip(previous)
-        )
-        return self._record(Decision(job, "promoted", reason, new.model_version, cand, prod))
+                return None
+            if not published:  # copy once, whatever the number of attempts
+                published.append(registry.publish(unpacked, self.store_uri, self.model_name))
+            outcome["decision"] = Decision(job, "promoted", reason, candidate.version, cand, prod)
+            history = []
+            if current.pointer is not None and prod_manifest is not None:
+                history = [current.pointer.summary(), *current.pointer.history()]
+            elif current.pointer is not None:  # dangling: keep the chain, not the dead entry
+                history = current.pointer.history()
+            return registry.pointer_body(published[0], history, source_job=job)
+
+        registry.switch(self.store_uri, self.model_name, decide)
+        decision: Decision = outcome["decision"]
+        if decision.action == "duplicate":
+            return decision  # the winner records the outcome; a replay only reports it
+        return self._record(decision)
 
 
-def _strip(pointer: dict | None) -> dict | None:
-    """A pointer kept for rollback, without its own chain (one level is enough to undo)."""
-    if pointer is None:
-        return None
-    return {k: v for k, v in pointer.items() if k != "previous"}
+def _target(store_uri: str, model_name: str, version: str) -> registry.Pointer:
+    """A published version to point production at, after it verifies and answers."""
+    uri = registry.version_uri(store_uri, model_name, version)
+    with tempfile.TemporaryDirectory() as cache:  # never point at a bundle that fails
+        try:
+            loaded = fmt.load(uri, cache)
+        except fmt.BundleError as exc:
+            known = ", ".join(registry.versions(store_uri, model_name)[-10:]) or "none"
+            raise fmt.BundleError(f"{exc} (published versions: {known})") from None
+        self_check(loaded)
+    if loaded.version != version:
+        raise fmt.BundleError(f"{uri} holds {loaded.version}, not {version}")
+    return registry.Pointer(version, uri, {"model_version": version, "bundle_uri": uri})
 
 
-def rollback(store_uri: str, model_name: str) -> dict:
-    """Point production back at the previous version; the current one becomes 'previous', so a
-    second rollback undoes the first."""
-    prefix = f"{store_uri.rstrip('/')}/models/{model_name}"
-    current = registry.read_pointer(f"{prefix}/production.json")
-    previous = current.raw.get("previous")
-    try:
-        target = registry.Pointer(
-            str(previous["model_version"]), str(previous["bundle_uri"]), previous
-        )
-    except (TypeError, KeyError):
-        raise registry.PointerError(
-            f"{prefix}: production has no previous version to roll back to"
-        ) from None
-    with tempfile.TemporaryDirectory() as cache:  # never point at a bundle that fails to verify
-        loaded = fmt.load(target.bundle_uri, cache)
-    if loaded.version != target.model_version:
-        raise fmt.BundleError(
-            f"{target.bundle_uri} holds {loaded.version}, not {target.model_version}"
-        )
-    return registry.set_production(
-        store_uri,
-        model_name,
-        target,
-        rolled_back_from=current.model_version,
-        previous=_strip(current.raw),
-    )
+def rollback(store_uri: str, model_name: str, to: str | None = None) -> dict:
+    """Point production at `to`, or at the version production replaced. Idempotent: rolling
+    back to the version already serving changes nothing, and a plain rollback of a
+    production that is itself a rollback changes nothing either (name a version to go
+    further). A corrupt or dangling pointer is replaced when a version is named.
+
+    Returns {"action": "rolled back" | "unchanged", "model_version", "rolled_back_from"}."""
+    targets: dict[str, registry.Pointer] = {}
+
+    def decide(current: registry.Current) -> dict | None:
+        now = current.pointer
+        if to is None:
+            if now is None:
+                known = ", ".join(registry.versions(store_uri, model_name)[-10:]) or "none"
+                state = current.problem or "there is no production pointer"
+                raise registry.PointerError(
+                    f"{state}; name the version to serve with --to (published: {known})"
+                )
+            if now.raw.get("rolled_back_from"):
+                return None  # already rolled back: a second run is a no-op
+            chain = now.history()
+            if not chain:
+                raise registry.PointerError("production has no previous version to roll back to")
+            version, rest = str(chain[0]["model_version"]), chain[1:]
+        else:
+            if now is not None and now.model_version == to:
+                return None
+            version = to
+            rest = ([now.summary(), *now.history()]) if now is not None else []
+        if version not in targets:
+            targets[version] = _target(store_uri, model_name, version)
+        frm = now.model_version if now is not None else None
+        return registry.pointer_body(targets[version], rest, rolled_back_from=frm)
+
+    body, current = registry.switch(store_uri, model_name, decide)
+    if body is None:
+        serving = current.pointer
+        return {
+            "action": "unchanged",
+            "model_version": serving.model_version if serving else None,
+            "rolled_back_from": serving.raw.get("rolled_back_from") if serving else None,
+        }
+    return {
+        "action": "rolled back",
+        "model_version": body["model_version"],
+        "rolled_back_from": body["rolled_back_from"],
+    }

@@ -1,12 +1,28 @@
 """The model registry in the store: versions under models/<name>/<version>/ and the
-production pointer models/<name>/production.json, which is written last and is the switch."""
+production pointer models/<name>/production.json, which is written last and is the switch.
+
+The pointer changes only by compare-and-swap (lmrec.cas): a writer reads it with its ETag,
+decides, and writes on the condition that it is unchanged, so two promotions (or a promotion
+and a rollback) racing cannot both win, and the loser decides again against the winner. It
+keeps the versions it replaced, newest first (`history`, `previous` = history[0]), so the
+rollback chain loses no model. A pointer that is corrupt or names a missing bundle is
+reported as such and can be replaced by a promotion or a rollback.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from lmrec import store
+from lmrec import cas, store
+from lmrec.settings import models_prefix, pointer_uri
+
+log = logging.getLogger(__name__)
+HISTORY = 10  # versions kept in the pointer for rollback
+MAX_SWAP_ATTEMPTS = 20
 
 
 class PointerError(RuntimeError):
@@ -15,6 +31,10 @@ class PointerError(RuntimeError):
 
 class NoPointer(PointerError):
     """There is no production pointer yet (no model was ever promoted)."""
+
+
+class CorruptPointer(PointerError):
+    """The pointer exists but is not a valid pointer (it can be replaced)."""
 
 
 @dataclass(frozen=True)
@@ -31,11 +51,35 @@ class Pointer:
                 raise TypeError("not a JSON object")
             return cls(str(raw["model_version"]), str(raw["bundle_uri"]), raw)
         except (ValueError, KeyError, TypeError) as exc:
-            raise PointerError(f"{where} is not a valid production pointer: {exc}") from None
+            raise CorruptPointer(f"{where} is not a valid production pointer: {exc}") from None
+
+    def summary(self) -> dict:
+        """What the rollback chain keeps of this pointer (not its own chain)."""
+        keep = ("model_version", "bundle_uri", "promoted_at", "source_job")
+        return {k: self.raw[k] for k in keep if k in self.raw} | {
+            "model_version": self.model_version,
+            "bundle_uri": self.bundle_uri,
+        }
+
+    def history(self) -> list[dict]:
+        chain = self.raw.get("history")
+        if not isinstance(chain, list):  # written before history existed: one level
+            chain = [self.raw["previous"]] if isinstance(self.raw.get("previous"), dict) else []
+        return [p for p in chain if isinstance(p, dict) and "model_version" in p]
+
+
+@dataclass(frozen=True)
+class Current:
+    """production.json as it is now: its pointer (None when missing or corrupt), the tag a
+    conditional write must match (None when missing), and what is wrong with it."""
+
+    pointer: Pointer | None
+    tag: str | None
+    problem: str | None = None
 
 
 def version_uri(store_uri: str, model_name: str, version: str) -> str:
-    return f"{store_uri.rstrip('/')}/models/{model_name}/{version}"
+    return f"{models_prefix(store_uri, model_name)}/{version}"
 
 
 def read_pointer(uri: str) -> Pointer:
@@ -46,6 +90,31 @@ def read_pointer(uri: str) -> Pointer:
     except store.StoreError as exc:
         raise PointerError(f"cannot read the production pointer: {exc}") from None
     return Pointer.parse(data, uri)
+
+
+def read_current(store_uri: str, model_name: str) -> Current:
+    """The pointer and its tag; a store that cannot be reached raises store.StoreError."""
+    uri = pointer_uri(store_uri, model_name)
+    found = cas.read(uri)
+    if found is None:
+        return Current(None, None)
+    data, tag = found
+    try:
+        return Current(Pointer.parse(data, uri), tag)
+    except CorruptPointer as exc:
+        log.warning("%s", exc)
+        return Current(None, tag, str(exc))
+
+
+def versions(store_uri: str, model_name: str) -> list[str]:
+    """Published versions (those with a manifest), for messages that suggest one."""
+    prefix = models_prefix(store_uri, model_name)
+    try:
+        files = store.list_files(prefix + "/")
+    except store.StoreError:
+        return []
+    out = {f.rsplit("/", 2)[-2] for f in files if f.endswith("/manifest.json")}
+    return sorted(out)
 
 
 def publish(bundle_dir, store_uri: str, model_name: str) -> Pointer:
@@ -65,17 +134,49 @@ def publish(bundle_dir, store_uri: str, model_name: str) -> Pointer:
     return Pointer(loaded.version, dest, {"model_version": loaded.version, "bundle_uri": dest})
 
 
-def set_production(store_uri: str, model_name: str, pointer: Pointer, **extra) -> dict:
-    """Write models/<name>/production.json: the one write that switches what is served."""
-    import datetime
-
-    uri = f"{store_uri.rstrip('/')}/models/{model_name}/production.json"
-    body = {
-        **pointer.raw,
-        "model_version": pointer.model_version,
-        "bundle_uri": pointer.bundle_uri,
-        "promoted_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+def pointer_body(target: Pointer, history: list[dict], **extra) -> dict:
+    """The JSON of a pointer to `target` that keeps `history` (newest first) for rollback."""
+    chain = [p for p in history if p.get("model_version") != target.model_version][:HISTORY]
+    return {
+        **{k: v for k, v in target.raw.items() if k not in ("history", "previous")},
+        "model_version": target.model_version,
+        "bundle_uri": target.bundle_uri,
+        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **extra,
+        "previous": chain[0] if chain else None,
+        "history": chain,
     }
-    store.write_bytes(uri, json.dumps(body, indent=1).encode())
+
+
+def switch(
+    store_uri: str, model_name: str, decide: Callable[[Current], dict | None]
+) -> tuple[dict | None, Current]:
+    """Compare-and-swap production: decide(current) returns the new pointer JSON (or None to
+    leave it), which is written only if production.json is still what `decide` saw; when
+    another writer got there first, decide again against the new state. Returns the body
+    written (or None) and the state it replaced."""
+    uri = pointer_uri(store_uri, model_name)
+    for attempt in range(MAX_SWAP_ATTEMPTS):
+        current = read_current(store_uri, model_name)
+        body = decide(current)
+        if body is None:
+            return None, current
+        if cas.write(uri, json.dumps(body, indent=1).encode(), current.tag):
+            return body, current
+        log.info("production changed while deciding (attempt %d); deciding again", attempt + 1)
+    raise PointerError(f"production kept changing: gave up after {MAX_SWAP_ATTEMPTS} attempts")
+
+
+def set_production(store_uri: str, model_name: str, pointer: Pointer, **extra) -> dict:
+    """Point production at `pointer` whatever it holds now (tools, tests, benchmarks); the
+    replaced version joins the rollback chain."""
+
+    def decide(current: Current) -> dict:
+        history = []
+        if current.pointer is not None:
+            history = [current.pointer.summary(), *current.pointer.history()]
+        return pointer_body(pointer, history, **extra)
+
+    body, _ = switch(store_uri, model_name, decide)
+    assert body is not None
     return body

@@ -3,44 +3,21 @@ SageMaker training job, named after the data version so replayed events start no
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import hashlib
 import json
 import logging
-import re
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass
 
 from lmrec import bundle as fmt
 from lmrec import registry, store
+from lmrec.settings import RetrainSettings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RetrainConfig:
-    store_uri: str  # s3://bucket
-    model_name: str
-    data_uri: str  # s3://bucket/data/interactions/
-    training_image: str
-    role_arn: str
-    output_uri: str  # s3://bucket/training-output
-    items_uri: str = ""
-    min_new_interactions: int = 1000
-    instance_type: str = "ml.g5.xlarge"
-    instance_count: int = 1
-    volume_gb: int = 30
-    max_runtime_seconds: int = 7200
-    job_prefix: str = "lmrec-"
-    hyperparameters: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # The same prefix selects our jobs in the running-job check and the promote rule, so
-        # it must be usable in a job name as it is.
-        if not re.fullmatch(r"[a-z][a-z0-9-]{0,20}", self.job_prefix):
-            raise ValueError(f"job prefix {self.job_prefix!r} must match [a-z][a-z0-9-]{{0,20}}")
-        if self.min_new_interactions < 0 or self.instance_count < 1:
-            raise ValueError("min_new_interactions must be >= 0 and instance_count >= 1")
+RetrainConfig = RetrainSettings  # the retrain function's settings are its whole config
 
 
 @dataclass
@@ -76,7 +53,23 @@ def data_version(objects: list[store.ObjectInfo]) -> str:
 
 
 def job_name(prefix: str, version: str) -> str:
-    return f"{prefix}{version}"[:63]  # prefix validated by RetrainConfig; version is hex
+    return f"{prefix}{version}"[:63]  # prefix validated by RetrainSettings; version is hex
+
+
+def job_identity(cfg: RetrainSettings) -> str:
+    """What makes a training job another job for the same data: the image and the
+    hyperparameters (and the machine). A change starts a job at once, without a back-off."""
+    spec = {
+        "image": cfg.training_image,
+        "hyperparameters": {str(k): str(v) for k, v in sorted(cfg.hyperparameters.items())},
+        "instance": [cfg.instance_type, cfg.instance_count, cfg.volume_gb],
+        "max_runtime": cfg.max_runtime_seconds,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:6]
+
+
+def attempt_name(base: str, attempt: int) -> str:
+    return base if attempt == 1 else f"{base}-r{attempt}"
 
 
 def production_data_time(cfg: RetrainConfig) -> float | None:
@@ -85,17 +78,21 @@ def production_data_time(cfg: RetrainConfig) -> float | None:
     from datetime import datetime
 
     try:
-        pointer = registry.read_pointer(
-            f"{cfg.store_uri.rstrip('/')}/models/{cfg.model_name}/production.json"
-        )
+        pointer = registry.read_pointer(cfg.pointer_uri())
     except registry.NoPointer:
         return None
-    manifest = json.loads(store.read_bytes(f"{pointer.bundle_uri}/{fmt.MANIFEST}"))
-    stamp = manifest.get("data_read_at") or manifest["created_at"]
+    except registry.CorruptPointer as exc:  # every file counts as new; promotion repairs it
+        log.warning("%s; counting all data as new", exc)
+        return None
     try:
+        manifest = json.loads(store.read_bytes(f"{pointer.bundle_uri}/{fmt.MANIFEST}"))
+        stamp = manifest.get("data_read_at") or manifest["created_at"]
         return datetime.fromisoformat(stamp).timestamp()
-    except (TypeError, ValueError):
-        raise fmt.BundleError(f"production manifest has a bad timestamp {stamp!r}") from None
+    except store.NotFound:
+        log.warning("production names %s, whose bundle is gone", pointer.model_version)
+    except (ValueError, TypeError, KeyError) as exc:
+        log.warning("production manifest has no usable timestamp (%s)", exc)
+    return None
 
 
 def training_job_request(cfg: RetrainConfig, name: str) -> dict:
@@ -134,7 +131,7 @@ def training_job_request(cfg: RetrainConfig, name: str) -> dict:
                 {"Name": "train_loss", "Regex": r"\btrain_loss=([0-9.]+)"},
             ],
         },
-        "RoleArn": cfg.role_arn,
+        "RoleArn": cfg.training_role_arn,
         "InputDataConfig": channels,
         "OutputDataConfig": {"S3OutputPath": cfg.output_uri},
         "ResourceConfig": {
@@ -149,7 +146,78 @@ def training_job_request(cfg: RetrainConfig, name: str) -> dict:
     }
 
 
-def decide_and_start(cfg: RetrainConfig, sagemaker) -> RetrainDecision:
+def _not_found(sagemaker, exc: Exception) -> bool:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    return code in ("ValidationException", "ResourceNotFound")
+
+
+def _last_attempt(sagemaker, base: str, limit: int) -> tuple[int, dict | None]:
+    """(number of the newest attempt of this job, its description); (0, None) if none."""
+    found: tuple[int, dict | None] = (0, None)
+    for attempt in range(1, limit + 1):
+        try:
+            found = (
+                attempt,
+                sagemaker.describe_training_job(TrainingJobName=attempt_name(base, attempt)),
+            )
+        except sagemaker.exceptions.ClientError as exc:
+            if not _not_found(sagemaker, exc):
+                raise
+            break
+    return found
+
+
+def _ended(job: dict) -> float:
+    stamp = job.get("TrainingEndTime") or job.get("LastModifiedTime") or job.get("CreationTime")
+    return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp or 0)
+
+
+def _retry_plan(cfg: RetrainSettings, sagemaker, base: str, now: float) -> tuple[str | None, str]:
+    """(name of the job to start, why) or (None, why not), from earlier attempts."""
+    attempt, job = _last_attempt(sagemaker, base, cfg.max_attempts_per_version)
+    if job is None:
+        return base, "first attempt for this data version and configuration"
+    name, status = attempt_name(base, attempt), job["TrainingJobStatus"]
+    if status not in ("Failed", "Stopped"):
+        return None, f"job {name} for this data version already exists ({status})"
+    why = str(job.get("FailureReason") or status)[:300]
+    wait = _ended(job) + cfg.retry_backoff_seconds - now
+    if wait > 0:
+        return None, (
+            f"job {name} {status.lower()} ({why}); retry after the back-off, in {wait:.0f} s "
+            "(or at once with other hyperparameters or another image)"
+        )
+    if attempt >= cfg.max_attempts_per_version:
+        return None, f"job {name} {status.lower()}; gave up after {attempt} attempts"
+    return attempt_name(base, attempt + 1), (
+        f"retry {attempt + 1}: job {name} {status.lower()} ({why}) and the back-off of "
+        f"{cfg.retry_backoff_seconds:g} s has passed"
+    )
+
+
+def _new_configuration(sagemaker, cfg: RetrainSettings, version: str, base: str) -> bool:
+    """Whether jobs for this data version ran with another image or hyperparameters."""
+    stem = job_name(cfg.job_prefix, version)
+    reply = sagemaker.list_training_jobs(NameContains=stem, MaxResults=100)
+    return any(
+        not j["TrainingJobName"].startswith(base) for j in reply.get("TrainingJobSummaries", [])
+    )
+
+
+def _count_new(cfg: RetrainSettings, objects: list[store.ObjectInfo]) -> tuple[int, int]:
+    since = production_data_time(cfg)
+    fresh = [o for o in objects if since is None or o.modified > since]
+    counts = []
+    for o in fresh:
+        try:
+            counts.append(count_rows(o))
+        except (store.StoreError, OSError, EOFError) as exc:  # e.g. a corrupt gzip
+            log.warning("cannot count rows of %s: %s", o.uri, exc)
+            counts.append(None)  # uncounted: training will report what is wrong with it
+    return sum(c for c in counts if c is not None), sum(c is None for c in counts)
+
+
+def decide_and_start(cfg: RetrainSettings, sagemaker, now: float | None = None) -> RetrainDecision:
     objects = [o for o in store.list_objects(cfg.data_uri) if store.is_data_file(o.uri)]
     if not objects:
         return RetrainDecision("skipped", f"no data files under {cfg.data_uri}")
@@ -160,39 +228,23 @@ def decide_and_start(cfg: RetrainConfig, sagemaker) -> RetrainDecision:
     )
     if cfg.items_uri and not items:
         # SageMaker fails a job whose S3Prefix channel is empty: leave the channel out.
-        cfg = dataclasses.replace(cfg, items_uri="")
+        cfg = cfg.model_copy(update={"items_uri": ""})
     version = data_version(objects + items)
-    name = job_name(cfg.job_prefix, version)
-    since = production_data_time(cfg)
-    fresh = [o for o in objects if since is None or o.modified > since]
-    counts = []
-    for o in fresh:
-        try:
-            counts.append(count_rows(o))
-        except (store.StoreError, OSError, EOFError) as exc:  # e.g. a corrupt gzip
-            log.warning("cannot count rows of %s: %s", o.uri, exc)
-            counts.append(None)  # uncounted: training will report what is wrong with it
-    new = sum(c for c in counts if c is not None)
-    uncounted = sum(c is None for c in counts)
-    decision = RetrainDecision("skipped", "", name, new, uncounted, version)
+    base = job_name(cfg.job_prefix, f"{version}-{job_identity(cfg)}")
+    new, uncounted = _count_new(cfg, objects)
+    decision = RetrainDecision("skipped", "", base, new, uncounted, version)
     if new < cfg.min_new_interactions and not uncounted:
         decision.reason = (
             f"{new} new interactions since the production model, fewer than "
             f"{cfg.min_new_interactions}"
         )
         return decision
-    try:
-        existing = sagemaker.describe_training_job(TrainingJobName=name)
-        decision.reason = (
-            f"job {name} for this data version already exists ({existing['TrainingJobStatus']})"
-        )
+    name, plan = _retry_plan(cfg, sagemaker, base, time.time() if now is None else now)
+    if name is None:
+        decision.reason = plan
+        log.info("retrain decision %s", asdict(decision))
         return decision
-    except sagemaker.exceptions.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in (
-            "ValidationException",
-            "ResourceNotFound",
-        ):
-            raise
+    decision.job_name = name
     running = sagemaker.list_training_jobs(NameContains=cfg.job_prefix, StatusEquals="InProgress")
     busy = [
         j["TrainingJobName"]
@@ -202,6 +254,8 @@ def decide_and_start(cfg: RetrainConfig, sagemaker) -> RetrainDecision:
     if busy:
         decision.reason = f"a training job of ours is in progress: {busy[0]}"
         return decision
+    if name == base and _new_configuration(sagemaker, cfg, version, base):
+        plan = "new hyperparameters or image for this data version: started at once"
     try:
         sagemaker.create_training_job(**training_job_request(cfg, name))
     except sagemaker.exceptions.ResourceInUse:
@@ -211,7 +265,7 @@ def decide_and_start(cfg: RetrainConfig, sagemaker) -> RetrainDecision:
     decision.reason = (
         f"{new} new interactions"
         + (f" and {uncounted} uncounted Parquet object(s)" if uncounted else "")
-        + " since the production model"
+        + f" since the production model; {plan}"
     )
     log.info("retrain decision %s", asdict(decision))
     return decision

@@ -129,7 +129,9 @@ def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
         path = Path(loc.key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
+            # One temporary name per writer: two writers of one file (replayed events
+            # publishing the same version) must not rename each other's half-written file.
+            tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
             tmp.write_bytes(data)
             os.replace(tmp, path)  # atomic on one file system: readers never see half a file
         except OSError as exc:

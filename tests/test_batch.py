@@ -80,5 +80,5 @@ def test_user_list_and_bad_input(tmp_path, trained_bundle):
 
 def test_rollback_cli_without_a_production_model(tmp_path):
     proc = run_training(["rollback", "--store", f"file://{tmp_path}"])
-    assert proc.returncode == 2 and "cannot read the production pointer" in proc.stderr
+    assert proc.returncode == 2 and "no production pointer" in proc.stderr
     assert "Traceback" not in proc.stderr

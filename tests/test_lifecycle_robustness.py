@@ -441,3 +441,19 @@ def test_bad_events_get_a_clear_answer_not_a_crash(event, monkeypatch):
         fn = import_function(name, f"fn_{name}_bad_events")
         reply = fn.handler(event, LambdaContext())
         assert reply["action"] in ("ignored", "skipped") and reply[key].startswith("not a"), reply
+
+
+def test_a_60mb_bad_csv_line_is_not_echoed_whole(tmp_path):
+    from tests.conftest import run_training
+
+    data = tmp_path / "train" / "interactions.csv"
+    data.parent.mkdir()
+    rows = "".join(f"u{u},i{u % 7},{1_600_000_000 + u}\n" for u in range(50))
+    data.write_text(f"user_id,item_id,timestamp\n{rows}u9,i9,{'x' * 60_000_000}\n")
+    out = tmp_path / "out" / "model"
+    proc = run_training(["train", "--data", str(data), "--output", str(out)])
+    failures = [p for p in tmp_path.rglob("failure") if p.is_file()]
+    assert proc.returncode == 2 and "unparsable timestamp" in proc.stderr
+    assert len(proc.stderr) + len(proc.stdout) < 10_000
+    assert "more characters" in proc.stderr
+    assert all(p.stat().st_size < 5_000 for p in failures)

@@ -235,13 +235,16 @@ def train(args, argv: list[str]) -> int:
 
 
 def _fail(paths, exc: BaseException, code: int) -> int:
+    from lmrec.redact import truncate
+
     from training.sagemaker import write_failure
 
     kind = "bad input" if code == EXIT_BAD_INPUT else f"internal error ({type(exc).__name__})"
-    reason = f"lmrec training failed, {kind}: {exc}"
+    text = truncate(str(exc), 2000)  # a message quoting a huge input line stays readable
+    reason = f"lmrec training failed, {kind}: {text}"
     if paths is not None:
         write_failure(paths, reason)
-    print(f"error: {exc}", file=sys.stderr, flush=True)
+    print(f"error: {text}", file=sys.stderr, flush=True)
     return code
 
 

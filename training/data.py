@@ -27,6 +27,13 @@ class DataError(ValueError):
     """Input data that cannot be trained on; the message is meant for a person."""
 
 
+def _echo(value: object) -> str:
+    """A cell of the input, as quoted in an error: a 60 MB bad line is not echoed whole."""
+    from lmrec.redact import truncate
+
+    return truncate(repr(value), 200)
+
+
 @dataclass
 class Interactions:
     """Cleaned, encoded interactions, sorted by user then time."""
@@ -144,7 +151,8 @@ def _timestamps(df: pd.DataFrame, col: str, uri: str) -> np.ndarray:
         first = int(np.flatnonzero(bad)[0])
         raise DataError(
             f"{uri}: column {col!r} has {int(bad.sum())} unparsable timestamp(s), first at "
-            f"{_row_label(uri, first)}: {values.iloc[first]!r} (expected unix seconds or ISO 8601)"
+            f"{_row_label(uri, first)}: {_echo(values.iloc[first])} "
+            "(expected unix seconds or ISO 8601)"
         )
     return seconds
 
@@ -158,7 +166,7 @@ def _read_interactions(uri: str, cfg: DataConfig) -> pd.DataFrame:
     if missing:
         raise DataError(
             f"{uri}: missing column(s) {', '.join(map(repr, missing))}; found "
-            f"{', '.join(map(repr, df.columns))} (map names with the user_col/item_col/time_col "
+            f"{_echo(list(df.columns))} (map names with the user_col/item_col/time_col "
             "hyperparameters)"
         )
     out = pd.DataFrame(
@@ -257,14 +265,14 @@ def load_catalog(uri: str, vocabulary: np.ndarray) -> pd.DataFrame:
         if "item_id" not in df.columns:
             raise DataError(
                 f"{f}: missing column 'item_id' in the item catalog; found "
-                f"{', '.join(map(repr, df.columns))}"
+                f"{_echo(list(df.columns))}"
             )
         df = df.assign(item_id=_ids(df, "item_id", f))
         dup = df["item_id"].duplicated().to_numpy()
         if dup.any():
             first = int(np.flatnonzero(dup)[0])
             raise DataError(
-                f"{f}: column 'item_id' repeats id {df['item_id'].iloc[first]!r} at "
+                f"{f}: column 'item_id' repeats id {_echo(df['item_id'].iloc[first])} at "
                 f"{_row_label(f, first)}"
             )
         frames.append(df)

@@ -129,7 +129,7 @@ def copy_bundle(src, tmp_path):
             ),
             "fails its sha256 check",
         ),
-        (lambda d: (d / "items.json").unlink(), "items.json is missing"),
+        (lambda d: (d / "items.safetensors").unlink(), "items.safetensors is missing"),
         (
             lambda d: (d / "manifest.json").write_text(
                 json.dumps({**json.loads((d / "manifest.json").read_text()), "schema_version": 99})

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from lmrec.items import read as read_items
 from safetensors.numpy import load_file
 
 from tests.conftest import REPO, TINY_HP, run_training, write_csv
@@ -45,7 +46,7 @@ def test_train_writes_every_output(tmp_path, ml100k_small):
         "teacher_config.json",
         "student.safetensors",
         "student_config.json",
-        "items.json",
+        "items.safetensors",
         "users.json",
         "user_items.npy",
         "user_offsets.npy",
@@ -89,7 +90,7 @@ def test_train_writes_every_output(tmp_path, ml100k_small):
     assert doc["seeds"]["train"] == 42 and "leave-one-out" in doc["protocol"]["split"]
 
     weights = load_file(model / "teacher.safetensors")
-    vocab = json.loads((model / "items.json").read_text())["item_ids"]
+    vocab = list(read_items(model / "items.safetensors").item_ids)
     assert weights["item_emb.weight"].shape == (len(vocab) + 1, 16)
     assert all(isinstance(i, str) for i in vocab)
     assert (base / "checkpoints" / "teacher" / "trainer.json").exists()

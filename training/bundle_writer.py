@@ -17,12 +17,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from lmrec import bundle as fmt
+from lmrec import items as items_fmt
+from lmrec import ivf
+from lmrec.student import dequantize_items, left_pad
 from safetensors.numpy import save_file
 
 from training.data import Interactions
 from training.model import SASRec
 
 CATEGORY_CANDIDATES = ("genres", "genre", "category", "categories")
+# From this many items on, the bundle carries an IVF index (lmrec.ivf): scoring the whole
+# table then costs more than 1 ms a request on one core and grows with the catalog.
+ANN_MIN_ITEMS = 100_000
+ANN_TARGET_RECALL = 0.97  # chosen on the writer's queries; the serving bar is 0.95
+CALIBRATION_QUERIES = 256
 
 
 def quantize_items(table: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
@@ -65,6 +73,45 @@ def catalog_columns(data: Interactions, category_column: str) -> tuple[dict[str,
     return columns, cat
 
 
+def user_queries(student: SASRec, data: Interactions, n: int, seed: int = 0) -> np.ndarray:
+    """The student's vectors for a sample of the data's users: the queries serving will see."""
+    rng = np.random.default_rng(seed)
+    users = rng.choice(data.n_users, size=min(n, data.n_users), replace=False)
+    x = torch.from_numpy(left_pad([data.sequence(int(u)) for u in users], student.cfg.max_len))
+    was_training = student.training
+    student.eval()
+    with torch.no_grad():
+        hidden = student.encode(x, last_only=True)[:, -1].float().numpy()
+    student.train(was_training)
+    return hidden
+
+
+def write_index(out: Path, student: SASRec, data: Interactions, table: np.ndarray) -> dict:
+    """Build the IVF index of the (stored-precision) item table, choose its probes on the
+    student's own queries, and write it; returns what the manifest records."""
+    began = datetime.now(UTC)
+    index = ivf.build(table)
+    rng = np.random.default_rng(1)
+    index.n_probe, recall = ivf.calibrate(
+        index, table, user_queries(student, data, CALIBRATION_QUERIES), ANN_TARGET_RECALL
+    )
+    unit = table / np.maximum(np.linalg.norm(table, axis=1, keepdims=True), 1e-12)
+    probes = unit[rng.integers(1, len(unit), size=CALIBRATION_QUERIES)]
+    index.n_probe_similar, recall_similar = ivf.calibrate(index, unit, probes, ANN_TARGET_RECALL)
+    ivf.write(out / ivf.INDEX_FILE, index)
+    return {
+        "kind": "ivf",
+        "n_lists": index.n_lists,
+        "n_probe": index.n_probe,
+        "n_probe_similar": index.n_probe_similar,
+        "recall@10": round(recall, 4),
+        "recall@10_similar": round(recall_similar, 4),
+        "protocol": f"{CALIBRATION_QUERIES} sampled users' vectors (similar: items) vs exact "
+        "top-10 over the whole table, in sample",
+        "build_seconds": round((datetime.now(UTC) - began).total_seconds(), 2),
+    }
+
+
 def model_version(created: datetime, fingerprint: str, config: dict) -> str:
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     return f"{created:%Y%m%dT%H%M%SZ}-{fingerprint.removeprefix('sha256:')[:8]}-{digest[:6]}"
@@ -77,15 +124,17 @@ def write_bundle(
     document: dict,
     item_dtype: str,
     category_column: str = "",
+    ann_min_items: int = ANN_MIN_ITEMS,
 ) -> dict:
     weights = {k: v.detach().cpu().float().numpy() for k, v in student.state_dict().items()}
     weights.update(quantize_items(weights.pop("item_emb.weight"), item_dtype))
     save_file(weights, str(out / fmt.WEIGHTS))
 
     columns, cat = catalog_columns(data, category_column)
-    (out / fmt.ITEMS).write_text(
-        json.dumps({"item_ids": data.item_ids.tolist(), "columns": columns})
-    )
+    items_fmt.write(out / fmt.ITEMS, data.item_ids.tolist(), columns, cat)
+    index_record = None
+    if data.n_items >= ann_min_items:
+        index_record = write_index(out, student, data, dequantize_items(weights))
     (out / fmt.USERS).write_text(json.dumps({"user_ids": data.user_ids.tolist()}))
     np.save(out / fmt.USER_OFFSETS, data.offsets.astype(np.int64))
     np.save(out / fmt.USER_ITEMS, data.items.astype(np.int32))
@@ -106,6 +155,7 @@ def write_bundle(
             "config": config,
             "item_table_dtype": item_dtype,
             "torch": torch.__version__,
+            "item_index": index_record,
         },
         "catalog": {
             "n_items": data.n_items,
@@ -133,7 +183,6 @@ def requantize(src: Path, dst: Path, item_dtype: str) -> dict:
     comparisons); the manifest is rewritten with the new sizes and checksums."""
     import shutil
 
-    from lmrec.student import dequantize_items
     from safetensors.numpy import load_file
 
     shutil.copytree(src, dst, dirs_exist_ok=True)

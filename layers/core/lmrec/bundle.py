@@ -5,7 +5,9 @@ A bundle is a directory (local, or under an s3:// prefix) holding:
   manifest.json          schema version, model version, created_at, data fingerprint, model
                          config, metrics, and every other file with its size and sha256
   student.safetensors    the student's weights (item table float32, float16 or int8+scales)
-  items.json             item ids (row i + 1 <-> item_ids[i]) and catalog columns
+  items.safetensors      item ids (row i + 1 <-> item_ids[i]) and catalog columns in compact
+                         arrays (format: lmrec.items), loaded without a Python object per item
+  item_index.safetensors optional, large catalogs: the IVF index of lmrec.ivf
   users.json             known user ids, in the row order of the history arrays
   user_offsets.npy       (n_users + 1,) int64: user u's items are user_items[off[u]:off[u+1]]
   user_items.npy         (n_interactions,) int32 item rows, oldest first
@@ -30,17 +32,22 @@ from pathlib import Path
 
 import numpy as np
 
-from lmrec import store
+from lmrec import items, ivf, store
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: items.safetensors replaced items.json
 MANIFEST = "manifest.json"
 WEIGHTS = "student.safetensors"
-ITEMS = "items.json"
+ITEMS = "items.safetensors"
 USERS = "users.json"
 USER_OFFSETS = "user_offsets.npy"
 USER_ITEMS = "user_items.npy"
 POPULARITY = "popularity.npy"
 SERVING_FILES = (WEIGHTS, ITEMS, USERS, USER_OFFSETS, USER_ITEMS, POPULARITY)
+OPTIONAL_SERVING_FILES = (ivf.INDEX_FILE,)  # served when the manifest lists them
+
+
+def serving_files(manifest: dict) -> tuple[str, ...]:
+    return SERVING_FILES + tuple(n for n in OPTIONAL_SERVING_FILES if n in manifest["files"])
 
 
 class BundleError(RuntimeError):
@@ -69,13 +76,17 @@ def sha256_file(path: Path) -> str:
 class Bundle:
     manifest: dict
     weights: dict[str, np.ndarray]
-    item_ids: np.ndarray  # (n_items,) str
-    catalog: dict[str, list]  # column -> values aligned with item_ids
+    catalog: items.ItemCatalog  # item ids <-> rows, display columns, categories
     user_ids: np.ndarray  # (n_users,) str
     user_offsets: np.ndarray
     user_items: np.ndarray
     popularity: np.ndarray  # (n_items + 1,) float32
+    index: ivf.IVFIndex | None = None  # large catalogs: approximate top-k
     path: Path = field(default_factory=Path)
+
+    @property
+    def item_ids(self) -> items.ItemIds:
+        return self.catalog.item_ids
 
     @property
     def version(self) -> str:
@@ -165,7 +176,7 @@ def fetch(uri: str, cache_dir: str | os.PathLike | None = None) -> Path:
             and sha256_file(dest) == expected["sha256"]
         )
 
-    missing = [name for name in SERVING_FILES if not cached(name)]
+    missing = [name for name in serving_files(manifest) if not cached(name)]
     # In parallel: each GET waits on S3 far longer than it computes, and a cold start
     # waits for the slowest file rather than for the sum of all.
     with ThreadPoolExecutor(max_workers=max(1, len(missing))) as pool:
@@ -202,19 +213,19 @@ def load(uri: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> 
     if not manifest_path.is_file():
         raise BundleError(f"{where}: {MANIFEST} is missing")
     manifest = _parse_manifest(manifest_path.read_bytes(), where)
-    for name in SERVING_FILES:
+    for name in serving_files(manifest):
         verify_file(directory / name, manifest["files"][name], where)
 
     from safetensors.numpy import load_file  # small, numpy-only; imported when first needed
 
     try:
-        items = json.loads((directory / ITEMS).read_text())
         users = json.loads((directory / USERS).read_text())
+        has_index = ivf.INDEX_FILE in manifest["files"]
         bundle = Bundle(
             manifest=manifest,
             weights=load_file(str(directory / WEIGHTS)),
-            item_ids=np.asarray(items["item_ids"], dtype=str),
-            catalog=dict(items.get("columns", {})),
+            catalog=items.read(directory / ITEMS),
+            index=ivf.read(directory / ivf.INDEX_FILE) if has_index else None,
             user_ids=np.asarray(users["user_ids"], dtype=str),
             user_offsets=_load_npy(directory / USER_OFFSETS, where),
             user_items=_load_npy(directory / USER_ITEMS, where),
@@ -231,7 +242,7 @@ def load(uri: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> 
 
 def _check_consistent(b: Bundle, where: str) -> None:
     """Verified bytes can still disagree with each other (a writer bug): refuse those too."""
-    n_items = len(b.item_ids)
+    n_items = b.catalog.n_items
     off, items = b.user_offsets, b.user_items
     problems = []
     if b.popularity.shape != (n_items + 1,):
@@ -245,10 +256,8 @@ def _check_consistent(b: Bundle, where: str) -> None:
         problems.append("user offsets do not index the histories")
     if len(items) and (items.min() < 1 or items.max() > n_items):
         problems.append("histories name items outside the catalog")
-    if len(set(b.item_ids.tolist())) != n_items:
-        problems.append("item ids repeat")
-    if any(len(v) != n_items for v in b.catalog.values()):
-        problems.append("a catalog column does not match the item list")
+    if b.index is not None and len(b.index.rows) != n_items:
+        problems.append("the item index does not cover the catalog")
     if b.manifest["model"].get("config", {}).get("n_items") != n_items:
         problems.append("the model config's n_items does not match the item list")
     if problems:

@@ -1,6 +1,10 @@
 """The student's forward pass in numpy: the same SASRec the trainer builds, no torch.
 
 Weights keep torch's state_dict names and (out, in) layout; they are transposed once at load.
+The item table stays in the precision the bundle stored (float32, float16, or int8 with one
+float32 scale per row): rows are converted when a history looks them up or a request scores
+them, so an int8 table costs a quarter of the memory a float32 copy would.
+
 Only what the newest position needs is computed in the last block (its keys and values for
 every position, its query, attention output and FFN for the newest one), which is exact for
 a causal model and saves most of that block.
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 LN_EPS = 1e-5  # torch.nn.LayerNorm's default
+SCORE_CHUNK = 8192  # rows converted to float32 at a time: 1.5 MB at D=48, inside L2
 _GELU_C = math.sqrt(2.0 / math.pi)
 
 
@@ -88,8 +93,12 @@ class NumpySASRec:
             for k, v in weights.items()
             if k != "item_emb.weight" and k != "item_emb.scale"
         }
-        self.items = dequantize_items(weights)  # (N + 1, D)
-        self.items_t = np.ascontiguousarray(self.items.T)  # (D, N + 1) for one BLAS call
+        table = weights["item_emb.weight"]
+        self.table = table if table.dtype == np.int8 else np.ascontiguousarray(table)
+        if self.table.dtype not in (np.float32, np.float16, np.int8):
+            self.table = self.table.astype(np.float32)
+        scale = weights.get("item_emb.scale")
+        self.scale = None if scale is None else np.asarray(scale, dtype=np.float32)
         self.pos = f32["pos_emb.weight"]
         self.blocks = []
         for i in range(int(config["n_blocks"])):
@@ -111,8 +120,39 @@ class NumpySASRec:
                 )
             )
         self.lnf_w, self.lnf_b = f32["ln_f.weight"], f32["ln_f.bias"]
-        if self.items.shape != (self.n_items + 1, self.d):
-            raise ValueError(f"item table {self.items.shape} does not match the config")
+        if self.table.shape != (self.n_items + 1, self.d):
+            raise ValueError(f"item table {self.table.shape} does not match the config")
+        if self.table.dtype == np.int8 and (
+            self.scale is None or self.scale.shape != (self.n_items + 1,)
+        ):
+            raise ValueError("an int8 item table needs one scale per row")
+
+    def embed(self, rows: np.ndarray) -> np.ndarray:
+        """float32 embeddings of item rows (any shape): (..., D)."""
+        out = self.table[rows].astype(np.float32)
+        if self.scale is not None:
+            out *= self.scale[rows][..., None]
+        return out
+
+    def score_rows(self, hidden: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(D,) user vector -> scores of the given rows only (candidates of a request)."""
+        if self.table.dtype == np.float32:
+            return self.table[rows] @ hidden
+        out = self.table[rows].astype(np.float32) @ hidden
+        if self.scale is not None:
+            out *= self.scale[rows]
+        return out
+
+    def item_norms(self) -> np.ndarray:
+        """(N + 1,) L2 norm of every row, chunk by chunk (no float32 copy of the table)."""
+        out = np.empty(len(self.table), dtype=np.float32)
+        for lo in range(0, len(self.table), SCORE_CHUNK):
+            out[lo : lo + SCORE_CHUNK] = np.linalg.norm(
+                self.table[lo : lo + SCORE_CHUNK].astype(np.float32), axis=1
+            )
+        if self.scale is not None:
+            out *= self.scale
+        return out
 
     def pad(self, histories: list[np.ndarray]) -> np.ndarray:
         return left_pad(histories, self.max_len)
@@ -125,7 +165,7 @@ class NumpySASRec:
         items = self.pad(histories)
         B, L = items.shape
         real = items != 0  # (B, L)
-        x = self.items[items] * math.sqrt(self.d) + self.pos[self.max_len - L :]
+        x = self.embed(items) * math.sqrt(self.d) + self.pos[self.max_len - L :]
         x *= real[..., None]
         causal = np.tril(np.ones((L, L), dtype=bool))
         eye = np.eye(L, dtype=bool)
@@ -151,8 +191,18 @@ class NumpySASRec:
         return Encoded(hidden=hidden, items=items)
 
     def score(self, hidden: np.ndarray) -> np.ndarray:
-        """(B, D) -> (B, N + 1) scores; column 0 (padding) is -inf."""
-        scores = hidden @ self.items_t
+        """(B, D) -> (B, N + 1) scores; column 0 (padding) is -inf. A float32 table is one
+        BLAS call on its transposed view (no copy); a float16/int8 one is converted a chunk at
+        a time and each row's scale applied to its scores."""
+        if self.table.dtype == np.float32:
+            scores = hidden @ self.table.T
+        else:
+            scores = np.empty((len(hidden), len(self.table)), dtype=np.float32)
+            for lo in range(0, len(self.table), SCORE_CHUNK):
+                block = self.table[lo : lo + SCORE_CHUNK].astype(np.float32)
+                scores[:, lo : lo + SCORE_CHUNK] = hidden @ block.T
+            if self.scale is not None:
+                scores *= self.scale
         scores[:, 0] = -np.inf
         return scores
 

@@ -29,8 +29,9 @@ _STORE_READS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lmrec-user-
 def item_out(rec: Recommender, r: Recommendation, rank: int) -> RecommendedItem:
     reason = None
     if r.reason is not None:
-        row = rec.catalog.row_of[r.reason]
-        reason = Reason(item_id=r.reason, title=rec.catalog.fields(row).get("title"))
+        row = rec.catalog.row(r.reason)
+        title = rec.catalog.fields(row).get("title") if row is not None else None
+        reason = Reason(item_id=r.reason, title=title)
     return RecommendedItem(
         item_id=r.item_id,
         score=r.score,
@@ -88,9 +89,10 @@ async def recommend(
             else:
                 degraded = True
                 warnings.append(warning or "")
-    known = rec.catalog.category_rows
     missing = [
-        c for c in (*filters.include_categories, *filters.exclude_categories) if c not in known
+        c
+        for c in (*filters.include_categories, *filters.exclude_categories)
+        if not rec.catalog.has_category(c)
     ]
     if missing:
         warnings.append(f"unknown categories ignored: {', '.join(missing[:10])}"[:600])

@@ -1,0 +1,245 @@
+"""The item catalog of a bundle in compact arrays: ids, display fields and categories.
+
+One safetensors file (no pickle) holds, for n items in model row order (row r <-> index r - 1):
+
+  id_bytes, id_offsets        the ids, UTF-8, concatenated; id r is bytes[off[r-1]:off[r]]
+  id_hash, id_hash_rows       a 64-bit hash of every id, sorted, and the row of each: the
+                              id -> row lookup is a binary search (np.searchsorted), then a
+                              byte comparison that settles any hash collision
+  field_bytes, field_offsets  per item, a JSON array of its display columns (title, year, ...)
+                              in the order the metadata names them; decoded only for the
+                              items a request returns
+  category_codes, category_offsets          per item, its category codes (CSR)
+  category_rows, category_row_offsets       per category code, its rows (CSR): filters
+  metadata: format, columns, category_column, categories (the code -> name vocabulary)
+
+Loading is a few array reads: no Python object per item (items.json parsed into lists and
+dicts took 2.0 s at 671k items, the id -> row dict another 1.0-1.6 s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "lmrec-items/1"
+_EMPTY = np.empty(0, dtype=np.int64)
+
+
+def id_hash(raw: bytes) -> int:
+    """A stable 64-bit hash (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
+
+
+def _blob(values: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum([len(v) for v in values], out=offsets[1:])
+    data = np.frombuffer(b"".join(values), dtype=np.uint8)
+    return (data if len(data) else np.zeros(0, np.uint8)), offsets
+
+
+def _csr(groups: Sequence[Sequence[int]], dtype=np.int32) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(groups) + 1, dtype=np.int64)
+    np.cumsum([len(g) for g in groups], out=offsets[1:])
+    flat = np.fromiter((x for g in groups for x in g), dtype=dtype, count=int(offsets[-1]))
+    return flat, offsets
+
+
+def encode(
+    item_ids: Sequence[str], columns: dict[str, list], category_column: str | None
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The arrays and metadata of an item file (for training's bundle writer).
+
+    `columns` maps a column name to values aligned with `item_ids` (JSON-able scalars); the
+    category column's values are lists of category names."""
+    raw_ids = [str(i).encode() for i in item_ids]
+    id_bytes, id_offsets = _blob(raw_ids)
+    hashes = np.fromiter((id_hash(r) for r in raw_ids), dtype=np.uint64, count=len(raw_ids))
+    order = np.argsort(hashes, kind="stable")
+    fields = [name for name in columns if name != category_column]
+    rows_json = [
+        json.dumps([columns[name][i] for name in fields], separators=(",", ":")).encode()
+        for i in range(len(raw_ids))
+    ]
+    field_bytes, field_offsets = _blob(rows_json if fields else [])
+    per_item = columns.get(category_column or "", [[] for _ in raw_ids])
+    vocabulary = sorted({c for cats in per_item for c in (cats or ())})
+    code_of = {c: i for i, c in enumerate(vocabulary)}
+    codes, cat_offsets = _csr([[code_of[c] for c in (cats or ())] for cats in per_item])
+    rows_of: list[list[int]] = [[] for _ in vocabulary]
+    for row, cats in enumerate(per_item, start=1):
+        for c in dict.fromkeys(cats or ()):  # a category named twice counts once
+            rows_of[code_of[c]].append(row)
+    cat_rows, cat_row_offsets = _csr(rows_of)
+    arrays = {
+        "id_bytes": id_bytes,
+        "id_offsets": id_offsets,
+        "id_hash": hashes[order],
+        "id_hash_rows": (order + 1).astype(np.int32),
+        "field_bytes": field_bytes,
+        "field_offsets": field_offsets,
+        "category_codes": codes,
+        "category_offsets": cat_offsets,
+        "category_rows": cat_rows,
+        "category_row_offsets": cat_row_offsets,
+    }
+    metadata = {
+        "format": FORMAT,
+        "columns": json.dumps(list(columns)),  # every column, in the catalog's order
+        "category_column": category_column or "",
+        "categories": json.dumps(vocabulary),
+    }
+    return arrays, metadata
+
+
+def write(
+    path: Path, item_ids: Sequence[str], columns: dict[str, list], category_column: str | None
+) -> None:
+    from safetensors.numpy import save_file
+
+    arrays, metadata = encode(item_ids, columns, category_column)
+    save_file(arrays, str(path), metadata=metadata)
+
+
+class ItemIds(Sequence[str]):
+    """The ids as a read-only sequence (index = row - 1), decoded one at a time on access."""
+
+    def __init__(self, data: bytes, offsets: np.ndarray):
+        self._data, self._off = data, offsets
+
+    def __len__(self) -> int:
+        return len(self._off) - 1
+
+    def raw(self, index: int) -> bytes:
+        return self._data[int(self._off[index]) : int(self._off[index + 1])]
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = int(index)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.raw(index).decode()
+
+    def __iter__(self) -> Iterator[str]:
+        return (self[i] for i in range(len(self)))
+
+
+class ItemCatalog:
+    """Id <-> row lookups, display fields and category rows over the compact arrays."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], metadata: dict[str, str]):
+        if metadata.get("format") != FORMAT:
+            raise ValueError(f"unknown item file format {metadata.get('format')!r}")
+        self.item_ids = ItemIds(arrays["id_bytes"].tobytes(), arrays["id_offsets"])
+        self._hash = arrays["id_hash"]
+        self._hash_rows = arrays["id_hash_rows"].astype(np.int64)
+        self._fields = arrays["field_bytes"].tobytes()
+        self._field_off = arrays["field_offsets"]
+        self._cat_codes, self._cat_off = arrays["category_codes"], arrays["category_offsets"]
+        self._cat_rows = arrays["category_rows"].astype(np.int64)
+        self._cat_row_off = arrays["category_row_offsets"]
+        self.columns: list[str] = json.loads(metadata["columns"])
+        self.category_column: str | None = metadata.get("category_column") or None
+        self._stored = [c for c in self.columns if c != self.category_column]  # in the JSON
+        self.categories: list[str] = json.loads(metadata["categories"])
+        self._code_of = {c: i for i, c in enumerate(self.categories)}  # one per category
+        self._check()
+
+    def _check(self) -> None:
+        n = len(self.item_ids)
+        problems = []
+        if self._hash.shape != (n,) or self._hash_rows.shape != (n,):
+            problems.append("the id index does not match the ids")
+        elif (self._hash[1:] < self._hash[:-1]).any():
+            problems.append("the id index is not sorted")
+        elif any(  # equal ids hash equal; equal hashes are rare and compared as bytes
+            self.item_ids.raw(int(self._hash_rows[i]) - 1)
+            == self.item_ids.raw(int(self._hash_rows[i + 1]) - 1)
+            for i in np.flatnonzero(self._hash[1:] == self._hash[:-1]).tolist()
+        ):
+            problems.append("item ids repeat")
+        if n and (
+            self._hash_rows.min() < 1
+            or self._hash_rows.max() > n
+            or not (np.bincount(self._hash_rows, minlength=n + 1)[1:] == 1).all()
+        ):
+            problems.append("the id index is not a permutation of the rows")
+        if self._field_off.shape not in ((n + 1,), (1,)) or self._cat_off.shape != (n + 1,):
+            problems.append("a catalog column does not match the item list")
+        if self._cat_row_off.shape != (len(self.categories) + 1,):
+            problems.append("the category index does not match its vocabulary")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def row(self, item_id: str) -> int | None:
+        """The row of an id (1..n), or None if the catalog does not hold it."""
+        raw = item_id.encode()
+        h = np.uint64(id_hash(raw))
+        i = int(np.searchsorted(self._hash, h))
+        while i < len(self._hash) and self._hash[i] == h:  # equal hashes: compare bytes
+            row = int(self._hash_rows[i])
+            if self.item_ids.raw(row - 1) == raw:
+                return row
+            i += 1
+        return None
+
+    def rows(self, item_ids: Iterable[str]) -> tuple[np.ndarray, list[str]]:
+        """Known rows (in order) and the ids that are not in the catalog."""
+        ids = list(item_ids)
+        if not ids:
+            return _EMPTY, []
+        raws = [i.encode() for i in ids]
+        hashes = np.fromiter((id_hash(r) for r in raws), dtype=np.uint64, count=len(raws))
+        at = np.minimum(np.searchsorted(self._hash, hashes), max(len(self._hash) - 1, 0))
+        rows = self._hash_rows[at] if len(self._hash) else np.zeros(len(ids), np.int64)
+        hit = (self._hash[at] == hashes) if len(self._hash) else np.zeros(len(ids), bool)
+        found, unknown = [], []
+        for item, raw, row, ok in zip(ids, raws, rows.tolist(), hit.tolist(), strict=True):
+            if ok and self.item_ids.raw(row - 1) == raw:
+                found.append(row)
+            elif ok and (slow := self.row(item)) is not None:  # a hash shared by two ids
+                found.append(slow)
+            else:
+                unknown.append(item)
+        return np.asarray(found, dtype=np.int64), unknown
+
+    def fields(self, row: int) -> dict:
+        """The item's display columns and its categories, decoded for this one row."""
+        stored: dict = {}
+        if self._stored:
+            lo, hi = int(self._field_off[row - 1]), int(self._field_off[row])
+            stored = dict(zip(self._stored, json.loads(self._fields[lo:hi]), strict=True))
+        if self.category_column:
+            codes = self._cat_codes[self._cat_off[row - 1] : self._cat_off[row]]
+            stored[self.category_column] = [self.categories[c] for c in codes.tolist()]
+        return {name: stored[name] for name in self.columns if name in stored}
+
+    def has_category(self, name: str) -> bool:
+        return name in self._code_of
+
+    def category_rows(self, name: str) -> np.ndarray:
+        """Rows of the items in a category (empty for an unknown category)."""
+        code = self._code_of.get(name)
+        if code is None:
+            return _EMPTY
+        return self._cat_rows[self._cat_row_off[code] : self._cat_row_off[code + 1]]
+
+
+def read(path: Path) -> ItemCatalog:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as fh:
+        metadata = fh.metadata() or {}
+        arrays = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118 - not a dict
+    return ItemCatalog(arrays, metadata)

@@ -58,9 +58,17 @@ class Recommender:
         self.catalog = loaded.catalog
         self.index = loaded.index
         self.user_row = {u: i for i, u in enumerate(loaded.user_ids.tolist())}
-        self.norms = np.maximum(self.model.item_norms(), 1e-12)  # cosine for similar items
+        self._norms: np.ndarray | None = None  # every row's norm, on first exact cosine
         self.popularity = loaded.popularity.copy()
         self.popularity[0] = -np.inf
+
+    @property
+    def norms(self) -> np.ndarray:
+        """(N + 1,) item norms for cosine over the whole table (a catalog without an index),
+        computed on first use: a cold start does not pay for them."""
+        if self._norms is None:
+            self._norms = np.maximum(self.model.item_norms(), 1e-12)
+        return self._norms
 
     @classmethod
     def load(cls, uri: str, cache_dir: str | None = None) -> Recommender:
@@ -133,9 +141,12 @@ class Recommender:
             return top, scores[top]
         n_probe = self.index.n_probe_similar if cosine else self.index.n_probe
         rows = self._candidates(query, allowed, n_probe, k)
-        scores = self.model.score_rows(query, rows)
-        if cosine:
-            scores /= self.norms[rows] * float(np.linalg.norm(query))
+        if cosine:  # the candidates' norms from the rows gathered anyway
+            vectors = self.model.embed(rows)
+            scores = vectors @ query
+            scores /= np.maximum(np.linalg.norm(vectors, axis=1), 1e-12) * np.linalg.norm(query)
+        else:
+            scores = self.model.score_rows(query, rows)
         best = top_k(scores, k)
         return rows[best], scores[best]
 
@@ -183,7 +194,8 @@ class Recommender:
         return self.recommend_many([history], [filters or Filters()])[0]
 
     def _unit(self, rows: np.ndarray) -> np.ndarray:
-        return self.model.embed(rows) / self.norms[rows][..., None]
+        vectors = self.model.embed(rows)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
     def _reasons(self, enc, j: int, top: np.ndarray) -> list[str | None]:
         """For each recommended row, the item in the model's history window whose student

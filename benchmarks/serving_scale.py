@@ -1,0 +1,420 @@
+"""Serving at three catalog sizes: bundle size, load time, memory, cold start through the
+Lambda handler with the bundle fetched from a local S3 endpoint (moto server), recommend and
+similar-items latency on one thread, and the item index's recall against exact search.
+Prints one JSON object per size.
+
+    nice -n 10 .venv/bin/python benchmarks/serving_scale.py --sizes S M L
+
+Bundles are written by training/bundle_writer.py from synthetic data: Zipf item popularity,
+users drifting along item topics (mean 15 interactions), a catalog with titles, a price and
+1-3 of 200 categories, and the default student (d=48, 1 block, max_len 50) with random
+weights except for the item table, which is drawn around topic centres with norms that grow
+with popularity (the shape trained tables take; a Gaussian table has no structure for any
+index to use). Latency: single thread (OPENBLAS/OMP/MKL threads = 1), in a fresh process per
+size, 500 histories of the data's users, k=10, seen items excluded, explanations on.
+
+The code under test is whichever lmrec/training PYTHONPATH names, so the same command on an
+older checkout measures the code before a change on bundles from the same data and model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+T0 = time.perf_counter()  # a cold start is timed from here (plus the interpreter's start)
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+SIZES = {"S": (10_000, 4_800), "M": (100_000, 76_000), "L": (1_000_000, 671_000)}
+N_CATEGORIES = 200
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    return f"{os.cpu_count()}-core {cpu}, {mem:.0f} GB, no GPU, Python {platform.python_version()}"
+
+
+def rss_mb() -> dict:
+    status = dict(
+        ln.split(":", 1) for ln in Path("/proc/self/status").read_text().splitlines() if ":" in ln
+    )
+    return {
+        k: round(int(status[v].split()[0]) / 1024, 1)
+        for k, v in (("rss_mb", "VmRSS"), ("peak_rss_mb", "VmHWM"))
+    }
+
+
+# -- data and bundles -----------------------------------------------------------------------
+def synthetic(n_users: int, n_items: int, seed: int = 0):
+    from training.data import Interactions
+
+    rng = np.random.default_rng(seed)
+    n_topics = max(8, n_items // 300)
+    topic_of_item = rng.integers(0, n_topics, n_items)
+    by_topic = np.argsort(topic_of_item, kind="stable")
+    topic_start = np.searchsorted(topic_of_item[by_topic], np.arange(n_topics + 1))
+    lengths = np.clip(rng.geometric(1 / 14, n_users) + 1, 2, 500)
+    offsets = np.zeros(n_users + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    total = int(offsets[-1])
+    user_of = np.repeat(np.arange(n_users), lengths)
+    # Each user drifts: their topic moves by +1 now and then along their history.
+    drift = (rng.random(total) < 0.1).astype(np.int64)
+    step = np.cumsum(drift) - np.repeat(
+        np.cumsum(drift)[offsets[:-1]] - drift[offsets[:-1]], lengths
+    )
+    topic = (rng.integers(0, n_topics, n_users)[user_of] + step) % n_topics
+    size = topic_start[topic + 1] - topic_start[topic]
+    rank = np.minimum(rng.zipf(1.2, total) - 1, np.maximum(size - 1, 0))
+    items = by_topic[topic_start[topic] + rank] + 1
+    wander = rng.random(total) < 0.2  # the rest: anywhere, by global popularity
+    items[wander] = np.minimum(rng.zipf(1.1, int(wander.sum())), n_items)
+    item_ids = np.asarray([f"B{h:09X}" for h in rng.permutation(n_items * 7)[:n_items]], dtype=str)
+    data = Interactions(
+        user_ids=np.asarray([f"user-{u:07d}" for u in range(n_users)], dtype=str),
+        item_ids=item_ids,
+        offsets=offsets,
+        items=items.astype(np.int64),
+        timestamps=np.arange(total, dtype=np.float64),
+        fingerprint=f"sha256:{seed:064x}",
+        stats={"read_at": "synthetic"},
+    )
+    return data, topic_of_item
+
+
+def catalog(data, seed: int = 0):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed + 1)
+    n = data.n_items
+    first = rng.integers(0, N_CATEGORIES, n)
+    second = rng.integers(0, N_CATEGORIES, n)
+    genres = [
+        f"cat{a:03d}|cat{b:03d}" if rng_b else f"cat{a:03d}"
+        for a, b, rng_b in zip(first, second, rng.random(n) < 0.5, strict=True)
+    ]
+    return pd.DataFrame(
+        {
+            "title": [f"Product {i} deluxe edition" for i in range(n)],
+            "price": np.round(rng.uniform(1, 200, n), 2),
+            "category": genres,
+        },
+        index=pd.Index(data.item_ids, name="item_id"),
+    )
+
+
+def item_table(topic_of_item: np.ndarray, popularity: np.ndarray, d: int, seed: int = 0):
+    rng = np.random.default_rng(seed + 2)
+    centres = rng.standard_normal((int(topic_of_item.max()) + 1, d))
+    norms = 0.5 + 0.15 * np.log1p(popularity[1:])
+    table = (centres[topic_of_item] + rng.standard_normal((len(topic_of_item), d))) / np.sqrt(2 * d)
+    return np.vstack([np.zeros((1, d)), table * norms[:, None]]).astype(np.float32)
+
+
+def build(size: str, out: Path, dtype: str) -> dict:
+    import torch
+
+    from training.bundle_writer import write_bundle
+    from training.model import ModelConfig, SASRec
+
+    n_users, n_items = SIZES[size]
+    began = time.perf_counter()
+    data, topic = synthetic(n_users, n_items)
+    data.catalog = catalog(data)
+    torch.manual_seed(0)
+    student = SASRec(ModelConfig(n_items=n_items, d_model=48, n_blocks=1, n_heads=1, max_len=50))
+    popularity = np.bincount(data.items, minlength=n_items + 1)
+    with torch.no_grad():
+        student.item_emb.weight.copy_(torch.from_numpy(item_table(topic, popularity, 48)))
+    student.eval()
+    generated = time.perf_counter() - began
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"metrics": {}, "config": {"size": size}}
+    began = time.perf_counter()
+    manifest = write_bundle(out, student, data, doc, dtype, category_column="category")
+    written = time.perf_counter() - began
+    rng = np.random.default_rng(7)
+    users = rng.choice(n_users, 500, replace=False)
+    hist = [data.sequence(int(u))[-200:] for u in users]
+    np.savez(out.parent / f"{out.name}-requests.npz", *[h.astype(np.int64) for h in hist])
+    return {
+        "generate_seconds": round(generated, 1),
+        "write_seconds": round(written, 1),
+        "interactions": len(data.items),
+        "item_index": manifest["model"].get("item_index"),
+    }
+
+
+# -- measurements in a fresh process --------------------------------------------------------
+def percentiles(ms: tuple[list[float], list[float]]) -> dict:
+    a, c = np.asarray(ms[0]), np.asarray(ms[1])
+    return {
+        "cpu_p50_ms": round(float(np.percentile(c, 50)), 3),
+        "cpu_p99_ms": round(float(np.percentile(c, 99)), 3),
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+    }
+
+
+def timed(fn, args) -> tuple[list[float], list[float]]:
+    """Wall and on-CPU milliseconds per call. The machine is shared: wall time includes
+    the time the scheduler gave another process; the thread's CPU time does not."""
+    wall, cpu = [], []
+    for a in args:
+        began, began_cpu = time.perf_counter(), time.thread_time()
+        fn(a)
+        wall.append((time.perf_counter() - began) * 1000)
+        cpu.append((time.thread_time() - began_cpu) * 1000)
+    return wall, cpu
+
+
+def child_latency(bundle_dir: str) -> dict:
+    from lmrec.recommend import Filters, Recommender
+
+    began, began_cpu = time.perf_counter(), time.process_time()
+    rec = Recommender.load(bundle_dir)
+    load_s, load_cpu = time.perf_counter() - began, time.process_time() - began_cpu
+    memory = rss_mb()
+    req = np.load(Path(bundle_dir).parent / f"{Path(bundle_dir).name}-requests.npz")
+    hist = [req[k] for k in req.files]
+    ids = rec.catalog.item_ids
+    n = len(ids)
+    rng = np.random.default_rng(3)
+    probe_items = [ids[int(i)] for i in rng.integers(0, n, 500)]
+    excluded = [ids[int(i)] for i in rng.integers(0, n, 20)]
+    for h in hist[:30]:  # warm caches and lazy imports
+        rec.recommend(h, Filters(k=10))
+    plain = timed(lambda h: rec.recommend(h, Filters(k=10)), hist)
+    filtered = timed(
+        lambda h: rec.recommend(
+            h,
+            Filters(k=10, exclude_items=excluded, exclude_categories=["cat000", "cat001"]),
+        ),
+        hist,
+    )
+    narrow = timed(lambda h: rec.recommend(h, Filters(k=10, include_categories=["cat007"])), hist)
+    cold = timed(lambda h: rec.recommend(np.empty(0, np.int64), Filters(k=10)), hist[:200])
+    similar = timed(lambda i: rec.similar(i, 10), probe_items)
+    out = {
+        "load_seconds": round(load_s, 3),
+        "load_cpu_seconds": round(load_cpu, 3),
+        **memory,
+        "recommend": percentiles(plain),
+        "recommend_filtered": percentiles(filtered),
+        "recommend_one_category": percentiles(narrow),
+        "recommend_no_history": percentiles(cold),
+        "similar": percentiles(similar),
+    }
+    if getattr(rec, "index", None) is not None:
+        out["ann"] = recall(rec, hist[:200], probe_items[:200])
+    return out
+
+
+def recall(rec, hist, items) -> dict:
+    from lmrec.recommend import Filters
+
+    approx = [[r.row for r in rec.recommend(h, Filters(k=10)).items] for h in hist]
+    approx_f = [
+        [
+            r.row
+            for r in rec.recommend(h, Filters(k=10, exclude_categories=["cat000", "cat001"])).items
+        ]
+        for h in hist
+    ]
+    approx_s = [[r.row for r in rec.similar(i, 10)] for i in items]
+    index, rec.index = rec.index, None
+    exact = [[r.row for r in rec.recommend(h, Filters(k=10)).items] for h in hist]
+    exact_f = [
+        [
+            r.row
+            for r in rec.recommend(h, Filters(k=10, exclude_categories=["cat000", "cat001"])).items
+        ]
+        for h in hist
+    ]
+    exact_s = [[r.row for r in rec.similar(i, 10)] for i in items]
+    exact_ms = timed(lambda h: rec.recommend(h, Filters(k=10)), hist)
+    rec.index = index
+
+    def mean_recall(a, b):
+        return round(
+            float(
+                np.mean([len(set(x) & set(y)) / max(1, len(y)) for x, y in zip(a, b, strict=True)])
+            ),
+            4,
+        )
+
+    return {
+        "n_lists": index.n_lists,
+        "n_probe": index.n_probe,
+        "n_probe_similar": index.n_probe_similar,
+        "recall@10_recommend": mean_recall(approx, exact),
+        "recall@10_recommend_filtered": mean_recall(approx_f, exact_f),
+        "recall@10_similar": mean_recall(approx_s, exact_s),
+        "protocol": f"{len(hist)} users' histories / {len(items)} items: top-10 against "
+        "the exact top-10 over the whole catalog",
+        "exact_recommend": percentiles(exact_ms),
+    }
+
+
+def child_cold(repo: str, history: list[str]) -> dict:
+    """From process start: import the Lambda module (which fetches and loads the bundle) and
+    answer one request through its handler."""
+    import importlib.util
+    import resource
+
+    class Context:  # what the handler reads of Lambda's context object
+        function_name, memory_limit_in_mb, aws_request_id = "lmrec-bench", 1024, "bench"
+        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:lmrec-bench"
+        log_group_name, log_stream_name = "/aws/lambda/lmrec-bench", "bench"
+
+        @staticmethod
+        def get_remaining_time_in_millis() -> int:
+            return 10_000
+
+    spec = importlib.util.spec_from_file_location("api_app", Path(repo) / "functions/api/app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    imported = time.perf_counter()
+    event = json.loads((Path(repo) / "events/api_post_recommendations_history.json").read_text())
+    event["body"] = json.dumps({"history": history, "k": 10})
+    event["isBase64Encoded"] = False
+    reply = module.handler(event, Context())
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+        "imported_at_s": round(imported - T0, 3),
+        "answered_at_s": round(time.perf_counter() - T0, 3),
+        "status": reply["statusCode"],
+        **rss_mb(),
+    }
+
+
+def run_child(args: list[str], env: dict) -> dict:
+    began = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, __file__, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ONE_THREAD, **env},
+        timeout=900,
+    )
+    wall = time.perf_counter() - began
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-2000:]}
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["process_wall_seconds"] = round(wall, 3)
+    return out
+
+
+def cold_start(bundle_dir: Path, repo: Path, endpoint: str, history: list[str]) -> dict:
+    import boto3
+    from lmrec import registry, store
+
+    bucket = f"bench-{bundle_dir.name.lower()}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    store._S3 = None
+    pointer = registry.publish(bundle_dir, f"s3://{bucket}", "lmrec")
+    registry.set_production(f"s3://{bucket}", "lmrec", pointer)
+    runs = []
+    for _ in range(2):
+        cache = tempfile.mkdtemp(prefix="lmrec-cold-")
+        env = {
+            "LMREC_STORE_URI": f"s3://{bucket}",
+            "LMREC_CACHE_DIR": cache,
+            "LMREC_EVENTS_TABLE": "",
+            "LMREC_INIT_LOAD_SECONDS": "9",
+            "LMREC_AUTH": "none",
+        }
+        runs.append(run_child(["--child", "cold", str(repo), json.dumps(history)], env))
+        shutil.rmtree(cache, ignore_errors=True)
+    return {"runs": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["S", "M", "L"], choices=list(SIZES))
+    parser.add_argument("--dtype", default="int8", choices=["float32", "float16", "int8"])
+    parser.add_argument("--workdir", default="", help="where bundles go (default: a temp dir)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        result = (
+            child_latency(rest[0])
+            if kind == "latency"
+            else child_cold(rest[0], json.loads(rest[1]))
+        )
+        print(json.dumps(result))
+        return
+    import training
+
+    repo = Path(training.__file__).resolve().parents[1]
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="serving-scale-"))
+    from moto.server import ThreadedMotoServer
+
+    from training.local_stack import free_port
+
+    port = free_port()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    creds = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    os.environ.update(creds)
+    try:
+        for size in args.sizes:
+            out = work / f"{size}-{args.dtype}"
+            record = {
+                "size": size,
+                "users": SIZES[size][0],
+                "items": SIZES[size][1],
+                "item_table_dtype": args.dtype,
+                "code": str(repo),
+                "machine": machine(),
+            }
+            record.update(build(size, out, args.dtype))
+            manifest = json.loads((out / "manifest.json").read_text())
+            record["bundle_files_mb"] = {
+                name: round(e["size"] / 2**20, 2) for name, e in manifest["files"].items()
+            }
+            record["bundle_mb"] = round(
+                sum(e["size"] for e in manifest["files"].values()) / 2**20, 1
+            )
+            record["serving"] = run_child(["--child", "latency", str(out)], {})
+            req = np.load(work / f"{out.name}-requests.npz")
+            from lmrec.bundle import load
+
+            ids = load(out).item_ids
+            history = [ids[int(r) - 1] for r in req[req.files[0]][-10:]]
+            record["cold_start"] = cold_start(out, repo, creds["AWS_ENDPOINT_URL"], history)
+            print(json.dumps(record), flush=True)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

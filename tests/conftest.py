@@ -178,10 +178,18 @@ def import_function(name: str, module_name: str | None = None):
     """Import functions/<name>/app.py as a fresh module, as the Lambda runtime would."""
     import importlib.util
 
+    from tests import aws_calls
+
+    role = aws_calls.FUNCTIONS[name]  # its AWS calls are judged against this role's policy
     path = REPO / "functions" / name / "app.py"
     spec = importlib.util.spec_from_file_location(module_name or f"fn_{name}_app", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with aws_calls.acting_as(role):
+        spec.loader.exec_module(module)
+    module.handler = aws_calls.acting(role, module.handler)
+    state = getattr(module, "state", None)
+    if state is not None and hasattr(state, "refresh"):  # tests refresh the API's model too
+        state.refresh = aws_calls.acting(role, state.refresh)
     return module
 
 
@@ -217,8 +225,47 @@ def sam_invoke(logical_id: str, event: dict, env: dict, monkeypatch):
         monkeypatch.setenv(key, value)
     spec = importlib.util.spec_from_file_location(f"sam_{logical_id}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, func_name)(event, LambdaContext())
+    from tests.aws_calls import acting_as
+
+    with acting_as(logical_id):  # its AWS calls are judged against this function's role
+        spec.loader.exec_module(module)
+        return getattr(module, func_name)(event, LambdaContext())
+
+
+def pytest_terminal_summary(terminalreporter):
+    """After a run that judged AWS calls: the role permissions no call needed (candidates to
+    remove from template.yaml, unless the platform, not our code, uses them)."""
+    from tests import aws_calls
+
+    if aws_calls.USED:
+        terminalreporter.write_sep("-", "IAM permissions no judged call used")
+        for line in aws_calls.unused_permissions():
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(autouse=True)
+def aws_calls_allowed_by_template(monkeypatch):
+    """Every AWS call a function (or the training job) makes in a test must be allowed by
+    its role in template.yaml (tests/aws_calls.py); the test errors with what to add."""
+    from tests import aws_calls
+    from training.local_stack import LocalStack
+
+    aws_calls.install(monkeypatch)
+    for method, principal in (
+        ("retrain", "RetrainFunction"),
+        ("promote", "PromoteFunction"),
+        ("run_job", aws_calls.TRAINING),  # SageMaker reads inputs, writes outputs as the role
+    ):
+        wrapped = aws_calls.acting(principal, getattr(LocalStack, method))
+        monkeypatch.setattr(LocalStack, method, wrapped)
+    with aws_calls.recording() as calls:
+        yield calls
+    _, failures = aws_calls.judge(calls)
+    if failures:
+        pytest.fail(
+            "template.yaml does not allow what the code calls:\n\n" + "\n\n".join(failures),
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

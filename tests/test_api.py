@@ -208,6 +208,8 @@ def test_no_model_at_cold_start_answers_503_then_recovers(monkeypatch, tmp_path,
 
 def test_events_table_unavailable(api, monkeypatch):
     monkeypatch.setattr(api.app.state.events, "table_name", "no-such-table")
+    # as if the function had been deployed with it (its role is judged for this table)
+    monkeypatch.setenv("LMREC_EVENTS_TABLE", "no-such-table")
     status, body = call(api, "api_post_recommendations.json")
     assert status == 200 and body["degraded"] and "stored history" in body["warnings"][0]
     status, body = call(api, "api_post_events.json")

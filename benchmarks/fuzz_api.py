@@ -80,10 +80,15 @@ def main() -> None:
 
         return run
 
-    for result in operations:
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            with contextlib.suppress(Unsatisfiable):  # e.g. no invalid input for GET /health
-                runner(result.ok(), mode)()
+    rounds = 0
+    # Some operations offer few distinct cases (GET /health has no invalid input), so one
+    # round sends fewer requests than asked: new rounds (fresh random cases) until enough.
+    while sum(statuses.values()) < args.examples and rounds < 6:
+        rounds += 1
+        for result in operations:
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                with contextlib.suppress(Unsatisfiable):  # e.g. no invalid input for /health
+                    runner(result.ok(), mode)()
     server.stop()
     total = sum(statuses.values())
     by_status = collections.Counter()
@@ -93,6 +98,7 @@ def main() -> None:
         json.dumps(
             {
                 "requests": total,
+                "rounds": rounds,
                 "operations": len(operations),
                 "by_status": dict(sorted(by_status.items())),
                 "5xx": len(failures),

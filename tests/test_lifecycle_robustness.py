@@ -457,3 +457,28 @@ def test_a_60mb_bad_csv_line_is_not_echoed_whole(tmp_path):
     assert len(proc.stderr) + len(proc.stdout) < 10_000
     assert "more characters" in proc.stderr
     assert all(p.stat().st_size < 5_000 for p in failures)
+
+
+def test_every_aws_client_comes_from_the_budgeted_factory(monkeypatch):
+    import re
+
+    from lmrec import aws
+    from lmrec.settings import ApiSettings, PromoteSettings
+
+    monkeypatch.setattr(aws, "_budget", aws.budget())  # restored after the test
+    root = Path(__file__).resolve().parents[1]
+    direct = re.compile(r"boto3\.client\(|create_client\(")
+    offenders = [
+        str(p.relative_to(root))
+        for folder in ("layers", "functions")
+        for p in (root / folder).rglob("*.py")
+        if p.name != "aws.py" and direct.search(p.read_text())
+    ]
+    assert offenders == []
+    api = aws.configure(ApiSettings())
+    config = aws.client_config()
+    assert (config.connect_timeout, config.read_timeout) == (0.5, 1.0)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 2}
+    assert api.worst_case_seconds() == 3.0 < ApiSettings().function_timeout_seconds
+    promote = aws.configure(PromoteSettings(store_uri="s3://b"))
+    assert promote.worst_case_seconds() < 300

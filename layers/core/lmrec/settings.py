@@ -120,6 +120,7 @@ Settings = ApiSettings  # the API's settings, under the name the API modules imp
 class RetrainSettings(CommonSettings):
     """The retrain function: when to start a SageMaker training job, and which."""
 
+    store_uri: str = Field(min_length=1, description="model store root (s3://bucket)")
     data_uri: str  # s3://bucket/data/interactions/
     output_uri: str  # s3://bucket/training-output
     training_image: str = Field(min_length=1)
@@ -146,6 +147,7 @@ class RetrainSettings(CommonSettings):
 class PromoteSettings(CommonSettings):
     """The promote function: the quality gate and which jobs are ours."""
 
+    store_uri: str = Field(min_length=1, description="model store root (s3://bucket)")
     aws_read_timeout: float = Field(default=20.0, gt=0, le=300)
     gate_tolerance: float = Field(default=0.002, ge=0, le=1)
     job_prefix: str = Field(default="lmrec-", pattern=r"^[a-z][a-z0-9-]{0,20}$")

@@ -482,3 +482,20 @@ def test_every_aws_client_comes_from_the_budgeted_factory(monkeypatch):
     assert api.worst_case_seconds() == 3.0 < ApiSettings().function_timeout_seconds
     promote = aws.configure(PromoteSettings(store_uri="s3://b"))
     assert promote.worst_case_seconds() < 300
+
+
+def test_each_function_knows_its_timeout_and_its_budget_fits():
+    from lmrec.settings import ApiSettings, PromoteSettings, RetrainSettings
+
+    from tests.conftest import load_template
+
+    template = load_template()
+    resources, params = template["Resources"], template["Parameters"]
+    api = resources["ApiFunction"]["Properties"]
+    env = api["Environment"]["Variables"]
+    assert env["LMREC_FUNCTION_TIMEOUT_SECONDS"] == api["Timeout"] == {"!Ref": "ApiTimeout"}
+    timeout = float(params["ApiTimeout"]["Default"])
+    assert ApiSettings(function_timeout_seconds=timeout).aws_call_budget_seconds() < timeout
+    for name, cls in (("PromoteFunction", PromoteSettings), ("RetrainFunction", RetrainSettings)):
+        seconds = float(resources[name]["Properties"]["Timeout"])
+        assert seconds == cls.model_fields["function_timeout_seconds"].default

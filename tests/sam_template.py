@@ -224,6 +224,7 @@ def env_names(environ: dict[str, str] | None = None) -> dict[str, Any]:
             "DataBucket.Arn": f"arn:aws:s3:::{bucket}",
             "EventsTable": table,
             "EventsTable.Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}",
+            "FailedEventsQueue.Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:lmrec-failed-events",
             "SageMakerRole": role_arn.rsplit("/", 1)[-1],
             "SageMakerRole.Arn": role_arn,
         }

@@ -102,3 +102,30 @@ def test_bucket_and_table_hardening():
     table = t["EventsTable"]["Properties"]
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+def test_operations_hardening():
+    t = load_template()
+    res, params = t["Resources"], t["Parameters"]
+    # every function logs to its own group with a retention; the API stage has access logs
+    for name, fn in resources("AWS::Serverless::Function").items():
+        group = res[fn["Properties"]["LoggingConfig"]["LogGroup"]["!Ref"]]
+        assert group["Properties"]["RetentionInDays"] == {"!Ref": "LogRetentionDays"}, name
+    stage = res["ApiStage"]["Properties"]
+    assert stage["AccessLogSettings"]["DestinationArn"] == {"!GetAtt": "ApiAccessLogGroup.Arn"}
+    assert "$context.status" in stage["AccessLogSettings"]["Format"]
+    # the event-driven functions keep what they could not handle
+    for name in ("RetrainFunction", "PromoteFunction"):
+        on_failure = res[name]["Properties"]["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+        assert on_failure == {"Type": "SQS", "Destination": {"!GetAtt": "FailedEventsQueue.Arn"}}
+    # stored data outlives the stack
+    for name in ("DataBucket", "EventsTable"):
+        assert res[name]["DeletionPolicy"] == res[name]["UpdateReplacePolicy"] == "Retain"
+    # noncurrent versions and training outputs expire after stated, configurable periods
+    rules = {r["Id"]: r for r in res["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    noncurrent = rules["NoncurrentVersions"]["NoncurrentVersionExpiration"]["NoncurrentDays"]
+    assert noncurrent == {"!Ref": "NoncurrentVersionDays"}
+    assert params["NoncurrentVersionDays"]["Default"] == 7
+    assert rules["TrainingOutputs"]["Prefix"] == "training-output/"
+    assert rules["TrainingOutputs"]["ExpirationInDays"] == {"!Ref": "TrainingOutputDays"}
+    assert params["TrainingOutputDays"]["Default"] == 30

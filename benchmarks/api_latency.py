@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from training.local_stack import LambdaContext, free_port
+from lmrec.local.stack import LambdaContext, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 OURS = REPO / "functions" / "api" / "app.py"

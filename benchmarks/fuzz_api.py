@@ -28,12 +28,11 @@ def main() -> None:
     from hypothesis.errors import Unsatisfiable
     from lmrec import registry
     from lmrec.api import create_app
+    from lmrec.local.stack import create_events_table, free_port
     from lmrec.serving import ModelState
     from lmrec.settings import Settings
     from moto.server import ThreadedMotoServer
     from schemathesis import GenerationMode
-
-    from training.local_stack import create_events_table, free_port
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     port = free_port()

@@ -99,9 +99,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     from lmrec import registry
+    from lmrec.local.stack import free_port
     from lmrec.recommend import Recommender
-
-    from training.local_stack import free_port
 
     workdir = Path(tempfile.mkdtemp())
     root = f"file://{workdir / 'store'}"

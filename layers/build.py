@@ -78,11 +78,15 @@ def build_deps(target: Path, python_version: str, platforms: list[str]) -> None:
         shutil.rmtree(junk, ignore_errors=True)
 
 
+# lmrec.local is developer tooling (local stack, demo, `lmrec serve`): not shipped to Lambda.
+CORE_EXCLUDED = ("__pycache__", "local")
+
+
 def build_core(target: Path) -> None:
     shutil.copytree(
         REPO / "layers" / "core" / "lmrec",
         target / "lmrec",
-        ignore=shutil.ignore_patterns("__pycache__"),
+        ignore=shutil.ignore_patterns(*CORE_EXCLUDED),
     )
 
 

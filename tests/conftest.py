@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from training.local_stack import (
+from lmrec.local.stack import (
     LambdaContext,
     create_events_table,
     free_port,

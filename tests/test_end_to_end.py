@@ -21,7 +21,7 @@ from tests.conftest import (
     synthetic_rows,
     write_csv,
 )
-from training.local_stack import LocalStack
+from lmrec.local.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 

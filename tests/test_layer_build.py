@@ -34,6 +34,8 @@ def test_core_layer_ships_unchecked_bytecode_named_for_opt_python(tmp_path):
     sources = sorted((tmp_path / "python" / "lmrec").rglob("*.py"))
     tag = sys.implementation.cache_tag
     assert report["core"]["pyc_files"] == len(sources) > 10
+    # and the developer tooling (local stack, demo, `lmrec serve`) stays out of Lambda
+    assert not (tmp_path / "python" / "lmrec" / "local").exists()
     for src in sources:
         pyc = src.parent / "__pycache__" / f"{src.stem}.{tag}.pyc"
         raw = pyc.read_bytes()

@@ -1,8 +1,10 @@
-"""Command line: `python -m training train` (the SageMaker entry) and `lmrec train` (local).
+"""lmrec: train a sequential recommender, distil it, and serve it.
 
-With no --data, `train` follows the SageMaker container contract under $SAGEMAKER_BASE_DIR
-(default /opt/ml). With --data/--output it trains from a local path or s3:// URI.
-Bad input ends with exit code 2 and one readable line; the reason also goes to the failure file.
+The `lmrec` console script and `python -m training` (the SageMaker entry) share this parser.
+`train` and `batch` live here and import torch only when they run; `serve`, `publish`,
+`rollback` and `demo` come from lmrec.local. With no --data, `train` follows the SageMaker
+container contract under $SAGEMAKER_BASE_DIR (default /opt/ml). Bad input ends with exit
+code 2 and one readable line; the reason also goes to the failure file.
 """
 
 from __future__ import annotations
@@ -23,17 +25,38 @@ EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell would report it
 log = logging.getLogger("lmrec.train")
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Help texts show each option's real default and keep the description's line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmrec", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train, evaluate and export a model")
+    from lmrec import __version__
+    from lmrec.local import commands
+
+    parser = argparse.ArgumentParser(
+        prog="lmrec", description=__doc__.splitlines()[0], formatter_class=_Help
+    )
+    parser.add_argument("--version", action="version", version=f"lmrec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = sub.add_parser(
+        "train",
+        help="train, evaluate and export a model",
+        description=TRAIN_HELP,
+        formatter_class=_Help,
+    )
     train.add_argument("--data", help="interactions: CSV/Parquet file, directory or s3:// URI")
     train.add_argument("--items", help="optional item catalog (item_id + columns)")
-    train.add_argument("--output", help="directory for the model outputs")
+    train.add_argument("--output", help="directory for the model outputs (the bundle)")
     train.add_argument(
-        "--checkpoints", help="checkpoint directory (default: OUTPUT/../checkpoints)"
+        "--checkpoints", help="checkpoint directory (default: OUTPUT-checkpoints beside OUTPUT)"
     )
-    train.add_argument("--hyperparameters", help="JSON file of hyperparameters")
+    train.add_argument("--hyperparameters", help="JSON file of hyperparameters (a preset)")
     train.add_argument(
         "--set",
         dest="overrides",
@@ -42,32 +65,29 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="one hyperparameter, repeatable (e.g. --set epochs=10)",
     )
-    batch = sub.add_parser("batch", help="top-k for many users from a bundle, as Parquet")
+    batch = sub.add_parser(
+        "batch", help="top-k for many users from a bundle, as Parquet", formatter_class=_Help
+    )
     batch.add_argument("--bundle", required=True, help="bundle directory or s3:// prefix")
     batch.add_argument("--output", required=True, help="output prefix (local or s3://)")
     batch.add_argument("--users", default="all", help="CSV/Parquet with user_id, or 'all'")
-    batch.add_argument("--k", type=int, default=10)
-    batch.add_argument("--shard-index", type=int)
-    batch.add_argument("--shard-count", type=int)
-    rollback = sub.add_parser("rollback", help="point production back at the previous model")
-    rollback.add_argument("--store", required=True, help="s3://bucket or file:///dir")
-    rollback.add_argument("--model-name", default="lmrec")
-    rollback.add_argument(
-        "--to",
-        metavar="VERSION",
-        help="the version to serve (default: the one production replaced); idempotent",
-    )
-    demo = sub.add_parser("demo", help="the whole lifecycle on the embedded local stack")
-    demo.add_argument("--port", type=int, default=8000)
-    demo.add_argument("--exit", action="store_true", help="stop after the demo instead of serving")
-    serve = sub.add_parser("serve", help="run the recommendation API on localhost (uvicorn)")
-    serve.add_argument(
-        "--store", help="model store root (s3://bucket or file:///dir); default $LMREC_STORE_URI"
-    )
-    serve.add_argument("--model-name", help="default $LMREC_MODEL_NAME or 'lmrec'")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    batch.add_argument("--k", type=int, default=10, help="items per user")
+    batch.add_argument("--shard-index", type=int, help="default: from resourceconfig.json")
+    batch.add_argument("--shard-count", type=int, help="default: from resourceconfig.json")
+    # serve, publish, rollback and demo work on models, not on training: they live in
+    # lmrec.local (not shipped in the Lambda layer) and import no torch.
+    commands.add_commands(sub, _Help)
     return parser
+
+
+TRAIN_HELP = """Train the teacher, distil the student, evaluate them and write the bundle.
+
+Locally:   lmrec train --data interactions.csv --output runs/my-model
+           [--items items.csv] [--hyperparameters training/presets/ml-100k.json]
+           then: lmrec serve runs/my-model
+Container: with no --data, follows the SageMaker contract under $SAGEMAKER_BASE_DIR
+           (default /opt/ml): input/data/train, input/config/hyperparameters.json, model/.
+"""
 
 
 def batch(args) -> int:
@@ -94,54 +114,6 @@ def batch(args) -> int:
     return 0
 
 
-def rollback(args) -> int:
-    import json
-
-    from lmrec.bundle import BundleError
-    from lmrec.promote import rollback as do_rollback
-    from lmrec.registry import PointerError
-    from lmrec.store import StoreError
-
-    try:
-        result = do_rollback(args.store, args.model_name, args.to)
-    except (PointerError, BundleError, StoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(json.dumps(result))
-    return 0
-
-
-def serve(args) -> int:
-    """The same app the Lambda function runs, under uvicorn."""
-    from lmrec.settings import Settings
-    from pydantic import ValidationError
-
-    overrides = {k: v for k, v in (("store_uri", args.store), ("model_name", args.model_name)) if v}
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        print(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    import uvicorn
-    from lmrec.api import create_app
-    from lmrec.serving import ModelState
-
-    state = ModelState(settings)
-    state.refresh()
-    if state.recommender is None:
-        log.warning("starting without a model: %s", state.problem)
-    # keep-alive longer than clients and load balancers idle (uvicorn: 5 s), so a reused
-    # connection is not closed under a request in flight
-    uvicorn.run(
-        create_app(settings, state),
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        timeout_keep_alive=75,
-    )
-    return 0
-
-
 def _paths_and_hp(args):
     from training.config import ConfigError, load_hyperparameters
     from training.sagemaker import Paths, container_paths
@@ -153,6 +125,11 @@ def _paths_and_hp(args):
                 "SageMaker contract under $SAGEMAKER_BASE_DIR)"
             )
         paths = container_paths()
+        if not Path(paths.train).exists():
+            raise ConfigError(
+                f"no --data given and no SageMaker input at {paths.train}: run "
+                "`lmrec train --data FILE|DIR|s3://... --output DIR` (see lmrec train --help)"
+            )
         hp = load_hyperparameters(paths.hyperparameters)
     else:
         if not args.output:
@@ -177,6 +154,9 @@ def _paths_and_hp(args):
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         hp[key.strip()] = value
+    # Progress bars are for people: on by default only when stderr is a terminal, so
+    # SageMaker/CloudWatch logs and redirected output get the one-line-per-epoch records only.
+    hp.setdefault("progress", "true" if sys.stderr.isatty() else "false")
     return paths, hp
 
 
@@ -258,14 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "train":
         return train(args, argv)
-    if args.command == "serve":
-        return serve(args)
-    if args.command == "demo":
-        from training.demo import main as demo_main
-
-        return demo_main(args.port, keep_serving=not args.exit)
     if args.command == "batch":
         return batch(args)
-    if args.command == "rollback":
-        return rollback(args)
-    return EXIT_BAD_INPUT
+    return int(args.run(args))

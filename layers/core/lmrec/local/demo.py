@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 
-from training.local_stack import REPO, LocalStack, free_port
+from lmrec.local.stack import REPO, LocalStack, free_port
 
 SAMPLE = REPO / "training" / "sample_data" / "ml-100k"
 # A short CPU budget so the demo finishes in minutes; the presets train longer.

@@ -9,7 +9,8 @@
 - the Lambda handlers are imported from functions/<name>/app.py and called with the events
   their EventBridge rules would deliver (moto's EventBridge does not invoke Lambda targets).
 
-Nothing here ships in the Lambda code.
+Nothing here ships in the Lambda code: layers/build.py leaves the lmrec.local package out of
+the core layer. It needs the dev extra (moto).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+
 from lmrec import store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[4]  # layers/core/lmrec/local/stack.py
 log = logging.getLogger(__name__)
 
 

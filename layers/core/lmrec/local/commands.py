@@ -1,0 +1,188 @@
+"""The operator commands of the `lmrec` script: serve, publish, rollback, demo.
+
+They work on trained models and model stores, never on training, so they import no torch.
+`training.cli` adds them to its parser beside `train` and `batch`. Each command returns an
+exit code: 0, or 2 with one readable line on stderr for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+EXIT_BAD_INPUT = 2
+log = logging.getLogger("lmrec.local")
+
+
+class CommandError(ValueError):
+    """Bad input to a command: reported as one line, exit code 2."""
+
+
+def store_uri(value: str) -> str:
+    """A store given as s3://..., file://... or a plain directory path (made a file:// URI)."""
+    if "://" in value:
+        return value.rstrip("/")
+    return Path(value).expanduser().resolve().as_uri()
+
+
+def bundle_dir(path: str) -> Path:
+    """The bundle inside what `lmrec train --output` or a SageMaker job wrote."""
+    root = Path(path).expanduser()
+    for candidate in (root, root / "model"):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    if not root.exists():
+        raise CommandError(f"{path}: no such file or directory")
+    raise CommandError(
+        f"{path}: not a trained model (no manifest.json in it or in {path}/model); "
+        "train one with `lmrec train --data ... --output DIR`"
+    )
+
+
+def publish(model: str, store: str, model_name: str) -> dict[str, Any]:
+    """Copy a verified bundle into the store and make it production (the version it replaces
+    joins the rollback chain)."""
+    from lmrec import registry
+
+    source = bundle_dir(model)
+    pointer = registry.publish(source, store, model_name)
+    return registry.set_production(store, model_name, pointer, published_from=str(source.resolve()))
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    body = publish(args.model, store_uri(args.store), args.model_name)
+    print(json.dumps({"model_version": body["model_version"], "bundle_uri": body["bundle_uri"]}))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from lmrec.promote import rollback
+
+    print(json.dumps(rollback(store_uri(args.store), args.model_name, args.to)))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The same app the Lambda function runs, under uvicorn, over a store or one model."""
+    if args.model and args.store:
+        raise CommandError("give a model folder or --store, not both")
+    with tempfile.TemporaryDirectory(prefix="lmrec-serve-") as scratch:
+        store = args.store and store_uri(args.store)
+        if args.model:  # a private store holding just this model, removed on exit
+            store = Path(scratch, "store").as_uri()
+            publish(args.model, store, args.model_name or "lmrec")
+        return _serve(store, args)
+
+
+def _serve(store: str | None, args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from lmrec.settings import Settings
+
+    overrides = {k: v for k, v in (("store_uri", store), ("model_name", args.model_name)) if v}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CommandError(f"{first['loc'][0]}: {first['msg']}") from None
+    import uvicorn
+
+    from lmrec.api import create_app
+    from lmrec.serving import ModelState
+
+    state = ModelState(settings)
+    state.refresh()
+    url = f"http://{args.host}:{args.port}"
+    if state.recommender is None:
+        print(f"warning: starting without a model: {state.problem}", file=sys.stderr)
+    served = f"model {state.version}" if state.version else "no model yet"
+    print(f"serving {served} at {url}  (docs {url}/docs; Ctrl-C stops)", flush=True)
+    # keep-alive longer than clients and load balancers idle (uvicorn: 5 s), so a reused
+    # connection is not closed under a request in flight
+    uvicorn.run(
+        create_app(settings, state),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_keep_alive=75,
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lmrec.local.demo import main
+
+    return main(args.port, keep_serving=not args.exit)
+
+
+def _guarded(command):
+    """One line and exit code 2 for the errors a person can fix."""
+
+    def run(args: argparse.Namespace) -> int:
+        from lmrec.bundle import BundleError
+        from lmrec.registry import PointerError
+        from lmrec.store import StoreError
+
+        try:
+            return command(args)
+        except (CommandError, BundleError, PointerError, StoreError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+
+    return run
+
+
+def add_commands(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="run the recommendation API on localhost (uvicorn)",
+        description="Serve one trained model (a folder from `lmrec train --output`) or the "
+        "production model of a store.\n\n  lmrec serve runs/my-model\n"
+        "  lmrec serve --store s3://bucket",
+        formatter_class=formatter,
+    )
+    serve.add_argument("model", nargs="?", help="a trained model folder (holds manifest.json)")
+    serve.add_argument(
+        "--store",
+        help="model store: s3://bucket, file:///dir or a directory (default: $LMREC_STORE_URI)",
+    )
+    serve.add_argument(
+        "--model-name", help="model name in the store (default: $LMREC_MODEL_NAME or lmrec)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.set_defaults(run=_guarded(cmd_serve))
+
+    publish_p = sub.add_parser(
+        "publish",
+        help="copy a trained model into a store and make it production",
+        formatter_class=formatter,
+    )
+    publish_p.add_argument("model", help="a trained model folder (holds manifest.json)")
+    publish_p.add_argument("--store", required=True, help="s3://bucket, file:///dir or a directory")
+    publish_p.add_argument("--model-name", default="lmrec", help="model name in the store")
+    publish_p.set_defaults(run=_guarded(cmd_publish))
+
+    rollback = sub.add_parser(
+        "rollback", help="point production back at the previous model", formatter_class=formatter
+    )
+    rollback.add_argument("--store", required=True, help="s3://bucket, file:///dir or a directory")
+    rollback.add_argument("--model-name", default="lmrec", help="model name in the store")
+    rollback.add_argument(
+        "--to",
+        metavar="VERSION",
+        help="the version to serve (default: the one production replaced); idempotent",
+    )
+    rollback.set_defaults(run=_guarded(cmd_rollback))
+
+    demo = sub.add_parser(
+        "demo", help="the whole lifecycle on the embedded local stack", formatter_class=formatter
+    )
+    demo.add_argument("--port", type=int, default=8000, help="API port (another if taken)")
+    demo.add_argument("--exit", action="store_true", help="stop after the demo instead of serving")
+    demo.set_defaults(run=cmd_demo)

@@ -4,23 +4,30 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SAMPLE := training/sample_data/ml-100k
+# One torch version everywhere: pyproject.toml's training extra and training/Dockerfile pin it too.
+TORCH  := 2.13.0
+SETUP_LOG := runs/setup.log
 
 .PHONY: setup demo test test-all lint format bench-quality bench-runtime bench-api layer layer-lock serve clean
 
 setup: $(STAMP)
 
 # torch is installed first and exactly: a looser spec would pull a multi-GB CUDA build.
+# pip's output goes to $(SETUP_LOG); its last lines are shown if a step fails.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[training,dev]"
-	touch $(STAMP)
+	@mkdir -p $(dir $(SETUP_LOG))
+	@echo "setting up $(VENV): torch $(TORCH), then lmrec with its training and dev extras (log: $(SETUP_LOG))"
+	@{ $(PYTHON) -m venv $(VENV) \
+	  && $(PY) -m pip install --upgrade pip \
+	  && $(PY) -m pip install torch==$(TORCH) \
+	  && $(PY) -m pip install -e ".[training,dev]"; } > $(SETUP_LOG) 2>&1 \
+	  || { tail -n 20 $(SETUP_LOG); echo "setup failed; the whole log: $(SETUP_LOG)"; exit 1; }
+	@touch $(STAMP)
 
 # The whole lifecycle on the embedded local stack (no AWS account): upload MovieLens 100K,
 # retrain, train, promote, serve the API on localhost. DEMO_ARGS=--exit stops at the end.
 demo: $(STAMP)
-	$(VENV)/bin/lmrec demo $(DEMO_ARGS)
+	@$(VENV)/bin/lmrec demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

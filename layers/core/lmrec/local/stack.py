@@ -15,6 +15,7 @@ the core layer. It needs the dev extra (moto).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
@@ -25,8 +26,10 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import boto3
 
@@ -96,8 +99,17 @@ class LocalStack:
     hyperparameters: dict = field(default_factory=dict)
     min_new_interactions: int = 1000
     port: int = 0
+    # Send the functions' log records (Powertools JSON on stdout) to logs/functions.log
+    # instead of this process's stdout, as CloudWatch would keep them apart from a console.
+    quiet_functions: bool = False
     _server: object = None
     _ran: set = field(default_factory=set)
+    _function_log: TextIO | None = None
+
+    @property
+    def log_dir(self) -> Path:
+        """Where each training job's output (<job>.log) and the functions' logs go."""
+        return self.workdir / "logs"
 
     @property
     def endpoint(self) -> str:
@@ -152,6 +164,10 @@ class LocalStack:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._function_log is not None:
+            logging.shutdown()  # flush the handlers that write to it
+            self._function_log.close()
+            self._function_log = None
 
     def upload(self, local: Path, key: str) -> str:
         uri = f"{self.store_uri}/{key}"
@@ -160,16 +176,26 @@ class LocalStack:
 
     # -- the functions, invoked with what their EventBridge rules deliver --------------------
     def retrain(self, event_name: str = "retrain_schedule.json") -> dict:
-        os.environ.update(self.env())
-        return load_function("retrain").handler(event_from_file(event_name), LambdaContext())
+        return self._invoke("retrain", event_from_file(event_name))
 
     def promote(self, event: dict) -> dict:
+        return self._invoke("promote", event)
+
+    def _invoke(self, function: str, event: dict) -> dict:
         os.environ.update(self.env())
-        return load_function("promote").handler(event, LambdaContext())
+        if not self.quiet_functions:
+            return load_function(function).handler(event, LambdaContext())
+        if self._function_log is None:  # open while the stack runs: Powertools keeps using it
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self._function_log = open(self.log_dir / "functions.log", "a")  # noqa: SIM115
+        # Powertools binds its handler to sys.stdout when the module is loaded: load it here.
+        with contextlib.redirect_stdout(self._function_log):
+            return load_function(function).handler(event, LambdaContext())
 
     # -- the SageMaker stand-in --------------------------------------------------------------
-    def run_pending_jobs(self, stream_output: bool = False) -> list[dict]:
-        """Run every training job not run yet; return the promote function's decisions."""
+    def run_pending_jobs(self, on_line: Callable[[str], None] | None = None) -> list[dict]:
+        """Run every training job not run yet; return the promote function's decisions.
+        `on_line` sees each line the job prints (its log file gets all of them)."""
         sm = boto3.client("sagemaker")
         decisions = []
         for summary in sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]:
@@ -177,14 +203,24 @@ class LocalStack:
             if name in self._ran:
                 continue
             self._ran.add(name)
-            decisions.append(
-                self.run_job(sm.describe_training_job(TrainingJobName=name), stream_output)
-            )
+            decisions.append(self.run_job(sm.describe_training_job(TrainingJobName=name), on_line))
         return decisions
 
-    def run_job(self, job: dict, stream_output: bool = False) -> dict:
+    def job_dir(self, job_name: str) -> Path:
+        """The job's SAGEMAKER_BASE_DIR; its bundle is model/ under it."""
+        return self.workdir / "sagemaker" / job_name
+
+    def run_job(self, job: dict, on_line: Callable[[str], None] | None = None) -> dict:
         name = job["TrainingJobName"]
-        base = self.workdir / "sagemaker" / name
+        base = self._lay_out(job)
+        began = time.perf_counter()
+        code = self._run_container(name, base, on_line)
+        log.info("training job %s exited %d after %.0f s", name, code, time.perf_counter() - began)
+        return self.promote(self._state_change(job, base, code))
+
+    def _lay_out(self, job: dict) -> Path:
+        """<base>/input as SageMaker lays it out: config files and the channels' data."""
+        base = self.job_dir(job["TrainingJobName"])
         config = base / "input" / "config"
         config.mkdir(parents=True, exist_ok=True)
         (config / "hyperparameters.json").write_text(json.dumps(job.get("HyperParameters", {})))
@@ -199,26 +235,38 @@ class LocalStack:
             dest.mkdir(parents=True, exist_ok=True)
             for obj in store.list_objects(prefix):
                 store.download(obj.uri, dest / obj.uri[len(prefix.rstrip("/")) + 1 :])
-        began = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "training", "train"],
-            cwd=REPO,
-            env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), "PYTHONUNBUFFERED": "1"},
-            stdout=None if stream_output else subprocess.PIPE,
-            stderr=None if stream_output else subprocess.STDOUT,
-            text=True,
-        )
-        log.info(
-            "training job %s exited %d after %.0f s",
-            name,
-            proc.returncode,
-            time.perf_counter() - began,
-        )
+        return base
+
+    def _run_container(self, name: str, base: Path, on_line: Callable[[str], None] | None) -> int:
+        """`python -m training train` with the job's base dir; its output (stdout and stderr,
+        as CloudWatch would keep it) goes to logs/<job>.log."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with (
+            open(self.log_dir / f"{name}.log", "w") as out,
+            subprocess.Popen(
+                [sys.executable, "-m", "training", "train"],
+                cwd=REPO,
+                env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), "PYTHONUNBUFFERED": "1"},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ) as proc,
+        ):
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.write(line)
+                if on_line is not None:
+                    on_line(line)
+            return proc.wait()
+
+    def _state_change(self, job: dict, base: Path, code: int) -> dict:
+        """Upload model.tar.gz (on success) and build the event SageMaker would send."""
+        name = job["TrainingJobName"]
         artifact = (
             f"{job['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{name}/output/model.tar.gz"
         )
         detail = {"TrainingJobName": name, "ModelArtifacts": {"S3ModelArtifacts": artifact}}
-        if proc.returncode == 0:
+        if code == 0:
             buf = io.BytesIO()
             with tarfile.open(fileobj=buf, mode="w:gz") as tar:
                 for path in sorted((base / "model").iterdir()):
@@ -228,7 +276,7 @@ class LocalStack:
             event = event_from_file("promote_training_completed.json", **detail)
         else:
             failure = base / "output" / "failure"
-            reason = failure.read_text().strip() if failure.exists() else f"exit {proc.returncode}"
+            reason = failure.read_text().strip() if failure.exists() else f"exit {code}"
             detail.update(
                 TrainingJobStatus="Failed",
                 SecondaryStatus="Failed",
@@ -236,4 +284,4 @@ class LocalStack:
             )
             event = event_from_file("promote_training_failed.json", **detail)
         event["resources"] = [job["TrainingJobArn"]]
-        return self.promote(event)
+        return event

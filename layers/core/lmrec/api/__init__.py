@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from lmrec import __version__, aws
+from lmrec.api import docs
 from lmrec.api.middleware import BodyLimit
 from lmrec.api.routes import events, items, model, recommendations
 from lmrec.events import EventStore
@@ -35,6 +36,8 @@ def create_app(
         title="lmrec",
         version=__version__,
         description="Sequential recommendations from a distilled Transformer, served with numpy.",
+        docs_url=None,  # docs.install serves them, offline when it can
+        redoc_url=None,
     )
     aws.configure(settings)  # the user store's client is made within the API's budget
     app.state.settings = settings
@@ -43,7 +46,8 @@ def create_app(
         event_store = EventStore(settings.events_table, settings.events_ttl_days)
     app.state.events = event_store
     for module in (recommendations, items, events, model):
-        app.include_router(module.router)
+        app.include_router(docs.document_errors(module.router))
+    docs.install(app)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

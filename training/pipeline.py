@@ -364,7 +364,7 @@ def export(
         "summary": summary,
     }
     (out / "metrics.json").write_text(json.dumps(document, indent=1))
-    write_report(out, metrics, histories, summary)
+    write_report(out, metrics, histories, summary, cfg.to_dict())
     if "student" in trained:  # the model directory becomes a servable bundle
         manifest = write_bundle(
             out,

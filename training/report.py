@@ -1,69 +1,144 @@
-"""A short Markdown report with PNG plots, written beside the model."""
+"""A short Markdown report with PNG plots, written beside the model.
+
+What a reader needs to judge the run: the test figures of every model under both protocols
+(the served model marked), each model's training loss on its own axis (the student's
+distillation loss is a different quantity from the cross-entropies), validation NDCG@10 per
+epoch, and the hyperparameters that produced it.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display in a training container
 import matplotlib.pyplot as plt
+from lmrec.promote import GATE_MODEL as SERVED  # the model the bundle serves
+from matplotlib.patches import Patch
+
+BASELINES = ("popularity", "cooccurrence")
+COLOURS = {"served": "tab:red", "trained": "tab:orange", "baseline": "tab:gray"}
 
 
-def _plot_history(histories: dict[str, list[dict]], path: Path) -> None:
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for name, history in histories.items():
-        ax1.plot([r["epoch"] for r in history], [r["train_loss"] for r in history], label=name)
-        evald = [r for r in history if "valid_ndcg@10" in r]
-        ax2.plot(
+def sampled_protocol(metrics: dict) -> str | None:
+    """The sampled protocol's key, `sampled<N>` with N = the sampled_negatives used."""
+    for splits in metrics.values():
+        for key in splits["test"]:
+            if key.startswith("sampled"):
+                return str(key)
+    return None
+
+
+def _kind(name: str) -> str:
+    if name == SERVED:
+        return "served"
+    return "baseline" if name.startswith(BASELINES) else "trained"
+
+
+def _label(name: str) -> str:
+    return f"{name} (served)" if name == SERVED else name
+
+
+def loss_kind(name: str, config: dict | None) -> str:
+    """What a model's train_loss is, so its axis can say so."""
+    train = (config or {}).get("train", {})
+    student = (config or {}).get("student", {})
+    if name == "student":
+        alpha, temp = student.get("distill_alpha"), student.get("distill_temperature")
+        weights = f" (alpha {alpha}, T {temp})" if alpha is not None else ""
+        return f"distillation: alpha*T^2*KL + (1-alpha)*CE{weights}"
+    if name.startswith("teacher") and train.get("loss") == "sampled":
+        return f"sampled softmax CE, {train.get('num_negatives')} negatives"
+    return "cross-entropy over the catalog"
+
+
+def _plot_history(histories: dict[str, list[dict]], config: dict | None, path: Path) -> None:
+    """One axis per model's loss (they are not comparable), then validation NDCG@10."""
+    names = [n for n, h in histories.items() if h]
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(3.6 * (len(names) + 1), 3.4))
+    for ax, name in zip(axes, names, strict=False):
+        history = histories[name]
+        ax.plot([r["epoch"] for r in history], [r["train_loss"] for r in history], marker=".")
+        ax.set_title(f"{_label(name)}: train loss", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(loss_kind(name, config), fontsize=7)
+    valid = axes[-1]
+    for name in names:
+        evald = [r for r in histories[name] if "valid_ndcg@10" in r]
+        valid.plot(
             [r["epoch"] for r in evald],
             [r["valid_ndcg@10"] for r in evald],
             marker="o",
             markersize=3,
-            label=name,
+            linewidth=2.5 if name == SERVED else 1.2,
+            label=_label(name),
         )
-    ax1.set_xlabel("epoch")
-    ax1.set_title("train loss")
-    ax2.set_xlabel("epoch")
-    ax2.set_title("valid NDCG@10 (full ranking)")
-    ax2.legend(fontsize=8)
+    valid.set_title("valid NDCG@10 (full ranking)", fontsize=9)
+    valid.set_xlabel("epoch")
+    valid.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _interval(block: dict, key: str) -> tuple[float, float] | None:
+    """A 95% interval when the evaluation recorded one (`<key>_ci95`: [low, high])."""
+    ci = block.get(f"{key}_ci95")
+    return (float(ci[0]), float(ci[1])) if isinstance(ci, list | tuple) and len(ci) == 2 else None
 
 
 def _plot_models(metrics: dict, path: Path) -> None:
     names = list(metrics)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.5))
-    for ax, protocol in zip(axes, ("full", "sampled100"), strict=True):
-        values = [metrics[n]["test"].get(protocol, {}).get("ndcg@10", 0.0) for n in names]
-        colours = [
-            "tab:gray" if n.startswith(("popularity", "cooccurrence")) else "tab:orange"
-            for n in names
-        ]
-        ax.bar(names, values, color=colours)
-        ax.set_title(f"test NDCG@10, {protocol}")
-        ax.tick_params(axis="x", rotation=20)
+    protocols = [p for p in ("full", sampled_protocol(metrics)) if p]
+    fig, axes = plt.subplots(1, len(protocols), figsize=(4.5 * len(protocols), 3.8))
+    for ax, protocol in zip(axes, protocols, strict=True):
+        blocks = [metrics[n]["test"].get(protocol, {}) for n in names]
+        values = [b.get("ndcg@10", 0.0) for b in blocks]
+        intervals = [_interval(b, "ndcg@10") for b in blocks]
+        errors = None
+        if all(intervals):
+            errors = [
+                [v - lo for v, (lo, _) in zip(values, intervals, strict=True)],  # type: ignore[misc]
+                [hi - v for v, (_, hi) in zip(values, intervals, strict=True)],  # type: ignore[misc]
+            ]
+        ax.bar(names, values, yerr=errors, capsize=3, color=[COLOURS[_kind(n)] for n in names])
+        ax.set_title(f"test NDCG@10, {protocol}", fontsize=9)
+        ax.tick_params(axis="x", rotation=25, labelsize=8)
         for i, v in enumerate(values):
-            ax.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
-    fig.tight_layout()
+            ax.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
+    handles = [
+        Patch(color=c, label=f"{k} model" if k != "baseline" else k) for k, c in COLOURS.items()
+    ]
+    fig.legend(handles=handles, loc="upper right", fontsize=7, ncols=3)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def _cell(block: dict, key: str) -> str:
+    value = block.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    interval = _interval(block, key)
+    return f"{value:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
+
+
 def results_table(metrics: dict) -> str:
-    """Markdown table: model x (test full HR/NDCG/MRR/coverage, test sampled100 HR/NDCG)."""
+    """Markdown table: model x (test full HR/NDCG/MRR/coverage, test sampled HR/NDCG)."""
+    sampled = sampled_protocol(metrics) or "sampled"
     lines = [
         "| model | full HR@10 | full NDCG@10 | full MRR | coverage@10 "
-        "| sampled100 HR@10 | sampled100 NDCG@10 |",
+        f"| {sampled} HR@10 | {sampled} NDCG@10 |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, splits in metrics.items():
-        f, s = splits["test"]["full"], splits["test"]["sampled100"]
-        lines.append(
-            f"| {name} | {f['hr@10']:.4f} | {f['ndcg@10']:.4f} | {f['mrr']:.4f} | "
-            f"{f['coverage@10']:.4f} | {s['hr@10']:.4f} | {s['ndcg@10']:.4f} |"
-        )
+        f, s = splits["test"]["full"], splits["test"].get(sampled, {})
+        cells = [_cell(f, k) for k in ("hr@10", "ndcg@10", "mrr", "coverage@10")]
+        cells += [_cell(s, k) for k in ("hr@10", "ndcg@10")]
+        lines.append(f"| {_label(name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -74,25 +149,50 @@ def _models_table(models: dict) -> str:
     ]
     for name, m in models.items():
         lines.append(
-            f"| {name} | {m['parameters']:,} | {m['macs_per_request']:,} | "
+            f"| {_label(name)} | {m['parameters']:,} | {m['macs_per_request']:,} | "
             f"{m['best_epoch']} | {m['epochs_run']} | {m['train_seconds']:.0f} |"
         )
     return "\n".join(lines)
 
 
+def hyperparameters_table(config: dict[str, Any] | None) -> str:
+    """Every setting of the run, grouped as the configuration groups them."""
+    if not config:
+        return "(not recorded)"
+    lines = ["| group | setting | value |", "|---|---|---|"]
+    for group, values in config.items():
+        for key, value in values.items() if isinstance(values, dict) else [("", values)]:
+            lines.append(f"| {group} | `{key}` | {value} |")
+    return "\n".join(lines)
+
+
+def _intervals_note(metrics: dict) -> str:
+    blocks = [b for s in metrics.values() for b in s["test"].values()]
+    if any(_interval(b, "ndcg@10") for b in blocks):
+        return "Brackets: 95% confidence intervals over the evaluated users."
+    return "No confidence intervals: this evaluation does not record them."
+
+
 def write_report(
-    model_dir: Path, metrics: dict, histories: dict[str, list[dict]], summary: dict
+    model_dir: Path,
+    metrics: dict,
+    histories: dict[str, list[dict]],
+    summary: dict,
+    config: dict | None = None,
 ) -> Path:
-    _plot_history(histories, model_dir / "training_curve.png")
+    _plot_history(histories, config, model_dir / "training_curve.png")
     _plot_models(metrics, model_dir / "models.png")
     data = summary["data"]
+    sampled = sampled_protocol(metrics) or "sampled"
+    negatives = sampled.removeprefix("sampled") or "N"
     text = f"""# lmrec training report
 
 Data: {data["interactions"]:,} interactions, {data["users"]:,} users, {data["items"]:,} items
 (fingerprint `{summary["data_fingerprint"]}`).
 Split: leave-one-out by time; {summary["evaluated_users"]:,} users with >= 3 interactions are
-evaluated. Test figures below; "full" ranks the held-out item against the whole catalog with
-seen items excluded, "sampled100" against 100 random items the user never touched.
+evaluated. Test figures below, k=10; "full" ranks the held-out item against the whole catalog
+with seen items excluded, "{sampled}" against {negatives} random items the user never touched.
+The bundle serves **{SERVED}** (marked "(served)"). {_intervals_note(metrics)}
 
 {results_table(metrics)}
 
@@ -102,9 +202,18 @@ Trained on {summary["device"]} ({summary["world_size"]} process(es)); the whole 
 {summary["wall_seconds"]:.0f} s. MACs / request: multiply-adds to score the catalog for one
 user with a full history window.
 
-![training curve](training_curve.png)
+Training loss per model, each on its own axis (the student's loss is the distillation
+objective, not comparable with the cross-entropies), and validation NDCG@10 per epoch:
+
+![training curves](training_curve.png)
+
+Test NDCG@10 per model (red: served, orange: other trained models, grey: baselines):
 
 ![models](models.png)
+
+## Hyperparameters
+
+{hyperparameters_table(config)}
 """
     path = model_dir / "report.md"
     path.write_text(text)

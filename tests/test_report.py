@@ -1,0 +1,72 @@
+"""training/report.py: what a reader of report.md needs, from the run's own records."""
+
+from __future__ import annotations
+
+from training.report import results_table, sampled_protocol, write_report
+
+
+def _block(ndcg: float) -> dict:
+    return {"hr@10": 2 * ndcg, "ndcg@10": ndcg, "mrr": ndcg, "coverage@10": 0.1, "users": 50}
+
+
+def _metrics(sampled_key: str) -> dict:
+    return {
+        name: {"test": {"full": _block(v), sampled_key: _block(3 * v)}}
+        for name, v in (("teacher", 0.05), ("student", 0.04), ("popularity", 0.02))
+    }
+
+
+def _history(loss: float) -> list[dict]:
+    return [{"epoch": e, "train_loss": loss / e, "valid_ndcg@10": 0.01 * e} for e in (1, 2, 3)]
+
+
+SUMMARY = {
+    "data": {"interactions": 1000, "users": 50, "items": 40},
+    "data_fingerprint": "sha256:x",
+    "evaluated_users": 50,
+    "models": {
+        n: {
+            "parameters": 10,
+            "macs_per_request": 100,
+            "best_epoch": 3,
+            "epochs_run": 3,
+            "train_seconds": 1.0,
+        }
+        for n in ("teacher", "student")
+    },
+    "device": "cpu",
+    "world_size": 1,
+    "wall_seconds": 5.0,
+}
+
+
+def test_the_sampled_protocol_follows_sampled_negatives():
+    # GIVEN a run evaluated with sampled_negatives=50
+    metrics = _metrics("sampled50")
+    # THEN the tables name that protocol, not a hard-coded sampled100
+    assert sampled_protocol(metrics) == "sampled50"
+    table = results_table(metrics)
+    assert "sampled50 NDCG@10" in table and "sampled100" not in table
+    assert "| 0.1500 |" in table  # the teacher's sampled50 NDCG@10
+
+
+def test_report_marks_the_served_model_and_lists_the_hyperparameters(tmp_path):
+    config = {
+        "train": {"lr": 0.001, "loss": "full"},
+        "student": {"distill_alpha": 0.7, "distill_temperature": 2.0},
+    }
+    histories = {"teacher": _history(7.0), "student": _history(2.0)}
+    path = write_report(tmp_path, _metrics("sampled100"), histories, SUMMARY, config)
+    text = path.read_text()
+    assert "| student (served) |" in text
+    assert "| train | `lr` | 0.001 |" in text
+    assert "| student | `distill_temperature` | 2.0 |" in text
+    assert "No confidence intervals" in text  # none recorded, none invented
+    for png in ("training_curve.png", "models.png"):
+        assert (tmp_path / png).stat().st_size > 10_000
+
+
+def test_recorded_intervals_are_shown(tmp_path):
+    metrics = _metrics("sampled100")
+    metrics["student"]["test"]["full"]["ndcg@10_ci95"] = [0.035, 0.045]
+    assert "0.0400 [0.0350, 0.0450]" in results_table(metrics)

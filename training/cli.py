@@ -116,7 +116,7 @@ def batch(args) -> int:
 
 def _paths_and_hp(args):
     from training.config import ConfigError, load_hyperparameters
-    from training.sagemaker import Paths, container_paths
+    from training.sagemaker import Paths, base_dir, container_paths
 
     if args.data is None:
         if args.output or args.items:
@@ -125,9 +125,10 @@ def _paths_and_hp(args):
                 "SageMaker contract under $SAGEMAKER_BASE_DIR)"
             )
         paths = container_paths()
-        if not Path(paths.train).exists():
+        # Not in a container (no base dir at all): a person ran bare `lmrec train`.
+        if not base_dir().exists():
             raise ConfigError(
-                f"no --data given and no SageMaker input at {paths.train}: run "
+                f"no --data given and no SageMaker container here ({base_dir()}): run "
                 "`lmrec train --data FILE|DIR|s3://... --output DIR` (see lmrec train --help)"
             )
         hp = load_hyperparameters(paths.hyperparameters)

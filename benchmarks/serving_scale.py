@@ -370,9 +370,8 @@ def main() -> None:
 
     repo = Path(training.__file__).resolve().parents[1]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="serving-scale-"))
+    from lmrec.local.stack import free_port
     from moto.server import ThreadedMotoServer
-
-    from training.local_stack import free_port
 
     port = free_port()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)

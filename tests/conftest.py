@@ -246,8 +246,9 @@ def pytest_terminal_summary(terminalreporter):
 def aws_calls_allowed_by_template(monkeypatch):
     """Every AWS call a function (or the training job) makes in a test must be allowed by
     its role in template.yaml (tests/aws_calls.py); the test errors with what to add."""
+    from lmrec.local.stack import LocalStack
+
     from tests import aws_calls
-    from training.local_stack import LocalStack
 
     aws_calls.install(monkeypatch)
     for method, principal in (

@@ -11,6 +11,7 @@ import os
 import boto3
 import pytest
 from lmrec import store
+from lmrec.local.stack import LocalStack
 from lmrec.settings import get_settings
 
 from tests.conftest import (
@@ -21,7 +22,6 @@ from tests.conftest import (
     synthetic_rows,
     write_csv,
 )
-from lmrec.local.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 

@@ -7,11 +7,14 @@ Prints one JSON object per size.
 
 Bundles are written by training/bundle_writer.py from synthetic data: Zipf item popularity,
 users drifting along item topics (mean 15 interactions), a catalog with titles, a price and
-1-3 of 200 categories, and the default student (d=48, 1 block, max_len 50) with random
-weights except for the item table, which is drawn around topic centres with norms that grow
-with popularity (the shape trained tables take; a Gaussian table has no structure for any
-index to use). Latency: single thread (OPENBLAS/OMP/MKL threads = 1), in a fresh process per
-size, 500 histories of the data's users, k=10, seen items excluded, explanations on.
+1-2 of 200 categories, and the default student's shape (d=48, 1 block, max_len 50): its item
+table drawn around topic centres with norms that grow with popularity (the shape trained
+tables take; a Gaussian table has no structure for any index to use), its encoder set so the
+user vector is the newest item plus the history's mean (see history_encoder).
+
+Latency: single thread (OPENBLAS/OMP/MKL threads = 1), in a fresh process per size, 500
+histories of the data's users, k=10, seen items excluded, explanations on; wall and on-CPU
+milliseconds (the machine is shared: wall time includes other processes' turns).
 
 The code under test is whichever lmrec/training PYTHONPATH names, so the same command on an
 older checkout measures the code before a change on bundles from the same data and model.
@@ -124,11 +127,34 @@ def catalog(data, seed: int = 0):
 
 
 def item_table(topic_of_item: np.ndarray, popularity: np.ndarray, d: int, seed: int = 0):
+    """Items around topic centres (noise at half the centres' scale), norms growing with
+    popularity."""
     rng = np.random.default_rng(seed + 2)
     centres = rng.standard_normal((int(topic_of_item.max()) + 1, d))
     norms = 0.5 + 0.15 * np.log1p(popularity[1:])
-    table = (centres[topic_of_item] + rng.standard_normal((len(topic_of_item), d))) / np.sqrt(2 * d)
+    noise = 0.5 * rng.standard_normal((len(topic_of_item), d))
+    table = (centres[topic_of_item] + noise) / np.sqrt(d)
     return np.vstack([np.zeros((1, d)), table * norms[:, None]]).astype(np.float32)
+
+
+def history_encoder(student) -> None:
+    """Weights with which the user vector is the newest item plus the mean of the history
+    (uniform attention, identity values, no FFN): like a trained SASRec's, it points where
+    the user's items are. Random weights would point anywhere, which no trained model does
+    and which would measure an index on queries it never meets."""
+    import torch
+
+    d = student.cfg.d_model
+    with torch.no_grad():
+        student.pos_emb.weight.zero_()
+        for block in student.blocks:
+            block.attn.qkv.weight.zero_()
+            block.attn.qkv.bias.zero_()
+            block.attn.qkv.weight[2 * d :] = torch.eye(d)
+            block.attn.proj.weight.copy_(torch.eye(d))
+            block.attn.proj.bias.zero_()
+            block.ffn[2].weight.zero_()
+            block.ffn[2].bias.zero_()
 
 
 def build(size: str, out: Path, dtype: str) -> dict:
@@ -146,6 +172,7 @@ def build(size: str, out: Path, dtype: str) -> dict:
     popularity = np.bincount(data.items, minlength=n_items + 1)
     with torch.no_grad():
         student.item_emb.weight.copy_(torch.from_numpy(item_table(topic, popularity, 48)))
+    history_encoder(student)
     student.eval()
     generated = time.perf_counter() - began
     out.mkdir(parents=True, exist_ok=True)

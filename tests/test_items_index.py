@@ -63,14 +63,28 @@ def clustered_table(n: int, d: int, seed: int = 0) -> np.ndarray:
     centres = rng.standard_normal((max(4, n // 60), d))
     topic = rng.integers(0, len(centres), n)
     norms = 0.5 + 0.15 * np.log(rng.zipf(1.3, n).clip(1, 1000))
-    table = (centres[topic] + rng.standard_normal((n, d))) / np.sqrt(2 * d) * norms[:, None]
+    table = (centres[topic] + 0.5 * rng.standard_normal((n, d))) / np.sqrt(d) * norms[:, None]
     return np.vstack([np.zeros((1, d)), table]).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def indexed(tmp_path_factory):
-    """A 3,000-item bundle with a catalog and an IVF index (written from 1,000 items on)."""
-    tmp = tmp_path_factory.mktemp("indexed")
+def history_encoder(student: SASRec) -> None:
+    """Encoder weights with which the user vector is the newest item plus the history's
+    mean (uniform attention, identity values, no FFN): like a trained model's, it points
+    where the user's items are."""
+    d = student.cfg.d_model
+    with torch.no_grad():
+        student.pos_emb.weight.zero_()
+        for block in student.blocks:
+            block.attn.qkv.weight.zero_()
+            block.attn.qkv.bias.zero_()
+            block.attn.qkv.weight[2 * d :] = torch.eye(d)
+            block.attn.proj.weight.copy_(torch.eye(d))
+            block.attn.proj.bias.zero_()
+            block.ffn[2].weight.zero_()
+            block.ffn[2].bias.zero_()
+
+
+def catalog_data(tmp):
     rows = synthetic_rows(n_users=300, n_items=3000, length=12, seed=3)
     src = write_csv(tmp / "d.csv", ["user_id", "item_id", "timestamp"], rows)
     data = load_interactions(str(src), DataConfig(min_interactions=5, min_users=2))
@@ -82,16 +96,46 @@ def indexed(tmp_path_factory):
         {"title": [f"T{i}" for i in data.item_ids], "genres": genres},
         index=pd.Index(data.item_ids, name="item_id"),
     )
+    return data
+
+
+def student_for(data, aligned: bool) -> SASRec:
     torch.manual_seed(0)
     model = SASRec(ModelConfig(n_items=data.n_items, d_model=16, n_blocks=1, n_heads=1, max_len=10))
-    with torch.no_grad():
-        model.item_emb.weight.copy_(torch.from_numpy(clustered_table(data.n_items, 16)))
-    model.eval()
+    if aligned:
+        with torch.no_grad():
+            model.item_emb.weight.copy_(torch.from_numpy(clustered_table(data.n_items, 16)))
+        history_encoder(model)
+    return model.eval()
+
+
+def test_no_index_when_it_would_not_pay(tmp_path):
+    """An untrained model (a Gaussian table, queries that point anywhere) needs most lists
+    probed: the writer then leaves the index out and serving scores the whole table."""
+    data = catalog_data(tmp_path)
+    out = tmp_path / "bundle"
+    out.mkdir()
+    doc = {"metrics": {}, "config": {}}
+    manifest = write_bundle(
+        out, student_for(data, aligned=False), data, doc, "int8", ann_min_items=1000
+    )
+    record = manifest["model"]["item_index"]
+    assert record["kind"] == "none" and "whole-table scoring" in record["reason"]
+    assert ivf.INDEX_FILE not in manifest["files"]
+    rec = Recommender.load(str(out))
+    assert rec.index is None and len(rec.recommend(np.asarray([1, 2]), Filters(k=7)).items) == 7
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    """A 3,000-item bundle with a catalog and an IVF index (written from 1,000 items on)."""
+    tmp = tmp_path_factory.mktemp("indexed")
+    data = catalog_data(tmp)
     out = tmp / "bundle"
     out.mkdir()
-    manifest = write_bundle(
-        out, model, data, {"metrics": {}, "config": {}}, "int8", ann_min_items=1000
-    )
+    doc = {"metrics": {}, "config": {}}
+    model = student_for(data, aligned=True)
+    manifest = write_bundle(out, model, data, doc, "int8", ann_min_items=1000)
     return out, manifest, data
 
 

@@ -35,16 +35,21 @@ def id_hash(raw: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
 
 
+def _offsets(lengths: list[int]) -> np.ndarray:
+    """Cumulative offsets, int32 while they fit (half the bytes of int64 per item)."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets.astype(np.int32) if offsets[-1] < 2**31 else offsets
+
+
 def _blob(values: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.zeros(len(values) + 1, dtype=np.int64)
-    np.cumsum([len(v) for v in values], out=offsets[1:])
+    offsets = _offsets([len(v) for v in values])
     data = np.frombuffer(b"".join(values), dtype=np.uint8)
     return (data if len(data) else np.zeros(0, np.uint8)), offsets
 
 
 def _csr(groups: Sequence[Sequence[int]], dtype=np.int32) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.zeros(len(groups) + 1, dtype=np.int64)
-    np.cumsum([len(g) for g in groups], out=offsets[1:])
+    offsets = _offsets([len(g) for g in groups])
     flat = np.fromiter((x for g in groups for x in g), dtype=dtype, count=int(offsets[-1]))
     return flat, offsets
 

@@ -133,13 +133,15 @@ class Recommender:
         k = min(k, int(allowed.sum()))
         if k <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
-        if self.index is None:
+        n_probe = 0
+        if self.index is not None:
+            n_probe = self.index.n_probe_similar if cosine else self.index.n_probe
+        if self.index is None or n_probe >= self.index.n_lists:
             scores = self.model.score(query[None])[0]
             if cosine:
                 scores /= self.norms * float(np.linalg.norm(query))
             top = self._top(scores, allowed, k)
             return top, scores[top]
-        n_probe = self.index.n_probe_similar if cosine else self.index.n_probe
         rows = self._candidates(query, allowed, n_probe, k)
         if cosine:  # the candidates' norms from the rows gathered anyway
             vectors = self.model.embed(rows)

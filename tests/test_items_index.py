@@ -161,6 +161,7 @@ def test_the_index_is_written_verified_and_calibrated(indexed):
 def test_indexed_ranking_honours_every_filter_and_returns_k(indexed):
     out, _, data = indexed
     rec = Recommender.load(str(out))
+    rec.exact_below = 100  # probe this small catalog as a large one would be
     rng = np.random.default_rng(0)
     for _ in range(20):
         history = rng.integers(1, data.n_items + 1, size=8)
@@ -190,6 +191,7 @@ def test_indexed_ranking_honours_every_filter_and_returns_k(indexed):
 def test_indexed_recall_against_exact(indexed):
     out, _, data = indexed
     rec = Recommender.load(str(out))
+    rec.exact_below = 100
     exact = exact_twin(rec)
     rng = np.random.default_rng(1)
     hits = hits_similar = 0

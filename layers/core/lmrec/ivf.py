@@ -36,6 +36,37 @@ class IVFIndex:
     rows: np.ndarray  # (n_items,) int64 item rows (1..n), grouped by list
     n_probe: int  # for users' vectors (inner product)
     n_probe_similar: int  # for item vectors (cosine)
+    # The item table (stored precision) and row scales in list order, so that the probed
+    # lists are contiguous slices: gathering 40k scattered rows cost more than scoring them.
+    table: np.ndarray | None = None
+    scale: np.ndarray | None = None
+
+    def attach(self, table: np.ndarray, scale: np.ndarray | None) -> None:
+        """Keep a copy of the table in list order (int8 at 671k x 48: 32 MB)."""
+        self.table = table[self.rows]
+        self.scale = None if scale is None else scale[self.rows]
+
+    def search(
+        self, query: np.ndarray, n_probe: int, cosine: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the probed lists and their exact scores for `query` (inner product, or
+        cosine with the items)."""
+        assert self.table is not None, "attach() the table first"
+        lists = self.best_lists(query, n_probe)
+        spans = [(int(self.offsets[j]), int(self.offsets[j + 1])) for j in lists]
+        rows = np.concatenate([self.rows[lo:hi] for lo, hi in spans])
+        block = np.concatenate([self.table[lo:hi] for lo, hi in spans]).astype(np.float32)
+        if self.scale is not None:
+            block *= np.concatenate([self.scale[lo:hi] for lo, hi in spans])[:, None]
+        scores = block @ query
+        if cosine:
+            scores /= np.maximum(np.linalg.norm(block, axis=1), 1e-12) * np.linalg.norm(query)
+        return rows, scores
+
+    def best_lists(self, query: np.ndarray, n_probe: int) -> np.ndarray:
+        if n_probe >= self.n_lists:
+            return np.arange(self.n_lists)
+        return np.argpartition(-(self.centroids @ query), n_probe - 1)[:n_probe]
 
     @property
     def n_lists(self) -> int:
@@ -45,7 +76,7 @@ class IVFIndex:
         """The rows of the `n_probe` lists whose centroids score highest for `query`."""
         if n_probe >= self.n_lists:
             return self.rows
-        best = np.argpartition(-(self.centroids @ query), n_probe - 1)[:n_probe]
+        best = self.best_lists(query, n_probe)
         return np.concatenate([self.rows[self.offsets[j] : self.offsets[j + 1]] for j in best])
 
     def arrays(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -57,6 +57,9 @@ class Recommender:
         self.model = NumpySASRec(loaded.weights, loaded.config)
         self.catalog = loaded.catalog
         self.index = loaded.index
+        self.exact_below = EXACT_BELOW
+        if self.index is not None:
+            self.index.attach(self.model.table, self.model.scale)
         self.user_row = {u: i for i, u in enumerate(loaded.user_ids.tolist())}
         self._norms: np.ndarray | None = None  # every row's norm, on first exact cosine
         self.popularity = loaded.popularity.copy()
@@ -106,49 +109,58 @@ class Recommender:
     def _top(scores: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
         return top_k(np.where(allowed, scores, -np.inf), min(k, int(allowed.sum())))
 
-    def _candidates(
-        self, query: np.ndarray, allowed: np.ndarray, n_probe: int, k: int
-    ) -> np.ndarray:
-        """Allowed rows to score exactly: every allowed row when few are allowed, else the
-        allowed rows of the probed lists, with the probes scaled by 1 / (share allowed) so a
-        narrow filter still leaves as many candidates as an open one."""
+    def _allowed_rows(
+        self, query: np.ndarray, allowed: np.ndarray, cosine: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every allowed row, gathered and scored (few rows allowed)."""
+        rows = np.flatnonzero(allowed)
+        if not cosine:
+            return rows, self.model.score_rows(query, rows)
+        vectors = self.model.embed(rows)
+        norms = np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+        return rows, (vectors @ query) / (norms * np.linalg.norm(query))
+
+    def _probe(
+        self, query: np.ndarray, allowed: np.ndarray, k: int, n_probe: int, cosine: bool
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The allowed rows of the probed lists and their exact scores, with the probes
+        scaled by 1 / (share allowed) so a narrow filter leaves as many candidates as an open
+        one, and widened until k pass; None once half the lists would be probed (scoring the
+        whole table is then as cheap and exact)."""
         assert self.index is not None
-        n_allowed = int(allowed.sum())
-        if n_allowed <= EXACT_BELOW:
-            return np.flatnonzero(allowed)
-        share = n_allowed / self.model.n_items
-        n_probe = min(self.index.n_lists, math.ceil(n_probe / share))
-        while True:
-            rows = self.index.probe(query, n_probe)
-            rows = rows[allowed[rows]]
-            if len(rows) >= k or n_probe >= self.index.n_lists:
-                return rows
-            n_probe = min(self.index.n_lists, n_probe * 4)
+        share = int(allowed.sum()) / self.model.n_items
+        n_probe = math.ceil(n_probe / share)
+        while n_probe < self.index.n_lists // 2:
+            rows, scores = self.index.search(query, n_probe, cosine)
+            keep = allowed[rows]
+            if int(keep.sum()) >= k:
+                return rows[keep], scores[keep]
+            n_probe *= 4
+        return None
 
     def _rank(
         self, query: np.ndarray, allowed: np.ndarray, k: int, cosine: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k allowed rows for one query vector, and their scores (inner product, or
-        cosine of item embeddings), through the index when the bundle has one."""
+        cosine of item embeddings): through the index when the bundle has one and it pays,
+        over the allowed rows when few are allowed, else over the whole table."""
         k = min(k, int(allowed.sum()))
         if k <= 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
-        n_probe = 0
+        found = None
         if self.index is not None:
             n_probe = self.index.n_probe_similar if cosine else self.index.n_probe
-        if self.index is None or n_probe >= self.index.n_lists:
+            if int(allowed.sum()) <= self.exact_below:
+                found = self._allowed_rows(query, allowed, cosine)
+            else:
+                found = self._probe(query, allowed, k, n_probe, cosine)
+        if found is None:
             scores = self.model.score(query[None])[0]
             if cosine:
                 scores /= self.norms * float(np.linalg.norm(query))
             top = self._top(scores, allowed, k)
             return top, scores[top]
-        rows = self._candidates(query, allowed, n_probe, k)
-        if cosine:  # the candidates' norms from the rows gathered anyway
-            vectors = self.model.embed(rows)
-            scores = vectors @ query
-            scores /= np.maximum(np.linalg.norm(vectors, axis=1), 1e-12) * np.linalg.norm(query)
-        else:
-            scores = self.model.score_rows(query, rows)
+        rows, scores = found
         best = top_k(scores, k)
         return rows[best], scores[best]
 

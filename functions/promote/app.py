@@ -19,7 +19,7 @@ from lmrec.settings import PromoteSettings
 
 logger = Logger(service="lmrec-promote")
 copy_config_to_registered_loggers(source_logger=logger, include={"lmrec"})
-settings = PromoteSettings()  # bad values stop the function here, with pydantic's message
+settings = PromoteSettings()  # type: ignore[call-arg]  # read from the environment; bad values stop here
 aws.configure(settings)
 
 

@@ -46,7 +46,7 @@ class ObjectCreated(S3EventNotificationEventBridgeModel):
     detail_type: Literal["Object Created"] = Field(alias="detail-type")
 
 
-_RETRAIN = TypeAdapter(ObjectCreated | ScheduledEvent)
+_RETRAIN: TypeAdapter[ObjectCreated | ScheduledEvent] = TypeAdapter(ObjectCreated | ScheduledEvent)
 
 
 class BadEvent(ValueError):

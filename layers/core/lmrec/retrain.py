@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime
 
 from lmrec import bundle as fmt
 from lmrec import registry, store
@@ -75,7 +76,6 @@ def attempt_name(base: str, attempt: int) -> str:
 def production_data_time(cfg: RetrainConfig) -> float | None:
     """When the production model's training data was read (data uploaded after it is new);
     None when there is no production model yet."""
-    from datetime import datetime
 
     try:
         pointer = registry.read_pointer(cfg.pointer_uri())
@@ -169,7 +169,9 @@ def _last_attempt(sagemaker, base: str, limit: int) -> tuple[int, dict | None]:
 
 def _ended(job: dict) -> float:
     stamp = job.get("TrainingEndTime") or job.get("LastModifiedTime") or job.get("CreationTime")
-    return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp or 0)
+    if isinstance(stamp, datetime):
+        return stamp.timestamp()
+    return float(stamp or 0)
 
 
 def _retry_plan(cfg: RetrainSettings, sagemaker, base: str, now: float) -> tuple[str | None, str]:

@@ -164,6 +164,21 @@ def trained_bundle(tmp_path_factory, ml100k_small) -> Path:
     return train_bundle(["--data", str(inter), "--items", str(items)], out, hp)
 
 
+def fill_user_store(store_uri: str, data: Path, state_dir: Path) -> dict:
+    """Write every user's history of `data` into a user store, as the training job does."""
+    import uuid
+
+    from lmrec.userstore import open_user_store
+
+    from training import histories
+    from training.config import DataConfig
+    from training.data import load_interactions
+
+    state = f"file://{state_dir / f'fingerprints-{uuid.uuid4().hex[:8]}.npz'}"
+    loaded = load_interactions(str(data), DataConfig())
+    return histories.sync(loaded, open_user_store(store_uri), state)
+
+
 EVENTS_DIR = REPO / "events"
 
 
@@ -311,13 +326,14 @@ def model_store(tmp_path, trained_bundle):
 
 
 @pytest.fixture
-def api(monkeypatch, s3_env, model_store):
+def api(monkeypatch, s3_env, model_store, ml100k_small, tmp_path):
     import uuid
 
     from lmrec.settings import get_settings
 
     table = f"events-{uuid.uuid4().hex[:8]}"
     create_events_table(table)
+    fill_user_store(f"dynamodb://{table}", ml100k_small[0], tmp_path)  # the users' histories
     monkeypatch.setenv("LMREC_STORE_URI", model_store)
     monkeypatch.setenv("LMREC_EVENTS_TABLE", table)
     monkeypatch.setenv("LMREC_REFRESH_SECONDS", "1")

@@ -63,10 +63,11 @@ def test_events_change_the_next_recommendation_and_can_be_erased(api):
     _, after = call(api, "api_post_recommendations.json", body={"user_id": "1", "k": 10})
     assert after["history_length"] == before["history_length"] + 1
     assert top not in [i["item_id"] for i in after["items"]]  # now seen
+    # the older route is now the full erasure: the history goes with the events
     status, body = call(api, "api_delete_events.json")
-    assert status == 200 and body == {"user_id": "1", "deleted": 1}
+    assert status == 200 and body == {"user_id": "1", "deleted": 2, "erasure_recorded": True}
     _, again = call(api, "api_post_recommendations.json", body={"user_id": "1", "k": 10})
-    assert again["history_length"] == before["history_length"]
+    assert again["history_length"] == 0 and again["strategy"] == "popular"
 
 
 @pytest.mark.parametrize(
@@ -111,7 +112,11 @@ def test_ids_with_slashes_reach_their_routes(api):
     )
     assert status == 200 and body["user_id"] == "team/alice" and body["history_length"] == 1
     status, body = call(api, "api_delete_events.json", path="/v1/users/team/alice/events")
-    assert status == 200 and body == {"user_id": "team/alice", "deleted": 1}
+    assert status == 200 and body == {
+        "user_id": "team/alice",
+        "deleted": 1,
+        "erasure_recorded": True,
+    }
 
 
 def test_bad_paths_and_queries(api):
@@ -207,7 +212,7 @@ def test_no_model_at_cold_start_answers_503_then_recovers(monkeypatch, tmp_path,
 
 
 def test_events_table_unavailable(api, monkeypatch):
-    monkeypatch.setattr(api.app.state.events, "table_name", "no-such-table")
+    monkeypatch.setattr(api.app.state.users, "table", "no-such-table")
     # as if the function had been deployed with it (its role is judged for this table)
     monkeypatch.setenv("LMREC_EVENTS_TABLE", "no-such-table")
     status, body = call(api, "api_post_recommendations.json")

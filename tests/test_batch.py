@@ -8,10 +8,19 @@ import pyarrow.parquet as pq
 from lmrec import registry
 from lmrec.settings import get_settings
 
-from tests.conftest import LambdaContext, import_function, load_event, run_training, write_csv
+from tests.conftest import (
+    LambdaContext,
+    fill_user_store,
+    import_function,
+    load_event,
+    run_training,
+    write_csv,
+)
 
 
-def test_sharded_batch_covers_every_user_and_matches_the_api(tmp_path, trained_bundle, monkeypatch):
+def test_sharded_batch_covers_every_user_and_matches_the_api(
+    tmp_path, trained_bundle, ml100k_small, monkeypatch
+):
     out = tmp_path / "batch"
     for shard in (0, 1):
         proc = run_training(
@@ -21,6 +30,8 @@ def test_sharded_batch_covers_every_user_and_matches_the_api(tmp_path, trained_b
                 str(trained_bundle),
                 "--output",
                 str(out),
+                "--data",
+                str(ml100k_small[0]),
                 "--k",
                 "5",
                 "--shard-index",
@@ -32,7 +43,7 @@ def test_sharded_batch_covers_every_user_and_matches_the_api(tmp_path, trained_b
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert json.loads(proc.stdout.strip().splitlines()[-1])["rows"] > 0
     table = pq.read_table(out).to_pandas()
-    users = json.loads((trained_bundle / "users.json").read_text())["user_ids"]
+    users = sorted({line.split(",")[0] for line in ml100k_small[0].read_text().splitlines()[1:]})
     assert set(table["user_id"]) == set(users) and len(table) == 5 * len(users)
     assert table["user_id"].map(type).eq(str).all()
 
@@ -40,6 +51,9 @@ def test_sharded_batch_covers_every_user_and_matches_the_api(tmp_path, trained_b
     registry.set_production(root, "lmrec", registry.publish(trained_bundle, root, "lmrec"))
     monkeypatch.setenv("LMREC_STORE_URI", root)
     monkeypatch.setenv("LMREC_EVENTS_TABLE", "")
+    user_store = f"sqlite://{tmp_path / 'users.db'}"
+    fill_user_store(user_store, ml100k_small[0], tmp_path)
+    monkeypatch.setenv("LMREC_USER_STORE", user_store)
     get_settings.cache_clear()
     api = import_function("api", "fn_api_batch")
     for user in users[:5]:
@@ -76,6 +90,10 @@ def test_user_list_and_bad_input(tmp_path, trained_bundle):
     )
     assert missing.returncode == 2 and missing.stderr.strip().startswith("error: ")
     assert "Traceback" not in missing.stderr
+    no_users = run_training(
+        ["batch", "--bundle", str(trained_bundle), "--output", str(tmp_path / "x")]
+    )
+    assert no_users.returncode == 2 and "--users all needs --data" in no_users.stderr
 
 
 def test_rollback_cli_without_a_production_model(tmp_path):

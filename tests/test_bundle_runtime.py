@@ -123,9 +123,9 @@ def copy_bundle(src, tmp_path):
             "truncated or replaced",
         ),
         (
-            lambda d: (d / "user_items.npy").write_bytes(
-                bytes([(d / "user_items.npy").read_bytes()[0] ^ 1])
-                + (d / "user_items.npy").read_bytes()[1:]
+            lambda d: (d / "popularity.npy").write_bytes(
+                bytes([(d / "popularity.npy").read_bytes()[0] ^ 1])
+                + (d / "popularity.npy").read_bytes()[1:]
             ),
             "fails its sha256 check",
         ),
@@ -163,8 +163,7 @@ def test_recommendations_from_a_trained_bundle(trained_bundle):
     manifest = rec.bundle.manifest
     assert manifest["catalog"]["category_column"] == "genres"
     assert "student" in manifest["metrics"] and manifest["model_version"]
-    user = rec.bundle.user_ids[0]
-    history = rec.user_history(user)
+    history = rec.catalog.rows(["50", "172", "181", "1", "98", "174"])[0]  # the bundle has no users
     result = rec.recommend(history, Filters(k=10))
     assert result.strategy == "personalized" and len(result.items) == 10
     ids = [r.item_id for r in result.items]
@@ -200,7 +199,9 @@ def test_recommendations_from_a_trained_bundle(trained_bundle):
 
 def test_batch_equals_single_requests(trained_bundle):
     rec = Recommender.load(str(trained_bundle))
-    hs = [rec.user_history(u) for u in rec.bundle.user_ids[:8]] + [np.empty(0, np.int64)]
+    rng = np.random.default_rng(0)
+    hs = [rng.integers(1, len(rec.catalog.item_ids) + 1, size=n) for n in (1, 3, 7, 20, 40)]
+    hs.append(np.empty(0, np.int64))
     batch = rec.recommend_many(hs, [Filters(k=10)] * len(hs))
     for h, res in zip(hs, batch, strict=True):
         single = rec.recommend(h, Filters(k=10))

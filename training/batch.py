@@ -4,7 +4,11 @@ of its shard (explicit, or its host's place in resourceconfig.json), or SageMake
 ShardedByS3Key hands each instance its own user-list files.
 
     python -m training batch --bundle s3://b/models/lmrec/<version> --output s3://b/batch/ \
-        [--users users.csv | all] [--k 10] [--shard-index 0 --shard-count 1]
+        [--data s3://b/data/interactions/] [--users users.csv | all] [--k 10] \
+        [--shard-index 0 --shard-count 1]
+
+The bundle holds no users: histories come from the interaction data (--data; "all" = every
+user in it), or else from the user store (LMREC_USER_STORE) for a --users list.
 """
 
 from __future__ import annotations
@@ -50,6 +54,51 @@ def read_users(uri: str) -> list[str]:
     return users
 
 
+class DataHistories:
+    """Histories read from the interaction data as the history sync writes them."""
+
+    def __init__(self, rec: Recommender, data_uri: str):
+        from training.config import DataConfig
+        from training.data import load_interactions
+        from training.histories import DEFAULT_HISTORY_LENGTH, windows
+
+        data = load_interactions(data_uri, DataConfig())
+        self.users = data.user_ids.tolist()
+        self.row_of = {u: i for i, u in enumerate(self.users)}  # batch is offline: a dict is fine
+        self.start, self.end = windows(data, DEFAULT_HISTORY_LENGTH)
+        # data item codes -> the model's rows (0 for items the model does not know)
+        rows, unknown = rec.catalog.rows(data.item_ids.tolist())
+        known = ~np.isin(data.item_ids, np.asarray(unknown, dtype=str))
+        self.to_model = np.zeros(data.n_items + 1, dtype=np.int64)
+        self.to_model[1:][known] = rows
+        self.items = data.items
+
+    def __call__(self, user: str) -> np.ndarray:
+        row = self.row_of.get(user)
+        if row is None:
+            return np.empty(0, np.int64)
+        mapped = self.to_model[self.items[self.start[row] : self.end[row]]]
+        return mapped[mapped > 0]
+
+
+def _history_source(rec: Recommender, data_uri: str | None):
+    if data_uri is not None:
+        return DataHistories(rec, data_uri)
+    import os
+
+    from lmrec.userstore import open_user_store
+
+    uri = os.environ.get("LMREC_USER_STORE", "")
+    users = open_user_store(uri) if uri else None
+
+    def from_store(user: str) -> np.ndarray:
+        if users is None:
+            return np.empty(0, np.int64)
+        return rec.catalog.rows(users.recent(user, 0).history)[0]
+
+    return from_store
+
+
 def run_batch(
     bundle_uri: str,
     output: str,
@@ -59,18 +108,24 @@ def run_batch(
     shard_count: int = 1,
     batch_size: int = 512,
     cache_dir: str | None = None,
+    data_uri: str | None = None,
 ) -> dict:
     if not 0 <= shard_index < shard_count:
         raise DataError(f"shard index {shard_index} is outside 0..{shard_count - 1}")
     began = time.perf_counter()
     rec = Recommender.load(bundle_uri, cache_dir)
-    users = rec.bundle.user_ids.tolist() if users_uri == "all" else read_users(users_uri)
+    history_of = _history_source(rec, data_uri)
+    if users_uri == "all":
+        if data_uri is None:
+            raise DataError("--users all needs --data (the bundle holds no users)")
+        users = history_of.users  # type: ignore[attr-defined]
+    else:
+        users = read_users(users_uri)
     mine = users[shard_index::shard_count]
     cols: dict[str, list] = {"user_id": [], "rank": [], "item_id": [], "score": [], "strategy": []}
-    empty = np.empty(0, np.int64)
     for start in range(0, len(mine), batch_size):
         chunk = mine[start : start + batch_size]
-        histories = [h if (h := rec.user_history(u)) is not None else empty for u in chunk]
+        histories = [history_of(u) for u in chunk]
         results = rec.recommend_many(histories, [Filters(k=k, explain=False)] * len(chunk))
         for user, result in zip(chunk, results, strict=True):
             for rank, item in enumerate(result.items, start=1):

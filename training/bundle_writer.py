@@ -149,9 +149,8 @@ def write_bundle(
     index_record = None
     if data.n_items >= ann_min_items:
         index_record = write_index(out, student, data, dequantize_items(weights))
-    (out / fmt.USERS).write_text(json.dumps({"user_ids": data.user_ids.tolist()}))
-    np.save(out / fmt.USER_OFFSETS, data.offsets.astype(np.int64))
-    np.save(out / fmt.USER_ITEMS, data.items.astype(np.int32))
+    # No user ids and no histories here: a bundle holds items only (histories go to the
+    # user store, training/histories.py).
     popularity = np.bincount(data.items, minlength=data.n_items + 1).astype(np.float32)
     np.save(out / fmt.POPULARITY, popularity)
 
@@ -173,7 +172,7 @@ def write_bundle(
         },
         "catalog": {
             "n_items": data.n_items,
-            "n_users": data.n_users,
+            "n_users": data.n_users,  # a count: the ids themselves stay out of the bundle
             "columns": sorted(columns),
             "category_column": cat,
         },

@@ -71,12 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--bundle", required=True, help="bundle directory or s3:// prefix")
     batch.add_argument("--output", required=True, help="output prefix (local or s3://)")
     batch.add_argument("--users", default="all", help="CSV/Parquet with user_id, or 'all'")
+    batch.add_argument(
+        "--data", help="interactions the histories come from (else $LMREC_USER_STORE)"
+    )
     batch.add_argument("--k", type=int, default=10, help="items per user")
     batch.add_argument("--shard-index", type=int, help="default: from resourceconfig.json")
     batch.add_argument("--shard-count", type=int, help="default: from resourceconfig.json")
     # serve, publish, rollback and demo work on models, not on training: they live in
     # lmrec.local (not shipped in the Lambda layer) and import no torch.
     commands.add_commands(sub, _Help)
+    _user_data_parsers(sub)
     return parser
 
 
@@ -88,6 +92,100 @@ Locally:   lmrec train --data interactions.csv --output runs/my-model
 Container: with no --data, follows the SageMaker contract under $SAGEMAKER_BASE_DIR
            (default /opt/ml): input/data/train, input/config/hyperparameters.json, model/.
 """
+
+
+def _user_data_parsers(sub) -> None:
+    sync = sub.add_parser(
+        "sync-histories", help="write the users whose history changed into the user store"
+    )
+    sync.add_argument("--data", required=True, help="interactions: file, directory or s3:// URI")
+    sync.add_argument(
+        "--user-store", help="dynamodb://table or sqlite:///path; default $LMREC_USER_STORE"
+    )
+    sync.add_argument(
+        "--state",
+        help="fingerprints of the last sync (default: s3://<data bucket>/histories/"
+        "fingerprints.npz, or beside a sqlite store)",
+    )
+    sync.add_argument("--history-length", type=int, default=None)
+    sync.add_argument("--erasure", help="erasure records root (users pending are skipped)")
+    sync.add_argument("--full", action="store_true", help="write every user's history")
+    erase = sub.add_parser("erase", help="the deletion job: remove erased users' rows")
+    erase.add_argument("--requests", required=True, help="erasure root (s3://bucket/erasure)")
+    erase.add_argument("--data", required=True, action="append", help="data URI, repeatable")
+    erase.add_argument("--state", default="", help="history-sync fingerprints to clean")
+    erase.add_argument("--user-store", help="default $LMREC_USER_STORE")
+    for p in (sync, erase):
+        p.add_argument("--user-col", default="user_id")
+    sync.set_defaults(run=sync_histories)
+    erase.set_defaults(run=erase_command)
+
+
+def _user_store(uri: str | None):
+    from lmrec.userstore import open_user_store
+
+    uri = uri or os.environ.get("LMREC_USER_STORE", "")
+    return open_user_store(uri) if uri else None
+
+
+def default_state_uri(data_uri: str, store_uri: str) -> str:
+    from lmrec.store import parse
+
+    if store_uri.startswith("sqlite://"):
+        return f"file://{store_uri.removeprefix('sqlite://')}.fingerprints.npz"
+    loc = parse(data_uri)
+    if loc.scheme == "s3":
+        return f"s3://{loc.bucket}/histories/fingerprints.npz"
+    raise ValueError("--state is needed (the data is not in S3)")
+
+
+def sync_histories(args) -> int:
+    import json
+
+    from lmrec.store import StoreError
+    from lmrec.userstore import UserStoreError, UserStoreUnavailable
+
+    from training import histories
+    from training.config import DataConfig
+    from training.data import DataError, load_interactions
+
+    length = args.history_length or histories.DEFAULT_HISTORY_LENGTH
+    try:
+        if not 1 <= length <= 100_000:
+            raise ValueError("--history-length must be in 1..100000")
+        user_store = _user_store(args.user_store)
+        if user_store is None:
+            raise ValueError("no user store: pass --user-store or set LMREC_USER_STORE")
+        state = args.state or default_state_uri(args.data, user_store.uri)
+        data = load_interactions(args.data, DataConfig(user_col=args.user_col))
+        summary = histories.sync(
+            data, user_store, state, length, args.erasure or "", full=args.full
+        )
+    except (DataError, StoreError, UserStoreError, UserStoreUnavailable, ValueError) as exc:
+        print(f"error: {str(exc)[:500]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(summary))
+    return 0
+
+
+def erase_command(args) -> int:
+    import json
+
+    from lmrec.store import StoreError
+    from lmrec.userstore import UserStoreError, UserStoreUnavailable
+
+    from training import erasure
+    from training.data import DataError
+
+    try:
+        summary = erasure.run(
+            args.requests, args.data, args.user_col, args.state, _user_store(args.user_store)
+        )
+    except (DataError, StoreError, UserStoreError, UserStoreUnavailable, ValueError) as exc:
+        print(f"error: {str(exc)[:500]}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(summary))
+    return 0
 
 
 def batch(args) -> int:
@@ -106,7 +204,9 @@ def batch(args) -> int:
         index, count = shard_from_resource_config()
         index = args.shard_index if args.shard_index is not None else index
         count = args.shard_count if args.shard_count is not None else count
-        summary = run_batch(args.bundle, args.output, args.users, args.k, index, count)
+        summary = run_batch(
+            args.bundle, args.output, args.users, args.k, index, count, data_uri=args.data
+        )
     except (BundleError, StoreError, DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -172,6 +272,7 @@ def _launch(cmd: list[str]) -> int:
 def train(args, argv: list[str]) -> int:
     from lmrec.store import StoreError
 
+    from training import userdata
     from training.config import ConfigError, from_hyperparameters
     from training.data import DataError
     from training.sagemaker import launch_command, read_resource_config, write_failure
@@ -181,6 +282,7 @@ def train(args, argv: list[str]) -> int:
     try:
         paths, hp = _paths_and_hp(args)
         cfg = from_hyperparameters(hp)
+        userdata.before_training(paths.train, cfg.data.user_col)  # erasure: before any model
         cmd = launch_command(
             read_resource_config(paths.resource_config), cfg.train.processes_per_host, argv
         )
@@ -188,10 +290,15 @@ def train(args, argv: list[str]) -> int:
         return _fail(paths, exc, EXIT_BAD_INPUT)
     except ValueError as exc:  # resourceconfig problems
         return _fail(paths, exc, EXIT_BAD_INPUT)
+    except RuntimeError as exc:  # the deletion job could not finish: train on nothing
+        log.exception("the erasure step failed")
+        return _fail(paths, exc, EXIT_INTERNAL)
     if cmd is not None:
         code = _launch(cmd)
         if code != 0 and paths.failure is not None and not paths.failure.exists():
             write_failure(paths, f"a training process exited with status {code}; see the logs")
+        if code == 0:
+            userdata.after_training(paths.train, cfg.data)
         return code
 
     from training import dist, pipeline
@@ -202,6 +309,8 @@ def train(args, argv: list[str]) -> int:
     env = dist.setup()
     try:
         pipeline.run(paths, cfg, env, stop)
+        if env.is_main:
+            userdata.after_training(paths.train, cfg.data)
         return 0
     except Stopped as exc:
         log.warning("SIGTERM: %s; the last finished epoch is in %s", exc, paths.checkpoints)

@@ -8,11 +8,11 @@ A bundle is a directory (local, or under an s3:// prefix) holding:
   items.safetensors      item ids (row i + 1 <-> item_ids[i]) and catalog columns in compact
                          arrays (format: lmrec.items), loaded without a Python object per item
   item_index.safetensors optional, large catalogs: the IVF index of lmrec.ivf
-  users.json             known user ids, in the row order of the history arrays
-  user_offsets.npy       (n_users + 1,) int64: user u's items are user_items[off[u]:off[u+1]]
-  user_items.npy         (n_interactions,) int32 item rows, oldest first
   popularity.npy         (n_items + 1,) float32 interaction counts, for cold-start fallbacks
   metrics.json, report.md, *.png, teacher*.*  records (teacher_2.*: an ensemble), not served
+
+A bundle holds items only: no user ids, no histories, nothing personal. Users' histories live
+in the user store (lmrec.userstore), written from the data, not from a model.
 
 Reading verifies the schema version and every checksum before anything is used, and loads
 no pickle: JSON, safetensors and np.load(allow_pickle=False) only.
@@ -38,11 +38,8 @@ SCHEMA_VERSION = 2  # 2: items.safetensors replaced items.json
 MANIFEST = "manifest.json"
 WEIGHTS = "student.safetensors"
 ITEMS = "items.safetensors"
-USERS = "users.json"
-USER_OFFSETS = "user_offsets.npy"
-USER_ITEMS = "user_items.npy"
 POPULARITY = "popularity.npy"
-SERVING_FILES = (WEIGHTS, ITEMS, USERS, USER_OFFSETS, USER_ITEMS, POPULARITY)
+SERVING_FILES = (WEIGHTS, ITEMS, POPULARITY)
 OPTIONAL_SERVING_FILES = (ivf.INDEX_FILE,)  # served when the manifest lists them
 
 
@@ -77,9 +74,6 @@ class Bundle:
     manifest: dict
     weights: dict[str, np.ndarray]
     catalog: items.ItemCatalog  # item ids <-> rows, display columns, categories
-    user_ids: np.ndarray  # (n_users,) str
-    user_offsets: np.ndarray
-    user_items: np.ndarray
     popularity: np.ndarray  # (n_items + 1,) float32
     index: ivf.IVFIndex | None = None  # large catalogs: approximate top-k
     path: Path = field(default_factory=Path)
@@ -219,16 +213,12 @@ def load(uri: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> 
     from safetensors.numpy import load_file  # small, numpy-only; imported when first needed
 
     try:
-        users = json.loads((directory / USERS).read_text())
         has_index = ivf.INDEX_FILE in manifest["files"]
         bundle = Bundle(
             manifest=manifest,
             weights=load_file(str(directory / WEIGHTS)),
             catalog=items.read(directory / ITEMS),
             index=ivf.read(directory / ivf.INDEX_FILE) if has_index else None,
-            user_ids=np.asarray(users["user_ids"], dtype=str),
-            user_offsets=_load_npy(directory / USER_OFFSETS, where),
-            user_items=_load_npy(directory / USER_ITEMS, where),
             popularity=_load_npy(directory / POPULARITY, where).astype(np.float32),
             path=directory,
         )
@@ -243,19 +233,9 @@ def load(uri: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> 
 def _check_consistent(b: Bundle, where: str) -> None:
     """Verified bytes can still disagree with each other (a writer bug): refuse those too."""
     n_items = b.catalog.n_items
-    off, items = b.user_offsets, b.user_items
     problems = []
     if b.popularity.shape != (n_items + 1,):
         problems.append("popularity does not match the catalog")
-    if (
-        len(off) != len(b.user_ids) + 1
-        or off[0] != 0
-        or off[-1] != len(items)
-        or (np.diff(off) < 0).any()
-    ):
-        problems.append("user offsets do not index the histories")
-    if len(items) and (items.min() < 1 or items.max() > n_items):
-        problems.append("histories name items outside the catalog")
     if b.index is not None and len(b.index.rows) != n_items:
         problems.append("the item index does not cover the catalog")
     if b.manifest["model"].get("config", {}).get("n_items") != n_items:

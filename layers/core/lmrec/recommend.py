@@ -60,7 +60,6 @@ class Recommender:
         self.exact_below = EXACT_BELOW
         if self.index is not None:
             self.index.attach(self.model.table, self.model.scale)
-        self.user_row = {u: i for i, u in enumerate(loaded.user_ids.tolist())}
         self._norms: np.ndarray | None = None  # every row's norm, on first exact cosine
         self.popularity = loaded.popularity.copy()
         self.popularity[0] = -np.inf
@@ -80,14 +79,6 @@ class Recommender:
     @property
     def version(self) -> str:
         return self.bundle.version
-
-    def user_history(self, user_id: str) -> np.ndarray | None:
-        """The user's stored history (item rows, oldest first), or None for an unknown user."""
-        row = self.user_row.get(user_id)
-        if row is None:
-            return None
-        off = self.bundle.user_offsets
-        return self.bundle.user_items[off[row] : off[row + 1]].astype(np.int64)
 
     def _allowed(self, history: np.ndarray, f: Filters) -> np.ndarray:
         allowed = np.ones(self.model.n_items + 1, dtype=bool)

@@ -141,6 +141,7 @@ def training_job_request(cfg: RetrainConfig, name: str) -> dict:
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": cfg.max_runtime_seconds},
         "HyperParameters": {str(k): str(v) for k, v in cfg.hyperparameters.items()},
+        "Environment": cfg.training_environment(),
         "CheckpointConfig": {"S3Uri": f"{cfg.output_uri.rstrip('/')}/checkpoints/{name}"},
         "Tags": [{"Key": "lmrec:model", "Value": cfg.model_name}],
     }

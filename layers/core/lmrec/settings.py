@@ -91,7 +91,13 @@ class ApiSettings(CommonSettings):
     # A recommendation waits this long for the user's stored events, then answers from
     # what it has (the request's own history, else popularity) and says so.
     user_store_deadline_seconds: float = Field(default=1.0, gt=0, le=60)
-    events_table: str = ""  # DynamoDB table for real-time events; empty = events disabled
+    # The user store (histories + real-time events): dynamodb://table or sqlite:///path.
+    # Empty: the DynamoDB table LMREC_EVENTS_TABLE if set, else no per-user data at all.
+    user_store: str = ""
+    events_table: str = ""  # the DynamoDB user-store table (older name, still honoured)
+    # Where DELETE /v1/users/{id} records erasure requests for the deletion job; empty:
+    # <LMREC_STORE_URI>/erasure when a model store is set.
+    erasure_uri: str = ""
     events_ttl_days: int = Field(default=90, ge=1, le=3650)
     events_per_user: int = Field(default=50, ge=1, le=1000)  # newest events merged per request
     max_body_bytes: int = Field(default=262_144, ge=1024, le=6_291_456)  # Lambda: 6 MB
@@ -102,6 +108,38 @@ class ApiSettings(CommonSettings):
     auth: Literal["none", "iam", "jwt"] = "none"
     jwt_user_claim: str = Field(default="sub", min_length=1, max_length=128)
     jwt_service_scope: str = Field(default="lmrec/any-user", min_length=1, max_length=256)
+
+    @field_validator("user_store")
+    @classmethod
+    def _user_store(cls, value: str) -> str:
+        if value:
+            from lmrec.userstore import UserStoreError, parse_uri
+
+            try:
+                parse_uri(value)
+            except UserStoreError as exc:
+                raise ValueError(f"LMREC_USER_STORE {exc}") from None
+        return value
+
+    @field_validator("erasure_uri")
+    @classmethod
+    def _erasure(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if value and not value.startswith(("s3://", "file://")):
+            raise ValueError("LMREC_ERASURE_URI must start with s3:// or file://")
+        return value
+
+    def user_store_uri(self) -> str:
+        """The user store to use, or "" for none."""
+        if self.user_store:
+            return self.user_store
+        return f"dynamodb://{self.events_table}" if self.events_table else ""
+
+    def erasure_root(self) -> str:
+        """Where erasure requests are recorded, or "" for nowhere."""
+        if self.erasure_uri:
+            return self.erasure_uri
+        return f"{self.store_uri}/erasure" if self.store_uri else ""
 
     @model_validator(mode="after")
     def _waits_fit(self) -> ApiSettings:
@@ -137,11 +175,27 @@ class RetrainSettings(CommonSettings):
     # hyperparameters or the image change, since that is another job).
     retry_backoff_seconds: float = Field(default=3600.0, ge=0, le=30 * 86400)
     max_attempts_per_version: int = Field(default=5, ge=1, le=50)
+    # Handed to the training job's Environment (training/userdata.py): the deletion job runs
+    # before training, the history sync after it.
+    user_store: str = ""  # dynamodb://table the sync writes histories to; empty: no sync
+    erasure_uri: str = ""  # s3://bucket/erasure: pending requests to carry out first
+    history_state_uri: str = ""  # the sync's fingerprints; empty: s3://<bucket>/histories/...
+    history_length: int = Field(default=1000, ge=1, le=100_000)
 
     @field_validator("hyperparameters", mode="before")
     @classmethod
     def _empty_json(cls, value):
         return "{}" if value == "" else value
+
+    def training_environment(self) -> dict[str, str]:
+        env = {
+            "LMREC_DATA_URI": self.data_uri,
+            "LMREC_USER_STORE": self.user_store,
+            "LMREC_ERASURE_URI": self.erasure_uri,
+            "LMREC_HISTORY_STATE_URI": self.history_state_uri,
+            "LMREC_HISTORY_LENGTH": str(self.history_length),
+        }
+        return {k: v for k, v in env.items() if v}
 
 
 class PromoteSettings(CommonSettings):

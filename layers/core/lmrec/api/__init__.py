@@ -12,11 +12,11 @@ from fastapi.responses import JSONResponse
 from lmrec import __version__, aws
 from lmrec.api import docs
 from lmrec.api.middleware import BodyLimit
-from lmrec.api.routes import events, items, model, recommendations
-from lmrec.events import EventStore
+from lmrec.api.routes import events, items, model, recommendations, users
 from lmrec.redact import truncate
 from lmrec.serving import ModelState
 from lmrec.settings import Settings
+from lmrec.userstore import UserStore, open_user_store
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def create_app(
-    settings: Settings, state: ModelState, event_store: EventStore | None = None
+    settings: Settings, state: ModelState, user_store: UserStore | None = None
 ) -> FastAPI:
     app = FastAPI(
         title="lmrec",
@@ -42,10 +42,11 @@ def create_app(
     aws.configure(settings)  # the user store's client is made within the API's budget
     app.state.settings = settings
     app.state.model_state = state
-    if event_store is None and settings.events_table:
-        event_store = EventStore(settings.events_table, settings.events_ttl_days)
-    app.state.events = event_store
-    for module in (recommendations, items, events, model):
+    if user_store is None and settings.user_store_uri():
+        # No I/O here (DynamoDB: a name; SQLite: opens or creates the file).
+        user_store = open_user_store(settings.user_store_uri())
+    app.state.users = user_store
+    for module in (recommendations, items, events, users, model):
         app.include_router(docs.document_errors(module.router))
     docs.install(app)
 

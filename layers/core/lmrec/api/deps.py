@@ -1,4 +1,4 @@
-"""Shared dependencies: settings, the model state, the events store, the model itself.
+"""Shared dependencies: settings, the model state, the user store, the model itself.
 
 All are `async def`: they do no I/O, and FastAPI would otherwise run each sync dependency in
 a worker thread, which costs more than the whole recommendation (Mangum starts a fresh event
@@ -11,10 +11,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from lmrec.events import EventStore
 from lmrec.recommend import Recommender
 from lmrec.serving import ModelState
 from lmrec.settings import Settings
+from lmrec.userstore import UserStore
 
 NO_MODEL = "no model is loaded yet; try again shortly"
 
@@ -48,10 +48,10 @@ async def require_model(state: ModelState) -> Recommender:
     return rec
 
 
-async def get_events(request: Request) -> EventStore | None:
-    return request.app.state.events
+async def get_users(request: Request) -> UserStore | None:
+    return request.app.state.users
 
 
 StateDep = Annotated[ModelState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-EventsDep = Annotated[EventStore | None, Depends(get_events)]
+UsersDep = Annotated[UserStore | None, Depends(get_users)]

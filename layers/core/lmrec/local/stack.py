@@ -60,8 +60,8 @@ def free_port() -> int:
 
 
 def create_events_table(name: str) -> None:
-    """The events table as template.yaml declares it (user_id + sk keys), on the endpoint
-    boto3 is pointed at."""
+    """The user-store table (histories and events) as template.yaml declares it (user_id +
+    sk keys), on the endpoint boto3 is pointed at."""
     boto3.client("dynamodb").create_table(
         TableName=name,
         BillingMode="PAY_PER_REQUEST",
@@ -129,6 +129,9 @@ class LocalStack:
             "LMREC_STORE_URI": self.store_uri,
             "LMREC_MODEL_NAME": self.model_name,
             "LMREC_EVENTS_TABLE": self.table,
+            # one table for histories and events (moto's DynamoDB), as in AWS
+            "LMREC_USER_STORE": f"dynamodb://{self.table}",
+            "LMREC_ERASURE_URI": f"{self.store_uri}/erasure",
             "LMREC_JOB_PREFIX": "lmrec-",
             "LMREC_DATA_URI": f"{self.store_uri}/data/interactions/",
             "LMREC_ITEMS_URI": f"{self.store_uri}/data/items/",

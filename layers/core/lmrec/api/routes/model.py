@@ -24,7 +24,7 @@ async def model_info(state: StateDep) -> ModelInfo:
         created_at=m["created_at"],
         data_fingerprint=m.get("data_fingerprint"),
         catalog_size=len(rec.catalog.item_ids),
-        users=len(rec.bundle.user_ids),
+        users=int(m.get("catalog", {}).get("n_users") or 0),
         item_table_dtype=m["model"].get("item_table_dtype", "float32"),
         metrics={"test_full": summary},
     )

@@ -11,11 +11,12 @@ import numpy as np
 from fastapi import APIRouter, Path, Query
 
 from lmrec.api.auth import CallerDep, require_user
-from lmrec.api.deps import EventsDep, SettingsDep, StateDep, require_model
+from lmrec.api.deps import SettingsDep, StateDep, UsersDep, require_model
 from lmrec.api.schemas import Id, Reason, RecommendedItem, RecommendRequest, RecommendResponse
-from lmrec.events import EventStore, EventsUnavailable
+from lmrec.events import EventsUnavailable
 from lmrec.recommend import Filters, Recommendation, Recommender
 from lmrec.settings import Settings
+from lmrec.userstore import UserStore
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 log = logging.getLogger(__name__)
@@ -42,16 +43,15 @@ def item_out(rec: Recommender, r: Recommendation, rank: int) -> RecommendedItem:
 
 
 async def stored_items(
-    events: EventStore, user_id: str, settings: Settings
+    users: UserStore, user_id: str, settings: Settings
 ) -> tuple[list[str] | None, str | None]:
     """The user's newest stored items within the user-store deadline: (items, None), or
     (None, warning) when the store failed or did not answer in time."""
     loop = asyncio.get_running_loop()
-    call = loop.run_in_executor(
-        _STORE_READS, events.recent_items, user_id, settings.events_per_user
-    )
+    call = loop.run_in_executor(_STORE_READS, users.recent, user_id, settings.events_per_user)
     try:
-        return await asyncio.wait_for(call, settings.user_store_deadline_seconds), None
+        stored = await asyncio.wait_for(call, settings.user_store_deadline_seconds)
+        return stored.items(), None
     except TimeoutError:
         log.warning(
             "user store did not answer within %.2f s; answering without it",
@@ -68,27 +68,25 @@ async def stored_items(
 
 async def recommend(
     rec: Recommender,
-    events: EventStore | None,
+    users: UserStore | None,
     settings: Settings,
     user_id: str | None,
     history: list[str],
     filters: Filters,
 ) -> RecommendResponse:
-    """Stored history (bundle) + real-time events + the request's history, then the model."""
+    """Stored history + real-time events (one user-store query) + the request's history,
+    then the model. Stored ids the live model does not know are skipped."""
     warnings: list[str] = []
     parts = []
     degraded = False
-    if user_id is not None:
-        stored = rec.user_history(user_id)
-        if stored is not None:
-            parts.append(stored)
-        if events is not None:
-            recent, warning = await stored_items(events, user_id, settings)
-            if recent is not None:
-                parts.append(rec.catalog.rows(recent)[0])
-            else:
-                degraded = True
-                warnings.append(warning or "")
+    if user_id is not None and users is not None:
+        # One query: the history from the data and the newest real-time events together.
+        recent, warning = await stored_items(users, user_id, settings)
+        if recent is not None:
+            parts.append(rec.catalog.rows(recent)[0])
+        else:
+            degraded = True
+            warnings.append(warning or "")
     missing = [
         c
         for c in (*filters.include_categories, *filters.exclude_categories)
@@ -116,7 +114,7 @@ async def recommend(
 async def post_recommendations(
     body: RecommendRequest,
     state: StateDep,
-    events: EventsDep,
+    users: UsersDep,
     settings: SettingsDep,
     caller: CallerDep,
 ) -> RecommendResponse:
@@ -130,14 +128,14 @@ async def post_recommendations(
         exclude_categories=body.exclude_categories,
         explain=body.explain,
     )
-    return await recommend(rec, events, settings, body.user_id, body.history, filters)
+    return await recommend(rec, users, settings, body.user_id, body.history, filters)
 
 
 @router.get("/users/{user_id:path}/recommendations", response_model=RecommendResponse)
 async def get_user_recommendations(
     user_id: Annotated[Id, Path(max_length=256)],
     state: StateDep,
-    events: EventsDep,
+    users: UsersDep,
     settings: SettingsDep,
     caller: CallerDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
@@ -145,4 +143,4 @@ async def get_user_recommendations(
 ) -> RecommendResponse:
     require_user(caller, user_id)
     rec = await require_model(state)
-    return await recommend(rec, events, settings, user_id, [], Filters(k=k, explain=explain))
+    return await recommend(rec, users, settings, user_id, [], Filters(k=k, explain=explain))

@@ -1,0 +1,352 @@
+"""The user store: each user's recent history and real-time events, outside any model.
+
+One layout for both backends (single table, partition = user):
+
+  user_id   sk                                   attributes
+  "42"      "history"                            items (JSON list of item ids, oldest
+                                                 first), updated_at
+  "42"      "e#<ms, 15 digits>#<16 hex>"         item_id, event_type, ts, expires_at (TTL)
+
+"history" sorts after every "e#..." key, so ONE descending Query with Limit n+1 returns the
+history record and the user's n newest events together. The event key is derived from
+(timestamp, item, event type): the same event posted twice overwrites itself (stored once).
+
+Backends, chosen by a URI (LMREC_USER_STORE):
+  dynamodb://table   the DynamoDB table of template.yaml (botocore; AWS_ENDPOINT_URL honoured)
+  sqlite:///path     an embedded file for local use, no server (Python's sqlite3)
+
+History is item ids as strings, independent of any model: serving maps them to the live
+model's rows and skips ids it does not know.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from lmrec.events import Event, EventsUnavailable
+
+HISTORY_SK = "history"
+EVENT_PREFIX = "e#"
+BATCH = 25  # BatchWriteItem: at most 25 requests (and 16 MB) per call
+MAX_RECORD_BYTES = 350_000  # DynamoDB's item limit is 400 KB; keep a margin for names
+
+
+class UserStoreUnavailable(EventsUnavailable):
+    """The user store could not be reached or used (a subclass, so callers that handled
+    EventsUnavailable keep working)."""
+
+
+class UserStoreError(ValueError):
+    """A user-store URI that names no usable store."""
+
+
+@dataclass
+class UserItems:
+    history: list[str]  # from the data, oldest first
+    events: list[str]  # the newest real-time events, oldest first
+
+    def items(self) -> list[str]:
+        return [*self.history, *self.events]
+
+
+def event_key(e: Event) -> str:
+    """Deterministic: fixed-width milliseconds sort as strings; the digest of (item, type)
+    keeps different events of one millisecond apart and makes a repeat the same key."""
+    digest = hashlib.sha256(f"{e.item_id}\0{e.event_type}".encode()).hexdigest()[:16]
+    return f"{EVENT_PREFIX}{round(e.timestamp * 1000):015d}#{digest}"
+
+
+def history_json(items: Sequence[str]) -> str:
+    """The newest items that fit one record (DynamoDB: 400 KB per item)."""
+    text = json.dumps(list(items), separators=(",", ":"))
+    lo = 0
+    while len(text.encode()) > MAX_RECORD_BYTES:  # rare: only absurdly long ids or histories
+        lo += max(1, (len(items) - lo) // 10)
+        text = json.dumps(list(items[lo:]), separators=(",", ":"))
+    return text
+
+
+def _unique(events: Iterable[Event]) -> dict[str, Event]:
+    # One BatchWriteItem may not name a key twice: the same event twice in one request
+    # becomes one write (the last wins; they are identical in key and content).
+    return {event_key(e): e for e in events}
+
+
+class UserStore:
+    """What serving, the history sync and erasure need; see the two backends below."""
+
+    uri: str
+
+    def put_events(self, events: list[Event], ttl_seconds: int) -> int:
+        raise NotImplementedError
+
+    def recent(self, user_id: str, limit: int) -> UserItems:
+        raise NotImplementedError
+
+    def put_histories(self, histories: Iterable[tuple[str, Sequence[str]]]) -> int:
+        raise NotImplementedError
+
+    def delete_user(self, user_id: str) -> int:
+        raise NotImplementedError
+
+
+# -- SQLite ---------------------------------------------------------------------------------
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS user_items (
+    user_id TEXT NOT NULL, sk TEXT NOT NULL, item_id TEXT, event_type TEXT, ts REAL,
+    items TEXT, updated_at REAL, expires_at INTEGER,
+    PRIMARY KEY (user_id, sk)
+) WITHOUT ROWID
+"""
+
+
+class SqliteUserStore(UserStore):
+    """The embedded store: one file, one connection per thread, WAL so that a history sync
+    can write while a server reads."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.uri = f"sqlite://{self.path}"
+        self._local = threading.local()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._conn() as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise UserStoreUnavailable(f"user store {self.uri}: {exc}") from None
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=10)
+            self._local.conn = conn
+        return conn
+
+    def _run(self, fn):
+        try:
+            with self._conn() as conn:  # a transaction: committed, or rolled back on error
+                return fn(conn)
+        except sqlite3.Error as exc:
+            raise UserStoreUnavailable(f"user store {self.uri}: {exc}") from None
+
+    def put_events(self, events: list[Event], ttl_seconds: int) -> int:
+        expires = int(time.time()) + ttl_seconds
+        rows = [
+            (e.user_id, sk, e.item_id, e.event_type, float(e.timestamp), expires)
+            for sk, e in _unique(events).items()
+        ]
+        self._run(
+            lambda c: c.executemany(
+                "INSERT OR REPLACE INTO user_items (user_id, sk, item_id, event_type, ts, "
+                "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        )
+        return len(events)
+
+    def recent(self, user_id: str, limit: int) -> UserItems:
+        rows = self._run(
+            lambda c: c.execute(
+                "SELECT sk, item_id, items FROM user_items WHERE user_id = ? AND "
+                "(expires_at IS NULL OR expires_at > ?) ORDER BY sk DESC LIMIT ?",
+                (user_id, int(time.time()), limit + 1),
+            ).fetchall()
+        )
+        history: list[str] = []
+        events = []
+        for sk, item_id, items in rows:
+            if sk == HISTORY_SK:
+                history = json.loads(items)
+            elif item_id is not None:
+                events.append(item_id)
+        return UserItems(history, events[:limit][::-1])
+
+    def put_histories(self, histories: Iterable[tuple[str, Sequence[str]]]) -> int:
+        now = time.time()
+        rows = [(user, HISTORY_SK, history_json(items), now) for user, items in histories]
+        self._run(
+            lambda c: c.executemany(
+                "INSERT OR REPLACE INTO user_items (user_id, sk, items, updated_at) "
+                "VALUES (?, ?, ?, ?)",
+                rows,
+            )
+        )
+        return len(rows)
+
+    def delete_user(self, user_id: str) -> int:
+        return self._run(
+            lambda c: c.execute("DELETE FROM user_items WHERE user_id = ?", (user_id,)).rowcount
+        )
+
+
+# -- DynamoDB -------------------------------------------------------------------------------
+class DynamoUserStore(UserStore):
+    def __init__(self, table: str, attempts: int = 8):
+        self.table = table
+        self.uri = f"dynamodb://{table}"
+        self.attempts = attempts
+
+    @staticmethod
+    def _client():
+        from lmrec import events
+
+        return events._client()
+
+    def _fail(self, exc: Exception) -> UserStoreUnavailable:
+        return UserStoreUnavailable(f"user store {self.uri}: {exc}")
+
+    def _write_batch(self, requests: list[dict]) -> None:
+        """One BatchWriteItem of <= 25 requests; unprocessed items (throttling) are retried
+        with exponential back-off and full jitter, as AWS advises."""
+        pending = {self.table: requests}
+        for attempt in range(self.attempts):
+            left = self._client().batch_write_item(RequestItems=pending).get("UnprocessedItems")
+            if not left:
+                return
+            pending = left
+            time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+        raise UserStoreUnavailable(f"user store {self.uri}: writes still throttled")
+
+    def _write(self, requests: list[dict], threads: int = 1) -> None:
+        batches = [requests[i : i + BATCH] for i in range(0, len(requests), BATCH)]
+        try:
+            if threads <= 1 or len(batches) <= 1:
+                for batch in batches:
+                    self._write_batch(batch)
+                return
+            from concurrent.futures import ThreadPoolExecutor
+
+            # botocore clients are thread-safe; each call waits on the network far longer
+            # than it computes, so a few threads multiply the sync's throughput.
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                for _ in pool.map(self._write_batch, batches):
+                    pass
+        except UserStoreUnavailable:
+            raise
+        except Exception as exc:  # botocore errors of every kind mean "not stored"
+            raise self._fail(exc) from None
+
+    def put_events(self, events: list[Event], ttl_seconds: int) -> int:
+        expires = str(int(time.time()) + ttl_seconds)
+        self._write(
+            [
+                {
+                    "PutRequest": {
+                        "Item": {
+                            "user_id": {"S": e.user_id},
+                            "sk": {"S": sk},
+                            "item_id": {"S": e.item_id},
+                            "event_type": {"S": e.event_type},
+                            "ts": {"N": repr(float(e.timestamp))},
+                            "expires_at": {"N": expires},
+                        }
+                    }
+                }
+                for sk, e in _unique(events).items()
+            ]
+        )
+        return len(events)
+
+    def _query(self, user_id: str, **kwargs) -> dict:
+        return self._client().query(
+            TableName=self.table,
+            KeyConditionExpression="user_id = :u",
+            ExpressionAttributeValues={":u": {"S": user_id}},
+            **kwargs,
+        )
+
+    def recent(self, user_id: str, limit: int) -> UserItems:
+        try:
+            reply = self._query(user_id, ScanIndexForward=False, Limit=limit + 1)
+        except Exception as exc:
+            raise self._fail(exc) from None
+        now = time.time()
+        history: list[str] = []
+        events = []
+        for item in reply.get("Items", []):
+            if item["sk"]["S"] == HISTORY_SK:
+                history = json.loads(item["items"]["S"])
+            elif "item_id" in item:
+                # TTL deletes lazily (within days): an expired event is no longer used
+                if "expires_at" in item and float(item["expires_at"]["N"]) <= now:
+                    continue
+                events.append(item["item_id"]["S"])
+        return UserItems(history, events[:limit][::-1])
+
+    def put_histories(
+        self, histories: Iterable[tuple[str, Sequence[str]]], threads: int = 8
+    ) -> int:
+        now = repr(time.time())
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "user_id": {"S": user},
+                        "sk": {"S": HISTORY_SK},
+                        "items": {"S": history_json(items)},
+                        "updated_at": {"N": now},
+                    }
+                }
+            }
+            for user, items in histories
+        ]
+        self._write(requests, threads)
+        return len(requests)
+
+    def delete_user(self, user_id: str) -> int:
+        """Every record of the user's partition (history and events), page by page."""
+        deleted, start = 0, None
+        try:
+            while True:
+                kwargs: dict = {"ProjectionExpression": "user_id, sk"}
+                if start:
+                    kwargs["ExclusiveStartKey"] = start
+                reply = self._query(user_id, **kwargs)
+                keys = [
+                    {"DeleteRequest": {"Key": {"user_id": i["user_id"], "sk": i["sk"]}}}
+                    for i in reply.get("Items", [])
+                ]
+                self._write(keys)
+                deleted += len(keys)
+                start = reply.get("LastEvaluatedKey")
+                if not start:
+                    return deleted
+        except UserStoreUnavailable:
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from None
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    """("dynamodb", table) or ("sqlite", path); UserStoreError for anything else."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "dynamodb":
+        name = parsed.netloc
+        if not name or parsed.path.strip("/") or not _table_name_ok(name):
+            raise UserStoreError(f"{uri!r}: expected dynamodb://<table name>")
+        return "dynamodb", name
+    if parsed.scheme == "sqlite":
+        path = (parsed.netloc + parsed.path) if parsed.netloc else parsed.path
+        if not path:
+            raise UserStoreError(f"{uri!r}: expected sqlite:///<path of the database file>")
+        return "sqlite", path
+    raise UserStoreError(f"{uri!r}: a user store is dynamodb://<table> or sqlite:///<path>")
+
+
+def _table_name_ok(name: str) -> bool:
+    return 3 <= len(name) <= 255 and all(c.isalnum() or c in "_.-" for c in name)
+
+
+def open_user_store(uri: str) -> UserStore:
+    kind, where = parse_uri(uri)
+    return DynamoUserStore(where) if kind == "dynamodb" else SqliteUserStore(where)

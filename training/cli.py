@@ -157,7 +157,9 @@ def sync_histories(args) -> int:
         if user_store is None:
             raise ValueError("no user store: pass --user-store or set LMREC_USER_STORE")
         state = args.state or default_state_uri(args.data, user_store.uri)
-        data = load_interactions(args.data, DataConfig(user_col=args.user_col))
+        # every user's history, however little data there is (no training floor here)
+        cfg = DataConfig(user_col=args.user_col, min_interactions=0, min_users=0)
+        data = load_interactions(args.data, cfg)
         summary = histories.sync(
             data, user_store, state, length, args.erasure or "", full=args.full
         )

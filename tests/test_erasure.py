@@ -1,0 +1,147 @@
+"""Erasure: DELETE /v1/users/{id}, its record, and the deletion job over the data."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pandas as pd
+import pytest
+from lmrec import erasure
+
+from tests.conftest import call, run_training, write_csv
+from training import erasure as job
+
+
+def _rows(users, per_user=3):
+    return [[u, f"it{j}", 1000 + j] for u in users for j in range(per_user)]
+
+
+def test_purge_rewrites_only_objects_with_the_users_rows(tmp_path):
+    data = tmp_path / "data"
+    plain = write_csv(data / "a.csv", ["user_id", "item_id", "timestamp"], _rows(["x1", "gone"]))
+    other = write_csv(data / "b.csv", ["user_id", "item_id", "timestamp"], _rows(["x2"]))
+    before_other = other.read_bytes()
+    gz = data / "c.csv.gz"
+    gz.write_bytes(gzip.compress(b"user_id,item_id,timestamp\ngone,it9,5\nx3,it9,6\n"))
+    pd.DataFrame(
+        {"user_id": ["gone", "x4"], "item_id": ["a", "b"], "timestamp": [1, 2]}
+    ).to_parquet(data / "d.parquet")
+    got = job.purge(str(data), {"gone"})
+    assert got == {"objects_scanned": 4, "objects_rewritten": 3, "rows_removed": 5}
+    assert "gone" not in plain.read_text() and plain.read_text().count("x1") == 3
+    assert other.read_bytes() == before_other  # untouched
+    assert gzip.decompress(gz.read_bytes()).decode() == "user_id,item_id,timestamp\nx3,it9,6\n"
+    assert pd.read_parquet(data / "d.parquet")["user_id"].tolist() == ["x4"]
+    assert job.purge(str(data), {"gone"})["objects_rewritten"] == 0  # idempotent
+
+
+def test_rows_are_matched_as_training_reads_ids(tmp_path):
+    # the training loader decides whose row a line is; the job must agree with it exactly
+    from training.config import DataConfig
+    from training.data import load_interactions
+
+    f = tmp_path / "d.csv"
+    f.write_text("user_id,item_id,timestamp\n007,a,1\n7,b,2\n 7,c,3\nother,d,4\n")
+    job.purge(str(f), {"7"})
+    kept = f.read_text()
+    assert "007,a,1" in kept and "other,d,4" in kept and "7,b,2" not in kept.replace("007", "")
+    data = load_interactions(str(f), DataConfig(min_interactions=0, min_users=0))
+    assert "7" not in data.user_ids.tolist()
+
+
+def test_records_hold_the_id_only_while_pending(tmp_path):
+    root = f"file://{tmp_path / 'erasure'}"
+    uri = erasure.record(root, "user/ü 1")
+    assert uri.endswith(f"{erasure.user_hash('user/ü 1')}.json")
+    [req] = erasure.pending(root)
+    assert req.user_id == "user/ü 1"
+    assert erasure.complete(req, {"rows_removed": 3})
+    body = json.loads((tmp_path / "erasure" / "requests" / uri.rsplit("/", 1)[1]).read_text())
+    assert body["status"] == "done" and "user_id" not in body and "ü" not in json.dumps(body)
+    assert erasure.pending(root) == []
+    # asked again while a job ran: the newer request stays pending
+    erasure.record(root, "u2", now=1.0)
+    [old] = erasure.pending(root)
+    erasure.record(root, "u2", now=2.0)
+    assert not erasure.complete(old, {})
+    assert [r.user_id for r in erasure.pending(root)] == ["u2"]
+
+
+def test_a_corrupt_pending_record_stops_the_job(tmp_path):
+    requests = tmp_path / "erasure" / "requests"
+    requests.mkdir(parents=True)
+    (requests / "x.json").write_text("{not json")
+    from lmrec.store import StoreError
+
+    with pytest.raises(StoreError, match="not a valid erasure record"):
+        erasure.pending(f"file://{tmp_path / 'erasure'}")
+
+
+def test_erase_cli(tmp_path):
+    data = write_csv(
+        tmp_path / "data" / "a.csv", ["user_id", "item_id", "timestamp"], _rows(["a", "b"])
+    )
+    root = f"file://{tmp_path / 'erasure'}"
+    erasure.record(root, "b")
+    proc = run_training(["erase", "--requests", root, "--data", str(data.parent)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["rows_removed"] == 3 and summary["completed"] == 1
+    assert "b," not in data.read_text()
+    # bad input: one line, exit 2, no traceback
+    (tmp_path / "erasure" / "requests" / "bad.json").write_text("[")
+    bad = run_training(["erase", "--requests", root, "--data", str(data.parent)])
+    assert (
+        bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+    )
+    no_store = run_training(
+        ["sync-histories", "--data", str(data.parent), "--user-store", "redis://x"]
+    )
+    assert no_store.returncode == 2 and "dynamodb://" in no_store.stderr
+    assert "Traceback" not in no_store.stderr
+    no_data = run_training(
+        [
+            "sync-histories",
+            "--data",
+            str(tmp_path / "none"),
+            "--user-store",
+            f"sqlite://{tmp_path / 'u.db'}",
+        ]
+    )
+    assert no_data.returncode == 2 and "Traceback" not in no_data.stderr
+
+
+def test_delete_erases_history_and_events_and_records_the_request(api, model_store, tmp_path):
+    status, before = call(api, "api_post_recommendations.json", body={"user_id": "2", "k": 5})
+    assert status == 200 and before["strategy"] == "personalized"
+    status, _ = call(
+        api, "api_post_events.json", body={"events": [{"user_id": "2", "item_id": "50"}]}
+    )
+    assert status == 202
+    status, body = call(api, "api_delete_events.json", path="/v1/users/2")
+    assert status == 200 and body == {"user_id": "2", "deleted": 2, "erasure_recorded": True}
+    status, after = call(api, "api_post_recommendations.json", body={"user_id": "2", "k": 5})
+    assert after["strategy"] == "popular" and after["history_length"] == 0
+    [req] = erasure.pending(f"{model_store}/erasure")
+    assert req.user_id == "2"
+    # erasing an unknown user is fine (and recorded: their data may still be in S3)
+    status, body = call(api, "api_delete_events.json", path="/v1/users/nobody-here")
+    assert status == 200 and body["deleted"] == 0 and body["erasure_recorded"]
+    # a blank id is refused
+    assert call(api, "api_delete_events.json", path="/v1/users/%20")[0] in (404, 422)
+
+
+def test_delete_when_the_record_cannot_be_written(api, monkeypatch):
+    from lmrec import store
+
+    def broken(uri, data):
+        raise store.StoreError("s3://secret-bucket/erasure: access denied")
+
+    monkeypatch.setattr(store, "write_bytes", broken)
+    status, body = call(api, "api_delete_events.json", path="/v1/users/3")
+    assert status == 503 and "not recorded" in body["detail"]
+    assert "secret-bucket" not in body["detail"]
+    # the user store part happened: the user is already served as unknown
+    _, after = call(api, "api_post_recommendations.json", body={"user_id": "3", "k": 5})
+    assert after["strategy"] == "popular"

@@ -74,7 +74,7 @@ def test_same_recommendations_before_and_after_the_move(tmp_path, trained_bundle
     inter = ml100k_small[0]
     data = load_interactions(str(inter), DataConfig())
     rec = Recommender.load(str(trained_bundle))
-    assert (rec.catalog.item_ids == data.item_ids).all()  # rows were the data's codes
+    assert list(rec.catalog.item_ids) == data.item_ids.tolist()  # rows were the data's codes
     uri = f"sqlite://{tmp_path / 'users.db'}"
     assert fill_user_store(uri, inter, tmp_path)["written"] == data.n_users
     users = open_user_store(uri)

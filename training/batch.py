@@ -62,7 +62,7 @@ class DataHistories:
         from training.data import load_interactions
         from training.histories import DEFAULT_HISTORY_LENGTH, windows
 
-        data = load_interactions(data_uri, DataConfig())
+        data = load_interactions(data_uri, DataConfig(min_interactions=0, min_users=0))
         self.users = data.user_ids.tolist()
         self.row_of = {u: i for i, u in enumerate(self.users)}  # batch is offline: a dict is fine
         self.start, self.end = windows(data, DEFAULT_HISTORY_LENGTH)

@@ -84,7 +84,8 @@ def _serve(store: str | None, args: argparse.Namespace) -> int:
 
     from lmrec.settings import Settings
 
-    overrides = {k: v for k, v in (("store_uri", store), ("model_name", args.model_name)) if v}
+    given = (("store_uri", store), ("model_name", args.model_name), ("user_store", args.user_store))
+    overrides = {k: v for k, v in given if v}
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -104,8 +105,14 @@ def _serve(store: str | None, args: argparse.Namespace) -> int:
     print(f"serving {served} at {url}  (docs {url}/docs; Ctrl-C stops)", flush=True)
     # keep-alive longer than clients and load balancers idle (uvicorn: 5 s), so a reused
     # connection is not closed under a request in flight
+    from lmrec.events import EventsUnavailable
+
+    try:
+        app = create_app(settings, state)
+    except EventsUnavailable as exc:  # e.g. a sqlite path that cannot be created
+        raise CommandError(str(exc)) from None
     uvicorn.run(
-        create_app(settings, state),
+        app,
         host=args.host,
         port=args.port,
         log_level="warning",
@@ -153,6 +160,11 @@ def add_commands(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     )
     serve.add_argument(
         "--model-name", help="model name in the store (default: $LMREC_MODEL_NAME or lmrec)"
+    )
+    serve.add_argument(
+        "--user-store",
+        help="users' histories + events: sqlite:///path or dynamodb://table "
+        "(default: $LMREC_USER_STORE; fill it with lmrec sync-histories)",
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")

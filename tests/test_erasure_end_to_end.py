@@ -1,0 +1,131 @@
+"""Erasure on the embedded local stack (moto plays S3, DynamoDB and SageMaker): a user with
+history and events asks to be erased; the next request does not know them; the deletion job
+of the next training removes their rows; afterwards their id is in no object of the bucket
+and in no record of the table."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import boto3
+import pytest
+from lmrec import erasure, store
+from lmrec.settings import get_settings
+from training.local_stack import LocalStack
+
+from tests.conftest import (
+    LEARNABLE_HP,
+    LambdaContext,
+    import_function,
+    load_event,
+    synthetic_rows,
+    write_csv,
+)
+from tests.test_privacy import files_holding, plain_bytes
+
+pytestmark = pytest.mark.e2e
+
+TARGET = "gdpr-Vq93k"  # cannot occur by accident in item ids, versions or numbers
+
+
+def call(api, name: str, body: dict | None = None, path: str | None = None) -> tuple[int, dict]:
+    event = load_event(name)
+    if body is not None:
+        event["body"] = json.dumps(body)
+    if path is not None:
+        event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    reply = api.handler(event, LambdaContext())
+    return reply["statusCode"], json.loads(reply["body"])
+
+
+def with_target(rows: list[list], seed_user: str) -> list[list]:
+    """The same rows with one synthetic user renamed to TARGET."""
+    return [[TARGET if r[0] == seed_user else r[0], r[1], r[2]] for r in rows]
+
+
+def bucket_objects_holding(stack: LocalStack, needle: str) -> list[str]:
+    hits = []
+    for obj in store.list_objects(f"{stack.store_uri}/"):
+        if needle.encode() in plain_bytes(obj.uri, store.read_bytes(obj.uri)):
+            hits.append(obj.uri.removeprefix(f"{stack.store_uri}/"))
+    return hits
+
+
+def test_erasure_on_the_local_stack(tmp_path):
+    stack = LocalStack(tmp_path / "stack", hyperparameters=LEARNABLE_HP)
+    saved = dict(os.environ)
+    stack.start()
+    try:
+        first = write_csv(
+            tmp_path / "d1.csv",
+            ["user_id", "item_id", "timestamp"],
+            with_target(synthetic_rows(n_users=200, n_items=80, length=15, seed=1), "u7"),
+        )
+        stack.upload(first, "data/interactions/part-0001.csv")
+        assert stack.retrain("retrain_s3_object_created.json")["action"] == "started"
+        [decision] = stack.run_pending_jobs()
+        assert decision["action"] == "promoted", decision
+
+        get_settings.cache_clear()
+        api = import_function("api", "erasure_e2e_api")
+        # history (written by the training job from the data) and events
+        status, before = call(api, "api_post_recommendations.json", {"user_id": TARGET, "k": 5})
+        assert status == 200 and before["strategy"] == "personalized"
+        assert before["history_length"] == 15
+        status, _ = call(
+            api, "api_post_events.json", {"events": [{"user_id": TARGET, "item_id": "i3"}]}
+        )
+        assert status == 202
+        assert bucket_objects_holding(stack, TARGET) == ["data/interactions/part-0001.csv"]
+
+        # erasure: at once in the user store, recorded for the deletion job
+        status, body = call(api, "api_delete_events.json", path=f"/v1/users/{TARGET}")
+        assert status == 200 and body["deleted"] == 2 and body["erasure_recorded"]
+        status, after = call(api, "api_post_recommendations.json", {"user_id": TARGET, "k": 5})
+        assert after["strategy"] == "popular" and after["history_length"] == 0
+        record = f"erasure/requests/{erasure.user_hash(TARGET)}.json"
+        assert sorted(bucket_objects_holding(stack, TARGET)) == [
+            "data/interactions/part-0001.csv",
+            record,
+        ]
+
+        # the next training starts with the deletion job; a late upload holds rows too
+        second = write_csv(
+            tmp_path / "d2.csv",
+            ["user_id", "item_id", "timestamp"],
+            [
+                [TARGET, "i5", 1700000000],
+                *synthetic_rows(n_users=100, n_items=80, length=15, seed=2, first_user=1000),
+            ],
+        )
+        stack.upload(second, "data/interactions/part-0002.csv")
+        started = stack.retrain()
+        assert started["action"] == "started", started
+        [second_decision] = stack.run_pending_jobs()
+        assert second_decision["action"] in ("promoted", "rejected"), second_decision
+
+        # the training data that job read, and everything it wrote, hold none of the rows
+        job_dir = stack.workdir / "sagemaker" / started["job_name"]
+        assert (job_dir / "input" / "data" / "train").is_dir()
+        assert files_holding(job_dir / "input" / "data" / "train", [TARGET]) == {}
+        assert files_holding(job_dir / "model", [TARGET]) == {}
+        # nothing in the bucket (data, models, training outputs, histories) holds the id;
+        # the request record now keeps only its hash
+        assert bucket_objects_holding(stack, TARGET) == []
+        done = json.loads(store.read_bytes(f"{stack.store_uri}/{record}"))
+        assert done["status"] == "done" and done["user_sha256"] == erasure.user_hash(TARGET)
+        # nor the user store (every record of every user scanned)
+        items = boto3.client("dynamodb").scan(TableName=stack.table)["Items"]
+        assert items and TARGET not in json.dumps(items)
+        status, later = call(api, "api_post_recommendations.json", {"user_id": TARGET, "k": 5})
+        assert later["strategy"] == "popular"
+        # the other users keep their histories
+        status, other = call(api, "api_post_recommendations.json", {"user_id": "u8", "k": 5})
+        assert other["strategy"] == "personalized" and other["history_length"] == 15
+    finally:
+        stack.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        boto3.setup_default_session()
+        get_settings.cache_clear()

@@ -113,8 +113,8 @@ def main() -> None:
                 run_store("sqlite", store, data, f"file://{tmp}/sqlite.npz", args)
             )
         if "dynamodb" in args.stores:
+            from lmrec.local.stack import create_events_table, free_port
             from moto.server import ThreadedMotoServer
-            from training.local_stack import create_events_table, free_port
 
             port = free_port()
             server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

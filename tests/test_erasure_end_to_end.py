@@ -11,8 +11,8 @@ import os
 import boto3
 import pytest
 from lmrec import erasure, store
+from lmrec.local.stack import LocalStack
 from lmrec.settings import get_settings
-from training.local_stack import LocalStack
 
 from tests.conftest import (
     LEARNABLE_HP,

@@ -15,10 +15,13 @@ model name from its environment), plus the bucket policy's Deny statements.
 from __future__ import annotations
 
 import functools
+import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tests.iam_policy import Decision, Request, evaluate
@@ -44,12 +47,22 @@ class Call:
     params: dict[str, Any]
     status: int
     region: str
-    names: dict[str, Any] = field(repr=False, default_factory=dict)
+    env: dict[str, str] = field(repr=False, default_factory=dict)  # the LMREC_* it ran with
+
+    @property
+    def names(self) -> dict[str, Any]:
+        return env_names(self.env)
 
 
 _lock = threading.Lock()
 _acting: list[str] = []  # a process-wide stack: the function's own threads act for it too
 _calls: list[Call] | None = None
+# A child process (the training container the local stack starts) appends its calls here,
+# as JSON lines, when started with these variables (tests/aws_child/sitecustomize.py).
+CHILD_FILE_ENV = "LMREC_TEST_AWS_CALLS_FILE"
+CHILD_PRINCIPAL_ENV = "LMREC_TEST_AWS_PRINCIPAL"
+CHILD_DIR = Path(__file__).resolve().parent / "aws_child"
+_child_file: str | None = None
 
 
 @contextmanager
@@ -63,23 +76,58 @@ def acting_as(principal: str) -> Iterator[None]:
             _acting.pop()
 
 
-def acting(principal: str, fn: Callable) -> Callable:
+def acting(principal: str, fn: Callable, children: bool = False) -> Callable:
+    """fn acting as principal; with children, the processes it starts act as it too."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with acting_as(principal):
-            return fn(*args, **kwargs)
+        before = os.environ.get(CHILD_PRINCIPAL_ENV)
+        if children:
+            os.environ[CHILD_PRINCIPAL_ENV] = principal
+        try:
+            with acting_as(principal):
+                return fn(*args, **kwargs)
+        finally:
+            if children:
+                os.environ[CHILD_PRINCIPAL_ENV] = before or ""
 
     return wrapper
 
 
+def _kept(params: dict) -> dict:
+    """What judging needs from a call's parameters (no bodies, no item values)."""
+    out = {
+        k: v for k, v in params.items() if k not in ("Body", "Item", "ExpressionAttributeValues")
+    }
+    if "Key" in out and not isinstance(out["Key"], str):
+        del out["Key"]  # a DynamoDB key (values), not an S3 object key
+    if isinstance(out.get("RequestItems"), dict):
+        out["RequestItems"] = {table: [] for table in out["RequestItems"]}
+    return json.loads(json.dumps(out, default=str))
+
+
 def _record(service: str, operation: str, params: dict, status: int, region: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k.startswith("LMREC_")}
+    if _child_file is not None:
+        principal = os.environ.get(CHILD_PRINCIPAL_ENV)
+        if principal:
+            line = [principal, service, operation, _kept(params), status, region, env]
+            with _lock, open(_child_file, "a") as fh:
+                fh.write(json.dumps(line) + "\n")
+        return
     with _lock:
         if _calls is None or not _acting:
             return
         principal = _acting[-1]
-    call = Call(principal, service, operation, dict(params), status, region, env_names())
+    call = Call(principal, service, operation, _kept(params), status, region, env)
     with _lock:
         _calls.append(call)
+
+
+def child_calls(path: Path) -> list[Call]:
+    if not path.exists():
+        return []
+    return [Call(*json.loads(line)) for line in path.read_text().splitlines() if line]
 
 
 def _keep_params(params, model, context, **_):
@@ -122,6 +170,19 @@ def install(monkeypatch) -> None:
         return body
 
     monkeypatch.setattr(s3get.Reader, "open", open_recorded)
+
+
+def install_in_child() -> None:
+    """In a child process started with CHILD_FILE_ENV: the same hooks, appending to it."""
+    global _child_file
+    _child_file = os.environ[CHILD_FILE_ENV]
+
+    class Patch:  # monkeypatch's setattr, for a process that never undoes it
+        @staticmethod
+        def setattr(target, name, value):
+            setattr(target, name, value)
+
+    install(Patch)
 
 
 @contextmanager

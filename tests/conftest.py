@@ -258,7 +258,7 @@ def pytest_terminal_summary(terminalreporter):
 
 
 @pytest.fixture(autouse=True)
-def aws_calls_allowed_by_template(monkeypatch):
+def aws_calls_allowed_by_template(monkeypatch, tmp_path_factory):
     """Every AWS call a function (or the training job) makes in a test must be allowed by
     its role in template.yaml (tests/aws_calls.py); the test errors with what to add."""
     from lmrec.local.stack import LocalStack
@@ -271,10 +271,19 @@ def aws_calls_allowed_by_template(monkeypatch):
         ("promote", "PromoteFunction"),
         ("run_job", aws_calls.TRAINING),  # SageMaker reads inputs, writes outputs as the role
     ):
-        wrapped = aws_calls.acting(principal, getattr(LocalStack, method))
+        wrapped = aws_calls.acting(principal, getattr(LocalStack, method), method == "run_job")
         monkeypatch.setattr(LocalStack, method, wrapped)
+    # child processes (the training container) record into a file, as SageMakerRole
+    child_log = tmp_path_factory.mktemp("aws-calls") / "child.jsonl"
+    monkeypatch.setenv(aws_calls.CHILD_FILE_ENV, str(child_log))
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(aws_calls.CHILD_DIR), path]))
+    )
+    monkeypatch.setenv(aws_calls.CHILD_PRINCIPAL_ENV, "")
     with aws_calls.recording() as calls:
         yield calls
+    calls += aws_calls.child_calls(child_log)
     _, failures = aws_calls.judge(calls)
     if failures:
         pytest.fail(

@@ -206,6 +206,11 @@ def _sub(arg: Any, names: dict[str, Any], conditions: dict[str, bool]) -> str:
     return re.sub(r"\$\{([^}]+)\}", one, text)
 
 
+@cache
+def _template_defaults() -> dict[str, str]:
+    return defaults(cfn_template())
+
+
 def env_names(environ: dict[str, str] | None = None) -> dict[str, Any]:
     """Concrete values for the template's names, taken from the environment the functions
     run with (the template hands them the same names through these variables)."""
@@ -213,7 +218,7 @@ def env_names(environ: dict[str, str] | None = None) -> dict[str, Any]:
     bucket = env.get("LMREC_STORE_URI", "s3://lmrec-bucket").removeprefix("s3://").split("/")[0]
     table = env.get("LMREC_EVENTS_TABLE", "lmrec-events")
     role_arn = env.get("LMREC_TRAINING_ROLE_ARN", f"arn:aws:iam::{ACCOUNT}:role/lmrec-sagemaker")
-    names: dict[str, Any] = {**defaults(cfn_template()), **PSEUDO}
+    names: dict[str, Any] = {**_template_defaults(), **PSEUDO}
     names.update(
         {
             "AWS::StackName": "lmrec",

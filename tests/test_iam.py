@@ -124,3 +124,38 @@ def test_every_role_resolves_to_concrete_statements():
     for principal in ("ApiFunction", "RetrainFunction", "PromoteFunction", "SageMakerRole"):
         statements = role_statements(principal, names)
         assert statements and all("${" not in str(st) for st in statements), principal
+
+
+def test_the_training_containers_own_calls_are_judged_as_its_role(s3_env, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests import aws_calls
+
+    # GIVEN a process started while the training job acts (as LocalStack.run_job starts the
+    # container), which lists its data and writes where the training role may not
+    bucket = f"lmrec-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    monkeypatch.setenv("LMREC_STORE_URI", f"s3://{bucket}")
+    code = (
+        "import boto3; s3 = boto3.client('s3'); "
+        f"s3.list_objects_v2(Bucket='{bucket}', Prefix='data/'); "
+        f"s3.put_object(Bucket='{bucket}', Key='models/lmrec/x', Body=b'x')"
+    )
+
+    def container():
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+    aws_calls.acting(aws_calls.TRAINING, container, children=True)()
+    # THEN its calls are recorded for the judge
+    log = Path(os.environ[aws_calls.CHILD_FILE_ENV])
+    calls = aws_calls.child_calls(log)
+    assert [(c.principal, c.operation) for c in calls] == [
+        ("SageMakerRole", "ListObjectsV2"),
+        ("SageMakerRole", "PutObject"),
+    ]
+    _, failures = judge(calls)
+    assert len(failures) == 1 and failures[0].startswith("SageMakerRole needs s3:PutObject")
+    log.unlink()  # judged here: the fixture would fail the test for the refused write

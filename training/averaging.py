@@ -20,7 +20,7 @@ class WeightAverage:
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
         self.names = [name for name, _ in model.named_parameters()]
-        self.params = [p for _, p in model.named_parameters()]
+        self.params: list[torch.Tensor] = [p for _, p in model.named_parameters()]
         self.shadow = [p.detach().clone() for p in self.params]
         self.steps = 0
 

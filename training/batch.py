@@ -118,7 +118,7 @@ def run_batch(
     if users_uri == "all":
         if data_uri is None:
             raise DataError("--users all needs --data (the bundle holds no users)")
-        users = history_of.users  # type: ignore[attr-defined]
+        users = history_of.users
     else:
         users = read_users(users_uri)
     mine = users[shard_index::shard_count]

@@ -14,6 +14,7 @@ import math
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -157,7 +158,7 @@ def write_bundle(
     created = datetime.now(UTC)
     config = dataclasses.asdict(student.cfg)
     metrics = document["metrics"]
-    manifest = {
+    manifest: dict[str, Any] = {
         "schema_version": fmt.SCHEMA_VERSION,
         "model_version": model_version(created, data.fingerprint, document["config"]),
         "created_at": created.isoformat(timespec="seconds"),

@@ -207,7 +207,7 @@ def from_hyperparameters(hp: dict[str, Any]) -> RunConfig:
 
 def validate(cfg: RunConfig) -> None:
     m, t, st = cfg.model, cfg.train, cfg.student
-    positive = {
+    positive: dict[str, float] = {
         "d_model": m.d_model,
         "n_heads": m.n_heads,
         "ffn_mult": m.ffn_mult,
@@ -223,7 +223,7 @@ def validate(cfg: RunConfig) -> None:
     for name, value in positive.items():  # checked first: later checks divide by some
         if value < 1:
             raise ConfigError(f"{name} must be >= 1")
-    non_negative = {
+    non_negative: dict[str, float] = {
         "max_train_seconds": t.max_train_seconds,
         "weight_decay": t.weight_decay,
         "student_max_seconds": st.student_max_seconds,

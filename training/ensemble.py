@@ -22,18 +22,19 @@ class TeacherEnsemble(nn.Module):
         configs = {repr(m.cfg) for m in members}
         if len(configs) != 1:
             raise ValueError("ensemble members must share one model configuration")
-        self.members = nn.ModuleList(members)
+        self.members = nn.ModuleList(members)  # registered, so .to() and state_dict see them
+        self._teachers: list[SASRec] = list(members)  # the same modules, typed
         self.cfg = members[0].cfg
 
     @torch.no_grad()
     def score(self, items: torch.Tensor) -> torch.Tensor:
         """(B, n_items + 1), column 0 (padding) at -inf, like SASRec.score."""
-        logp = [torch.log_softmax(m.score(items).float(), dim=1) for m in self.members]
+        logp = [torch.log_softmax(m.score(items).float(), dim=1) for m in self._teachers]
         return torch.stack(logp).mean(0)
 
     @torch.no_grad()
     def logits_at(self, items: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        logp = [torch.log_softmax(m.logits_at(items, real).float(), dim=1) for m in self.members]
+        logp = [torch.log_softmax(m.logits_at(items, real).float(), dim=1) for m in self._teachers]
         return torch.stack(logp).mean(0)
 
 

@@ -240,7 +240,7 @@ def evaluate_models(
             for name in splits
         }
     if env.is_main:  # baselines are cheap; one process is enough
-        fits = [
+        fits: list[tuple[Popularity | CoOccurrence, str, tuple[str, ...]]] = [
             (Popularity(split), "", ("valid", "test")),
             (CoOccurrence(split), "", ("valid", "test")),
         ]

@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from training.config import RunConfig
 from training.dist import DistEnv, all_reduce_arrays, any_rank
 from training.evaluate import Scorer, evaluate_partial, finalize
 from training.model import SASRec
+
+if TYPE_CHECKING:
+    from training.ensemble import TeacherEnsemble
 from training.split import Split
 
 log = logging.getLogger(__name__)
@@ -79,7 +83,7 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def model_scorer(model: SASRec, device: torch.device) -> Scorer:
+def model_scorer(model: SASRec | TeacherEnsemble, device: torch.device) -> Scorer:
     def score(histories: list[np.ndarray]) -> np.ndarray:
         x = torch.from_numpy(left_pad(histories, model.cfg.max_len)).to(device)
         model.eval()

@@ -19,7 +19,7 @@ from lmrec.settings import PromoteSettings
 
 logger = Logger(service="lmrec-promote")
 copy_config_to_registered_loggers(source_logger=logger, include={"lmrec"})
-settings = PromoteSettings()  # type: ignore[call-arg]  # read from the environment; bad values stop here
+settings = PromoteSettings()  # read from the environment; bad values stop here
 aws.configure(settings)
 
 

@@ -22,7 +22,7 @@ _SAGEMAKER = None
 
 def config_from_env() -> RetrainSettings:
     """The settings, read from the environment now (bad values: pydantic's message)."""
-    return RetrainSettings()  # type: ignore[call-arg]  # fields come from the environment
+    return RetrainSettings()  # fields come from the environment
 
 
 @logger.inject_lambda_context

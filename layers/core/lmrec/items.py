@@ -122,7 +122,7 @@ class ItemIds(Sequence[str]):
     def raw(self, index: int) -> bytes:
         return self._data[int(self._off[index]) : int(self._off[index + 1])]
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         index = int(index)

@@ -169,28 +169,31 @@ def _assets() -> Path | None:
 def _add_pages(app: FastAPI) -> None:
     """/docs and /redoc, from local files when fastapi-offline is installed."""
     static = _assets()
-    urls: dict[str, str] = {}
     if static is not None:
         from fastapi.staticfiles import StaticFiles
 
         app.mount(ASSETS_URL, StaticFiles(directory=static), name="docs-assets")
-        urls = {
-            "swagger_js_url": f"{ASSETS_URL}/swagger-ui-bundle.js",
-            "swagger_css_url": f"{ASSETS_URL}/swagger-ui.css",
-            "swagger_favicon_url": f"{ASSETS_URL}/favicon.png",
-        }
-    redoc = {"redoc_js_url": f"{ASSETS_URL}/redoc.standalone.js"} if static else {}
+    openapi_url = app.openapi_url or "/openapi.json"
+    title = f"{app.title} API"
 
     @app.get("/docs", include_in_schema=False)
     async def swagger() -> HTMLResponse:
+        if static is None:  # FastAPI's defaults: the CDN
+            return get_swagger_ui_html(openapi_url=openapi_url, title=title)
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API", **urls
+            openapi_url=openapi_url,
+            title=title,
+            swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{ASSETS_URL}/favicon.png",
         )
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc_page() -> HTMLResponse:
+        if static is None:
+            return get_redoc_html(openapi_url=openapi_url, title=title)
         return get_redoc_html(
-            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API", **redoc
+            openapi_url=openapi_url, title=title, redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js"
         )
 
 

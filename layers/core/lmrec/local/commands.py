@@ -85,7 +85,7 @@ def _serve(store: str | None, args: argparse.Namespace) -> int:
     from lmrec.settings import Settings
 
     given = (("store_uri", store), ("model_name", args.model_name), ("user_store", args.user_store))
-    overrides = {k: v for k, v in given if v}
+    overrides: dict[str, Any] = {k: v for k, v in given if v}
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import boto3
 
@@ -79,6 +79,8 @@ def create_events_table(name: str) -> None:
 def load_function(name: str):
     path = REPO / "functions" / name / "app.py"
     spec = importlib.util.spec_from_file_location(f"local_{name}_{time.monotonic_ns()}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -102,7 +104,7 @@ class LocalStack:
     # Send the functions' log records (Powertools JSON on stdout) to logs/functions.log
     # instead of this process's stdout, as CloudWatch would keep them apart from a console.
     quiet_functions: bool = False
-    _server: object = None
+    _server: Any = None  # moto's ThreadedMotoServer, once started
     _ran: set = field(default_factory=set)
     _function_log: TextIO | None = None
 

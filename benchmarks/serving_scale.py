@@ -28,6 +28,7 @@ import logging
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -336,6 +337,21 @@ def child_cold(repo: str, history: list[str]) -> dict:
     }
 
 
+def child_fetch(uri: str, cache: str) -> dict:
+    """The download alone (the bundle's serving files from S3 into the cache directory)."""
+    import resource
+
+    from lmrec import bundle
+
+    began = time.perf_counter()
+    bundle.fetch(uri, cache)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "fetch_seconds": round(time.perf_counter() - began, 3),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+    }
+
+
 def run_child(args: list[str], env: dict) -> dict:
     began = time.perf_counter()
     proc = subprocess.run(
@@ -374,7 +390,10 @@ def cold_start(bundle_dir: Path, repo: Path, endpoint: str, history: list[str]) 
         }
         runs.append(run_child(["--child", "cold", str(repo), json.dumps(history)], env))
         shutil.rmtree(cache, ignore_errors=True)
-    return {"runs": runs}
+    cache = tempfile.mkdtemp(prefix="lmrec-fetch-")
+    fetch = run_child(["--child", "fetch", pointer.bundle_uri, cache], {})
+    shutil.rmtree(cache, ignore_errors=True)
+    return {"runs": runs, "fetch_only": fetch}
 
 
 def main() -> None:
@@ -386,21 +405,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        result = (
-            child_latency(rest[0])
-            if kind == "latency"
-            else child_cold(rest[0], json.loads(rest[1]))
-        )
+        if kind == "latency":
+            result = child_latency(rest[0])
+        elif kind == "fetch":
+            result = child_fetch(rest[0], rest[1])
+        else:
+            result = child_cold(rest[0], json.loads(rest[1]))
         print(json.dumps(result))
         return
     import training
 
     repo = Path(training.__file__).resolve().parents[1]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="serving-scale-"))
-    from lmrec.local.stack import free_port
     from moto.server import ThreadedMotoServer
 
-    port = free_port()
+    with socket.socket() as sock:  # a free port (no import from the code under test)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

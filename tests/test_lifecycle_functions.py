@@ -32,6 +32,7 @@ def env_for(bucket: str, **extra) -> dict:
         "LMREC_MODEL_NAME": "lmrec",
         "LMREC_JOB_PREFIX": "lmrec-",
         "LMREC_DATA_URI": f"s3://{bucket}/data/interactions/",
+        "LMREC_ITEMS_URI": f"s3://{bucket}/data/items/",  # not one leaked by another test
         "LMREC_OUTPUT_URI": f"s3://{bucket}/training-output",
         "LMREC_TRAINING_IMAGE": "123456789012.dkr.ecr.us-east-1.amazonaws.com/lmrec-train:1",
         "LMREC_TRAINING_ROLE_ARN": "arn:aws:iam::123456789012:role/lmrec-sagemaker",

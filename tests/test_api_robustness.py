@@ -301,3 +301,22 @@ def test_the_service_scope_acts_for_any_user(jwt_api):
         as_user("api_get_user_recommendations.json", backend, path="/v1/users/2/recommendations"),
     )
     assert status == 200 and body["user_id"] == "2"
+
+
+def test_a_corrupt_pointer_keeps_the_loaded_model_serving(api, model_store):
+    good = api.state.version
+    pointer = store.parse(f"{model_store}/models/lmrec/production.json").key
+    Path(pointer).write_text('{"model_version": "v9", "bundle_')
+    api.state.refresh()
+    status, body = call(api, "api_get_health.json")
+    assert status == 200 and body["status"] == "degraded" and body["model_version"] == good
+    assert "not a valid production pointer" in body["reason"] and "file:" not in body["reason"]
+    status, body = call(api, "api_post_recommendations.json")
+    assert status == 200 and body["model_version"] == good
+
+
+def test_iam_callers_are_backends_acting_for_any_user(monkeypatch, api):
+    settings = api.app.state.settings.model_copy(update={"auth": "iam"})
+    monkeypatch.setattr(api.app.state, "settings", settings)
+    status, body = reply(api, as_user("api_get_user_recommendations.json", None))
+    assert status == 200 and body["user_id"] == "1"

@@ -144,7 +144,7 @@ def main() -> None:
     cfg.model.n_items = data.n_items
     width, rng = cfg.model.max_len, np.random.default_rng(0)
     trainable = np.flatnonzero(split.train_len >= 2)
-    users, ends = training_windows(split, trainable, width, cfg.train.all_windows)
+    users, ends = training_windows(split, trainable, width)
     order = epoch_batches(
         np.arange(len(users)), np.minimum(ends, width + 1), cfg.train.batch_size, rng
     )

@@ -32,17 +32,18 @@ def test_strings_are_converted_by_field_type():
         ({"epochs": "2.5"}, "epochs='2.5' is not a valid int"),
         ({"progress": "maybe"}, "progress='maybe' is not a valid bool"),
         ({"d_model": "65", "n_heads": "2"}, "d_model must be a positive multiple of n_heads"),
-        ({"loss": "bce"}, "loss must be 'full' or 'sampled'"),
+        ({"loss": "bce"}, "loss must be one of 'auto', 'full', 'sampled'"),
         ({"dropout": "1.5"}, "dropout must be in [0, 1)"),
         ({"n_items": "5"}, "unknown hyperparameter 'n_items'"),
         ({"lr_decay": "0"}, "lr_decay must be in (0, 1]"),
         ({"lr_decay": "1.5"}, "lr_decay must be in (0, 1]"),
-        ({"lr_schedule": "step"}, "lr_schedule must be 'plateau' or 'cosine'"),
-        (
-            {"lr_schedule": "cosine", "epochs": "4", "warmup_epochs": "4"},
-            "warmup_epochs must be >= 0 and less than epochs",
-        ),
-        ({"warmup_epochs": "-1"}, "warmup_epochs must be >= 0 and less than epochs"),
+        ({"lr_schedule": "cosine"}, "unknown hyperparameter 'lr_schedule'"),
+        ({"distill_topk": "10"}, "unknown hyperparameter 'distill_topk'"),
+        ({"epochs": "-1"}, "epochs must be >= 0"),
+        ({"lr": "0"}, "lr must be > 0"),
+        ({"distill_alpha": "1.5"}, "distill_alpha must be in [0, 1]"),
+        ({"student_d_model": "50", "student_n_heads": "4"}, "student_d_model must be"),
+        ({"item_table_dtype": "int4"}, "item_table_dtype must be one of"),
         ({"eval_from": "0"}, "eval_from must be >= 1"),
     ],
 )
@@ -50,3 +51,22 @@ def test_bad_hyperparameters(hp, message):
     with pytest.raises(ConfigError) as err:
         from_hyperparameters(hp)
     assert message in str(err.value)
+
+
+def test_every_hyperparameter_declares_its_range_or_is_free_text():
+    from dataclasses import fields
+
+    from training.config import DataConfig, ModelConfig, StudentConfig, TrainConfig
+
+    free = {"user_col", "item_col", "time_col", "event_types", "category_column", "n_items"}
+    for section in (DataConfig, ModelConfig, TrainConfig, StudentConfig):
+        for f in fields(section):
+            if f.type in ("bool", bool) or f.name in free or f.name == "seed":
+                continue
+            assert f.metadata.get("lo") is not None or f.metadata.get("choices"), f.name
+
+
+def test_given_hyperparameters_are_remembered():
+    cfg = from_hyperparameters({"epochs": "3", "loss": "full"})
+    assert cfg.given == {"epochs", "loss"}
+    assert "given" not in cfg.to_dict()

@@ -1,8 +1,6 @@
-"""The teacher's training step: the sampled-softmax loss and the cosine learning rate."""
+"""The teacher's training step: the sampled-softmax loss."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
@@ -10,7 +8,6 @@ import torch.nn.functional as F
 
 from training.config import ModelConfig
 from training.model import SASRec
-from training.trainer import cosine_lr
 
 
 def test_sampled_loss_is_cross_entropy_over_target_and_negatives():
@@ -36,16 +33,3 @@ def test_sampled_loss_is_cross_entropy_over_target_and_negatives():
     # AND its gradient reaches the item table through every lookup
     loss.backward()
     assert table.grad[[3, 6, 9, 27]].abs().sum(dim=1).gt(0).all()
-
-
-def test_cosine_learning_rate():
-    # linear warmup over half an epoch, then half a cosine to 0 at the last epoch
-    assert cosine_lr(1e-3, 0.0, 8, 0.5) == 0.0
-    assert cosine_lr(1e-3, 0.25, 8, 0.5) == pytest.approx(5e-4)
-    assert cosine_lr(1e-3, 0.5, 8, 0.5) == pytest.approx(1e-3)
-    assert cosine_lr(1e-3, 4.25, 8, 0.5) == pytest.approx(5e-4)
-    assert cosine_lr(1e-3, 8.0, 8, 0.5) == pytest.approx(0.0, abs=1e-12)
-    # without warmup it starts at the base rate and never goes below 0 past the end
-    assert cosine_lr(2e-3, 0.0, 4, 0.0) == 2e-3
-    assert cosine_lr(2e-3, 2.0, 4, 0.0) == pytest.approx(2e-3 * 0.5 * (1 + math.cos(math.pi / 2)))
-    assert cosine_lr(2e-3, 5.0, 4, 0.0) == pytest.approx(0.0, abs=1e-12)

@@ -18,9 +18,7 @@ class Popularity:
     name = "popularity"
 
     def __init__(self, split: Split):
-        n = split.data.n_items
-        train = np.concatenate([split.train_sequence(u) for u in range(split.data.n_users)])
-        self.counts = np.bincount(train, minlength=n + 1).astype(np.float32)  # (n_items + 1,)
+        self.counts = split.item_counts().astype(np.float32)  # (n_items + 1,)
 
     def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
         return np.broadcast_to(self.counts, (len(histories), len(self.counts)))
@@ -33,13 +31,15 @@ class CoOccurrence:
         n = split.data.n_items
         self.n_cols = n + 1
         self.recent, self.decay = recent, decay
-        src, dst = [], []
-        for u in range(split.data.n_users):
-            seq = split.train_sequence(u)
-            for gap in range(1, window + 1):
-                src.append(seq[:-gap])
-                dst.append(seq[gap:])
-        codes = np.concatenate(src) * self.n_cols + np.concatenate(dst)
+        data = split.data
+        owner = np.repeat(np.arange(data.n_users), data.lengths())
+        train = split.train_mask()
+        codes = []
+        for gap in range(1, window + 1):  # pairs (a, b): b follows a by `gap` training steps
+            pair = np.flatnonzero(train[gap:] & (owner[gap:] == owner[:-gap]))
+            codes.append(data.items[pair] * self.n_cols + data.items[pair + gap])
+        # Sparse counts (CSR); never an n_items x n_items or users x items array.
+        codes = np.concatenate(codes)
         codes, counts = np.unique(codes, return_counts=True)  # sorted by (src, dst)
         rows = codes // self.n_cols
         # CSR over source items: row a's neighbours are cols[indptr[a]:indptr[a+1]].

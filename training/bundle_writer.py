@@ -179,6 +179,8 @@ def write_bundle(
         },
         # The headline figures, so a quality gate need not open metrics.json.
         "metrics": {name: {"test": metrics[name]["test"]} for name in metrics},
+        # Which of those models this bundle serves (the job picks the better small model).
+        "served_model": document.get("summary", {}).get("served", "student"),
         "files": {},
     }
     for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != fmt.MANIFEST):

@@ -21,24 +21,31 @@ log = logging.getLogger(__name__)
 STATE = "trainer.json"
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for idx, state in sd["state"].items():
-        for name, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"{idx}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{idx}.{name}"] = value
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+def _optimizer_tensors(optimizer: Any) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors "<optimizer>.<param>.<name>" and the JSON rest of a ModelOptimizer's state."""
+    tensors, metas = {}, []
+    for n, sd in enumerate(optimizer.state_dict()["optimizers"]):
+        scalars = {}
+        for idx, state in sd["state"].items():
+            for name, value in state.items():
+                if torch.is_tensor(value):
+                    tensors[f"{n}.{idx}.{name}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars[f"{idx}.{name}"] = value
+        metas.append({"param_groups": sd["param_groups"], "scalars": scalars})
+    return tensors, {"optimizers": metas}
 
 
 def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
+    out = []
+    for n, one in enumerate(meta["optimizers"]):
+        state: dict[int, dict[str, Any]] = {}
+        mine = [(k.split(".", 1)[1], v) for k, v in tensors.items() if k.split(".")[0] == str(n)]
+        for key, value in mine + list(one["scalars"].items()):
+            idx, name = key.split(".", 1)
+            state.setdefault(int(idx), {})[name] = value
+        out.append({"state": state, "param_groups": one["param_groups"]})
+    return {"optimizers": out}
 
 
 def _atomic_json(path: Path, payload: dict) -> None:
@@ -50,7 +57,7 @@ def _atomic_json(path: Path, payload: dict) -> None:
 def save(
     directory: Path,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Any,
     best_state: dict[str, torch.Tensor],
     extra: dict[str, torch.Tensor],
     trainer_state: dict,
@@ -73,7 +80,7 @@ def save(
 def load(
     directory: Path,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Any,
     identity: dict,
 ) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]] | None:
     """Restore model and optimizer; return (trainer_state, best_state, extra), or None if

@@ -16,20 +16,34 @@ class ConfigError(ValueError):
     """A hyperparameter that is unknown or cannot be converted."""
 
 
+def hp(
+    default: Any,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    choices: tuple[str, ...] = (),
+) -> Any:
+    """A hyperparameter with its allowed range (or choices), checked by `validate`."""
+    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class DataConfig:
     user_col: str = "user_id"
     item_col: str = "item_id"
     time_col: str = "timestamp"
     # Items kept only for users with at least this many interactions (after dedupe).
-    min_user_interactions: int = 1
+    min_user_interactions: int = hp(1, 1)  # [1, inf)
     # Optional: keep only these event types (comma separated) when an event_type column exists.
     event_types: str = ""
     # Catalog column whose '|'-separated values the API filters on ("" = genres/category).
     category_column: str = ""
     # Amazon Personalize's floor for a trainable data set.
-    min_interactions: int = 1000
-    min_users: int = 25
+    min_interactions: int = hp(1000, 0)  # [0, inf)
+    min_users: int = hp(25, 0)  # [0, inf)
 
 
 @dataclass
@@ -37,67 +51,62 @@ class ModelConfig:
     """SASRec-style causal Transformer; saved inside every checkpoint and export."""
 
     n_items: int = 0  # catalog size, set from the data (row 0 is padding)
-    d_model: int = 64
-    n_blocks: int = 2
-    n_heads: int = 2
-    max_len: int = 50
-    dropout: float = 0.2
-    ffn_mult: int = 4
+    d_model: int = hp(64, 1)  # [1, inf), a multiple of n_heads
+    n_blocks: int = hp(2, 1)  # [1, inf)
+    n_heads: int = hp(2, 1)  # [1, inf)
+    max_len: int = hp(50, 2)  # [2, inf)
+    dropout: float = hp(0.2, 0.0, 1.0, hi_open=True)  # [0, 1)
+    ffn_mult: int = hp(4, 1)  # [1, inf)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    # "full" (softmax over the whole catalog) or "sampled" (shared uniform negatives).
-    loss: str = "full"
-    num_negatives: int = 2048
-    patience: int = 5  # epochs without a better valid NDCG@10 before stopping
-    eval_every: int = 1
+    # Epochs, batch and patience: 0 = chosen from the data's size (training/plan.py).
+    epochs: int = hp(0, 0)  # [0, inf)
+    batch_size: int = hp(0, 0)  # [0, inf)
+    lr: float = hp(1e-3, 0.0, lo_open=True)  # (0, inf)
+    weight_decay: float = hp(0.0, 0.0)  # [0, inf)
+    # "full" softmax over the catalog, "sampled" (shared negatives, logQ-corrected), or
+    # "auto": full up to training.sampling.FULL_SOFTMAX_MAX_ITEMS items, sampled above.
+    loss: str = hp("auto", choices=("auto", "full", "sampled"))
+    num_negatives: int = hp(2048, 1)  # [1, inf), clamped to the catalog with a warning
+    patience: int = hp(0, 0)  # [0, inf): epochs without a better valid NDCG@10; 0 = auto
+    eval_every: int = hp(1, 1)  # [1, inf)
     seed: int = 42
     # Teacher wall-clock budget in seconds (0 = none); stops after the epoch that crosses it.
-    max_train_seconds: float = 0.0
-    eval_batch_size: int = 512
-    sampled_negatives: int = 100  # the SASRec paper's sampled protocol
-    processes_per_host: int = 0  # 0 = one per GPU, or 1 on CPU
-    num_threads: int = 0  # torch CPU threads; 0 = torch's default
+    max_train_seconds: float = hp(0.0, 0.0)  # [0, inf)
+    # The whole job's budget in seconds (0 = none): teachers, students, evaluation and export
+    # each get a share (training/plan.py), so the job ends with a bundle before a hard kill
+    # such as SageMaker's StoppingCondition.MaxRuntimeInSeconds.
+    max_total_seconds: float = hp(0.0, 0.0)  # [0, inf)
+    eval_batch_size: int = hp(512, 1)  # [1, inf)
+    # Users evaluated: a fixed seeded sample of this many when there are more (0 = all).
+    # 10,000 is what SASRec's reference code scores.
+    eval_users: int = hp(10_000, 0)  # [0, inf)
+    sampled_negatives: int = hp(100, 1)  # [1, inf): the SASRec paper's sampled protocol
+    processes_per_host: int = hp(0, 0)  # [0, inf): 0 = one per GPU, or 1 on CPU
+    num_threads: int = hp(0, 0)  # [0, inf): torch CPU threads; 0 = torch's default
     progress: bool = True
-    # Train on a fresh random order of interactions that share a timestamp, every epoch.
-    shuffle_ties: bool = True
-    # Cut histories longer than the model's window into several windows so every training
-    # interaction is a target each epoch (False: only the newest window, as SASRec's code).
-    all_windows: bool = True
     # After each evaluated epoch that is not a new best, multiply the learning rate by this
     # (1 = constant), for every model trained. With patience > 1 the model gets a few epochs
     # at a finer step before it stops.
-    lr_decay: float = 1.0
-    # Teachers' learning rate over time: "plateau" (constant, times lr_decay after each
-    # evaluated epoch without a new best) or "cosine" (per step from lr down to 0 over
-    # `epochs` epochs, after a linear warmup of `warmup_epochs`). A cosine run does its
-    # fine-grained steps at the end of a known number of epochs instead of spending
-    # `patience` extra epochs to find out it has stopped improving.
-    lr_schedule: str = "plateau"
-    warmup_epochs: float = 0.0
-    # Teachers' first epoch evaluated on valid; earlier epochs only train (each Games
-    # validation ranks the whole catalog for 30,901 users, ~14 s on 2 cores). 1 = every
-    # epoch. The last epoch, and one that ends a time budget, is always evaluated.
-    eval_from: int = 1
+    lr_decay: float = hp(1.0, 0.0, 1.0, lo_open=True)  # (0, 1]
+    # Teachers' first epoch evaluated on valid; earlier epochs only train. 1 = every epoch.
+    # The last epoch, and one that ends a time budget, is always evaluated.
+    eval_from: int = hp(1, 1)  # [1, inf)
     # After model selection, train a fresh teacher on train + valid items for the selected
     # number of epochs and report its test figures as "teacher_refit" (its valid figures would
     # be contaminated, so none are recorded). The test item stays unseen.
     refit: bool = False
     # Evaluate, select and export an exponential moving average of the weights (per
     # optimizer step; 0 = off, the live weights). See training/averaging.py.
-    ema_decay: float = 0.0
+    ema_decay: float = hp(0.0, 0.0, 1.0, hi_open=True)  # [0, 1)
     # Teacher only: while training, replace each input item by a random catalog item with
     # this probability (targets unchanged); a regulariser for sparse logs. 0 = off.
-    input_noise: float = 0.0
+    input_noise: float = hp(0.0, 0.0, 1.0, hi_open=True)  # [0, 1)
     # Train this many teachers, seeds seed, seed + 1, ..., and use them as one: the mean of
-    # their log-softmax scores over the catalog (evaluation, distillation). Seeds disagree
-    # most on rare items, where a single sparse-data model is least sure. 1 = one teacher.
-    teachers: int = 1
+    # their log-softmax scores over the catalog (evaluation, distillation).
+    teachers: int = hp(1, 1)  # [1, inf)
 
 
 @dataclass
@@ -105,23 +114,22 @@ class StudentConfig:
     """The small serving model, distilled from the teacher (names prefixed to stay unique)."""
 
     student: bool = True  # train and export a student
-    student_plain: bool = True  # also train it without distillation, to measure what KD adds
-    student_d_model: int = 48
-    student_n_blocks: int = 1
-    student_n_heads: int = 1
-    student_max_len: int = 50
-    student_dropout: float = 0.2
-    student_ffn_mult: int = 2
-    student_lr: float = 2e-3
-    student_epochs: int = 100
-    student_max_seconds: float = 0.0  # per student; 0 = the teacher's max_train_seconds
+    # Also train it without distillation; the job serves whichever is better on valid.
+    student_plain: bool = True
+    student_d_model: int = hp(48, 1)  # [1, inf), a multiple of student_n_heads
+    student_n_blocks: int = hp(1, 1)  # [1, inf)
+    student_n_heads: int = hp(1, 1)  # [1, inf)
+    student_max_len: int = hp(50, 2)  # [2, inf)
+    student_dropout: float = hp(0.2, 0.0, 1.0, hi_open=True)  # [0, 1)
+    student_ffn_mult: int = hp(2, 1)  # [1, inf)
+    student_lr: float = hp(2e-3, 0.0, lo_open=True)  # (0, inf)
+    student_epochs: int = hp(0, 0)  # [0, inf): 0 = chosen from the data's size
+    student_max_seconds: float = hp(0.0, 0.0)  # [0, inf): per student; 0 = max_train_seconds
     # Loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(true next item).
-    distill_alpha: float = 0.7
-    distill_temperature: float = 1.0
-    # 0: the teacher's full distribution over the catalog; K > 0: only its top-K logits.
-    distill_topk: int = 0
+    distill_alpha: float = hp(0.7, 0.0, 1.0)  # [0, 1]
+    distill_temperature: float = hp(1.0, 0.0, lo_open=True)  # (0, inf)
     # How the bundle stores the item table: float32, float16, or int8 with per-row scales.
-    item_table_dtype: str = "float32"
+    item_table_dtype: str = hp("float32", choices=("float32", "float16", "int8"))
 
     def model_config(self, n_items: int) -> ModelConfig:
         return ModelConfig(
@@ -141,9 +149,13 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
+    # Hyperparameters the user (or a preset) set; the rest may adapt to the data.
+    given: frozenset[str] = field(default_factory=frozenset)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out.pop("given")
+        return out
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -193,6 +205,7 @@ def from_hyperparameters(hp: dict[str, Any]) -> RunConfig:
     """Build a RunConfig from flat hyperparameters (SageMaker strings or CLI values)."""
     cfg = RunConfig()
     index = _index()
+    given = set()
     for name, raw in hp.items():
         if name.startswith("sagemaker_") or name.startswith("_"):
             continue  # set by SageMaker itself (e.g. sagemaker_program), not ours
@@ -201,84 +214,44 @@ def from_hyperparameters(hp: dict[str, Any]) -> RunConfig:
             raise ConfigError(f"unknown hyperparameter {name!r}; known: {known}")
         section, typ = index[name]
         setattr(getattr(cfg, section), name, _convert(name, raw, typ))
+        given.add(name)
+    cfg.given = frozenset(given)
     validate(cfg)
     return cfg
 
 
+def _range_error(name: str, value: Any, meta: dict) -> str | None:
+    """The message if `value` is outside the field's declared range, else None."""
+    if meta.get("choices"):
+        if value in meta["choices"]:
+            return None
+        options = ", ".join(repr(c) for c in meta["choices"])
+        return f"{name} must be one of {options}"
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is None:
+        return None
+    below = value <= lo if meta["lo_open"] else value < lo
+    above = hi is not None and (value >= hi if meta["hi_open"] else value > hi)
+    if not (below or above):
+        return None
+    if hi is None:
+        return f"{name} must be {'>' if meta['lo_open'] else '>='} {lo:g}"
+    left, right = "(" if meta["lo_open"] else "[", ")" if meta["hi_open"] else "]"
+    return f"{name} must be in {left}{lo:g}, {hi:g}{right}"
+
+
 def validate(cfg: RunConfig) -> None:
-    m, t, st = cfg.model, cfg.train, cfg.student
-    positive: dict[str, float] = {
-        "d_model": m.d_model,
-        "n_heads": m.n_heads,
-        "ffn_mult": m.ffn_mult,
-        "eval_every": t.eval_every,
-        "eval_batch_size": t.eval_batch_size,
-        "teachers": t.teachers,
-        "student_d_model": st.student_d_model,
-        "student_n_heads": st.student_n_heads,
-        "student_n_blocks": st.student_n_blocks,
-        "student_ffn_mult": st.student_ffn_mult,
-        "student_epochs": st.student_epochs,
-    }
-    for name, value in positive.items():  # checked first: later checks divide by some
-        if value < 1:
-            raise ConfigError(f"{name} must be >= 1")
-    non_negative: dict[str, float] = {
-        "max_train_seconds": t.max_train_seconds,
-        "weight_decay": t.weight_decay,
-        "student_max_seconds": st.student_max_seconds,
-        "processes_per_host": t.processes_per_host,
-        "num_threads": t.num_threads,
-        "min_interactions": cfg.data.min_interactions,
-        "min_users": cfg.data.min_users,
-    }
-    for name, value in non_negative.items():
-        if value < 0:
-            raise ConfigError(f"{name} must be >= 0")
-    if st.student_lr <= 0:
-        raise ConfigError("student_lr must be > 0")
-    checks = [
-        (
-            m.d_model > 0 and m.d_model % m.n_heads == 0,
-            "d_model must be a positive multiple of n_heads",
-        ),
-        (m.n_blocks >= 1, "n_blocks must be >= 1"),
-        (m.max_len >= 2, "max_len must be >= 2"),
-        (0.0 <= m.dropout < 1.0, "dropout must be in [0, 1)"),
-        (t.epochs >= 1, "epochs must be >= 1"),
-        (t.batch_size >= 1, "batch_size must be >= 1"),
-        (t.lr > 0, "lr must be > 0"),
-        (t.loss in ("full", "sampled"), "loss must be 'full' or 'sampled'"),
-        (t.num_negatives >= 1, "num_negatives must be >= 1"),
-        (t.patience >= 1, "patience must be >= 1"),
-        (0.0 < t.lr_decay <= 1.0, "lr_decay must be in (0, 1]"),
-        (t.lr_schedule in ("plateau", "cosine"), "lr_schedule must be 'plateau' or 'cosine'"),
-        (
-            t.warmup_epochs >= 0.0 and (t.warmup_epochs < t.epochs or t.lr_schedule == "plateau"),
-            "warmup_epochs must be >= 0 and less than epochs",
-        ),
-        (t.eval_from >= 1, "eval_from must be >= 1"),
-        (0.0 <= t.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
-        (0.0 <= t.input_noise < 1.0, "input_noise must be in [0, 1)"),
-        (t.sampled_negatives >= 1, "sampled_negatives must be >= 1"),
-        (cfg.data.min_user_interactions >= 1, "min_user_interactions must be >= 1"),
-        (
-            cfg.student.student_d_model > 0
-            and cfg.student.student_d_model % cfg.student.student_n_heads == 0,
-            "student_d_model must be a positive multiple of student_n_heads",
-        ),
-        (cfg.student.student_max_len >= 2, "student_max_len must be >= 2"),
-        (0.0 <= cfg.student.distill_alpha <= 1.0, "distill_alpha must be in [0, 1]"),
-        (cfg.student.distill_temperature > 0, "distill_temperature must be > 0"),
-        (cfg.student.distill_topk >= 0, "distill_topk must be >= 0"),
-        (
-            cfg.student.item_table_dtype in ("float32", "float16", "int8"),
-            "item_table_dtype must be float32, float16 or int8",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    """Every field against its declared range, then the rules that tie fields together."""
+    for section in (cfg.data, cfg.model, cfg.train, cfg.student):
+        for f in fields(section):
+            message = _range_error(f.name, getattr(section, f.name), dict(f.metadata))
+            if message:
+                raise ConfigError(message)
+    m, st = cfg.model, cfg.student
+    if m.d_model % m.n_heads:
+        raise ConfigError("d_model must be a positive multiple of n_heads")
+    if st.student_d_model % st.student_n_heads:
+        raise ConfigError("student_d_model must be a positive multiple of student_n_heads")
 
 
 def load_hyperparameters(path, required: bool = False) -> dict[str, Any]:

@@ -2,8 +2,12 @@
 
 Loss per real position = alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T))
                        + (1 - alpha) * CE(student, true next item)      (Hinton et al., 2015)
-With `topk` > 0 only the teacher's K highest logits (renormalised) are matched, for catalogs
-too large to hold the full (positions x catalog) teacher distribution.
+
+Over what: with the full softmax (small catalogs) the teacher's whole distribution over the
+catalog. With sampled negatives (large catalogs) the two distributions are compared on the
+step's candidate set only, [target, shared negatives], both corrected by log q as the
+sampled softmax is: memory and work are positions x candidates, never positions x catalog,
+and the student's item table gets gradients on those rows only (sparse).
 
 The teacher may be an ensemble (training/ensemble.py): its mean log-softmax then stands in
 for the logits. The teacher reads its own, longer context; the student reads the newest
@@ -18,7 +22,18 @@ from torch import nn
 
 from training.config import StudentConfig
 from training.ensemble import TeacherEnsemble
-from training.model import SASRec
+from training.model import SASRec, candidate_logits
+
+# A finite stand-in for -inf (masked candidates): KL's 0 * (-inf - -inf) would be NaN.
+_MASKED = -1e9
+
+
+def _kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
+    s = student_logits.clamp_min(_MASKED) / T
+    t = teacher_logits.clamp_min(_MASKED) / T
+    return F.kl_div(
+        F.log_softmax(s, dim=1), F.log_softmax(t, dim=1), log_target=True, reduction="batchmean"
+    )
 
 
 class Distiller(nn.Module):
@@ -28,11 +43,7 @@ class Distiller(nn.Module):
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        self.alpha, self.temperature, self.topk = (
-            cfg.distill_alpha,
-            cfg.distill_temperature,
-            cfg.distill_topk,
-        )
+        self.alpha, self.temperature = cfg.distill_alpha, cfg.distill_temperature
 
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
@@ -40,29 +51,32 @@ class Distiller(nn.Module):
         return self
 
     def forward(
-        self, items: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None
+        self,
+        items: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        log_q: torch.Tensor | None = None,
     ) -> torch.Tensor:
         width = self.student.cfg.max_len
         s_items, s_targets = items[:, -width:], targets[:, -width:]
         real = s_targets != 0
-        s_logits = self.student.catalog_logits(self.student.encode(s_items)[real]).float()
-        y = s_targets[real] - 1  # catalog column of the true next item
-        ce = F.cross_entropy(s_logits, y)
+        y = s_targets[real]
+        if negatives is None:
+            s_logits = self.student.catalog_logits(self.student.encode(s_items)[real]).float()
+            ce = F.cross_entropy(s_logits, y - 1)  # column of the true next item
+        else:
+            h, pos_vec, neg_vec = self.student.sampled_vectors(s_items, real, y, negatives)
+            s_logits = candidate_logits(h, pos_vec, neg_vec, y, negatives, log_q)
+            ce = (torch.logsumexp(s_logits, dim=1) - s_logits[:, 0]).mean()
         if self.alpha == 0.0:
             return ce
         with torch.no_grad():
-            t_logits = self.teacher.logits_at(items, real).float()  # (N, n_items)
+            if negatives is None:
+                t_logits = self.teacher.logits_at(items, real).float()  # (N, n_items)
+            else:
+                t_logits = self.teacher.candidates_at(items, real, y, negatives, log_q)
         T = self.temperature
-        if self.topk:
-            t_logits, cols = t_logits.topk(min(self.topk, t_logits.shape[1]), dim=1)
-            s_logits = s_logits.gather(1, cols)
-        kl = F.kl_div(
-            F.log_softmax(s_logits / T, dim=1),
-            F.log_softmax(t_logits / T, dim=1),
-            log_target=True,
-            reduction="batchmean",
-        )
-        return self.alpha * T * T * kl + (1.0 - self.alpha) * ce
+        return self.alpha * T * T * _kl(s_logits, t_logits, T) + (1.0 - self.alpha) * ce
 
 
 @torch.no_grad()

@@ -37,6 +37,14 @@ class TeacherEnsemble(nn.Module):
         logp = [torch.log_softmax(m.logits_at(items, real).float(), dim=1) for m in self._teachers]
         return torch.stack(logp).mean(0)
 
+    @torch.no_grad()
+    def candidates_at(self, items, real, y, negatives, log_q) -> torch.Tensor:
+        logp = [
+            torch.log_softmax(m.candidates_at(items, real, y, negatives, log_q), dim=1)
+            for m in self._teachers
+        ]
+        return torch.stack(logp).mean(0)
+
 
 def as_teacher(members: list[SASRec]) -> SASRec | TeacherEnsemble:
     """One member stays itself (its raw logits, exactly as before); several become one."""

@@ -23,26 +23,62 @@ from training.split import EvalSet, Split
 # (B, n_items + 1) float32, column 0 being padding.
 Scorer = Callable[[list[np.ndarray]], np.ndarray]
 
-SUM_KEYS = ("hr", "ndcg", "mrr", "s_hr", "s_ndcg", "s_mrr", "n")
+SUM_KEYS = ("hr", "ndcg", "mrr", "s_hr", "s_ndcg", "s_mrr", "ndcg_sq", "mrr_sq", "s_ndcg_sq", "n")
+# Scores held at once while evaluating: rows x (n_items + 1) float32 stays under 64 MB, so a
+# batch of 512 users shrinks to 50 at 671k items instead of taking 1.4 GB.
+TILE_FLOATS = 1 << 24
+Z95 = 1.959963984540054
+
+
+def _pick_unseen(
+    rng: np.random.Generator, users: np.ndarray, n: int, seen_codes: np.ndarray, n_items: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One vectorised round: for each user up to n distinct unseen items, in draw order,
+    and how many were found. seen_codes: sorted user * (n_items + 1) + item."""
+    width = 2 * n + 16
+    cand = rng.integers(1, n_items + 1, size=(len(users), width))
+    codes = users[:, None].astype(np.int64) * (n_items + 1) + cand
+    pos = np.searchsorted(seen_codes, codes).clip(max=max(len(seen_codes) - 1, 0))
+    ok = seen_codes[pos] != codes if len(seen_codes) else np.ones_like(cand, bool)
+    # Repeats inside a row: keep the first draw (a stable sort puts it first among equals).
+    order = np.argsort(cand, axis=1, kind="stable")
+    srt = np.take_along_axis(cand, order, 1)
+    dup_sorted = np.zeros_like(ok)
+    dup_sorted[:, 1:] = srt[:, 1:] == srt[:, :-1]
+    dup = np.zeros_like(ok)
+    np.put_along_axis(dup, order, dup_sorted, 1)
+    ok &= ~dup
+    rank = np.cumsum(ok, axis=1) - 1
+    keep = ok & (rank < n)
+    out = np.zeros((len(users), n), dtype=np.int64)
+    rows = np.nonzero(keep)
+    out[rows[0], rank[keep]] = cand[keep]
+    return out, keep.sum(1)
 
 
 def sample_negatives(split: Split, evalset: EvalSet, n: int, seed: int) -> np.ndarray:
-    """(U, n) items each user never interacted with (any split), 0 where the catalog runs out."""
+    """(U, n) items each user never interacted with (any split), 0 where the catalog runs out.
+
+    Vectorised rounds over all users; a user with fewer than 2n unseen items (only in tiny
+    catalogs) gets a permutation of the unseen ones instead."""
     rng = np.random.default_rng(seed)
-    n_items = split.data.n_items
+    data = split.data
+    n_items, lengths = data.n_items, data.lengths()
+    owner = np.repeat(np.arange(data.n_users, dtype=np.int64), lengths)
+    seen_codes = np.sort(owner * (n_items + 1) + data.items)
     out = np.zeros((len(evalset), n), dtype=np.int64)
-    for row, user in enumerate(evalset.users):
-        seen = split.data.sequence(user)
-        available = n_items - len(seen)
-        want = min(n, available)
-        picked = np.empty(0, dtype=np.int64)
-        while len(picked) < want:
-            cand = rng.integers(1, n_items + 1, size=2 * want + 16)
-            cand = cand[~np.isin(cand, seen)]
-            picked = np.concatenate([picked, cand])
-            _, first = np.unique(picked, return_index=True)
-            picked = picked[np.sort(first)]
-        out[row, :want] = picked[:want]
+    available = n_items - lengths[evalset.users]
+    small = available < 2 * n
+    for row in np.flatnonzero(small):  # tiny catalogs only
+        unseen = np.setdiff1d(np.arange(1, n_items + 1), data.sequence(evalset.users[row]))
+        picked = rng.permutation(unseen)[:n]
+        out[row, : len(picked)] = picked
+    pending = np.flatnonzero(~small)
+    while len(pending):
+        picked, found = _pick_unseen(rng, evalset.users[pending], n, seen_codes, n_items)
+        done = found >= n
+        out[pending[done]] = picked[done]
+        pending = pending[~done]
     return out
 
 
@@ -59,6 +95,20 @@ def _ranks(scores: np.ndarray, target_scores: np.ndarray, gen: torch.Generator) 
     # Uniform position inside the tied group: floor(u * (ties + 1)) for u in [0, 1).
     u = torch.rand(len(ties), generator=gen, dtype=torch.float64).numpy()
     return greater + (u * (ties + 1)).astype(np.int64)
+
+
+def _add_rank_sums(sums: dict[str, float], prefix: str, rank: np.ndarray, k: int) -> None:
+    """Per-user HR, NDCG and MRR summed (and squared, for the confidence intervals)."""
+    rank = rank.astype(np.float64)
+    hit = rank < k
+    ndcg = hit / np.log2(rank + 2.0)
+    mrr = 1.0 / (rank + 1.0)
+    sums[prefix + "hr"] += float(hit.sum())
+    sums[prefix + "ndcg"] += float(ndcg.sum())
+    sums[prefix + "mrr"] += float(mrr.sum())
+    sums[prefix + "ndcg_sq"] += float((ndcg * ndcg).sum())
+    if not prefix:
+        sums["mrr_sq"] += float((mrr * mrr).sum())
 
 
 def evaluate_partial(
@@ -84,6 +134,7 @@ def evaluate_partial(
     rows = rows[np.argsort(evalset.prefix_len[rows], kind="stable")]
     sums = {key: 0.0 for key in SUM_KEYS}
     covered = torch.zeros(n_items + 1, dtype=torch.bool)
+    batch_size = max(1, min(batch_size, TILE_FLOATS // (n_items + 1)))
     batches = range(0, len(rows), batch_size)
     for start in tqdm(batches, desc=desc, disable=desc is None, leave=False):
         idx = rows[start : start + batch_size]
@@ -109,33 +160,46 @@ def evaluate_partial(
         covered[top[torch.isfinite(top_scores)]] = True
 
         for prefix, rank in (("", f_rank), ("s_", s_rank)):
-            rank = rank.astype(np.float64)
-            hit = rank < k
-            sums[prefix + "hr"] += float(hit.sum())
-            sums[prefix + "ndcg"] += float((hit / np.log2(rank + 2.0)).sum())
-            sums[prefix + "mrr"] += float((1.0 / (rank + 1.0)).sum())
+            _add_rank_sums(sums, prefix, rank, k)
         sums["n"] += len(idx)
     out = {key: np.array(value, dtype=np.float64) for key, value in sums.items()}
     out["covered"] = covered.numpy()
     return out
 
 
+def ci95(total: float, total_sq: float, n: float) -> list[float]:
+    """[low, high]: the normal-approximation 95% interval of a mean of per-user values."""
+    if n < 2:
+        return [float("nan"), float("nan")]
+    mean = total / n
+    var = max(total_sq / n - mean * mean, 0.0) * n / (n - 1)
+    half = Z95 * (var / n) ** 0.5
+    return [mean - half, mean + half]
+
+
 def finalize(
     partial: dict[str, np.ndarray], n_items: int, n_negatives: int, k: int = 10
 ) -> dict[str, dict]:
+    """Means over users, each with its 95% confidence interval ("<metric>_ci95": [low, high])."""
     n = max(float(partial["n"]), 1.0)
+    p = {key: float(value) for key, value in partial.items() if key != "covered"}
     full = {
-        f"hr@{k}": float(partial["hr"]) / n,
-        f"ndcg@{k}": float(partial["ndcg"]) / n,
-        "mrr": float(partial["mrr"]) / n,
+        f"hr@{k}": p["hr"] / n,
+        f"hr@{k}_ci95": ci95(p["hr"], p["hr"], n),  # a hit is 0 or 1: its square is itself
+        f"ndcg@{k}": p["ndcg"] / n,
+        f"ndcg@{k}_ci95": ci95(p["ndcg"], p["ndcg_sq"], n),
+        "mrr": p["mrr"] / n,
+        "mrr_ci95": ci95(p["mrr"], p["mrr_sq"], n),
         f"coverage@{k}": float(partial["covered"][1:].sum()) / n_items,
-        "users": int(partial["n"]),
+        "users": int(p["n"]),
     }
     sampled = {
-        f"hr@{k}": float(partial["s_hr"]) / n,
-        f"ndcg@{k}": float(partial["s_ndcg"]) / n,
-        "mrr": float(partial["s_mrr"]) / n,
-        "users": int(partial["n"]),
+        f"hr@{k}": p["s_hr"] / n,
+        f"hr@{k}_ci95": ci95(p["s_hr"], p["s_hr"], n),
+        f"ndcg@{k}": p["s_ndcg"] / n,
+        f"ndcg@{k}_ci95": ci95(p["s_ndcg"], p["s_ndcg_sq"], n),
+        "mrr": p["s_mrr"] / n,
+        "users": int(p["n"]),
     }
     return {"full": full, f"sampled{n_negatives}": sampled}
 

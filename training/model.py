@@ -68,6 +68,26 @@ class Block(nn.Module):
         return x + self.ffn(self.ln2(x))
 
 
+def candidate_logits(
+    h: torch.Tensor,
+    pos_vec: torch.Tensor,
+    neg_vec: torch.Tensor,
+    y: torch.Tensor,
+    negatives: torch.Tensor,
+    log_q: torch.Tensor | None,
+) -> torch.Tensor:
+    """(N, 1 + K) float32 logits of [target, shared negatives], minus log q (the sampled
+    softmax's correction, Bengio & Senecal 2008; Yi et al. 2019), with a negative that is the
+    row's own target (an accidental hit) at -inf."""
+    pos = (h * pos_vec).sum(-1, keepdim=True).float()  # (N, 1)
+    neg = (h @ neg_vec.T).float()  # (N, K)
+    if log_q is not None:
+        pos = pos - log_q[y][:, None]
+        neg = neg - log_q[negatives][None, :]
+    neg = neg.masked_fill(negatives[None, :] == y[:, None], float("-inf"))
+    return torch.cat([pos, neg], dim=1)
+
+
 def attention_mask(items: torch.Tensor) -> torch.Tensor:
     """(B, 1, L, L) bool: causal, and padding keys hidden. Each position may always see itself,
     so rows of padding queries are never all-masked (which would give NaN)."""
@@ -138,29 +158,57 @@ class SASRec(nn.Module):
         W columns of `items`; a distillation target."""
         return self.catalog_logits(self.encode(items)[:, -real.shape[1] :][real])
 
+    @torch.no_grad()
+    def candidates_at(
+        self,
+        items: torch.Tensor,
+        real: torch.Tensor,
+        y: torch.Tensor,
+        negatives: torch.Tensor,
+        log_q: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Like logits_at, over [target, negatives] only (see candidate_logits): (N, 1 + K)."""
+        h = self.encode(items)[:, -real.shape[1] :][real]
+        table = self.item_emb.weight
+        return candidate_logits(h, table[y], table[negatives], y, negatives, log_q)
+
     def forward(
-        self, items: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None = None
+        self,
+        items: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        log_q: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Training loss. items, targets: (B, L) with 0 where there is no target.
 
-        Only real positions are projected onto the catalog: in Games the mean history is
-        ~7 items in a 50-item window, so this skips most of the (N, n_items) matmul.
+        Without `negatives`: the softmax over the whole catalog. Only real positions are
+        projected onto the catalog: in Games the mean history is ~7 items in a 50-item
+        window, so this skips most of the (N, n_items) matmul.
+        With `negatives` (K,): a sampled softmax over [target, negatives], corrected by
+        `log_q` (n_items + 1,), the log-probability each item had of being drawn (see
+        training/sampling.py); None means a uniform draw, whose correction is a constant.
         """
         real = targets != 0
         y = targets[real]  # (N,)
         if negatives is None:
             return F.cross_entropy(self.catalog_logits(self.encode(items)[real]).float(), y - 1)
-        # One lookup for inputs, targets and negatives: on a CPU each lookup's backward fills
-        # a dense gradient the size of the item table (24 MB for Games), so one, not three.
+        h, pos_vec, neg_vec = self.sampled_vectors(items, real, y, negatives)
+        logits = candidate_logits(h, pos_vec, neg_vec, y, negatives, log_q)
+        return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+
+    def sampled_vectors(
+        self, items: torch.Tensor, real: torch.Tensor, y: torch.Tensor, negatives: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hidden states at the real positions (N, D), the targets' vectors (N, D) and the
+        negatives' (K, D), from ONE lookup: with a sparse item table its gradient then
+        touches only these rows; with a dense one, on a CPU, each lookup's backward fills a
+        gradient the size of the table, so one, not three."""
+        width = real.shape[1]
+        items = items[:, -width:]
         n_in, n_y = items.numel(), len(y)
         vectors = self.item_emb(torch.cat([items.reshape(-1), y, negatives]))
-        h = self.encode(items, vectors[:n_in].view(*items.shape, -1))[real]  # (N, D)
-        # Sampled softmax with negatives shared across the batch (uniform, so no logQ term).
-        pos = (h * vectors[n_in : n_in + n_y]).sum(-1).float()  # (N,)
-        neg = h @ vectors[n_in + n_y :].T  # (N, K)
-        neg = neg.masked_fill(negatives[None, :] == y[:, None], float("-inf"))  # accidental hits
-        # Cross-entropy with the target in front of its negatives, without concatenating them.
-        return (torch.logaddexp(pos, torch.logsumexp(neg.float(), dim=1)) - pos).mean()
+        h = self.encode(items, vectors[:n_in].view(*items.shape, -1))[real]
+        return h, vectors[n_in : n_in + n_y], vectors[n_in + n_y :]
 
     @torch.no_grad()
     def score(self, items: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from training.distill import Distiller, init_from_teacher
 from training.ensemble import TeacherEnsemble, as_teacher
 from training.evaluate import evaluate, sample_negatives
 from training.model import SASRec
+from training.plan import Budget, adapt
 from training.report import results_table, write_report
 from training.sagemaker import Paths, clear_dir
 from training.split import Split, leave_one_out
@@ -31,14 +32,18 @@ log = logging.getLogger(__name__)
 
 
 def prepare_data(paths: Paths, cfg: RunConfig) -> tuple[Interactions, Split, dict]:
+    """Load and split the data, fill the sizes left to the data (plan.adapt: recorded in
+    data.stats["chosen"]), pick the evaluated users and their sampled negatives."""
     read_at = datetime.now(UTC).isoformat(timespec="seconds")
     data = load_interactions(paths.train, cfg.data, paths.items)
     data.stats["read_at"] = read_at  # data uploaded after this is new to the retrain function
+    data.stats["chosen"] = adapt(cfg, data)
     split = leave_one_out(data)
+    split.sample_eval_users(cfg.train.eval_users, seed=cfg.train.seed + 3)
     n_neg, seed = cfg.train.sampled_negatives, cfg.train.seed
     negatives = {
-        "valid": sample_negatives(split, split.valid, n_neg, seed=seed + 1),
-        "test": sample_negatives(split, split.test, n_neg, seed=seed + 2),
+        "valid": sample_negatives(split, split.evalset("valid"), n_neg, seed=seed + 1),
+        "test": sample_negatives(split, split.evalset("test"), n_neg, seed=seed + 2),
     }
     return data, split, negatives
 
@@ -55,28 +60,49 @@ def member_names(prefix: str, n: int) -> list[str]:
     return [prefix] + [f"{prefix}_{i}" for i in range(2, n + 1)]
 
 
+# Settings that do not change the weights a phase produces (how long, how often evaluated,
+# what is exported, how many processes run on a host); everything else in the
+# configuration is part of a checkpoint's identity.
+_NOT_IDENTITY = {
+    "epochs",
+    "student_epochs",
+    "patience",
+    "max_train_seconds",
+    "student_max_seconds",
+    "max_total_seconds",
+    "eval_every",
+    "eval_from",
+    "eval_batch_size",
+    "eval_users",
+    "sampled_negatives",
+    "processes_per_host",
+    "num_threads",
+    "progress",
+    "refit",
+    "student",
+    "student_plain",
+    "item_table_dtype",
+    "category_column",
+    "min_interactions",
+    "min_users",
+}
+
+
 def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) -> dict:
-    """What a checkpoint must match to be resumed: same data, model and optimisation."""
-    t = cfg.train
-    # A student is distilled from all the teachers; a teacher's identity is as it always was.
-    taught_by = {"teachers": t.teachers} if phase.name == "student" else {}
-    return taught_by | {
+    """What a checkpoint must match to be resumed: the data, the whole configuration but
+    the settings above, and the phase (a refit's epochs and learning rates)."""
+    flat = {k: v for section in cfg.to_dict().values() for k, v in section.items()}
+    if phase.name.startswith("teacher"):  # a teacher does not depend on the students
+        flat = {k: v for k, v in flat.items() if not k.startswith(("student_", "distill_"))}
+        flat.pop("teachers")
+    return {
         "phase": phase.name,
         "data_fingerprint": data.fingerprint,
+        "config": {k: v for k, v in sorted(flat.items()) if k not in _NOT_IDENTITY},
         "model": dataclasses.asdict(phase.model.cfg),
-        "student": dataclasses.asdict(cfg.student) if phase.name.startswith("student") else None,
         "epochs": phase.epochs if not phase.select_best else None,
         "lr_by_epoch": phase.lr_by_epoch,
-        "seed": t.seed if phase.seed is None else phase.seed,
-        "loss": t.loss,
-        "lr": phase.lr,
-        "lr_decay": t.lr_decay,
-        "cosine_epochs": phase.cosine_epochs,
-        "warmup_epochs": phase.warmup_epochs,
-        "batch_size": t.batch_size,
-        "all_windows": t.all_windows,
-        "ema_decay": t.ema_decay,
-        "input_noise": phase.input_noise,
+        "seed": cfg.train.seed if phase.seed is None else phase.seed,
         "world_size": env.world_size,
     }
 
@@ -84,13 +110,15 @@ def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) ->
 class _Trainer:
     """Runs phases one after the other and keeps what each produced, by phase name."""
 
-    def __init__(self, paths, cfg, env, data, split, negatives, stop):
+    def __init__(self, paths, cfg, env, data, split, negatives, stop, budget: Budget):
         self.paths, self.cfg, self.env, self.data = paths, cfg, env, data
         self.split, self.negatives, self.stop = split, negatives, stop
+        self.budget = budget
         self.out: dict[str, tuple[SASRec, FitResult]] = {}
 
     def run(self, phase: Phase, on: Split | None = None) -> None:
         paths = self.paths
+        phase.deadline = self.budget.deadline(phase.name)
         ckpt = paths.checkpoints / phase.name if paths.checkpoints else None
         identity = _identity(phase, self.cfg, self.data, self.env)
         result = fit(
@@ -109,7 +137,6 @@ class _Trainer:
         """Ensemble member i (0-based) or its refit: a fresh teacher with seed + i."""
         t = self.cfg.train
         model = build_teacher(self.cfg, self.data, t.seed + i)
-        cosine = t.lr_schedule == "cosine"
         return Phase(
             name,
             model,
@@ -118,8 +145,6 @@ class _Trainer:
             max_seconds=t.max_train_seconds,
             input_noise=t.input_noise,
             seed=t.seed + i,
-            cosine_epochs=t.epochs if cosine else 0,
-            warmup_epochs=t.warmup_epochs if cosine else 0.0,
             eval_from=t.eval_from,
             **kw,
         )
@@ -168,11 +193,7 @@ def _refit_teachers(tr: _Trainer) -> None:
     for i, (name, refit_name) in enumerate(zip(names, refit_names, strict=True)):
         selected = tr.out[name][1]
         epochs = max(selected.best_epoch, 1)
-        # A cosine run's schedule is a function of the step (member() gives it); a plateau
-        # run's is replayed from its history.
-        schedule = None
-        if t.lr_schedule == "plateau":
-            schedule = [row["lr"] for row in selected.history[:epochs]]
+        schedule = [row["lr"] for row in selected.history[:epochs]]  # replayed
         tr.run(tr.member(refit_name, i, epochs, select_best=False, lr_by_epoch=schedule), on=on)
 
 
@@ -184,10 +205,12 @@ def train_models(
     split: Split,
     negatives: dict,
     stop: threading.Event,
+    budget: Budget | None = None,
 ) -> dict[str, tuple[SASRec, FitResult]]:
     """The teacher(s), then the distilled student, then the same student without
     distillation, then (with `refit`) the teacher(s) again on train + valid."""
-    tr = _Trainer(paths, cfg, env, data, split, negatives, stop)
+    budget = budget or Budget(time.perf_counter())
+    tr = _Trainer(paths, cfg, env, data, split, negatives, stop, budget)
     members = _train_teachers(tr)
     if cfg.student.student:
         _train_students(tr, members)
@@ -231,7 +254,7 @@ def evaluate_models(
             name: evaluate_sharded(
                 scorer,
                 split,
-                getattr(split, name),
+                split.evalset(name),
                 negatives[name],
                 env,
                 cfg,
@@ -255,7 +278,7 @@ def evaluate_models(
                 name: evaluate(
                     baseline,
                     split,
-                    getattr(split, name),
+                    split.evalset(name),
                     negatives[name],
                     batch_size=cfg.train.eval_batch_size,
                     seed=cfg.train.seed,
@@ -308,7 +331,9 @@ def _summary(
     return {
         "data_fingerprint": data.fingerprint,
         "data": data.stats,
-        "evaluated_users": len(split.test),
+        "evaluated_users": len(split.evalset("test")),
+        "eligible_users": len(split.test),
+        "chosen": data.stats.get("chosen", {}),
         "best_epoch": teacher_fit.best_epoch,
         # Time to the teacher: every member's training (validation excluded).
         "train_seconds": sum(trained[name][1].train_seconds for name in teacher_phases),
@@ -323,6 +348,15 @@ def _summary(
     }
 
 
+def _served_why(trained: dict[str, tuple[SASRec, FitResult]], served: str) -> str:
+    figures = ", ".join(
+        f"{name} {trained[name][1].best_valid_ndcg:.4f}"
+        for name in ("student", "student_plain")
+        if name in trained
+    )
+    return f"best valid NDCG@10 of the small models: {figures}"
+
+
 def _protocol(cfg: RunConfig) -> dict:
     return {
         "split": "leave-one-out by time: last interaction = test, the one before = valid; "
@@ -332,6 +366,10 @@ def _protocol(cfg: RunConfig) -> dict:
         "sampled items the user never interacted with (Kang & McAuley 2018)",
         "k": 10,
         "ties": "broken uniformly at random (seeded)",
+        "users": "every user with >= 3 interactions, or a fixed seeded sample of eval_users of "
+        "them (the same for valid and test)",
+        "ci95": "<metric>_ci95: [low, high], the normal-approximation 95% interval of the mean "
+        "over users",
     }
 
 
@@ -344,6 +382,7 @@ def export(
     trained: dict[str, tuple[SASRec, FitResult]],
     metrics: dict,
     wall_seconds: float,
+    served: str | None = None,
 ) -> dict:
     out = paths.model_dir
     clear_dir(out)
@@ -351,6 +390,9 @@ def export(
     histories = {name: fit_result.history for name, (_, fit_result) in trained.items()}
     (out / "history.json").write_text(json.dumps(histories, indent=1))
     summary = _summary(cfg, env, data, split, trained, wall_seconds)
+    if served:
+        summary["served"] = served
+        summary["served_why"] = _served_why(trained, served)
     document = {
         "metrics": metrics,
         "protocol": _protocol(cfg),
@@ -365,10 +407,10 @@ def export(
     }
     (out / "metrics.json").write_text(json.dumps(document, indent=1))
     write_report(out, metrics, histories, summary, cfg.to_dict())
-    if "student" in trained:  # the model directory becomes a servable bundle
+    if served:  # the model directory becomes a servable bundle
         manifest = write_bundle(
             out,
-            trained["student"][0],
+            trained[served][0],
             data,
             document,
             cfg.student.item_table_dtype,
@@ -378,25 +420,52 @@ def export(
     return document
 
 
+def choose_served(trained: dict[str, tuple[SASRec, FitResult]]) -> str:
+    """The small model to serve: the distilled student, or the one trained alone when it is
+    better on valid (NDCG@10 at its selected epoch); test figures play no part."""
+    if "student_plain" not in trained:
+        return "student"
+    distilled, plain = trained["student"][1], trained["student_plain"][1]
+    return "student_plain" if plain.best_valid_ndcg > distilled.best_valid_ndcg else "student"
+
+
+def _short_of_time(
+    models: dict, served: str, budget: Budget, total: float
+) -> dict[str, SASRec | TeacherEnsemble]:
+    """With under a tenth of the budget left, only the teacher and the served model are
+    evaluated (the rest are measurements, not needed for a bundle)."""
+    if not total or budget.left() > 0.1 * total:
+        return models
+    log.warning(
+        "little time left (%.0f s): evaluating the teacher and %s only", budget.left(), served
+    )
+    return {name: m for name, m in models.items() if name in ("teacher", served)}
+
+
 def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> dict | None:
     began = time.perf_counter()
+    budget = Budget(began, cfg.train.max_total_seconds)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     data, split, negatives = prepare_data(paths, cfg)
     if env.is_main:
         log.info(
             "split: %d users evaluated, %d train interactions",
-            len(split.test),
+            len(split.evalset("test")),
             int(split.train_len.sum()),
         )
-    trained = train_models(paths, cfg, env, data, split, negatives, stop)
+    trained = train_models(paths, cfg, env, data, split, negatives, stop, budget)
+    served = choose_served(trained) if "student" in trained else None
     models = scored_models(trained, cfg.train.teachers)
+    models = _short_of_time(models, served or "teacher", budget, budget.total)
     metrics = evaluate_models(models, split, negatives, cfg, env)
     document = None
     if env.is_main:
         document = export(
-            paths, cfg, env, data, split, trained, metrics, time.perf_counter() - began
+            paths, cfg, env, data, split, trained, metrics, time.perf_counter() - began, served
         )
-        print(results_table(metrics), flush=True)
+        print(results_table(metrics, served or "student"), flush=True)
+        if served:
+            print(f"served: {served} ({document['summary']['served_why']})", flush=True)
     barrier(env)
     return document

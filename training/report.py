@@ -32,14 +32,14 @@ def sampled_protocol(metrics: dict) -> str | None:
     return None
 
 
-def _kind(name: str) -> str:
-    if name == SERVED:
+def _kind(name: str, served: str = SERVED) -> str:
+    if name == served:
         return "served"
     return "baseline" if name.startswith(BASELINES) else "trained"
 
 
-def _label(name: str) -> str:
-    return f"{name} (served)" if name == SERVED else name
+def _label(name: str, served: str = SERVED) -> str:
+    return f"{name} (served)" if name == served else name
 
 
 def loss_kind(name: str, config: dict | None) -> str:
@@ -55,14 +55,16 @@ def loss_kind(name: str, config: dict | None) -> str:
     return "cross-entropy over the catalog"
 
 
-def _plot_history(histories: dict[str, list[dict]], config: dict | None, path: Path) -> None:
+def _plot_history(
+    histories: dict[str, list[dict]], config: dict | None, path: Path, served: str = SERVED
+) -> None:
     """One axis per model's loss (they are not comparable), then validation NDCG@10."""
     names = [n for n, h in histories.items() if h]
     fig, axes = plt.subplots(1, len(names) + 1, figsize=(3.6 * (len(names) + 1), 3.4))
     for ax, name in zip(axes, names, strict=False):
         history = histories[name]
         ax.plot([r["epoch"] for r in history], [r["train_loss"] for r in history], marker=".")
-        ax.set_title(f"{_label(name)}: train loss", fontsize=9)
+        ax.set_title(f"{_label(name, served)}: train loss", fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel(loss_kind(name, config), fontsize=7)
     valid = axes[-1]
@@ -73,8 +75,8 @@ def _plot_history(histories: dict[str, list[dict]], config: dict | None, path: P
             [r["valid_ndcg@10"] for r in evald],
             marker="o",
             markersize=3,
-            linewidth=2.5 if name == SERVED else 1.2,
-            label=_label(name),
+            linewidth=2.5 if name == served else 1.2,
+            label=_label(name, served),
         )
     valid.set_title("valid NDCG@10 (full ranking)", fontsize=9)
     valid.set_xlabel("epoch")
@@ -90,7 +92,7 @@ def _interval(block: dict, key: str) -> tuple[float, float] | None:
     return (float(ci[0]), float(ci[1])) if isinstance(ci, list | tuple) and len(ci) == 2 else None
 
 
-def _plot_models(metrics: dict, path: Path) -> None:
+def _plot_models(metrics: dict, path: Path, served: str = SERVED) -> None:
     names = list(metrics)
     protocols = [p for p in ("full", sampled_protocol(metrics)) if p]
     fig, axes = plt.subplots(1, len(protocols), figsize=(4.5 * len(protocols), 3.8))
@@ -104,7 +106,9 @@ def _plot_models(metrics: dict, path: Path) -> None:
                 [v - lo for v, (lo, _) in zip(values, intervals, strict=True)],  # type: ignore[misc]
                 [hi - v for v, (_, hi) in zip(values, intervals, strict=True)],  # type: ignore[misc]
             ]
-        ax.bar(names, values, yerr=errors, capsize=3, color=[COLOURS[_kind(n)] for n in names])
+        ax.bar(
+            names, values, yerr=errors, capsize=3, color=[COLOURS[_kind(n, served)] for n in names]
+        )
         ax.set_title(f"test NDCG@10, {protocol}", fontsize=9)
         ax.tick_params(axis="x", rotation=25, labelsize=8)
         for i, v in enumerate(values):
@@ -126,7 +130,7 @@ def _cell(block: dict, key: str) -> str:
     return f"{value:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
 
 
-def results_table(metrics: dict) -> str:
+def results_table(metrics: dict, served: str = SERVED) -> str:
     """Markdown table: model x (test full HR/NDCG/MRR/coverage, test sampled HR/NDCG)."""
     sampled = sampled_protocol(metrics) or "sampled"
     lines = [
@@ -138,18 +142,18 @@ def results_table(metrics: dict) -> str:
         f, s = splits["test"]["full"], splits["test"].get(sampled, {})
         cells = [_cell(f, k) for k in ("hr@10", "ndcg@10", "mrr", "coverage@10")]
         cells += [_cell(s, k) for k in ("hr@10", "ndcg@10")]
-        lines.append(f"| {_label(name)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_label(name, served)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _models_table(models: dict) -> str:
+def _models_table(models: dict, served: str = SERVED) -> str:
     lines = [
         "| model | parameters | MACs / request | best epoch | epochs | train s |",
         "|---|---|---|---|---|---|",
     ]
     for name, m in models.items():
         lines.append(
-            f"| {_label(name)} | {m['parameters']:,} | {m['macs_per_request']:,} | "
+            f"| {_label(name, served)} | {m['parameters']:,} | {m['macs_per_request']:,} | "
             f"{m['best_epoch']} | {m['epochs_run']} | {m['train_seconds']:.0f} |"
         )
     return "\n".join(lines)
@@ -180,23 +184,28 @@ def write_report(
     summary: dict,
     config: dict | None = None,
 ) -> Path:
-    _plot_history(histories, config, model_dir / "training_curve.png")
-    _plot_models(metrics, model_dir / "models.png")
+    served = summary.get("served", SERVED)  # the job picks the better small model
+    _plot_history(histories, config, model_dir / "training_curve.png", served)
+    _plot_models(metrics, model_dir / "models.png", served)
     data = summary["data"]
+    dropped = data.get("dropped", {})
+    drop_line = ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in dropped.items() if v)
     sampled = sampled_protocol(metrics) or "sampled"
     negatives = sampled.removeprefix("sampled") or "N"
     text = f"""# lmrec training report
 
 Data: {data["interactions"]:,} interactions, {data["users"]:,} users, {data["items"]:,} items
-(fingerprint `{summary["data_fingerprint"]}`).
+(fingerprint `{summary["data_fingerprint"]}`); of {data.get("raw_rows", 0):,} rows read, the
+loader dropped: {drop_line or "none"}.
 Split: leave-one-out by time; {summary["evaluated_users"]:,} users with >= 3 interactions are
 evaluated. Test figures below, k=10; "full" ranks the held-out item against the whole catalog
 with seen items excluded, "{sampled}" against {negatives} random items the user never touched.
-The bundle serves **{SERVED}** (marked "(served)"). {_intervals_note(metrics)}
+The bundle serves **{served}** (marked "(served)"; {summary.get("served_why", "")}).
+{_intervals_note(metrics)}
 
-{results_table(metrics)}
+{results_table(metrics, served)}
 
-{_models_table(summary["models"])}
+{_models_table(summary["models"], served)}
 
 Trained on {summary["device"]} ({summary["world_size"]} process(es)); the whole job took
 {summary["wall_seconds"]:.0f} s. MACs / request: multiply-adds to score the catalog for one

@@ -32,6 +32,24 @@ class Split:
     valid: EvalSet
     test: EvalSet
     has_ties: np.ndarray  # (n_users,) bool: two training interactions share a timestamp
+    # Rows of valid/test that are evaluated (a fixed seeded sample on large data); None = all.
+    eval_rows: np.ndarray | None = None
+
+    def evalset(self, name: str) -> EvalSet:
+        """The evaluated part of "valid" or "test"."""
+        full: EvalSet = getattr(self, name)
+        if self.eval_rows is None:
+            return full
+        r = self.eval_rows
+        return EvalSet(full.users[r], full.prefix_len[r], full.targets[r])
+
+    def sample_eval_users(self, limit: int, seed: int) -> None:
+        """Evaluate a fixed seeded sample of `limit` users when there are more (0 = all).
+        Valid and test share it, so their figures are about the same people."""
+        n = len(self.test)
+        if limit and n > limit:
+            rng = np.random.default_rng(seed)
+            self.eval_rows = np.sort(rng.choice(n, size=limit, replace=False))
 
     def train_sequence(self, user: int) -> np.ndarray:
         start = self.data.offsets[user]
@@ -61,6 +79,17 @@ class Split:
         train_len = self.train_len.copy()
         train_len[self.valid.users] += 1
         return dataclasses.replace(self, train_len=train_len, has_ties=_ties(self.data, train_len))
+
+    def train_mask(self) -> np.ndarray:
+        """(n_interactions,) bool: the interaction is training data."""
+        lengths = self.data.lengths()
+        pos_in_user = np.arange(len(self.data.items)) - np.repeat(self.data.offsets[:-1], lengths)
+        return pos_in_user < np.repeat(self.train_len, lengths)
+
+    def item_counts(self) -> np.ndarray:
+        """(n_items + 1,) int64: training occurrences per item (column 0, padding, is 0)."""
+        items = self.data.items[self.train_mask()]
+        return np.bincount(items, minlength=self.data.n_items + 1)
 
     def history(self, user: int, length: int) -> np.ndarray:
         start = self.data.offsets[user]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,10 +24,12 @@ from training.config import RunConfig
 from training.dist import DistEnv, all_reduce_arrays, any_rank
 from training.evaluate import Scorer, evaluate_partial, finalize
 from training.model import SASRec
+from training.optim import ModelOptimizer
+from training.sampling import NegativeSampler
+from training.split import Split
 
 if TYPE_CHECKING:
     from training.ensemble import TeacherEnsemble
-from training.split import Split
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,9 @@ class Phase:
     input_noise: float = 0.0
     # Batch order and dropout seed; None = the run's seed. Ensemble members differ here.
     seed: int | None = None
-    # > 0: the learning rate follows cosine_lr over this many epochs, step by step, and
-    # no plateau decay applies. A refit runs the selected run's schedule up to its best epoch.
-    cosine_epochs: int = 0
-    warmup_epochs: float = 0.0
+    # Wall-clock deadline (time.perf_counter()) from the job's total budget; 0 = none. An
+    # epoch that reaches it ends early, is evaluated and is the last.
+    deadline: float = 0.0
     # First epoch evaluated on valid (TrainConfig.eval_from, for teachers); 1 = every epoch.
     eval_from: int = 1
 
@@ -111,21 +111,17 @@ def evaluate_sharded(
     return finalize(all_reduce_arrays(env, partial), split.data.n_items, negatives.shape[1])
 
 
-def cosine_lr(base: float, progress: float, epochs: int, warmup: float) -> float:
-    """Learning rate after `progress` epochs (fractional): linear warmup from 0 over `warmup`
-    epochs, then half a cosine from `base` down to 0 at `epochs`."""
-    if progress < warmup:
-        return base * progress / warmup
-    done = min(1.0, (progress - warmup) / max(epochs - warmup, 1e-9))
-    return base * 0.5 * (1.0 + math.cos(math.pi * done))
-
-
 def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
 
 
+def _past_deadline(phase: Phase) -> bool:
+    return bool(phase.deadline) and time.perf_counter() >= phase.deadline
+
+
 def _out_of_time(phase: Phase, train_seconds: float) -> bool:
-    return bool(phase.max_seconds) and train_seconds >= phase.max_seconds
+    over_budget = bool(phase.max_seconds) and train_seconds >= phase.max_seconds
+    return over_budget or _past_deadline(phase)
 
 
 @dataclass
@@ -136,8 +132,9 @@ class _Run:
     split: Split
     cfg: RunConfig
     env: DistEnv
-    optimizer: torch.optim.Optimizer
+    optimizer: ModelOptimizer
     net: torch.nn.Module
+    sampler: NegativeSampler | None
     average: WeightAverage | None
     seed: int
     context_len: int
@@ -162,14 +159,14 @@ def _start(phase: Phase, split: Split, cfg: RunConfig, env: DistEnv) -> _Run:
     t, model = cfg.train, phase.model
     module = phase.train_module or model
     module.to(env.device)
+    sampled = t.loss == "sampled"
+    # NCCL has no sparse all-reduce: under DDP on GPUs the item table stays dense.
+    sparse = sampled and not (env.enabled and env.device.type == "cuda")
     # Fused: one kernel over all parameters instead of a dozen passes per step; on a CPU
     # the Games teacher's step (7.7 M parameters, most in the item table) goes 27 -> 6 ms.
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=phase.lr,
-        weight_decay=t.weight_decay,
-        fused=env.device.type in ("cpu", "cuda"),
-    )
+    fused = env.device.type in ("cpu", "cuda")
+    optimizer = ModelOptimizer(model, phase.lr, t.weight_decay, sparse, fused)
+    sampler = NegativeSampler(split.item_counts(), env.device) if sampled else None
     run = _Run(
         phase=phase,
         split=split,
@@ -177,13 +174,14 @@ def _start(phase: Phase, split: Split, cfg: RunConfig, env: DistEnv) -> _Run:
         env=env,
         optimizer=optimizer,
         net=DDP(module) if env.enabled else module,
+        sampler=sampler,
         average=WeightAverage(model, t.ema_decay) if t.ema_decay > 0 else None,
         seed=t.seed if phase.seed is None else phase.seed,
         context_len=phase.context_len or model.cfg.max_len,
     )
     run.best_state = _clone_state(model)
     trainable = np.flatnonzero(split.train_len >= 2)  # a sequence of 1 has no next item
-    run.win_users, run.win_ends = training_windows(split, trainable, run.context_len, t.all_windows)
+    run.win_users, run.win_ends = training_windows(split, trainable, run.context_len)
     return run
 
 
@@ -213,11 +211,8 @@ def _resume(run: _Run, checkpoint_dir: Path | None, identity: dict) -> int:
 
 
 def _epoch_lr(run: _Run, epoch: int) -> float:
-    phase = run.phase
-    if phase.lr_by_epoch:
-        run.set_lr(phase.lr_by_epoch[epoch - 1])
-    if phase.cosine_epochs:
-        return cosine_lr(phase.lr, epoch - 1, phase.cosine_epochs, phase.warmup_epochs)
+    if run.phase.lr_by_epoch:
+        run.set_lr(run.phase.lr_by_epoch[epoch - 1])
     return run.optimizer.param_groups[0]["lr"]
 
 
@@ -231,17 +226,17 @@ def _step(run: _Run, batch: np.ndarray, rng: np.random.Generator) -> tuple[float
         run.win_users[mine],
         run.win_ends[mine],
         run.context_len,
-        rng if t.shuffle_ties else None,
+        rng,
     )
     if phase.input_noise:
         inputs = replace_items(inputs, phase.input_noise, model.cfg.n_items, rng)
     x = torch.from_numpy(inputs).to(env.device, non_blocking=True)
     y = torch.from_numpy(targets).to(env.device, non_blocking=True)
-    negatives = None
-    if t.loss == "sampled":
-        negatives = torch.randint(1, model.cfg.n_items + 1, (t.num_negatives,), device=env.device)
+    negatives, log_q = None, None
+    if run.sampler is not None:
+        negatives, log_q = run.sampler.draw(t.num_negatives), run.sampler.log_q
     with autocast(env.device):
-        loss = run.net(x, y, negatives)
+        loss = run.net(x, y, negatives, log_q)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
@@ -267,12 +262,11 @@ def _train_epoch(run: _Run, epoch: int, stop: threading.Event) -> tuple[float, f
     bar = tqdm(
         batches, desc=f"{phase.name} {epoch}", disable=not (env.is_main and t.progress), leave=False
     )
-    for step, batch in enumerate(bar):
-        if phase.cosine_epochs:
-            progress = epoch - 1 + step / len(batches)
-            run.set_lr(cosine_lr(phase.lr, progress, phase.cosine_epochs, phase.warmup_epochs))
+    for batch in bar:
         if any_rank(env, stop.is_set()):
             raise Stopped(f"stopped during epoch {epoch}")
+        if phase.deadline and any_rank(env, _past_deadline(phase)):
+            break  # the job's budget: this epoch is cut short, evaluated, and the last
         loss, n = _step(run, batch, rng)
         loss_sum += loss * n
         loss_n += n
@@ -294,7 +288,7 @@ def _validate(run: _Run, epoch: int, valid_negatives: np.ndarray) -> dict:
         metrics = evaluate_sharded(
             model_scorer(model, run.env.device),
             run.split,
-            run.split.valid,
+            run.split.evalset("valid"),
             valid_negatives,
             run.env,
             run.cfg,
@@ -307,8 +301,7 @@ def _validate(run: _Run, epoch: int, valid_negatives: np.ndarray) -> dict:
         result.best_valid_ndcg, result.best_epoch, run.bad_epochs = valid["ndcg@10"], epoch, 0
     else:
         run.bad_epochs += 1
-        if not run.phase.cosine_epochs:
-            run.set_lr(run.optimizer.param_groups[0]["lr"] * run.cfg.train.lr_decay)
+        run.set_lr(run.optimizer.param_groups[0]["lr"] * run.cfg.train.lr_decay)
     return {
         "valid_ndcg@10": valid["ndcg@10"],
         "valid_hr@10": valid["hr@10"],

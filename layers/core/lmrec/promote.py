@@ -81,7 +81,9 @@ def gate(
     candidate: dict, production: dict | None, tolerance: float
 ) -> tuple[bool, str, float | None, float | None]:
     """(accept, reason, candidate metric, production metric)."""
-    cand = _metric(candidate, GATE_MODEL)
+    # The model each bundle serves (training picks the better small model); older bundles
+    # name none and serve the student.
+    cand = _metric(candidate, candidate.get("served_model", GATE_MODEL))
     if cand is None:
         return False, "the candidate's manifest has no student test NDCG@10", None, None
     if production is None:
@@ -91,7 +93,7 @@ def gate(
         if cand <= pop:
             return False, f"first model must beat popularity: {cand:.4f} <= {pop:.4f}", cand, pop
         return True, f"first model; beats popularity ({cand:.4f} > {pop:.4f})", cand, pop
-    prod = _metric(production, GATE_MODEL)
+    prod = _metric(production, production.get("served_model", GATE_MODEL))
     if prod is None:
         return (
             True,

@@ -1,0 +1,89 @@
+"""What the job adapts to the data, and how it splits its time budget.
+
+Sizes. A user who sets nothing gets values that fit the data's size (below); everything set
+explicitly, by hand or by a preset, is kept. The choices are printed and recorded in
+metrics.json ("summary.chosen").
+
+- loss: the full softmax up to FULL_SOFTMAX_MAX_ITEMS catalog items, sampled above
+  (training/sampling.py); num_negatives never more than the catalog holds (with a warning).
+- epochs / student_epochs: an epoch is one pass over the interactions, so large logs need
+  fewer: about 30M interaction-visits in all, between 3 and 100 epochs.
+- batch_size: 128 sequences, 256 from a million interactions (fewer, larger steps).
+- patience: 5 evaluations without a better valid NDCG@10, 2 from a million interactions
+  (each evaluation costs more there and the curve is smoother).
+- eval_users: at most 10,000 evaluated users, a fixed seeded sample (TrainConfig.eval_users).
+
+Time. With max_total_seconds, every phase gets a deadline from the job's start: teachers
+until 50% of the budget, the distilled student until 70%, the plain student until 80%,
+refits until 85%; evaluation and export use the rest. A phase past its deadline ends its
+epoch early, evaluates it and stops, so the job always ends with a bundle (or a clear error
+if even the data could not be read in time).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from training.config import RunConfig
+from training.data import Interactions
+from training.sampling import choose_loss, clamp_negatives
+
+log = logging.getLogger(__name__)
+
+LARGE_LOG = 1_000_000  # interactions
+VISITS = 30_000_000  # interaction-visits the epoch count aims at
+SHARES = {"teacher": 0.50, "student": 0.70, "student_plain": 0.80, "teacher_refit": 0.85}
+
+
+def _auto_epochs(interactions: int) -> int:
+    return int(min(100, max(3, round(VISITS / max(interactions, 1)))))
+
+
+def adapt(cfg: RunConfig, data: Interactions) -> dict:
+    """Fill every size left at 0/"auto" from the data; return what was chosen."""
+    t, s, given = cfg.train, cfg.student, cfg.given
+    n_int, large = len(data.items), len(data.items) >= LARGE_LOG
+    chosen: dict = {}
+    t.loss = chosen["loss"] = choose_loss(t.loss, data.n_items)
+    if t.loss == "sampled":
+        t.num_negatives = chosen["num_negatives"] = clamp_negatives(t.num_negatives, data.n_items)
+    defaults = [
+        (t, "epochs", _auto_epochs(n_int)),
+        (s, "student_epochs", _auto_epochs(n_int)),
+        (t, "batch_size", 256 if large else 128),
+        (t, "patience", 2 if large else 5),
+    ]
+    for section, name, value in defaults:
+        if not getattr(section, name):
+            setattr(section, name, value)
+        chosen[name] = getattr(section, name)
+    chosen["eval_users"] = min(t.eval_users or len(data.user_ids), len(data.user_ids))
+    chosen["given"] = sorted(given)
+    print(
+        "chosen for this data: " + ", ".join(f"{k}={v}" for k, v in chosen.items() if k != "given"),
+        flush=True,
+    )
+    return chosen
+
+
+@dataclass
+class Budget:
+    """The job's wall-clock budget from its start (time.perf_counter()); 0 = none."""
+
+    began: float
+    total: float = 0.0
+
+    def deadline(self, phase: str) -> float:
+        """Deadline of a phase (teacher, teacher_2, student, ...), 0 when no budget."""
+        if not self.total:
+            return 0.0
+        base = "teacher_refit" if phase.startswith("teacher_refit") else phase
+        base = "teacher" if base.startswith("teacher_") and base != "teacher_refit" else base
+        return self.began + SHARES.get(base, 1.0) * self.total
+
+    def left(self) -> float:
+        if not self.total:
+            return float("inf")
+        return self.began + self.total - time.perf_counter()

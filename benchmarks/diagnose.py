@@ -97,7 +97,7 @@ def main() -> int:
         print(f"diagnose: {exc}".splitlines()[0], file=sys.stderr)
         return 2
     score = model_scorer(as_teacher(models), torch.device("cpu"))
-    test, test_neg = split.test, negatives["test"]
+    test, test_neg = split.evalset("test"), negatives["test"]
     trained_on = split.with_valid_in_train() if a.trained_on == "train+valid" else split
     counts = Popularity(trained_on).counts  # training occurrences of each item
     target_counts = counts[test.targets]

@@ -183,3 +183,30 @@ def test_reads_from_s3_through_aws_endpoint_url(s3_env, tmp_path):
     assert data.stats["files"] == 2 and data.stats["interactions"] == len(rows)
     with pytest.raises(DataError, match="s3://lmrec-data/missing"):
         load_interactions("s3://lmrec-data/missing", SMALL)
+
+
+def test_shared_arrays_round_trip_read_only(tmp_path):
+    # GIVEN data loaded once (what DDP's local rank 0 does) and saved for the host
+    from training import shared_data
+
+    rows = [[f"u{u}", f"i{(u + t) % 30}", t] for u in range(40) for t in range(5)]
+    path = write_csv(tmp_path / "d.csv", ["user_id", "item_id", "timestamp"], rows)
+    data = load_interactions(str(path), DataConfig(min_interactions=1, min_users=1))
+    shared_data.save(data, tmp_path / "shared")
+    # WHEN another process of the host opens it
+    other = shared_data.load(tmp_path / "shared")
+    # THEN it sees the same data through read-only memory maps, not a private copy
+    assert other.fingerprint == data.fingerprint and other.stats == data.stats
+    for name in shared_data.ARRAYS:
+        assert np.array_equal(getattr(other, name), getattr(data, name))
+    assert isinstance(other.items, np.memmap) and not other.items.flags.writeable
+
+
+def test_dropped_rows_are_counted_and_said(tmp_path, capsys):
+    # GIVEN a log of repeated consumption: each user plays the same 3 items 4 times
+    rows = [[f"u{u}", f"i{(u + t) % 3 + u % 7}", t] for u in range(30) for t in range(12)]
+    path = write_csv(tmp_path / "r.csv", ["user_id", "item_id", "timestamp"], rows)
+    data = load_interactions(str(path), DataConfig(min_interactions=1, min_users=1))
+    # THEN the repeats are dropped, counted in the stats and said on the console
+    assert data.stats["dropped"]["repeated_user_item"] == 30 * 9
+    assert "dropped 75.0% of 360 rows: 270 repeated (user, item) rows" in capsys.readouterr().err

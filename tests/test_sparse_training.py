@@ -120,3 +120,36 @@ def test_loss_follows_the_catalog_and_negatives_are_clamped(caplog):
         assert clamp_negatives(2048, 1000) == 999
     assert "more than the catalog" in caplog.text
     assert clamp_negatives(100, 1000) == 100
+
+
+def test_a_sampled_job_within_a_total_budget_ends_with_a_bundle(tmp_path, synthetic_csv):
+    # GIVEN a job asked for far more epochs than its total budget allows, with the sampled
+    # loss and more negatives than the catalog has
+    import json
+
+    from tests.conftest import TINY_HP, run_training
+
+    out = tmp_path / "model"
+    hp = {**TINY_HP, "epochs": "500", "patience": "500", "student_epochs": "500"}
+    hp |= {"loss": "sampled", "num_negatives": "100000", "max_total_seconds": "20"}
+    args = ["train", "--data", str(synthetic_csv), "--output", str(out)]
+    for key, value in hp.items():
+        args += ["--set", f"{key}={value}"]
+    proc = run_training(args)
+    # THEN it ends on its own with a bundle, having cut every phase short
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "num_negatives=100000 is more than the catalog" in proc.stderr
+    doc = json.loads((out / "metrics.json").read_text())
+    summary = doc["summary"]
+    assert (out / "manifest.json").is_file()
+    assert summary["models"]["teacher"]["epochs_run"] < 500
+    assert summary["chosen"]["loss"] == "sampled"
+    assert summary["chosen"]["num_negatives"] < 100_000
+    # AND it says which small model it serves, and why
+    assert summary["served"] in ("student", "student_plain")
+    assert "best valid NDCG@10" in summary["served_why"]
+    # AND every figure has its number of users and a confidence interval
+    full = doc["metrics"]["teacher"]["test"]["full"]
+    low, high = full["ndcg@10_ci95"]
+    assert full["users"] > 0 and low < full["ndcg@10"] < high
+    assert set(summary["phases"]) >= {"data", "teacher", "student", "student_plain", "evaluate"}

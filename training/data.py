@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -286,7 +287,12 @@ def _say_dropped(raw_rows: int, dropped: dict[str, int]) -> None:
     parts = [f"{dropped[k]:,} {text}" for k, text in why.items() if dropped.get(k)]
     if parts:
         share = sum(dropped.get(k, 0) for k in why) / max(raw_rows, 1)
-        print(f"data: dropped {share:.1%} of {raw_rows:,} rows: " + "; ".join(parts), flush=True)
+        # stderr: stdout stays machine-readable (epoch lines, benchmarks' JSON)
+        print(
+            f"data: dropped {share:.1%} of {raw_rows:,} rows: " + "; ".join(parts),
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _check_enough(uri: str, cfg: DataConfig, n: int, lengths: np.ndarray) -> None:

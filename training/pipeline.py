@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import torch
 from safetensors.torch import save_file
 
+from training import shared_data
 from training.baselines import CoOccurrence, Popularity
 from training.bundle_writer import write_bundle
 from training.config import RunConfig
@@ -22,7 +23,7 @@ from training.distill import Distiller, init_from_teacher
 from training.ensemble import TeacherEnsemble, as_teacher
 from training.evaluate import evaluate, sample_negatives
 from training.model import SASRec
-from training.plan import Budget, adapt
+from training.plan import Budget, PhaseClock, adapt
 from training.report import results_table, write_report
 from training.sagemaker import Paths, clear_dir
 from training.split import Split, leave_one_out
@@ -31,13 +32,28 @@ from training.trainer import FitResult, Phase, evaluate_sharded, fit, model_scor
 log = logging.getLogger(__name__)
 
 
-def prepare_data(paths: Paths, cfg: RunConfig) -> tuple[Interactions, Split, dict]:
+def _load(paths: Paths, cfg: RunConfig, env: DistEnv | None) -> Interactions:
+    """One copy per host under DDP (training/shared_data.py), else a plain load."""
+    if env is None or not env.enabled:
+        return load_interactions(paths.train, cfg.data, paths.items)
+    directory = shared_data.shared_dir()
+    data = None
+    if env.local_rank == 0:
+        data = load_interactions(paths.train, cfg.data, paths.items)
+        shared_data.save(data, directory)
+    barrier(env)
+    return data if data is not None else shared_data.load(directory)
+
+
+def prepare_data(
+    paths: Paths, cfg: RunConfig, env: DistEnv | None = None
+) -> tuple[Interactions, Split, dict]:
     """Load and split the data, fill the sizes left to the data (plan.adapt: recorded in
     data.stats["chosen"]), pick the evaluated users and their sampled negatives."""
     read_at = datetime.now(UTC).isoformat(timespec="seconds")
-    data = load_interactions(paths.train, cfg.data, paths.items)
+    data = _load(paths, cfg, env)
     data.stats["read_at"] = read_at  # data uploaded after this is new to the retrain function
-    data.stats["chosen"] = adapt(cfg, data)
+    data.stats["chosen"] = adapt(cfg, data, say=env is None or env.is_main)
     split = leave_one_out(data)
     split.sample_eval_users(cfg.train.eval_users, seed=cfg.train.seed + 3)
     n_neg, seed = cfg.train.sampled_negatives, cfg.train.seed
@@ -114,6 +130,7 @@ class _Trainer:
         self.paths, self.cfg, self.env, self.data = paths, cfg, env, data
         self.split, self.negatives, self.stop = split, negatives, stop
         self.budget = budget
+        self.clock: PhaseClock | None = None
         self.out: dict[str, tuple[SASRec, FitResult]] = {}
 
     def run(self, phase: Phase, on: Split | None = None) -> None:
@@ -132,6 +149,8 @@ class _Trainer:
             identity,
         )
         self.out[phase.name] = (phase.model, result)
+        if self.clock is not None:
+            self.clock.done(phase.name)
 
     def member(self, name: str, i: int, epochs: int, **kw) -> Phase:
         """Ensemble member i (0-based) or its refit: a fresh teacher with seed + i."""
@@ -206,11 +225,13 @@ def train_models(
     negatives: dict,
     stop: threading.Event,
     budget: Budget | None = None,
+    clock: PhaseClock | None = None,
 ) -> dict[str, tuple[SASRec, FitResult]]:
     """The teacher(s), then the distilled student, then the same student without
     distillation, then (with `refit`) the teacher(s) again on train + valid."""
     budget = budget or Budget(time.perf_counter())
     tr = _Trainer(paths, cfg, env, data, split, negatives, stop, budget)
+    tr.clock = clock
     members = _train_teachers(tr)
     if cfg.student.student:
         _train_students(tr, members)
@@ -383,13 +404,18 @@ def export(
     metrics: dict,
     wall_seconds: float,
     served: str | None = None,
+    clock: PhaseClock | None = None,
 ) -> dict:
+    """Weights, history, metrics.json, the report and the bundle. `clock`: the phases so
+    far (seconds, peak memory), recorded in summary.phases."""
     out = paths.model_dir
     clear_dir(out)
     _save_weights(out, cfg, trained)
     histories = {name: fit_result.history for name, (_, fit_result) in trained.items()}
     (out / "history.json").write_text(json.dumps(histories, indent=1))
     summary = _summary(cfg, env, data, split, trained, wall_seconds)
+    if clock is not None:
+        summary["phases"] = clock.phases
     if served:
         summary["served"] = served
         summary["served_why"] = _served_why(trained, served)
@@ -445,25 +471,27 @@ def _short_of_time(
 def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> dict | None:
     began = time.perf_counter()
     budget = Budget(began, cfg.train.max_total_seconds)
+    clock = PhaseClock(began)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    data, split, negatives = prepare_data(paths, cfg)
+    data, split, negatives = prepare_data(paths, cfg, env)
+    clock.done("data")
     if env.is_main:
         log.info(
             "split: %d users evaluated, %d train interactions",
             len(split.evalset("test")),
             int(split.train_len.sum()),
         )
-    trained = train_models(paths, cfg, env, data, split, negatives, stop, budget)
+    trained = train_models(paths, cfg, env, data, split, negatives, stop, budget, clock)
     served = choose_served(trained) if "student" in trained else None
     models = scored_models(trained, cfg.train.teachers)
     models = _short_of_time(models, served or "teacher", budget, budget.total)
     metrics = evaluate_models(models, split, negatives, cfg, env)
+    clock.done("evaluate")
     document = None
     if env.is_main:
-        document = export(
-            paths, cfg, env, data, split, trained, metrics, time.perf_counter() - began, served
-        )
+        wall = time.perf_counter() - began
+        document = export(paths, cfg, env, data, split, trained, metrics, wall, served, clock)
         print(results_table(metrics, served or "student"), flush=True)
         if served:
             print(f"served: {served} ({document['summary']['served_why']})", flush=True)

@@ -1,0 +1,245 @@
+"""Training at a shop's scale: a seeded synthetic ladder, the real training entry on each rung.
+
+    nice python benchmarks/scale.py --rungs S M [--work runs/scale] [--set key=value ...]
+    nice python benchmarks/scale.py --step-only          # teacher step time, M and L side by side
+
+Rungs (users / items / interactions, before the loader drops repeated (user, item) pairs):
+S 10k / 4.8k / ~116k, M 100k / 76k / ~1.2M, L 1M / 671k / ~12.6M.
+
+The data has a real sequential signal, so quality means something: items sit in clusters along
+a ring, item popularity is Zipf-like inside and across clusters, each user starts in a
+cluster drawn by popularity and drifts along the ring in their own direction (10% of steps),
+and half of the steps take a near neighbour of the previous item (the rest a popular item of
+the current cluster). History lengths are long-tailed (lognormal, at least 2, mean ~12).
+
+Each rung runs `python -m training train` with defaults (nothing but progress bars off and
+the data path), then prints one JSON line: per-phase seconds and peak RSS (from the job's
+metrics.json), the whole process's peak RSS (from wait4), bundle size, and quality:
+full-ranking test NDCG@10 with its 95% CI and the number of users, for the teacher, the
+served student, popularity and co-occurrence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+RUNGS = {"S": (10_000, 4_800), "M": (100_000, 76_000), "L": (1_000_000, 671_000)}
+MACHINE = "2-core AMD EPYC, 24 GB, no GPU (shared with other jobs)"
+
+
+def _lengths(rng: np.random.Generator, n_users: int) -> np.ndarray:
+    raw = rng.lognormal(mean=2.0, sigma=0.9, size=n_users)
+    return np.clip(np.round(raw) + 1, 2, 2_000).astype(np.int64)
+
+
+class Catalog:
+    """Items in clusters along a ring; Zipf-like popularity; within-cluster order = ring."""
+
+    def __init__(self, rng: np.random.Generator, n_items: int, per_cluster: int = 60):
+        self.n_items = n_items
+        self.n_clusters = max(2, n_items // per_cluster)
+        cluster = rng.integers(0, self.n_clusters, size=n_items)
+        order = np.lexsort((rng.random(n_items), cluster))  # items grouped by cluster
+        self.items = order  # position p in the ring holds item items[p]
+        self.cluster_of = cluster
+        sizes = np.bincount(cluster, minlength=self.n_clusters)
+        self.start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self.size = np.maximum(sizes, 1)
+        self.pos = np.empty(n_items, np.int64)
+        self.pos[order] = np.arange(n_items)
+        weight = 1.0 / (rng.permutation(n_items) + 10.0)  # Zipf-like, exponent 1
+        w = weight[order]
+        # Cumulative weight inside each cluster, shifted by the cluster's index, so one
+        # searchsorted draws an item of any given cluster by popularity.
+        csum = np.cumsum(w)
+        base = np.repeat(csum[self.start] - w[self.start], sizes)
+        total = np.repeat(np.add.reduceat(w, self.start), sizes)
+        self.cdf = np.repeat(np.arange(self.n_clusters), sizes) + (csum - base) / total
+        self.cluster_pop = np.add.reduceat(w, self.start) / w.sum()
+
+    def popular_in(self, rng: np.random.Generator, clusters: np.ndarray) -> np.ndarray:
+        u = clusters + rng.random(len(clusters)) * 0.999999
+        return self.items[np.searchsorted(self.cdf, u).clip(max=self.n_items - 1)]
+
+    def neighbour(self, rng: np.random.Generator, items: np.ndarray) -> np.ndarray:
+        c = self.cluster_of[items]
+        step = rng.geometric(0.5, size=len(items))
+        off = (self.pos[items] - self.start[c] + step) % self.size[c]
+        return self.items[self.start[c] + off]
+
+
+def synthesize(n_users: int, n_items: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    cat = Catalog(rng, n_items)
+    lengths = _lengths(rng, n_users)
+    cluster = rng.choice(cat.n_clusters, size=n_users, p=cat.cluster_pop)
+    direction = rng.choice([-1, 1], size=n_users)
+    prev = cat.popular_in(rng, cluster)
+    users_out, items_out, steps_out = [np.arange(n_users)], [prev], [np.zeros(n_users, np.int64)]
+    for step in range(1, int(lengths.max())):
+        active = np.flatnonzero(lengths > step)
+        move = rng.random(len(active)) < 0.1
+        cluster[active[move]] = (cluster[active[move]] + direction[active[move]]) % cat.n_clusters
+        near = (rng.random(len(active)) < 0.5) & ~move
+        nxt = cat.popular_in(rng, cluster[active])
+        nxt[near] = cat.neighbour(rng, prev[active[near]])
+        prev[active] = nxt
+        users_out.append(active)
+        items_out.append(nxt)
+        steps_out.append(np.full(len(active), step, np.int64))
+    users = np.concatenate(users_out)
+    return pd.DataFrame(
+        {
+            "user_id": users.astype(np.int64),
+            "item_id": np.concatenate(items_out).astype(np.int64),
+            "timestamp": 1_600_000_000 + users * 7 + np.concatenate(steps_out) * 3_600,
+        }
+    )
+
+
+def _child_peak_rss_mb(proc: subprocess.Popen) -> tuple[int, float]:
+    _, status, usage = os.wait4(proc.pid, 0)
+    return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024
+
+
+def _quality(metrics: dict, name: str) -> dict | None:
+    if name not in metrics:
+        return None
+    f = metrics[name]["test"]["full"]
+    return {
+        "ndcg@10": round(f["ndcg@10"], 4),
+        "ci95": round(f["ndcg@10_ci95"], 4),
+        "users": f["users"],
+    }
+
+
+def run_rung(rung: str, work: Path, extra: list[str], seed: int) -> dict:
+    n_users, n_items = RUNGS[rung]
+    data_dir = work / rung / "data"
+    data_file = data_dir / "interactions.parquet"
+    began = time.perf_counter()
+    if not data_file.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        synthesize(n_users, n_items, seed).to_parquet(data_file, index=False)
+    synth_seconds = time.perf_counter() - began
+    out = work / rung / "model"
+    cmd = [sys.executable, "-m", "training", "train", "--data", str(data_file)]
+    cmd += ["--output", str(out), "--set", "progress=false"]
+    for item in extra:
+        cmd += ["--set", item]
+    log_path = work / rung / "train.log"
+    began = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        code, peak = _child_peak_rss_mb(proc)
+    wall = time.perf_counter() - began
+    result: dict = {
+        "rung": rung,
+        "machine": MACHINE,
+        "command": " ".join(cmd),
+        "exit_code": code,
+        "synthesis_seconds": round(synth_seconds, 1),
+        "end_to_end_seconds": round(wall, 1),
+        "peak_rss_mb": round(peak, 1),
+    }
+    if code != 0:
+        result["log_tail"] = log_path.read_text()[-2000:]
+        return result
+    doc = json.loads((out / "metrics.json").read_text())
+    summary, metrics = doc["summary"], doc["metrics"]
+    teacher, served = _quality(metrics, "teacher"), _quality(metrics, summary.get("served", ""))
+    result |= {
+        "data": {k: summary["data"][k] for k in ("raw_rows", "interactions", "users", "items")},
+        "dropped": summary["data"].get("dropped"),
+        "chosen": summary.get("chosen"),
+        "phases": summary.get("phases"),
+        "teacher_sequences_per_second": round(summary["sequences_per_second"], 1),
+        "bundle_mb": round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20, 1),
+        "served": summary.get("served"),
+        "served_why": summary.get("served_why"),
+        "quality_protocol": "leave-one-out by time, test, full ranking (seen items excluded), "
+        "NDCG@10, mean over users with 95% CI (normal approximation)",
+        "quality": {
+            name: _quality(metrics, name)
+            for name in ("teacher", "student", "student_plain", "popularity", "cooccurrence")
+        },
+        "served_over_teacher": round(served["ndcg@10"] / teacher["ndcg@10"], 3)
+        if served and teacher
+        else None,
+    }
+    return result
+
+
+def step_times(rungs: list[str], steps: int, repeats: int) -> dict:
+    """Median teacher step (sampled loss, sparse item table) per rung, interleaved so the
+    rungs share the machine's state (rounds of `steps` steps, alternating rungs)."""
+    import torch
+
+    from training.config import ModelConfig
+    from training.model import SASRec
+    from training.optim import ModelOptimizer
+    from training.sampling import NegativeSampler
+
+    rng = np.random.default_rng(0)
+    setups = {}
+    for rung in rungs:
+        n_items = RUNGS[rung][1]
+        torch.manual_seed(0)
+        model = SASRec(ModelConfig(n_items=n_items))
+        counts = np.concatenate([[0], rng.zipf(1.5, n_items).clip(max=10**6)]).astype(float)
+        setups[rung] = {
+            "model": model,
+            "opt": ModelOptimizer(model, 1e-3, 0.0, sparse_items=True, fused=True),
+            "sampler": NegativeSampler(counts, torch.device("cpu")),
+        }
+    times: dict[str, list[float]] = {r: [] for r in rungs}
+    for _ in range(repeats):
+        for rung in rungs:
+            s = setups[rung]
+            n_items = RUNGS[rung][1]
+            for _ in range(steps):
+                seq = torch.from_numpy(rng.integers(1, n_items + 1, size=(256, 16)))
+                x, y = seq[:, :-1].contiguous(), seq[:, 1:].contiguous()
+                t0 = time.perf_counter()
+                loss = s["model"](x, y, s["sampler"].draw(2048), s["sampler"].log_q)
+                s["opt"].zero_grad()
+                loss.backward()
+                s["opt"].step()
+                times[rung].append(time.perf_counter() - t0)
+    med = {r: float(np.median(v)) * 1000 for r, v in times.items()}
+    out = {"machine": MACHINE, "batch": "256 x 15 positions, 2,048 negatives, d_model 64"}
+    out |= {f"median_step_ms_{r}": round(m, 2) for r, m in med.items()}
+    if len(rungs) == 2:
+        out[f"ratio_{rungs[1]}_over_{rungs[0]}"] = round(med[rungs[1]] / med[rungs[0]], 3)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rungs", nargs="*", default=["S", "M"], choices=list(RUNGS))
+    parser.add_argument("--work", default="runs/scale")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], help="extra key=value")
+    parser.add_argument("--step-only", action="store_true")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if args.step_only:
+        print(json.dumps(step_times(["M", "L"], args.steps, args.repeats)), flush=True)
+        return
+    for rung in args.rungs:
+        print(json.dumps(run_rung(rung, Path(args.work), args.set, args.seed)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

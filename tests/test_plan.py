@@ -1,0 +1,72 @@
+"""Sizes that adapt to the data, the job's time budget, and which small model is served."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.config import from_hyperparameters
+from training.data import Interactions
+from training.pipeline import choose_served
+from training.plan import Budget, adapt
+from training.trainer import FitResult
+
+
+def _data(n_users: int, n_items: int, n_interactions: int) -> Interactions:
+    per_user = n_interactions // n_users
+    offsets = np.arange(n_users + 1, dtype=np.int64) * per_user
+    return Interactions(
+        user_ids=np.array([f"u{i}" for i in range(n_users)]),
+        item_ids=np.array([f"i{i}" for i in range(n_items)]),
+        offsets=offsets,
+        items=np.ones(int(offsets[-1]), np.int64),
+        timestamps=np.zeros(int(offsets[-1])),
+        fingerprint="sha256:x",
+    )
+
+
+def test_small_data_keeps_the_full_softmax_and_many_epochs(capsys):
+    cfg = from_hyperparameters({})
+    chosen = adapt(cfg, _data(943, 1_682, 100_000))
+    assert chosen["loss"] == "full" and cfg.train.loss == "full"
+    assert cfg.train.epochs == 50 and cfg.train.batch_size == 128 and cfg.train.patience == 5
+    assert chosen["eval_users"] == 943  # every user
+    assert "chosen for this data: loss=full, epochs=50" in capsys.readouterr().err
+
+
+def test_large_data_gets_the_sampled_loss_and_fewer_larger_steps():
+    cfg = from_hyperparameters({})
+    chosen = adapt(cfg, _data(100_000, 76_000, 1_200_000))
+    assert chosen["loss"] == "sampled" and cfg.train.num_negatives == 2048
+    assert (cfg.train.epochs, cfg.student.student_epochs) == (4, 4)
+    assert (cfg.train.batch_size, cfg.train.patience) == (256, 2)
+    assert chosen["eval_users"] == 10_000
+
+
+def test_what_the_user_set_is_kept_and_negatives_are_clamped():
+    cfg = from_hyperparameters({"epochs": "7", "loss": "sampled", "batch_size": "32"})
+    chosen = adapt(cfg, _data(500, 1_000, 50_000))
+    assert (cfg.train.epochs, cfg.train.batch_size) == (7, 32)
+    assert chosen["num_negatives"] == 999  # 2,048 asked, 999 other items exist
+    assert chosen["given"] == ["batch_size", "epochs", "loss"]
+
+
+def test_budget_shares():
+    budget = Budget(began=100.0, total=1000.0)
+    assert budget.deadline("teacher") == 600.0
+    assert budget.deadline("teacher_2") == 600.0  # ensemble members share the teachers' part
+    assert budget.deadline("student") == 800.0
+    assert budget.deadline("student_plain") == 900.0
+    assert budget.deadline("teacher_refit_2") == 950.0
+    assert Budget(began=0.0).deadline("teacher") == 0.0  # no budget
+
+
+@pytest.mark.parametrize(
+    ("distilled", "plain", "served"), [(0.3, 0.2, "student"), (0.2, 0.3, "student_plain")]
+)
+def test_the_better_small_model_on_valid_is_served(distilled, plain, served):
+    trained = {
+        "student": (None, FitResult(best_valid_ndcg=distilled)),
+        "student_plain": (None, FitResult(best_valid_ndcg=plain)),
+    }
+    assert choose_served(trained) == served

@@ -118,7 +118,7 @@ def _quality(metrics: dict, name: str) -> dict | None:
     f = metrics[name]["test"]["full"]
     return {
         "ndcg@10": round(f["ndcg@10"], 4),
-        "ci95": round(f["ndcg@10_ci95"], 4),
+        "ci95": [round(x, 4) for x in f["ndcg@10_ci95"]],
         "users": f["users"],
     }
 

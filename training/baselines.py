@@ -34,13 +34,12 @@ class CoOccurrence:
         data = split.data
         owner = np.repeat(np.arange(data.n_users), data.lengths())
         train = split.train_mask()
-        codes = []
+        parts: list[np.ndarray] = []
         for gap in range(1, window + 1):  # pairs (a, b): b follows a by `gap` training steps
             pair = np.flatnonzero(train[gap:] & (owner[gap:] == owner[:-gap]))
-            codes.append(data.items[pair] * self.n_cols + data.items[pair + gap])
+            parts.append(data.items[pair] * self.n_cols + data.items[pair + gap])
         # Sparse counts (CSR); never an n_items x n_items or users x items array.
-        codes = np.concatenate(codes)
-        codes, counts = np.unique(codes, return_counts=True)  # sorted by (src, dst)
+        codes, counts = np.unique(np.concatenate(parts), return_counts=True)  # by (src, dst)
         rows = codes // self.n_cols
         # CSR over source items: row a's neighbours are cols[indptr[a]:indptr[a+1]].
         self.indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=self.n_cols))])

@@ -10,19 +10,21 @@ unused in a step is neither moved by Adam nor decayed).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    from training.model import SASRec
 
 
 class ModelOptimizer:
     """One or two torch optimizers driven as one (step, zero_grad, param_groups, state)."""
 
     def __init__(
-        self, model: nn.Module, lr: float, weight_decay: float, sparse_items: bool, fused: bool
+        self, model: SASRec, lr: float, weight_decay: float, sparse_items: bool, fused: bool
     ):
-        item = model.item_emb.weight
+        item: torch.Tensor = model.item_emb.weight
         self.item = item if sparse_items else None
         self.weight_decay = weight_decay
         model.item_emb.sparse = sparse_items

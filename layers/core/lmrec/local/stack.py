@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +156,10 @@ class LocalStack:
         self.port = self.port or free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
+        # moto keeps its state per process, not per server: a second stack in one process
+        # (the test suite) would find the first one's table, bucket objects and jobs.
+        reset = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        urllib.request.urlopen(reset, timeout=10).close()
         os.environ.update(self.env())
         boto3.setup_default_session()  # a default session that sees this environment
         store._S3 = None  # and clients for this endpoint

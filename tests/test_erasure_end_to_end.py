@@ -53,10 +53,16 @@ def bucket_objects_holding(stack: LocalStack, needle: str) -> list[str]:
 
 
 def test_erasure_on_the_local_stack(tmp_path):
-    stack = LocalStack(tmp_path / "stack", hyperparameters=LEARNABLE_HP)
+    # moto's backends are per process: another test's stack may have made lmrec-events
+    stack = LocalStack(
+        tmp_path / "stack",
+        bucket="lmrec-erasure-e2e",
+        table="lmrec-erasure-e2e",
+        hyperparameters=LEARNABLE_HP,
+    )
     saved = dict(os.environ)
-    stack.start()
     try:
+        stack.start()
         first = write_csv(
             tmp_path / "d1.csv",
             ["user_id", "item_id", "timestamp"],

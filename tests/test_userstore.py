@@ -106,6 +106,9 @@ def test_settings_refuse_a_bad_user_store(monkeypatch):
     from lmrec.settings import Settings
     from pydantic import ValidationError
 
+    for name in ("LMREC_USER_STORE", "LMREC_EVENTS_TABLE", "LMREC_ERASURE_URI"):
+        monkeypatch.delenv(name, raising=False)
+
     with pytest.raises(ValidationError, match="LMREC_USER_STORE"):
         Settings(user_store="mysql://x")
     assert Settings(events_table="t1").user_store_uri() == "dynamodb://t1"
@@ -191,3 +194,15 @@ def test_state_file_holds_no_user_id(tmp_path):
     assert b"user-" not in raw
     keys = np.load(state)["keys"]
     assert len(keys) == 30 and (keys[1:] > keys[:-1]).all()
+
+
+def test_the_same_event_posted_ten_times_counts_once(api):
+    from tests.conftest import call
+
+    _, before = call(api, "api_post_recommendations.json", body={"user_id": "5", "k": 5})
+    event = {"user_id": "5", "item_id": "50", "timestamp": 1_700_000_000, "event_type": "watch"}
+    for _ in range(10):
+        assert call(api, "api_post_events.json", body={"events": [event]})[0] == 202
+    assert call(api, "api_post_events.json", body={"events": [event] * 10})[0] == 202
+    _, after = call(api, "api_post_recommendations.json", body={"user_id": "5", "k": 5})
+    assert after["history_length"] == before["history_length"] + 1

@@ -63,6 +63,9 @@ def test_erasure_on_the_local_stack(tmp_path):
     saved = dict(os.environ)
     try:
         stack.start()
+        # ... and its training jobs: this stack runs only the jobs it starts
+        done = boto3.client("sagemaker").list_training_jobs(MaxResults=100)
+        stack._ran.update(j["TrainingJobName"] for j in done["TrainingJobSummaries"])
         first = write_csv(
             tmp_path / "d1.csv",
             ["user_id", "item_id", "timestamp"],

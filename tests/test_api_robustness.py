@@ -110,11 +110,14 @@ def test_hanging_s3_at_cold_start_is_bounded_and_retried(
     monkeypatch.setenv("LMREC_STORE_URI", root)
     monkeypatch.setenv("LMREC_EVENTS_TABLE", "")
     monkeypatch.setenv("LMREC_INIT_LOAD_SECONDS", "1.5")
+    # each S3 read may wait 3 s: the load is still hanging when init's 1.5 s bound is up
+    monkeypatch.setenv("LMREC_AWS_READ_TIMEOUT", "3")
     get_settings.cache_clear()
     # WHEN the function initialises
     fn, init_seconds = timed(import_function, "api", "fn_api_cold_hang")
     # THEN init gives up after its bound and the routes answer 503 at once
-    assert fn.state.version is None and init_seconds < 3.0, init_seconds
+    # init waits its 1.5 s bound (plus the imports, on a busy 2-core machine), not the load
+    assert fn.state.version is None and 1.4 < init_seconds < 4.0, init_seconds
     (status, body), seconds = timed(call, fn, "api_post_recommendations.json")
     assert status == 503 and body["detail"] == "no model is loaded yet; try again shortly"
     assert seconds < 0.5, seconds

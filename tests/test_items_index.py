@@ -257,3 +257,50 @@ def test_movielens_recommendations_are_unchanged(trained_bundle, ml100k_small, t
         for user, history in histories.items():
             got = [r.row for r in rec.recommend(history, filters).items]
             assert got == previous_ranking(rec.bundle, history, filters), user
+
+
+def rewrite(bundle_dir, name, arrays, metadata) -> None:
+    """Replace a file with valid safetensors of other content, checksums updated: a writer
+    bug that verification alone would let through."""
+    import hashlib
+    import json
+
+    from safetensors.numpy import save_file
+
+    save_file(arrays, str(bundle_dir / name), metadata=metadata)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    raw = (bundle_dir / name).read_bytes()
+    manifest["files"][name] = {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    (bundle_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "message"),
+    [
+        (
+            bundle.ITEMS,
+            lambda a, m: a.update(id_hash_rows=np.ones_like(a["id_hash_rows"])),
+            "not a permutation",
+        ),
+        (bundle.ITEMS, lambda a, m: m.update(format="other/9"), "unknown item file format"),
+        (bundle.ITEMS, lambda a, m: a.update(id_hash=a["id_hash"][::-1].copy()), "not sorted"),
+        (ivf.INDEX_FILE, lambda a, m: a.update(rows=a["rows"] + 5), "outside the catalog"),
+        (ivf.INDEX_FILE, lambda a, m: a.update(offsets=a["offsets"][:-1].copy()), "offsets"),
+    ],
+    ids=["hash-rows", "format", "unsorted", "index-rows", "index-offsets"],
+)
+def test_inconsistent_item_files_are_refused(indexed, tmp_path, name, damage, message):
+    import shutil
+
+    from safetensors import safe_open
+
+    src, _, _ = indexed
+    dst = tmp_path / "b"
+    shutil.copytree(src, dst)
+    with safe_open(str(dst / name), framework="np") as fh:
+        metadata = dict(fh.metadata() or {})
+        arrays = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
+    damage(arrays, metadata)
+    rewrite(dst, name, arrays, metadata)
+    with pytest.raises(bundle.BundleError, match=message):
+        bundle.load(dst)

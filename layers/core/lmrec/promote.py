@@ -199,7 +199,8 @@ class Promoter:
             prod_manifest, problem = self.production_manifest(current)
             ok, reason, cand, prod = gate(candidate.manifest, prod_manifest, self.tolerance)
             if problem:
-                reason = f"{reason}; replaces a broken production pointer ({problem})"
+                what = "replaces" if ok else "leaves in place"
+                reason = f"{reason}; {what} a broken production pointer ({problem})"
             if not ok:
                 outcome["decision"] = Decision(
                     job, "rejected", reason, candidate.version, cand, prod

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from lmrec import bundle
 from lmrec.bundle import BundleError
 from lmrec.recommend import Recommender
 from lmrec.redact import redact
@@ -70,13 +71,13 @@ class ModelState:
         if current is not None and current.version == pointer.model_version:
             self.problem = None
             return
-        fresh = Recommender.load(pointer.bundle_uri, self.settings.cache_dir)
+        # Verified, built once and smoke-tested (lmrec.smoke): only a bundle that answers.
+        fresh = check_serves(bundle.load(pointer.bundle_uri, self.settings.cache_dir))
         if fresh.version != pointer.model_version:
             raise BundleError(
                 f"{pointer.bundle_uri} holds version {fresh.version}, the "
                 f"pointer names {pointer.model_version}"
             )
-        check_serves(fresh.bundle)  # refuses a bundle that cannot answer, naming why
         self.recommender, self.problem, self.loaded_at = fresh, None, time.time()
         log.info("serving model %s", fresh.version)
 

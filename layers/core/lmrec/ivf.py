@@ -47,20 +47,39 @@ class IVFIndex:
         self.scale = None if scale is None else scale[self.rows]
 
     def search(
-        self, query: np.ndarray, n_probe: int, cosine: bool = False
+        self,
+        query: np.ndarray,
+        n_probe: int,
+        cosine: bool = False,
+        allowed: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of the probed lists and their exact scores for `query` (inner product, or
-        cosine with the items)."""
+        """Rows of the probed lists (those `allowed` lets through, if given) and their exact
+        scores for `query`: inner product, or cosine with the items. Without `allowed` the
+        lists are copied as whole slices; with it only the allowed rows are gathered, so a
+        narrow filter costs what its candidates cost, not what the probed lists hold."""
         assert self.table is not None, "attach() the table first"
         lists = self.best_lists(query, n_probe)
-        spans = [(int(self.offsets[j]), int(self.offsets[j + 1])) for j in lists]
-        rows = np.concatenate([self.rows[lo:hi] for lo, hi in spans])
-        block = np.concatenate([self.table[lo:hi] for lo, hi in spans]).astype(np.float32)
-        if self.scale is not None:
-            block *= np.concatenate([self.scale[lo:hi] for lo, hi in spans])[:, None]
-        scores = block @ query
+        if allowed is None:
+            spans = [(int(self.offsets[j]), int(self.offsets[j + 1])) for j in lists]
+            rows = np.concatenate([self.rows[lo:hi] for lo, hi in spans])
+            block = np.concatenate([self.table[lo:hi] for lo, hi in spans])
+            scale = self.scale
+            if scale is not None:
+                scale = np.concatenate([scale[lo:hi] for lo, hi in spans])
+        else:
+            starts, lengths = self.offsets[lists], np.diff(self.offsets)[lists]
+            # the positions of every member of the probed lists, in one expression
+            shift = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+            at = np.arange(int(lengths.sum())) + shift
+            at = at[allowed[self.rows[at]]]
+            rows, block = self.rows[at], self.table[at]
+            scale = None if self.scale is None else self.scale[at]
+        vectors = block.astype(np.float32)
+        if scale is not None:
+            vectors *= scale[:, None]
+        scores = vectors @ query
         if cosine:
-            scores /= np.maximum(np.linalg.norm(block, axis=1), 1e-12) * np.linalg.norm(query)
+            scores /= np.maximum(np.linalg.norm(vectors, axis=1), 1e-12) * np.linalg.norm(query)
         return rows, scores
 
     def best_lists(self, query: np.ndarray, n_probe: int) -> np.ndarray:

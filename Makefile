@@ -8,7 +8,7 @@ SAMPLE := training/sample_data/ml-100k
 TORCH  := 2.13.0
 SETUP_LOG := runs/setup.log
 
-.PHONY: setup demo test test-all lint format bench-quality bench-runtime bench-api layer layer-lock serve clean
+.PHONY: setup demo test test-slow test-all lint format bench-quality bench-runtime bench-api layer layer-lock serve clean
 
 setup: $(STAMP)
 
@@ -29,8 +29,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	@$(VENV)/bin/lmrec demo $(DEMO_ARGS)
 
+# The default suite (pyproject: tests marked slow, gpu or benchmark are left out; the
+# end-to-end lifecycle is in). test-slow: only the slow ones; test-all: every test.
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m "slow and not gpu"
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
@@ -59,10 +64,11 @@ bench-api: $(STAMP)
 	$(PY) benchmarks/load_api.py --bundle $(GAMES_BUNDLE) --clients 50 --seconds 30
 	$(PY) benchmarks/fuzz_api.py --bundle $(GAMES_BUNDLE) --examples 1500
 
-# The API on localhost over a model store: make serve STORE=s3://bucket (or file:///dir).
+# The API on localhost: one trained model (MODEL=runs/my-model) or a store's production model
+# (STORE=s3://bucket, file:///dir or a directory).
 serve: $(STAMP)
-	@test -n "$(STORE)" || { echo "usage: make serve STORE=s3://bucket|file:///dir"; exit 2; }
-	$(VENV)/bin/lmrec serve --store $(STORE)
+	@test -n "$(MODEL)$(STORE)" || { echo "usage: make serve MODEL=runs/my-model | STORE=s3://bucket"; exit 2; }
+	$(VENV)/bin/lmrec serve $(MODEL) $(if $(STORE),--store $(STORE))
 
 # Lambda layers built for python3.12 / x86_64 without Docker; prints their unzipped sizes.
 # The deps layer installs layers/deps/requirements.lock exactly; layer-lock rewrites that lock

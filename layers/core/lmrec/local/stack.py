@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 import boto3
 
-from lmrec import store
+from lmrec import aws, store
 
 REPO = Path(__file__).resolve().parents[4]  # layers/core/lmrec/local/stack.py
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def free_port() -> int:
 def create_events_table(name: str) -> None:
     """The user-store table (histories and events) as template.yaml declares it (user_id +
     sk keys), on the endpoint boto3 is pointed at."""
-    boto3.client("dynamodb").create_table(
+    aws.client("dynamodb").create_table(
         TableName=name,
         BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[
@@ -166,7 +166,7 @@ class LocalStack:
         from lmrec import events
 
         events.reset_client()
-        boto3.client("s3").create_bucket(Bucket=self.bucket)
+        aws.client("s3").create_bucket(Bucket=self.bucket)
         create_events_table(self.table)
         return self
 
@@ -206,7 +206,7 @@ class LocalStack:
     def run_pending_jobs(self, on_line: Callable[[str], None] | None = None) -> list[dict]:
         """Run every training job not run yet; return the promote function's decisions.
         `on_line` sees each line the job prints (its log file gets all of them)."""
-        sm = boto3.client("sagemaker")
+        sm = aws.client("sagemaker")
         decisions = []
         for summary in sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]:
             name = summary["TrainingJobName"]

@@ -11,6 +11,9 @@ import pytest
 
 from tests.conftest import REPO, TINY_HP
 
+# each test runs the diagnosis script on a trained model: make test-slow and CI run them
+pytestmark = pytest.mark.slow
+
 
 def diagnose(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(

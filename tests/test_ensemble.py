@@ -63,7 +63,7 @@ def test_distillation_target_of_an_ensemble_is_its_mean_log_softmax():
     assert torch.allclose(loss, expected, atol=1e-5)
 
 
-@pytest.mark.slow  # a long training: make test-slow and CI run it
+@pytest.mark.slow  # tens of seconds: make test-slow and CI run it
 def test_training_job_with_two_teachers(tmp_path, synthetic_csv):
     # GIVEN a run that trains two teachers, distils a student from them and refits both
     out, ckpt = tmp_path / "model", tmp_path / "ckpt"

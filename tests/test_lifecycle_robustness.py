@@ -443,7 +443,7 @@ def test_bad_events_get_a_clear_answer_not_a_crash(event, monkeypatch):
         assert reply["action"] in ("ignored", "skipped") and reply[key].startswith("not a"), reply
 
 
-@pytest.mark.slow  # a long training: make test-slow and CI run it
+@pytest.mark.slow  # tens of seconds: make test-slow and CI run it
 def test_a_60mb_bad_csv_line_is_not_echoed_whole(tmp_path):
     from tests.conftest import run_training
 

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import TINY_HP, run_training
 
 
-@pytest.mark.slow  # a long training: make test-slow and CI run it
+@pytest.mark.slow  # tens of seconds: make test-slow and CI run it
 def test_refit_reports_test_only_and_decay_is_checkpointed(tmp_path, synthetic_csv):
     out, ckpt = tmp_path / "model", tmp_path / "ckpt"
     args = ["train", "--data", str(synthetic_csv), "--output", str(out)]

@@ -60,7 +60,7 @@ def test_bad_regulariser_values_are_refused(bad):
             from_hyperparameters({name: bad})
 
 
-@pytest.mark.slow  # a long training: make test-slow and CI run it
+@pytest.mark.slow  # tens of seconds: make test-slow and CI run it
 def test_averaged_weights_are_what_is_exported_and_resumed(tmp_path, synthetic_csv):
     # GIVEN a job with weight averaging and input noise, stopped after 2 of 4 epochs
     out, ckpt = tmp_path / "model", tmp_path / "ckpt"

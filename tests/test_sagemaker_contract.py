@@ -139,7 +139,7 @@ def test_cli_missing_hyperparameters_file(tmp_path, synthetic_csv):
     assert proc.returncode == 2 and "no such hyperparameters file" in proc.stderr
 
 
-@pytest.mark.slow  # a long training: make test-slow and CI run it
+@pytest.mark.slow  # tens of seconds: make test-slow and CI run it
 def test_resumes_from_checkpoint(tmp_path, synthetic_csv):
     # GIVEN a finished 2-epoch run
     base = lay_out(tmp_path / "r", synthetic_csv)
@@ -185,7 +185,7 @@ def test_sigterm_stops_cleanly_and_keeps_checkpoint(tmp_path, ml100k_small):
     assert state["epoch"] >= 1
 
 
-@pytest.mark.slow  # a long training: make test-slow and CI run it
+@pytest.mark.slow  # tens of seconds: make test-slow and CI run it
 @pytest.mark.parametrize("processes", ["2"])
 def test_ddp_two_cpu_processes(tmp_path, processes):
     """torchrun with 2 gloo processes on CPU learns the synthetic pattern, like one process."""

@@ -3,6 +3,11 @@ where 1% of users changed) and the latency of the one Query a recommendation mak
 DynamoDB (a moto server on localhost: the protocol and botocore's costs, not AWS's network)
 and on the embedded SQLite store. Prints JSON.
 
+moto's Query walks every item of the table (moto/dynamodb/models/table.py, `for item in
+self.all_items()`), so on moto its latency grows with the table; DynamoDB reads one
+partition. The Query figure on the large table is therefore taken over a few queries only,
+and the per-query cost of the client and protocol is measured again on a 1,000-user table.
+
     .venv/bin/python benchmarks/userstore.py --users 100000 --per-user 20
 """
 
@@ -61,7 +66,7 @@ def query_latency(store, users: list[str], limit: int) -> dict:
     }
 
 
-def run_store(name: str, store, data, state: str, args) -> dict:
+def run_store(name: str, store, data, state: str, args, queries: int) -> dict:
     from lmrec.events import Event
 
     from training import histories
@@ -81,7 +86,7 @@ def run_store(name: str, store, data, state: str, args) -> dict:
     third = histories.sync(changed, store, state, args.history_length)
     out["one_percent_changed"] = {"changed": n, **third}
     rng = np.random.default_rng(2)
-    users = [str(data.user_ids[u]) for u in rng.choice(data.n_users, size=args.queries)]
+    users = [str(data.user_ids[u]) for u in rng.choice(data.n_users, size=queries)]
     for u in users[:200]:  # some users with events too, so the Query returns both kinds
         store.put_events([Event(u, f"item-{j:06d}", 1_700_000_000 + j) for j in range(10)], 86400)
     out["query"] = query_latency(store, users, 50)
@@ -95,6 +100,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--history-length", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--moto-queries", type=int, default=30, help="on the large moto table")
     parser.add_argument("--stores", default="sqlite,dynamodb")
     args = parser.parse_args()
     from lmrec.userstore import open_user_store
@@ -110,7 +116,7 @@ def main() -> None:
         if "sqlite" in args.stores:
             store = open_user_store(f"sqlite://{Path(tmp) / 'users.db'}")
             results["runs"].append(
-                run_store("sqlite", store, data, f"file://{tmp}/sqlite.npz", args)
+                run_store("sqlite", store, data, f"file://{tmp}/sqlite.npz", args, args.queries)
             )
         if "dynamodb" in args.stores:
             from lmrec.local.stack import create_events_table, free_port
@@ -129,8 +135,27 @@ def main() -> None:
                 create_events_table("bench-users")
                 store = open_user_store("dynamodb://bench-users")
                 results["runs"].append(
-                    run_store("dynamodb (moto server)", store, data, f"file://{tmp}/d.npz", args)
+                    run_store(
+                        "dynamodb (moto server)",
+                        store,
+                        data,
+                        f"file://{tmp}/d.npz",
+                        args,
+                        args.moto_queries,
+                    )
                 )
+                create_events_table("bench-small")
+                small_store = open_user_store("dynamodb://bench-small")
+                small = synthetic(1000, args.per_user, args.items, seed=5)
+                run = run_store(
+                    "dynamodb (moto server), 1,000 users",
+                    small_store,
+                    small,
+                    f"file://{tmp}/s.npz",
+                    args,
+                    args.queries,
+                )
+                results["runs"].append({"store": run["store"], "query": run["query"]})
             finally:
                 server.stop()
     print(json.dumps(results, indent=1))

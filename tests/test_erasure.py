@@ -145,3 +145,38 @@ def test_delete_when_the_record_cannot_be_written(api, monkeypatch):
     # the user store part happened: the user is already served as unknown
     _, after = call(api, "api_post_recommendations.json", body={"user_id": "3", "k": 5})
     assert after["strategy"] == "popular"
+
+
+def test_the_training_job_gets_the_user_data_settings(monkeypatch):
+    from lmrec.retrain import training_job_request
+    from lmrec.settings import RetrainSettings
+
+    cfg = RetrainSettings(
+        store_uri="s3://b",
+        data_uri="s3://b/data/interactions/",
+        output_uri="s3://b/training-output",
+        training_image="img",
+        training_role_arn="arn:aws:iam::1:role/r",
+        user_store="dynamodb://t",
+        erasure_uri="s3://b/erasure",
+    )
+    env = training_job_request(cfg, "lmrec-x")["Environment"]
+    assert env == {
+        "LMREC_DATA_URI": "s3://b/data/interactions/",
+        "LMREC_USER_STORE": "dynamodb://t",
+        "LMREC_ERASURE_URI": "s3://b/erasure",
+        "LMREC_HISTORY_LENGTH": "1000",
+    }
+
+
+def test_training_stops_when_the_deletion_job_cannot_finish(tmp_path):
+    data = write_csv(tmp_path / "d.csv", ["user_id", "item_id", "timestamp"], _rows(["a"]))
+    requests = tmp_path / "erasure" / "requests"
+    requests.mkdir(parents=True)
+    (requests / "x.json").write_text("{broken")
+    proc = run_training(
+        ["train", "--data", str(data), "--output", str(tmp_path / "model")],
+        env={"LMREC_ERASURE_URI": f"file://{tmp_path / 'erasure'}"},
+    )
+    assert proc.returncode != 0 and "not a valid erasure record" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "model" / "manifest.json").exists()

@@ -96,7 +96,9 @@ Container: with no --data, follows the SageMaker contract under $SAGEMAKER_BASE_
 
 def _user_data_parsers(sub) -> None:
     sync = sub.add_parser(
-        "sync-histories", help="write the users whose history changed into the user store"
+        "sync-histories",
+        help="write the users whose history changed into the user store",
+        formatter_class=_Help,
     )
     sync.add_argument("--data", required=True, help="interactions: file, directory or s3:// URI")
     sync.add_argument(
@@ -110,7 +112,9 @@ def _user_data_parsers(sub) -> None:
     sync.add_argument("--history-length", type=int, default=None)
     sync.add_argument("--erasure", help="erasure records root (users pending are skipped)")
     sync.add_argument("--full", action="store_true", help="write every user's history")
-    erase = sub.add_parser("erase", help="the deletion job: remove erased users' rows")
+    erase = sub.add_parser(
+        "erase", help="the deletion job: remove erased users' rows", formatter_class=_Help
+    )
     erase.add_argument("--requests", required=True, help="erasure root (s3://bucket/erasure)")
     erase.add_argument("--data", required=True, action="append", help="data URI, repeatable")
     erase.add_argument("--state", default="", help="history-sync fingerprints to clean")

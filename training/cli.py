@@ -276,15 +276,25 @@ def _launch(cmd: list[str]) -> int:
 
 
 def train(args, argv: list[str]) -> int:
+    prepared = _prepare(args, argv)
+    if isinstance(prepared, int):
+        return prepared  # bad input, already reported
+    paths, cfg, cmd = prepared
+    if cmd is not None:
+        return _run_launched(cmd, paths, cfg)
+    return _run_here(paths, cfg)
+
+
+def _prepare(args, argv: list[str]):
+    """(paths, config, torchrun command or None), or the exit code of a failure."""
     from lmrec.store import StoreError
 
     from training import userdata
     from training.config import ConfigError, from_hyperparameters
     from training.data import DataError
-    from training.sagemaker import launch_command, read_resource_config, write_failure
+    from training.sagemaker import launch_command, read_resource_config
 
     paths = None
-    bad_input = (ConfigError, DataError, StoreError)
     try:
         paths, hp = _paths_and_hp(args)
         cfg = from_hyperparameters(hp)
@@ -292,22 +302,35 @@ def train(args, argv: list[str]) -> int:
         cmd = launch_command(
             read_resource_config(paths.resource_config), cfg.train.processes_per_host, argv
         )
-    except bad_input as exc:
+    except (ConfigError, DataError, StoreError) as exc:
         return _fail(paths, exc, EXIT_BAD_INPUT)
     except ValueError as exc:  # resourceconfig problems
         return _fail(paths, exc, EXIT_BAD_INPUT)
     except RuntimeError as exc:  # the deletion job could not finish: train on nothing
         log.exception("the erasure step failed")
         return _fail(paths, exc, EXIT_INTERNAL)
-    if cmd is not None:
-        code = _launch(cmd)
-        if code != 0 and paths.failure is not None and not paths.failure.exists():
-            write_failure(paths, f"a training process exited with status {code}; see the logs")
-        if code == 0:
-            userdata.after_training(paths.train, cfg.data)
-        return code
+    return paths, cfg, cmd
 
-    from training import dist, pipeline
+
+def _run_launched(cmd: list[str], paths, cfg) -> int:
+    """More than one process: torchrun runs this entry again in each."""
+    from training import userdata
+    from training.sagemaker import write_failure
+
+    code = _launch(cmd)
+    if code != 0 and paths.failure is not None and not paths.failure.exists():
+        write_failure(paths, f"a training process exited with status {code}; see the logs")
+    if code == 0:
+        userdata.after_training(paths.train, cfg.data)
+    return code
+
+
+def _run_here(paths, cfg) -> int:
+    from lmrec.store import StoreError
+
+    from training import dist, pipeline, userdata
+    from training.config import ConfigError
+    from training.data import DataError
     from training.trainer import Stopped
 
     stop = threading.Event()
@@ -321,7 +344,7 @@ def train(args, argv: list[str]) -> int:
     except Stopped as exc:
         log.warning("SIGTERM: %s; the last finished epoch is in %s", exc, paths.checkpoints)
         return EXIT_STOPPED
-    except bad_input as exc:
+    except (ConfigError, DataError, StoreError) as exc:
         return _fail(paths if env.is_main else None, exc, EXIT_BAD_INPUT)
     except Exception as exc:  # an internal error: keep the traceback for the logs
         log.exception("training failed")

@@ -145,6 +145,11 @@ def _guarded(command):
 
 
 def add_commands(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    for add in (_serve_parser, _publish_parser, _rollback_parser, _demo_parser):
+        add(sub, formatter)
+
+
+def _serve_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     serve = sub.add_parser(
         "serve",
         help="run the recommendation API on localhost (uvicorn)",
@@ -170,6 +175,8 @@ def add_commands(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.set_defaults(run=_guarded(cmd_serve))
 
+
+def _publish_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     publish_p = sub.add_parser(
         "publish",
         help="copy a trained model into a store and make it production",
@@ -180,6 +187,8 @@ def add_commands(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     publish_p.add_argument("--model-name", default="lmrec", help="model name in the store")
     publish_p.set_defaults(run=_guarded(cmd_publish))
 
+
+def _rollback_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     rollback = sub.add_parser(
         "rollback", help="point production back at the previous model", formatter_class=formatter
     )
@@ -192,6 +201,8 @@ def add_commands(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     )
     rollback.set_defaults(run=_guarded(cmd_rollback))
 
+
+def _demo_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     demo = sub.add_parser(
         "demo", help="the whole lifecycle on the embedded local stack", formatter_class=formatter
     )

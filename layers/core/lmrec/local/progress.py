@@ -71,7 +71,8 @@ class JobProgress:
             value = float(valid.group("v"))
             self.best = value if not self.best >= value else self.best  # nan-safe max
         if self.bar is not None:
-            self.bar.set_postfix_str(f", epoch {epoch}, valid NDCG@10 {self.best:.4f}")
+            # tqdm puts ", " before the postfix itself
+            self.bar.set_postfix_str(f"epoch {epoch}, valid NDCG@10 {self.best:.4f}")
 
     def _start(self, phase: str, began: float) -> None:
         self.phase, self.began, self.epochs, self.best = phase, began, 0, float("nan")

@@ -245,6 +245,12 @@ def child_latency(bundle_dir: str) -> dict:
     )
     narrow = timed(lambda h: rec.recommend(h, Filters(k=10, include_categories=["cat007"])), hist)
     cold = timed(lambda h: rec.recommend(np.empty(0, np.int64), Filters(k=10)), hist[:200])
+    by_share = {}  # include filters of 2, 10, 20 and 80 of the 200 categories
+    for n_cats in (2, 10, 20, 80):
+        f = Filters(k=10, include_categories=[f"cat{i:03d}" for i in range(n_cats)])
+        by_share[f"{n_cats}_categories"] = percentiles(
+            timed(lambda h, f=f: rec.recommend(h, f), hist[:200])
+        )
     similar = timed(lambda i: rec.similar(i, 10), probe_items)
     out = {
         "load_seconds": round(load_s, 3),
@@ -254,6 +260,7 @@ def child_latency(bundle_dir: str) -> dict:
         "recommend_filtered": percentiles(filtered),
         "recommend_one_category": percentiles(narrow),
         "recommend_no_history": percentiles(cold),
+        "recommend_include_categories": by_share,
         "similar": percentiles(similar),
     }
     if getattr(rec, "index", None) is not None:

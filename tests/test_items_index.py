@@ -13,7 +13,7 @@ from lmrec.recommend import Filters, Recommender
 from lmrec.student import NumpySASRec, dequantize_items
 
 from tests.conftest import synthetic_rows, write_csv
-from training.bundle_writer import requantize, write_bundle
+from training.bundle_writer import quantize_items, requantize, write_bundle
 from training.config import DataConfig, ModelConfig
 from training.data import load_interactions
 from training.model import SASRec
@@ -304,3 +304,32 @@ def test_inconsistent_item_files_are_refused(indexed, tmp_path, name, damage, me
     rewrite(dst, name, arrays, metadata)
     with pytest.raises(bundle.BundleError, match=message):
         bundle.load(dst)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+def test_tables_score_in_their_stored_precision(monkeypatch, dtype):
+    """Whole-table scores (chunk by chunk), candidate scores, embeddings and norms from the
+    stored table equal those of the table dequantized to float32 once, as before."""
+    import lmrec.student as student_mod
+
+    monkeypatch.setattr(student_mod, "SCORE_CHUNK", 64)  # several chunks and a partial one
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    model = SASRec(ModelConfig(n_items=300, d_model=16, n_blocks=1, n_heads=2, max_len=10))
+    weights = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    weights.update(quantize_items(weights.pop("item_emb.weight"), dtype))
+    runtime = NumpySASRec(weights, {**model.cfg.__dict__})
+    assert runtime.table.dtype == np.dtype(dtype)  # no float32 copy kept
+    table = dequantize_items(weights)
+    hidden = rng.standard_normal((3, 16)).astype(np.float32)
+    scores = runtime.score(hidden)
+    np.testing.assert_allclose(scores[:, 1:], (hidden @ table.T)[:, 1:], rtol=1e-5, atol=1e-5)
+    assert np.isneginf(scores[:, 0]).all()
+    rows = rng.integers(1, 301, size=40)
+    np.testing.assert_allclose(
+        runtime.score_rows(hidden[0], rows), table[rows] @ hidden[0], rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        runtime.embed(rows.reshape(4, 10)), table[rows].reshape(4, 10, 16), rtol=1e-6
+    )
+    np.testing.assert_allclose(runtime.item_norms(), np.linalg.norm(table, axis=1), rtol=1e-5)

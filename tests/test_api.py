@@ -95,11 +95,26 @@ def test_future_events_and_unknown_categories(api):
     future = {"events": [{"user_id": "1", "item_id": "50", "timestamp": 4_000_000_000}]}
     status, reply = call(api, "api_post_events.json", body=future)
     assert status == 422 and "timestamp is in the future" in reply["detail"]
-    status, reply = call(
-        api, "api_post_recommendations.json", body={"user_id": "1", "include_categories": ["Polka"]}
-    )
-    assert status == 200 and reply["items"] == []
-    assert "unknown categories ignored: Polka" in reply["warnings"][0]
+
+
+def test_unknown_categories_are_named_and_do_what_the_reply_says(api):
+    def ask(**filters):
+        return call(api, "api_post_recommendations.json", body={"user_id": "1", **filters})
+
+    # an include filter of only unknown names could only answer nothing: 422 naming them
+    status, reply = ask(include_categories=["Polka", "Ska"])
+    assert status == 422 and "none is in the catalog" in reply["detail"], reply
+    assert "Polka, Ska" in reply["detail"]
+    # one known name: its items, and a warning that the unknown one matched none
+    status, reply = ask(include_categories=["Polka", "Drama"], k=5)
+    assert status == 200 and len(reply["items"]) == 5, reply
+    assert all("Drama" in i["attributes"]["genres"] for i in reply["items"])
+    assert reply["warnings"] == ["unknown include categories match no items: Polka"]
+    # an unknown exclude name excludes nothing: the same items as no filter at all
+    status, plain = ask(k=5)
+    status, reply = ask(exclude_categories=["Polka"], k=5)
+    assert status == 200 and reply["items"] == plain["items"]
+    assert reply["warnings"] == ["unknown exclude categories ignored: Polka"]
 
 
 def test_ids_with_slashes_reach_their_routes(api):

@@ -43,8 +43,18 @@ class RecommendRequest(Strict):
     k: int = Field(10, ge=1, le=100)
     exclude_seen: bool = True
     exclude_items: list[Id] = Field(default_factory=list, max_length=MAX_HISTORY)
-    include_categories: list[Category] = Field(default_factory=list, max_length=50)
-    exclude_categories: list[Category] = Field(default_factory=list, max_length=50)
+    include_categories: list[Category] = Field(
+        default_factory=list,
+        max_length=50,
+        description="only items in one of these categories; a name the model's catalog does "
+        "not have matches no item (a warning names it), and when none is known: 422",
+    )
+    exclude_categories: list[Category] = Field(
+        default_factory=list,
+        max_length=50,
+        description="no item in any of these categories; unknown names are ignored (a "
+        "warning names them)",
+    )
     explain: bool = True
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 
 from lmrec.api.auth import CallerDep, require_user
 from lmrec.api.deps import SettingsDep, StateDep, UsersDep, require_model
@@ -66,6 +66,31 @@ async def stored_items(
         return None, "the user's stored history was unavailable and was not used"
 
 
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:10])[:500]
+
+
+def category_warnings(rec: Recommender, filters: Filters) -> list[str]:
+    """What the category filters did with names the model's catalog does not have. An unknown
+    exclude category excludes nothing (ignored); an unknown include category matches no item,
+    so an include filter of only unknown names could answer nothing at all: 422 instead."""
+    known = rec.catalog.has_category
+    include = [c for c in filters.include_categories if not known(c)]
+    exclude = [c for c in filters.exclude_categories if not known(c)]
+    if include and len(include) == len(filters.include_categories):
+        raise HTTPException(
+            422,
+            f"include_categories: none is in the catalog of model {rec.version}: "
+            f"{_listed(include)}",
+        )
+    warnings = []
+    if include:
+        warnings.append(f"unknown include categories match no items: {_listed(include)}")
+    if exclude:
+        warnings.append(f"unknown exclude categories ignored: {_listed(exclude)}")
+    return warnings
+
+
 async def recommend(
     rec: Recommender,
     users: UserStore | None,
@@ -76,7 +101,7 @@ async def recommend(
 ) -> RecommendResponse:
     """Stored history + real-time events (one user-store query) + the request's history,
     then the model. Stored ids the live model does not know are skipped."""
-    warnings: list[str] = []
+    warnings = category_warnings(rec, filters)  # a 422 before any user-store read
     parts = []
     degraded = False
     if user_id is not None and users is not None:
@@ -87,13 +112,6 @@ async def recommend(
         else:
             degraded = True
             warnings.append(warning or "")
-    missing = [
-        c
-        for c in (*filters.include_categories, *filters.exclude_categories)
-        if not rec.catalog.has_category(c)
-    ]
-    if missing:
-        warnings.append(f"unknown categories ignored: {', '.join(missing[:10])}"[:600])
     rows, unknown = rec.catalog.rows(history)
     parts.append(rows)
     merged = np.concatenate(parts) if parts else np.empty(0, np.int64)

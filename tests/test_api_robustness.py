@@ -323,3 +323,62 @@ def test_iam_callers_are_backends_acting_for_any_user(monkeypatch, api):
     monkeypatch.setattr(api.app.state, "settings", settings)
     status, body = reply(api, as_user("api_get_user_recommendations.json", None))
     assert status == 200 and body["user_id"] == "1"
+
+
+def stored(api, user: str) -> list[str]:
+    return api.app.state.users.recent(user, 1000).items()
+
+
+def test_hostile_jwt_callers_touch_only_their_own_data(jwt_api):
+    alice = {"sub": "1", "scope": "openid"}
+    before = {u: stored(jwt_api, u) for u in ("1", "2")}
+    assert before["1"] and before["2"]
+    # a batch of events for herself and for someone else: refused whole, nothing recorded
+    mixed = {"events": [{"user_id": "1", "item_id": "50"}, {"user_id": "2", "item_id": "50"}]}
+    status, _ = reply(jwt_api, as_user("api_post_events.json", alice, body=mixed))
+    assert status == 403
+    # the erasure route itself (not only the older /events one)
+    status, _ = reply(jwt_api, as_user("api_delete_events.json", alice, path="/v1/users/2"))
+    assert status == 403
+    # ids are exact: "1 " and "1/x" are other users
+    for path in ("/v1/users/1 /recommendations", "/v1/users/1/x/recommendations"):
+        event = as_user("api_get_user_recommendations.json", alice, path=path)
+        assert reply(jwt_api, event)[0] == 403, path
+    assert {u: stored(jwt_api, u) for u in ("1", "2")} == before
+    # no user_id: the request's own history only, nobody's stored one
+    event = as_user("api_post_recommendations.json", alice, body={"history": ["50"]})
+    status, body = reply(jwt_api, event)
+    assert status == 200 and body["user_id"] is None and body["history_length"] == 1
+    assert {i["reason"]["item_id"] for i in body["items"] if i["reason"]} <= {"50"}
+    # her own answer: every reason is an item of her own history
+    event = as_user("api_get_user_recommendations.json", alice, path="/v1/users/1/recommendations")
+    status, body = reply(jwt_api, event)
+    assert status == 200 and body["items"]
+    assert {i["reason"]["item_id"] for i in body["items"] if i["reason"]} <= set(before["1"])
+    # similar items carry no user's history
+    status, body = reply(jwt_api, as_user("api_get_similar.json", alice))
+    assert status == 200 and all(i["reason"] is None for i in body["items"])
+
+
+@pytest.mark.parametrize(
+    "claims, status",
+    [
+        ({"scope": "openid"}, 401),  # no user claim
+        ({"sub": "", "scope": "openid"}, 401),
+        ({"sub": 2, "scope": "openid"}, 401),  # not a string: not taken as user "2"
+        ({"sub": ["2"], "scope": "openid"}, 401),
+        ({"sub": "1", "scope": "lmrec/any-user-readonly openid"}, 403),  # a look-alike scope
+        ({"sub": "1", "scope": "[lmrec/any-user-x]"}, 403),
+        ({"sub": "1", "scope": ["openid", "lmrec/any-userx"]}, 403),
+        ({"sub": "1", "scope": {"lmrec/any-user": True}}, 403),  # not a scope list at all
+        ({"sub": "1", "scope": ["openid", "lmrec/any-user"]}, 200),  # a list claim
+        ({"sub": "1", "scope": "openid lmrec/any-user"}, 200),  # space-separated
+        ({"sub": "1", "scope": "[openid lmrec/any-user]"}, 200),  # API Gateway's array form
+    ],
+)
+def test_odd_claims_get_no_one_elses_data(jwt_api, claims, status):
+    event = as_user("api_get_user_recommendations.json", claims, path="/v1/users/2/recommendations")
+    got, body = reply(jwt_api, event)
+    assert got == status, body
+    if status != 200:
+        assert "items" not in body and "detail" in body

@@ -32,3 +32,25 @@ def test_one_summary_line_per_model_with_its_epochs_best_and_stop_reason():
     assert "1 epoch in" in said[2] and "best valid NDCG@10 0.0624" in said[2]
     # the student's best is its best epoch, not its last
     assert "best valid NDCG@10 0.0601" in said[1]
+
+
+def test_gate_table_marks_the_served_model_and_names_the_sampled_protocol(tmp_path, capsys):
+    import json
+
+    from lmrec.local.demo import show_gate
+
+    def block(v):
+        return {"ndcg@10": v, "hr@10": 2 * v, "users": 50}
+
+    metrics = {
+        n: {"test": {"full": block(v), "sampled50": block(3 * v)}}
+        for n, v in (("teacher", 0.05), ("student", 0.04), ("popularity", 0.02))
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps({"metrics": metrics}))
+    decision = {"action": "promoted", "model_version": "v1", "reason": "first model"}
+    assert show_gate(decision, tmp_path)
+    out = capsys.readouterr().out
+    assert "sampled50 NDCG@10" in out
+    served = [line for line in out.splitlines() if "(served)" in line]
+    assert len(served) == 1 and served[0].split()[:2] == [">", "student"]
+    assert "note: teacher rank above the served student" in out  # said when true

@@ -383,7 +383,8 @@ def _protocol(cfg: RunConfig) -> dict:
         "split": "leave-one-out by time: last interaction = test, the one before = valid; "
         "users with < 3 interactions train only",
         "full": "held-out item ranked against every catalog item, user's seen items excluded",
-        "sampled100": f"held-out item ranked against {cfg.train.sampled_negatives} uniformly "
+        f"sampled{cfg.train.sampled_negatives}": "held-out item ranked against "
+        f"{cfg.train.sampled_negatives} uniformly "
         "sampled items the user never interacted with (Kang & McAuley 2018)",
         "k": 10,
         "ties": "broken uniformly at random (seeded)",

@@ -132,6 +132,110 @@ def test_hanging_s3_at_cold_start_is_bounded_and_retried(
     get_settings.cache_clear()
 
 
+class StallingProxy:
+    """An S3 endpoint in front of the moto server that answers every request but a GET of
+    one bundle file: for that one it sends the headers and half the bytes, then goes quiet
+    (a download that stalls midway, after the pointer and the manifest arrived)."""
+
+    def __init__(self, upstream: str, stall_on: str):
+        import http.client
+        import http.server
+        from urllib.parse import urlsplit
+
+        proxy = self
+        self.stall_on, self.stalled, self.release = stall_on, 0, threading.Event()
+        target = urlsplit(upstream).netloc
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _forward(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else None
+                conn = http.client.HTTPConnection(target, timeout=10)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                answer = conn.getresponse()
+                data = answer.read()
+                stall = self.command == "GET" and self.path.endswith(proxy.stall_on)
+                if stall and not proxy.release.is_set():
+                    proxy.stalled += 1
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    proxy.release.wait(30)  # say nothing more; the client must give up
+                    return
+                self.send_response(answer.status)
+                for k, v in answer.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_s3_stalling_midway_through_a_bundle_file_is_bounded_and_retried(
+    monkeypatch, s3_env, trained_bundle, tmp_path
+):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="lmrec-cold-stall")
+    root = "s3://lmrec-cold-stall"
+    registry.set_production(root, "lmrec", registry.publish(trained_bundle, root, "lmrec"))
+    # GIVEN S3 answers the pointer and the manifest, then stalls halfway through the items
+    proxy = StallingProxy(s3_env, fmt.ITEMS)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        monkeypatch.setattr(store, "_S3", None)
+        monkeypatch.setenv("LMREC_STORE_URI", root)
+        monkeypatch.setenv("LMREC_EVENTS_TABLE", "")
+        monkeypatch.setenv("LMREC_CACHE_DIR", str(tmp_path))  # nothing cached from elsewhere
+        monkeypatch.setenv("LMREC_INIT_LOAD_SECONDS", "1.5")
+        monkeypatch.setenv("LMREC_AWS_READ_TIMEOUT", "2")  # each socket read waits <= 2 s
+        get_settings.cache_clear()
+        # WHEN the function initialises
+        fn, init_seconds = timed(import_function, "api", "fn_api_cold_stall")
+        # THEN init gives up after its bound, and the routes answer 503 at once
+        assert proxy.stalled == 1 and fn.state.version is None
+        assert 1.4 < init_seconds < 4.0, init_seconds
+        (status, body), seconds = timed(call, fn, "api_post_recommendations.json")
+        assert status == 503 and body["detail"] == "no model is loaded yet; try again shortly"
+        assert seconds < 0.5, seconds
+        # and the stalled load itself ends within one read timeout: it is not stuck for good
+        loading = fn.state.start_refresh()  # the load still running (the stalled one)
+        loading.join(6)  # one 2 s read timeout, on a busy machine; the stall lasts 30 s
+        assert not loading.is_alive() and fn.state.version is None
+        assert "items.safetensors" in fn.state.problem and "timed out" in fn.state.problem
+        assert "127.0.0.1" not in (fn.state.public_problem() or "")
+        # no half file is kept as if it were the whole one
+        assert not list(tmp_path.rglob("*.part"))
+        # WHEN S3 answers again, the next attempt downloads the file whole and serves
+        proxy.release.set()
+        fn.state.last_check = float("-inf")
+        status, body = call(fn, "api_post_recommendations.json")
+        assert status == 200 and body["model_version"], body
+        print(
+            f"S3 stalling mid-file: init bounded at {init_seconds:.2f} s, 503 in "
+            f"{seconds * 1000:.0f} ms, the stalled load ended on its own"
+        )
+    finally:
+        proxy.close()
+        get_settings.cache_clear()
+
+
 # --- only a bundle that answers is served ---------------------------------------------------
 
 

@@ -159,12 +159,14 @@ def test_the_training_job_gets_the_user_data_settings(monkeypatch):
         training_role_arn="arn:aws:iam::1:role/r",
         user_store="dynamodb://t",
         erasure_uri="s3://b/erasure",
+        batch_uri="s3://b/batch/",
     )
     env = training_job_request(cfg, "lmrec-x")["Environment"]
     assert env == {
         "LMREC_DATA_URI": "s3://b/data/interactions/",
         "LMREC_USER_STORE": "dynamodb://t",
         "LMREC_ERASURE_URI": "s3://b/erasure",
+        "LMREC_BATCH_URI": "s3://b/batch/",
         "LMREC_HISTORY_LENGTH": "1000",
     }
 
@@ -180,3 +182,43 @@ def test_training_stops_when_the_deletion_job_cannot_finish(tmp_path):
     )
     assert proc.returncode != 0 and "not a valid erasure record" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "model" / "manifest.json").exists()
+
+
+def test_the_deletion_job_erases_batch_outputs_too(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # training data keyed by another column, and a batch output as training/batch.py writes it
+    data = write_csv(tmp_path / "d.csv", ["customer", "item_id", "timestamp"], _rows(["x", "gone"]))
+    out = tmp_path / "batch" / "part-00000-of-00001.parquet"
+    out.parent.mkdir()
+    schema = {
+        "user_id": pa.string(),
+        "rank": pa.int16(),
+        "item_id": pa.string(),
+        "score": pa.float32(),
+        "strategy": pa.string(),
+    }
+    rows = {
+        "user_id": ["x", "gone", "gone", "y"],
+        "rank": [1, 1, 2, 1],
+        "item_id": ["a", "b", "c", "d"],
+        "score": [0.5, 0.4, 0.3, 0.2],
+        "strategy": ["personalized"] * 4,
+    }
+    pq.write_table(pa.table({k: pa.array(rows[k], t) for k, t in schema.items()}), out)
+    root = f"file://{tmp_path / 'erasure'}"
+    erasure.record(root, "gone")
+    summary = job.run(root, [str(data)], "customer", batch_uris=[str(tmp_path / "batch")])
+    assert summary["rows_removed"] == 3 + 2 and summary["completed"] == 1
+    kept = pq.read_table(out)
+    assert kept.column("user_id").to_pylist() == ["x", "y"]
+    assert {f.name: f.type for f in kept.schema} == schema  # still readable as a batch output
+    assert "gone" not in data.read_text()
+    # a batch location with nothing in it yet is no failure
+    root2 = f"file://{tmp_path / 'erasure2'}"
+    erasure.record(root2, "x")
+    assert (
+        job.run(root2, [str(data)], "customer", batch_uris=[str(tmp_path / "none")])["completed"]
+        == 1
+    )

@@ -5,12 +5,14 @@ and in no record of the table."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
 import boto3
+import pandas as pd
 import pytest
-from lmrec import erasure, store
+from lmrec import erasure, registry, store
 from lmrec.local.stack import LocalStack
 from lmrec.settings import get_settings
 
@@ -23,6 +25,7 @@ from tests.conftest import (
     write_csv,
 )
 from tests.test_privacy import files_holding, plain_bytes
+from training.batch import run_batch
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +89,20 @@ def test_erasure_on_the_local_stack(tmp_path):
             api, "api_post_events.json", {"events": [{"user_id": TARGET, "item_id": "i3"}]}
         )
         assert status == 202
-        assert bucket_objects_holding(stack, TARGET) == ["data/interactions/part-0001.csv"]
+        # batch recommendations for every user of the data: an output that holds user ids
+        pointer = registry.read_pointer(get_settings().pointer_uri())
+        batch = run_batch(
+            pointer.bundle_uri,
+            f"{stack.store_uri}/batch/",
+            data_uri=f"{stack.store_uri}/data/interactions/",
+            cache_dir=str(tmp_path / "batch-cache"),
+        )
+        assert batch["users"] == 200 and batch["rows"] == 2000
+        output = "batch/part-00000-of-00001.parquet"
+        assert sorted(bucket_objects_holding(stack, TARGET)) == [
+            output,
+            "data/interactions/part-0001.csv",
+        ]
 
         # erasure: at once in the user store, recorded for the deletion job
         status, body = call(api, "api_delete_events.json", path=f"/v1/users/{TARGET}")
@@ -95,6 +111,7 @@ def test_erasure_on_the_local_stack(tmp_path):
         assert after["strategy"] == "popular" and after["history_length"] == 0
         record = f"erasure/requests/{erasure.user_hash(TARGET)}.json"
         assert sorted(bucket_objects_holding(stack, TARGET)) == [
+            output,
             "data/interactions/part-0001.csv",
             record,
         ]
@@ -119,7 +136,11 @@ def test_erasure_on_the_local_stack(tmp_path):
         assert (job_dir / "input" / "data" / "train").is_dir()
         assert files_holding(job_dir / "input" / "data" / "train", [TARGET]) == {}
         assert files_holding(job_dir / "model", [TARGET]) == {}
-        # nothing in the bucket (data, models, training outputs, histories) holds the id;
+        # the batch output keeps everyone else's rows
+        kept = pd.read_parquet(io.BytesIO(store.read_bytes(f"{stack.store_uri}/{output}")))
+        assert kept["user_id"].nunique() == 199 and len(kept) == 1990
+        # nothing in the bucket (data, models, training outputs, histories, batch outputs)
+        # holds the id;
         # the request record now keeps only its hash
         assert bucket_objects_holding(stack, TARGET) == []
         done = json.loads(store.read_bytes(f"{stack.store_uri}/{record}"))

@@ -118,6 +118,9 @@ def _user_data_parsers(sub) -> None:
     erase.add_argument("--requests", required=True, help="erasure root (s3://bucket/erasure)")
     erase.add_argument("--data", required=True, action="append", help="data URI, repeatable")
     erase.add_argument("--state", default="", help="history-sync fingerprints to clean")
+    erase.add_argument(
+        "--batch", action="append", default=[], help="batch outputs (user_id rows), repeatable"
+    )
     erase.add_argument("--user-store", help="default $LMREC_USER_STORE")
     for p in (sync, erase):
         p.add_argument("--user-col", default="user_id")
@@ -185,7 +188,12 @@ def erase_command(args) -> int:
 
     try:
         summary = erasure.run(
-            args.requests, args.data, args.user_col, args.state, _user_store(args.user_store)
+            args.requests,
+            args.data,
+            args.user_col,
+            args.state,
+            _user_store(args.user_store),
+            batch_uris=args.batch,
         )
     except (DataError, StoreError, UserStoreError, UserStoreUnavailable, ValueError) as exc:
         print(f"error: {str(exc)[:500]}", file=sys.stderr)

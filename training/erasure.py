@@ -8,8 +8,11 @@ training reads them (training.data's id parsing), so what training would see is 
 removed. Then the users' fingerprints leave the history-sync state, and each request is
 marked done (its record keeps only a hash of the id).
 
-Runs before every training (the training container, on S3 and on its local copy of the
-data channel) and as `lmrec erase`.
+Batch recommendation outputs (training/batch.py: Parquet with a `user_id` column) hold user
+ids too: locations given as `batch_uris` lose the users' rows the same way.
+
+Runs before every training (the training container, on S3, on its local copy of the data
+channel, and on LMREC_BATCH_URI) and as `lmrec erase`.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ import logging
 import time
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from lmrec import erasure, store
 
 from training.data import DataError, _ids, data_files, read_table
 
 log = logging.getLogger(__name__)
+BATCH_USER_COL = "user_id"  # training/batch.py's output column
 
 
 def _user_mask(df: pd.DataFrame, user_col: str, users: set[str], uri: str) -> pd.Series:
@@ -40,8 +46,12 @@ def _user_mask(df: pd.DataFrame, user_col: str, users: set[str], uri: str) -> pd
 def _encode(df: pd.DataFrame, uri: str) -> bytes:
     name = uri.lower()
     if name.endswith((".parquet", ".pq")):
+        # The object's own column types: from pandas alone, string columns would come back
+        # as large_string (and readers expecting the old schema would differ). Only an
+        # object that holds the users' rows pays this second read.
+        schema = pq.read_schema(io.BytesIO(store.read_bytes(uri)))
         buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
+        pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), buf)
         return buf.getvalue()
     text = df.to_csv(index=False, sep="\t" if name.endswith(".tsv") else ",").encode()
     # mtime=0: the same rows give the same bytes (and the same ETag) on every run
@@ -78,6 +88,7 @@ def run(
     user_col: str = "user_id",
     state_uri: str = "",
     user_store=None,
+    batch_uris: list[str] | None = None,
 ) -> dict:
     """Carry out every pending request over these data locations; mark them done only when
     every location was purged (a failure leaves them pending for the next run)."""
@@ -91,6 +102,10 @@ def run(
         done = purge(uri, users, user_col)
         summary["objects_rewritten"] += done["objects_rewritten"]
         summary["rows_removed"] += done["rows_removed"]
+    for uri in batch_uris or []:  # their column is always user_id, whatever the data's
+        done = purge(uri, users, BATCH_USER_COL)
+        summary["objects_rewritten"] += done["objects_rewritten"]
+        summary["rows_removed"] += done["rows_removed"]
     if state_uri:
         from training.histories import drop_users
 
@@ -98,7 +113,8 @@ def run(
     if user_store is not None:  # the API deleted them at once; this also takes what a history
         for user in users:  # sync racing with the DELETE wrote back, and any later events
             user_store.delete_user(user)
-    completed = sum(erasure.complete(r, {"data": data_uris}) for r in requests)
+    where = {"data": data_uris, "batch": list(batch_uris or [])}
+    completed = sum(erasure.complete(r, where) for r in requests)
     summary["completed"] = completed
     summary["seconds"] = round(time.perf_counter() - began, 3)
     log.info("erasure job %s", summary)

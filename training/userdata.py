@@ -5,6 +5,8 @@ retrain function passes in the training job's Environment:
                             before training, on LMREC_DATA_URI and on the container's local
                             copy of the data channel, so no model trains on an erased user
   LMREC_DATA_URI            the S3 data prefix the deletion job rewrites
+  LMREC_BATCH_URI           batch recommendation outputs (s3://bucket/batch/): they hold
+                            user ids, so the deletion job rewrites them too
   LMREC_USER_STORE          dynamodb://table: after training, the users whose history changed
                             are written there (training/histories.py)
   LMREC_HISTORY_STATE_URI   the sync's fingerprints (default s3://<data bucket>/histories/...)
@@ -50,6 +52,7 @@ def before_training(train_uri: str, user_col: str, env=os.environ) -> dict | Non
         user_col,
         state_uri=_state_uri(env),
         user_store=open_user_store(store_uri) if store_uri else None,
+        batch_uris=[env["LMREC_BATCH_URI"]] if env.get("LMREC_BATCH_URI") else [],
     )
 
 

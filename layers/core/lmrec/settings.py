@@ -179,6 +179,7 @@ class RetrainSettings(CommonSettings):
     # before training, the history sync after it.
     user_store: str = ""  # dynamodb://table the sync writes histories to; empty: no sync
     erasure_uri: str = ""  # s3://bucket/erasure: pending requests to carry out first
+    batch_uri: str = ""  # s3://bucket/batch/: batch outputs (user ids) the deletion job purges
     history_state_uri: str = ""  # the sync's fingerprints; empty: s3://<bucket>/histories/...
     history_length: int = Field(default=1000, ge=1, le=100_000)
 
@@ -192,6 +193,7 @@ class RetrainSettings(CommonSettings):
             "LMREC_DATA_URI": self.data_uri,
             "LMREC_USER_STORE": self.user_store,
             "LMREC_ERASURE_URI": self.erasure_uri,
+            "LMREC_BATCH_URI": self.batch_uri,
             "LMREC_HISTORY_STATE_URI": self.history_state_uri,
             "LMREC_HISTORY_LENGTH": str(self.history_length),
         }

@@ -135,6 +135,7 @@ class LocalStack:
             # one table for histories and events (moto's DynamoDB), as in AWS
             "LMREC_USER_STORE": f"dynamodb://{self.table}",
             "LMREC_ERASURE_URI": f"{self.store_uri}/erasure",
+            "LMREC_BATCH_URI": f"{self.store_uri}/batch/",
             "LMREC_JOB_PREFIX": "lmrec-",
             "LMREC_DATA_URI": f"{self.store_uri}/data/interactions/",
             "LMREC_ITEMS_URI": f"{self.store_uri}/data/items/",

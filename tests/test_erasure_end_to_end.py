@@ -18,9 +18,8 @@ from lmrec.settings import get_settings
 
 from tests.conftest import (
     LEARNABLE_HP,
-    LambdaContext,
+    call,
     import_function,
-    load_event,
     synthetic_rows,
     write_csv,
 )
@@ -30,16 +29,6 @@ from training.batch import run_batch
 pytestmark = pytest.mark.e2e
 
 TARGET = "gdpr-Vq93k"  # cannot occur by accident in item ids, versions or numbers
-
-
-def call(api, name: str, body: dict | None = None, path: str | None = None) -> tuple[int, dict]:
-    event = load_event(name)
-    if body is not None:
-        event["body"] = json.dumps(body)
-    if path is not None:
-        event["rawPath"] = event["requestContext"]["http"]["path"] = path
-    reply = api.handler(event, LambdaContext())
-    return reply["statusCode"], json.loads(reply["body"])
 
 
 def with_target(rows: list[list], seed_user: str) -> list[list]:

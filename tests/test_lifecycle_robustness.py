@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 import threading
 import time
 import uuid
@@ -20,24 +19,7 @@ from lmrec.promote import Promoter
 from pydantic import ValidationError
 
 from tests.test_api_robustness import poison, tampered
-
-
-def tar_of(bundle_dir: Path, version: str, ndcg_scale: float = 1.0, tmp: Path | None = None):
-    """model.tar.gz bytes of a copy of the bundle as `version`, student NDCG scaled."""
-    manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    manifest["model_version"] = version
-    manifest["metrics"]["student"]["test"]["full"]["ndcg@10"] *= ndcg_scale
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for path in sorted(bundle_dir.iterdir()):
-            if path.name == "manifest.json":
-                data = json.dumps(manifest).encode()
-                info = tarfile.TarInfo("manifest.json")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                tar.add(path, arcname=path.name)
-    return buf.getvalue()
+from tests.test_lifecycle_functions import bundle_tar
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -124,7 +106,7 @@ def test_moto_enforces_the_conditions_and_so_does_the_file_store(root):
 def test_ten_racing_promotions_leave_the_best_and_keep_the_chain(root, learned_bundle, tmp_path):
     scales = [1.0 + 0.05 * i for i in range(10)]
     jobs = [
-        (f"lmrec-race{i}", artifact(root, f"race{i}", tar_of(learned_bundle, f"v-race{i}", s)))
+        (f"lmrec-race{i}", artifact(root, f"race{i}", bundle_tar(learned_bundle, f"v-race{i}", s)))
         for i, s in enumerate(scales)
     ]
     promoter = Promoter(root, "lmrec", tolerance=0.0)
@@ -145,7 +127,7 @@ def test_ten_racing_promotions_leave_the_best_and_keep_the_chain(root, learned_b
 
 
 def test_ten_concurrent_replays_promote_once(root, learned_bundle):
-    uri = artifact(root, "replay", tar_of(learned_bundle, "v-replay"))
+    uri = artifact(root, "replay", bundle_tar(learned_bundle, "v-replay"))
     promoter = Promoter(root, "lmrec", tolerance=0.0)
     decisions = run_all([lambda: promoter.on_completed("lmrec-replay", uri)] * 10)
     actions = sorted(d.action for d in decisions)
@@ -158,7 +140,7 @@ def test_ten_concurrent_replays_promote_once(root, learned_bundle):
 
 def promote(root: str, bundle: Path, version: str, scale: float) -> str:
     decision = Promoter(root, "lmrec").on_completed(
-        f"lmrec-{version}", artifact(root, version, tar_of(bundle, version, scale))
+        f"lmrec-{version}", artifact(root, version, bundle_tar(bundle, version, scale))
     )
     assert decision.action == "promoted", decision
     return version
@@ -225,7 +207,7 @@ def test_a_broken_pointer_is_reported_and_repaired(tmp_path, learned_bundle, dam
     assert production_data_time(settings) is None
     # a promotion repairs it, and says so
     decision = Promoter(root, "lmrec").on_completed(
-        "lmrec-fix", artifact(root, "fix", tar_of(learned_bundle, "v-fix", 1.1))
+        "lmrec-fix", artifact(root, "fix", bundle_tar(learned_bundle, "v-fix", 1.1))
     )
     assert decision.action == "promoted" and "broken production pointer" in decision.reason
     assert production(root)["model_version"] == "v-fix"
@@ -247,7 +229,7 @@ def test_promotion_refuses_a_bundle_that_cannot_serve(tmp_path, learned_bundle, 
     root = f"file://{tmp_path / 'store'}"
     bad = tampered(learned_bundle, tmp_path / "bad", "v-bad", **change)
     decision = Promoter(root, "lmrec").on_completed(
-        "lmrec-bad", artifact(root, "bad", tar_of(bad, "v-bad"))
+        "lmrec-bad", artifact(root, "bad", bundle_tar(bad, "v-bad"))
     )
     assert decision.action == "rejected" and cause in decision.reason
     with pytest.raises(registry.NoPointer):

@@ -53,6 +53,7 @@ def test_the_api_module_loads_without_torch_on_the_path(tmp_path):
     ("env", "field"),
     [
         ({"store_uri": "ftp://x"}, "store_uri"),
+        ({"erasure_uri": "bucket/erasure"}, "erasure_uri"),
         ({"refresh_seconds": 0}, "refresh_seconds"),
         ({"model_name": "bad name/with slash"}, "model_name"),
         ({"max_body_bytes": 10}, "max_body_bytes"),
@@ -62,3 +63,10 @@ def test_bad_settings_fail_fast(env, field):
     with pytest.raises(ValidationError) as err:
         Settings(**env)
     assert err.value.errors()[0]["loc"] == (field,)
+
+
+def test_store_roots_lose_their_trailing_slash_and_name_their_variable():
+    got = Settings(store_uri="s3://b/", erasure_uri="file:///tmp/e//")
+    assert (got.store_uri, got.erasure_uri) == ("s3://b", "file:///tmp/e")
+    with pytest.raises(ValidationError, match="LMREC_ERASURE_URI must start with s3://"):
+        Settings(erasure_uri="/tmp/e")

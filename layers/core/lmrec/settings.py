@@ -29,6 +29,14 @@ def pointer_uri(store_uri: str, model_name: str) -> str:
     return f"{models_prefix(store_uri, model_name)}/production.json"
 
 
+def store_root(value: str, name: str) -> str:
+    """An s3:// or file:// root without its trailing slash ("" stays: not configured)."""
+    value = value.rstrip("/")
+    if value and not value.startswith(("s3://", "file://")):
+        raise ValueError(f"{name} must start with s3:// or file://")
+    return value
+
+
 class CommonSettings(BaseSettings):
     """What every function reads: the store, the model name, and the AWS time budget."""
 
@@ -48,10 +56,7 @@ class CommonSettings(BaseSettings):
     @field_validator("store_uri")
     @classmethod
     def _scheme(cls, value: str) -> str:
-        value = value.rstrip("/")
-        if value and not value.startswith(("s3://", "file://")):
-            raise ValueError("LMREC_STORE_URI must start with s3:// or file://")
-        return value
+        return store_root(value, "LMREC_STORE_URI")
 
     @model_validator(mode="after")
     def _budget_fits(self) -> CommonSettings:
@@ -124,10 +129,7 @@ class ApiSettings(CommonSettings):
     @field_validator("erasure_uri")
     @classmethod
     def _erasure(cls, value: str) -> str:
-        value = value.rstrip("/")
-        if value and not value.startswith(("s3://", "file://")):
-            raise ValueError("LMREC_ERASURE_URI must start with s3:// or file://")
-        return value
+        return store_root(value, "LMREC_ERASURE_URI")
 
     def user_store_uri(self) -> str:
         """The user store to use, or "" for none."""

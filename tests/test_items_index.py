@@ -12,6 +12,7 @@ from lmrec import bundle, items, ivf
 from lmrec.recommend import Filters, Recommender
 from lmrec.student import NumpySASRec, dequantize_items
 
+from benchmarks.serving_scale import history_encoder
 from tests.conftest import synthetic_rows, write_csv
 from training.bundle_writer import quantize_items, requantize, write_bundle
 from training.config import DataConfig, ModelConfig
@@ -65,23 +66,6 @@ def clustered_table(n: int, d: int, seed: int = 0) -> np.ndarray:
     norms = 0.5 + 0.15 * np.log(rng.zipf(1.3, n).clip(1, 1000))
     table = (centres[topic] + 0.5 * rng.standard_normal((n, d))) / np.sqrt(d) * norms[:, None]
     return np.vstack([np.zeros((1, d)), table]).astype(np.float32)
-
-
-def history_encoder(student: SASRec) -> None:
-    """Encoder weights with which the user vector is the newest item plus the history's
-    mean (uniform attention, identity values, no FFN): like a trained model's, it points
-    where the user's items are."""
-    d = student.cfg.d_model
-    with torch.no_grad():
-        student.pos_emb.weight.zero_()
-        for block in student.blocks:
-            block.attn.qkv.weight.zero_()
-            block.attn.qkv.bias.zero_()
-            block.attn.qkv.weight[2 * d :] = torch.eye(d)
-            block.attn.proj.weight.copy_(torch.eye(d))
-            block.attn.proj.bias.zero_()
-            block.ffn[2].weight.zero_()
-            block.ffn[2].bias.zero_()
 
 
 def catalog_data(tmp):

@@ -40,6 +40,15 @@ def configure(settings) -> Budget:
     return _budget
 
 
+def error_code(exc: Exception) -> str:
+    """The AWS error code of a botocore error ("" for none): a ClientError's response is a
+    dict, but ReadTimeoutError and other network errors have `response = None` or none."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str(response.get("Error", {}).get("Code", ""))
+
+
 def budget() -> Budget:
     return _budget
 

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from lmrec import store
+from lmrec.aws import error_code
 
 LOST = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409", "NoSuchKey")
 
@@ -45,13 +46,6 @@ def read(uri: str) -> tuple[bytes, str] | None:
         raise err from None
 
 
-def _code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        return ""
-    return str(response.get("Error", {}).get("Code", ""))
-
-
 def write(uri: str, data: bytes, expected: str | None) -> bool:
     """Write `data` if the object's tag is still `expected` (None: if it does not exist).
     False when another writer changed it first; store.StoreError when it cannot be written."""
@@ -62,7 +56,7 @@ def write(uri: str, data: bytes, expected: str | None) -> bool:
     try:
         store.s3_client().put_object(Bucket=loc.bucket, Key=loc.key, Body=data, **condition)
     except Exception as exc:
-        if _code(exc) in LOST:
+        if error_code(exc) in LOST:
             return False
         raise store._s3_error(loc, exc) from None
     return True

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from lmrec import bundle as fmt
 from lmrec import registry, store
+from lmrec.aws import error_code
 from lmrec.settings import RetrainSettings
 
 log = logging.getLogger(__name__)
@@ -148,8 +149,7 @@ def training_job_request(cfg: RetrainConfig, name: str) -> dict:
 
 
 def _not_found(sagemaker, exc: Exception) -> bool:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-    return code in ("ValidationException", "ResourceNotFound")
+    return error_code(exc) in ("ValidationException", "ResourceNotFound")
 
 
 def _last_attempt(sagemaker, base: str, limit: int) -> tuple[int, dict | None]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from lmrec.aws import error_code
+
 DATA_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".parquet", ".pq")
 
 
@@ -94,9 +96,7 @@ def _fast_get(loc: Location):
 
 
 def _s3_error(loc: Location, exc: Exception) -> StoreError:
-    # botocore's ReadTimeoutError has `response = None`: not a dict to look into.
-    response = getattr(exc, "response", None)
-    code = response.get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
+    code = error_code(exc)
     kind = NotFound if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket") else StoreError
     return kind(f"{loc}: {exc}")
 

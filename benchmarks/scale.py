@@ -112,13 +112,18 @@ def _child_peak_rss_mb(proc: subprocess.Popen) -> tuple[int, float]:
     return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024
 
 
+def _interval(mean: float, ci: float | list[float]) -> list[float]:
+    # [low, high]; a job from before the intervals were pairs recorded the half-width
+    return [mean - ci, mean + ci] if isinstance(ci, float) else ci
+
+
 def _quality(metrics: dict, name: str) -> dict | None:
     if name not in metrics:
         return None
     f = metrics[name]["test"]["full"]
     return {
         "ndcg@10": round(f["ndcg@10"], 4),
-        "ci95": [round(x, 4) for x in f["ndcg@10_ci95"]],
+        "ci95": [round(x, 4) for x in _interval(f["ndcg@10"], f["ndcg@10_ci95"])],
         "users": f["users"],
     }
 
@@ -155,10 +160,15 @@ def run_rung(rung: str, work: Path, extra: list[str], seed: int) -> dict:
     if code != 0:
         result["log_tail"] = log_path.read_text()[-2000:]
         return result
+    return result | job_figures(out)
+
+
+def job_figures(out: Path) -> dict:
+    """What a finished job's output says: phases, sizes, quality against the baselines."""
     doc = json.loads((out / "metrics.json").read_text())
     summary, metrics = doc["summary"], doc["metrics"]
     teacher, served = _quality(metrics, "teacher"), _quality(metrics, summary.get("served", ""))
-    result |= {
+    return {
         "data": {k: summary["data"][k] for k in ("raw_rows", "interactions", "users", "items")},
         "dropped": summary["data"].get("dropped"),
         "chosen": summary.get("chosen"),
@@ -177,7 +187,6 @@ def run_rung(rung: str, work: Path, extra: list[str], seed: int) -> dict:
         if served and teacher
         else None,
     }
-    return result
 
 
 def step_times(rungs: list[str], steps: int, repeats: int) -> dict:
@@ -231,6 +240,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], help="extra key=value")
     parser.add_argument("--step-only", action="store_true")
+    parser.add_argument("--report-only", action="store_true", help="read finished rungs' output")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
@@ -238,6 +248,10 @@ def main() -> None:
         print(json.dumps(step_times(["M", "L"], args.steps, args.repeats)), flush=True)
         return
     for rung in args.rungs:
+        if args.report_only:
+            figures = {"rung": rung} | job_figures(Path(args.work) / rung / "model")
+            print(json.dumps(figures), flush=True)
+            continue
         print(json.dumps(run_rung(rung, Path(args.work), args.set, args.seed)), flush=True)
 
 

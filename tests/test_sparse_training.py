@@ -131,7 +131,7 @@ def test_a_sampled_job_within_a_total_budget_ends_with_a_bundle(tmp_path, synthe
 
     out = tmp_path / "model"
     hp = {**TINY_HP, "epochs": "500", "patience": "500", "student_epochs": "500"}
-    hp |= {"loss": "sampled", "num_negatives": "100000", "max_total_seconds": "20"}
+    hp |= {"loss": "sampled", "num_negatives": "100000", "max_total_seconds": "8"}
     args = ["train", "--data", str(synthetic_csv), "--output", str(out)]
     for key, value in hp.items():
         args += ["--set", f"{key}={value}"]

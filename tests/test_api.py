@@ -22,6 +22,11 @@ def test_recommendations_for_a_known_user(api):
     assert all("Horror" not in i["attributes"]["genres"] for i in body["items"])
     assert all(i["reason"]["item_id"] and i["reason"]["title"] for i in body["items"])
     assert body["model_version"] == api.state.version
+    # each reason's title is its own item's (titles are read by row, once per reason)
+    catalog = api.state.recommender.catalog
+    for i in body["items"]:
+        row = catalog.row(i["reason"]["item_id"])
+        assert i["reason"]["title"] == catalog.fields(row)["title"]
 
 
 def test_history_only_unknown_ids_and_cold_users(api):

@@ -33,6 +33,7 @@ class Recommendation:
     score: float
     row: int  # internal item row, for callers that look up catalog fields
     reason: str | None = None  # the history item that contributed most
+    reason_row: int | None = None  # its row: the API reads its title without a lookup
 
 
 @dataclass
@@ -177,10 +178,13 @@ class Recommender:
                     top = self._top(scores[j], allowed, f.k)
                     values = scores[j, top]
                 reasons = self._reasons(enc, j, top) if f.explain else [None] * len(top)
+                ids = self.catalog.item_ids
                 results[i] = Result(
                     [
-                        Recommendation(self.catalog.item_ids[r - 1], float(v), int(r), reason)
-                        for r, v, reason in zip(top, values, reasons, strict=True)
+                        Recommendation(
+                            ids[r - 1], float(v), int(r), None if b is None else ids[b - 1], b
+                        )
+                        for r, v, b in zip(top, values, reasons, strict=True)
                     ],
                     PERSONALIZED,
                     len(hist),
@@ -207,7 +211,7 @@ class Recommender:
         vectors = self.model.embed(rows)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
-    def _reasons(self, enc, j: int, top: np.ndarray) -> list[str | None]:
+    def _reasons(self, enc, j: int, top: np.ndarray) -> list[int | None]:
         """For each recommended row, the item in the model's history window whose student
         embedding is closest (cosine) to it: one (k x D) @ (D x L) product. Attribution by
         the attention path was tried first; the residual stream made the newest item win for
@@ -218,8 +222,7 @@ class Recommender:
         real = items != 0
         similarity = self._unit(top) @ self._unit(items).T  # (k, L)
         similarity[:, ~real] = -np.inf
-        best = items[np.argmax(similarity, axis=1)]
-        return [self.catalog.item_ids[b - 1] for b in best]
+        return items[np.argmax(similarity, axis=1)].tolist()  # rows of the history items
 
     def similar(self, item_id: str, k: int = 10) -> list[Recommendation] | None:
         """Nearest items by cosine similarity of the student's item embeddings; None if the

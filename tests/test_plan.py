@@ -8,7 +8,7 @@ import pytest
 from training.config import from_hyperparameters
 from training.data import Interactions
 from training.pipeline import choose_served
-from training.plan import Budget, adapt
+from training.plan import Budget, adapt, time_goal
 from training.trainer import FitResult
 
 
@@ -70,3 +70,23 @@ def test_the_better_small_model_on_valid_is_served(distilled, plain, served):
         "student_plain": (None, FitResult(best_valid_ndcg=plain)),
     }
     assert choose_served(trained) == served
+
+
+def test_a_time_goal_from_the_data_size_when_nothing_sets_the_length(capsys):
+    small, large = from_hyperparameters({}), from_hyperparameters({})
+    assert adapt(small, _data(10_000, 4_800, 100_000))["max_total_seconds"] == 160.0
+    assert adapt(large, _data(100_000, 76_000, 900_000))["max_total_seconds"] == 480.0
+    assert (small.train.max_total_seconds, large.train.max_total_seconds) == (160.0, 480.0)
+    assert "max_total_seconds=160.0" in capsys.readouterr().err
+    assert time_goal(12_600_000) == 3_000.0  # capped: L stays under an hour
+
+
+@pytest.mark.parametrize(
+    "given",
+    [{"epochs": "200"}, {"max_total_seconds": "0"}, {"max_total_seconds": "900"}],
+)
+def test_no_default_goal_when_the_length_or_the_budget_was_chosen(given):
+    cfg = from_hyperparameters(given)
+    chosen = adapt(cfg, _data(943, 1_682, 100_000), say=False)
+    expected = float(given.get("max_total_seconds", 0))
+    assert chosen["max_total_seconds"] == cfg.train.max_total_seconds == expected

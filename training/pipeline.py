@@ -471,11 +471,12 @@ def _short_of_time(
 
 def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> dict | None:
     began = time.perf_counter()
-    budget = Budget(began, cfg.train.max_total_seconds)
+    budget = Budget(began)
     clock = PhaseClock(began)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     data, split, negatives = prepare_data(paths, cfg, env)
+    budget.total = cfg.train.max_total_seconds  # known now: plan.adapt may derive it
     clock.done("data")
     if env.is_main:
         log.info(

@@ -13,6 +13,14 @@ metrics.json ("summary.chosen").
 - patience: 5 evaluations without a better valid NDCG@10, 2 from a million interactions
   (each evaluation costs more there and the curve is smoother).
 - eval_users: at most 10,000 evaluated users, a fixed seeded sample (TrainConfig.eval_users).
+- max_total_seconds: when neither it nor the epochs were set, a time goal from the data's
+  size: 120 s plus 400 s per million interactions, at most 3,000 s (10k users / 95k
+  interactions: 158 s; 100k / 0.9M: 482 s; 1M / 10M: 3,000 s), so the job fits the
+  issue's goals on two CPU cores (M under 10 minutes, L under an hour) with room for
+  loading, the last evaluation and the export. The epoch counts above then are ceilings;
+  the budget's phase deadlines (below) decide where each phase stops. A preset or a user who
+  sets epochs chose the length of training themselves and gets no goal; set
+  max_total_seconds=0 to train without one.
 
 Time. With max_total_seconds, every phase gets a deadline from the job's start: teachers
 until 50% of the budget, the distilled student until 70%, the plain student until 80%,
@@ -37,11 +45,24 @@ log = logging.getLogger(__name__)
 
 LARGE_LOG = 1_000_000  # interactions
 VISITS = 5_000_000  # interaction-visits the epoch count aims at
+GOAL_BASE, GOAL_PER_MILLION, GOAL_MAX = 120.0, 400.0, 3_000.0  # seconds, see time_goal
 SHARES = {"teacher": 0.50, "student": 0.70, "student_plain": 0.80, "teacher_refit": 0.85}
 
 
 def _auto_epochs(interactions: int) -> int:
     return int(min(100, max(1, round(VISITS / max(interactions, 1)))))
+
+
+def time_goal(interactions: int) -> float:
+    """The default whole-job budget in seconds for a log of this many interactions."""
+    return float(round(min(GOAL_MAX, GOAL_BASE + GOAL_PER_MILLION * interactions / 1e6)))
+
+
+def _default_budget(cfg: RunConfig, interactions: int) -> float:
+    t, given = cfg.train, cfg.given
+    if not t.max_total_seconds and not given & {"max_total_seconds", "epochs"}:
+        t.max_total_seconds = time_goal(interactions)
+    return t.max_total_seconds
 
 
 def adapt(cfg: RunConfig, data: Interactions, say: bool = True) -> dict:
@@ -62,6 +83,7 @@ def adapt(cfg: RunConfig, data: Interactions, say: bool = True) -> dict:
         if not getattr(section, name):
             setattr(section, name, value)
         chosen[name] = getattr(section, name)
+    chosen["max_total_seconds"] = _default_budget(cfg, n_int)
     chosen["eval_users"] = min(t.eval_users or len(data.user_ids), len(data.user_ids))
     chosen["given"] = sorted(given)
     if say:  # stderr: stdout stays machine-readable

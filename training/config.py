@@ -75,9 +75,10 @@ class TrainConfig:
     seed: int = 42
     # Teacher wall-clock budget in seconds (0 = none); stops after the epoch that crosses it.
     max_train_seconds: float = hp(0.0, 0.0)  # [0, inf)
-    # The whole job's budget in seconds (0 = none): teachers, students, evaluation and export
-    # each get a share (training/plan.py), so the job ends with a bundle before a hard kill
-    # such as SageMaker's StoppingCondition.MaxRuntimeInSeconds.
+    # The whole job's budget in seconds: teachers, students, evaluation and export each get a
+    # share (training/plan.py), so the job ends with a bundle before a hard kill such as
+    # SageMaker's StoppingCondition.MaxRuntimeInSeconds. Left unset (and epochs unset), a time
+    # goal from the data's size (plan.time_goal); set to 0 explicitly, none.
     max_total_seconds: float = hp(0.0, 0.0)  # [0, inf)
     eval_batch_size: int = hp(512, 1)  # [1, inf)
     # Users evaluated: a fixed seeded sample of this many when there are more (0 = all).

@@ -38,6 +38,16 @@ def test_ids_are_strings_and_sequences_sorted_by_time(tmp_path):
     assert data.items.min() == 1 and data.items.max() == data.n_items
 
 
+def test_ids_are_kept_exactly_as_given(tmp_path):
+    # GIVEN " 1 " and "1" (two users to the API, which never strips ids)
+    rows = [[uid, f"i{t}", t] for uid in ("1", " 1 ") for t in range(3)]
+    rows += [[f"x{u}", f"i{t}", t] for u in range(3) for t in range(3)]
+    # WHEN loaded
+    data = load_interactions(rows_csv(tmp_path, rows), DataConfig(min_interactions=5, min_users=2))
+    # THEN they stay two users, each id byte for byte
+    assert {"1", " 1 "} <= set(data.user_ids)
+
+
 def test_dedupe_keeps_first_and_fingerprint_is_stable(tmp_path):
     rows = [*good_rows(), ["u0", "i0", 500]]  # u0 saw i0 at t=100 already
     a = load_interactions(rows_csv(tmp_path, rows, name="a.csv"), SMALL)
@@ -95,12 +105,12 @@ def test_min_user_interactions_and_event_type_filter(tmp_path):
         (
             HEADER,
             [["u1", "i1", 1], ["", "i2", 2]],
-            "column 'user_id' has 1 null or empty id(s), first at line 3",
+            "column 'user_id' has 1 null or blank id(s), first at line 3",
         ),
         (
             HEADER,
             [["u1", "i1", 1], ["u1", " ", 2]],
-            "column 'item_id' has 1 null or empty id(s), first at line 3",
+            "column 'item_id' has 1 null or blank id(s), first at line 3",
         ),
         (
             HEADER,
@@ -137,7 +147,7 @@ def test_null_ids_in_parquet(tmp_path):
     df = pd.DataFrame({"user_id": ["a", None, "c"], "item_id": [1, 2, 3], "timestamp": [1, 2, 3]})
     path = tmp_path / "p.parquet"
     df.to_parquet(path)
-    with pytest.raises(DataError, match=r"'user_id' has 1 null or empty id\(s\), first at row 1"):
+    with pytest.raises(DataError, match=r"'user_id' has 1 null or blank id\(s\), first at row 1"):
         load_interactions(str(path), SMALL)
 
 

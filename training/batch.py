@@ -50,7 +50,7 @@ def read_users(uri: str) -> list[str]:
             raise DataError(
                 f"{f}: missing column 'user_id'; found {', '.join(map(repr, df.columns))}"
             )
-        users.extend(df["user_id"].astype(str).str.strip().tolist())
+        users.extend(df["user_id"].astype(str).tolist())  # exact, as training reads ids
     return users
 
 

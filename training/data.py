@@ -109,12 +109,14 @@ def _row_label(uri: str, index: int) -> str:
 
 def _ids(df: pd.DataFrame, col: str, uri: str) -> pd.Series:
     values = df[col]
-    text = values.astype(str).str.strip()
-    bad = values.isna().to_numpy() | (text == "").to_numpy()
+    # Ids are kept exactly as given (" 1 " and "1" are two users, as in the API); an id
+    # that is empty or only whitespace is refused, as the API refuses it.
+    text = values.astype(str)
+    bad = values.isna().to_numpy() | (text.str.strip() == "").to_numpy()
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{uri}: column {col!r} has {int(bad.sum())} null or empty id(s), first at "
+            f"{uri}: column {col!r} has {int(bad.sum())} null or blank id(s), first at "
             f"{_row_label(uri, first)}"
         )
     # Integers read from Parquet must not become "12.0": format them as integers.

@@ -39,7 +39,7 @@ def _user_mask(df: pd.DataFrame, user_col: str, users: set[str], uri: str) -> pd
     try:
         parsed = _ids(df, user_col, uri)  # the ids training would read
     except DataError:  # a row with an empty id: training refuses the file, erasure must not
-        parsed = df[user_col].astype(str).str.strip()
+        parsed = df[user_col].astype(str)
     return parsed.isin(users)
 
 

@@ -8,7 +8,7 @@ import pytest
 from training.config import from_hyperparameters
 from training.data import Interactions
 from training.pipeline import choose_served
-from training.plan import Budget, adapt, time_goal
+from training.plan import MAX_EPOCHS, Budget, adapt, time_goal
 from training.trainer import FitResult
 
 
@@ -26,7 +26,7 @@ def _data(n_users: int, n_items: int, n_interactions: int) -> Interactions:
 
 
 def test_small_data_keeps_the_full_softmax_and_many_epochs(capsys):
-    cfg = from_hyperparameters({})
+    cfg = from_hyperparameters({"max_total_seconds": "0"})  # no budget: epochs from the size
     chosen = adapt(cfg, _data(943, 1_682, 100_000))
     assert chosen["loss"] == "full" and cfg.train.loss == "full"
     assert cfg.train.epochs == 50 and cfg.train.batch_size == 128 and cfg.train.patience == 5
@@ -35,7 +35,7 @@ def test_small_data_keeps_the_full_softmax_and_many_epochs(capsys):
 
 
 def test_large_data_gets_the_sampled_loss_and_fewer_larger_steps():
-    cfg = from_hyperparameters({})
+    cfg = from_hyperparameters({"max_total_seconds": "0"})
     chosen = adapt(cfg, _data(100_000, 76_000, 1_200_000))
     assert chosen["loss"] == "sampled" and cfg.train.num_negatives == 2048
     assert (cfg.train.epochs, cfg.student.student_epochs) == (4, 4)
@@ -79,6 +79,8 @@ def test_a_time_goal_from_the_data_size_when_nothing_sets_the_length(capsys):
     assert (small.train.max_total_seconds, large.train.max_total_seconds) == (160.0, 480.0)
     assert "max_total_seconds=160.0" in capsys.readouterr().err
     assert time_goal(12_600_000) == 3_000.0  # capped: L stays under an hour
+    # under a budget the deadlines end training, the epochs are only a ceiling
+    assert (large.train.epochs, large.student.student_epochs) == (MAX_EPOCHS, MAX_EPOCHS)
 
 
 @pytest.mark.parametrize(

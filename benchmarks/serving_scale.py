@@ -271,26 +271,18 @@ def child_latency(bundle_dir: str) -> dict:
 def recall(rec, hist, items) -> dict:
     from lmrec.recommend import Filters
 
-    approx = [[r.row for r in rec.recommend(h, Filters(k=10)).items] for h in hist]
-    approx_f = [
-        [
-            r.row
-            for r in rec.recommend(h, Filters(k=10, exclude_categories=["cat000", "cat001"])).items
-        ]
-        for h in hist
-    ]
+    plain = Filters(k=10)
+    filtered = Filters(k=10, exclude_categories=["cat000", "cat001"])
+
+    def top10(filters):  # every history's top-10 rows under these filters
+        return [[r.row for r in rec.recommend(h, filters).items] for h in hist]
+
+    approx, approx_f = top10(plain), top10(filtered)
     approx_s = [[r.row for r in rec.similar(i, 10)] for i in items]
-    index, rec.index = rec.index, None
-    exact = [[r.row for r in rec.recommend(h, Filters(k=10)).items] for h in hist]
-    exact_f = [
-        [
-            r.row
-            for r in rec.recommend(h, Filters(k=10, exclude_categories=["cat000", "cat001"])).items
-        ]
-        for h in hist
-    ]
+    index, rec.index = rec.index, None  # no index: the exact answers over the whole table
+    exact, exact_f = top10(plain), top10(filtered)
     exact_s = [[r.row for r in rec.similar(i, 10)] for i in items]
-    exact_ms = timed(lambda h: rec.recommend(h, Filters(k=10)), hist)
+    exact_ms = timed(lambda h: rec.recommend(h, plain), hist)
     rec.index = index
 
     def mean_recall(a, b):

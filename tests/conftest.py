@@ -7,6 +7,8 @@ import gzip
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +182,24 @@ def fill_user_store(store_uri: str, data: Path, state_dir: Path) -> dict:
 
 
 EVENTS_DIR = REPO / "events"
+
+
+@contextmanager
+def running(stack) -> Iterator:
+    """A started local stack; afterwards stopped, with the environment it exported undone."""
+    import boto3
+    from lmrec.settings import get_settings
+
+    saved = dict(os.environ)  # the stack exports its endpoint like a shell would
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        boto3.setup_default_session()
+        get_settings.cache_clear()
 
 
 def load_event(name: str) -> dict:

@@ -97,13 +97,18 @@ def test_botocore_read_timeout_is_a_store_error_not_attribute_error(hanging, mon
     assert "timeout" in str(err.value).lower() and time.perf_counter() - began < 3
 
 
+def in_production(bundle, bucket: str) -> str:
+    """A new bucket whose production model is this bundle; its store root."""
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    root = f"s3://{bucket}"
+    registry.set_production(root, "lmrec", registry.publish(bundle, root, "lmrec"))
+    return root
+
+
 def test_hanging_s3_at_cold_start_is_bounded_and_retried(
     hanging, monkeypatch, s3_env, trained_bundle
 ):
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket="lmrec-cold-hang")
-    root = "s3://lmrec-cold-hang"
-    registry.set_production(root, "lmrec", registry.publish(trained_bundle, root, "lmrec"))
+    root = in_production(trained_bundle, "lmrec-cold-hang")
     # GIVEN S3 accepts connections and never answers during the cold start
     monkeypatch.setenv("AWS_ENDPOINT_URL", hanging.url)
     monkeypatch.setattr(store, "_S3", None)
@@ -191,10 +196,7 @@ class StallingProxy:
 def test_s3_stalling_midway_through_a_bundle_file_is_bounded_and_retried(
     monkeypatch, s3_env, trained_bundle, tmp_path
 ):
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket="lmrec-cold-stall")
-    root = "s3://lmrec-cold-stall"
-    registry.set_production(root, "lmrec", registry.publish(trained_bundle, root, "lmrec"))
+    root = in_production(trained_bundle, "lmrec-cold-stall")
     # GIVEN S3 answers the pointer and the manifest, then stalls halfway through the items
     proxy = StallingProxy(s3_env, fmt.ITEMS)
     try:

@@ -6,9 +6,7 @@ serves the previous version."""
 from __future__ import annotations
 
 import json
-import os
 
-import boto3
 import pytest
 from lmrec import store
 from lmrec.local.stack import LocalStack
@@ -19,6 +17,7 @@ from tests.conftest import (
     LambdaContext,
     import_function,
     load_event,
+    running,
     synthetic_rows,
     write_csv,
 )
@@ -51,9 +50,7 @@ def production(stack) -> str:
 
 def test_whole_lifecycle(tmp_path):
     stack = LocalStack(tmp_path / "stack", hyperparameters=GOOD, min_new_interactions=1000)
-    saved = dict(os.environ)  # the stack exports its endpoint like a shell would; undo after
-    stack.start()
-    try:
+    with running(stack):
         # upload -> retrain -> train -> promote
         first = write_csv(
             tmp_path / "d1.csv",
@@ -116,9 +113,3 @@ def test_whole_lifecycle(tmp_path):
         api.state.refresh()
         assert production(stack) == v1
         assert ask(api, {"user_id": "u1"})["model_version"] == v1
-    finally:
-        stack.stop()
-        os.environ.clear()
-        os.environ.update(saved)
-        boto3.setup_default_session()
-        get_settings.cache_clear()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 
 import boto3
 import pandas as pd
@@ -20,6 +19,7 @@ from tests.conftest import (
     LEARNABLE_HP,
     call,
     import_function,
+    running,
     synthetic_rows,
     write_csv,
 )
@@ -52,9 +52,7 @@ def test_erasure_on_the_local_stack(tmp_path):
         table="lmrec-erasure-e2e",
         hyperparameters=LEARNABLE_HP,
     )
-    saved = dict(os.environ)
-    try:
-        stack.start()
+    with running(stack):
         # ... and its training jobs: this stack runs only the jobs it starts
         done = boto3.client("sagemaker").list_training_jobs(MaxResults=100)
         stack._ran.update(j["TrainingJobName"] for j in done["TrainingJobSummaries"])
@@ -142,9 +140,3 @@ def test_erasure_on_the_local_stack(tmp_path):
         # the other users keep their histories
         status, other = call(api, "api_post_recommendations.json", {"user_id": "u8", "k": 5})
         assert other["strategy"] == "personalized" and other["history_length"] == 15
-    finally:
-        stack.stop()
-        os.environ.clear()
-        os.environ.update(saved)
-        boto3.setup_default_session()
-        get_settings.cache_clear()

@@ -9,6 +9,13 @@ step's candidate set only, [target, shared negatives], both corrected by log q a
 sampled softmax is: memory and work are positions x candidates, never positions x catalog,
 and the student's item table gets gradients on those rows only (sparse).
 
+Why not the teacher's own top-K as extra candidates: finding it means scoring every position of
+the step against the whole catalog (chunked, so memory stays small, but the work does not).
+Measured side by side on this project's 2-core machine, one thread, 1,152 positions per step
+(`python benchmarks/distill_topk_cost.py`, benchmarks/results/distill-topk-cost-2026-11-30.json):
+with the chunked top-100 pass a step costs 8.6x the distillation step alone at 75k items and
+92x at 671k - positions x catalog, the very cost the sampled loss exists to avoid.
+
 The teacher may be an ensemble (training/ensemble.py): its mean log-softmax then stands in
 for the logits. The teacher reads its own, longer context; the student reads the newest
 `student_max_len` items of the same batch, exactly what it will see when serving.

@@ -258,21 +258,38 @@ def scored_models(trained: dict[str, tuple[SASRec, FitResult]], teachers: int) -
     return out | models
 
 
+def measured_valid(
+    models: dict[str, SASRec | TeacherEnsemble], trained: dict[str, tuple[SASRec, FitResult]]
+) -> dict[str, dict]:
+    """Valid figures training already measured on the very weights each evaluated model holds,
+    by evaluated name. Matched by object, not name: with several teachers "teacher" is the
+    ensemble (never measured) while the trained "teacher" is its first member."""
+    by_model = {id(m): fit.best_valid_metrics for m, fit in trained.values()}
+    return {name: by_model[id(m)] for name, m in models.items() if by_model.get(id(m))}
+
+
 def evaluate_models(
     models: dict[str, SASRec | TeacherEnsemble],
     split: Split,
     negatives: dict,
     cfg: RunConfig,
     env: DistEnv,
+    known_valid: dict[str, dict] | None = None,
 ) -> dict:
-    """metrics[model][split][protocol][metric]; baselines in the very same protocol."""
+    """metrics[model][split][protocol][metric]; baselines in the very same protocol.
+
+    known_valid: valid figures already measured on exactly these weights (a trained model's
+    best epoch, FitResult.best_valid_metrics); they are reused, not scored again."""
     metrics: dict = {}
+    known_valid = known_valid or {}
     for model_name, model in models.items():
         scorer = model_scorer(model, env.device)
         # A refit model trained on the valid items, so only its test figures mean anything.
         splits = ("test",) if model_name.startswith("teacher_refit") else ("valid", "test")
         metrics[model_name] = {
-            name: evaluate_sharded(
+            name: known_valid[model_name]
+            if name == "valid" and model_name in known_valid
+            else evaluate_sharded(
                 scorer,
                 split,
                 split.evalset(name),
@@ -488,7 +505,8 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
     served = choose_served(trained) if "student" in trained else None
     models = scored_models(trained, cfg.train.teachers)
     models = _short_of_time(models, served or "teacher", budget, budget.total)
-    metrics = evaluate_models(models, split, negatives, cfg, env)
+    known = measured_valid(models, trained)
+    metrics = evaluate_models(models, split, negatives, cfg, env, known_valid=known)
     clock.done("evaluate")
     document = None
     if env.is_main:

@@ -75,6 +75,9 @@ class FitResult:
     best_valid_ndcg: float = -1.0
     train_seconds: float = 0.0
     sequences_per_second: float = 0.0
+    # The kept weights' valid figures, from the epoch that chose them: the job's final
+    # evaluation reuses them instead of scoring valid again (same users, negatives, seed).
+    best_valid_metrics: dict = field(default_factory=dict)
 
 
 def autocast(device: torch.device):
@@ -199,6 +202,7 @@ def _resume(run: _Run, checkpoint_dir: Path | None, identity: dict) -> int:
     result = run.result
     result.history = state["history"]
     result.best_epoch, result.best_valid_ndcg = state["best_epoch"], state["best_valid_ndcg"]
+    result.best_valid_metrics = state.get("best_valid_metrics", {})  # older checkpoints: none
     result.train_seconds = state["train_seconds"]
     run.bad_epochs = state["bad_epochs"]
     if run.env.is_main:
@@ -299,6 +303,7 @@ def _validate(run: _Run, epoch: int, valid_negatives: np.ndarray) -> dict:
             run.best_state = _clone_state(model)
     if improved:
         result.best_valid_ndcg, result.best_epoch, run.bad_epochs = valid["ndcg@10"], epoch, 0
+        result.best_valid_metrics = metrics
     else:
         run.bad_epochs += 1
         run.set_lr(run.optimizer.param_groups[0]["lr"] * run.cfg.train.lr_decay)
@@ -350,6 +355,7 @@ def _checkpoint(run: _Run, epoch: int, checkpoint_dir: Path | None, identity: di
             "bad_epochs": run.bad_epochs,
             "best_epoch": result.best_epoch,
             "best_valid_ndcg": result.best_valid_ndcg,
+            "best_valid_metrics": result.best_valid_metrics,
             "history": result.history,
             "train_seconds": result.train_seconds,
         },

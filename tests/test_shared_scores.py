@@ -1,14 +1,16 @@
 """Scores computed once: the job's final evaluation reuses the valid figures training measured
-on the kept weights, and those figures are exactly what scoring the kept weights again gives."""
+on the kept weights, and those figures are exactly what scoring the kept weights again gives;
+an evaluation that ends a phase's time is not followed by an empty epoch evaluated again."""
 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
 from tests.conftest import TINY_HP
-from training import pipeline
+from training import pipeline, trainer
 from training.config import from_hyperparameters
 from training.dist import DistEnv
 from training.sagemaker import Paths
@@ -65,3 +67,24 @@ def test_final_evaluation_scores_valid_only_for_models_not_measured(small_run, m
     assert [desc for desc, _ in scored] == ["teacher valid", "teacher test", "teacher_1 test"]
     assert metrics["teacher_1"]["valid"] == result.best_valid_metrics
     assert set(metrics["teacher"]) == set(metrics["teacher_1"]) == {"valid", "test"}
+
+
+def test_an_evaluation_that_uses_up_the_phase_time_ends_the_phase(small_run, monkeypatch):
+    # GIVEN a phase whose deadline passes while its first epoch is being evaluated
+    cfg, data, split, negatives = small_run
+    model = pipeline.build_teacher(cfg, data)
+    phase = Phase("teacher", model, cfg.train.lr, 5)
+    real = trainer._validate
+
+    def slow_validate(run, epoch, valid_negatives):
+        row = real(run, epoch, valid_negatives)
+        phase.deadline = time.perf_counter() - 1.0  # the evaluation took the time left
+        return row
+
+    monkeypatch.setattr(trainer, "_validate", slow_validate)
+    env = DistEnv()
+    result = fit(phase, split, cfg, env, negatives["valid"], None, threading.Event(), {})
+
+    # THEN training stops after that epoch: no empty epoch (no step, loss 0) evaluated again
+    assert [row["epoch"] for row in result.history] == [1]
+    assert result.history[0]["train_loss"] > 0 and result.best_epoch == 1

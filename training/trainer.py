@@ -395,12 +395,16 @@ def fit(
             "lr": lr_now,
             "epoch_seconds": elapsed,
         }
-        out_of_time = _out_of_time(phase, run.result.train_seconds)
+        # Every rank must take the same branch, or DDP waits forever for the one that stopped.
+        out_of_time = any_rank(env, _out_of_time(phase, run.result.train_seconds))
         if not phase.select_best:
             with run.selected():
                 run.result.best_epoch, run.best_state = epoch, _clone_state(phase.model)
         elif _wants_validation(run, epoch, out_of_time):
             row.update(_validate(run, epoch, valid_negatives))
+            # The evaluation may use up the phase's time: stop now rather than begin an
+            # epoch that the deadline would end before its first step (an empty epoch).
+            out_of_time = out_of_time or any_rank(env, _past_deadline(phase))
         run.result.history.append(row)
         _print_row(run, row)
         _checkpoint(run, epoch, checkpoint_dir, identity)

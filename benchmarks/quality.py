@@ -56,6 +56,13 @@ def machine() -> dict:
     }
 
 
+def _rounded(value: float | int | list) -> float | int | list:
+    """4 decimals; a confidence interval ([low, high]) element by element."""
+    if isinstance(value, list):
+        return [round(v, 4) for v in value]
+    return round(value, 4)
+
+
 def run(name: str, out: Path, overrides: list[str]) -> dict:
     spec = DATASETS[name]
     cmd = [
@@ -107,7 +114,7 @@ def run(name: str, out: Path, overrides: list[str]) -> dict:
         "models": doc["summary"]["models"],
         "sequences_per_second": round(doc["summary"]["sequences_per_second"], 1),
         "test": {
-            m: {p: {k: round(v, 4) for k, v in test[m]["test"][p].items()} for p in test[m]["test"]}
+            m: {p: {k: _rounded(v) for k, v in test[m]["test"][p].items()} for p in test[m]["test"]}
             for m in test
         },
         "published": PUBLISHED.get(name),

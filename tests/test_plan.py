@@ -31,6 +31,7 @@ def test_small_data_keeps_the_full_softmax_and_many_epochs(capsys):
     assert chosen["loss"] == "full" and cfg.train.loss == "full"
     assert cfg.train.epochs == 50 and cfg.train.batch_size == 128 and cfg.train.patience == 5
     assert chosen["eval_users"] == 943  # every user
+    assert chosen["student_lr"] == cfg.student.student_lr == 2e-3
     assert "chosen for this data: loss=full, epochs=50" in capsys.readouterr().err
 
 
@@ -41,14 +42,17 @@ def test_large_data_gets_the_sampled_loss_and_fewer_larger_steps():
     assert (cfg.train.epochs, cfg.student.student_epochs) == (4, 4)
     assert (cfg.train.batch_size, cfg.train.patience) == (256, 2)
     assert chosen["eval_users"] == 10_000
+    # the sampled loss's students learn at half the full softmax's rate (plan.STUDENT_LR)
+    assert chosen["student_lr"] == cfg.student.student_lr == 1e-3
 
 
 def test_what_the_user_set_is_kept_and_negatives_are_clamped():
-    cfg = from_hyperparameters({"epochs": "7", "loss": "sampled", "batch_size": "32"})
+    given = {"epochs": "7", "loss": "sampled", "batch_size": "32", "student_lr": "0.004"}
+    cfg = from_hyperparameters(given)
     chosen = adapt(cfg, _data(500, 1_000, 50_000))
-    assert (cfg.train.epochs, cfg.train.batch_size) == (7, 32)
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.student.student_lr) == (7, 32, 0.004)
     assert chosen["num_negatives"] == 999  # 2,048 asked, 999 other items exist
-    assert chosen["given"] == ["batch_size", "epochs", "loss"]
+    assert chosen["given"] == ["batch_size", "epochs", "loss", "student_lr"]
 
 
 def test_budget_shares():

@@ -79,32 +79,57 @@ class Catalog:
 
 
 def synthesize(n_users: int, n_items: int, seed: int = 0) -> pd.DataFrame:
+    return walk(n_users, n_items, seed)[0]
+
+
+def walk(n_users: int, n_items: int, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """The interactions, and per row the generator's hidden state (for benchmarks/ceiling.py):
+    kind (0 first row, 1 moved to the next cluster, 2 ring neighbour, 3 popular in the
+    cluster), the user's cluster before the step and the previous item; plus the catalog and
+    each user's direction."""
     rng = np.random.default_rng(seed)
     cat = Catalog(rng, n_items)
     lengths = _lengths(rng, n_users)
     cluster = rng.choice(cat.n_clusters, size=n_users, p=cat.cluster_pop)
     direction = rng.choice([-1, 1], size=n_users)
     prev = cat.popular_in(rng, cluster)
-    users_out, items_out, steps_out = [np.arange(n_users)], [prev], [np.zeros(n_users, np.int64)]
+    # The first row holds `prev` itself, which the walk then overwrites: each user's first row
+    # carries their LAST item, whose real last row the loader then drops as a repeat. A quirk
+    # of the first version of this generator, kept so every published rung figure stays
+    # reproducible; it costs each history one uninformative first item.
+    users_out, items_out = [np.arange(n_users)], [prev]
+    steps_out = [np.zeros(n_users, np.int64)]
+    kinds, clusters, prevs = [np.zeros(n_users, np.int8)], [cluster.copy()], [prev.copy()]
     for step in range(1, int(lengths.max())):
         active = np.flatnonzero(lengths > step)
+        clusters.append(cluster[active])
+        prevs.append(prev[active])
         move = rng.random(len(active)) < 0.1
         cluster[active[move]] = (cluster[active[move]] + direction[active[move]]) % cat.n_clusters
         near = (rng.random(len(active)) < 0.5) & ~move
         nxt = cat.popular_in(rng, cluster[active])
         nxt[near] = cat.neighbour(rng, prev[active[near]])
         prev[active] = nxt
+        kinds.append(np.where(move, 1, np.where(near, 2, 3)).astype(np.int8))
         users_out.append(active)
         items_out.append(nxt)
         steps_out.append(np.full(len(active), step, np.int64))
     users = np.concatenate(users_out)
-    return pd.DataFrame(
+    df = pd.DataFrame(
         {
             "user_id": users.astype(np.int64),
             "item_id": np.concatenate(items_out).astype(np.int64),
             "timestamp": 1_600_000_000 + users * 7 + np.concatenate(steps_out) * 3_600,
         }
     )
+    hidden = {
+        "kind": np.concatenate(kinds),
+        "cluster": np.concatenate(clusters),
+        "prev": np.concatenate(prevs),
+        "catalog": cat,
+        "direction": direction,
+    }
+    return df, hidden
 
 
 def _child_peak_rss_mb(proc: subprocess.Popen) -> tuple[int, float]:

@@ -1,0 +1,221 @@
+"""Where a rung's teacher stands: against the generator's own probabilities, step kind by kind.
+
+    python benchmarks/ceiling.py --rung M --work runs/scale     # after benchmarks/scale.py
+
+benchmarks/scale.py's generator knows why each interaction happened (a ring neighbour of the
+previous item, a popular item of the user's cluster, a move to the next cluster), so the
+test split can be scored three ways on the same users the training job evaluated (test,
+full ranking, seen items excluded, NDCG@10 and HR@10):
+
+- oracle: items ranked by their true probability under the generator (the ceiling);
+- the job's teacher and the co-occurrence baseline, each overall and per step kind;
+- mixture: (1 - w) * softmax(teacher) + w * co-occurrence scores normalised per user, w
+  chosen on valid from a grid: what a teacher that also counted transitions would reach.
+
+Prints one JSON object. Differences are paired (same users), with a 95% interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scale import MACHINE, RUNGS, Catalog, walk
+
+from training.baselines import CoOccurrence
+from training.config import DataConfig, ModelConfig, TrainConfig
+from training.data import Interactions, load_interactions
+from training.model import SASRec
+from training.split import EvalSet, leave_one_out
+
+KINDS = {1: "move", 2: "neighbour", 3: "cluster_popular"}
+WEIGHTS = [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0]
+BATCH = 250
+
+
+class Oracle:
+    """P(next item) from the generator's state before the step: 0.1 a popular item of the
+    next cluster in the user's direction, 0.45 a ring neighbour of the previous item
+    (geometric steps), 0.45 a popular item of the current cluster."""
+
+    def __init__(self, cat: Catalog, direction: np.ndarray, code_of: np.ndarray):
+        self.cat, self.direction, self.code_of = cat, direction, code_of
+        # Catalog.cdf at ring position p is its cluster's index plus the cumulative share of
+        # popularity up to p inside the cluster; one item's share is the step.
+        sizes = np.bincount(cat.cluster_of, minlength=cat.n_clusters)
+        frac = cat.cdf - np.repeat(np.arange(cat.n_clusters), sizes)
+        self.pop = np.diff(frac, prepend=0.0)
+        self.pop[cat.start] = frac[cat.start]
+
+    def _cluster(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        s = self.cat.start[c]
+        z = int(self.cat.size[c])
+        return self.cat.items[s : s + z], self.pop[s : s + z]
+
+    def scores(self, user: int, cluster: int, prev: int, n_codes: int) -> np.ndarray:
+        out = np.zeros(n_codes)
+        items, p = self._cluster(cluster)
+        np.add.at(out, self.code_of[items], 0.45 * p)
+        nxt = (cluster + self.direction[user]) % self.cat.n_clusters
+        items, p = self._cluster(nxt)
+        np.add.at(out, self.code_of[items], 0.1 * p)
+        items, _ = self._cluster(self.cat.cluster_of[prev])
+        offset = (
+            np.arange(len(items)) - (self.cat.pos[prev] - self.cat.start[self.cat.cluster_of[prev]])
+        ) % len(items)
+        steps = np.where(offset == 0, len(items), offset)  # geometric(0.5) steps wrap around
+        np.add.at(out, self.code_of[items], 0.45 * 0.5**steps / (1 - 0.5 ** len(items)))
+        out[0] = 0.0
+        return out
+
+
+def _histories(data: Interactions, ev: EvalSet) -> list[np.ndarray]:
+    return [
+        data.items[data.offsets[u] : data.offsets[u] + p]
+        for u, p in zip(ev.users, ev.prefix_len, strict=True)
+    ]
+
+
+def _teacher(model_dir: Path) -> SASRec:
+    cfg = ModelConfig(**json.loads((model_dir / "teacher_config.json").read_text()))
+    model = SASRec(cfg)
+    model.load_state_dict(load_file(model_dir / "teacher.safetensors"))
+    return model.eval()
+
+
+@torch.no_grad()
+def _teacher_probs(model: SASRec, hists: list[np.ndarray]) -> np.ndarray:
+    width = min(model.cfg.max_len, max(len(h) for h in hists))
+    x = torch.zeros(len(hists), width, dtype=torch.long)
+    for j, h in enumerate(hists):
+        h = h[-width:]
+        x[j, width - len(h) :] = torch.from_numpy(h)
+    return torch.softmax(model.score(x).float(), 1).numpy()
+
+
+def _ndcg(scores: np.ndarray, hists: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
+    """Per-user NDCG@10 with seen items and padding excluded (ties count against)."""
+    s = scores.copy()
+    s[:, 0] = -np.inf
+    for j, h in enumerate(hists):
+        s[j, h] = -np.inf
+    rank = (s > s[np.arange(len(targets)), targets][:, None]).sum(1)
+    return np.where(rank < 10, 1.0 / np.log2(rank + 2), 0.0)
+
+
+def _summary(nd: np.ndarray) -> dict:
+    half = 1.96 * nd.std(ddof=1) / np.sqrt(len(nd))
+    return {
+        "ndcg@10": round(float(nd.mean()), 4),
+        "ci95": [round(float(nd.mean() - half), 4), round(float(nd.mean() + half), 4)],
+        "hr@10": round(float((nd > 0).mean()), 4),
+    }
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> dict:
+    d = a - b
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+    return {
+        "diff": round(float(d.mean()), 4),
+        "ci95": [round(float(d.mean() - half), 4), round(float(d.mean() + half), 4)],
+    }
+
+
+def _score_split(data, ev, hists, teacher, co, oracle_rows=None) -> dict[str, np.ndarray]:
+    out: dict[str, list[np.ndarray]] = {}
+    for a in range(0, len(ev), BATCH):
+        hb, tg = hists[a : a + BATCH], ev.targets[a : a + BATCH]
+        pt = _teacher_probs(teacher, hb)
+        c = co(hb).astype(np.float64)
+        c[:, 0] = 0.0
+        pc = c / c.sum(1, keepdims=True)
+        for w in WEIGHTS:
+            out.setdefault(f"mix{w}", []).append(_ndcg((1 - w) * pt + w * pc, hb, tg))
+        if oracle_rows is not None:
+            po = np.stack([oracle_rows(i) for i in range(a, a + len(hb))])
+            out.setdefault("oracle", []).append(_ndcg(po, hb, tg))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _raw_rows(
+    data: Interactions, ev: EvalSet, df_users: np.ndarray, df_items: np.ndarray, n_items: int
+) -> np.ndarray:
+    """Row of the generator's output behind each test target: the first (user, item) row,
+    as the loader keeps it."""
+    keys, first = np.unique(df_users * n_items + df_items, return_index=True)
+    want = data.user_ids[ev.users].astype(np.int64) * n_items + data.item_ids[
+        ev.targets - 1
+    ].astype(np.int64)
+    at = np.searchsorted(keys, want)
+    if not (keys[at.clip(max=len(keys) - 1)] == want).all():
+        raise SystemExit("the data is not this rung's generator output (wrong --rung or --seed)")
+    return first[at]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rung", default="M", choices=list(RUNGS))
+    p.add_argument("--work", default="runs/scale", type=Path)
+    p.add_argument("--seed", type=int, default=0, help="the generator's seed (scale.py --seed)")
+    a = p.parse_args()
+    n_users, n_items = RUNGS[a.rung]
+    df, hidden = walk(n_users, n_items, a.seed)
+    data = load_interactions(str(a.work / a.rung / "data" / "interactions.parquet"), DataConfig())
+    split = leave_one_out(data)
+    t = TrainConfig()
+    split.sample_eval_users(t.eval_users, seed=t.seed + 3)  # the job's users (training/pipeline.py)
+    teacher, co = _teacher(a.work / a.rung / "model"), CoOccurrence(split)
+
+    valid = split.evalset("valid")
+    v = _score_split(data, valid, _histories(data, valid), teacher, co)
+    best_w = max(WEIGHTS, key=lambda w: v[f"mix{w}"].mean())
+
+    test = split.evalset("test")
+    rows = _raw_rows(data, test, df["user_id"].to_numpy(), df["item_id"].to_numpy(), n_items)
+    code_of = np.zeros(n_items, np.int64)
+    code_of[data.item_ids.astype(np.int64)] = np.arange(1, data.n_items + 1)
+    oracle = Oracle(hidden["catalog"], hidden["direction"], code_of)
+    users = df["user_id"].to_numpy()[rows]
+    cl, prev = hidden["cluster"][rows], hidden["prev"][rows]
+    r = _score_split(
+        data,
+        test,
+        _histories(data, test),
+        teacher,
+        co,
+        lambda i: oracle.scores(users[i], cl[i], prev[i], data.n_items + 1),
+    )
+    models = {
+        "oracle": r["oracle"],
+        "teacher": r["mix0.0"],
+        "cooccurrence": r["mix1.0"],
+        f"mixture_w{best_w}": r[f"mix{best_w}"],
+    }
+    kind = hidden["kind"][rows]
+    out = {
+        "rung": a.rung,
+        "machine": MACHINE,
+        "protocol": f"test, full ranking, seen items excluded, {len(test)} users (the job sample)",
+        "steps": {name: int((kind == k).sum()) for k, name in KINDS.items()},
+        "mixture_weights_valid": {w: round(float(v[f"mix{w}"].mean()), 4) for w in WEIGHTS},
+    }
+    for name, nd in models.items():
+        out[name] = _summary(nd) | {
+            kn: _summary(nd[kind == k]) for k, kn in KINDS.items() if (kind == k).any()
+        }
+    out["teacher_minus_cooccurrence"] = _paired(models["teacher"], models["cooccurrence"])
+    out["mixture_minus_cooccurrence"] = _paired(
+        models[f"mixture_w{best_w}"], models["cooccurrence"]
+    )
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -32,8 +32,10 @@ from scale import MACHINE, RUNGS, Catalog, walk
 from training.baselines import CoOccurrence
 from training.config import DataConfig, ModelConfig, TrainConfig
 from training.data import Interactions, load_interactions
+from training.evaluate import Scorer, ci95
 from training.model import SASRec
-from training.split import EvalSet, leave_one_out
+from training.split import EvalSet, Split, leave_one_out
+from training.trainer import model_scorer
 
 KINDS = {1: "move", 2: "neighbour", 3: "cluster_popular"}
 WEIGHTS = [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0]
@@ -76,28 +78,21 @@ class Oracle:
         return out
 
 
-def _histories(data: Interactions, ev: EvalSet) -> list[np.ndarray]:
-    return [
-        data.items[data.offsets[u] : data.offsets[u] + p]
-        for u, p in zip(ev.users, ev.prefix_len, strict=True)
-    ]
+def _histories(split: Split, ev: EvalSet) -> list[np.ndarray]:
+    return [split.history(u, p) for u, p in zip(ev.users, ev.prefix_len, strict=True)]
 
 
-def _teacher(model_dir: Path) -> SASRec:
+def _teacher(model_dir: Path) -> Scorer:
+    """The job's teacher, scoring as the job's evaluation does (training/trainer.py)."""
     cfg = ModelConfig(**json.loads((model_dir / "teacher_config.json").read_text()))
     model = SASRec(cfg)
     model.load_state_dict(load_file(model_dir / "teacher.safetensors"))
-    return model.eval()
+    return model_scorer(model, torch.device("cpu"))
 
 
-@torch.no_grad()
-def _teacher_probs(model: SASRec, hists: list[np.ndarray]) -> np.ndarray:
-    width = min(model.cfg.max_len, max(len(h) for h in hists))
-    x = torch.zeros(len(hists), width, dtype=torch.long)
-    for j, h in enumerate(hists):
-        h = h[-width:]
-        x[j, width - len(h) :] = torch.from_numpy(h)
-    return torch.softmax(model.score(x).float(), 1).numpy()
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    e = np.exp(scores - scores.max(1, keepdims=True))  # padding's -inf becomes 0
+    return e / e.sum(1, keepdims=True)
 
 
 def _ndcg(scores: np.ndarray, hists: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
@@ -110,29 +105,28 @@ def _ndcg(scores: np.ndarray, hists: list[np.ndarray], targets: np.ndarray) -> n
     return np.where(rank < 10, 1.0 / np.log2(rank + 2), 0.0)
 
 
+def _interval(values: np.ndarray) -> list[float]:
+    """The job's 95% interval of a mean of per-user values (training/evaluate.py)."""
+    return [round(x, 4) for x in ci95(values.sum(), (values**2).sum(), len(values))]
+
+
 def _summary(nd: np.ndarray) -> dict:
-    half = 1.96 * nd.std(ddof=1) / np.sqrt(len(nd))
     return {
         "ndcg@10": round(float(nd.mean()), 4),
-        "ci95": [round(float(nd.mean() - half), 4), round(float(nd.mean() + half), 4)],
+        "ci95": _interval(nd),
         "hr@10": round(float((nd > 0).mean()), 4),
     }
 
 
 def _paired(a: np.ndarray, b: np.ndarray) -> dict:
-    d = a - b
-    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
-    return {
-        "diff": round(float(d.mean()), 4),
-        "ci95": [round(float(d.mean() - half), 4), round(float(d.mean() + half), 4)],
-    }
+    return {"diff": round(float((a - b).mean()), 4), "ci95": _interval(a - b)}
 
 
-def _score_split(data, ev, hists, teacher, co, oracle_rows=None) -> dict[str, np.ndarray]:
+def _score_split(ev, hists, teacher, co, oracle_rows=None) -> dict[str, np.ndarray]:
     out: dict[str, list[np.ndarray]] = {}
     for a in range(0, len(ev), BATCH):
         hb, tg = hists[a : a + BATCH], ev.targets[a : a + BATCH]
-        pt = _teacher_probs(teacher, hb)
+        pt = _softmax(teacher(hb).astype(np.float64))
         c = co(hb).astype(np.float64)
         c[:, 0] = 0.0
         pc = c / c.sum(1, keepdims=True)
@@ -174,7 +168,7 @@ def main() -> None:
     teacher, co = _teacher(a.work / a.rung / "model"), CoOccurrence(split)
 
     valid = split.evalset("valid")
-    v = _score_split(data, valid, _histories(data, valid), teacher, co)
+    v = _score_split(valid, _histories(split, valid), teacher, co)
     best_w = max(WEIGHTS, key=lambda w: v[f"mix{w}"].mean())
 
     test = split.evalset("test")
@@ -185,9 +179,8 @@ def main() -> None:
     users = df["user_id"].to_numpy()[rows]
     cl, prev = hidden["cluster"][rows], hidden["prev"][rows]
     r = _score_split(
-        data,
         test,
-        _histories(data, test),
+        _histories(split, test),
         teacher,
         co,
         lambda i: oracle.scores(users[i], cl[i], prev[i], data.n_items + 1),

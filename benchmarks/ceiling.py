@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -84,9 +85,13 @@ def _histories(split: Split, ev: EvalSet) -> list[np.ndarray]:
 
 def _teacher(model_dir: Path) -> Scorer:
     """The job's teacher, scoring as the job's evaluation does (training/trainer.py)."""
-    cfg = ModelConfig(**json.loads((model_dir / "teacher_config.json").read_text()))
-    model = SASRec(cfg)
-    model.load_state_dict(load_file(model_dir / "teacher.safetensors"))
+    try:
+        cfg = ModelConfig(**json.loads((model_dir / "teacher_config.json").read_text()))
+        model = SASRec(cfg)
+        model.load_state_dict(load_file(model_dir / "teacher.safetensors"))
+    except (ValueError, TypeError, RuntimeError, SafetensorError) as exc:  # JSON, keys, weights
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"{model_dir} holds no readable teacher: {first}") from None
     return model_scorer(model, torch.device("cpu"))
 
 
@@ -149,7 +154,9 @@ def _raw_rows(
     ].astype(np.int64)
     at = np.searchsorted(keys, want)
     if not (keys[at.clip(max=len(keys) - 1)] == want).all():
-        raise SystemExit("the data is not this rung's generator output (wrong --rung or --seed)")
+        raise SystemExit(
+            "ceiling: the data is not this rung's generator output (wrong --rung or --seed)"
+        )
     return first[at]
 
 
@@ -160,19 +167,25 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="the generator's seed (scale.py --seed)")
     a = p.parse_args()
     n_users, n_items = RUNGS[a.rung]
+    try:
+        data = load_interactions(
+            str(a.work / a.rung / "data" / "interactions.parquet"), DataConfig()
+        )
+        teacher = _teacher(a.work / a.rung / "model")
+    except (OSError, ValueError) as exc:  # DataError is a ValueError
+        raise SystemExit(f"ceiling: {exc}") from None
     df, hidden = walk(n_users, n_items, a.seed)
-    data = load_interactions(str(a.work / a.rung / "data" / "interactions.parquet"), DataConfig())
     split = leave_one_out(data)
     t = TrainConfig()
     split.sample_eval_users(t.eval_users, seed=t.seed + 3)  # the job's users (training/pipeline.py)
-    teacher, co = _teacher(a.work / a.rung / "model"), CoOccurrence(split)
+    test = split.evalset("test")
+    rows = _raw_rows(data, test, df["user_id"].to_numpy(), df["item_id"].to_numpy(), n_items)
+    co = CoOccurrence(split)
 
     valid = split.evalset("valid")
     v = _score_split(valid, _histories(split, valid), teacher, co)
     best_w = max(WEIGHTS, key=lambda w: v[f"mix{w}"].mean())
 
-    test = split.evalset("test")
-    rows = _raw_rows(data, test, df["user_id"].to_numpy(), df["item_id"].to_numpy(), n_items)
     code_of = np.zeros(n_items, np.int64)
     code_of[data.item_ids.astype(np.int64)] = np.arange(1, data.n_items + 1)
     oracle = Oracle(hidden["catalog"], hidden["direction"], code_of)

@@ -44,3 +44,27 @@ def test_oracle_is_a_distribution_that_explains_every_drawn_item(tiny_walk):
         log_lik.append(np.log(p[items[r] + 1]))
     # AND it explains the draws far better than a uniform guess over the catalog
     assert np.mean(log_lik) > np.log(1 / cat.n_items) + 3
+
+
+@pytest.mark.parametrize("what", ["no data", "unreadable teacher"])
+def test_bad_input_is_one_line_and_exit_1(tmp_path, what):
+    import subprocess
+
+    rung = tmp_path / "S"
+    if what == "unreadable teacher":
+        (rung / "data").mkdir(parents=True)
+        synthesize(10_000, 4_800, seed=0).to_parquet(rung / "data" / "interactions.parquet")
+        (rung / "model").mkdir()
+        (rung / "model" / "teacher_config.json").write_text("{")
+    script = str(REPO / "benchmarks" / "ceiling.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--rung", "S", "--work", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ceiling: ") and "Traceback" not in proc.stderr
+    assert ("no such file" in last) if what == "no data" else ("no readable teacher" in last)

@@ -100,13 +100,21 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def _ndcg(scores: np.ndarray, hists: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
-    """Per-user NDCG@10 with seen items and padding excluded (ties count against)."""
-    s = scores.copy()
-    s[:, 0] = -np.inf
-    for j, h in enumerate(hists):
-        s[j, h] = -np.inf
-    rank = (s > s[np.arange(len(targets)), targets][:, None]).sum(1)
+def _seen(hists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of every user's seen items, once per batch for all the scorings."""
+    rows = np.repeat(np.arange(len(hists)), [len(h) for h in hists])
+    return rows, np.concatenate(hists)
+
+
+def _ndcg(
+    scores: np.ndarray, seen: tuple[np.ndarray, np.ndarray], targets: np.ndarray
+) -> np.ndarray:
+    """Per-user NDCG@10 with seen items and padding excluded (ties count against). Writes
+    into `scores`, which every caller builds for this call alone: no copy of a users x
+    catalog block per scoring."""
+    scores[:, 0] = -np.inf
+    scores[seen] = -np.inf
+    rank = (scores > scores[np.arange(len(targets)), targets][:, None]).sum(1)
     return np.where(rank < 10, 1.0 / np.log2(rank + 2), 0.0)
 
 
@@ -131,15 +139,16 @@ def _score_split(ev, hists, teacher, co, oracle_rows=None) -> dict[str, np.ndarr
     out: dict[str, list[np.ndarray]] = {}
     for a in range(0, len(ev), BATCH):
         hb, tg = hists[a : a + BATCH], ev.targets[a : a + BATCH]
+        seen = _seen(hb)
         pt = _softmax(teacher(hb).astype(np.float64))
         c = co(hb).astype(np.float64)
         c[:, 0] = 0.0
         pc = c / c.sum(1, keepdims=True)
         for w in WEIGHTS:
-            out.setdefault(f"mix{w}", []).append(_ndcg((1 - w) * pt + w * pc, hb, tg))
+            out.setdefault(f"mix{w}", []).append(_ndcg((1 - w) * pt + w * pc, seen, tg))
         if oracle_rows is not None:
             po = np.stack([oracle_rows(i) for i in range(a, a + len(hb))])
-            out.setdefault("oracle", []).append(_ndcg(po, hb, tg))
+            out.setdefault("oracle", []).append(_ndcg(po, seen, tg))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

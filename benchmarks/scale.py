@@ -192,7 +192,12 @@ def job_figures(out: Path) -> dict:
     """What a finished job's output says: phases, sizes, quality against the baselines."""
     doc = json.loads((out / "metrics.json").read_text())
     summary, metrics = doc["summary"], doc["metrics"]
-    teacher, served = _quality(metrics, "teacher"), _quality(metrics, summary.get("served", ""))
+    served_name = summary.get("served", "")
+    # The served model against the teacher in the same form: with transitions, both boosted.
+    teacher_name = "teacher+transitions" if served_name.endswith("+transitions") else "teacher"
+    if teacher_name not in metrics:
+        teacher_name = "teacher"
+    teacher, served = _quality(metrics, teacher_name), _quality(metrics, served_name)
     return {
         "data": {k: summary["data"][k] for k in ("raw_rows", "interactions", "users", "items")},
         "dropped": summary["data"].get("dropped"),
@@ -205,9 +210,10 @@ def job_figures(out: Path) -> dict:
         "quality_protocol": "leave-one-out by time, test, full ranking (seen items excluded), "
         "NDCG@10, mean over users with 95% CI (normal approximation)",
         "quality": {
-            name: _quality(metrics, name)
-            for name in ("teacher", "student", "student_plain", "popularity", "cooccurrence")
+            name: _quality(metrics, name) for name in metrics if not name.endswith("_refit")
         },
+        "transitions": summary.get("transitions"),
+        "served_over": teacher_name,
         "served_over_teacher": round(served["ndcg@10"] / teacher["ndcg@10"], 3)
         if served and teacher
         else None,

@@ -66,12 +66,19 @@ def test_train_writes_every_output(tmp_path, ml100k_small):
     assert sum(ln.startswith("student_plain_epoch=") for ln in proc.stdout.splitlines()) == 2
 
     doc = json.loads((model / "metrics.json").read_text())
-    assert set(doc["metrics"]) == {
+    boosted = {name for name in doc["metrics"] if name.endswith("+transitions")}
+    assert set(doc["metrics"]) - boosted == {
         "teacher",
         "student",
         "student_plain",
         "popularity",
         "cooccurrence",
+    }
+    # the teacher and the served model, each with its transition weight when it is not 0
+    weight = doc["summary"]["transitions"]["weight"]
+    assert boosted == {f"{n}+transitions" for n in weight if weight[n]} & {
+        "teacher+transitions",
+        doc["summary"]["served"],
     }
     macs = {n: m["macs_per_request"] for n, m in doc["summary"]["models"].items()}
     assert macs["student"] < macs["teacher"] and macs["student"] == macs["student_plain"]

@@ -21,6 +21,7 @@ import torch
 from lmrec import bundle as fmt
 from lmrec import items as items_fmt
 from lmrec import ivf
+from lmrec import transitions as transitions_fmt
 from lmrec.student import dequantize_items, left_pad
 from safetensors.numpy import save_file
 
@@ -140,6 +141,7 @@ def write_bundle(
     item_dtype: str,
     category_column: str = "",
     ann_min_items: int = ANN_MIN_ITEMS,
+    transitions: transitions_fmt.Transitions | None = None,
 ) -> dict:
     weights = {k: v.detach().cpu().float().numpy() for k, v in student.state_dict().items()}
     weights.update(quantize_items(weights.pop("item_emb.weight"), item_dtype))
@@ -154,6 +156,8 @@ def write_bundle(
     # user store, training/histories.py).
     popularity = np.bincount(data.items, minlength=data.n_items + 1).astype(np.float32)
     np.save(out / fmt.POPULARITY, popularity)
+    if transitions is not None:  # counts of pairs made by several users, no user ids
+        transitions_fmt.write(out / transitions_fmt.FILE, transitions)
 
     created = datetime.now(UTC)
     config = dataclasses.asdict(student.cfg)
@@ -183,6 +187,13 @@ def write_bundle(
         "served_model": document.get("summary", {}).get("served", "student"),
         "files": {},
     }
+    if transitions is not None:
+        record = document.get("summary", {}).get("transitions", {})
+        manifest["transitions"] = transitions.parameters() | {
+            "pairs": len(transitions.cols),
+            "min_users": record.get("min_users"),
+            "per_item": record.get("per_item"),
+        }
     for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != fmt.MANIFEST):
         manifest["files"][str(path.relative_to(out))] = {
             "size": path.stat().st_size,

@@ -131,6 +131,12 @@ class StudentConfig:
     # Loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(true next item).
     distill_alpha: float = hp(0.7, 0.0, 1.0)  # [0, 1]
     distill_temperature: float = hp(1.0, 0.0, lo_open=True)  # (0, inf)
+    # Item-to-item transition counts served beside the small model (lmrec.transitions), their
+    # weight chosen on valid (0 = none shipped). A pair ships only when at least
+    # transitions_min_users users made it: never fewer than 2, so no pair is one user's.
+    transitions: bool = True
+    transitions_min_users: int = hp(2, 2)  # [2, inf)
+    transitions_per_item: int = hp(50, 1)  # [1, inf): most common successors kept per item
     # How the bundle stores the item table: float32, float16, or int8 with per-row scales.
     item_table_dtype: str = hp("float32", choices=("float32", "float16", "int8"))
 

@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime
 
 import torch
+from lmrec.transitions import Transitions
 from safetensors.torch import save_file
 
 from training import shared_data
@@ -22,6 +23,7 @@ from training.dist import DistEnv, barrier
 from training.distill import Distiller, init_from_teacher
 from training.ensemble import TeacherEnsemble, as_teacher
 from training.evaluate import evaluate, sample_negatives
+from training.hybrid import SUFFIX, add_transitions
 from training.model import SASRec
 from training.plan import Budget, PhaseClock, adapt
 from training.report import results_table, write_report
@@ -386,7 +388,17 @@ def _summary(
     }
 
 
-def _served_why(trained: dict[str, tuple[SASRec, FitResult]], served: str) -> str:
+def _served_why(
+    trained: dict[str, tuple[SASRec, FitResult]], served: str, record: dict | None = None
+) -> str:
+    if record is not None:  # chosen with each model's transition weight
+        by_weight, weight = record["valid_ndcg@10_by_weight"], record["weight"]
+        figures = ", ".join(
+            f"{name} {max(by_weight[name]):.4f} (transition weight {weight[name]:g})"
+            for name in ("student", "student_plain")
+            if name in by_weight
+        )
+        return f"best valid NDCG@10 of the small models with their transitions: {figures}"
     figures = ", ".join(
         f"{name} {trained[name][1].best_valid_ndcg:.4f}"
         for name in ("student", "student_plain")
@@ -423,9 +435,12 @@ def export(
     wall_seconds: float,
     served: str | None = None,
     clock: PhaseClock | None = None,
+    transitions: tuple[Transitions | None, dict] | None = None,
 ) -> dict:
     """Weights, history, metrics.json, the report and the bundle. `clock`: the phases so
-    far (seconds, peak memory), recorded in summary.phases."""
+    far (seconds, peak memory), recorded in summary.phases. `transitions`: the served
+    model's table at its weight (None: the model alone) and the record of the choice."""
+    table, record = transitions or (None, None)
     out = paths.model_dir
     clear_dir(out)
     _save_weights(out, cfg, trained)
@@ -435,8 +450,10 @@ def export(
     if clock is not None:
         summary["phases"] = clock.phases
     if served:
-        summary["served"] = served
-        summary["served_why"] = _served_why(trained, served)
+        summary["served"] = served + SUFFIX if table is not None else served
+        summary["served_why"] = _served_why(trained, served, record)
+    if record is not None:
+        summary["transitions"] = record
     document = {
         "metrics": metrics,
         "protocol": _protocol(cfg),
@@ -459,6 +476,7 @@ def export(
             document,
             cfg.student.item_table_dtype,
             cfg.data.category_column,
+            transitions=table,
         )
         document["model_version"] = manifest["model_version"]
     return document
@@ -508,12 +526,20 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
     known = measured_valid(models, trained)
     metrics = evaluate_models(models, split, negatives, cfg, env, known_valid=known)
     clock.done("evaluate")
+    transitions = None
+    if cfg.student.transitions and "teacher" in models:
+        served, table, record = add_transitions(models, served, split, negatives, cfg, env, metrics)
+        transitions = (table, record)
+        clock.done("transitions")
     document = None
     if env.is_main:
         wall = time.perf_counter() - began
-        document = export(paths, cfg, env, data, split, trained, metrics, wall, served, clock)
-        print(results_table(metrics, served or "student"), flush=True)
+        document = export(
+            paths, cfg, env, data, split, trained, metrics, wall, served, clock, transitions
+        )
+        served_name = document["summary"].get("served", served)
+        print(results_table(metrics, served_name or "student"), flush=True)
         if served:
-            print(f"served: {served} ({document['summary']['served_why']})", flush=True)
+            print(f"served: {served_name} ({document['summary']['served_why']})", flush=True)
     barrier(env)
     return document

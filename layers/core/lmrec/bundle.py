@@ -8,6 +8,9 @@ A bundle is a directory (local, or under an s3:// prefix) holding:
   items.safetensors      item ids (row i + 1 <-> item_ids[i]) and catalog columns in compact
                          arrays (format: lmrec.items), loaded without a Python object per item
   item_index.safetensors optional, large catalogs: the IVF index of lmrec.ivf
+  transitions.safetensors optional: item-to-item transition counts served beside the
+                         student (lmrec.transitions; pairs of at least min_users users),
+                         with their weight under the manifest's "transitions"
   popularity.npy         (n_items + 1,) float32 interaction counts, for cold-start fallbacks
   metrics.json, report.md, *.png, teacher*.*  records (teacher_2.*: an ensemble), not served
 
@@ -32,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmrec import items, ivf, store
+from lmrec import items, ivf, store, transitions
 
 SCHEMA_VERSION = 2  # 2: items.safetensors replaced items.json
 MANIFEST = "manifest.json"
@@ -40,7 +43,8 @@ WEIGHTS = "student.safetensors"
 ITEMS = "items.safetensors"
 POPULARITY = "popularity.npy"
 SERVING_FILES = (WEIGHTS, ITEMS, POPULARITY)
-OPTIONAL_SERVING_FILES = (ivf.INDEX_FILE,)  # served when the manifest lists them
+# served when the manifest lists them
+OPTIONAL_SERVING_FILES = (ivf.INDEX_FILE, transitions.FILE)
 
 
 def serving_files(manifest: dict) -> tuple[str, ...]:
@@ -76,6 +80,7 @@ class Bundle:
     catalog: items.ItemCatalog  # item ids <-> rows, display columns, categories
     popularity: np.ndarray  # (n_items + 1,) float32
     index: ivf.IVFIndex | None = None  # large catalogs: approximate top-k
+    transitions: transitions.Transitions | None = None  # a boost beside the student's scores
     path: Path = field(default_factory=Path)
 
     @property
@@ -214,6 +219,12 @@ def load(uri: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> 
 
     try:
         has_index = ivf.INDEX_FILE in manifest["files"]
+        table = None
+        if transitions.FILE in manifest["files"]:
+            n_items = int(manifest["model"]["config"]["n_items"])
+            table = transitions.read(
+                directory / transitions.FILE, manifest.get("transitions") or {}, n_items
+            )
         bundle = Bundle(
             manifest=manifest,
             weights=load_file(str(directory / WEIGHTS)),
@@ -221,9 +232,12 @@ def load(uri: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> 
             index=ivf.read(directory / ivf.INDEX_FILE) if has_index else None,
             popularity=_load_npy(directory / POPULARITY, where).astype(np.float32),
             path=directory,
+            transitions=table,
         )
     except BundleError:
         raise
+    except transitions.TransitionsError as exc:
+        raise BundleError(f"{where}: {exc}") from None
     except Exception as exc:  # verified bytes that still do not parse: a writer bug
         raise BundleError(f"{where}: cannot parse bundle files: {exc}") from None
     _check_consistent(bundle, where)

@@ -1,7 +1,10 @@
 """Recommendations from a verified bundle: encode a history, score the catalog, filter, top-k,
 explain; similar items; the popular fallback for users with no usable history.
 
-Small catalogs are scored whole. A bundle with an item index (lmrec.ivf, written for large
+Small catalogs are scored whole. A bundle with transitions (lmrec.transitions) adds each
+history's boost to the scores of the few items its newest items lead to; those items join
+the model's own top-k as candidates, so the result is the exact top-k of the sum. A bundle
+with an item index (lmrec.ivf, written for large
 catalogs) scores only the items of the probed lists; filters are masks on those candidates,
 and a filter that leaves few of them probes more lists in proportion, or scores every allowed
 item when few are allowed, so k items come back whenever k are allowed.
@@ -9,6 +12,7 @@ item when few are allowed, so k items come back whenever k are allowed.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,6 +63,7 @@ class Recommender:
         self.model = NumpySASRec(loaded.weights, loaded.config)
         self.catalog = loaded.catalog
         self.index = loaded.index
+        self.transitions = loaded.transitions
         self.exact_below = EXACT_BELOW
         if self.index is not None:
             self.index.attach(self.model.table, self.model.scale)
@@ -169,11 +174,16 @@ class Recommender:
             enc = self.model.encode([histories[i] for i in warm])
             # Without an index, one product scores the whole batch against the catalog.
             scores = self.model.score(enc.hidden) if self.index is None else None
+            boosts = self._boosts([histories[i] for i in warm], scores)
             for j, i in enumerate(warm):
                 f, hist = filters[i], histories[i]
                 allowed = self._allowed(hist, f)
                 if scores is None:
                     top, values = self._rank(enc.hidden[j], allowed, f.k)
+                    if boosts is not None:
+                        top, values = self._with_boost(
+                            enc.hidden[j], allowed, f.k, top, values, boosts[j]
+                        )
                 else:
                     top = self._top(scores[j], allowed, f.k)
                     values = scores[j, top]
@@ -203,6 +213,42 @@ class Recommender:
                     0,
                 )
         return results  # type: ignore[return-value]
+
+    def _boosts(
+        self, histories: list[np.ndarray], scores: np.ndarray | None
+    ) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Each history's (items, boost) from the transition table; added in place to
+        `scores` when the whole catalog was scored (then nothing is returned)."""
+        if self.transitions is None:
+            return None
+        if scores is not None:
+            self.transitions.add_to(scores, histories)
+            return None
+        rows, items, boost = self.transitions.boosts(histories)
+        cut = np.searchsorted(rows, np.arange(len(histories) + 1))  # rows come sorted
+        return [(items[a:b], boost[a:b]) for a, b in itertools.pairwise(cut)]
+
+    def _with_boost(
+        self,
+        query: np.ndarray,
+        allowed: np.ndarray,
+        k: int,
+        top: np.ndarray,
+        values: np.ndarray,
+        boost: tuple[np.ndarray, np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top-k of score + boost from the model's top-k and the boosted items: an item
+        outside both has k items above it that the boost can only raise."""
+        items, add = boost
+        keep = allowed[items]
+        items, add = items[keep], add[keep]
+        if not len(items):
+            return top, values
+        plain = ~np.isin(top, items)
+        rows = np.concatenate([top[plain], items])
+        scores = np.concatenate([values[plain], self.model.score_rows(query, items) + add])
+        best = top_k(scores, min(k, len(rows)))
+        return rows[best], scores[best]
 
     def recommend(self, history: np.ndarray, filters: Filters | None = None) -> Result:
         return self.recommend_many([history], [filters or Filters()])[0]

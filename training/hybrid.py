@@ -1,0 +1,162 @@
+"""Models with the transition boost (lmrec.transitions): the table, its weight, the scorer.
+
+The job builds one pruned count table from the training rows, chooses a weight for the
+teacher and for each small model on valid (one scoring pass per model serves every weight
+of the grid, see `valid_ndcg_by_weight`), serves the small model that is best with its
+weight, and reports "<model>+transitions" beside the models alone. Weight 0 (the model
+alone) is always on the grid: data without useful transitions ships no table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from lmrec.transitions import Transitions, recent_sums
+
+from training.baselines import pair_counts
+from training.evaluate import TILE_FLOATS, Scorer
+from training.split import EvalSet, Split
+
+WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
+SUFFIX = "+transitions"
+K = 10
+
+
+def build(split: Split, min_users: int, per_item: int, window: int = 3) -> Transitions:
+    """Pairs made by at least `min_users` users, at most `per_item` successors per item (the
+    most common; ties by item row). Weight 0 until chosen."""
+    indptr, cols, counts = pair_counts(split, window)
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    order = np.lexsort((cols, -counts, rows))  # by row, then most users first
+    rank = np.arange(len(order)) - indptr[rows[order]]
+    kept = np.sort(order[(counts[order] >= min_users) & (rank < per_item)])
+    new_indptr = np.concatenate(
+        [[0], np.cumsum(np.bincount(rows[kept], minlength=len(indptr) - 1))]
+    ).astype(np.int64)
+    return Transitions(new_indptr, cols[kept], counts[kept], weight=0.0)
+
+
+def with_transitions(scorer: Scorer, table: Transitions) -> Scorer:
+    """The scorer's scores plus the table's boosts (at the table's weight)."""
+
+    def score(histories: list[np.ndarray]) -> np.ndarray:
+        scores = np.array(scorer(histories), dtype=np.float32, copy=True)
+        return table.add_to(scores, histories)
+
+    return score
+
+
+def _batch_sums(
+    scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray, table: Transitions
+) -> np.ndarray:
+    """Summed NDCG@10 of the batch at each weight of WEIGHTS (ties counted for the target).
+
+    Exact without scoring the catalog once per weight: an item without a boost keeps its
+    score, so only the K best of those and the boosted items can outrank the target."""
+    b = np.arange(len(targets))
+    scores[:, 0] = -np.inf
+    scores[np.repeat(b, [len(h) for h in histories]), np.concatenate(histories)] = -np.inf
+    rows, items, sums = recent_sums(
+        table.indptr, table.cols, table.counts, histories, table.recent, table.decay
+    )
+    log_boost = np.log1p(sums.astype(np.float64))
+    target_boost = np.zeros(len(b))
+    hit = items == targets[rows]
+    target_boost[rows[hit]] = log_boost[hit]
+    base = scores[rows, items].astype(np.float64)  # boosted items' scores (-inf when seen)
+    target_base = scores[b, targets].astype(np.float64)
+    scores[rows, items] = -np.inf  # leaves the items without a boost
+    top = torch.topk(torch.from_numpy(scores), min(K, scores.shape[1]), dim=1).values.numpy()
+    out = np.zeros(len(WEIGHTS))
+    for i, w in enumerate(WEIGHTS):
+        tau = target_base + w * target_boost
+        above = (top > tau[:, None]).sum(1)  # the target itself is never strictly above
+        beaten = (base + w * log_boost > tau[rows]) & ~hit  # never the target itself
+        above += np.bincount(rows[beaten], minlength=len(b))
+        out[i] = np.where(above < K, 1.0 / np.log2(above + 2.0), 0.0).sum()
+    return out
+
+
+def valid_ndcg_by_weight(
+    scorer: Scorer,
+    table: Transitions,
+    split: Split,
+    evalset: EvalSet,
+    rows: np.ndarray,
+    batch_size: int = 512,
+) -> np.ndarray:
+    """Summed NDCG@10 at each weight of WEIGHTS over `rows` of evalset (full ranking, seen
+    items excluded), from one scoring pass. Sums, so DDP ranks can add their shards."""
+    batch_size = max(1, min(batch_size, TILE_FLOATS // (split.data.n_items + 1)))
+    total = np.zeros(len(WEIGHTS))
+    for start in range(0, len(rows), batch_size):
+        idx = rows[start : start + batch_size]
+        histories = [
+            split.history(u, p)
+            for u, p in zip(evalset.users[idx], evalset.prefix_len[idx], strict=True)
+        ]
+        scores = np.array(scorer(histories), dtype=np.float32, copy=True)
+        total += _batch_sums(scores, histories, evalset.targets[idx], table)
+    return total
+
+
+def valid_means(
+    models: dict, names: list[str], table: Transitions, split: Split, cfg, env
+) -> dict[str, np.ndarray]:
+    """Valid NDCG@10 at each weight of WEIGHTS for each named model (sharded under DDP)."""
+    from training.dist import all_reduce_arrays
+    from training.trainer import model_scorer
+
+    evalset = split.evalset("valid")
+    rows = np.arange(env.rank, len(evalset), env.world_size)
+    out = {}
+    for name in names:
+        scorer = model_scorer(models[name], env.device)
+        sums = valid_ndcg_by_weight(scorer, table, split, evalset, rows, cfg.train.eval_batch_size)
+        total = all_reduce_arrays(env, {"s": sums, "n": np.array(float(len(rows)))})
+        out[name] = total["s"] / max(float(total["n"]), 1.0)
+    return out
+
+
+def add_transitions(
+    models: dict, served: str | None, split: Split, negatives: dict, cfg, env, metrics: dict
+) -> tuple[str | None, Transitions | None, dict]:
+    """Choose the weights on valid, evaluate the teacher and the served small model with their
+    boost into `metrics` ("<name>+transitions"), and pick the small model to serve by its
+    valid figure with its weight. Returns (served small model, its table at its weight or
+    None when weight 0 wins, the record for metrics.json)."""
+    from training.trainer import evaluate_sharded, model_scorer
+
+    s = cfg.student
+    table = build(split, s.transitions_min_users, s.transitions_per_item)
+    small = [n for n in ("student", "student_plain") if n in models]
+    by_weight = valid_means(models, ["teacher", *small], table, split, cfg, env)
+    if small:  # the first (the distilled student) wins a tie, as without transitions
+        served = max(small, key=lambda n: float(by_weight[n].max()))
+    chosen = {name: WEIGHTS[int(np.argmax(v))] for name, v in by_weight.items()}
+    for name in ("teacher", served):
+        if name is None or not chosen[name]:
+            continue
+        scorer = with_transitions(model_scorer(models[name], env.device), _at(table, chosen[name]))
+        metrics[name + SUFFIX] = {
+            part: evaluate_sharded(
+                scorer, split, split.evalset(part), negatives[part], env, cfg, desc=name + SUFFIX
+            )
+            for part in ("valid", "test")
+        }
+    record = {
+        "pairs": len(table.cols),
+        "min_users": s.transitions_min_users,
+        "per_item": s.transitions_per_item,
+        "weights": list(WEIGHTS),
+        "valid_ndcg@10_by_weight": {
+            n: [round(float(x), 4) for x in v] for n, v in by_weight.items()
+        },
+        "weight": chosen,
+    }
+    served_table = _at(table, chosen[served]) if served and chosen[served] else None
+    return served, served_table, record
+
+
+def _at(table: Transitions, weight: float) -> Transitions:
+    return Transitions(table.indptr, table.cols, table.counts, weight, table.recent, table.decay)

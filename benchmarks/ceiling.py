@@ -10,7 +10,9 @@ full ranking, seen items excluded, NDCG@10 and HR@10):
 - oracle: items ranked by their true probability under the generator (the ceiling);
 - the job's teacher and the co-occurrence baseline, each overall and per step kind;
 - mixture: (1 - w) * softmax(teacher) + w * co-occurrence scores normalised per user, w
-  chosen on valid from a grid: what a teacher that also counted transitions would reach.
+  chosen on valid from a grid: what a teacher that also counted transitions would reach;
+- when the job chose transitions (training/hybrid.py): the teacher with its boost at the
+  job's weight, and the served model as the bundle serves it (numpy student + its table).
 
 Prints one JSON object. Differences are paired (same users), with a 95% interval.
 """
@@ -28,8 +30,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lmrec import bundle
+from lmrec.student import NumpySASRec
 from scale import MACHINE, RUNGS, Catalog, walk
 
+from training import hybrid
 from training.baselines import CoOccurrence
 from training.config import DataConfig, ModelConfig, TrainConfig
 from training.data import Interactions, load_interactions
@@ -95,6 +100,27 @@ def _teacher(model_dir: Path) -> Scorer:
     return model_scorer(model, torch.device("cpu"))
 
 
+def _job_models(model_dir: Path, split: Split, teacher: Scorer) -> dict[str, Scorer]:
+    """The teacher with transitions at the job's weight, and the served model exactly as the
+    bundle serves it (the numpy student plus the bundle's table); none for an older job."""
+    summary = json.loads((model_dir / "metrics.json").read_text())["summary"]
+    record = summary.get("transitions")
+    if not record:
+        return {}
+    out: dict[str, Scorer] = {}
+    if record["weight"].get("teacher"):
+        table = hybrid.build(split, record["min_users"], record["per_item"])
+        table.weight = record["weight"]["teacher"]
+        out["teacher+transitions"] = hybrid.with_transitions(teacher, table)
+    served = bundle.load(str(model_dir))
+    student = NumpySASRec(served.weights, served.config)
+    boost = served.transitions
+    out[f"served:{summary['served']}"] = (
+        student if boost is None else hybrid.with_transitions(student, boost)
+    )
+    return out
+
+
 def _softmax(scores: np.ndarray) -> np.ndarray:
     e = np.exp(scores - scores.max(1, keepdims=True))  # padding's -inf becomes 0
     return e / e.sum(1, keepdims=True)
@@ -135,11 +161,13 @@ def _paired(a: np.ndarray, b: np.ndarray) -> dict:
     return {"diff": round(float((a - b).mean()), 4), "ci95": _interval(a - b)}
 
 
-def _score_split(ev, hists, teacher, co, oracle_rows=None) -> dict[str, np.ndarray]:
+def _score_split(ev, hists, teacher, co, oracle_rows=None, extra=None) -> dict[str, np.ndarray]:
     out: dict[str, list[np.ndarray]] = {}
     for a in range(0, len(ev), BATCH):
         hb, tg = hists[a : a + BATCH], ev.targets[a : a + BATCH]
         seen = _seen(hb)
+        for name, scorer in (extra or {}).items():
+            out.setdefault(name, []).append(_ndcg(np.array(scorer(hb), np.float64), seen, tg))
         pt = _softmax(teacher(hb).astype(np.float64))
         c = co(hb).astype(np.float64)
         c[:, 0] = 0.0
@@ -200,19 +228,21 @@ def main() -> None:
     oracle = Oracle(hidden["catalog"], hidden["direction"], code_of)
     users = df["user_id"].to_numpy()[rows]
     cl, prev = hidden["cluster"][rows], hidden["prev"][rows]
+    extra = _job_models(a.work / a.rung / "model", split, teacher)
     r = _score_split(
         test,
         _histories(split, test),
         teacher,
         co,
         lambda i: oracle.scores(users[i], cl[i], prev[i], data.n_items + 1),
+        extra,
     )
     models = {
         "oracle": r["oracle"],
         "teacher": r["mix0.0"],
         "cooccurrence": r["mix1.0"],
         f"mixture_w{best_w}": r[f"mix{best_w}"],
-    }
+    } | {name: r[name] for name in extra}
     kind = hidden["kind"][rows]
     out = {
         "rung": a.rung,
@@ -229,6 +259,9 @@ def main() -> None:
     out["mixture_minus_cooccurrence"] = _paired(
         models[f"mixture_w{best_w}"], models["cooccurrence"]
     )
+    for name in extra:
+        out[f"{name}_minus_cooccurrence"] = _paired(models[name], models["cooccurrence"])
+        out[f"{name}_minus_teacher"] = _paired(models[name], models["teacher"])
     print(json.dumps(out))
 
 

@@ -15,6 +15,10 @@ user vector is the newest item plus the history's mean (see history_encoder).
 Cold start: a fresh process per run (--cold-runs, default 5; median and min reported), from
 the interpreter's start to the first answer, bundle fetched from moto S3 into an empty cache.
 
+Bundles carry transitions (lmrec.transitions: the job's table of pairs of at least 2 users)
+at weight 2 unless --transitions-weight 0; recommend is then also timed with the table set
+aside, on the same bundle and requests.
+
 Latency: single thread (OPENBLAS/OMP/MKL threads = 1), in a fresh process per size, 500
 histories of the data's users, k=10, seen items excluded, explanations on; wall and on-CPU
 milliseconds (the machine is shared: wall time includes other processes' turns).
@@ -161,11 +165,13 @@ def history_encoder(student) -> None:
             block.ffn[2].bias.zero_()
 
 
-def build(size: str, out: Path, dtype: str) -> dict:
+def build(size: str, out: Path, dtype: str, transitions_weight: float = 2.0) -> dict:
     import torch
 
+    from training import hybrid
     from training.bundle_writer import write_bundle
     from training.model import ModelConfig, SASRec
+    from training.split import leave_one_out
 
     n_users, n_items = SIZES[size]
     began = time.perf_counter()
@@ -180,9 +186,15 @@ def build(size: str, out: Path, dtype: str) -> dict:
     student.eval()
     generated = time.perf_counter() - began
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"metrics": {}, "config": {"size": size}}
+    table = None
+    if transitions_weight:  # the job's table (pairs of >= 2 users), at a typical weight
+        table = hybrid.build(leave_one_out(data), min_users=2, per_item=50)
+        table.weight = transitions_weight
+    doc = {"metrics": {}, "config": {"size": size}, "summary": {}}
     began = time.perf_counter()
-    manifest = write_bundle(out, student, data, doc, dtype, category_column="category")
+    manifest = write_bundle(
+        out, student, data, doc, dtype, category_column="category", transitions=table
+    )
     written = time.perf_counter() - began
     rng = np.random.default_rng(7)
     users = rng.choice(n_users, 500, replace=False)
@@ -252,6 +264,11 @@ def child_latency(bundle_dir: str) -> dict:
             timed(lambda h, f=f: rec.recommend(h, f), hist[:200])
         )
     similar = timed(lambda i: rec.similar(i, 10), probe_items)
+    without = None
+    if rec.transitions is not None:  # the same requests on the same bundle, model alone
+        table, rec.transitions = rec.transitions, None
+        without = percentiles(timed(lambda h: rec.recommend(h, Filters(k=10)), hist))
+        rec.transitions = table
     out = {
         "load_seconds": round(load_s, 3),
         "load_cpu_seconds": round(load_cpu, 3),
@@ -262,6 +279,7 @@ def child_latency(bundle_dir: str) -> dict:
         "recommend_no_history": percentiles(cold),
         "recommend_include_categories": by_share,
         "similar": percentiles(similar),
+        "recommend_without_transitions": without,
     }
     if getattr(rec, "index", None) is not None:
         out["ann"] = recall(rec, hist[:200], probe_items[:200])
@@ -411,6 +429,9 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["S", "M", "L"], choices=list(SIZES))
     parser.add_argument("--dtype", default="int8", choices=["float32", "float16", "int8"])
     parser.add_argument("--cold-runs", type=int, default=5, help="cold starts per size")
+    parser.add_argument(
+        "--transitions-weight", type=float, default=2.0, help="0: bundles without transitions"
+    )
     parser.add_argument("--workdir", default="", help="where bundles go (default: a temp dir)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -454,7 +475,7 @@ def main() -> None:
                 "code": str(repo),
                 "machine": machine(),
             }
-            record.update(build(size, out, args.dtype))
+            record.update(build(size, out, args.dtype, args.transitions_weight))
             manifest = json.loads((out / "manifest.json").read_text())
             record["bundle_files_mb"] = {
                 name: round(e["size"] / 2**20, 2) for name, e in manifest["files"].items()

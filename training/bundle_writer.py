@@ -152,8 +152,8 @@ def write_bundle(
     index_record = None
     if data.n_items >= ann_min_items:
         index_record = write_index(out, student, data, dequantize_items(weights))
-    # No user ids and no histories here: a bundle holds items only (histories go to the
-    # user store, training/histories.py).
+    # No user ids and no histories here: a bundle holds items and aggregate counts only
+    # (histories go to the user store, training/histories.py).
     popularity = np.bincount(data.items, minlength=data.n_items + 1).astype(np.float32)
     np.save(out / fmt.POPULARITY, popularity)
     if transitions is not None:  # counts of pairs made by several users, no user ids

@@ -14,7 +14,8 @@ A bundle is a directory (local, or under an s3:// prefix) holding:
   popularity.npy         (n_items + 1,) float32 interaction counts, for cold-start fallbacks
   metrics.json, report.md, *.png, teacher*.*  records (teacher_2.*: an ensemble), not served
 
-A bundle holds items only: no user ids, no histories, nothing personal. Users' histories live
+A bundle holds items and aggregate counts only (transition pairs of at least two users):
+no user ids, no histories, nothing personal. Users' histories live
 in the user store (lmrec.userstore), written from the data, not from a model.
 
 Reading verifies the schema version and every checksum before anything is used, and loads

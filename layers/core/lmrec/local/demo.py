@@ -134,12 +134,12 @@ def show_gate(promotion: dict, model_dir: Path) -> bool:
     users = metrics[served]["test"]["full"].get("users", "all")
     say(f"{INDENT}test split ({users} users, leave-one-out, k=10):")
     protocol = next((k for k in metrics[served]["test"] if k.startswith("sampled")), "")
-    header = f"{'model':<22}{'full NDCG@10':>12} {'full HR@10':>11} {protocol + ' NDCG@10':>19}"
+    header = f"{'model':<36}{'full NDCG@10':>12} {'full HR@10':>11} {protocol + ' NDCG@10':>19}"
     say(f"{INDENT}{header}")
     for name, split in metrics.items():
         label = f"{name} (served)" if name == served else name
         marker = "  > " if name == served else INDENT
-        say(f"{marker:<{len(INDENT)}}{label:<22}{_row(name, split)}")
+        say(f"{marker:<{len(INDENT)}}{label:<36}{_row(name, split)}")
     figure = metrics[served]["test"]["full"]["ndcg@10"]
     above = [n for n, s in metrics.items() if s["test"]["full"]["ndcg@10"] > figure]
     if above:

@@ -191,6 +191,7 @@ def test_the_indexed_path_brings_boosted_items_and_honours_filters(boosted):
         (lambda a, p: a.update(indptr=a["indptr"][:-1]), "indptr has"),
         (lambda a, p: a.update(cols=a["cols"] + 10_000), "outside the catalog"),
         (lambda a, p: a.update(counts=-a["counts"]), "finite and positive"),
+        (lambda a, p: a.update(cols=a["cols"].astype(np.float32)), "must hold integers"),
         (lambda a, p: p.update(weight=float("nan")), "out of range"),
         (lambda a, p: p.pop("recent"), "unreadable transitions"),
     ],

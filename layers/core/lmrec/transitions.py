@@ -70,7 +70,7 @@ def recent_sums(
 @dataclass
 class Transitions:
     indptr: np.ndarray  # (n_items + 2,) int64: row a's successors are cols[indptr[a]:indptr[a+1]]
-    cols: np.ndarray  # (pairs,) int32 item rows, 1..n_items
+    cols: np.ndarray  # (pairs,) item rows, 1..n_items (int32 in the file and in memory)
     counts: np.ndarray  # (pairs,) float32 users per pair
     weight: float
     recent: int = 5
@@ -127,6 +127,8 @@ def read(path: Path, parameters: dict, n_items: int) -> Transitions:
         problem = f"indptr has {len(indptr)} rows for a catalog of {n_items} items"
     elif indptr[0] != 0 or (np.diff(indptr) < 0).any() or indptr[-1] != len(cols):
         problem = "indptr is not a CSR offset array over cols"
+    elif cols.dtype.kind not in "iu" or counts.dtype.kind != "f":
+        problem = "cols must hold integers and counts floats"
     elif len(counts) != len(cols) or (len(cols) and (cols.min() < 1 or cols.max() > n_items)):
         problem = "cols and counts disagree, or an item row is outside the catalog"
     elif not (np.isfinite(counts).all() and (counts > 0).all()):
@@ -135,4 +137,4 @@ def read(path: Path, parameters: dict, n_items: int) -> Transitions:
         problem = f"parameters out of range: {parameters}"
     if problem:
         raise TransitionsError(f"{path.name}: {problem}")
-    return Transitions(indptr, cols.astype(np.int64), counts, weight, recent, decay)
+    return Transitions(indptr, cols, counts, weight, recent, decay)

@@ -91,7 +91,10 @@ def test_the_privacy_floor_is_enforced_by_the_config():
         from_hyperparameters({"transitions_min_users": "1"})
 
 
-def test_the_one_pass_weight_choice_equals_dense_ranking(tmp_path):
+@pytest.mark.parametrize("coarse", [False, True])
+def test_the_one_pass_weight_choice_equals_dense_ranking(tmp_path, coarse):
+    """Against every item scored densely; coarse scores (one decimal, as bf16 logits tie)
+    check that ties are split as evaluation splits them, uniformly at random."""
     rows = synthetic_rows(n_users=120, n_items=60, length=10, seed=5)
     split = split_of(tmp_path, rows)
     table = hybrid.build(split, min_users=2, per_item=50)
@@ -99,7 +102,8 @@ def test_the_one_pass_weight_choice_equals_dense_ranking(tmp_path):
     vectors = rng.standard_normal((split.data.n_items + 1, 8)).astype(np.float32)
 
     def scores_of(history: np.ndarray) -> np.ndarray:  # any function of the history will do
-        return vectors @ vectors[history].mean(0)
+        s = vectors @ vectors[history].mean(0)
+        return np.round(s, 1) if coarse else s
 
     def scorer(histories):
         return np.stack([scores_of(h) for h in histories])
@@ -114,8 +118,9 @@ def test_the_one_pass_weight_choice_equals_dense_ranking(tmp_path):
             s = scores_of(h).astype(np.float64) + dense_boost(t, h)
             s[0] = -np.inf
             s[h] = -np.inf
-            rank = int((s > s[target]).sum())
-            total += 1 / np.log2(rank + 2) if rank < 10 else 0.0
+            above, ties = int((s > s[target]).sum()), int((s == s[target]).sum()) - 1
+            ranks = np.arange(above, above + ties + 1)  # equally likely
+            total += float(np.where(ranks < 10, 1 / np.log2(ranks + 2), 0.0).mean())
         assert sums[i] == pytest.approx(total, abs=1e-9), w
 
 
@@ -189,11 +194,18 @@ def test_the_indexed_path_brings_boosted_items_and_honours_filters(boosted):
     ("change", "message"),
     [
         (lambda a, p: a.update(indptr=a["indptr"][:-1]), "indptr has"),
+        (lambda a, p: a.update(indptr=a["indptr"].astype(np.int32)), "indptr must be int64"),
         (lambda a, p: a.update(cols=a["cols"] + 10_000), "outside the catalog"),
-        (lambda a, p: a.update(counts=-a["counts"]), "finite and positive"),
-        (lambda a, p: a.update(cols=a["cols"].astype(np.float32)), "must hold integers"),
-        (lambda a, p: p.update(weight=float("nan")), "out of range"),
-        (lambda a, p: p.pop("recent"), "unreadable transitions"),
+        (lambda a, p: a.update(cols=a["cols"].astype(np.uint64)), "cols int32 or int64"),
+        (lambda a, p: a.update(cols=a["cols"].astype(np.float32)), "cols int32 or int64"),
+        (lambda a, p: a.update(counts=a["counts"][:, None]), "one-dimensional"),
+        (lambda a, p: a.update(counts=-a["counts"]), "finite, positive"),
+        (lambda a, p: a.update(counts=a["counts"] * 1e30), "finite, positive"),
+        (lambda a, p: p.update(weight=float("nan")), "parameters must be numbers"),
+        (lambda a, p: p.update(weight=1e300), "parameters must be numbers"),
+        (lambda a, p: p.update(recent="5"), "parameters must be numbers"),
+        (lambda a, p: p.update(recent=True), "parameters must be numbers"),
+        (lambda a, p: p.pop("recent"), "parameters must be numbers"),
     ],
 )
 def test_a_bad_table_is_refused_with_one_line(boosted, tmp_path, change, message):

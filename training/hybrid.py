@@ -33,7 +33,7 @@ def build(split: Split, min_users: int, per_item: int, window: int = 3) -> Trans
     new_indptr = np.concatenate(
         [[0], np.cumsum(np.bincount(rows[kept], minlength=len(indptr) - 1))]
     ).astype(np.int64)
-    return Transitions(new_indptr, cols[kept], counts[kept], weight=0.0)
+    return Transitions(new_indptr, cols[kept].astype(np.int32), counts[kept], weight=0.0)
 
 
 def with_transitions(scorer: Scorer, table: Transitions) -> Scorer:
@@ -46,10 +46,24 @@ def with_transitions(scorer: Scorer, table: Transitions) -> Scorer:
     return score
 
 
+# DISCOUNT[r] = sum of 1 / log2(i + 2) for ranks i < r (< K): NDCG@K summed over a range.
+DISCOUNT = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(K) + 2.0))])
+
+
+def _expected_ndcg(above: np.ndarray, ties: np.ndarray) -> np.ndarray:
+    """NDCG@K of a target with `above` items strictly above it and `ties` items level with
+    it, the tie broken uniformly at random as evaluation breaks it (its rank is uniform on
+    above .. above + ties)."""
+    lo = np.minimum(above, K)
+    hi = np.minimum(above + ties + 1, K)
+    return (DISCOUNT[hi] - DISCOUNT[lo]) / (ties + 1.0)
+
+
 def _batch_sums(
     scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray, table: Transitions
 ) -> np.ndarray:
-    """Summed NDCG@10 of the batch at each weight of WEIGHTS (ties counted for the target).
+    """Summed NDCG@10 of the batch at each weight of WEIGHTS, ties with the target broken
+    uniformly at random in expectation (as evaluation breaks them).
 
     Exact without scoring the catalog once per weight: an item without a boost keeps its
     score, so only the K best of those and the boosted items can outrank the target."""
@@ -66,14 +80,21 @@ def _batch_sums(
     base = scores[rows, items].astype(np.float64)  # boosted items' scores (-inf when seen)
     target_base = scores[b, targets].astype(np.float64)
     scores[rows, items] = -np.inf  # leaves the items without a boost
+    scores[b, targets] = -np.inf  # and not the target: it never outranks or ties itself
     top = torch.topk(torch.from_numpy(scores), min(K, scores.shape[1]), dim=1).values.numpy()
+    top = top.astype(np.float64)
     out = np.zeros(len(WEIGHTS))
     for i, w in enumerate(WEIGHTS):
         tau = target_base + w * target_boost
-        above = (top > tau[:, None]).sum(1)  # the target itself is never strictly above
-        beaten = (base + w * log_boost > tau[rows]) & ~hit  # never the target itself
-        above += np.bincount(rows[beaten], minlength=len(b))
-        out[i] = np.where(above < K, 1.0 / np.log2(above + 2.0), 0.0).sum()
+        above, ties = (top > tau[:, None]).sum(1), (top == tau[:, None]).sum(1)
+        # The top K cannot show every tie when they fill it: count those rows' ties whole.
+        full = (above < K) & (ties > 0) & (above + ties == top.shape[1])
+        if full.any():
+            ties[full] = (scores[full] == tau[full, None]).sum(1)
+        boosted = np.where(hit, -np.inf, base + w * log_boost)
+        above += np.bincount(rows[boosted > tau[rows]], minlength=len(b))
+        ties += np.bincount(rows[boosted == tau[rows]], minlength=len(b))
+        out[i] = _expected_ndcg(above, ties).sum()
     return out
 
 
@@ -88,6 +109,8 @@ def valid_ndcg_by_weight(
     """Summed NDCG@10 at each weight of WEIGHTS over `rows` of evalset (full ranking, seen
     items excluded), from one scoring pass. Sums, so DDP ranks can add their shards."""
     batch_size = max(1, min(batch_size, TILE_FLOATS // (split.data.n_items + 1)))
+    # By history length, as evaluation does: a batch is padded to its longest history.
+    rows = rows[np.argsort(evalset.prefix_len[rows], kind="stable")]
     total = np.zeros(len(WEIGHTS))
     for start in range(0, len(rows), batch_size):
         idx = rows[start : start + batch_size]
@@ -119,23 +142,32 @@ def valid_means(
 
 
 def add_transitions(
-    models: dict, served: str | None, split: Split, negatives: dict, cfg, env, metrics: dict
+    models: dict,
+    served: str | None,
+    split: Split,
+    negatives: dict,
+    cfg,
+    env,
+    metrics: dict,
+    measure_teacher: bool = True,
 ) -> tuple[str | None, Transitions | None, dict]:
     """Choose the weights on valid, evaluate the teacher and the served small model with their
     boost into `metrics` ("<name>+transitions"), and pick the small model to serve by its
     valid figure with its weight. Returns (served small model, its table at its weight or
-    None when weight 0 wins, the record for metrics.json)."""
+    None when weight 0 wins, the record for metrics.json). Without `measure_teacher` (the
+    job is short of time) the teacher, a measurement only, is left out."""
     from training.trainer import evaluate_sharded, model_scorer
 
     s = cfg.student
     table = build(split, s.transitions_min_users, s.transitions_per_item)
     small = [n for n in ("student", "student_plain") if n in models]
-    by_weight = valid_means(models, ["teacher", *small], table, split, cfg, env)
+    names = (["teacher"] if measure_teacher or not small else []) + small
+    by_weight = valid_means(models, names, table, split, cfg, env)
     if small:  # the first (the distilled student) wins a tie, as without transitions
         served = max(small, key=lambda n: float(by_weight[n].max()))
     chosen = {name: WEIGHTS[int(np.argmax(v))] for name, v in by_weight.items()}
     for name in ("teacher", served):
-        if name is None or not chosen[name]:
+        if name is None or not chosen.get(name):
             continue
         scorer = with_transitions(model_scorer(models[name], env.device), _at(table, chosen[name]))
         metrics[name + SUFFIX] = {

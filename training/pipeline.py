@@ -491,12 +491,16 @@ def choose_served(trained: dict[str, tuple[SASRec, FitResult]]) -> str:
     return "student_plain" if plain.best_valid_ndcg > distilled.best_valid_ndcg else "student"
 
 
+def _is_short(budget: Budget, total: float) -> bool:
+    return bool(total) and budget.left() <= 0.1 * total
+
+
 def _short_of_time(
     models: dict, served: str, budget: Budget, total: float
 ) -> dict[str, SASRec | TeacherEnsemble]:
     """With under a tenth of the budget left, only the teacher and the served model are
     evaluated (the rest are measurements, not needed for a bundle)."""
-    if not total or budget.left() > 0.1 * total:
+    if not _is_short(budget, total):
         return models
     log.warning(
         "little time left (%.0f s): evaluating the teacher and %s only", budget.left(), served
@@ -528,7 +532,10 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
     clock.done("evaluate")
     transitions = None
     if cfg.student.transitions and "teacher" in models:
-        served, table, record = add_transitions(models, served, split, negatives, cfg, env, metrics)
+        short = _is_short(budget, budget.total)  # then the served model's weight only
+        served, table, record = add_transitions(
+            models, served, split, negatives, cfg, env, metrics, measure_teacher=not short
+        )
         transitions = (table, record)
         clock.done("transitions")
     document = None

@@ -185,7 +185,8 @@ def write_report(
     config: dict | None = None,
 ) -> Path:
     served = summary.get("served", SERVED)  # the job picks the better small model
-    _plot_history(histories, config, model_dir / "training_curve.png", served)
+    # its training curve is the small model's own, without the transitions beside it
+    _plot_history(histories, config, model_dir / "training_curve.png", served.split("+")[0])
     _plot_models(metrics, model_dir / "models.png", served)
     data = summary["data"]
     dropped = data.get("dropped", {})

@@ -3,7 +3,8 @@ explain; similar items; the popular fallback for users with no usable history.
 
 Small catalogs are scored whole. A bundle with transitions (lmrec.transitions) adds each
 history's boost to the scores of the few items its newest items lead to; those items join
-the model's own top-k as candidates, so the result is the exact top-k of the sum. A bundle
+the model's own top-k as candidates, so the result is the exact top-k of the sum over the
+model's candidates (with an index, its probed top-k). A bundle
 with an item index (lmrec.ivf, written for large
 catalogs) scores only the items of the probed lists; filters are masks on those candidates,
 and a filter that leaves few of them probes more lists in proportion, or scores every allowed

@@ -8,12 +8,14 @@ history's boost for item b is
 added to the student's score (a product of experts: the model's distribution times
 (1 + recent transition counts)**weight). Items without a recorded transition keep the
 model's score, so the top-k of the sum lies in the model's own top-k plus the boosted items:
-serving scores a few dozen extra rows, never the catalog.
+serving scores at most recent x per_item extra rows (250 with the job's defaults, usually a
+few dozen), never the catalog.
 
 Why a count table beside a Transformer: a factorised model must learn each item's
 successors from the few times the item occurs, while counting gets them exactly; on the
-synthetic ladder the student plus this boost beats both the teacher alone and
-co-occurrence alone (docs/experiments.md). The weight is chosen on valid by the training
+synthetic ladder the teacher plus this boost is ahead of co-occurrence at every rung where
+the teacher alone trails it, and the student plus the boost is ahead of the teacher alone
+(docs/experiments.md). The weight is chosen on valid by the training
 job, and 0 means no table ships.
 
 What it holds is aggregate: a pair is kept only when at least `min_users` distinct users
@@ -70,7 +72,7 @@ def recent_sums(
 @dataclass
 class Transitions:
     indptr: np.ndarray  # (n_items + 2,) int64: row a's successors are cols[indptr[a]:indptr[a+1]]
-    cols: np.ndarray  # (pairs,) item rows, 1..n_items (int32 in the file and in memory)
+    cols: np.ndarray  # (pairs,) int32 item rows, 1..n_items
     counts: np.ndarray  # (pairs,) float32 users per pair
     weight: float
     recent: int = 5
@@ -111,30 +113,63 @@ def write(path: Path, t: Transitions) -> None:
     )
 
 
-def read(path: Path, parameters: dict, n_items: int) -> Transitions:
-    """The table, checked against the catalog it claims to describe (TransitionsError)."""
+# Bounds that keep every boost finite and a request's cost small: the job's weights are at
+# most 8, its counts are numbers of users, and `recent` items at most this many.
+MAX_WEIGHT = 1_000.0
+MAX_COUNT = 1e9
+MAX_RECENT = 1_000
+
+
+def _parameters(parameters: object) -> tuple[float, int, float] | None:
+    """(weight, recent, decay) when they are JSON numbers in range, else None."""
+    if not isinstance(parameters, dict):
+        return None
+    weight, recent, decay = (parameters.get(k) for k in ("weight", "recent", "decay"))
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (weight, decay))
+    if not (numbers and isinstance(recent, int) and not isinstance(recent, bool)):
+        return None
+    assert isinstance(weight, int | float) and isinstance(decay, int | float)  # for mypy
+    if 0 < weight <= MAX_WEIGHT and 1 <= recent <= MAX_RECENT and 0 < decay <= 1:
+        return float(weight), recent, float(decay)
+    return None
+
+
+def _problem(indptr: np.ndarray, cols: np.ndarray, counts: np.ndarray, n_items: int) -> str | None:
+    if any(a.ndim != 1 for a in (indptr, cols, counts)):
+        return "indptr, cols and counts must be one-dimensional"
+    if indptr.dtype != np.int64 or cols.dtype not in (np.int32, np.int64):
+        return "indptr must be int64 and cols int32 or int64"
+    if counts.dtype not in (np.float32, np.float64):
+        return "counts must be float32 or float64"
+    if len(indptr) != n_items + 2:
+        return f"indptr has {len(indptr)} offsets for a catalog of {n_items} items"
+    if indptr[0] != 0 or indptr[1] != 0 or (np.diff(indptr) < 0).any() or indptr[-1] != len(cols):
+        return "indptr is not a CSR offset array over cols (row 0, padding, must be empty)"
+    if len(counts) != len(cols) or (len(cols) and (cols.min() < 1 or cols.max() > n_items)):
+        return "cols and counts disagree, or an item row is outside the catalog"
+    if not (np.isfinite(counts).all() and (counts > 0).all() and (counts <= MAX_COUNT).all()):
+        return f"counts must be finite, positive and at most {MAX_COUNT:g}"
+    return None
+
+
+def read(path: Path, parameters: object, n_items: int) -> Transitions:
+    """The table, checked against the catalog it claims to describe (TransitionsError): a
+    table that loads is one no request can fail on."""
     from safetensors.numpy import load_file
 
     try:
         arrays = load_file(str(path))
         indptr, cols, counts = arrays["indptr"], arrays["cols"], arrays["counts"]
-        weight = float(parameters["weight"])
-        recent, decay = int(parameters["recent"]), float(parameters["decay"])
-    except (KeyError, TypeError, ValueError, OSError) as exc:
+    except (KeyError, ValueError, OSError) as exc:
         raise TransitionsError(f"{path.name}: unreadable transitions ({exc})") from None
-    problem = None
-    if len(indptr) != n_items + 2 or indptr.dtype != np.int64:
-        problem = f"indptr has {len(indptr)} rows for a catalog of {n_items} items"
-    elif indptr[0] != 0 or (np.diff(indptr) < 0).any() or indptr[-1] != len(cols):
-        problem = "indptr is not a CSR offset array over cols"
-    elif cols.dtype.kind not in "iu" or counts.dtype.kind != "f":
-        problem = "cols must hold integers and counts floats"
-    elif len(counts) != len(cols) or (len(cols) and (cols.min() < 1 or cols.max() > n_items)):
-        problem = "cols and counts disagree, or an item row is outside the catalog"
-    elif not (np.isfinite(counts).all() and (counts > 0).all()):
-        problem = "counts must be finite and positive"
-    elif not (np.isfinite(weight) and weight > 0 and recent >= 1 and 0 < decay <= 1):
-        problem = f"parameters out of range: {parameters}"
-    if problem:
+    chosen = _parameters(parameters)
+    problem = _problem(indptr, cols, counts, n_items)
+    if chosen is None:
+        problem = (
+            f"parameters must be numbers with 0 < weight <= {MAX_WEIGHT:g}, "
+            f"an integer 1 <= recent <= {MAX_RECENT} and 0 < decay <= 1: {parameters!r}"[:300]
+        )
+    if problem or chosen is None:
         raise TransitionsError(f"{path.name}: {problem}")
-    return Transitions(indptr, cols, counts, weight, recent, decay)
+    weight, recent, decay = chosen
+    return Transitions(indptr, cols, counts.astype(np.float32), weight, recent, decay)

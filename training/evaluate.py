@@ -111,6 +111,14 @@ def _add_rank_sums(sums: dict[str, float], prefix: str, rank: np.ndarray, k: int
         sums["mrr_sq"] += float((mrr * mrr).sum())
 
 
+def hide_seen(scores: np.ndarray, histories: list[np.ndarray]) -> None:
+    """The full protocol's exclusions, in place: padding (column 0) and every row's history
+    items to -inf."""
+    scores[:, 0] = -np.inf
+    rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+    scores[rows, np.concatenate(histories)] = -np.inf
+
+
 def evaluate_partial(
     scorer: Scorer,
     split: Split,
@@ -152,9 +160,7 @@ def evaluate_partial(
         s_rank = _ranks(cand_scores, cand_scores[:, 0], gen)
 
         # Full protocol: hide padding and everything the user has already seen.
-        scores[:, 0] = -np.inf
-        seen_rows = np.repeat(b, [len(h) for h in histories])
-        scores[seen_rows, np.concatenate(histories)] = -np.inf
+        hide_seen(scores, histories)
         f_rank = _ranks(scores, scores[b, targets], gen)
         top_scores, top = torch.topk(torch.from_numpy(scores), min(k, n_items), dim=1)
         covered[top[torch.isfinite(top_scores)]] = True

@@ -9,12 +9,14 @@ alone) is always on the grid: data without useful transitions ships no table.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from lmrec.transitions import Transitions, recent_sums
 
 from training.baselines import pair_counts
-from training.evaluate import TILE_FLOATS, Scorer
+from training.evaluate import TILE_FLOATS, Scorer, hide_seen
 from training.split import EvalSet, Split
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -68,8 +70,7 @@ def _batch_sums(
     Exact without scoring the catalog once per weight: an item without a boost keeps its
     score, so only the K best of those and the boosted items can outrank the target."""
     b = np.arange(len(targets))
-    scores[:, 0] = -np.inf
-    scores[np.repeat(b, [len(h) for h in histories]), np.concatenate(histories)] = -np.inf
+    hide_seen(scores, histories)
     rows, items, sums = recent_sums(
         table.indptr, table.cols, table.counts, histories, table.recent, table.decay
     )
@@ -169,7 +170,8 @@ def add_transitions(
     for name in ("teacher", served):
         if name is None or not chosen.get(name):
             continue
-        scorer = with_transitions(model_scorer(models[name], env.device), _at(table, chosen[name]))
+        boosted = dataclasses.replace(table, weight=chosen[name])
+        scorer = with_transitions(model_scorer(models[name], env.device), boosted)
         metrics[name + SUFFIX] = {
             part: evaluate_sharded(
                 scorer, split, split.evalset(part), negatives[part], env, cfg, desc=name + SUFFIX
@@ -186,9 +188,7 @@ def add_transitions(
         },
         "weight": chosen,
     }
-    served_table = _at(table, chosen[served]) if served and chosen[served] else None
+    served_table = None
+    if served and chosen[served]:
+        served_table = dataclasses.replace(table, weight=chosen[served])
     return served, served_table, record
-
-
-def _at(table: Transitions, weight: float) -> Transitions:
-    return Transitions(table.indptr, table.cols, table.counts, weight, table.recent, table.decay)

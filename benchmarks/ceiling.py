@@ -38,7 +38,7 @@ from training import hybrid
 from training.baselines import CoOccurrence
 from training.config import DataConfig, ModelConfig, TrainConfig
 from training.data import Interactions, load_interactions
-from training.evaluate import Scorer, ci95
+from training.evaluate import Scorer, ci95, hide_seen
 from training.model import SASRec
 from training.split import EvalSet, Split, leave_one_out
 from training.trainer import model_scorer
@@ -109,8 +109,8 @@ def _job_models(model_dir: Path, split: Split, teacher: Scorer) -> dict[str, Sco
         return {}
     out: dict[str, Scorer] = {}
     if record["weight"].get("teacher"):
-        table = hybrid.build(split, record["min_users"], record["per_item"])
-        table.weight = record["weight"]["teacher"]
+        weight = record["weight"]["teacher"]
+        table = hybrid.build(split, record["min_users"], record["per_item"], weight)
         out["teacher+transitions"] = hybrid.with_transitions(teacher, table)
     served = bundle.load(str(model_dir))
     student = NumpySASRec(served.weights, served.config)
@@ -126,20 +126,11 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def _seen(hists: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, columns) of every user's seen items, once per batch for all the scorings."""
-    rows = np.repeat(np.arange(len(hists)), [len(h) for h in hists])
-    return rows, np.concatenate(hists)
-
-
-def _ndcg(
-    scores: np.ndarray, seen: tuple[np.ndarray, np.ndarray], targets: np.ndarray
-) -> np.ndarray:
-    """Per-user NDCG@10 with seen items and padding excluded (ties count against). Writes
-    into `scores`, which every caller builds for this call alone: no copy of a users x
-    catalog block per scoring."""
-    scores[:, 0] = -np.inf
-    scores[seen] = -np.inf
+def _ndcg(scores: np.ndarray, hists: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
+    """Per-user NDCG@10 with seen items and padding excluded as the job excludes them (ties
+    count against). Writes into `scores`, which every caller builds for this call alone: no
+    copy of a users x catalog block per scoring."""
+    hide_seen(scores, hists)
     rank = (scores > scores[np.arange(len(targets)), targets][:, None]).sum(1)
     return np.where(rank < 10, 1.0 / np.log2(rank + 2), 0.0)
 
@@ -165,18 +156,17 @@ def _score_split(ev, hists, teacher, co, oracle_rows=None, extra=None) -> dict[s
     out: dict[str, list[np.ndarray]] = {}
     for a in range(0, len(ev), BATCH):
         hb, tg = hists[a : a + BATCH], ev.targets[a : a + BATCH]
-        seen = _seen(hb)
         for name, scorer in (extra or {}).items():
-            out.setdefault(name, []).append(_ndcg(np.array(scorer(hb), np.float64), seen, tg))
+            out.setdefault(name, []).append(_ndcg(np.array(scorer(hb), np.float64), hb, tg))
         pt = _softmax(teacher(hb).astype(np.float64))
         c = co(hb).astype(np.float64)
         c[:, 0] = 0.0
         pc = c / c.sum(1, keepdims=True)
         for w in WEIGHTS:
-            out.setdefault(f"mix{w}", []).append(_ndcg((1 - w) * pt + w * pc, seen, tg))
+            out.setdefault(f"mix{w}", []).append(_ndcg((1 - w) * pt + w * pc, hb, tg))
         if oracle_rows is not None:
             po = np.stack([oracle_rows(i) for i in range(a, a + len(hb))])
-            out.setdefault("oracle", []).append(_ndcg(po, seen, tg))
+            out.setdefault("oracle", []).append(_ndcg(po, hb, tg))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

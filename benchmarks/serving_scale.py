@@ -188,8 +188,7 @@ def build(size: str, out: Path, dtype: str, transitions_weight: float = 2.0) -> 
     out.mkdir(parents=True, exist_ok=True)
     table = None
     if transitions_weight:  # the job's table (pairs of >= 2 users), at a typical weight
-        table = hybrid.build(leave_one_out(data), min_users=2, per_item=50)
-        table.weight = transitions_weight
+        table = hybrid.build(leave_one_out(data), 2, 50, transitions_weight)
     doc = {"metrics": {}, "config": {"size": size}, "summary": {}}
     began = time.perf_counter()
     manifest = write_bundle(

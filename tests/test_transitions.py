@@ -111,7 +111,7 @@ def test_the_one_pass_weight_choice_equals_dense_ranking(tmp_path, coarse):
     evalset = split.evalset("valid")
     sums = hybrid.valid_ndcg_by_weight(scorer, table, split, evalset, np.arange(len(evalset)), 7)
     for i, w in enumerate(hybrid.WEIGHTS):
-        t = Transitions(table.indptr, table.cols, table.counts, w, table.recent, table.decay)
+        t = dataclasses.replace(table, weight=w)
         total = 0.0
         for u, p, target in zip(evalset.users, evalset.prefix_len, evalset.targets, strict=True):
             h = split.history(u, p)
@@ -129,8 +129,7 @@ def boosted(tmp_path_factory):
     """The 3,000-item indexed bundle of test_items_index, with transitions at weight 2."""
     tmp = tmp_path_factory.mktemp("boosted")
     data = catalog_data(tmp)
-    table = hybrid.build(leave_one_out(data), min_users=2, per_item=50)
-    table = Transitions(table.indptr, table.cols, table.counts, 2.0)
+    table = hybrid.build(leave_one_out(data), min_users=2, per_item=50, weight=2.0)
     out = tmp / "bundle"
     out.mkdir()
     doc = {"metrics": {}, "config": {}, "summary": {"transitions": {"min_users": 2}}}

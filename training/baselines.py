@@ -46,7 +46,6 @@ class CoOccurrence:
     name = "cooccurrence"
 
     def __init__(self, split: Split, window: int = 3, recent: int = 5, decay: float = 0.7):
-        self.n_cols = split.data.n_items + 1
         self.recent, self.decay = recent, decay
         self.indptr, self.cols, self.vals = pair_counts(split, window)
         pop = Popularity(split).counts

@@ -24,9 +24,11 @@ SUFFIX = "+transitions"
 K = 10
 
 
-def build(split: Split, min_users: int, per_item: int, window: int = 3) -> Transitions:
+def build(
+    split: Split, min_users: int, per_item: int, weight: float = 0.0, window: int = 3
+) -> Transitions:
     """Pairs made by at least `min_users` users, at most `per_item` successors per item (the
-    most common; ties by item row). Weight 0 until chosen."""
+    most common; ties by item row), at `weight` (0 until the job chooses one)."""
     indptr, cols, counts = pair_counts(split, window)
     rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
     order = np.lexsort((cols, -counts, rows))  # by row, then most users first
@@ -35,7 +37,7 @@ def build(split: Split, min_users: int, per_item: int, window: int = 3) -> Trans
     new_indptr = np.concatenate(
         [[0], np.cumsum(np.bincount(rows[kept], minlength=len(indptr) - 1))]
     ).astype(np.int64)
-    return Transitions(new_indptr, cols[kept].astype(np.int32), counts[kept], weight=0.0)
+    return Transitions(new_indptr, cols[kept].astype(np.int32), counts[kept], weight)
 
 
 def with_transitions(scorer: Scorer, table: Transitions) -> Scorer:

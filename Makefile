@@ -3,26 +3,39 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+UV     := $(VENV)/bin/uv
+LOCK   := .ci/requirements.lock
 SAMPLE := training/sample_data/ml-100k
 # One torch version everywhere: pyproject.toml's training extra and training/Dockerfile pin it too.
 TORCH  := 2.13.0
 SETUP_LOG := runs/setup.log
 
-.PHONY: setup demo test test-slow test-all lint format bench-quality bench-runtime bench-api layer layer-lock serve clean
+.PHONY: setup demo test test-slow test-all lint format bench-quality bench-runtime bench-api layer lock serve clean
 
 setup: $(STAMP)
 
-# torch is installed first and exactly: a looser spec would pull a multi-GB CUDA build.
-# pip's output goes to $(SETUP_LOG); its last lines are shown if a step fails.
-$(STAMP): pyproject.toml
+# Installed from .ci/requirements.lock (exact versions, hashes checked) by uv, itself taken
+# from that lock: a release upstream changes nothing until `make lock`. torch is installed
+# beside the lock, exactly (a looser spec would pull a multi-GB CUDA build). The venv is made
+# anew whenever the lock or pyproject.toml changes, so nothing stale stays in it.
+# pip's and uv's output goes to $(SETUP_LOG); its last lines are shown if a step fails.
+$(STAMP): pyproject.toml $(LOCK)
 	@mkdir -p $(dir $(SETUP_LOG))
-	@echo "setting up $(VENV): torch $(TORCH), then lmrec with its training and dev extras (log: $(SETUP_LOG))"
-	@{ $(PYTHON) -m venv $(VENV) \
-	  && $(PY) -m pip install --upgrade pip \
-	  && $(PY) -m pip install torch==$(TORCH) \
-	  && $(PY) -m pip install -e ".[training,dev]"; } > $(SETUP_LOG) 2>&1 \
+	@echo "setting up $(VENV) from $(LOCK), then torch $(TORCH) (log: $(SETUP_LOG))"
+	@{ rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) \
+	  && $(PYTHON) .ci/lock.py --bootstrap > $(VENV)/uv-requirements.txt \
+	  && $(PY) -m pip install --require-hashes --no-deps -r $(VENV)/uv-requirements.txt \
+	  && $(UV) pip install --python $(PY) --require-hashes --no-deps -r $(LOCK) \
+	  && $(PY) -m pip install --no-deps torch==$(TORCH) \
+	  && $(UV) pip install --python $(PY) --no-deps --no-build-isolation -e . \
+	  && $(PY) -m pip check; } > $(SETUP_LOG) 2>&1 \
 	  || { tail -n 20 $(SETUP_LOG); echo "setup failed; the whole log: $(SETUP_LOG)"; exit 1; }
 	@touch $(STAMP)
+
+# Resolve again (needs the network): the dev lock, then the training image's and the Lambda
+# layer's, constrained by it (.ci/lock.py). Review the diff, run the tests, commit the three.
+lock: $(STAMP)
+	$(PY) .ci/lock.py
 
 # The whole lifecycle on the embedded local stack (no AWS account): upload MovieLens 100K,
 # retrain, train, promote, serve the API on localhost. DEMO_ARGS=--exit stops at the end.
@@ -71,13 +84,9 @@ serve: $(STAMP)
 	$(VENV)/bin/lmrec serve $(MODEL) $(if $(STORE),--store $(STORE))
 
 # Lambda layers built for python3.12 / x86_64 without Docker; prints their unzipped sizes.
-# The deps layer installs layers/deps/requirements.lock exactly; layer-lock rewrites that lock
-# from requirements.txt at the versions installed in .venv (the versions the tests run).
+# The deps layer installs layers/deps/requirements.lock exactly (written by `make lock`).
 layer: $(STAMP)
 	$(PY) layers/build.py
-
-layer-lock: $(STAMP)
-	$(PY) layers/build.py --lock
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

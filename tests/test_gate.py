@@ -211,6 +211,11 @@ def test_items_production_does_not_know_rank_last_and_its_unknown_targets_miss(m
         np.isneginf(scores[:, to_rows == 0]).all()
         and np.isfinite(scores[:, 1:][:, to_rows[1:] > 0]).all()
     )
+    # a history of items it does not know only: its cold start, the popularity list
+    unknown_row = int(np.flatnonzero(to_rows == 0)[1])  # [0] is padding
+    cold = scorer([np.array([unknown_row])])[0]
+    scored = to_rows > 0
+    np.testing.assert_array_equal(cold[scored], production.popularity[to_rows[scored]])
     unknown_target = to_rows[evalset.targets] == 0
     assert unknown_target.any() and (figures[unknown_target] == 0).all()
     assert figures[~unknown_target].mean() > 0.3  # it still ranks the items it knows

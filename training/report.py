@@ -185,7 +185,8 @@ def champion_section(record: dict | None) -> str:
         return ""
     head = "## Against production (the promotion gate's input)\n\n"
     if "difference" not in record:
-        return head + (summary_line(record) or "") + ".\n"
+        line = summary_line(record) or ""
+        return head + line[:1].upper() + line[1:] + ".\n"
     c, p, d = record["candidate"], record["production"], record["difference"]
     lo, hi = d["ci95"]
 

@@ -221,45 +221,56 @@ def test_items_production_does_not_know_rank_last_and_its_unknown_targets_miss(m
     assert figures[~unknown_target].mean() > 0.3  # it still ranks the items it knows
 
 
-def test_the_job_scores_production_and_a_broken_production_does_not_fail_it(
-    learned_bundle, tmp_path, synthetic_csv, monkeypatch
-):
+@pytest.fixture
+def job(learned_bundle, tmp_path, synthetic_csv, monkeypatch):
+    """A store whose production is the learned bundle, and a tiny training job (in process,
+    the SageMaker entry's code path) that sees it through LMREC_STORE_URI."""
     from training.cli import main
 
     root = f"file://{tmp_path / 'store'}"
     registry.set_production(root, "lmrec", registry.publish(learned_bundle, root, "lmrec"))
-    version = registry.read_current(root, "lmrec").pointer.model_version
     monkeypatch.setenv("LMREC_STORE_URI", root)
     monkeypatch.setenv("LMREC_MODEL_NAME", "lmrec")
     hp = {**TINY_HP, "epochs": "1", "student_epochs": "1", "min_interactions": "100"}
-    args = [f"--set={k}={v}" for k, v in hp.items()]
+    out = tmp_path / "job"
+    args = ["train", "--data", str(synthetic_csv), "--output", str(out)]
+    pointer = registry.read_current(root, "lmrec").pointer
+    return root, pointer, lambda: main([*args, *(f"--set={k}={v}" for k, v in hp.items())]), out
 
-    # GIVEN a readable production: the job records both figures on its own test users
-    out = tmp_path / "job1"
-    assert main(["train", "--data", str(synthetic_csv), "--output", str(out), *args]) == 0
-    manifest = json.loads((out / fmt.MANIFEST).read_text())
-    record = manifest["champion"]
+
+def test_the_job_scores_production_on_its_own_test_users(job):
+    _, pointer, train, out = job
+    # WHEN the job runs with a readable production
+    assert train() == 0
+    # THEN the manifest, metrics.json and the report carry both figures on the same users
+    record = json.loads((out / fmt.MANIFEST).read_text())["champion"]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["summary"]["champion"] == record and record["production_version"] == version
+    assert metrics["summary"]["champion"] == record
+    assert record["production_version"] == pointer.model_version
     assert record["users"] == metrics["summary"]["evaluated_users"]
     lo, hi = record["difference"]["ci95"]
     assert lo <= record["candidate"]["ndcg@10"] - record["production"]["ndcg@10"] <= hi
-    assert "## Against production" in (out / "report.md").read_text()
+    # the candidate's figure is the served model's own test figure, measured again
+    served = metrics["summary"]["served"]
+    own = metrics["metrics"][served]["test"]["full"]["ndcg@10"]
+    assert record["candidate"]["ndcg@10"] == pytest.approx(own, abs=0.02)
+    report = (out / "report.md").read_text()
+    assert "## Against production" in report and f"{hi:+.4f}" in report
 
+
+def test_a_production_that_fails_to_load_does_not_fail_the_job(job):
+    root, pointer, train, out = job
     # GIVEN production's weights damaged after publishing (its checksum no longer matches)
-    published = Path(
-        registry.read_current(root, "lmrec").pointer.bundle_uri.removeprefix("file://")
-    )
-    (published / fmt.WEIGHTS).write_bytes(b"damaged")
-    out = tmp_path / "job2"
+    (Path(pointer.bundle_uri.removeprefix("file://")) / fmt.WEIGHTS).write_bytes(b"damaged")
     # THEN the job still trains and exports, with the problem recorded ...
-    assert main(["train", "--data", str(synthetic_csv), "--output", str(out), *args]) == 0
+    assert train() == 0
     record = json.loads((out / fmt.MANIFEST).read_text())["champion"]
-    assert record["production_version"] == version and "student.safetensors" in record["problem"]
-    assert "## Against production" in (out / "report.md").read_text()
+    assert record["production_version"] == pointer.model_version
+    assert "student.safetensors" in record["problem"]
+    assert "could not be scored" in (out / "report.md").read_text()
     # ... and the gate falls back to the old rule and says why
     decision = Promoter(root, "lmrec", TOLERANCE).on_completed(
-        "lmrec-job2", artifact(root, "job2", out)
+        "lmrec-job", artifact(root, "job", out)
     )
     print(f"\n{decision.action}: {decision.reason}")
     assert decision.basis == "own splits"

@@ -61,10 +61,16 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
 
 
 def synthetic_rows(
-    n_users: int = 120, n_items: int = 60, length: int = 15, seed: int = 0, first_user: int = 0
+    n_users: int = 120,
+    n_items: int = 60,
+    length: int = 15,
+    seed: int = 0,
+    first_user: int = 0,
+    p_step: float = 0.9,
 ):
-    """Users walk the catalog in steps of +1 (mostly): a sequential pattern a model can learn
-    and popularity cannot. Item ids are strings like "i7"; user ids "u3"."""
+    """Users walk the catalog in steps of +1 (with probability p_step, else a random jump): a
+    sequential pattern a model can learn and popularity cannot. Item ids are strings like
+    "i7"; user ids "u3"."""
     rng = np.random.default_rng(seed)
     rows = []
     for u in range(first_user, first_user + n_users):
@@ -77,7 +83,7 @@ def synthetic_rows(
             seen.add(item)
             rows.append([f"u{u}", f"i{item}", t])
             t += 60
-            item = (item + 1) % n_items if rng.random() < 0.9 else int(rng.integers(n_items))
+            item = (item + 1) % n_items if rng.random() < p_step else int(rng.integers(n_items))
     return rows
 
 

@@ -91,6 +91,7 @@ def test_whole_lifecycle(tmp_path):
         assert stack.retrain()["action"] == "started"
         [refused] = stack.run_pending_jobs()
         assert refused["action"] == "rejected" and "worse than production" in refused["reason"]
+        assert refused["basis"] == "paired"  # production scored on the job's own test users
         assert production(stack) == v1
 
         # better training on more data ships
@@ -103,7 +104,7 @@ def test_whole_lifecycle(tmp_path):
         stack.hyperparameters = {**GOOD, "epochs": "8", "student_epochs": "8"}
         assert stack.retrain()["action"] == "started"
         [shipped] = stack.run_pending_jobs()
-        assert shipped["action"] == "promoted", shipped
+        assert shipped["action"] == "promoted" and shipped["basis"] == "paired", shipped
         v3 = production(stack)
         api.state.refresh()
         assert ask(api, {"user_id": "u1"})["model_version"] == v3

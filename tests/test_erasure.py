@@ -163,6 +163,8 @@ def test_the_training_job_gets_the_user_data_settings(monkeypatch):
     )
     env = training_job_request(cfg, "lmrec-x")["Environment"]
     assert env == {
+        "LMREC_STORE_URI": "s3://b",  # production, scored on the job's test users
+        "LMREC_MODEL_NAME": "lmrec",
         "LMREC_DATA_URI": "s3://b/data/interactions/",
         "LMREC_USER_STORE": "dynamodb://t",
         "LMREC_ERASURE_URI": "s3://b/erasure",

@@ -50,6 +50,13 @@ def quantize_items(table: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
     raise ValueError(f"item_table_dtype must be float32, float16 or int8, not {dtype!r}")
 
 
+def serving_weights(student: SASRec, item_dtype: str) -> dict[str, np.ndarray]:
+    """The student's weights as the bundle stores them (what lmrec.student serves)."""
+    weights = {k: v.detach().cpu().float().numpy() for k, v in student.state_dict().items()}
+    weights.update(quantize_items(weights.pop("item_emb.weight"), item_dtype))
+    return weights
+
+
 def _json_value(value):
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
@@ -143,8 +150,7 @@ def write_bundle(
     ann_min_items: int = ANN_MIN_ITEMS,
     transitions: transitions_fmt.Transitions | None = None,
 ) -> dict:
-    weights = {k: v.detach().cpu().float().numpy() for k, v in student.state_dict().items()}
-    weights.update(quantize_items(weights.pop("item_emb.weight"), item_dtype))
+    weights = serving_weights(student, item_dtype)
     save_file(weights, str(out / fmt.WEIGHTS))
 
     columns, cat = catalog_columns(data, category_column)
@@ -187,6 +193,9 @@ def write_bundle(
         "served_model": document.get("summary", {}).get("served", "student"),
         "files": {},
     }
+    champion = document.get("summary", {}).get("champion")
+    if champion is not None:  # production scored on this model's test users (the gate's input)
+        manifest["champion"] = champion
     if transitions is not None:
         record = document.get("summary", {}).get("transitions", {})
         manifest["transitions"] = transitions.parameters() | {

@@ -54,7 +54,7 @@ def with_transitions(scorer: Scorer, table: Transitions) -> Scorer:
 DISCOUNT = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(K) + 2.0))])
 
 
-def _expected_ndcg(above: np.ndarray, ties: np.ndarray) -> np.ndarray:
+def expected_ndcg(above: np.ndarray, ties: np.ndarray) -> np.ndarray:
     """NDCG@K of a target with `above` items strictly above it and `ties` items level with
     it, the tie broken uniformly at random as evaluation breaks it (its rank is uniform on
     above .. above + ties)."""
@@ -97,7 +97,7 @@ def _batch_sums(
         boosted = np.where(hit, -np.inf, base + w * log_boost)
         above += np.bincount(rows[boosted > tau[rows]], minlength=len(b))
         ties += np.bincount(rows[boosted == tau[rows]], minlength=len(b))
-        out[i] = _expected_ndcg(above, ties).sum()
+        out[i] = expected_ndcg(above, ties).sum()
     return out
 
 

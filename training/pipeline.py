@@ -14,7 +14,7 @@ import torch
 from lmrec.transitions import Transitions
 from safetensors.torch import save_file
 
-from training import shared_data
+from training import champion, shared_data
 from training.baselines import CoOccurrence, Popularity
 from training.bundle_writer import write_bundle
 from training.config import RunConfig
@@ -436,10 +436,13 @@ def export(
     served: str | None = None,
     clock: PhaseClock | None = None,
     transitions: tuple[Transitions | None, dict] | None = None,
+    against_production: dict | None = None,
 ) -> dict:
     """Weights, history, metrics.json, the report and the bundle. `clock`: the phases so
     far (seconds, peak memory), recorded in summary.phases. `transitions`: the served
-    model's table at its weight (None: the model alone) and the record of the choice."""
+    model's table at its weight (None: the model alone) and the record of the choice.
+    `against_production`: production scored on the same test users (training/champion.py),
+    recorded in summary.champion and the manifest for the promote function's gate."""
     table, record = transitions or (None, None)
     out = paths.model_dir
     clear_dir(out)
@@ -454,6 +457,8 @@ def export(
         summary["served_why"] = _served_why(trained, served, record)
     if record is not None:
         summary["transitions"] = record
+    if against_production is not None:
+        summary["champion"] = against_production
     document = {
         "metrics": metrics,
         "protocol": _protocol(cfg),
@@ -540,13 +545,33 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
         clock.done("transitions")
     document = None
     if env.is_main:
+        table = transitions[0] if transitions else None
+        against = None
+        if served:  # the gate's input: production on these very test users
+            against = champion.for_job(
+                trained[served][0], cfg.student.item_table_dtype, table, split
+            )
+            clock.done("champion")
         wall = time.perf_counter() - began
         document = export(
-            paths, cfg, env, data, split, trained, metrics, wall, served, clock, transitions
+            paths,
+            cfg,
+            env,
+            data,
+            split,
+            trained,
+            metrics,
+            wall,
+            served,
+            clock,
+            transitions,
+            against,
         )
         served_name = document["summary"].get("served", served)
         print(results_table(metrics, served_name or "student"), flush=True)
         if served:
             print(f"served: {served_name} ({document['summary']['served_why']})", flush=True)
+        if line := champion.summary_line(against):
+            print(line, flush=True)
     barrier(env)
     return document

@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt
 from lmrec.promote import GATE_MODEL as SERVED  # the model the bundle serves
 from matplotlib.patches import Patch
 
+from training.champion import summary_line
+
 BASELINES = ("popularity", "cooccurrence")
 COLOURS = {"served": "tab:red", "trained": "tab:orange", "baseline": "tab:gray"}
 
@@ -177,6 +179,33 @@ def _intervals_note(metrics: dict) -> str:
     return "No confidence intervals: this evaluation does not record them."
 
 
+def champion_section(record: dict | None) -> str:
+    """The gate's input: production and the served model on the same test users."""
+    if record is None:
+        return ""
+    head = "## Against production (the promotion gate's input)\n\n"
+    if "difference" not in record:
+        line = summary_line(record) or ""
+        return head + line[:1].upper() + line[1:] + ".\n"
+    c, p, d = record["candidate"], record["production"], record["difference"]
+    lo, hi = d["ci95"]
+
+    def cell(fig: dict) -> str:
+        a, b = fig["ndcg@10_ci95"]
+        return f"{fig['ndcg@10']:.4f} [{a:.4f}, {b:.4f}]"
+
+    return head + (
+        f"Production `{record['production_version']}` scored on this run's "
+        f"{record['users']:,} test users as it serves; "
+        f"{record['targets_unknown_to_production']:,} of their test items and "
+        f"{record['items_unknown_to_production']:,} catalog items are unknown to it.\n\n"
+        "| model | test full NDCG@10 on the same users |\n|---|---|\n"
+        f"| candidate (served) | {cell(c)} |\n| production | {cell(p)} |\n"
+        f"| paired difference | {d['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}] |\n\n"
+        f"Protocol: {record['protocol']}.\n"
+    )
+
+
 def write_report(
     model_dir: Path,
     metrics: dict,
@@ -207,6 +236,8 @@ The bundle serves **{served}** (marked "(served)"; {summary.get("served_why", ""
 {results_table(metrics, served)}
 
 {_models_table(summary["models"], served)}
+
+{champion_section(summary.get("champion"))}
 
 Trained on {summary["device"]} ({summary["world_size"]} process(es)); the whole job took
 {summary["wall_seconds"]:.0f} s. MACs / request: multiply-adds to score the catalog for one

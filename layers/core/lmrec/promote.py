@@ -1,16 +1,33 @@
 """Promotion of a finished training job: verify, gate on quality, publish, switch.
 
 On "SageMaker Training Job State Change" (Completed): download <output>/<job>/output/
-model.tar.gz, unpack it safely, verify the bundle, compare the candidate's test NDCG@10
-(full ranking) with production's, publish it under models/<name>/<version>/ and write
-models/<name>/production.json last. Every outcome is recorded under
-models/<name>/decisions/<job>.json, which also makes replayed events no-ops.
+model.tar.gz, unpack it safely, verify the bundle, gate it against production, publish it
+under models/<name>/<version>/ and write models/<name>/production.json last. Every outcome
+is recorded under models/<name>/decisions/<job>.json, which also makes replayed events
+no-ops.
+
+The gate (champion/challenger): the training job scored production's served model on the
+candidate's own test users (training/champion.py; the manifest's "champion" record), so the
+two figures come from one test set. The gate decides on the per-user paired difference
+(candidate minus production, test full NDCG@10) and its 95% interval: the candidate is
+rejected only when the whole interval lies below -tolerance, i.e. when it is worse than
+production beyond noise and beyond the tolerance. Why not the stricter "lower bound above
+-tolerance": that asks a retrain to prove itself better, and a retrain on fresh data is
+mostly a tie that also knows the new items and users; on a test set of a few hundred users
+(intervals of +-0.02) nearly every retrain would be refused and production would go stale.
+The burden of proof is on harm.
+
+Without a paired record for the production serving now (a job from before this gate, a
+job that could not read production, or production changed since the job scored it), the
+gate falls back to the old rule, each model's own test figure, and its reason says so. A
+first model (no production) must beat popularity on its own test split.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tarfile
 import tempfile
@@ -34,9 +51,35 @@ class Decision:
     action: str  # promoted | rejected | failed | duplicate | ignored
     reason: str
     model_version: str | None = None
+    # The figures the gate compared (test full NDCG@10): with basis "paired", both on the
+    # candidate's test users (`users` of them) with the difference's mean and interval;
+    # with "own splits", each model's figure on its own data's test split; with "first
+    # model", the candidate's and popularity's.
     candidate_ndcg: float | None = None
     production_ndcg: float | None = None
+    basis: str | None = None
+    users: int | None = None
+    difference: float | None = None
+    difference_ci95: list[float] | None = None
     decided_at: str = ""
+
+
+@dataclass
+class Verdict:
+    """What the gate concluded, and the figures behind it (copied into the Decision)."""
+
+    accept: bool
+    reason: str
+    candidate_ndcg: float | None = None
+    production_ndcg: float | None = None
+    basis: str | None = None
+    users: int | None = None
+    difference: float | None = None
+    difference_ci95: list[float] | None = None
+
+    def decision(self, job: str, action: str, reason: str, version: str | None) -> Decision:
+        figures = {k: v for k, v in asdict(self).items() if k not in ("accept", "reason")}
+        return Decision(job, action, reason, version, **figures)
 
 
 def _metric(manifest: dict, model: str) -> float | None:
@@ -77,38 +120,98 @@ def self_check(candidate: fmt.Bundle) -> None:
     check_serves(candidate)
 
 
+def _paired(candidate: dict, production_version: str | None) -> tuple[dict | None, str]:
+    """The candidate's paired record against the production serving now, or why none."""
+    record = candidate.get("champion")
+    if not isinstance(record, dict):
+        return None, "the job recorded none (it ran without LMREC_STORE_URI, or before the gate)"
+    if record.get("problem"):
+        return None, f"the job could not score production: {record['problem']}"
+    if record.get("production_version") != production_version:
+        scored = record.get("production_version") or "no production"
+        return None, f"the job scored {scored}, production is now {production_version}"
+    try:
+        figures = (
+            record["candidate"]["ndcg@10"],
+            record["production"]["ndcg@10"],
+            record["difference"]["mean"],
+            *record["difference"]["ci95"],
+        )
+        if len(figures) != 5 or not all(math.isfinite(float(x)) for x in figures):
+            raise ValueError("not five finite numbers")
+        int(record["users"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, f"the job's paired record is incomplete ({exc})"
+    return record, ""
+
+
+def _paired_verdict(record: dict, tolerance: float) -> Verdict:
+    cand, prod = float(record["candidate"]["ndcg@10"]), float(record["production"]["ndcg@10"])
+    mean = float(record["difference"]["mean"])
+    lo, hi = (float(x) for x in record["difference"]["ci95"])
+    users = int(record["users"])
+    figures = (
+        f"on the same {users} test users: candidate {cand:.4f}, production {prod:.4f}, "
+        f"paired difference {mean:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}]"
+    )
+    accept = hi >= -tolerance
+    if accept:
+        reason = (
+            f"not worse than production beyond noise {figures} "
+            f"(upper bound >= -tolerance {tolerance:g})"
+        )
+    else:
+        reason = (
+            f"worse than production beyond noise and tolerance {figures}, "
+            f"entirely below -tolerance {tolerance:g}"
+        )
+    return Verdict(accept, reason, cand, prod, "paired", users, mean, [lo, hi])
+
+
+def _own_split_verdict(cand: float, production: dict, tolerance: float, why: str) -> Verdict:
+    """The rule before the paired comparison: each model's figure on its own test split."""
+    prod = _metric(production, production.get("served_model", GATE_MODEL))
+    fallback = f"no paired comparison ({why}); compared on each model's own test split"
+    if prod is None:
+        reason = f"{fallback}: production has none; accepting the verified candidate"
+        return Verdict(True, reason, cand, None, "own splits")
+    if cand < prod - tolerance:
+        reason = (
+            f"{fallback}: worse than production beyond tolerance: "
+            f"{cand:.4f} < {prod:.4f} - {tolerance}"
+        )
+        return Verdict(False, reason, cand, prod, "own splits")
+    reason = f"{fallback}: within tolerance of production ({cand:.4f} vs {prod:.4f})"
+    return Verdict(True, reason, cand, prod, "own splits")
+
+
 def gate(
-    candidate: dict, production: dict | None, tolerance: float
-) -> tuple[bool, str, float | None, float | None]:
-    """(accept, reason, candidate metric, production metric)."""
+    candidate: dict,
+    production: dict | None,
+    tolerance: float,
+    production_version: str | None = None,
+) -> Verdict:
+    """Decide on the candidate's manifest against production's (None: no production).
+    `production_version`: the version serving now, which the paired record must name."""
     # The model each bundle serves (training picks the better small model); older bundles
     # name none and serve the student.
     cand = _metric(candidate, candidate.get("served_model", GATE_MODEL))
     if cand is None:
-        return False, "the candidate's manifest has no student test NDCG@10", None, None
+        return Verdict(False, "the candidate's manifest has no student test NDCG@10")
     if production is None:
         pop = _metric(candidate, "popularity")
         if pop is None:
-            return False, "first model, but its manifest has no popularity baseline", cand, None
+            reason = "first model, but its manifest has no popularity baseline"
+            return Verdict(False, reason, cand, None, "first model")
         if cand <= pop:
-            return False, f"first model must beat popularity: {cand:.4f} <= {pop:.4f}", cand, pop
-        return True, f"first model; beats popularity ({cand:.4f} > {pop:.4f})", cand, pop
-    prod = _metric(production, production.get("served_model", GATE_MODEL))
-    if prod is None:
-        return (
-            True,
-            "production has no comparable metric; accepting the verified candidate",
-            cand,
-            None,
-        )
-    if cand < prod - tolerance:
-        return (
-            False,
-            f"worse than production beyond tolerance: {cand:.4f} < {prod:.4f} - {tolerance}",
-            cand,
-            prod,
-        )
-    return True, f"within tolerance of production ({cand:.4f} vs {prod:.4f})", cand, prod
+            reason = f"first model must beat popularity: {cand:.4f} <= {pop:.4f}"
+            return Verdict(False, reason, cand, pop, "first model")
+        reason = f"first model; beats popularity ({cand:.4f} > {pop:.4f})"
+        return Verdict(True, reason, cand, pop, "first model")
+    record, why = _paired(candidate, production_version)
+    if record is not None:
+        return _paired_verdict(record, tolerance)
+    return _own_split_verdict(cand, production, tolerance, why)
 
 
 class Promoter:
@@ -197,18 +300,18 @@ class Promoter:
                 )
                 return None
             prod_manifest, problem = self.production_manifest(current)
-            ok, reason, cand, prod = gate(candidate.manifest, prod_manifest, self.tolerance)
+            serving = current.pointer.model_version if current.pointer else None
+            verdict = gate(candidate.manifest, prod_manifest, self.tolerance, serving)
+            reason = verdict.reason
             if problem:
-                what = "replaces" if ok else "leaves in place"
+                what = "replaces" if verdict.accept else "leaves in place"
                 reason = f"{reason}; {what} a broken production pointer ({problem})"
-            if not ok:
-                outcome["decision"] = Decision(
-                    job, "rejected", reason, candidate.version, cand, prod
-                )
+            if not verdict.accept:
+                outcome["decision"] = verdict.decision(job, "rejected", reason, candidate.version)
                 return None
             if not published:  # copy once, whatever the number of attempts
                 published.append(registry.publish(unpacked, self.store_uri, self.model_name))
-            outcome["decision"] = Decision(job, "promoted", reason, candidate.version, cand, prod)
+            outcome["decision"] = verdict.decision(job, "promoted", reason, candidate.version)
             history = []
             if current.pointer is not None and prod_manifest is not None:
                 history = [current.pointer.summary(), *current.pointer.history()]

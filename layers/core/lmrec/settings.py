@@ -192,6 +192,9 @@ class RetrainSettings(CommonSettings):
 
     def training_environment(self) -> dict[str, str]:
         env = {
+            # where production is: the job scores it on its own test users (the gate's input)
+            "LMREC_STORE_URI": self.store_uri,
+            "LMREC_MODEL_NAME": self.model_name,
             "LMREC_DATA_URI": self.data_uri,
             "LMREC_USER_STORE": self.user_store,
             "LMREC_ERASURE_URI": self.erasure_uri,
@@ -207,6 +210,8 @@ class PromoteSettings(CommonSettings):
 
     store_uri: str = Field(min_length=1, description="model store root (s3://bucket)")
     aws_read_timeout: float = Field(default=20.0, gt=0, le=300)
+    # Test NDCG@10 a candidate may lose against production: rejected only when the 95%
+    # interval of the paired difference lies wholly below -gate_tolerance (lmrec.promote).
     gate_tolerance: float = Field(default=0.002, ge=0, le=1)
     job_prefix: str = Field(default="lmrec-", pattern=r"^[a-z][a-z0-9-]{0,20}$")
 

@@ -96,7 +96,7 @@ def test_erasure_on_the_local_stack(tmp_path):
         assert status == 200 and body["deleted"] == 2 and body["erasure_recorded"]
         status, after = call(api, "api_post_recommendations.json", {"user_id": TARGET, "k": 5})
         assert after["strategy"] == "popular" and after["history_length"] == 0
-        record = f"erasure/requests/{erasure.user_hash(TARGET)}.json"
+        record = f"erasure/pending/{erasure.user_hash(TARGET)}.json"
         assert sorted(bucket_objects_holding(stack, TARGET)) == [
             output,
             "data/interactions/part-0001.csv",
@@ -130,7 +130,8 @@ def test_erasure_on_the_local_stack(tmp_path):
         # holds the id;
         # the request record now keeps only its hash
         assert bucket_objects_holding(stack, TARGET) == []
-        done = json.loads(store.read_bytes(f"{stack.store_uri}/{record}"))
+        done_record = record.replace("/pending/", "/done/")
+        done = json.loads(store.read_bytes(f"{stack.store_uri}/{done_record}"))
         assert done["status"] == "done" and done["user_sha256"] == erasure.user_hash(TARGET)
         # nor the user store (every record of every user scanned)
         items = boto3.client("dynamodb").scan(TableName=stack.table)["Items"]

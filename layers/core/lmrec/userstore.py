@@ -38,6 +38,7 @@ HISTORY_SK = "history"
 EVENT_PREFIX = "e#"
 BATCH = 25  # BatchWriteItem: at most 25 requests (and 16 MB) per call
 MAX_RECORD_BYTES = 350_000  # DynamoDB's item limit is 400 KB; keep a margin for names
+MAX_KEY_BYTES = 2048  # DynamoDB's partition key: 1..2048 bytes of UTF-8
 
 
 class UserStoreUnavailable(EventsUnavailable):
@@ -96,7 +97,20 @@ class UserStore:
         raise NotImplementedError
 
     def delete_user(self, user_id: str) -> int:
+        return self.delete_user_until(user_id)[0]
+
+    def delete_user_until(self, user_id: str, stop_at: float | None = None) -> tuple[int, bool]:
+        """(records deleted, whether all were): no call is started after `stop_at`
+        (time.monotonic()); what is left is the deletion job's."""
         raise NotImplementedError
+
+    def holds(self, user_id: str) -> bool:
+        """Whether a record can be keyed by this id (DynamoDB: 1..2048 bytes of UTF-8)."""
+        try:
+            size = len(user_id.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate: no store can key it
+            return False
+        return 0 < size <= MAX_KEY_BYTES
 
 
 # -- SQLite ---------------------------------------------------------------------------------
@@ -183,10 +197,11 @@ class SqliteUserStore(UserStore):
         )
         return len(rows)
 
-    def delete_user(self, user_id: str) -> int:
-        return self._run(
+    def delete_user_until(self, user_id: str, stop_at: float | None = None) -> tuple[int, bool]:
+        deleted = self._run(  # one statement: all or nothing, and fast
             lambda c: c.execute("DELETE FROM user_items WHERE user_id = ?", (user_id,)).rowcount
         )
+        return deleted, True
 
 
 # -- DynamoDB -------------------------------------------------------------------------------
@@ -205,14 +220,17 @@ class DynamoUserStore(UserStore):
     def _fail(self, exc: Exception) -> UserStoreUnavailable:
         return UserStoreUnavailable(f"user store {self.uri}: {exc}")
 
-    def _write_batch(self, requests: list[dict]) -> None:
+    def _write_batch(self, requests: list[dict], stop_at: float | None = None) -> bool:
         """One BatchWriteItem of <= 25 requests; unprocessed items (throttling) are retried
-        with exponential back-off and full jitter, as AWS advises."""
+        with exponential back-off and full jitter, as AWS advises. False when `stop_at`
+        (time.monotonic()) came before every request was written."""
         pending = {self.table: requests}
         for attempt in range(self.attempts):
+            if stop_at is not None and time.monotonic() >= stop_at:
+                return False
             left = self._client().batch_write_item(RequestItems=pending).get("UnprocessedItems")
             if not left:
-                return
+                return True
             pending = left
             time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
         raise UserStoreUnavailable(f"user store {self.uri}: writes still throttled")
@@ -303,12 +321,16 @@ class DynamoUserStore(UserStore):
         self._write(requests, threads)
         return len(requests)
 
-    def delete_user(self, user_id: str) -> int:
-        """Every record of the user's partition (history and events), page by page."""
+    def delete_user_until(
+        self, user_id: str, stop_at: float | None = None, threads: int = 8
+    ) -> tuple[int, bool]:
+        """Every record of the user's partition, page by page: newest first, so the first
+        call removes the history record (the user is then served as unknown), the rest in
+        parallel batches of 25 until `stop_at`."""
         deleted, start = 0, None
         try:
-            while True:
-                kwargs: dict = {"ProjectionExpression": "user_id, sk"}
+            while stop_at is None or time.monotonic() < stop_at:
+                kwargs: dict = {"ProjectionExpression": "user_id, sk", "ScanIndexForward": False}
                 if start:
                     kwargs["ExclusiveStartKey"] = start
                 reply = self._query(user_id, **kwargs)
@@ -316,15 +338,35 @@ class DynamoUserStore(UserStore):
                     {"DeleteRequest": {"Key": {"user_id": i["user_id"], "sk": i["sk"]}}}
                     for i in reply.get("Items", [])
                 ]
-                self._write(keys)
-                deleted += len(keys)
+                done, complete = self._delete_keys(keys, stop_at, threads)
+                deleted += done
                 start = reply.get("LastEvaluatedKey")
+                if not complete:
+                    return deleted, False
                 if not start:
-                    return deleted
+                    return deleted, True
+            return deleted, False
         except UserStoreUnavailable:
             raise
         except Exception as exc:
             raise self._fail(exc) from None
+
+    def _delete_keys(self, keys: list[dict], stop_at: float | None, threads: int):
+        """(deleted, all of them): the first batch alone, then the rest in parallel (each
+        call waits on the network, so threads multiply the rate a slow table allows)."""
+        batches = [keys[i : i + BATCH] for i in range(0, len(keys), BATCH)]
+        if not batches:
+            return 0, True
+        if not self._write_batch(batches[0], stop_at):
+            return 0, False
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            done = list(pool.map(lambda b: self._write_batch(b, stop_at), batches[1:]))
+        written = len(batches[0]) + sum(
+            len(b) for b, ok in zip(batches[1:], done, strict=True) if ok
+        )
+        return written, all(done)
 
 
 def parse_uri(uri: str) -> tuple[str, str]:

@@ -38,6 +38,7 @@ HISTORY_SK = "history"
 EVENT_PREFIX = "e#"
 BATCH = 25  # BatchWriteItem: at most 25 requests (and 16 MB) per call
 MAX_RECORD_BYTES = 350_000  # DynamoDB's item limit is 400 KB; keep a margin for names
+DELETE_PAGE = 500  # keys per Query page when a user is deleted: 20 batches of 25
 MAX_KEY_BYTES = 2048  # DynamoDB's partition key: 1..2048 bytes of UTF-8
 
 
@@ -293,6 +294,8 @@ class DynamoUserStore(UserStore):
         events = []
         for item in reply.get("Items", []):
             if item["sk"]["S"] == HISTORY_SK:
+                if "erased" in item:  # an erasure is under way: nothing of theirs is used
+                    return UserItems([], [])
                 history = json.loads(item["items"]["S"])
             elif "item_id" in item:
                 # TTL deletes lazily (within days): an expired event is no longer used
@@ -324,49 +327,72 @@ class DynamoUserStore(UserStore):
     def delete_user_until(
         self, user_id: str, stop_at: float | None = None, threads: int = 8
     ) -> tuple[int, bool]:
-        """Every record of the user's partition, page by page: newest first, so the first
-        call removes the history record (the user is then served as unknown), the rest in
-        parallel batches of 25 until `stop_at`."""
-        deleted, start = 0, None
+        """Every record of the user's partition. A user with more than one batch of records
+        first gets an "erased" history record, which serving reads as no history and no
+        events: the next request knows them no more, however many events are left when
+        `stop_at` comes. The events then go in parallel batches of 25; the marker last (the
+        deletion job's delete, without a deadline, takes what is left)."""
         try:
-            while stop_at is None or time.monotonic() < stop_at:
-                kwargs: dict = {"ProjectionExpression": "user_id, sk", "ScanIndexForward": False}
-                if start:
-                    kwargs["ExclusiveStartKey"] = start
-                reply = self._query(user_id, **kwargs)
-                keys = [
-                    {"DeleteRequest": {"Key": {"user_id": i["user_id"], "sk": i["sk"]}}}
-                    for i in reply.get("Items", [])
-                ]
-                done, complete = self._delete_keys(keys, stop_at, threads)
+            keys, start = self._keys(user_id, None)
+            if not keys:
+                return 0, True
+            if not start and len(keys) <= BATCH:  # the usual user: one call
+                return (len(keys), True) if self._write_batch(keys, stop_at) else (0, False)
+            if not self._write_batch([self._marker(user_id)], stop_at):
+                return 0, False
+            deleted, complete = 0, True
+            while True:
+                events = [k for k in keys if k["DeleteRequest"]["Key"]["sk"]["S"] != HISTORY_SK]
+                deleted += len(keys) - len(events)  # the history, now the marker
+                done, complete = self._delete_keys(events, stop_at, threads)
                 deleted += done
-                start = reply.get("LastEvaluatedKey")
-                if not complete:
+                if not complete or not start:
+                    break
+                if stop_at is not None and time.monotonic() >= stop_at:
                     return deleted, False
-                if not start:
-                    return deleted, True
-            return deleted, False
+                keys, start = self._keys(user_id, start)
+            if complete:
+                complete = self._write_batch([self._delete_history(user_id)], stop_at)
+            return deleted, complete
         except UserStoreUnavailable:
             raise
         except Exception as exc:
             raise self._fail(exc) from None
 
+    def _keys(self, user_id: str, start: dict | None) -> tuple[list[dict], dict | None]:
+        """One page of the user's record keys as delete requests, and where the next starts."""
+        # pages of DELETE_PAGE keys: the first deletes start after a short read, whatever
+        # the user's size (a page is otherwise up to 1 MB: some 15,000 keys)
+        kwargs: dict = {"ProjectionExpression": "user_id, sk", "Limit": DELETE_PAGE}
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        reply = self._query(user_id, **kwargs)
+        keys = [
+            {"DeleteRequest": {"Key": {"user_id": i["user_id"], "sk": i["sk"]}}}
+            for i in reply.get("Items", [])
+        ]
+        return keys, reply.get("LastEvaluatedKey")
+
+    @staticmethod
+    def _marker(user_id: str) -> dict:
+        item = {"user_id": {"S": user_id}, "sk": {"S": HISTORY_SK}, "items": {"S": "[]"}}
+        return {"PutRequest": {"Item": {**item, "erased": {"BOOL": True}}}}
+
+    @staticmethod
+    def _delete_history(user_id: str) -> dict:
+        return {"DeleteRequest": {"Key": {"user_id": {"S": user_id}, "sk": {"S": HISTORY_SK}}}}
+
     def _delete_keys(self, keys: list[dict], stop_at: float | None, threads: int):
-        """(deleted, all of them): the first batch alone, then the rest in parallel (each
-        call waits on the network, so threads multiply the rate a slow table allows)."""
+        """(deleted, all of them): batches in parallel (each call waits on the network, so
+        threads multiply the rate a slow table allows)."""
         batches = [keys[i : i + BATCH] for i in range(0, len(keys), BATCH)]
         if not batches:
             return 0, True
-        if not self._write_batch(batches[0], stop_at):
-            return 0, False
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            done = list(pool.map(lambda b: self._write_batch(b, stop_at), batches[1:]))
-        written = len(batches[0]) + sum(
-            len(b) for b, ok in zip(batches[1:], done, strict=True) if ok
-        )
-        return written, all(done)
+            done = list(pool.map(lambda b: self._write_batch(b, stop_at), batches))
+        return sum(len(b) for b, ok in zip(batches, done, strict=True) if ok), all(done)
 
 
 def parse_uri(uri: str) -> tuple[str, str]:

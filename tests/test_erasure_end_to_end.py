@@ -96,7 +96,7 @@ def test_erasure_on_the_local_stack(tmp_path):
         assert status == 200 and body["deleted"] == 2 and body["erasure_recorded"]
         status, after = call(api, "api_post_recommendations.json", {"user_id": TARGET, "k": 5})
         assert after["strategy"] == "popular" and after["history_length"] == 0
-        record = f"erasure/requests/{erasure.user_hash(TARGET)}.json"
+        record = f"erasure/pending/{erasure.user_hash(TARGET)}.json"
         assert sorted(bucket_objects_holding(stack, TARGET)) == [
             output,
             "data/interactions/part-0001.csv",
@@ -130,7 +130,8 @@ def test_erasure_on_the_local_stack(tmp_path):
         # holds the id;
         # the request record now keeps only its hash
         assert bucket_objects_holding(stack, TARGET) == []
-        done = json.loads(store.read_bytes(f"{stack.store_uri}/{record}"))
+        done_record = record.replace("/pending/", "/done/")
+        done = json.loads(store.read_bytes(f"{stack.store_uri}/{done_record}"))
         assert done["status"] == "done" and done["user_sha256"] == erasure.user_hash(TARGET)
         # nor the user store (every record of every user scanned)
         items = boto3.client("dynamodb").scan(TableName=stack.table)["Items"]
@@ -140,3 +141,38 @@ def test_erasure_on_the_local_stack(tmp_path):
         # the other users keep their histories
         status, other = call(api, "api_post_recommendations.json", {"user_id": "u8", "k": 5})
         assert other["strategy"] == "personalized" and other["history_length"] == 15
+
+
+def test_a_pending_erasure_is_done_on_the_schedule_without_new_data(tmp_path):
+    from lmrec.userstore import open_user_store
+
+    stack = LocalStack(tmp_path / "stack", bucket="lmrec-erasure-tick", table="lmrec-erasure-tick")
+    with running(stack):
+        done = boto3.client("sagemaker").list_training_jobs(MaxResults=100)
+        stack._ran.update(j["TrainingJobName"] for j in done["TrainingJobSummaries"])
+        # GIVEN data too small to train on, a user's history, and their erasure request
+        rows = with_target(synthetic_rows(n_users=20, n_items=30, length=5, seed=3), "u4")
+        stack.upload(
+            write_csv(tmp_path / "d.csv", ["user_id", "item_id", "timestamp"], rows),
+            "data/interactions/part-0001.csv",
+        )
+        users = open_user_store(f"dynamodb://{stack.table}")
+        users.put_histories([(TARGET, ["i1", "i2"])])
+        erasure.record(f"{stack.store_uri}/erasure", TARGET)
+        # WHEN the schedule fires, with no new data worth a training
+        decision = stack.retrain("retrain_schedule.json")
+        assert decision["action"] == "skipped" and decision["erasures_pending"] == 1
+        assert decision["erasure_job"], decision
+        job = boto3.client("sagemaker").describe_training_job(
+            TrainingJobName=decision["erasure_job"]
+        )
+        # the delay is bounded: one schedule period, then at most this long
+        assert job["StoppingCondition"]["MaxRuntimeInSeconds"] == 3600
+        [promote] = stack.run_pending_jobs()
+        assert promote["action"] == "ignored"  # a deletion job writes no model
+        # THEN the erasure is done: no row, no history, only the done record's hash
+        assert bucket_objects_holding(stack, TARGET) == []
+        assert users.recent(TARGET, 10).items() == []
+        assert erasure.pending(f"{stack.store_uri}/erasure") == []
+        # and a second tick starts nothing
+        assert stack.retrain("retrain_schedule.json")["erasure_job"] is None

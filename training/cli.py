@@ -110,7 +110,11 @@ def _user_data_parsers(sub) -> None:
         "fingerprints.npz, or beside a sqlite store)",
     )
     sync.add_argument("--history-length", type=int, default=None)
-    sync.add_argument("--erasure", help="erasure records root (users pending are skipped)")
+    sync.add_argument(
+        "--erasure",
+        help="erasure records root; users pending there are never written (default: "
+        "$LMREC_ERASURE_URI, else $LMREC_STORE_URI/erasure, else s3://<data bucket>/erasure)",
+    )
     sync.add_argument("--full", action="store_true", help="write every user's history")
     erase = sub.add_parser(
         "erase", help="the deletion job: remove erased users' rows", formatter_class=_Help
@@ -152,7 +156,7 @@ def sync_histories(args) -> int:
     from lmrec.store import StoreError
     from lmrec.userstore import UserStoreError, UserStoreUnavailable
 
-    from training import histories
+    from training import histories, userdata
     from training.config import DataConfig
     from training.data import DataError, load_interactions
 
@@ -166,10 +170,18 @@ def sync_histories(args) -> int:
         state = args.state or default_state_uri(args.data, user_store.uri)
         # every user's history, however little data there is (no training floor here)
         cfg = DataConfig(user_col=args.user_col, min_interactions=0, min_users=0)
+        # the training job's rule, not only the flag: a sync by hand must not write back
+        # a user who asked to be erased
+        erasure = args.erasure or userdata.erasure_root(os.environ, args.data)
+        if not erasure:
+            print(
+                "warning: no erasure location (--erasure, LMREC_ERASURE_URI or "
+                "LMREC_STORE_URI): users with a pending erasure cannot be skipped",
+                file=sys.stderr,
+            )
         data = load_interactions(args.data, cfg)
-        summary = histories.sync(
-            data, user_store, state, length, args.erasure or "", full=args.full
-        )
+        summary = histories.sync(data, user_store, state, length, erasure, full=args.full)
+        summary["erasure"] = erasure or None
     except (DataError, StoreError, UserStoreError, UserStoreUnavailable, ValueError) as exc:
         print(f"error: {str(exc)[:500]}", file=sys.stderr)
         return EXIT_BAD_INPUT

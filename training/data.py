@@ -28,11 +28,20 @@ class DataError(ValueError):
     """Input data that cannot be trained on; the message is meant for a person."""
 
 
-def _echo(value: object) -> str:
-    """A cell of the input, as quoted in an error: a 60 MB bad line is not echoed whole."""
+# Errors name the file, the column and the line, never a cell's value: the message is
+# stored (the job's output/failure, the promote function's decisions/ record) and a cell
+# may be a user id or what a user did.
+
+
+def _found_columns(df: pd.DataFrame, expected) -> str:
+    """The header's names when it is one (it holds an expected name); a first line with
+    none of them may be data (a file without a header), so only its width is told."""
     from lmrec.redact import truncate
 
-    return truncate(repr(value), 200)
+    names = [str(c) for c in df.columns]
+    if set(names) & set(expected):
+        return truncate(repr(names), 200)
+    return f"{len(names)} column(s) and none of the expected names (is line 1 a header?)"
 
 
 @dataclass
@@ -81,6 +90,11 @@ def read_table(uri: str) -> pd.DataFrame:
         raw = store.read_bytes(uri)
     except store.StoreError as exc:
         raise DataError(str(exc)) from None
+    return table_from_bytes(raw, uri)
+
+
+def table_from_bytes(raw: bytes, uri: str) -> pd.DataFrame:
+    """read_table of bytes already read (the deletion job reads them with their ETag)."""
     if not raw:
         raise DataError(f"{uri}: the file is empty")
     name = uri.lower()
@@ -107,22 +121,41 @@ def _row_label(uri: str, index: int) -> str:
     return f"line {index + 2}"
 
 
+def normalise_ids(values: pd.Series) -> pd.Series:
+    """Ids as strings, as training reads them; null cells stay null (pd.NA).
+
+    Kept exactly as given (" 1 " and "1" are two users, as in the API), except that
+    integers stored as floats (a Parquet column with nulls, or written by pandas from
+    one) are written as integers: 12.0 is user "12". A categorical column is read through
+    its categories, by the same rule."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        names = normalise_ids(pd.Series(values.cat.categories))
+        codes = values.cat.codes.to_numpy()
+        out = pd.Series(names.to_numpy(dtype=object)[codes], index=values.index, dtype=object)
+        out[codes < 0] = pd.NA
+        return out
+    null = values.isna().to_numpy()
+    present = values[~null] if null.any() else values
+    if pd.api.types.is_float_dtype(values) and len(present) and (present % 1 == 0).all():
+        present = present.astype("int64")
+    if not null.any():
+        return present.astype(str)  # the common case: no object array of its own
+    out = pd.Series(pd.NA, index=values.index, dtype=object)
+    out[~null] = present.astype(str).to_numpy(dtype=object)
+    return out
+
+
 def _ids(df: pd.DataFrame, col: str, uri: str) -> pd.Series:
-    values = df[col]
-    # Ids are kept exactly as given (" 1 " and "1" are two users, as in the API); an id
-    # that is empty or only whitespace is refused, as the API refuses it.
-    text = values.astype(str)
-    bad = values.isna().to_numpy() | (text.str.strip() == "").to_numpy()
+    text = normalise_ids(df[col])
+    # an id that is empty or only whitespace is refused, as the API refuses it
+    bad = text.isna().to_numpy() | (text.fillna("").str.strip() == "").to_numpy()
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise DataError(
             f"{uri}: column {col!r} has {int(bad.sum())} null or blank id(s), first at "
             f"{_row_label(uri, first)}"
         )
-    # Integers read from Parquet must not become "12.0": format them as integers.
-    if pd.api.types.is_float_dtype(values) and (values % 1 == 0).all():
-        text = values.astype("int64").astype(str)
-    return text
+    return text.astype(str)
 
 
 def _epoch_seconds(parsed: pd.Series) -> np.ndarray:
@@ -154,8 +187,7 @@ def _timestamps(df: pd.DataFrame, col: str, uri: str) -> np.ndarray:
         first = int(np.flatnonzero(bad)[0])
         raise DataError(
             f"{uri}: column {col!r} has {int(bad.sum())} unparsable timestamp(s), first at "
-            f"{_row_label(uri, first)}: {_echo(values.iloc[first])} "
-            "(expected unix seconds or ISO 8601)"
+            f"{_row_label(uri, first)} (expected unix seconds or ISO 8601)"
         )
     return seconds
 
@@ -169,8 +201,8 @@ def _read_interactions(uri: str, cfg: DataConfig) -> pd.DataFrame:
     if missing:
         raise DataError(
             f"{uri}: missing column(s) {', '.join(map(repr, missing))}; found "
-            f"{_echo(list(df.columns))} (map names with the user_col/item_col/time_col "
-            "hyperparameters)"
+            f"{_found_columns(df, required.values())} (map names with the user_col/item_col/"
+            "time_col hyperparameters)"
         )
     out = pd.DataFrame(
         {
@@ -315,16 +347,13 @@ def load_catalog(uri: str, vocabulary: np.ndarray) -> pd.DataFrame:
         if "item_id" not in df.columns:
             raise DataError(
                 f"{f}: missing column 'item_id' in the item catalog; found "
-                f"{_echo(list(df.columns))}"
+                f"{_found_columns(df, ['item_id', 'title', 'genres', 'category'])}"
             )
         df = df.assign(item_id=_ids(df, "item_id", f))
         dup = df["item_id"].duplicated().to_numpy()
         if dup.any():
             first = int(np.flatnonzero(dup)[0])
-            raise DataError(
-                f"{f}: column 'item_id' repeats id {_echo(df['item_id'].iloc[first])} at "
-                f"{_row_label(f, first)}"
-            )
+            raise DataError(f"{f}: column 'item_id' repeats an id at {_row_label(f, first)}")
         frames.append(df)
     catalog = pd.concat(frames, ignore_index=True).set_index("item_id")
     catalog = catalog[~catalog.index.duplicated()]

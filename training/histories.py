@@ -134,6 +134,30 @@ def _histories(data: Interactions, users: np.ndarray, history_length: int):
         yield str(data.user_ids[u]), data.item_ids[data.items[start[u] : end[u]] - 1].tolist()
 
 
+def _unstorable(data: Interactions, rows: np.ndarray, user_store: UserStore) -> np.ndarray:
+    """Mask over rows: ids the store cannot key (DynamoDB: 1..2048 bytes of UTF-8). They
+    are reported by row and size (the id itself may be huge, and is personal) and skipped."""
+    bad = np.array([not user_store.holds(str(data.user_ids[u])) for u in rows.tolist()], bool)
+    for u in rows[bad][:5].tolist():
+        size = len(str(data.user_ids[u]).encode("utf-8", "replace"))
+        log.warning(
+            "history sync: skipped a user id of %d bytes (sha256 %s...): %s cannot key it",
+            size,
+            hashlib.sha256(str(data.user_ids[u]).encode("utf-8", "replace")).hexdigest()[:12],
+            user_store.uri,
+        )
+    return bad
+
+
+def _erased(erasure_root: str, keys: np.ndarray) -> tuple[set[str], np.ndarray]:
+    """(users with a pending erasure, mask over keys of theirs)."""
+    erased = {r.user_id for r in erasure.pending(erasure_root)} if erasure_root else set()
+    skip = np.zeros(len(keys), dtype=bool)
+    if erased:
+        skip = np.isin(keys, string_hashes(np.asarray(sorted(erased), dtype=str)))
+    return erased, skip
+
+
 def sync(
     data: Interactions,
     user_store: UserStore,
@@ -142,9 +166,11 @@ def sync(
     erasure_root: str = "",
     full: bool = False,
     chunk: int = 5000,
+    save_every: float = 60.0,
 ) -> dict:
-    """Write the histories that changed; then record the new fingerprints (after the writes,
-    so a failed sync is redone next time rather than forgotten)."""
+    """Write the histories that changed; record each written user's fingerprint (every
+    `save_every` seconds and at the end, after the writes: an interrupted sync resumes
+    where it stopped, and a failed write is redone next time rather than forgotten)."""
     began = time.perf_counter()
     keys, hashes, order = fingerprints(data, history_length)  # order: user row of each key
     meta = {"format": STATE_FORMAT, "store": user_store.uri, "history_length": history_length}
@@ -159,15 +185,23 @@ def sync(
     )
     # Users with a pending erasure request are never written back (they asked while this
     # data was being read); their fingerprints are dropped so the next sync is clean.
-    erased = {r.user_id for r in erasure.pending(erasure_root)} if erasure_root else set()
-    skip = np.zeros(len(keys), dtype=bool)
-    if erased:
-        skip = np.isin(keys, string_hashes(np.asarray(sorted(erased), dtype=str)))
+    erased, skip = _erased(erasure_root, keys)
+    n_erased = int(skip.sum())
+    unstorable = changed[_unstorable(data, order[changed], user_store)]
+    skip[unstorable] = True
     changed = changed[~skip[changed]]
-    rows = np.sort(order[changed])  # data order: stable batches, easy to follow in logs
-    written = 0
-    for lo in range(0, len(rows), chunk):
-        written += user_store.put_histories(_histories(data, rows[lo : lo + chunk], history_length))
+    changed = changed[np.argsort(order[changed], kind="stable")]  # data order: easy to follow
+    waiting = np.zeros(len(keys), dtype=bool)  # changed, not written yet
+    waiting[changed] = True
+    written, saved = 0, time.perf_counter()
+    for lo in range(0, len(changed), chunk):
+        part = changed[lo : lo + chunk]
+        written += user_store.put_histories(_histories(data, order[part], history_length))
+        waiting[part] = False
+        if time.perf_counter() - saved >= save_every and lo + chunk < len(changed):
+            keep = ~skip & ~waiting
+            write_state(state_uri, SyncState(keys[keep], hashes[keep], meta))  # progress
+            saved = time.perf_counter()
     if erasure_root and written:  # a DELETE that arrived while this sync was writing
         late = {r.user_id for r in erasure.pending(erasure_root)} - erased
         for user in late:
@@ -179,7 +213,8 @@ def sync(
         "users": int(data.n_users),
         "changed": len(changed),
         "written": written,
-        "skipped_erased": int(skip.sum()),
+        "skipped_erased": n_erased,
+        "skipped_unstorable": len(unstorable),
         "first_sync": old is None,
         "seconds": round(seconds, 3),
         "store": user_store.uri,

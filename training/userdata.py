@@ -1,7 +1,8 @@
 """The training container's user-data steps, configured by environment variables that the
 retrain function passes in the training job's Environment:
 
-  LMREC_ERASURE_URI         erasure records (s3://bucket/erasure): the deletion job runs
+  LMREC_ERASURE_URI         erasure records (s3://bucket/erasure; default
+                            <LMREC_STORE_URI>/erasure, the API's rule): the deletion job runs
                             before training, on LMREC_DATA_URI and on the container's local
                             copy of the data channel, so no model trains on an erased user
   LMREC_DATA_URI            the S3 data prefix the deletion job rewrites
@@ -35,9 +36,21 @@ def _state_uri(env) -> str:
         return ""
 
 
+def erasure_root(env=os.environ, data_uri: str = "") -> str:
+    """Where erasure requests are: the API's rule (LMREC_ERASURE_URI, else
+    <LMREC_STORE_URI>/erasure); with neither, s3://<data bucket>/erasure when the data is in
+    S3 (the deployed layout), as the sync's fingerprints default to the data's bucket."""
+    from lmrec.settings import erasure_root as settings_rule
+
+    root = settings_rule(env.get("LMREC_ERASURE_URI", ""), env.get("LMREC_STORE_URI", ""))
+    if root or not data_uri.startswith("s3://"):
+        return root
+    return f"s3://{data_uri.removeprefix('s3://').split('/', 1)[0]}/erasure"
+
+
 def before_training(train_uri: str, user_col: str, env=os.environ) -> dict | None:
     """The deletion job; raises (and so fails the training job) when it cannot finish."""
-    root = env.get("LMREC_ERASURE_URI", "")
+    root = erasure_root(env)
     if not root or "LOCAL_RANK" in env:
         return None
     from lmrec.userstore import open_user_store
@@ -78,7 +91,7 @@ def after_training(train_uri: str, data_cfg, env=os.environ) -> dict | None:
             open_user_store(store_uri),
             state,
             int(env.get("LMREC_HISTORY_LENGTH", histories.DEFAULT_HISTORY_LENGTH)),
-            env.get("LMREC_ERASURE_URI", ""),
+            erasure_root(env, env.get("LMREC_DATA_URI", "")),
         )
     except Exception as exc:  # of every kind: the sync is redone by the next run
         name = type(exc).__name__

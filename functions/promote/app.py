@@ -15,6 +15,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from lmrec import aws
 from lmrec.lifecycle_events import BadEvent, parse_training_job_change
 from lmrec.promote import Decision, Promoter
+from lmrec.retrain import is_erasure_job
 from lmrec.settings import PromoteSettings
 
 logger = Logger(service="lmrec-promote")
@@ -33,6 +34,8 @@ def decide(event: object) -> Decision:
     if not job.startswith(settings.job_prefix):
         return Decision(job, "ignored", f"not one of ours (prefix {settings.job_prefix!r})")
     promoter = Promoter(settings.store_uri, settings.model_name, settings.gate_tolerance)
+    if is_erasure_job(job, settings.job_prefix) and detail.TrainingJobStatus == "Completed":
+        return Decision(job, "ignored", "a deletion job: it writes no model")  # failed: recorded
     if detail.TrainingJobStatus == "Failed":
         return promoter.on_failed(job, detail.FailureReason)
     if detail.TrainingJobStatus != "Completed":

@@ -1,5 +1,10 @@
 """Retraining decisions: enough new interactions and no job of ours running -> one
-SageMaker training job, named after the data version so replayed events start nothing new."""
+SageMaker training job, named after the data version so replayed events start nothing new.
+
+Erasure does not wait for new data: when no training starts and erasure requests are
+pending, the deletion job runs on its own (the training image, `python -m training erase`,
+a CPU instance), unless one is already running. So a request waits at most one schedule
+period plus that job's run."""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from lmrec import bundle as fmt
-from lmrec import registry, store
+from lmrec import erasure, registry, store
 from lmrec.aws import error_code
 from lmrec.settings import RetrainSettings
 
@@ -30,6 +35,15 @@ class RetrainDecision:
     new_interactions: int = 0
     uncounted_objects: int = 0
     data_version: str | None = None
+    erasures_pending: int = 0  # requests waiting when no training started
+    erasure_job: str | None = None  # the deletion job started for them
+
+
+ERASE_TAG = "erase-"  # <prefix>erase-<unix seconds>: the deletion job on its own
+
+
+def is_erasure_job(name: str, prefix: str) -> bool:
+    return name.startswith(f"{prefix}{ERASE_TAG}")
 
 
 def count_rows(obj: store.ObjectInfo) -> int | None:
@@ -148,6 +162,66 @@ def training_job_request(cfg: RetrainConfig, name: str) -> dict:
     }
 
 
+def erasure_job_request(cfg: RetrainConfig, name: str) -> dict:
+    """The deletion job alone: the training image running `python -m training erase` over
+    the S3 data, batch outputs, the sync's fingerprints and the user store (from its
+    Environment); no input channel, no model."""
+    args = ["erase", "--requests", cfg.erasure_root(), "--data", cfg.data_uri]
+    args += ["--batch", cfg.batch_uri] if cfg.batch_uri else []
+    args += ["--state", cfg.history_state()] if cfg.history_state() else []
+    args += ["--user-col", str(cfg.hyperparameters.get("user_col") or "user_id")]
+    return {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {
+            "TrainingImage": cfg.training_image,
+            "TrainingInputMode": "File",
+            "ContainerEntrypoint": ["python", "-m", "training"],
+            "ContainerArguments": args,
+        },
+        "RoleArn": cfg.training_role_arn,
+        "OutputDataConfig": {"S3OutputPath": cfg.output_uri},
+        "ResourceConfig": {
+            "InstanceType": cfg.erasure_instance_type,
+            "InstanceCount": 1,
+            "VolumeSizeInGB": cfg.volume_gb,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": cfg.erasure_max_runtime_seconds},
+        "Environment": cfg.training_environment(),
+        "Tags": [{"Key": "lmrec:model", "Value": cfg.model_name}],
+    }
+
+
+def _in_progress(sagemaker, cfg: RetrainSettings, erasing: bool) -> list[str]:
+    """Our jobs in progress: deletion jobs, or training jobs (a deletion job does not hold
+    back training: each rewrite is conditional, so the two may run together)."""
+    running = sagemaker.list_training_jobs(NameContains=cfg.job_prefix, StatusEquals="InProgress")
+    names = [j["TrainingJobName"] for j in running.get("TrainingJobSummaries", [])]
+    return [
+        n
+        for n in names
+        if n.startswith(cfg.job_prefix) and is_erasure_job(n, cfg.job_prefix) == erasing
+    ]
+
+
+def start_erasure_if_pending(
+    cfg: RetrainSettings, sagemaker, decision: RetrainDecision, now: float
+) -> None:
+    """No training starts: carry out waiting erasure requests with a job of their own."""
+    root = cfg.erasure_root()
+    decision.erasures_pending = erasure.pending_count(root)  # a listing: no record is read
+    if not decision.erasures_pending:
+        return
+    if _in_progress(sagemaker, cfg, erasing=True):
+        return  # it will see these requests, or the next schedule's job will
+    name = job_name(cfg.job_prefix, f"{ERASE_TAG}{int(now)}")
+    try:
+        sagemaker.create_training_job(**erasure_job_request(cfg, name))
+    except sagemaker.exceptions.ResourceInUse:
+        return  # started by a concurrent event in the same second
+    decision.erasure_job = name
+    log.info("deletion job %s for %d erasure request(s)", name, decision.erasures_pending)
+
+
 def _not_found(sagemaker, exc: Exception) -> bool:
     return error_code(exc) in ("ValidationException", "ResourceNotFound")
 
@@ -221,6 +295,15 @@ def _count_new(cfg: RetrainSettings, objects: list[store.ObjectInfo]) -> tuple[i
 
 
 def decide_and_start(cfg: RetrainSettings, sagemaker, now: float | None = None) -> RetrainDecision:
+    """Start training when due; otherwise, a deletion job when erasures wait."""
+    now = time.time() if now is None else now
+    decision = decide_training(cfg, sagemaker, now)
+    if decision.action != "started":  # a training job runs the deletion job first itself
+        start_erasure_if_pending(cfg, sagemaker, decision, now)
+    return decision
+
+
+def decide_training(cfg: RetrainSettings, sagemaker, now: float) -> RetrainDecision:
     objects = [o for o in store.list_objects(cfg.data_uri) if store.is_data_file(o.uri)]
     if not objects:
         return RetrainDecision("skipped", f"no data files under {cfg.data_uri}")
@@ -242,18 +325,13 @@ def decide_and_start(cfg: RetrainSettings, sagemaker, now: float | None = None) 
             f"{cfg.min_new_interactions}"
         )
         return decision
-    name, plan = _retry_plan(cfg, sagemaker, base, time.time() if now is None else now)
+    name, plan = _retry_plan(cfg, sagemaker, base, now)
     if name is None:
         decision.reason = plan
         log.info("retrain decision %s", asdict(decision))
         return decision
     decision.job_name = name
-    running = sagemaker.list_training_jobs(NameContains=cfg.job_prefix, StatusEquals="InProgress")
-    busy = [
-        j["TrainingJobName"]
-        for j in running.get("TrainingJobSummaries", [])
-        if j["TrainingJobName"].startswith(cfg.job_prefix)
-    ]
+    busy = _in_progress(sagemaker, cfg, erasing=False)
     if busy:
         decision.reason = f"a training job of ours is in progress: {busy[0]}"
         return decision

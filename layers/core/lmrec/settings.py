@@ -37,6 +37,16 @@ def store_root(value: str, name: str) -> str:
     return value
 
 
+def erasure_root(erasure_uri: str, store_uri: str) -> str:
+    """Where erasure requests are recorded: LMREC_ERASURE_URI, else <LMREC_STORE_URI>/erasure,
+    else "" (nowhere). The one rule the API, the retrain function, the training job and
+    `lmrec sync-histories` share, so they all look in the same place."""
+    if erasure_uri:
+        return store_root(erasure_uri, "LMREC_ERASURE_URI")
+    store = store_root(store_uri, "LMREC_STORE_URI")
+    return f"{store}/erasure" if store else ""
+
+
 class CommonSettings(BaseSettings):
     """What every function reads: the store, the model name, and the AWS time budget."""
 
@@ -103,6 +113,9 @@ class ApiSettings(CommonSettings):
     # Where DELETE /v1/users/{id} records erasure requests for the deletion job; empty:
     # <LMREC_STORE_URI>/erasure when a model store is set.
     erasure_uri: str = ""
+    # DELETE /v1/users/{id} replies within this (the request is recorded first); a user
+    # store delete that needs longer is finished by the deletion job.
+    erasure_deadline_seconds: float = Field(default=8.0, gt=0, le=900)
     events_ttl_days: int = Field(default=90, ge=1, le=3650)
     events_per_user: int = Field(default=50, ge=1, le=1000)  # newest events merged per request
     max_body_bytes: int = Field(default=262_144, ge=1024, le=6_291_456)  # Lambda: 6 MB
@@ -139,13 +152,22 @@ class ApiSettings(CommonSettings):
 
     def erasure_root(self) -> str:
         """Where erasure requests are recorded, or "" for nowhere."""
-        if self.erasure_uri:
-            return self.erasure_uri
-        return f"{self.store_uri}/erasure" if self.store_uri else ""
+        return erasure_root(self.erasure_uri, self.store_uri)
+
+    def erasure_stop_seconds(self) -> float:
+        """When DELETE starts no more user-store calls: one call started then still ends
+        (all its attempts) by the erasure deadline."""
+        return max(0.0, self.erasure_deadline_seconds - self.aws_call_budget_seconds())
 
     @model_validator(mode="after")
     def _waits_fit(self) -> ApiSettings:
-        for name in ("init_load_seconds", "load_wait_seconds", "user_store_deadline_seconds"):
+        waits = (
+            "init_load_seconds",
+            "load_wait_seconds",
+            "user_store_deadline_seconds",
+            "erasure_deadline_seconds",
+        )
+        for name in waits:
             if getattr(self, name) >= self.function_timeout_seconds:
                 raise ValueError(
                     f"{name} ({getattr(self, name):g} s) must be less than the function "
@@ -180,7 +202,11 @@ class RetrainSettings(CommonSettings):
     # Handed to the training job's Environment (training/userdata.py): the deletion job runs
     # before training, the history sync after it.
     user_store: str = ""  # dynamodb://table the sync writes histories to; empty: no sync
-    erasure_uri: str = ""  # s3://bucket/erasure: pending requests to carry out first
+    erasure_uri: str = ""  # s3://bucket/erasure; empty: <store_uri>/erasure
+    # The deletion job started on the schedule when erasures are pending and no training is
+    # due: the training image on a CPU instance, bounded in time.
+    erasure_instance_type: str = "ml.m5.large"
+    erasure_max_runtime_seconds: int = Field(default=3600, ge=60, le=28 * 86400)
     batch_uri: str = ""  # s3://bucket/batch/: batch outputs (user ids) the deletion job purges
     history_state_uri: str = ""  # the sync's fingerprints; empty: s3://<bucket>/histories/...
     history_length: int = Field(default=1000, ge=1, le=100_000)
@@ -190,6 +216,23 @@ class RetrainSettings(CommonSettings):
     def _empty_json(cls, value):
         return "{}" if value == "" else value
 
+    @field_validator("erasure_uri")
+    @classmethod
+    def _erasure(cls, value: str) -> str:
+        return store_root(value, "LMREC_ERASURE_URI")
+
+    def erasure_root(self) -> str:
+        return erasure_root(self.erasure_uri, self.store_uri)
+
+    def history_state(self) -> str:
+        """The sync's fingerprints: as training/userdata.py derives them from the data."""
+        if self.history_state_uri:
+            return self.history_state_uri
+        bucket = self.data_uri.removeprefix("s3://").split("/", 1)[0]
+        return (
+            f"s3://{bucket}/histories/fingerprints.npz" if self.data_uri.startswith("s3://") else ""
+        )
+
     def training_environment(self) -> dict[str, str]:
         env = {
             # where production is: the job scores it on its own test users (the gate's input)
@@ -197,7 +240,7 @@ class RetrainSettings(CommonSettings):
             "LMREC_MODEL_NAME": self.model_name,
             "LMREC_DATA_URI": self.data_uri,
             "LMREC_USER_STORE": self.user_store,
-            "LMREC_ERASURE_URI": self.erasure_uri,
+            "LMREC_ERASURE_URI": self.erasure_root(),
             "LMREC_BATCH_URI": self.batch_uri,
             "LMREC_HISTORY_STATE_URI": self.history_state_uri,
             "LMREC_HISTORY_LENGTH": str(self.history_length),

@@ -143,6 +143,22 @@ def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
         raise _s3_error(loc, exc) from None
 
 
+def delete(uri: str | os.PathLike) -> None:
+    """Remove one object (a missing one is no error). On a versioned bucket this adds a
+    delete marker; the old version expires by the bucket's rule for noncurrent versions."""
+    loc = parse(uri)
+    if loc.scheme == "file":
+        try:
+            Path(loc.key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{loc}: {exc.strerror or exc}") from None
+        return
+    try:
+        s3_client().delete_object(Bucket=loc.bucket, Key=loc.key)
+    except Exception as exc:
+        raise _s3_error(loc, exc) from None
+
+
 def list_files(uri: str | os.PathLike) -> list[str]:
     """Every object under a prefix (or the one object named), as URIs/paths, sorted."""
     loc = parse(uri)

@@ -38,6 +38,8 @@ HISTORY_SK = "history"
 EVENT_PREFIX = "e#"
 BATCH = 25  # BatchWriteItem: at most 25 requests (and 16 MB) per call
 MAX_RECORD_BYTES = 350_000  # DynamoDB's item limit is 400 KB; keep a margin for names
+DELETE_PAGE = 500  # keys per Query page when a user is deleted: 20 batches of 25
+MAX_KEY_BYTES = 2048  # DynamoDB's partition key: 1..2048 bytes of UTF-8
 
 
 class UserStoreUnavailable(EventsUnavailable):
@@ -96,7 +98,20 @@ class UserStore:
         raise NotImplementedError
 
     def delete_user(self, user_id: str) -> int:
+        return self.delete_user_until(user_id)[0]
+
+    def delete_user_until(self, user_id: str, stop_at: float | None = None) -> tuple[int, bool]:
+        """(records deleted, whether all were): no call is started after `stop_at`
+        (time.monotonic()); what is left is the deletion job's."""
         raise NotImplementedError
+
+    def holds(self, user_id: str) -> bool:
+        """Whether a record can be keyed by this id (DynamoDB: 1..2048 bytes of UTF-8)."""
+        try:
+            size = len(user_id.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate: no store can key it
+            return False
+        return 0 < size <= MAX_KEY_BYTES
 
 
 # -- SQLite ---------------------------------------------------------------------------------
@@ -183,10 +198,11 @@ class SqliteUserStore(UserStore):
         )
         return len(rows)
 
-    def delete_user(self, user_id: str) -> int:
-        return self._run(
+    def delete_user_until(self, user_id: str, stop_at: float | None = None) -> tuple[int, bool]:
+        deleted = self._run(  # one statement: all or nothing, and fast
             lambda c: c.execute("DELETE FROM user_items WHERE user_id = ?", (user_id,)).rowcount
         )
+        return deleted, True
 
 
 # -- DynamoDB -------------------------------------------------------------------------------
@@ -205,14 +221,17 @@ class DynamoUserStore(UserStore):
     def _fail(self, exc: Exception) -> UserStoreUnavailable:
         return UserStoreUnavailable(f"user store {self.uri}: {exc}")
 
-    def _write_batch(self, requests: list[dict]) -> None:
+    def _write_batch(self, requests: list[dict], stop_at: float | None = None) -> bool:
         """One BatchWriteItem of <= 25 requests; unprocessed items (throttling) are retried
-        with exponential back-off and full jitter, as AWS advises."""
+        with exponential back-off and full jitter, as AWS advises. False when `stop_at`
+        (time.monotonic()) came before every request was written."""
         pending = {self.table: requests}
         for attempt in range(self.attempts):
+            if stop_at is not None and time.monotonic() >= stop_at:
+                return False
             left = self._client().batch_write_item(RequestItems=pending).get("UnprocessedItems")
             if not left:
-                return
+                return True
             pending = left
             time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
         raise UserStoreUnavailable(f"user store {self.uri}: writes still throttled")
@@ -275,6 +294,8 @@ class DynamoUserStore(UserStore):
         events = []
         for item in reply.get("Items", []):
             if item["sk"]["S"] == HISTORY_SK:
+                if "erased" in item:  # an erasure is under way: nothing of theirs is used
+                    return UserItems([], [])
                 history = json.loads(item["items"]["S"])
             elif "item_id" in item:
                 # TTL deletes lazily (within days): an expired event is no longer used
@@ -303,28 +324,75 @@ class DynamoUserStore(UserStore):
         self._write(requests, threads)
         return len(requests)
 
-    def delete_user(self, user_id: str) -> int:
-        """Every record of the user's partition (history and events), page by page."""
-        deleted, start = 0, None
+    def delete_user_until(
+        self, user_id: str, stop_at: float | None = None, threads: int = 8
+    ) -> tuple[int, bool]:
+        """Every record of the user's partition. A user with more than one batch of records
+        first gets an "erased" history record, which serving reads as no history and no
+        events: the next request knows them no more, however many events are left when
+        `stop_at` comes. The events then go in parallel batches of 25; the marker last (the
+        deletion job's delete, without a deadline, takes what is left)."""
         try:
+            keys, start = self._keys(user_id, None)
+            if not keys:
+                return 0, True
+            if not start and len(keys) <= BATCH:  # the usual user: one call
+                return (len(keys), True) if self._write_batch(keys, stop_at) else (0, False)
+            if not self._write_batch([self._marker(user_id)], stop_at):
+                return 0, False
+            deleted, complete = 0, True
             while True:
-                kwargs: dict = {"ProjectionExpression": "user_id, sk"}
-                if start:
-                    kwargs["ExclusiveStartKey"] = start
-                reply = self._query(user_id, **kwargs)
-                keys = [
-                    {"DeleteRequest": {"Key": {"user_id": i["user_id"], "sk": i["sk"]}}}
-                    for i in reply.get("Items", [])
-                ]
-                self._write(keys)
-                deleted += len(keys)
-                start = reply.get("LastEvaluatedKey")
-                if not start:
-                    return deleted
+                events = [k for k in keys if k["DeleteRequest"]["Key"]["sk"]["S"] != HISTORY_SK]
+                deleted += len(keys) - len(events)  # the history, now the marker
+                done, complete = self._delete_keys(events, stop_at, threads)
+                deleted += done
+                if not complete or not start:
+                    break
+                if stop_at is not None and time.monotonic() >= stop_at:
+                    return deleted, False
+                keys, start = self._keys(user_id, start)
+            if complete:
+                complete = self._write_batch([self._delete_history(user_id)], stop_at)
+            return deleted, complete
         except UserStoreUnavailable:
             raise
         except Exception as exc:
             raise self._fail(exc) from None
+
+    def _keys(self, user_id: str, start: dict | None) -> tuple[list[dict], dict | None]:
+        """One page of the user's record keys as delete requests, and where the next starts."""
+        # pages of DELETE_PAGE keys: the first deletes start after a short read, whatever
+        # the user's size (a page is otherwise up to 1 MB: some 15,000 keys)
+        kwargs: dict = {"ProjectionExpression": "user_id, sk", "Limit": DELETE_PAGE}
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        reply = self._query(user_id, **kwargs)
+        keys = [
+            {"DeleteRequest": {"Key": {"user_id": i["user_id"], "sk": i["sk"]}}}
+            for i in reply.get("Items", [])
+        ]
+        return keys, reply.get("LastEvaluatedKey")
+
+    @staticmethod
+    def _marker(user_id: str) -> dict:
+        item = {"user_id": {"S": user_id}, "sk": {"S": HISTORY_SK}, "items": {"S": "[]"}}
+        return {"PutRequest": {"Item": {**item, "erased": {"BOOL": True}}}}
+
+    @staticmethod
+    def _delete_history(user_id: str) -> dict:
+        return {"DeleteRequest": {"Key": {"user_id": {"S": user_id}, "sk": {"S": HISTORY_SK}}}}
+
+    def _delete_keys(self, keys: list[dict], stop_at: float | None, threads: int):
+        """(deleted, all of them): batches in parallel (each call waits on the network, so
+        threads multiply the rate a slow table allows)."""
+        batches = [keys[i : i + BATCH] for i in range(0, len(keys), BATCH)]
+        if not batches:
+            return 0, True
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            done = list(pool.map(lambda b: self._write_batch(b, stop_at), batches))
+        return sum(len(b) for b, ok in zip(batches, done, strict=True) if ok), all(done)
 
 
 def parse_uri(uri: str) -> tuple[str, str]:

@@ -137,6 +137,11 @@ class DeleteResponse(BaseModel):
     erasure_recorded: bool = Field(
         False, description="the deletion job will remove the user's rows from the training data"
     )
+    complete: bool = Field(
+        True,
+        description="every history and event record is gone; false: the rest is deleted by "
+        "the deletion job (a DELETE again continues at once)",
+    )
 
 
 class ModelInfo(BaseModel):

@@ -225,7 +225,9 @@ class LocalStack:
         name = job["TrainingJobName"]
         base = self._lay_out(job)
         began = time.perf_counter()
-        code = self._run_container(name, base, on_line)
+        # the image's entry point with the job's arguments (the deletion job: `erase ...`)
+        args = job["AlgorithmSpecification"].get("ContainerArguments") or ["train"]
+        code = self._run_container(name, base, on_line, args)
         log.info("training job %s exited %d after %.0f s", name, code, time.perf_counter() - began)
         return self.promote(self._state_change(job, base, code))
 
@@ -240,7 +242,8 @@ class LocalStack:
                 {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "lo"}
             )
         )
-        for channel in job["InputDataConfig"]:
+        (base / "model").mkdir(exist_ok=True)  # SageMaker uploads it even when empty
+        for channel in job.get("InputDataConfig") or []:  # a deletion job has none
             prefix = channel["DataSource"]["S3DataSource"]["S3Uri"]
             dest = base / "input" / "data" / channel["ChannelName"]
             dest.mkdir(parents=True, exist_ok=True)
@@ -248,14 +251,21 @@ class LocalStack:
                 store.download(obj.uri, dest / obj.uri[len(prefix.rstrip("/")) + 1 :])
         return base
 
-    def _run_container(self, name: str, base: Path, on_line: Callable[[str], None] | None) -> int:
-        """`python -m training train` with the job's base dir; its output (stdout and stderr,
-        as CloudWatch would keep it) goes to logs/<job>.log."""
+    def _run_container(
+        self,
+        name: str,
+        base: Path,
+        on_line: Callable[[str], None] | None,
+        args: list[str] | None = None,
+    ) -> int:
+        """`python -m training train` (or the job's ContainerArguments) with the job's base
+        dir; its output (stdout and stderr, as CloudWatch would keep it) goes to
+        logs/<job>.log."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (
             open(self.log_dir / f"{name}.log", "w") as out,
             subprocess.Popen(
-                [sys.executable, "-m", "training", "train"],
+                [sys.executable, "-m", "training", *(args or ["train"])],
                 cwd=REPO,
                 env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), "PYTHONUNBUFFERED": "1"},
                 stdout=subprocess.PIPE,

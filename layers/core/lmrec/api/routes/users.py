@@ -4,6 +4,7 @@ the request for the deletion job, which removes the user's rows from the trainin
 from __future__ import annotations
 
 import logging
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path
@@ -19,29 +20,43 @@ log = logging.getLogger(__name__)
 
 
 def erase(user_id: str, users, settings) -> DeleteResponse:
+    """Record the request first, then delete from the user store until the deadline: a
+    DELETE that runs out of time (a user with many events, a slow table) leaves a recorded
+    request, and the deletion job deletes what is left."""
+    began = time.monotonic()
     root = settings.erasure_root()
     if users is None and not root:
         raise HTTPException(503, "erasure is not configured (no user store, no model store)")
-    deleted = 0
-    if users is not None:
-        try:  # first, so the very next request already sees an unknown user
-            deleted = users.delete_user(user_id)
-        except EventsUnavailable as exc:
-            log.warning("user store delete failed: %s", exc)
-            raise HTTPException(503, "nothing was erased; try again") from None
-    recorded = False
     if root:
         try:
             erasure.record(root, user_id)
-            recorded = True
         except store.StoreError as exc:
+            # Nothing is deleted either: without the record, the next history sync would
+            # write the user's history back from the data.
             log.error("erasure request not recorded: %s", exc)  # the reply stays path-free
             raise HTTPException(
-                503,
-                "history and events were deleted, but the erasure request for the training "
-                "data was not recorded; retry",
+                503, "nothing was erased: the erasure request was not recorded; retry"
             ) from None
-    return DeleteResponse(user_id=user_id, deleted=deleted, erasure_recorded=recorded)
+    deleted, complete = 0, True
+    if users is not None:
+        try:
+            deleted, complete = users.delete_user_until(
+                user_id, began + settings.erasure_stop_seconds()
+            )
+        except EventsUnavailable as exc:
+            log.warning("user store delete failed: %s", exc)
+            if not root:
+                raise HTTPException(503, "nothing was erased; try again") from None
+            raise HTTPException(
+                503,
+                "the erasure is recorded and the deletion job will carry it out, but the "
+                "user store did not answer: retry to delete the history at once",
+            ) from None
+        if not complete:
+            log.warning("erasure: user store delete left for the deletion job")
+    return DeleteResponse(
+        user_id=user_id, deleted=deleted, erasure_recorded=bool(root), complete=complete
+    )
 
 
 @router.delete("/{user_id:path}/events", response_model=DeleteResponse, deprecated=True)

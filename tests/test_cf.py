@@ -120,6 +120,9 @@ def test_no_step_holds_users_by_items():
     assert scores.shape == (7, n_items + 1)
     assert set(cf.grids(n_items)) == {"als"}
     assert set(cf.grids(cf.EASE_MAX_ITEMS)) == {"als", "ease"}
+    # and from a million training interactions the ALS grid is the smaller one
+    assert cf.grids(n_items, cf.LARGE_LOG)["als"][1] == cf.ALS_GRID_LARGE
+    assert cf.grids(n_items, cf.LARGE_LOG - 1)["als"][1] == cf.ALS_GRID
 
 
 def test_a_history_with_a_repeated_item_counts_it_once():

@@ -306,11 +306,11 @@ def evaluate_models(
             for name in splits
         }
     if env.is_main:  # baselines are cheap; one process is enough
-        metrics |= _baselines(split, negatives, cfg, "teacher_refit" in models, costs)
+        metrics |= evaluate_baselines(split, negatives, cfg, "teacher_refit" in models, costs)
     return metrics
 
 
-def _baselines(
+def evaluate_baselines(
     split: Split, negatives: dict, cfg: RunConfig, refit: bool, costs: dict | None
 ) -> dict:
     """Popularity, co-occurrence and the collaborative-filtering baselines (training/cf.py,

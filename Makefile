@@ -33,9 +33,10 @@ $(STAMP): pyproject.toml $(LOCK)
 	@touch $(STAMP)
 
 # Resolve again (needs the network): the dev lock, then the training image's and the Lambda
-# layer's, constrained by it (.ci/lock.py). Review the diff, run the tests, commit the three.
+# layer's, constrained by it (.ci/lock.py). Versions already pinned stay unless
+# LOCK_ARGS=--upgrade. Review the diff, run the tests, commit the three.
 lock: $(STAMP)
-	$(PY) .ci/lock.py
+	$(PY) .ci/lock.py $(LOCK_ARGS)
 
 # The whole lifecycle on the embedded local stack (no AWS account): upload MovieLens 100K,
 # retrain, train, promote, serve the API on localhost. DEMO_ARGS=--exit stops at the end.

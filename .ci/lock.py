@@ -17,7 +17,9 @@ installed from the lock itself); nothing upstream changes an install until someo
 `make lock` and commits the result. Each lock starts with the sha256 of its inputs, so a test
 (tests/test_locks.py) fails when pyproject.toml or requirements.txt changed without a relock.
 
-    .venv/bin/python .ci/lock.py            write the three locks (needs uv and the network)
+    .venv/bin/python .ci/lock.py            write the three locks (needs uv and the network),
+                                            keeping every version already pinned
+    .venv/bin/python .ci/lock.py --upgrade  the same, with the newest versions allowed
     .venv/bin/python .ci/lock.py --check    inputs unchanged since the last `make lock`
     python .ci/lock.py --bootstrap          print uv's pinned entry (for `make setup`)
 """
@@ -113,18 +115,24 @@ def entries(lock: Path) -> dict[str, list[tuple[str, str | None]]]:
     return found
 
 
-def compile_lock(lock: Path, uv: str) -> None:
+def compile_lock(lock: Path, uv: str, upgrade: bool) -> None:
     inputs_name, target = LOCKS[lock]
     inputs = globals()[inputs_name]()
+    # The inputs in build/ (ignored by git) under a fixed name: the lock's "# via" lines
+    # name it, so a relock with the same result writes the same file.
+    source = REPO / "build" / "lock" / f"{inputs_name}.in"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_text("\n".join(inputs) + "\n")
     with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "requirements.in"
-        source.write_text("\n".join(inputs) + "\n")
-        cmd = [uv, "pip", "compile", str(source), "--generate-hashes", "--quiet"]
-        cmd += ["--no-header", "--annotation-style", "line", *target, "-o", str(Path(tmp) / "out")]
+        out = Path(tmp) / "out"
+        if lock.exists() and not upgrade:  # uv keeps the versions an existing output pins
+            out.write_text(lock.read_text())
+        cmd = [uv, "pip", "compile", str(source.relative_to(REPO)), "--generate-hashes"]
+        cmd += ["--quiet", "--no-header", "--annotation-style", "line", *target, "-o", str(out)]
         if lock != DEV_LOCK:  # one version of each package in all three locks
-            cmd += ["--constraint", str(DEV_LOCK)]
-        subprocess.run(cmd, check=True)
-        body = (Path(tmp) / "out").read_text()
+            cmd += ["--constraint", str(DEV_LOCK.relative_to(REPO))]
+        subprocess.run(cmd, check=True, cwd=REPO)
+        body = out.read_text()
     header = (
         f"# {TITLES[lock]}: every distribution pinned, with hashes.\n"
         "# Written by `make lock` (.ci/lock.py); do not edit by hand.\n"
@@ -159,6 +167,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if an input changed")
     parser.add_argument("--bootstrap", action="store_true", help="print uv's locked entry")
+    parser.add_argument(
+        "--upgrade", action="store_true", help="newest versions (default: keep existing pins)"
+    )
     parser.add_argument("--uv", default=str(Path(sys.executable).parent / "uv"), help="uv to run")
     args = parser.parse_args()
     if args.bootstrap:
@@ -171,7 +182,7 @@ def main() -> None:
         print("locks are up to date with their inputs")
         return
     for lock in LOCKS:  # the dev lock first: the others are constrained by it
-        compile_lock(lock, args.uv)
+        compile_lock(lock, args.uv, args.upgrade)
         print(f"wrote {lock.relative_to(REPO)}")
 
 

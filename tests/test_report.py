@@ -70,3 +70,31 @@ def test_recorded_intervals_are_shown(tmp_path):
     metrics = _metrics("sampled100")
     metrics["student"]["test"]["full"]["ndcg@10_ci95"] = [0.035, 0.045]
     assert "0.0400 [0.0350, 0.0450]" in results_table(metrics)
+
+
+def test_report_states_each_baselines_cost_and_choice(tmp_path):
+    # GIVEN a run whose baselines recorded their cost, ALS tuned on valid and EASE ruled out
+    costs = {
+        "popularity": {"seconds": 0.12},
+        "als": {
+            "params": {"factors": 64, "regularization": 0.1, "alpha": 10.0},
+            "grid": [
+                {"factors": 64, "regularization": 0.1, "alpha": 1.0, "valid_ndcg@10": 0.031},
+                {"factors": 64, "regularization": 0.1, "alpha": 10.0, "valid_ndcg@10": 0.043},
+            ],
+            "tune_seconds": 12.5,
+            "test_seconds": 4.0,
+            "peak_fit_mb": 95.2,
+            "model_mb": 5.8,
+        },
+        "ease": {"skipped": "23,715 items > 5,000: too large"},
+    }
+    metrics = _metrics("sampled100")
+    metrics["als"] = metrics.pop("popularity")
+    summary = {**SUMMARY, "baselines": costs}
+    text = write_report(tmp_path, metrics, {"teacher": _history(7.0)}, summary).read_text()
+    # THEN the report has the seconds, the chosen point, the grid's valid figures, the memory
+    assert "| als | 16.5 | factors 64, regularization 0.1, alpha 10 |" in text
+    assert "64, 0.1, 1: 0.0310; 64, 0.1, 10: 0.0430 | 95.2 | 5.8 |" in text
+    assert "| popularity | 0.1 |" in text
+    assert "| ease | skipped: 23,715 items > 5,000: too large |" in text

@@ -14,6 +14,7 @@ from lmrec.items import read as read_items
 from safetensors.numpy import load_file
 
 from tests.conftest import REPO, TINY_HP, run_training, write_csv
+from training.cf import ALS_GRID
 
 
 def lay_out(base, train_file, items_file=None, hp=None, resource=None):
@@ -73,7 +74,13 @@ def test_train_writes_every_output(tmp_path, ml100k_small):
         "student_plain",
         "popularity",
         "cooccurrence",
+        "als",
+        "ease",
     }
+    # the tuned baselines record their choice on valid and their cost
+    costs = doc["summary"]["baselines"]
+    assert costs["als"]["params"] in [dict(p) for p in ALS_GRID]
+    assert costs["ease"]["tune_seconds"] > 0 and costs["cooccurrence"]["seconds"] > 0
     # the teacher and the served model, each with its transition weight when it is not 0
     weight = doc["summary"]["transitions"]["weight"]
     assert boosted == {f"{n}+transitions" for n in weight if weight[n]} & {

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from training import champion, shared_data
 from training.baselines import CoOccurrence, Popularity
 from training.bundle_writer import write_bundle
+from training.cf import evaluate_cf
 from training.config import RunConfig
 from training.data import Interactions, load_interactions
 from training.dist import DistEnv, barrier
@@ -277,11 +278,13 @@ def evaluate_models(
     cfg: RunConfig,
     env: DistEnv,
     known_valid: dict[str, dict] | None = None,
+    costs: dict | None = None,
 ) -> dict:
     """metrics[model][split][protocol][metric]; baselines in the very same protocol.
 
     known_valid: valid figures already measured on exactly these weights (a trained model's
-    best epoch, FitResult.best_valid_metrics); they are reused, not scored again."""
+    best epoch, FitResult.best_valid_metrics); they are reused, not scored again.
+    costs: filled with each baseline's seconds (and the tuned ones' choice and memory)."""
     metrics: dict = {}
     known_valid = known_valid or {}
     for model_name, model in models.items():
@@ -303,29 +306,33 @@ def evaluate_models(
             for name in splits
         }
     if env.is_main:  # baselines are cheap; one process is enough
-        fits: list[tuple[Popularity | CoOccurrence, str, tuple[str, ...]]] = [
-            (Popularity(split), "", ("valid", "test")),
-            (CoOccurrence(split), "", ("valid", "test")),
-        ]
-        if "teacher_refit" in models:  # the fair comparison for the refit: the same data
-            refit = split.with_valid_in_train()
-            fits += [
-                (Popularity(refit), "_refit", ("test",)),
-                (CoOccurrence(refit), "_refit", ("test",)),
-            ]
-        for baseline, suffix, names in fits:
+        metrics |= evaluate_baselines(split, negatives, cfg, "teacher_refit" in models, costs)
+    return metrics
+
+
+def evaluate_baselines(
+    split: Split, negatives: dict, cfg: RunConfig, refit: bool, costs: dict | None
+) -> dict:
+    """Popularity, co-occurrence and the collaborative-filtering baselines (training/cf.py,
+    tuned on valid), each also fitted on train + valid when the teacher is refitted."""
+    eval_kw = {"batch_size": cfg.train.eval_batch_size, "seed": cfg.train.seed}
+    metrics: dict = {}
+    record: dict = {}
+    on = {"": split} | ({"_refit": split.with_valid_in_train()} if refit else {})
+    for suffix, fitted_on in on.items():
+        names = ("test",) if suffix else ("valid", "test")
+        for make in (Popularity, CoOccurrence):
+            began = time.perf_counter()
+            baseline = make(fitted_on)
             metrics[baseline.name + suffix] = {
-                name: evaluate(
-                    baseline,
-                    split,
-                    split.evalset(name),
-                    negatives[name],
-                    batch_size=cfg.train.eval_batch_size,
-                    seed=cfg.train.seed,
-                )
+                name: evaluate(baseline, split, split.evalset(name), negatives[name], **eval_kw)
                 for name in names
             }
-    return metrics
+            record[baseline.name + suffix] = {"seconds": round(time.perf_counter() - began, 2)}
+    cf_metrics, cf_record = evaluate_cf(split, negatives, refit, **eval_kw)
+    if costs is not None:
+        costs |= record | cf_record
+    return metrics | cf_metrics
 
 
 def _save_weights(out, cfg: RunConfig, trained: dict[str, tuple[SASRec, FitResult]]) -> None:
@@ -437,12 +444,14 @@ def export(
     clock: PhaseClock | None = None,
     transitions: tuple[Transitions | None, dict] | None = None,
     against_production: dict | None = None,
+    baselines: dict | None = None,
 ) -> dict:
     """Weights, history, metrics.json, the report and the bundle. `clock`: the phases so
     far (seconds, peak memory), recorded in summary.phases. `transitions`: the served
     model's table at its weight (None: the model alone) and the record of the choice.
     `against_production`: production scored on the same test users (training/champion.py),
-    recorded in summary.champion and the manifest for the promote function's gate."""
+    recorded in summary.champion and the manifest for the promote function's gate.
+    `baselines`: each baseline's cost (and the tuned ones' choice), summary.baselines."""
     table, record = transitions or (None, None)
     out = paths.model_dir
     clear_dir(out)
@@ -459,6 +468,8 @@ def export(
         summary["transitions"] = record
     if against_production is not None:
         summary["champion"] = against_production
+    if baselines:
+        summary["baselines"] = baselines
     document = {
         "metrics": metrics,
         "protocol": _protocol(cfg),
@@ -533,7 +544,8 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
     models = scored_models(trained, cfg.train.teachers)
     models = _short_of_time(models, served or "teacher", budget, budget.total)
     known = measured_valid(models, trained)
-    metrics = evaluate_models(models, split, negatives, cfg, env, known_valid=known)
+    costs: dict = {}
+    metrics = evaluate_models(models, split, negatives, cfg, env, known_valid=known, costs=costs)
     clock.done("evaluate")
     transitions = None
     if cfg.student.transitions and "teacher" in models:
@@ -566,6 +578,7 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
             clock,
             transitions,
             against,
+            costs,
         )
         served_name = document["summary"].get("served", served)
         print(results_table(metrics, served_name or "student"), flush=True)

@@ -21,7 +21,7 @@ from matplotlib.patches import Patch
 
 from training.champion import summary_line
 
-BASELINES = ("popularity", "cooccurrence")
+BASELINES = ("popularity", "cooccurrence", "als", "ease")
 COLOURS = {"served": "tab:red", "trained": "tab:orange", "baseline": "tab:gray"}
 
 
@@ -161,6 +161,32 @@ def _models_table(models: dict, served: str = SERVED) -> str:
     return "\n".join(lines)
 
 
+def baselines_table(costs: dict | None) -> str:
+    """What each baseline cost, and the tuned ones' choice on valid (summary.baselines)."""
+    if not costs:
+        return "(not recorded)"
+    lines = [
+        "| baseline | seconds | chosen on valid | grid (valid NDCG@10) | peak fit MB | model MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, c in costs.items():
+        if "skipped" in c:
+            lines.append(f"| {name} | skipped: {c['skipped']} | | | | |")
+            continue
+        seconds = c.get("seconds", c.get("tune_seconds", 0.0) + c.get("test_seconds", 0.0))
+        params = ", ".join(f"{k} {v:g}" for k, v in c.get("params", {}).items()) or "-"
+        grid = "; ".join(
+            ", ".join(f"{v:g}" for k, v in point.items() if k not in ("valid_ndcg@10", "seconds"))
+            + f": {point['valid_ndcg@10']:.4f}"
+            for point in c.get("grid", [])
+        )
+        lines.append(
+            f"| {name} | {seconds:.1f} | {params} | {grid or '-'} | "
+            f"{c.get('peak_fit_mb', '-')} | {c.get('model_mb', '-')} |"
+        )
+    return "\n".join(lines)
+
+
 def hyperparameters_table(config: dict[str, Any] | None) -> str:
     """Every setting of the run, grouped as the configuration groups them."""
     if not config:
@@ -236,6 +262,12 @@ The bundle serves **{served}** (marked "(served)"; {summary.get("served_why", ""
 {results_table(metrics, served)}
 
 {_models_table(summary["models"], served)}
+
+Baselines: seconds to fit and evaluate (for the tuned ones: every grid point fitted on train
+and scored on valid, then test), the hyperparameters valid chose, and the traced peak
+memory of one fit:
+
+{baselines_table(summary.get("baselines"))}
 
 {champion_section(summary.get("champion"))}
 

@@ -279,8 +279,10 @@ def evaluate_models(
     env: DistEnv,
     known_valid: dict[str, dict] | None = None,
     costs: dict | None = None,
+    short: bool = False,
 ) -> dict:
-    """metrics[model][split][protocol][metric]; baselines in the very same protocol.
+    """metrics[model][split][protocol][metric]; baselines in the very same protocol (the
+    tuned collaborative-filtering ones left out when the job is `short` of time).
 
     known_valid: valid figures already measured on exactly these weights (a trained model's
     best epoch, FitResult.best_valid_metrics); they are reused, not scored again.
@@ -306,12 +308,18 @@ def evaluate_models(
             for name in splits
         }
     if env.is_main:  # baselines are cheap; one process is enough
-        metrics |= evaluate_baselines(split, negatives, cfg, "teacher_refit" in models, costs)
+        refit = "teacher_refit" in models
+        metrics |= evaluate_baselines(split, negatives, cfg, refit, costs, short)
     return metrics
 
 
 def evaluate_baselines(
-    split: Split, negatives: dict, cfg: RunConfig, refit: bool, costs: dict | None
+    split: Split,
+    negatives: dict,
+    cfg: RunConfig,
+    refit: bool,
+    costs: dict | None,
+    short: bool = False,
 ) -> dict:
     """Popularity, co-occurrence and the collaborative-filtering baselines (training/cf.py,
     tuned on valid), each also fitted on train + valid when the teacher is refitted."""
@@ -329,7 +337,8 @@ def evaluate_baselines(
                 for name in names
             }
             record[baseline.name + suffix] = {"seconds": round(time.perf_counter() - began, 2)}
-    cf_metrics, cf_record = evaluate_cf(split, negatives, refit, **eval_kw)
+    skip = "the job was short of time (under a tenth of its budget left)" if short else ""
+    cf_metrics, cf_record = evaluate_cf(split, negatives, refit, skip, **eval_kw)
     if costs is not None:
         costs |= record | cf_record
     return metrics | cf_metrics
@@ -545,7 +554,8 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
     models = _short_of_time(models, served or "teacher", budget, budget.total)
     known = measured_valid(models, trained)
     costs: dict = {}
-    metrics = evaluate_models(models, split, negatives, cfg, env, known_valid=known, costs=costs)
+    short = _is_short(budget, budget.total)
+    metrics = evaluate_models(models, split, negatives, cfg, env, known, costs, short)
     clock.done("evaluate")
     transitions = None
     if cfg.student.transitions and "teacher" in models:

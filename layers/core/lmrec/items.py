@@ -199,25 +199,46 @@ class ItemCatalog:
             i += 1
         return None
 
+    def lookup(self, item_ids: Sequence[str]) -> np.ndarray:
+        """The row of each id, in the order given: (len(ids),) int64, 0 (the padding row)
+        for an id the catalog does not hold."""
+        if not item_ids:
+            return _EMPTY
+        raws = [i.encode() for i in item_ids]
+        if not len(self._hash):
+            return np.zeros(len(raws), np.int64)
+        hashes = np.fromiter((id_hash(r) for r in raws), dtype=np.uint64, count=len(raws))
+        at = np.minimum(np.searchsorted(self._hash, hashes), len(self._hash) - 1)
+        rows = self._hash_rows[at]
+        hit = self._hash[at] == hashes
+        out = np.zeros(len(raws), np.int64)
+        for i, (item, raw, row, ok) in enumerate(
+            zip(item_ids, raws, rows.tolist(), hit.tolist(), strict=True)
+        ):
+            if ok and self.item_ids.raw(row - 1) == raw:
+                out[i] = row
+            elif ok:  # a hash shared by two ids: settle it by bytes
+                out[i] = self.row(item) or 0
+        return out
+
     def rows(self, item_ids: Iterable[str]) -> tuple[np.ndarray, list[str]]:
         """Known rows (in order) and the ids that are not in the catalog."""
         ids = list(item_ids)
-        if not ids:
-            return _EMPTY, []
-        raws = [i.encode() for i in ids]
-        hashes = np.fromiter((id_hash(r) for r in raws), dtype=np.uint64, count=len(raws))
-        at = np.minimum(np.searchsorted(self._hash, hashes), max(len(self._hash) - 1, 0))
-        rows = self._hash_rows[at] if len(self._hash) else np.zeros(len(ids), np.int64)
-        hit = (self._hash[at] == hashes) if len(self._hash) else np.zeros(len(ids), bool)
-        found, unknown = [], []
-        for item, raw, row, ok in zip(ids, raws, rows.tolist(), hit.tolist(), strict=True):
-            if ok and self.item_ids.raw(row - 1) == raw:
-                found.append(row)
-            elif ok and (slow := self.row(item)) is not None:  # a hash shared by two ids
-                found.append(slow)
-            else:
-                unknown.append(item)
-        return np.asarray(found, dtype=np.int64), unknown
+        rows = self.lookup(ids)
+        unknown = [ids[i] for i in np.flatnonzero(rows == 0).tolist()]
+        return rows[rows != 0], unknown
+
+    def in_categories(self, rows: np.ndarray, names: Iterable[str]) -> np.ndarray:
+        """(len(rows),) bool: which of these rows are in any of the named categories. Reads
+        only these rows' codes, not the categories' member lists (which can be the catalog)."""
+        codes = [self._code_of[n] for n in names if n in self._code_of]
+        if not codes or not len(rows):
+            return np.zeros(len(rows), bool)
+        lo, hi = self._cat_off[rows - 1].astype(np.int64), self._cat_off[rows].astype(np.int64)
+        n = hi - lo
+        at = np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(n.sum())
+        member = np.isin(self._cat_codes[at], codes)
+        return np.bincount(np.repeat(np.arange(len(rows)), n), member, len(rows)) > 0
 
     def fields(self, row: int) -> dict:
         """The item's display columns and its categories, decoded for this one row."""

@@ -121,10 +121,20 @@ def test_candidate_filters_agree_with_the_catalog_filters(boosted):
         assert (rec.candidates_allowed(history, rows, f) == expected).all(), f
 
 
-def test_lookup_keeps_positions_and_in_categories_reads_rows(tmp_path):
+@pytest.mark.parametrize("with_fields", [True, False])
+def test_lookup_keeps_positions_and_bulk_reads_match_one_row_reads(tmp_path, with_fields):
     columns = {"genres": [["A", "B"], [], ["B"], ["A", "A"], ["C"], []]}
+    if with_fields:
+        columns = {
+            "title": ["One", None, "Th\u00e9", "4", "", "[6]"],
+            **columns,
+            "year": list(range(6)),
+        }
     items.write(tmp_path / "i.safetensors", IDS, columns, "genres")
     cat = items.read(tmp_path / "i.safetensors")
+    some = [6, 1, 4, 4, 2]
+    assert cat.fields_many(some) == [cat.fields(r) for r in some] and cat.fields_many([]) == []
+    assert cat.item_ids.take(np.asarray(some) - 1) == [IDS[r - 1] for r in some]
     assert cat.lookup(["42", "nope", IDS[1], "0042 ", "42"]).tolist() == [5, 0, 2, 0, 5]
     assert cat.lookup([]).tolist() == []
     rows = np.asarray([1, 2, 3, 4, 5, 6])

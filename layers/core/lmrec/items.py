@@ -132,6 +132,12 @@ class ItemIds(Sequence[str]):
             raise IndexError(index)
         return self.raw(index).decode()
 
+    def take(self, indices: Sequence[int]) -> list[str]:
+        """The ids at these indices (row - 1), decoded in one pass."""
+        at = np.asarray(indices, dtype=np.int64)
+        lo, hi = self._off[at].tolist(), self._off[at + 1].tolist()
+        return [self._data[a:b].decode() for a, b in zip(lo, hi, strict=True)]
+
     def __iter__(self) -> Iterator[str]:
         return (self[i] for i in range(len(self)))
 
@@ -234,11 +240,16 @@ class ItemCatalog:
         codes = [self._code_of[n] for n in names if n in self._code_of]
         if not codes or not len(rows):
             return np.zeros(len(rows), bool)
-        lo, hi = self._cat_off[rows - 1].astype(np.int64), self._cat_off[rows].astype(np.int64)
-        n = hi - lo
-        at = np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(n.sum())
-        member = np.isin(self._cat_codes[at], codes)
+        found, n = self._codes_of(rows)
+        member = np.isin(found, codes)
         return np.bincount(np.repeat(np.arange(len(rows)), n), member, len(rows)) > 0
+
+    def _codes_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The category codes of these rows, concatenated, and how many each row has."""
+        lo = self._cat_off[rows - 1].astype(np.int64)
+        n = self._cat_off[rows].astype(np.int64) - lo
+        at = np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(n.sum())
+        return self._cat_codes[at], n
 
     def fields(self, row: int) -> dict:
         """The item's display columns and its categories, decoded for this one row."""
@@ -250,6 +261,23 @@ class ItemCatalog:
             codes = self._cat_codes[self._cat_off[row - 1] : self._cat_off[row]]
             stored[self.category_column] = [self.categories[c] for c in codes.tolist()]
         return {name: stored[name] for name in self.columns if name in stored}
+
+    def fields_many(self, rows: Sequence[int]) -> list[dict]:
+        """fields() of each row, with one JSON parse and one gather for them all (for 500
+        rows, 500 fields() calls took longer than the model)."""
+        stored: list[dict] = [{} for _ in rows]
+        if self._stored and len(rows):
+            off = self._field_off
+            parts = [self._fields[int(off[r - 1]) : int(off[r])] for r in rows]
+            values = json.loads(b"[" + b",".join(parts) + b"]")
+            stored = [dict(zip(self._stored, v, strict=True)) for v in values]
+        if self.category_column and len(rows):
+            codes, counts = self._codes_of(np.asarray(rows, dtype=np.int64))
+            names = [self.categories[c] for c in codes.tolist()]
+            end = np.cumsum(counts).tolist()
+            for out, a, b in zip(stored, [0, *end[:-1]], end, strict=True):
+                out[self.category_column] = names[a:b]
+        return [{name: s[name] for name in self.columns if name in s} for s in stored]
 
     def has_category(self, name: str) -> bool:
         return name in self._code_of

@@ -271,10 +271,8 @@ class Recommender:
         model knows nothing of. Only these rows are gathered and scored (O(candidates x D)),
         so the order is the full-catalog order restricted to them; ties keep the given order."""
         if not len(history):
-            order = np.argsort(-self.popularity[rows], kind="stable")
-            top = rows[order]
-            items = [self._item(r, float(self.popularity[r])) for r in top.tolist()]
-            return Result(items, POPULAR, 0)
+            top = rows[np.argsort(-self.popularity[rows], kind="stable")]
+            return Result(self._items(top, self.popularity[top]), POPULAR, 0)
         enc = self.model.encode([history])
         scores = self.model.score_rows(enc.hidden[0], rows)
         if self.transitions is not None:
@@ -284,17 +282,22 @@ class Recommender:
             scores[hit] += boost[at[hit]]
         order = np.argsort(-scores, kind="stable")
         top, values = rows[order], scores[order]
-        reasons = self._reasons(enc, 0, top) if explain else [None] * len(top)
-        items = [
-            self._item(r, float(v), b)
-            for r, v, b in zip(top.tolist(), values, reasons, strict=True)
-        ]
-        return Result(items, PERSONALIZED, len(history))
+        reasons = self._reasons(enc, 0, top) if explain else None
+        return Result(self._items(top, values, reasons), PERSONALIZED, len(history))
 
-    def _item(self, row: int, score: float, reason_row: int | None = None) -> Recommendation:
+    def _items(
+        self, rows: np.ndarray, scores: np.ndarray, reasons: list[int | None] | None = None
+    ) -> list[Recommendation]:
+        """Recommendations of these rows, their ids decoded in one pass."""
         ids = self.catalog.item_ids
-        reason = None if reason_row is None else ids[reason_row - 1]
-        return Recommendation(ids[row - 1], score, row, reason, reason_row)
+        why: list[int | None] = [None] * len(rows) if reasons is None else reasons
+        names = {b: ids[b - 1] for b in set(why) if b is not None}  # a few distinct
+        return [
+            Recommendation(i, v, r, None if b is None else names[b], b)
+            for i, r, v, b in zip(
+                ids.take((rows - 1).tolist()), rows.tolist(), scores.tolist(), why, strict=True
+            )
+        ]
 
     def recommend(self, history: np.ndarray, filters: Filters | None = None) -> Result:
         return self.recommend_many([history], [filters or Filters()])[0]

@@ -55,7 +55,11 @@ async def post_rankings(
     dropped = [body.candidates[i] for i in np.flatnonzero(known & ~keep).tolist()]
     result = rec.rank(merged.rows, rows[keep], body.explain)
     titles = reason_titles(rec, result.items)
-    ranked: list[RankedItem] = [item_out(rec, r, i + 1, titles) for i, r in enumerate(result.items)]
+    fields = rec.catalog.fields_many([r.row for r in result.items])
+    ranked: list[RankedItem] = [
+        item_out(rec, r, i + 1, titles, a)
+        for i, (r, a) in enumerate(zip(result.items, fields, strict=True))
+    ]
     ranked += [
         RankedItem(item_id=c, score=None, rank=len(ranked) + j + 1) for j, c in enumerate(unknown)
     ]

@@ -36,7 +36,11 @@ def reason_titles(rec: Recommender, found: list[Recommendation]) -> dict[int, st
 
 
 def item_out(
-    rec: Recommender, r: Recommendation, rank: int, titles: dict[int, str | None] | None = None
+    rec: Recommender,
+    r: Recommendation,
+    rank: int,
+    titles: dict[int, str | None] | None = None,
+    attributes: dict | None = None,
 ) -> RecommendedItem:
     reason = None
     if r.reason is not None:
@@ -48,7 +52,7 @@ def item_out(
         item_id=r.item_id,
         score=r.score,
         rank=rank,
-        attributes=rec.catalog.fields(r.row),
+        attributes=rec.catalog.fields(r.row) if attributes is None else attributes,
         reason=reason,
     )
 

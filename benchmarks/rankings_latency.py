@@ -2,7 +2,8 @@
 the Lambda handler in one process, on one thread. Prints JSON.
 
 Both routes get the same 50-item histories; the requests alternate, so a busy machine slows
-both alike. BLAS is held to one thread here; pin the process to one core as well:
+both alike. `model_only` times the same requests on the Recommender alone (no FastAPI, no
+reply building). BLAS is held to one thread here; pin the process to one core as well:
 
     taskset -c 0 .venv/bin/python benchmarks/rankings_latency.py --bundle runs/my-model
 """
@@ -16,6 +17,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import functools  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -59,6 +61,26 @@ def measure(module, pairs: list[tuple[dict, dict]], warmup: int) -> dict:
     return {name: figures(t) for name, t in times.items()}
 
 
+def measure_model(rec, pairs: list[tuple[dict, dict]], warmup: int) -> dict:
+    """The same requests without the API: Recommender.recommend (k=10) and Recommender.rank
+    on the rows the route would pass (ids looked up, outside the timing)."""
+    times: dict[str, list[float]] = {"recommend": [], "rank": []}
+    for i, (_, ranking) in enumerate(pairs):
+        body = json.loads(ranking["body"])
+        history = rec.catalog.rows(body["history"])[0]
+        rows = rec.catalog.lookup(body["candidates"])
+        calls = {
+            "recommend": functools.partial(rec.recommend, history),
+            "rank": functools.partial(rec.rank, history, rows),
+        }
+        for name, run in calls.items():
+            began = time.perf_counter()
+            run()
+            if i >= warmup:
+                times[name].append((time.perf_counter() - began) * 1000)
+    return {name: figures(t) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", required=True)
@@ -96,6 +118,7 @@ def main() -> None:
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         spec.loader.exec_module(module)
         warm = measure(module, pairs, warmup)
+    model_only = measure_model(rec, pairs, warmup)
     result = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -113,6 +136,7 @@ def main() -> None:
         "history_length": args.history,
         "candidates": args.candidates,
         "warm": warm,
+        "model_only": model_only,
     }
     print(json.dumps(result, indent=1))
 

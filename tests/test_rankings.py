@@ -14,7 +14,7 @@ from lmrec.recommend import Filters, Recommender
 from lmrec.transitions import Transitions
 
 from tests.conftest import call
-from tests.test_api_robustness import as_user, reply
+from tests.test_api_robustness import HangingServer, as_user, reply
 from tests.test_items_index import IDS, catalog_data, student_for
 from training import hybrid
 from training.bundle_writer import write_bundle
@@ -250,6 +250,20 @@ def test_a_new_user_is_ranked_by_popularity(api):
     popularity = api.state.recommender.popularity
     rows = api.state.recommender.catalog.lookup([i["item_id"] for i in body["items"]])
     assert list(popularity[rows]) == sorted(popularity[rows], reverse=True)
+
+
+def test_a_hanging_user_store_ranks_with_the_request_history(api, monkeypatch):
+    import lmrec.events
+
+    server = HangingServer()  # DynamoDB accepts connections and never answers
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", server.url)
+    monkeypatch.setattr(lmrec.events, "_CLIENT", None)
+    try:
+        status, body = rank(api, user_id="1", history=["50"], candidates=["181", "172", "1"])
+    finally:
+        server.close()
+    assert status == 200 and body["degraded"] is True and body["history_length"] == 1
+    assert "did not arrive in time" in body["warnings"][-1] and len(body["items"]) == 3
 
 
 @pytest.fixture

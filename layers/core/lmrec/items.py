@@ -217,15 +217,15 @@ class ItemCatalog:
         at = np.minimum(np.searchsorted(self._hash, hashes), len(self._hash) - 1)
         rows = self._hash_rows[at]
         hit = self._hash[at] == hashes
-        out = np.zeros(len(raws), np.int64)
-        for i, (item, raw, row, ok) in enumerate(
-            zip(item_ids, raws, rows.tolist(), hit.tolist(), strict=True)
-        ):
+        found = []
+        for item, raw, row, ok in zip(item_ids, raws, rows.tolist(), hit.tolist(), strict=True):
             if ok and self.item_ids.raw(row - 1) == raw:
-                out[i] = row
+                found.append(row)
             elif ok:  # a hash shared by two ids: settle it by bytes
-                out[i] = self.row(item) or 0
-        return out
+                found.append(self.row(item) or 0)
+            else:
+                found.append(0)
+        return np.asarray(found, dtype=np.int64)
 
     def rows(self, item_ids: Iterable[str]) -> tuple[np.ndarray, list[str]]:
         """Known rows (in order) and the ids that are not in the catalog."""

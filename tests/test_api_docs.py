@@ -80,6 +80,10 @@ def test_every_error_is_documented_as_the_detail_body(client):
         ("post", "/v1/recommendations", {"content": b"{" + b" " * 4096 + b"}"}, 413),
         ("post", "/v1/recommendations", {"json": {"user_id": "1"}}, 503),
         ("get", "/v1/model", {}, 503),
+        ("post", "/v1/rankings", {"json": {"user_id": "1", "candidates": []}}, 422),
+        ("post", "/v1/rankings", {"json": {"user_id": "1", "candidates": ["1"] * 501}}, 422),
+        ("post", "/v1/rankings", {"json": {"user_id": "1", "candidates": ["1", "1"]}}, 422),
+        ("post", "/v1/rankings", {"json": {"user_id": "1", "candidates": ["1"]}}, 503),
     ],
 )
 def test_the_real_error_bodies_are_what_the_schema_says(client, method, path, kwargs, status):
@@ -89,3 +93,12 @@ def test_the_real_error_bodies_are_what_the_schema_says(client, method, path, kw
     assert set(body) == {"detail"}
     ErrorBody.model_validate(body)
     assert isinstance(body["detail"], str) and body["detail"]
+
+
+def test_rankings_documents_its_limits_and_every_error(client):
+    operation = client.get("/openapi.json").json()["paths"]["/v1/rankings"]["post"]
+    assert {"401", "403", "413", "422", "503"} <= set(operation["responses"])
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["RankingRequest"]
+    candidates = schema["properties"]["candidates"]
+    assert candidates["minItems"] == 1 and candidates["maxItems"] == 500
+    assert "candidates" in schema["required"]

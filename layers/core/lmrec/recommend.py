@@ -251,6 +251,54 @@ class Recommender:
         best = top_k(scores, min(k, len(rows)))
         return rows[best], scores[best]
 
+    def candidates_allowed(self, history: np.ndarray, rows: np.ndarray, f: Filters) -> np.ndarray:
+        """(len(rows),) bool: the filters of `_allowed` read for these candidate rows only
+        (O(candidates), never a mask over the catalog)."""
+        keep = np.ones(len(rows), dtype=bool)
+        if f.include_categories:
+            keep &= self.catalog.in_categories(rows, f.include_categories)
+        if f.exclude_categories:
+            keep &= ~self.catalog.in_categories(rows, f.exclude_categories)
+        if f.exclude_items:
+            keep &= ~np.isin(rows, self.catalog.lookup(list(f.exclude_items)))
+        if f.exclude_seen and len(history):
+            keep &= ~np.isin(rows, history)
+        return keep
+
+    def rank(self, history: np.ndarray, rows: np.ndarray, explain: bool = True) -> Result:
+        """Candidate rows (distinct, 1..N) ordered by the score `recommend` ranks the catalog
+        by: the student's score plus the transitions boost, or popularity for a history the
+        model knows nothing of. Only these rows are gathered and scored (O(candidates x D)),
+        so the order is the full-catalog order restricted to them; ties keep the given order."""
+        if not len(history):
+            top = rows[np.argsort(-self.popularity[rows], kind="stable")]
+            return Result(self._items(top, self.popularity[top]), POPULAR, 0)
+        enc = self.model.encode([history])
+        scores = self.model.score_rows(enc.hidden[0], rows)
+        if self.transitions is not None:
+            _, boosted, boost = self.transitions.boosts([history])  # one history: sorted rows
+            at = np.minimum(np.searchsorted(boosted, rows), max(len(boosted) - 1, 0))
+            hit = boosted[at] == rows if len(boosted) else np.zeros(len(rows), bool)
+            scores[hit] += boost[at[hit]]
+        order = np.argsort(-scores, kind="stable")
+        top, values = rows[order], scores[order]
+        reasons = self._reasons(enc, 0, top) if explain else None
+        return Result(self._items(top, values, reasons), PERSONALIZED, len(history))
+
+    def _items(
+        self, rows: np.ndarray, scores: np.ndarray, reasons: list[int | None] | None = None
+    ) -> list[Recommendation]:
+        """Recommendations of these rows, their ids decoded in one pass."""
+        ids = self.catalog.item_ids
+        why: list[int | None] = [None] * len(rows) if reasons is None else reasons
+        names = {b: ids[b - 1] for b in set(why) if b is not None}  # a few distinct
+        return [
+            Recommendation(i, v, r, None if b is None else names[b], b)
+            for i, r, v, b in zip(
+                ids.take((rows - 1).tolist()), rows.tolist(), scores.tolist(), why, strict=True
+            )
+        ]
+
     def recommend(self, history: np.ndarray, filters: Filters | None = None) -> Result:
         return self.recommend_many([history], [filters or Filters()])[0]
 

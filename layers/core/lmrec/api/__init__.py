@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from lmrec import __version__, aws
 from lmrec.api import docs
 from lmrec.api.middleware import BodyLimit
-from lmrec.api.routes import events, items, model, recommendations, users
+from lmrec.api.routes import events, items, model, rankings, recommendations, users
 from lmrec.redact import truncate
 from lmrec.serving import ModelState
 from lmrec.settings import Settings
@@ -46,7 +46,7 @@ def create_app(
         # No I/O here (DynamoDB: a name; SQLite: opens or creates the file).
         user_store = open_user_store(settings.user_store_uri())
     app.state.users = user_store
-    for module in (recommendations, items, events, users, model):
+    for module in (recommendations, rankings, items, events, users, model):
         app.include_router(docs.document_errors(module.router))
     docs.install(app)
 

@@ -102,6 +102,20 @@ EXAMPLES: dict[tuple[str, str], tuple[dict[str, Any] | None, int, Any]] = {
         200,
         RECOMMENDATIONS,
     ),
+    ("post", "/v1/rankings"): (
+        {"user_id": "42", "candidates": ["50", "181", "no-such-item"]},
+        200,
+        {
+            **RECOMMENDATIONS,
+            "items": [*ITEMS, {"item_id": "no-such-item", "score": None, "rank": 3}],
+            "unknown_candidates": ["no-such-item"],
+            "filtered_candidates": [],
+            "warnings": [
+                f"candidates not in the catalog of model {MODEL_VERSION}, ranked last (1): "
+                "'no-such-item'"
+            ],
+        },
+    ),
     ("get", "/v1/users/{user_id}/recommendations"): (None, 200, RECOMMENDATIONS),
     ("get", "/v1/items/{item_id}/similar"): (
         None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -64,17 +65,69 @@ class RecommendRequest(Strict):
         return self
 
 
+MAX_CANDIDATES = 500
+
+
+class RankingRequest(Strict):
+    user_id: Id | None = Field(None, description="known or new user; merged with stored events")
+    history: list[Id] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY,
+        description="item ids, oldest first, appended to the user's",
+    )
+    candidates: list[Id] = Field(
+        min_length=1,
+        max_length=MAX_CANDIDATES,
+        description=f"1 to {MAX_CANDIDATES} distinct item ids to order for the user",
+    )
+    exclude_seen: bool = Field(
+        False,
+        description="drop the candidates the user has interacted with (off by default: the "
+        "caller chose the candidates)",
+    )
+    exclude_items: list[Id] = Field(default_factory=list, max_length=MAX_HISTORY)
+    include_categories: list[Category] = Field(
+        default_factory=list,
+        max_length=50,
+        description="drop candidates in none of these categories (as for recommendations)",
+    )
+    exclude_categories: list[Category] = Field(
+        default_factory=list,
+        max_length=50,
+        description="drop candidates in any of these categories (as for recommendations)",
+    )
+    explain: bool = True
+
+    @model_validator(mode="after")
+    def _valid(self) -> RankingRequest:
+        if self.user_id is None and not self.history:
+            raise ValueError("give a user_id, a history, or both")
+        repeated = [c for c, n in Counter(self.candidates).items() if n > 1]
+        if repeated:
+            # A ranking holds each candidate once; a repeat is a caller's mistake to fix, not
+            # to guess at (which position would it keep?).
+            names = ", ".join(repr(c[:64]) for c in repeated[:10])
+            raise ValueError(f"candidates must be distinct; repeated: {names[:500]}")
+        return self
+
+
 class Reason(BaseModel):
     item_id: str
     title: str | None = None
 
 
-class RecommendedItem(BaseModel):
-    item_id: str
-    score: float
+class RankedItem(BaseModel):
+    item_id: str = Field(description="the item id, exactly as the catalog (or the caller) has it")
+    score: float | None = Field(description="the served model's score; null for an unknown id")
     rank: int
     attributes: dict[str, Any] = Field(default_factory=dict, description="catalog fields")
     reason: Reason | None = Field(None, description="the history item that contributed most")
+
+
+class RecommendedItem(RankedItem):
+    """An item of the catalog: its score is always known."""
+
+    score: float
 
 
 class RecommendResponse(BaseModel):
@@ -84,6 +137,29 @@ class RecommendResponse(BaseModel):
     items: list[RecommendedItem]
     history_length: int = Field(description="history items the model used")
     unknown_items: list[str] = Field(default_factory=list, description="ids not in the catalog")
+    warnings: list[str] = Field(default_factory=list)
+    degraded: bool = Field(
+        False, description="answered without the user's stored history (the store was slow)"
+    )
+
+
+class RankingResponse(BaseModel):
+    user_id: str | None
+    model_version: str
+    strategy: Literal["personalized", "popular"]
+    items: list[RankedItem] = Field(
+        description="the known candidates by score, then the unknown ones in the order given"
+    )
+    history_length: int = Field(description="history items the model used")
+    unknown_items: list[str] = Field(
+        default_factory=list, description="history ids not in the catalog"
+    )
+    unknown_candidates: list[str] = Field(
+        default_factory=list, description="candidates not in the catalog: ranked last"
+    )
+    filtered_candidates: list[str] = Field(
+        default_factory=list, description="candidates the filters removed: not in items"
+    )
     warnings: list[str] = Field(default_factory=list)
     degraded: bool = Field(
         False, description="answered without the user's stored history (the store was slow)"

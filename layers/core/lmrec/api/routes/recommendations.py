@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
@@ -35,7 +36,11 @@ def reason_titles(rec: Recommender, found: list[Recommendation]) -> dict[int, st
 
 
 def item_out(
-    rec: Recommender, r: Recommendation, rank: int, titles: dict[int, str | None] | None = None
+    rec: Recommender,
+    r: Recommendation,
+    rank: int,
+    titles: dict[int, str | None] | None = None,
+    attributes: dict | None = None,
 ) -> RecommendedItem:
     reason = None
     if r.reason is not None:
@@ -47,7 +52,7 @@ def item_out(
         item_id=r.item_id,
         score=r.score,
         rank=rank,
-        attributes=rec.catalog.fields(r.row),
+        attributes=rec.catalog.fields(r.row) if attributes is None else attributes,
         reason=reason,
     )
 
@@ -101,18 +106,24 @@ def category_warnings(rec: Recommender, filters: Filters) -> list[str]:
     return warnings
 
 
-async def recommend(
+@dataclass
+class UserHistory:
+    rows: np.ndarray  # the model's rows: stored history + events, then the request's history
+    unknown: list[str]  # request history ids the catalog does not hold
+    warnings: list[str]
+    degraded: bool  # the user store did not answer in time
+
+
+async def user_history(
     rec: Recommender,
     users: UserStore | None,
     settings: Settings,
     user_id: str | None,
     history: list[str],
-    filters: Filters,
-) -> RecommendResponse:
-    """Stored history + real-time events (one user-store query) + the request's history,
-    then the model. Stored ids the live model does not know are skipped."""
-    warnings = category_warnings(rec, filters)  # a 422 before any user-store read
-    parts = []
+) -> UserHistory:
+    """Stored history + real-time events (one user-store query) + the request's history, as
+    the model's rows. Stored ids the live model does not know are skipped."""
+    parts, warnings = [], []
     degraded = False
     if user_id is not None and users is not None:
         # One query: the history from the data and the newest real-time events together.
@@ -124,8 +135,21 @@ async def recommend(
             warnings.append(warning or "")
     rows, unknown = rec.catalog.rows(history)
     parts.append(rows)
-    merged = np.concatenate(parts) if parts else np.empty(0, np.int64)
-    result = rec.recommend(merged, filters)
+    return UserHistory(np.concatenate(parts), unknown, warnings, degraded)
+
+
+async def recommend(
+    rec: Recommender,
+    users: UserStore | None,
+    settings: Settings,
+    user_id: str | None,
+    history: list[str],
+    filters: Filters,
+) -> RecommendResponse:
+    """The user's history (user_history), then the model."""
+    warnings = category_warnings(rec, filters)  # a 422 before any user-store read
+    merged = await user_history(rec, users, settings, user_id, history)
+    result = rec.recommend(merged.rows, filters)
     titles = reason_titles(rec, result.items)
     return RecommendResponse(
         user_id=user_id,
@@ -133,9 +157,9 @@ async def recommend(
         strategy=result.strategy,
         items=[item_out(rec, r, i + 1, titles) for i, r in enumerate(result.items)],
         history_length=result.history_length,
-        unknown_items=unknown,
-        warnings=warnings,
-        degraded=degraded,
+        unknown_items=merged.unknown,
+        warnings=warnings + merged.warnings,
+        degraded=merged.degraded,
     )
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -58,31 +59,42 @@ def test_publish_then_rollback_on_a_plain_directory_store(tmp_path, trained_bund
     assert back.returncode == 2 and "previous version" in back.stderr
 
 
-def test_serve_a_trained_folder_prints_its_url_and_answers(trained_bundle):
+def test_serve_a_trained_folder_prints_its_url_a_request_and_where_erasures_go(trained_bundle):
     port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LMREC_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "training", "serve", str(trained_bundle), "--port", str(port)],
         cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    erasure = trained_bundle.parent / f"{trained_bundle.name}-erasure"
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
+        serving, example, users = (proc.stdout.readline() for _ in range(3))
         url = f"http://127.0.0.1:{port}"
-        assert line.startswith("serving model ") and url in line
-        for _ in range(100):  # the URL is printed before uvicorn binds
-            try:
-                reply = httpx.get(f"{url}/health", timeout=2)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert reply.status_code == 200 and reply.json()["status"] == "ok"
+        assert serving.startswith("serving model ") and url in serving
+        # the request to try holds ids of this model's catalog (MovieLens here: "50", ...)
+        words = shlex.split(example.removeprefix("try: "))
+        assert words[:3] == ["curl", "-s", f"{url}/v1/recommendations"]
+        body = json.loads(words[words.index("-d") + 1])
+        assert users.strip() == (
+            "user store: none (--user-store); erasure requests (DELETE /v1/users/ID) are "
+            f"recorded in {erasure.as_uri()}"
+        )
+        reply = httpx.post(f"{url}/v1/recommendations", json=body, timeout=10).json()
+        assert reply["strategy"] == "personalized" and reply["unknown_items"] == []
+        erased = httpx.delete(f"{url}/v1/users/1", timeout=10).json()
+        assert erased["erasure_recorded"]
     finally:
         proc.terminate()
         proc.wait(10)
+    try:  # the record outlives the server (it was in the server's temporary store before)
+        assert len(list((erasure / "requests").glob("*.json"))) == 1
+    finally:
+        shutil.rmtree(erasure, ignore_errors=True)
 
 
 def test_every_command_has_a_description_and_every_option_a_help():

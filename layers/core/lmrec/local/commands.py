@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import socket
 import sys
 import tempfile
@@ -92,6 +93,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve(store, erasure, listener, args)
 
 
+def port_number(text: str) -> int:
+    """A TCP port number (argparse type): getaddrinfo would wrap 70000 to 4464."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
+    return number
+
+
 def listen(host: str, port: int) -> socket.socket:
     """A socket bound to host:port, or one line naming the port and --port."""
     problem = f"cannot listen on {host}:{port}"
@@ -103,6 +115,7 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # uvicorn's choice too
         sock.bind(address)
+        sock.listen()  # connections wait in the backlog until uvicorn accepts them
     except (OSError, OverflowError) as exc:
         sock.close()
         why = exc.strerror.lower() if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -157,8 +170,8 @@ def _serve(
         app = create_app(settings, state)
     except EventsUnavailable as exc:  # e.g. a sqlite path that cannot be created
         raise CommandError(str(exc)) from None
-    port = listener.getsockname()[1]  # the bound one (--port 0: any free port)
-    url = f"http://{args.host}:{port}"
+    bound = listener.getsockname()[1]  # the one bound (--port 0: any free port)
+    url = f"http://{f'[{args.host}]' if ':' in args.host else args.host}:{bound}"
     if state.recommender is None:
         print(f"warning: starting without a model: {state.problem}", file=sys.stderr)
     served = f"model {state.version}" if state.version else "no model yet"
@@ -169,8 +182,15 @@ def _serve(
     # keep-alive longer than clients and load balancers idle (uvicorn: 5 s), so a reused
     # connection is not closed under a request in flight
     config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=75)
+    # uvicorn re-raises the SIGTERM it stopped on; as SystemExit it unwinds our `with`
+    # blocks, so the private store's temporary folder goes too
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     uvicorn.Server(config).run(sockets=[listener])
     return 0
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _where_users_go(settings: Any) -> str:
@@ -240,7 +260,9 @@ def _serve_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
         "STORE/erasure)",
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument(
+        "--port", type=port_number, default=8000, help="port to listen on (0: any free one)"
+    )
     serve.set_defaults(run=_guarded(cmd_serve))
 
 
@@ -274,6 +296,6 @@ def _demo_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     demo = sub.add_parser(
         "demo", help="the whole lifecycle on the embedded local stack", formatter_class=formatter
     )
-    demo.add_argument("--port", type=int, default=8000, help="API port (another if taken)")
+    demo.add_argument("--port", type=port_number, default=8000, help="API port (another if taken)")
     demo.add_argument("--exit", action="store_true", help="stop after the demo instead of serving")
     demo.set_defaults(run=cmd_demo)

@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train",
         help="train, evaluate and export a model",
-        description=TRAIN_HELP,
+        description=TRAIN_HELP.format(quick=QUICK_SECONDS),
         formatter_class=_Help,
     )
     train.add_argument("--data", help="interactions: CSV/Parquet file, directory or s3:// URI")
@@ -116,15 +116,15 @@ TRAIN_HELP = """Train the teacher, distil the student, evaluate them and write t
 Locally:   lmrec train --data interactions.csv --output runs/my-model
            [--items items.csv] [--hyperparameters FILE.json] [--set KEY=VALUE ...]
            then: lmrec serve runs/my-model
+Container: with no --data, follows the SageMaker contract under $SAGEMAKER_BASE_DIR
+           (default /opt/ml): input/data/train, input/config/hyperparameters.json, model/.
 
 Time: the job runs under a whole-job budget (max_total_seconds: auto from the data's size,
 printed at the start); epochs, set or auto, are ceilings within it, and the students'
-epochs follow the teacher's unless student_epochs is set. --quick: a short budget;
+epochs follow the teacher's unless student_epochs is set. --quick: a {quick:g} s budget;
 --set max_total_seconds=0: no budget (what the shipped presets set: they fix epochs).
 Resume: checkpoints go to OUTPUT-checkpoints; a run with the same output, data and
 settings continues from them (it says so); --fresh starts over.
-Container: with no --data, follows the SageMaker contract under $SAGEMAKER_BASE_DIR
-           (default /opt/ml): input/data/train, input/config/hyperparameters.json, model/.
 """
 
 

@@ -126,6 +126,7 @@ def _teacher_only(tmp_path, data, *extra: str):
     return out, proc.stderr
 
 
+@pytest.mark.slow  # two trainings and a serve: about 14 s of CPU
 def test_a_run_prints_its_budget_and_why_no_bundle_and_a_rerun_says_it_resumes(
     tmp_path, synthetic_csv
 ):
@@ -144,7 +145,7 @@ def test_a_run_prints_its_budget_and_why_no_bundle_and_a_rerun_says_it_resumes(
     assert f"resuming from {checkpoints}: " in said and "`lmrec train --fresh`" in said
 
 
-@pytest.mark.slow  # two trainings: about 10 s on two idle cores
+@pytest.mark.slow  # two trainings: about 10 s of CPU
 def test_fresh_removes_the_checkpoints_and_resumes_nothing(tmp_path, synthetic_csv):
     _teacher_only(tmp_path, synthetic_csv)
     checkpoints = tmp_path / "my-model-checkpoints"

@@ -81,6 +81,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.model and args.store:
         raise CommandError("give a model folder or --store, not both")
     listener = listen(args.host, args.port)  # first: a busy port is all a person sees
+    # SIGTERM as SystemExit unwinds the `with` below, so the private store's temporary
+    # folder goes too (uvicorn re-raises the signal it stopped on, to this handler)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     with listener, tempfile.TemporaryDirectory(prefix="lmrec-serve-") as scratch:
         store = args.store and store_uri(args.store)
         erasure = args.erasure and store_uri(args.erasure)
@@ -182,9 +185,6 @@ def _serve(
     # keep-alive longer than clients and load balancers idle (uvicorn: 5 s), so a reused
     # connection is not closed under a request in flight
     config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=75)
-    # uvicorn re-raises the SIGTERM it stopped on; as SystemExit it unwinds our `with`
-    # blocks, so the private store's temporary folder goes too
-    signal.signal(signal.SIGTERM, _exit_on_signal)
     uvicorn.Server(config).run(sockets=[listener])
     return 0
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shlex
+import shutil
+import socket
 import subprocess
 import sys
-import time
 
 import httpx
+import pytest
 
 from tests.conftest import REPO, free_port, run_training
 
@@ -55,28 +59,137 @@ def test_publish_then_rollback_on_a_plain_directory_store(tmp_path, trained_bund
     assert back.returncode == 2 and "previous version" in back.stderr
 
 
-def test_serve_a_trained_folder_prints_its_url_and_answers(trained_bundle):
+def test_serve_a_trained_folder_prints_its_url_a_request_and_where_erasures_go(trained_bundle):
     port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LMREC_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "training", "serve", str(trained_bundle), "--port", str(port)],
         cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    erasure = trained_bundle.parent / f"{trained_bundle.name}-erasure"
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
+        serving, example, users = (proc.stdout.readline() for _ in range(3))
         url = f"http://127.0.0.1:{port}"
-        assert line.startswith("serving model ") and url in line
-        for _ in range(100):  # the URL is printed before uvicorn binds
-            try:
-                reply = httpx.get(f"{url}/health", timeout=2)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert reply.status_code == 200 and reply.json()["status"] == "ok"
+        assert serving.startswith("serving model ") and url in serving
+        # the request to try holds ids of this model's catalog (MovieLens here: "50", ...)
+        words = shlex.split(example.removeprefix("try: "))
+        assert words[:3] == ["curl", "-s", f"{url}/v1/recommendations"]
+        body = json.loads(words[words.index("-d") + 1])
+        assert users.strip() == (
+            "user store: none (--user-store); erasure requests (DELETE /v1/users/ID) are "
+            f"recorded in {erasure.as_uri()}"
+        )
+        reply = httpx.post(f"{url}/v1/recommendations", json=body, timeout=10).json()
+        assert reply["strategy"] == "personalized" and reply["unknown_items"] == []
+        erased = httpx.delete(f"{url}/v1/users/1", timeout=10).json()
+        assert erased["erasure_recorded"]
     finally:
         proc.terminate()
         proc.wait(10)
+    try:  # the record outlives the server (it was in the server's temporary store before)
+        assert len(list((erasure / "requests").glob("*.json"))) == 1
+    finally:
+        shutil.rmtree(erasure, ignore_errors=True)
+
+
+def test_every_command_has_a_description_and_every_option_a_help():
+    from training.cli import _parser
+
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    listed = {action.dest: action.help for action in sub._choices_actions}
+    missing = []
+    for name, command in sub.choices.items():
+        if not listed.get(name) or not command.description:
+            missing.append(f"lmrec {name}: no one-line description")
+        for action in command._actions:
+            if not action.help:
+                missing.append(f"lmrec {name} {(action.option_strings or [action.dest])[0]}")
+    assert sorted(listed) == sorted(sub.choices)  # every command is listed in lmrec --help
+    assert missing == []
+
+
+TEACHER_ONLY = [
+    *("--set", "student=false", "--set", "transitions=false", "--set", "num_threads=1"),
+    *("--set", "d_model=16", "--set", "n_blocks=1", "--set", "max_len=20", "--set", "epochs=1"),
+]
+
+
+def _teacher_only(tmp_path, data, *extra: str):
+    out = tmp_path / "my-model"
+    proc = run_training(["train", "--data", str(data), "--output", str(out), *TEACHER_ONLY, *extra])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out, proc.stderr
+
+
+@pytest.mark.slow  # two trainings and a serve: about 14 s of CPU
+def test_a_run_prints_its_budget_and_why_no_bundle_and_a_rerun_says_it_resumes(
+    tmp_path, synthetic_csv
+):
+    # GIVEN a quick first run with the students off
+    out, said = _teacher_only(tmp_path, synthetic_csv, "--quick")
+    # THEN it printed the budget it ran under, and why it wrote no bundle
+    assert "time budget: 60 s for the whole job" in said
+    assert not [line for line in said.splitlines() if line.startswith("resuming")]
+    why = [line for line in said.splitlines() if line.startswith("no bundle written")]
+    assert len(why) == 1 and "student=false" in why[0] and str(out) in why[0]
+    refused = run_training(["serve", str(out)])
+    assert refused.returncode == 2 and "trained with student=false" in refused.stderr
+    # WHEN the same command runs again THEN it says it resumes, from where, and how not to
+    _, said = _teacher_only(tmp_path, synthetic_csv, "--quick")
+    checkpoints = tmp_path / "my-model-checkpoints"
+    assert f"resuming from {checkpoints}: " in said and "`lmrec train --fresh`" in said
+
+
+@pytest.mark.slow  # two trainings: about 10 s of CPU
+def test_fresh_removes_the_checkpoints_and_resumes_nothing(tmp_path, synthetic_csv):
+    _teacher_only(tmp_path, synthetic_csv)
+    checkpoints = tmp_path / "my-model-checkpoints"
+    old = (checkpoints / "teacher" / "trainer.json").stat().st_mtime_ns
+    _, said = _teacher_only(tmp_path, synthetic_csv, "--fresh")
+    assert f"--fresh: removed 1 checkpoints in {checkpoints}" in said
+    assert not [line for line in said.splitlines() if line.startswith("resuming")]
+    assert "resumed" not in said  # the trainer's own log line
+    assert (checkpoints / "teacher" / "trainer.json").stat().st_mtime_ns > old
+    # the auto time goal holds although epochs=1 was set
+    assert "time budget: 121 s for the whole job (auto from the data's size" in said
+
+
+def test_quick_and_a_budget_of_ones_own_are_refused_together(tmp_path, synthetic_csv, capsys):
+    from training.cli import main
+
+    args = ["train", "--data", str(synthetic_csv), "--output", str(tmp_path / "m"), "--quick"]
+    assert main([*args, "--set", "max_total_seconds=5"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --quick sets max_total_seconds: give one or the other"
+    )
+
+
+def test_a_failed_local_run_leaves_no_failure_file_unless_asked(tmp_path):
+    out, missing, asked = tmp_path / "broken", tmp_path / "missing.csv", tmp_path / "why.txt"
+    proc = run_training(["train", "--data", str(missing), "--output", str(out)])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {missing}: no such file or directory"
+    assert list(tmp_path.iterdir()) == []  # no <output>-failure beside the output
+    proc = run_training(
+        ["train", "--data", str(missing), "--output", str(out), "--failure-file", str(asked)]
+    )
+    assert proc.returncode == 2 and "no such file or directory" in asked.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["why.txt"]
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line_before_anything_else(trained_bundle):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_training(["serve", str(trained_bundle), "--port", str(port)], timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == (
+        f"error: cannot listen on 127.0.0.1:{port} (address already in use): "
+        "choose another port with --port N"
+    )

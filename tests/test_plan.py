@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.config import from_hyperparameters
+from tests.conftest import REPO
+from training.config import from_hyperparameters, load_hyperparameters
 from training.data import Interactions
 from training.pipeline import choose_served
 from training.plan import MAX_EPOCHS, Budget, adapt, time_goal
@@ -88,11 +89,51 @@ def test_a_time_goal_from_the_data_size_when_nothing_sets_the_length(capsys):
 
 
 @pytest.mark.parametrize(
-    "given",
-    [{"epochs": "200"}, {"max_total_seconds": "0"}, {"max_total_seconds": "900"}],
+    ("given", "expected"),
+    [
+        ({"epochs": "200"}, 160.0),
+        ({"max_total_seconds": "0"}, 0.0),
+        ({"max_total_seconds": "900"}, 900.0),
+    ],
 )
-def test_no_default_goal_when_the_length_or_the_budget_was_chosen(given):
+def test_only_max_total_seconds_changes_the_goal_setting_epochs_keeps_it(given, expected):
     cfg = from_hyperparameters(given)
-    chosen = adapt(cfg, _data(943, 1_682, 100_000), say=False)
-    expected = float(given.get("max_total_seconds", 0))
+    chosen = adapt(cfg, _data(10_000, 4_800, 100_000), say=False)
     assert chosen["max_total_seconds"] == cfg.train.max_total_seconds == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "teacher", "students"),
+    [
+        ({"epochs": "3"}, 3, 3),  # a short teacher means short students too
+        ({"epochs": "3", "student_epochs": "9"}, 3, 9),
+        ({"max_total_seconds": "0"}, 50, 50),
+    ],
+)
+def test_the_students_epochs_follow_the_teachers_unless_set(given, teacher, students):
+    cfg = from_hyperparameters(given)
+    adapt(cfg, _data(943, 1_682, 100_000), say=False)
+    assert (cfg.train.epochs, cfg.student.student_epochs) == (teacher, students)
+
+
+def test_the_budget_line_says_what_the_job_runs_under(capsys):
+    cfg = from_hyperparameters({"epochs": "20"})
+    adapt(cfg, _data(10_000, 4_800, 100_000))
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith("time budget: 160 s for the whole job (auto from the data's size; ")
+    assert "teacher by 80 s, student by 112 s, student_plain by 128 s" in line
+    assert line.endswith(
+        "at most 20 teacher epochs (set), 20 student epochs, patience 5 evaluations"
+    )
+
+
+@pytest.mark.parametrize("name", ["ml-100k", "games"])
+def test_a_preset_that_fixes_epochs_says_it_has_no_budget(name, capsys):
+    hp = load_hyperparameters(REPO / "training" / "presets" / f"{name}.json")
+    assert hp["max_total_seconds"] == "0"  # explicit in the file, not implied by epochs
+    cfg = from_hyperparameters(hp)
+    adapt(cfg, _data(943, 1_682, 100_000))
+    line = capsys.readouterr().err.splitlines()[-1]
+    epochs, students = hp["epochs"], hp["student_epochs"]
+    assert line.startswith("time budget: none (max_total_seconds=0 set); ")
+    assert f"at most {epochs} teacher epochs (set), {students} student epochs (set)" in line

@@ -4,7 +4,8 @@ The `lmrec` console script and `python -m training` (the SageMaker entry) share 
 `train` and `batch` live here and import torch only when they run; `serve`, `publish`,
 `rollback` and `demo` come from lmrec.local. With no --data, `train` follows the SageMaker
 container contract under $SAGEMAKER_BASE_DIR (default /opt/ml). Bad input ends with exit
-code 2 and one readable line; the reason also goes to the failure file.
+code 2 and one readable line; in a container the reason also goes to output/failure (a local
+run writes a failure file only when --failure-file names one).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     from lmrec import __version__
     from lmrec.local import commands
 
+    from training.config import QUICK_SECONDS
+
     parser = argparse.ArgumentParser(
         prog="lmrec", description=__doc__.splitlines()[0], formatter_class=_Help
     )
@@ -47,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train",
         help="train, evaluate and export a model",
-        description=TRAIN_HELP,
+        description=TRAIN_HELP.format(quick=QUICK_SECONDS),
         formatter_class=_Help,
     )
     train.add_argument("--data", help="interactions: CSV/Parquet file, directory or s3:// URI")
@@ -63,7 +66,24 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="one hyperparameter, repeatable (e.g. --set epochs=10)",
+        help="one hyperparameter, repeatable (e.g. --set epochs=10); wins over the file",
+    )
+    train.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a quick run: the whole job within {QUICK_SECONDS:g} s, every phase inside it "
+        "(max_total_seconds; the epochs set stay ceilings)",
+    )
+    train.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over: remove the checkpoints of an earlier run (by default a run with "
+        "the same output, data and settings resumes from them)",
+    )
+    train.add_argument(
+        "--failure-file",
+        help="on failure, also write the reason to this file (the container always writes "
+        "output/failure)",
     )
     batch = sub.add_parser(
         "batch", help="top-k for many users from a bundle, as Parquet", formatter_class=_Help
@@ -75,22 +95,36 @@ def _parser() -> argparse.ArgumentParser:
         "--data", help="interactions the histories come from (else $LMREC_USER_STORE)"
     )
     batch.add_argument("--k", type=int, default=10, help="items per user")
-    batch.add_argument("--shard-index", type=int, help="default: from resourceconfig.json")
-    batch.add_argument("--shard-count", type=int, help="default: from resourceconfig.json")
+    batch.add_argument(
+        "--shard-index", type=int, help="this shard's index (default: from resourceconfig.json)"
+    )
+    batch.add_argument(
+        "--shard-count", type=int, help="how many shards (default: from resourceconfig.json)"
+    )
     # serve, publish, rollback and demo work on models, not on training: they live in
     # lmrec.local (not shipped in the Lambda layer) and import no torch.
     commands.add_commands(sub, _Help)
     _user_data_parsers(sub)
+    for action in sub._choices_actions:  # each command's --help opens with its one line
+        command = sub.choices[action.dest]
+        command.description = command.description or action.help
     return parser
 
 
 TRAIN_HELP = """Train the teacher, distil the student, evaluate them and write the bundle.
 
 Locally:   lmrec train --data interactions.csv --output runs/my-model
-           [--items items.csv] [--hyperparameters training/presets/ml-100k.json]
+           [--items items.csv] [--hyperparameters FILE.json] [--set KEY=VALUE ...]
            then: lmrec serve runs/my-model
 Container: with no --data, follows the SageMaker contract under $SAGEMAKER_BASE_DIR
            (default /opt/ml): input/data/train, input/config/hyperparameters.json, model/.
+
+Time: the job runs under a whole-job budget (max_total_seconds: auto from the data's size,
+printed at the start); epochs, set or auto, are ceilings within it, and the students'
+epochs follow the teacher's unless student_epochs is set. --quick: a {quick:g} s budget;
+--set max_total_seconds=0: no budget (what the shipped presets set: they fix epochs).
+Resume: checkpoints go to OUTPUT-checkpoints; a run with the same output, data and
+settings continues from them (it says so); --fresh starts over.
 """
 
 
@@ -109,7 +143,9 @@ def _user_data_parsers(sub) -> None:
         help="fingerprints of the last sync (default: s3://<data bucket>/histories/"
         "fingerprints.npz, or beside a sqlite store)",
     )
-    sync.add_argument("--history-length", type=int, default=None)
+    sync.add_argument(
+        "--history-length", type=int, default=None, help="newest items kept per user (1000)"
+    )
     sync.add_argument(
         "--erasure",
         help="erasure records root; users pending there are never written (default: "
@@ -127,7 +163,7 @@ def _user_data_parsers(sub) -> None:
     )
     erase.add_argument("--user-store", help="default $LMREC_USER_STORE")
     for p in (sync, erase):
-        p.add_argument("--user-col", default="user_id")
+        p.add_argument("--user-col", default="user_id", help="the user id column of the data")
     sync.set_defaults(run=sync_histories)
     erase.set_defaults(run=erase_command)
 
@@ -269,17 +305,23 @@ def _paths_and_hp(args):
             checkpoints=Path(args.checkpoints).resolve()
             if args.checkpoints
             else output.parent / (output.name + "-checkpoints"),
-            failure=output.parent / (output.name + "-failure"),
+            failure=Path(args.failure_file).resolve() if args.failure_file else None,
         )
         hp = (
             load_hyperparameters(args.hyperparameters, required=True)
             if args.hyperparameters
             else {}
         )
+    if args.quick:
+        from training.config import QUICK_SECONDS
+
+        hp["max_total_seconds"] = str(QUICK_SECONDS)
     for item in args.overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        if args.quick and key.strip() == "max_total_seconds":
+            raise ConfigError("--quick sets max_total_seconds: give one or the other")
         hp[key.strip()] = value
     # Progress bars are for people: on by default only when stderr is a terminal, so
     # SageMaker/CloudWatch logs and redirected output get the one-line-per-epoch records only.
@@ -318,6 +360,8 @@ def _prepare(args, argv: list[str]):
     try:
         paths, hp = _paths_and_hp(args)
         cfg = from_hyperparameters(hp)
+        if args.fresh and "LOCAL_RANK" not in os.environ:  # once, before torchrun's workers
+            _start_over(paths.checkpoints)
         userdata.before_training(paths.train, cfg.data.user_col)  # erasure: before any model
         cmd = launch_command(
             read_resource_config(paths.resource_config), cfg.train.processes_per_host, argv
@@ -330,6 +374,24 @@ def _prepare(args, argv: list[str]):
         log.exception("the erasure step failed")
         return _fail(paths, exc, EXIT_INTERNAL)
     return paths, cfg, cmd
+
+
+def _start_over(root: Path | None) -> None:
+    """--fresh: remove the phase checkpoints an earlier run left (only folders holding one:
+    a --checkpoints folder may hold other things)."""
+    import shutil
+
+    from training.checkpoint import STATE
+
+    if root is None or not root.is_dir():
+        return
+    phases = [d for d in root.iterdir() if d.is_dir() and (d / STATE).exists()]
+    for phase in phases:
+        shutil.rmtree(phase)
+    if phases:
+        print(f"--fresh: removed {len(phases)} checkpoints in {root}", file=sys.stderr)
+    if not any(root.iterdir()):
+        root.rmdir()
 
 
 def _run_launched(cmd: list[str], paths, cfg) -> int:
@@ -357,8 +419,10 @@ def _run_here(paths, cfg) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     env = dist.setup()
     try:
-        pipeline.run(paths, cfg, env, stop)
+        document = pipeline.run(paths, cfg, env, stop)
         if env.is_main:
+            if document is not None and "model_version" not in document:
+                print(NO_BUNDLE.format(paths.model_dir), file=sys.stderr, flush=True)
             userdata.after_training(paths.train, cfg.data)
         return 0
     except Stopped as exc:
@@ -371,6 +435,13 @@ def _run_here(paths, cfg) -> int:
         return _fail(paths if env.is_main else None, exc, EXIT_INTERNAL)
     finally:
         dist.teardown(env)
+
+
+NO_BUNDLE = (
+    "no bundle written: student=false trains the teacher alone (student_plain comes only "
+    "beside the distilled student); {} holds its weights and report, which `lmrec serve` "
+    "cannot load"
+)
 
 
 def _fail(paths, exc: BaseException, code: int) -> int:

@@ -11,6 +11,9 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
+# `lmrec train --quick`: max_total_seconds for a first look (training/plan.py shares it out).
+QUICK_SECONDS = 60.0
+
 
 class ConfigError(ValueError):
     """A hyperparameter that is unknown or cannot be converted."""
@@ -77,8 +80,8 @@ class TrainConfig:
     max_train_seconds: float = hp(0.0, 0.0)  # [0, inf)
     # The whole job's budget in seconds: teachers, students, evaluation and export each get a
     # share (training/plan.py), so the job ends with a bundle before a hard kill such as
-    # SageMaker's StoppingCondition.MaxRuntimeInSeconds. Left unset (and epochs unset), a time
-    # goal from the data's size (plan.time_goal); set to 0 explicitly, none.
+    # SageMaker's StoppingCondition.MaxRuntimeInSeconds. Left unset, a time goal from the
+    # data's size (plan.time_goal), epochs set or not; set to 0 explicitly, none.
     max_total_seconds: float = hp(0.0, 0.0)  # [0, inf)
     eval_batch_size: int = hp(512, 1)  # [1, inf)
     # Users evaluated: a fixed seeded sample of this many when there are more (0 = all).
@@ -126,7 +129,7 @@ class StudentConfig:
     # 0 = chosen from the loss (training/plan.py): 2e-3 with the full softmax, 1e-3 with the
     # sampled one.
     student_lr: float = hp(0.0, 0.0)  # [0, inf)
-    student_epochs: int = hp(0, 0)  # [0, inf): 0 = chosen from the data's size
+    student_epochs: int = hp(0, 0)  # [0, inf): 0 = the teacher's epochs (set or chosen)
     student_max_seconds: float = hp(0.0, 0.0)  # [0, inf): per student; 0 = max_train_seconds
     # Loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(true next item).
     distill_alpha: float = hp(0.7, 0.0, 1.0)  # [0, 1]

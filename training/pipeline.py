@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import platform
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ import torch
 from lmrec.transitions import Transitions
 from safetensors.torch import save_file
 
-from training import champion, shared_data
+from training import champion, checkpoint, shared_data
 from training.baselines import CoOccurrence, Popularity
 from training.bundle_writer import write_bundle
 from training.cf import evaluate_cf
@@ -533,8 +534,26 @@ def _short_of_time(
     return {name: m for name, m in models.items() if name in ("teacher", served)}
 
 
+def say_resume(paths: Paths) -> None:
+    """One line when an earlier run left checkpoints: a rerun would otherwise continue
+    from them without a word."""
+    root = paths.checkpoints
+    if root is None or not root.is_dir():
+        return
+    found = sorted(d.name for d in root.iterdir() if (d / checkpoint.STATE).is_file())
+    if found:
+        print(
+            f"resuming from {root}: each phase whose data and settings match its checkpoint "
+            f"({', '.join(found)}) continues from there; `lmrec train --fresh` starts over",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> dict | None:
     began = time.perf_counter()
+    if env.is_main:
+        say_resume(paths)
     budget = Budget(began)
     clock = PhaseClock(began)
     if cfg.train.num_threads:

@@ -14,17 +14,18 @@ metrics.json ("summary.chosen").
 - patience: 5 evaluations without a better valid NDCG@10, 2 from a million interactions
   (each evaluation costs more there and the curve is smoother).
 - eval_users: at most 10,000 evaluated users, a fixed seeded sample (TrainConfig.eval_users).
-- max_total_seconds: when neither it nor the epochs were set, a time goal from the data's
-  size: 120 s plus 400 s per million interactions, at most 3,000 s (10k users / 95k
-  interactions: 158 s; 100k / 0.9M: 482 s; 1M / 10M: 3,000 s), so the job fits the
-  issue's goals on two CPU cores (M under 10 minutes, L under an hour) with room for
-  loading, the last evaluation and the export. With a budget (this one or one given), the
-  epochs left to auto are a ceiling of MAX_EPOCHS instead of the interaction-visits count:
-  the phase deadlines (below) and early stopping decide where each phase stops (measured at
-  100k users: the teacher's 6 visit-count epochs took 170 of its 241 s and valid NDCG@10 was
-  still rising). A preset or a user who
-  sets epochs chose the length of training themselves and gets no goal; set
-  max_total_seconds=0 to train without one.
+- student_epochs: the teacher's epochs (set or chosen), so `--set epochs=N` bounds the
+  students too; set student_epochs to give them another count.
+- max_total_seconds: unless set, a time goal from the data's size: 120 s plus 400 s per
+  million interactions, at most 3,000 s (10k users / 95k interactions: 158 s; 100k / 0.9M:
+  482 s; 1M / 10M: 3,000 s), so the job fits the issue's goals on two CPU cores (M under
+  10 minutes, L under an hour) with room for loading, the last evaluation and the export.
+  Setting epochs keeps the budget: under a budget the epochs (set or auto) are a ceiling,
+  auto being MAX_EPOCHS instead of the interaction-visits count, and the phase deadlines
+  (below) and early stopping decide where each phase stops (measured at 100k users: the
+  teacher's 6 visit-count epochs took 170 of its 241 s and valid NDCG@10 was still rising).
+  Only max_total_seconds=0 trains without one; the presets say so explicitly, and
+  `lmrec train --quick` is config.QUICK_SECONDS. `budget_line` prints what the job runs under.
 
 Time. With max_total_seconds, every phase gets a deadline from the job's start: teachers
 until 50% of the budget, the distilled student until 70%, the plain student until 80%,
@@ -69,8 +70,9 @@ def time_goal(interactions: int) -> float:
 
 
 def _default_budget(cfg: RunConfig, interactions: int) -> float:
-    t, given = cfg.train, cfg.given
-    if not t.max_total_seconds and not given & {"max_total_seconds", "epochs"}:
+    """The budget given, or the time goal: only max_total_seconds=0 means none."""
+    t = cfg.train
+    if "max_total_seconds" not in cfg.given:
         t.max_total_seconds = time_goal(interactions)
     return t.max_total_seconds
 
@@ -84,10 +86,10 @@ def adapt(cfg: RunConfig, data: Interactions, say: bool = True) -> dict:
     if t.loss == "sampled":
         t.num_negatives = chosen["num_negatives"] = clamp_negatives(t.num_negatives, data.n_items)
     budget = _default_budget(cfg, n_int)
-    epochs = MAX_EPOCHS if budget else _auto_epochs(n_int)
+    t.epochs = t.epochs or (MAX_EPOCHS if budget else _auto_epochs(n_int))
     defaults = [
-        (t, "epochs", epochs),
-        (s, "student_epochs", epochs),
+        (t, "epochs", t.epochs),
+        (s, "student_epochs", t.epochs),  # the teacher's, set or chosen
         (t, "batch_size", 256 if large else 128),
         (t, "patience", 2 if large else 5),
         (s, "student_lr", STUDENT_LR[t.loss]),
@@ -102,7 +104,41 @@ def adapt(cfg: RunConfig, data: Interactions, say: bool = True) -> dict:
     if say:  # stderr: stdout stays machine-readable
         text = ", ".join(f"{k}={v}" for k, v in chosen.items() if k != "given")
         print(f"chosen for this data: {text}", file=sys.stderr, flush=True)
+        print(budget_line(cfg), file=sys.stderr, flush=True)
     return chosen
+
+
+def _set(cfg: RunConfig, name: str) -> str:
+    return " (set)" if name in cfg.given else ""
+
+
+def _ends(cfg: RunConfig) -> str:
+    """What bounds the training phases besides the whole-job budget."""
+    t, s = cfg.train, cfg.student
+    text = f"at most {t.epochs} teacher epochs{_set(cfg, 'epochs')}"
+    if s.student:
+        text += f", {s.student_epochs} student epochs{_set(cfg, 'student_epochs')}"
+    if t.max_train_seconds:
+        text += f", {t.max_train_seconds:g} s per teacher"
+    if s.student and (s.student_max_seconds or t.max_train_seconds):
+        text += f", {s.student_max_seconds or t.max_train_seconds:g} s per student"
+    return f"{text}, patience {t.patience} evaluations"
+
+
+def budget_line(cfg: RunConfig) -> str:
+    """One line for the person starting the job: the time budget and what ends each phase."""
+    total = cfg.train.max_total_seconds
+    if not total:
+        return f"time budget: none (max_total_seconds=0 set); {_ends(cfg)}"
+    how = "set" if "max_total_seconds" in cfg.given else "auto from the data's size"
+    phases = ["teacher"]
+    if cfg.student.student:
+        phases += ["student", "student_plain"] if cfg.student.student_plain else ["student"]
+    deadlines = ", ".join(f"{name} by {SHARES[name] * total:.0f} s" for name in phases)
+    return (
+        f"time budget: {total:g} s for the whole job ({how}; --quick, or --set "
+        f"max_total_seconds=S, 0 = none): {deadlines}; {_ends(cfg)}"
+    )
 
 
 @dataclass

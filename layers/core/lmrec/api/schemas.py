@@ -137,7 +137,11 @@ class RecommendResponse(BaseModel):
     items: list[RecommendedItem]
     history_length: int = Field(description="history items the model used")
     unknown_items: list[str] = Field(default_factory=list, description="ids not in the catalog")
-    warnings: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what the reply could not use: unknown categories, a user store that is "
+        "not set or did not answer, and why a reply with ids to go on is the popular one",
+    )
     degraded: bool = Field(
         False, description="answered without the user's stored history (the store was slow)"
     )

@@ -15,7 +15,7 @@ from lmrec.api.auth import CallerDep, require_user
 from lmrec.api.deps import SettingsDep, StateDep, UsersDep, require_model
 from lmrec.api.schemas import Id, Reason, RecommendedItem, RecommendRequest, RecommendResponse
 from lmrec.events import EventsUnavailable
-from lmrec.recommend import Filters, Recommendation, Recommender
+from lmrec.recommend import POPULAR, Filters, Recommendation, Recommender
 from lmrec.settings import Settings
 from lmrec.userstore import UserStore
 
@@ -81,6 +81,25 @@ async def stored_items(
         return None, "the user's stored history was unavailable and was not used"
 
 
+NO_USER_STORE = (
+    "no user store is set, so this user's stored history was not read (set "
+    "LMREC_USER_STORE, or lmrec serve --user-store)"
+)
+
+
+def unknown_ids_warning(rec: Recommender, in_request: int, stored: int) -> str:
+    """Why a reply with ids to go on is the popular fallback: none of them is the model's."""
+    whose = []
+    if in_request:
+        whose.append(f"the request's {in_request} history ids (see unknown_items)")
+    if stored:
+        whose.append(f"the user's {stored} stored items")
+    return (
+        f"popular items: none of {' or '.join(whose)} is in the catalog of model "
+        f"{rec.version}; ids must be item_id values of the data it was trained on"
+    )
+
+
 def _listed(names: list[str]) -> str:
     return ", ".join(names[:10])[:500]
 
@@ -112,6 +131,7 @@ class UserHistory:
     unknown: list[str]  # request history ids the catalog does not hold
     warnings: list[str]
     degraded: bool  # the user store did not answer in time
+    stored: int = 0  # stored items read for the user (known to the model or not)
 
 
 async def user_history(
@@ -125,17 +145,21 @@ async def user_history(
     the model's rows. Stored ids the live model does not know are skipped."""
     parts, warnings = [], []
     degraded = False
+    stored: list[str] = []
+    if user_id is not None and users is None:
+        warnings.append(NO_USER_STORE)
     if user_id is not None and users is not None:
         # One query: the history from the data and the newest real-time events together.
         recent, warning = await stored_items(users, user_id, settings)
         if recent is not None:
+            stored = recent
             parts.append(rec.catalog.rows(recent)[0])
         else:
             degraded = True
             warnings.append(warning or "")
     rows, unknown = rec.catalog.rows(history)
     parts.append(rows)
-    return UserHistory(np.concatenate(parts), unknown, warnings, degraded)
+    return UserHistory(np.concatenate(parts), unknown, warnings, degraded, len(stored))
 
 
 async def recommend(
@@ -150,6 +174,8 @@ async def recommend(
     warnings = category_warnings(rec, filters)  # a 422 before any user-store read
     merged = await user_history(rec, users, settings, user_id, history)
     result = rec.recommend(merged.rows, filters)
+    if result.strategy == POPULAR and (merged.unknown or merged.stored):
+        warnings.append(unknown_ids_warning(rec, len(merged.unknown), merged.stored))
     titles = reason_titles(rec, result.items)
     return RecommendResponse(
         user_id=user_id,

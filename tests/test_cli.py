@@ -92,7 +92,7 @@ def test_serve_a_trained_folder_prints_its_url_a_request_and_where_erasures_go(t
         proc.terminate()
         proc.wait(10)
     try:  # the record outlives the server (it was in the server's temporary store before)
-        assert len(list((erasure / "requests").glob("*.json"))) == 1
+        assert len(list((erasure / "pending").glob("*.json"))) == 1
     finally:
         shutil.rmtree(erasure, ignore_errors=True)
 

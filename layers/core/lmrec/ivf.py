@@ -245,9 +245,9 @@ def _problem(centroids: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> st
         or (np.diff(offsets) < 0).any()
     ):
         return "offsets do not index its rows"
-    if n and (
-        rows.min() < 1 or rows.max() > n or (np.bincount(rows, minlength=n + 1)[1:] != 1).any()
-    ):
+    if n and (rows.min() < 1 or rows.max() > n):
+        return "names rows outside the catalog"
+    if n and (np.bincount(rows, minlength=n + 1)[1:] != 1).any():
         return "rows are not each item of the catalog once"
     return None
 

@@ -69,7 +69,7 @@ def test_every_error_is_documented_as_the_detail_body(client):
                     ref = response["content"]["application/json"]["schema"]["$ref"]
                     assert ref.endswith("/ErrorBody"), (method, path, status)
                     documented.add(status)
-    assert {"401", "403", "404", "413", "422", "503"} <= documented
+    assert {"400", "401", "403", "404", "413", "422", "503"} <= documented
 
 
 @pytest.mark.parametrize(
@@ -78,6 +78,10 @@ def test_every_error_is_documented_as_the_detail_body(client):
         ("post", "/v1/recommendations", {"json": {"user_id": "1", "k": 500}}, 422),
         ("get", "/v1/users/1/recommendations?k=0", {}, 422),
         ("post", "/v1/recommendations", {"content": b"{" + b" " * 4096 + b"}"}, 413),
+        ("post", "/v1/recommendations", {"content": b'{"user_id": "\xff"}'}, 422),
+        ("post", "/v1/recommendations", {"content": b"[" * 1020 + b"]" * 1020}, 422),
+        ("get", "/v1/users/%ff/recommendations", {}, 422),
+        ("post", "/v1/events", {"content": b"{}", "headers": {"content-length": "x"}}, 400),
         ("post", "/v1/recommendations", {"json": {"user_id": "1"}}, 503),
         ("get", "/v1/model", {}, 503),
         ("post", "/v1/rankings", {"json": {"user_id": "1", "candidates": []}}, 422),

@@ -404,7 +404,7 @@ def test_a_jwt_user_reads_only_their_own_recommendations(jwt_api):
 
 
 def test_the_service_scope_acts_for_any_user(jwt_api):
-    backend = {"sub": "svc-client", "scope": "[lmrec/any-user other]"}
+    backend = {"sub": "svc-client", "scope": "other lmrec/any-user"}
     status, body = reply(
         jwt_api,
         as_user("api_get_user_recommendations.json", backend, path="/v1/users/2/recommendations"),
@@ -479,7 +479,22 @@ def test_hostile_jwt_callers_touch_only_their_own_data(jwt_api):
         ({"sub": "1", "scope": {"lmrec/any-user": True}}, 403),  # not a scope list at all
         ({"sub": "1", "scope": ["openid", "lmrec/any-user"]}, 200),  # a list claim
         ({"sub": "1", "scope": "openid lmrec/any-user"}, 200),  # space-separated
-        ({"sub": "1", "scope": "[openid lmrec/any-user]"}, 200),  # API Gateway's array form
+        ({"sub": "1", "scope": "lmrec/any-user"}, 200),
+        ({"sub": "1", "scope": " lmrec/any-user  openid "}, 200),  # extra spaces separate
+        # look-alikes: each scope is compared whole, nothing stripped from it
+        ({"sub": "1", "scope": "[lmrec/any-user]"}, 403),
+        ({"sub": "1", "scope": "[openid lmrec/any-user]"}, 403),
+        ({"sub": "1", "scope": "lmrec/any-user,"}, 403),
+        ({"sub": "1", "scope": "openid,lmrec/any-user"}, 403),
+        ({"sub": "1", "scope": '"lmrec/any-user"'}, 403),
+        ({"sub": "1", "scope": "'lmrec/any-user'"}, 403),
+        ({"sub": "1", "scope": "[[lmrec/any-user]]"}, 403),
+        ({"sub": "1", "scope": "openid\tlmrec/any-user"}, 403),  # a tab is not a separator
+        ({"sub": "1", "scope": "LMREC/ANY-USER"}, 403),
+        ({"sub": "1", "scope": ["[lmrec/any-user]"]}, 403),
+        ({"sub": "1", "scope": ["lmrec/any-user "]}, 403),
+        ({"sub": "1", "scope": [["lmrec/any-user"]]}, 403),  # a list inside the list
+        ({"sub": "1", "scope": '["lmrec/any-user"]'}, 403),  # a JSON text, not a list
     ],
 )
 def test_odd_claims_get_no_one_elses_data(jwt_api, claims, status):

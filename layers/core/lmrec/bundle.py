@@ -116,6 +116,9 @@ def _parse_manifest(raw: bytes, where: str) -> dict:
     version = manifest["model_version"]
     if not isinstance(version, str) or not VERSION_PATTERN.match(version):
         raise BundleError(f"{where}/{MANIFEST}: model_version {version!r} is not a valid version")
+    model = manifest["model"]
+    if not isinstance(model, dict) or not isinstance(model.get("config"), dict):
+        raise BundleError(f"{where}/{MANIFEST}: 'model' must be an object with a 'config' object")
     files = manifest["files"]
     if not isinstance(files, dict):
         raise BundleError(f"{where}/{MANIFEST}: 'files' must be an object")
@@ -198,11 +201,15 @@ def fetch(uri: str, cache_dir: str | os.PathLike | None = None) -> Path:
     return target
 
 
-def _load_npy(path: Path, where: str) -> np.ndarray:
+def _load_counts(path: Path, where: str) -> np.ndarray:
+    """A 1-D array of real numbers (as float32), or BundleError."""
     try:
-        return np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False)
     except ValueError as exc:
         raise BundleError(f"{where}: {path.name} is not a plain numpy array: {exc}") from None
+    if array.ndim != 1 or array.dtype.kind not in "iuf":
+        raise BundleError(f"{where}: {path.name} is {array.dtype} {array.shape}, not 1-D counts")
+    return array.astype(np.float32)
 
 
 def load(uri: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Bundle:
@@ -231,7 +238,7 @@ def load(uri: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> 
             weights=load_file(str(directory / WEIGHTS)),
             catalog=items.read(directory / ITEMS),
             index=ivf.read(directory / ivf.INDEX_FILE) if has_index else None,
-            popularity=_load_npy(directory / POPULARITY, where).astype(np.float32),
+            popularity=_load_counts(directory / POPULARITY, where),
             path=directory,
             transitions=table,
         )
@@ -253,7 +260,7 @@ def _check_consistent(b: Bundle, where: str) -> None:
         problems.append("popularity does not match the catalog")
     if b.index is not None and len(b.index.rows) != n_items:
         problems.append("the item index does not cover the catalog")
-    if b.manifest["model"].get("config", {}).get("n_items") != n_items:
+    if b.config.get("n_items") != n_items:
         problems.append("the model config's n_items does not match the item list")
     if problems:
         raise BundleError(f"{where}: inconsistent bundle: {'; '.join(problems)}")

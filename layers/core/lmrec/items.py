@@ -114,13 +114,13 @@ class ItemIds(Sequence[str]):
     """The ids as a read-only sequence (index = row - 1), decoded one at a time on access."""
 
     def __init__(self, data: bytes, offsets: np.ndarray):
-        self._data, self._off = data, offsets
+        self.data, self.offsets = data, offsets  # checked by ItemCatalog before any lookup
 
     def __len__(self) -> int:
-        return len(self._off) - 1
+        return max(0, len(self.offsets) - 1)
 
     def raw(self, index: int) -> bytes:
-        return self._data[int(self._off[index]) : int(self._off[index + 1])]
+        return self.data[int(self.offsets[index]) : int(self.offsets[index + 1])]
 
     def __getitem__(self, index):
         if isinstance(index, slice):
@@ -135,11 +135,72 @@ class ItemIds(Sequence[str]):
     def take(self, indices: Sequence[int]) -> list[str]:
         """The ids at these indices (row - 1), decoded in one pass."""
         at = np.asarray(indices, dtype=np.int64)
-        lo, hi = self._off[at].tolist(), self._off[at + 1].tolist()
-        return [self._data[a:b].decode() for a, b in zip(lo, hi, strict=True)]
+        lo, hi = self.offsets[at].tolist(), self.offsets[at + 1].tolist()
+        return [self.data[a:b].decode() for a, b in zip(lo, hi, strict=True)]
 
     def __iter__(self) -> Iterator[str]:
         return (self[i] for i in range(len(self)))
+
+
+# name -> (dtype kinds, dimensions) of every array of the format: "u1" is uint8 exactly
+_ARRAY_TYPES = {
+    "id_bytes": "u1",
+    "id_offsets": "iu",
+    "id_hash": "u8",
+    "id_hash_rows": "iu",
+    "field_bytes": "u1",
+    "field_offsets": "iu",
+    "category_codes": "iu",
+    "category_offsets": "iu",
+    "category_rows": "iu",
+    "category_row_offsets": "iu",
+}
+
+
+def _type_problem(arrays: dict[str, np.ndarray]) -> str | None:
+    for name, kind in _ARRAY_TYPES.items():
+        array = arrays.get(name)
+        if array is None:
+            return f"{name} is missing"
+        exact = {"u1": np.uint8, "u8": np.uint64}.get(kind)
+        ok = array.dtype == exact if exact else array.dtype.kind in kind
+        if array.ndim != 1 or not ok:
+            return f"{name} is {array.dtype} {array.shape}, not a 1-D array of its type"
+    return None
+
+
+def _offsets_problem(offsets: np.ndarray, length: int) -> bool:
+    """True unless `offsets` are CSR offsets over `length` values: 0 first, length last,
+    never decreasing."""
+    return (
+        len(offsets) < 1
+        or offsets[0] != 0
+        or offsets[-1] != length
+        or bool((np.diff(offsets) < 0).any())
+    )
+
+
+def _text_problem(data: bytes, offsets: np.ndarray, what: str) -> str | None:
+    """Strings as UTF-8 bytes + offsets: each slice decodes, because the whole blob does and
+    no offset points inside a character (at a continuation byte, 0b10xxxxxx)."""
+    if _offsets_problem(offsets, len(data)):
+        return f"{what}: offsets do not index their bytes"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"{what}: not UTF-8"
+    inner = offsets[1:-1]
+    inner = inner[inner < len(data)]
+    if len(inner) and ((np.frombuffer(data, np.uint8)[inner] & 0xC0) == 0x80).any():
+        return f"{what}: an offset splits a character"
+    return None
+
+
+def _names(metadata: dict[str, str], key: str) -> list[str]:
+    value = json.loads(metadata[key])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"item file metadata: {key} must be a list of names")
+    return value
 
 
 class ItemCatalog:
@@ -148,6 +209,9 @@ class ItemCatalog:
     def __init__(self, arrays: dict[str, np.ndarray], metadata: dict[str, str]):
         if metadata.get("format") != FORMAT:
             raise ValueError(f"unknown item file format {metadata.get('format')!r}")
+        problem = _type_problem(arrays)
+        if problem:
+            raise ValueError(problem)
         self.item_ids = ItemIds(arrays["id_bytes"].tobytes(), arrays["id_offsets"])
         self._hash = arrays["id_hash"]
         self._hash_rows = arrays["id_hash_rows"].astype(np.int64)
@@ -156,38 +220,78 @@ class ItemCatalog:
         self._cat_codes, self._cat_off = arrays["category_codes"], arrays["category_offsets"]
         self._cat_rows = arrays["category_rows"].astype(np.int64)
         self._cat_row_off = arrays["category_row_offsets"]
-        self.columns: list[str] = json.loads(metadata["columns"])
+        self.columns: list[str] = _names(metadata, "columns")
         self.category_column: str | None = metadata.get("category_column") or None
         self._stored = [c for c in self.columns if c != self.category_column]  # in the JSON
-        self.categories: list[str] = json.loads(metadata["categories"])
+        self.categories: list[str] = _names(metadata, "categories")
+        if len(set(self.categories)) != len(self.categories):
+            raise ValueError("category names repeat")
         self._code_of = {c: i for i, c in enumerate(self.categories)}  # one per category
         self._check()
 
     def _check(self) -> None:
+        """Every array a lookup or a reply indexes, checked once at load and vectorised (no
+        Python step per item), so that no request indexes past an array or decodes bytes
+        that are not text."""
+        problem = _text_problem(self.item_ids.data, self.item_ids.offsets, "item ids")
+        if problem:  # the other checks count and read the ids
+            raise ValueError(problem)
+        found = [self._id_index_problem(), self._fields_problem(), *self._category_problems()]
+        problems = [p for p in found if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def _id_index_problem(self) -> str | None:
         n = len(self.item_ids)
-        problems = []
         if self._hash.shape != (n,) or self._hash_rows.shape != (n,):
-            problems.append("the id index does not match the ids")
-        elif (self._hash[1:] < self._hash[:-1]).any():
-            problems.append("the id index is not sorted")
-        elif any(  # equal ids hash equal; equal hashes are rare and compared as bytes
-            self.item_ids.raw(int(self._hash_rows[i]) - 1)
-            == self.item_ids.raw(int(self._hash_rows[i + 1]) - 1)
-            for i in np.flatnonzero(self._hash[1:] == self._hash[:-1]).tolist()
-        ):
-            problems.append("item ids repeat")
+            return "the id index does not match the ids"
+        if (self._hash[1:] < self._hash[:-1]).any():
+            return "the id index is not sorted"
         if n and (
             self._hash_rows.min() < 1
             or self._hash_rows.max() > n
             or not (np.bincount(self._hash_rows, minlength=n + 1)[1:] == 1).all()
         ):
-            problems.append("the id index is not a permutation of the rows")
-        if self._field_off.shape not in ((n + 1,), (1,)) or self._cat_off.shape != (n + 1,):
-            problems.append("a catalog column does not match the item list")
-        if self._cat_row_off.shape != (len(self.categories) + 1,):
+            return "the id index is not a permutation of the rows"
+        if any(  # equal ids hash equal; equal hashes are rare and compared as bytes
+            self.item_ids.raw(int(self._hash_rows[i]) - 1)
+            == self.item_ids.raw(int(self._hash_rows[i + 1]) - 1)
+            for i in np.flatnonzero(self._hash[1:] == self._hash[:-1]).tolist()
+        ):
+            return "item ids repeat"
+        return None
+
+    def _fields_problem(self) -> str | None:
+        if not self._stored:  # no display column: fields() reads no bytes
+            return None
+        if self._field_off.shape != (len(self.item_ids) + 1,):
+            return "a catalog column does not match the item list"
+        problem = _text_problem(self._fields, self._field_off, "catalog fields")
+        if problem:
+            return problem
+        data = np.frombuffer(self._fields, np.uint8)
+        lo, hi = self._field_off[:-1], self._field_off[1:]
+        # each item's fields are one JSON array; its contents are decoded per reply (fields())
+        if (hi <= lo).any() or (data[lo] != ord("[")).any() or (data[hi - 1] != ord("]")).any():
+            return "catalog fields are not one JSON array per item"
+        return None
+
+    def _category_problems(self) -> list[str]:
+        n, problems = len(self.item_ids), []
+        if self._cat_off.shape != (n + 1,) or _offsets_problem(self._cat_off, len(self._cat_codes)):
+            problems.append("the item categories do not match the item list")
+        elif len(self._cat_codes) and (
+            self._cat_codes.min() < 0 or self._cat_codes.max() >= len(self.categories)
+        ):
+            problems.append("an item names a category outside the vocabulary")
+        shape = (len(self.categories) + 1,)
+        if self._cat_row_off.shape != shape or _offsets_problem(
+            self._cat_row_off, len(self._cat_rows)
+        ):
             problems.append("the category index does not match its vocabulary")
-        if problems:
-            raise ValueError("; ".join(problems))
+        elif len(self._cat_rows) and (self._cat_rows.min() < 1 or self._cat_rows.max() > n):
+            problems.append("the category index names rows outside the catalog")
+        return problems
 
     @property
     def n_items(self) -> int:
@@ -253,10 +357,7 @@ class ItemCatalog:
 
     def fields(self, row: int) -> dict:
         """The item's display columns and its categories, decoded for this one row."""
-        stored: dict = {}
-        if self._stored:
-            lo, hi = int(self._field_off[row - 1]), int(self._field_off[row])
-            stored = dict(zip(self._stored, json.loads(self._fields[lo:hi]), strict=True))
+        stored = self._stored_fields(row) if self._stored else {}
         if self.category_column:
             codes = self._cat_codes[self._cat_off[row - 1] : self._cat_off[row]]
             stored[self.category_column] = [self.categories[c] for c in codes.tolist()]
@@ -269,8 +370,15 @@ class ItemCatalog:
         if self._stored and len(rows):
             off = self._field_off
             parts = [self._fields[int(off[r - 1]) : int(off[r])] for r in rows]
-            values = json.loads(b"[" + b",".join(parts) + b"]")
-            stored = [dict(zip(self._stored, v, strict=True)) for v in values]
+            try:
+                values = json.loads(b"[" + b",".join(parts) + b"]", parse_constant=lambda _: None)
+                whole = all(isinstance(v, list) and len(v) == len(self._stored) for v in values)
+            except (ValueError, RecursionError):
+                whole = False
+            if whole:  # else some row's array is malformed: each row decoded on its own
+                stored = [dict(zip(self._stored, v, strict=True)) for v in values]
+            else:
+                stored = [self._stored_fields(int(r)) for r in rows]
         if self.category_column and len(rows):
             codes, counts = self._codes_of(np.asarray(rows, dtype=np.int64))
             names = [self.categories[c] for c in codes.tolist()]
@@ -278,6 +386,20 @@ class ItemCatalog:
             for out, a, b in zip(stored, [0, *end[:-1]], end, strict=True):
                 out[self.category_column] = names[a:b]
         return [{name: s[name] for name in self.columns if name in s} for s in stored]
+
+    def _stored_fields(self, row: int) -> dict:
+        """The row's JSON array as {column: value}. Load checks the arrays' bounds only:
+        decoding every item took 2.3 s at 671k items, past the cold start's budget. So an
+        item whose array does not hold one JSON value per column is returned without its
+        columns rather than failing the reply; NaN and Infinity (not JSON) read as null."""
+        lo, hi = int(self._field_off[row - 1]), int(self._field_off[row])
+        try:
+            values = json.loads(self._fields[lo:hi], parse_constant=lambda _: None)
+        except (ValueError, RecursionError):
+            return {}
+        if not isinstance(values, list) or len(values) != len(self._stored):
+            return {}
+        return dict(zip(self._stored, values, strict=True))
 
     def has_category(self, name: str) -> bool:
         return name in self._code_of

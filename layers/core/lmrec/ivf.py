@@ -221,6 +221,37 @@ def write(path: Path, index: IVFIndex) -> None:
     save_file(arrays, str(path), metadata=metadata)
 
 
+def _probes(meta: dict, key: str) -> int:
+    value = meta.get(key, "")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"item index: {key} must be a positive integer, not {value[:20]!r}")
+    return int(value)
+
+
+def _problem(centroids: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> str | None:
+    """What a search would index past or read wrongly: lists that do not partition the
+    rows 1..n (each item in exactly one list), or centroids that are not finite vectors."""
+    if centroids.ndim != 2 or len(centroids) < 1 or centroids.dtype.kind != "f":
+        return "centroids must be a non-empty 2-D float array"
+    if not np.isfinite(centroids).all():
+        return "centroids hold NaN or infinite values"
+    if any(a.ndim != 1 or a.dtype.kind not in "iu" for a in (offsets, rows)):
+        return "offsets and rows must be 1-D integer arrays"
+    n = len(rows)
+    if (
+        offsets.shape != (len(centroids) + 1,)
+        or offsets[0] != 0
+        or offsets[-1] != n
+        or (np.diff(offsets) < 0).any()
+    ):
+        return "offsets do not index its rows"
+    if n and (rows.min() < 1 or rows.max() > n):
+        return "names rows outside the catalog"
+    if n and (np.bincount(rows, minlength=n + 1)[1:] != 1).any():
+        return "rows are not each item of the catalog once"
+    return None
+
+
 def read(path: Path) -> IVFIndex:
     from safetensors import safe_open
 
@@ -228,16 +259,15 @@ def read(path: Path) -> IVFIndex:
         meta = fh.metadata() or {}
         if meta.get("format") != FORMAT:
             raise ValueError(f"unknown item index format {meta.get('format')!r}")
-        index = IVFIndex(
-            np.ascontiguousarray(fh.get_tensor("centroids"), dtype=np.float32),
-            fh.get_tensor("offsets").astype(np.int64),
-            fh.get_tensor("rows").astype(np.int64),
-            int(meta["n_probe"]),
-            int(meta["n_probe_similar"]),
-        )
-    n = len(index.rows)
-    if index.offsets.shape != (index.n_lists + 1,) or index.offsets[-1] != n:
-        raise ValueError("item index offsets do not index its rows")
-    if n and (index.rows.min() < 1 or index.rows.max() > n):
-        raise ValueError("item index names rows outside the catalog")
-    return index
+        arrays = [fh.get_tensor(name) for name in ("centroids", "offsets", "rows")]
+    problem = _problem(*arrays)
+    if problem:
+        raise ValueError(f"item index: {problem}")
+    centroids, offsets, rows = arrays
+    return IVFIndex(
+        np.ascontiguousarray(centroids, dtype=np.float32),
+        offsets.astype(np.int64),
+        rows.astype(np.int64),
+        _probes(meta, "n_probe"),
+        _probes(meta, "n_probe_similar"),
+    )

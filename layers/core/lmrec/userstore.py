@@ -167,7 +167,7 @@ class SqliteUserStore(UserStore):
                 rows,
             )
         )
-        return len(events)
+        return len(rows)  # what is stored: a repeated event is one record
 
     def recent(self, user_id: str, limit: int) -> UserItems:
         rows = self._run(
@@ -257,6 +257,7 @@ class DynamoUserStore(UserStore):
 
     def put_events(self, events: list[Event], ttl_seconds: int) -> int:
         expires = str(int(time.time()) + ttl_seconds)
+        unique = _unique(events)
         self._write(
             [
                 {
@@ -271,10 +272,10 @@ class DynamoUserStore(UserStore):
                         }
                     }
                 }
-                for sk, e in _unique(events).items()
+                for sk, e in unique.items()
             ]
         )
-        return len(events)
+        return len(unique)  # what is stored: a repeated event is one record
 
     def _query(self, user_id: str, **kwargs) -> dict:
         return self._client().query(

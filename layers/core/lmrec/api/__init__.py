@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from lmrec import __version__, aws
 from lmrec.api import docs
-from lmrec.api.middleware import BodyLimit
+from lmrec.api.middleware import RequestChecks
 from lmrec.api.routes import events, items, model, rankings, recommendations, users
 from lmrec.redact import truncate
 from lmrec.serving import ModelState
@@ -27,6 +29,16 @@ def _validation_message(exc: RequestValidationError) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{truncate(where)}: {truncate(str(err.get('msg', 'invalid')))}")
     return "; ".join(parts)[:2000]
+
+
+def _body_message(cause: BaseException) -> str:
+    """Why a body FastAPI could not parse as JSON is not JSON text (its JSONDecodeErrors are
+    validation errors already)."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"body: not valid UTF-8 (byte {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "body: JSON nested too deeply"
+    return f"body: {truncate(str(cause))}"
 
 
 def create_app(
@@ -54,10 +66,20 @@ def create_app(
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
 
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException):
+        # FastAPI answers 400 for a body json.loads raised on with anything but a
+        # JSONDecodeError (bytes that are not UTF-8, nesting past the recursion limit, an
+        # integer of 5,000 digits): the same mistake as malformed JSON, so the same 422.
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, ValueError | RecursionError):
+            return JSONResponse({"detail": _body_message(cause)}, status_code=422)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestChecks, max_bytes=settings.max_body_bytes)
     return app

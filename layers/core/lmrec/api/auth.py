@@ -28,11 +28,15 @@ class Caller:
 
 
 def _scopes(value: object) -> set[str]:
-    # API Gateway passes claims as strings; an array claim arrives as "[a b]".
-    if isinstance(value, list):
-        return {str(v) for v in value}
+    """The token's scopes, one by one, each exactly as written: the claim is one string of
+    scopes separated by spaces (RFC 8693 section 4.2), or a list of strings. Nothing is
+    stripped, so "[lmrec/any-user]", "lmrec/any-user," or '"lmrec/any-user"' are scopes of
+    their own. (API Gateway's HTTP API writes a list-valued claim as "[a b]": a token must
+    carry its scopes as the standard string to be read here.)"""
     if isinstance(value, str):
-        return set(value.strip("[]").split())
+        return set(value.split(" ")) - {""}
+    if isinstance(value, list):
+        return {v for v in value if isinstance(v, str)}
     return set()
 
 

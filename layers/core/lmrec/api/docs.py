@@ -47,6 +47,10 @@ FORBIDDEN = _error(
     "a caller may only act for their own user id",
 )
 TOO_LARGE = _error("the body is over LMREC_MAX_BODY_BYTES", "request body over 262144 bytes")
+BAD_LENGTH = _error(
+    "the Content-Length header is not a number of bytes, or not the body's length",
+    "Content-Length says 5 bytes, the body has 19",
+)
 INVALID = _error(
     "a parameter or the body is invalid: every problem, on one line",
     "k: Input should be less than or equal to 100",
@@ -64,6 +68,7 @@ def error_responses(route: APIRoute) -> dict[int | str, dict[str, Any]]:
         codes[422] = INVALID
     if route.body_field:
         codes[413] = TOO_LARGE
+        codes[400] = BAD_LENGTH
     if route.path.startswith("/v1/"):
         codes[401] = UNAUTHORIZED
         codes[503] = UNAVAILABLE

@@ -205,7 +205,10 @@ class EventsRequest(Strict):
 
 
 class EventsResponse(BaseModel):
-    recorded: int
+    recorded: int = Field(
+        description="events stored: one per distinct (user, item, event type, millisecond); "
+        "an event sent twice is stored, and counted, once"
+    )
     unknown_items: list[str] = Field(
         default_factory=list, description="stored, but not in the current catalog"
     )

@@ -32,7 +32,12 @@ def reason_titles(rec: Recommender, found: list[Recommendation]) -> dict[int, st
     """Each reason's title, decoded once per distinct reason (k items often share a few):
     at k=100 the per-item id lookups and decodes took about as long as the model."""
     rows = {r.reason_row for r in found if r.reason_row is not None}
-    return {row: rec.catalog.fields(row).get("title") for row in rows}
+    return {row: _text(rec.catalog.fields(row).get("title")) for row in rows}
+
+
+def _text(value: object) -> str | None:
+    # A catalog of codes has numeric titles (pandas reads "1984" as 1984): still a title.
+    return None if value is None else str(value)
 
 
 def item_out(

@@ -83,6 +83,8 @@ def test_train_writes_every_output(tmp_path, ml100k_small):
     assert costs["ease"]["tune_seconds"] > 0 and costs["cooccurrence"]["seconds"] > 0
     # the teacher and the served model, each with its transition weight when it is not 0
     weight = doc["summary"]["transitions"]["weight"]
+    # the student learnt from the teacher as it is used: with its boost at the teacher's weight
+    assert doc["summary"]["transitions"]["distilled_at_weight"] == weight["teacher"]
     assert boosted == {f"{n}+transitions" for n in weight if weight[n]} & {
         "teacher+transitions",
         doc["summary"]["served"],

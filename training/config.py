@@ -138,6 +138,9 @@ class StudentConfig:
     # weight chosen on valid (0 = none shipped). A pair ships only when at least
     # transitions_min_users users made it: never fewer than 2, so no pair is one user's.
     transitions: bool = True
+    # Distil the teacher as it is used: teacher + transitions at the teacher's weight
+    # (chosen on valid before the students train; training/distill.py). Off: the teacher alone.
+    distill_transitions: bool = True
     transitions_min_users: int = hp(2, 2)  # [2, inf)
     transitions_per_item: int = hp(50, 1)  # [1, inf): most common successors kept per item
     # How the bundle stores the item table: float32, float16, or int8 with per-row scales.

@@ -19,12 +19,21 @@ with the chunked top-100 pass a step costs 8.6x the distillation step alone at 7
 The teacher may be an ensemble (training/ensemble.py): its mean log-softmax then stands in
 for the logits. The teacher reads its own, longer context; the student reads the newest
 `student_max_len` items of the same batch, exactly what it will see when serving.
+
+What is distilled is the teacher as it is used: with a transition table at the teacher's
+weight (`boost`, lmrec.transitions, chosen on valid before the students train), the target is
+teacher logits + weight * log(1 + recent transition counts), the product of experts the job
+evaluates as "teacher+transitions". The counts' knowledge then lands in the student's
+weights, and the student's own transition weight is chosen afterwards, from 0 up.
 """
 
 from __future__ import annotations
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from lmrec.transitions import Transitions
 from torch import nn
 
 from training.config import StudentConfig
@@ -43,14 +52,92 @@ def _kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) ->
     )
 
 
+def position_windows(items: torch.Tensor, real: torch.Tensor, recent: int) -> np.ndarray:
+    """(N, recent): the newest `recent` items up to and including each real position (the
+    last real.shape[1] columns of `items`), newest last, 0 before a sequence starts."""
+    padded = F.pad(items, (recent - 1, 0))
+    windows = padded.unfold(1, recent, 1)  # (B, L, recent): the window ending at each column
+    return windows[:, -real.shape[1] :][real].cpu().numpy()
+
+
+class Boost:
+    """A transition table's boost at every real position of a training batch, as serving
+    computes it for that position's history (lmrec.transitions): weight * log(1 + sums),
+    sums = W @ C with W (positions x items) holding decay**age at each position's `recent`
+    newest items and C the count table. One sparse product in scipy per step: its work is the
+    boosted (position, item) entries, never positions x catalog."""
+
+    def __init__(self, table: Transitions):
+        self.table = table
+        n = table.n_items + 1
+        self.counts = sp.csr_matrix(
+            (table.counts.astype(np.float64), table.cols, table.indptr), shape=(n, n)
+        )
+
+    def entries(self, items: torch.Tensor, real: torch.Tensor) -> sp.coo_matrix:
+        """(positions x items) boosts, one entry per boosted (position, item)."""
+        t = self.table
+        windows = position_windows(items, real, t.recent)[:, ::-1]  # newest first: age 0
+        n, width = windows.shape
+        ages = np.broadcast_to(t.decay ** np.arange(width, dtype=np.float64), windows.shape)
+        rows = np.broadcast_to(np.arange(n)[:, None], windows.shape)
+        w = sp.csr_matrix(
+            (ages.ravel(), (rows.ravel(), windows.ravel())), shape=(n, self.counts.shape[0])
+        )
+        sums = (w @ self.counts).tocoo()
+        sums.data = (t.weight * np.log1p(sums.data)).astype(np.float32)
+        return sums
+
+    def add(
+        self,
+        logits: torch.Tensor,
+        items: torch.Tensor,
+        real: torch.Tensor,
+        candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Teacher logits plus the boost: over the catalog (column j is item j + 1), or over
+        the columns [target, negatives] of the sampled loss, `candidates` = (targets (N,),
+        negatives (K,))."""
+        boost = self.entries(items, real)
+        device = logits.device
+        rows_t = torch.from_numpy(boost.row.astype(np.int64)).to(device)
+        cols_t = torch.from_numpy(boost.col.astype(np.int64)).to(device)
+        values = torch.from_numpy(boost.data).to(logits)
+        out = logits.clone()
+        if candidates is None:
+            out[rows_t, cols_t - 1] += values  # one entry per (row, item): no repeated index
+            return out
+        y, negatives = candidates
+        at_target = cols_t == y[rows_t]
+        out[rows_t[at_target], 0] += values[at_target]
+        # Negatives are drawn with replacement: an item may fill several columns, each boosted.
+        order = torch.argsort(negatives)
+        lo = torch.searchsorted(negatives[order], cols_t)
+        count = torch.searchsorted(negatives[order], cols_t, right=True) - lo
+        first = torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+        offset = torch.arange(int(count.sum()), device=device) - first
+        column = 1 + order[torch.repeat_interleave(lo, count) + offset]
+        out[torch.repeat_interleave(rows_t, count), column] += torch.repeat_interleave(
+            values, count
+        )
+        return out
+
+
 class Distiller(nn.Module):
-    def __init__(self, student: SASRec, teacher: SASRec | TeacherEnsemble, cfg: StudentConfig):
+    def __init__(
+        self,
+        student: SASRec,
+        teacher: SASRec | TeacherEnsemble,
+        cfg: StudentConfig,
+        boost: Transitions | None = None,
+    ):
         super().__init__()
         self.student = student
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.alpha, self.temperature = cfg.distill_alpha, cfg.distill_temperature
+        self.boost = Boost(boost) if boost is not None else None
 
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
@@ -82,6 +169,9 @@ class Distiller(nn.Module):
                 t_logits = self.teacher.logits_at(items, real).float()  # (N, n_items)
             else:
                 t_logits = self.teacher.candidates_at(items, real, y, negatives, log_q)
+            if self.boost is not None:
+                candidates = None if negatives is None else (y, negatives)
+                t_logits = self.boost.add(t_logits, items, real, candidates)
         T = self.temperature
         return self.alpha * T * T * _kl(s_logits, t_logits, T) + (1.0 - self.alpha) * ce
 

@@ -10,6 +10,7 @@ alone) is always on the grid: data without useful transitions ships no table.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,6 +39,25 @@ def build(
         [[0], np.cumsum(np.bincount(rows[kept], minlength=len(indptr) - 1))]
     ).astype(np.int64)
     return Transitions(new_indptr, cols[kept].astype(np.int32), counts[kept], weight)
+
+
+@dataclass
+class TeacherBoost:
+    """The table and the teacher's valid NDCG@10 by weight, once chosen for distillation
+    (before the students train); reused when the job adds transitions, not scored again."""
+
+    table: Transitions | None = None
+    by_weight: dict[str, np.ndarray] = field(default_factory=dict)
+    weight: float = 0.0  # the teacher's; 0 = the student learnt from the teacher alone
+
+    def choose(self, teacher, split: Split, cfg, env) -> Transitions | None:
+        """Build the table and choose the teacher's weight on valid: the table at that
+        weight, or None when the teacher is best alone (weight 0)."""
+        s = cfg.student
+        self.table = build(split, s.transitions_min_users, s.transitions_per_item)
+        self.by_weight = valid_means({"teacher": teacher}, ["teacher"], self.table, split, cfg, env)
+        self.weight = WEIGHTS[int(np.argmax(self.by_weight["teacher"]))]
+        return dataclasses.replace(self.table, weight=self.weight) if self.weight else None
 
 
 def with_transitions(scorer: Scorer, table: Transitions) -> Scorer:
@@ -153,19 +173,24 @@ def add_transitions(
     env,
     metrics: dict,
     measure_teacher: bool = True,
+    known: TeacherBoost | None = None,
 ) -> tuple[str | None, Transitions | None, dict]:
     """Choose the weights on valid, evaluate the teacher and the served small model with their
     boost into `metrics` ("<name>+transitions"), and pick the small model to serve by its
     valid figure with its weight. Returns (served small model, its table at its weight or
     None when weight 0 wins, the record for metrics.json). Without `measure_teacher` (the
-    job is short of time) the teacher, a measurement only, is left out."""
+    job is short of time) the teacher, a measurement only, is left out. `known`: the table
+    and figures chosen for distillation, reused."""
     from training.trainer import evaluate_sharded, model_scorer
 
     s = cfg.student
-    table = build(split, s.transitions_min_users, s.transitions_per_item)
+    known = known or TeacherBoost()
+    table = known.table or build(split, s.transitions_min_users, s.transitions_per_item)
     small = [n for n in ("student", "student_plain") if n in models]
     names = (["teacher"] if measure_teacher or not small else []) + small
-    by_weight = valid_means(models, names, table, split, cfg, env)
+    by_weight = {n: v for n, v in known.by_weight.items() if n in names}
+    todo = [n for n in names if n not in by_weight]
+    by_weight |= valid_means(models, todo, table, split, cfg, env)
     if small:  # the first (the distilled student) wins a tie, as without transitions
         served = max(small, key=lambda n: float(by_weight[n].max()))
     chosen = {name: WEIGHTS[int(np.argmax(v))] for name, v in by_weight.items()}
@@ -181,6 +206,8 @@ def add_transitions(
             for part in ("valid", "test")
         }
     record = {
+        # the student's target: the teacher with its boost at this weight (0: alone)
+        "distilled_at_weight": known.weight,
         "pairs": len(table.cols),
         "min_users": s.transitions_min_users,
         "per_item": s.transitions_per_item,

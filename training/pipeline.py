@@ -25,7 +25,7 @@ from training.dist import DistEnv, barrier
 from training.distill import Distiller, init_from_teacher
 from training.ensemble import TeacherEnsemble, as_teacher
 from training.evaluate import evaluate, sample_negatives
-from training.hybrid import SUFFIX, add_transitions
+from training.hybrid import SUFFIX, TeacherBoost, add_transitions
 from training.model import SASRec
 from training.plan import Budget, PhaseClock, adapt
 from training.report import results_table, write_report
@@ -134,6 +134,7 @@ class _Trainer:
         self.paths, self.cfg, self.env, self.data = paths, cfg, env, data
         self.split, self.negatives, self.stop = split, negatives, stop
         self.budget = budget
+        self.boost = TeacherBoost()
         self.clock: PhaseClock | None = None
         self.out: dict[str, tuple[SASRec, FitResult]] = {}
 
@@ -188,7 +189,10 @@ def _train_students(tr: _Trainer, members: list[SASRec]) -> None:
     torch.manual_seed(t.seed + 1)
     student = SASRec(s.model_config(n_items))
     init_from_teacher(student, members[0])
-    distiller = Distiller(student, teacher, s)
+    boost = None
+    if s.transitions and s.distill_transitions:  # distil the teacher as it is used
+        boost = tr.boost.choose(teacher, tr.split, tr.cfg, tr.env)
+    distiller = Distiller(student, teacher, s, boost)
     tr.run(
         Phase(
             "student",
@@ -230,12 +234,15 @@ def train_models(
     stop: threading.Event,
     budget: Budget | None = None,
     clock: PhaseClock | None = None,
+    boost: TeacherBoost | None = None,
 ) -> dict[str, tuple[SASRec, FitResult]]:
     """The teacher(s), then the distilled student, then the same student without
-    distillation, then (with `refit`) the teacher(s) again on train + valid."""
+    distillation, then (with `refit`) the teacher(s) again on train + valid. `boost` receives
+    the transition table and the teacher's weight chosen for distillation."""
     budget = budget or Budget(time.perf_counter())
     tr = _Trainer(paths, cfg, env, data, split, negatives, stop, budget)
     tr.clock = clock
+    tr.boost = boost if boost is not None else tr.boost
     members = _train_teachers(tr)
     if cfg.student.student:
         _train_students(tr, members)
@@ -567,7 +574,8 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
             len(split.evalset("test")),
             int(split.train_len.sum()),
         )
-    trained = train_models(paths, cfg, env, data, split, negatives, stop, budget, clock)
+    boost = TeacherBoost()
+    trained = train_models(paths, cfg, env, data, split, negatives, stop, budget, clock, boost)
     served = choose_served(trained) if "student" in trained else None
     models = scored_models(trained, cfg.train.teachers)
     models = _short_of_time(models, served or "teacher", budget, budget.total)
@@ -580,7 +588,7 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
     if cfg.student.transitions and "teacher" in models:
         short = _is_short(budget, budget.total)  # then the served model's weight only
         served, table, record = add_transitions(
-            models, served, split, negatives, cfg, env, metrics, measure_teacher=not short
+            models, served, split, negatives, cfg, env, metrics, not short, boost
         )
         transitions = (table, record)
         clock.done("transitions")

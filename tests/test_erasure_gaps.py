@@ -279,8 +279,10 @@ def test_stored_failure_texts_name_column_and_line_never_a_value(tmp_path, lines
     bad = tmp_path / "bad.csv"
     bad.write_text(lines)
     out = tmp_path / "model"
-    assert lmrec(["train", "--data", str(bad), "--output", str(out)]) == 2
-    failure = (tmp_path / "model-failure").read_text()
+    failure_file = tmp_path / "model-failure"  # what the container writes as output/failure
+    args = ["train", "--data", str(bad), "--output", str(out), "--failure-file", str(failure_file)]
+    assert lmrec(args) == 2
+    failure = failure_file.read_text()
     assert where in failure and "secret-cell-9f" not in failure
     # the promote function stores SageMaker's FailureReason (this text) under decisions/
     promoter = Promoter(f"file://{tmp_path / 'store'}", "lmrec")

@@ -80,7 +80,8 @@ def test_train_writes_every_output(tmp_path, ml100k_small):
     # the tuned baselines record their choice on valid and their cost
     costs = doc["summary"]["baselines"]
     assert costs["als"]["params"] in [dict(p) for p in ALS_GRID]
-    assert costs["ease"]["tune_seconds"] > 0 and costs["cooccurrence"]["seconds"] > 0
+    # seconds are rounded to 0.01: a tiny co-occurrence fit may round to 0
+    assert costs["ease"]["tune_seconds"] > 0 and costs["cooccurrence"]["seconds"] >= 0
     # the teacher and the served model, each with its transition weight when it is not 0
     weight = doc["summary"]["transitions"]["weight"]
     # the student learnt from the teacher as it is used: with its boost at the teacher's weight

@@ -1,6 +1,6 @@
 """Fuzz the API from its own OpenAPI schema (schemathesis + hypothesis): positive and
 negative cases against every operation; counts responses by status and fails on any 5xx.
-Runs in process against the ASGI app, with a real events table on a local moto server.
+Runs in process against the ASGI app, with a real user store (DynamoDB) on a local moto server.
 
     .venv/bin/python benchmarks/fuzz_api.py --bundle runs/bench-quality/ml-100k --examples 1200
 """
@@ -28,7 +28,7 @@ def main() -> None:
     from hypothesis.errors import Unsatisfiable
     from lmrec import registry
     from lmrec.api import create_app
-    from lmrec.local.stack import create_events_table, free_port
+    from lmrec.local.stack import create_user_store_table, free_port
     from lmrec.serving import ModelState
     from lmrec.settings import Settings
     from moto.server import ThreadedMotoServer
@@ -46,10 +46,10 @@ def main() -> None:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     )
-    create_events_table("fuzz-events")
+    create_user_store_table("fuzz-users")
     root = f"file://{tempfile.mkdtemp()}"
     registry.set_production(root, "lmrec", registry.publish(Path(args.bundle), root, "lmrec"))
-    cfg = Settings(store_uri=root, events_table="fuzz-events")
+    cfg = Settings(store_uri=root, user_store="dynamodb://fuzz-users")
     state = ModelState(cfg)
     state.refresh()
     app = create_app(cfg, state)

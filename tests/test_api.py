@@ -218,7 +218,7 @@ def test_s3_unreachable_at_refresh_keeps_serving(monkeypatch, s3_env, trained_bu
 def test_no_model_at_cold_start_answers_503_then_recovers(monkeypatch, tmp_path, trained_bundle):
     root = f"file://{tmp_path / 'empty-store'}"
     monkeypatch.setenv("LMREC_STORE_URI", root)
-    monkeypatch.setenv("LMREC_EVENTS_TABLE", "")
+    monkeypatch.setenv("LMREC_USER_STORE", "")
     get_settings.cache_clear()
     fn = import_function("api", "fn_api_cold")  # must not raise
     status, body = call(fn, "api_post_recommendations.json")
@@ -233,10 +233,10 @@ def test_no_model_at_cold_start_answers_503_then_recovers(monkeypatch, tmp_path,
     get_settings.cache_clear()
 
 
-def test_events_table_unavailable(api, monkeypatch):
+def test_user_store_unavailable(api, monkeypatch):
     monkeypatch.setattr(api.app.state.users, "table", "no-such-table")
     # as if the function had been deployed with it (its role is judged for this table)
-    monkeypatch.setenv("LMREC_EVENTS_TABLE", "no-such-table")
+    monkeypatch.setenv("LMREC_USER_STORE", "dynamodb://no-such-table")
     status, body = call(api, "api_post_recommendations.json")
     assert status == 200 and body["degraded"] and "stored history" in body["warnings"][0]
     status, body = call(api, "api_post_events.json")

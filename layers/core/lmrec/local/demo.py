@@ -212,7 +212,7 @@ class Api:
 
         settings = Settings(
             store_uri=stack.store_uri,
-            events_table=stack.table,
+            user_store=f"dynamodb://{stack.table}",
             cache_dir=str(stack.workdir / "cache"),
         )
         state = ModelState(settings)

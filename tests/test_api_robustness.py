@@ -251,12 +251,13 @@ def tampered(src: Path, dest: Path, version: str, config=None, weights=None) -> 
     manifest["model_version"] = version
     manifest["model"]["config"].update(config or {})
     if weights is not None:
-        tensors = load_file(str(dest / fmt.WEIGHTS))
+        name = fmt.weights_file(manifest)
+        tensors = load_file(str(dest / name))
         weights(tensors)
-        save_file(tensors, str(dest / fmt.WEIGHTS))
-        manifest["files"][fmt.WEIGHTS] = {
-            "size": (dest / fmt.WEIGHTS).stat().st_size,
-            "sha256": fmt.sha256_file(dest / fmt.WEIGHTS),
+        save_file(tensors, str(dest / name))
+        manifest["files"][name] = {
+            "size": (dest / name).stat().st_size,
+            "sha256": fmt.sha256_file(dest / name),
         }
     (dest / fmt.MANIFEST).write_text(json.dumps(manifest))
     return dest

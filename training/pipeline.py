@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 
 import torch
+from lmrec.bundle import metric_label
 from lmrec.transitions import Transitions
 from safetensors.torch import save_file
 
@@ -25,7 +26,7 @@ from training.dist import DistEnv, barrier
 from training.distill import Distiller, init_from_teacher
 from training.ensemble import TeacherEnsemble, as_teacher
 from training.evaluate import evaluate, sample_negatives
-from training.hybrid import SUFFIX, add_transitions
+from training.hybrid import add_transitions
 from training.model import SASRec
 from training.plan import Budget, PhaseClock, adapt
 from training.report import results_table, write_report
@@ -472,7 +473,8 @@ def export(
     if clock is not None:
         summary["phases"] = clock.phases
     if served:
-        summary["served"] = served + SUFFIX if table is not None else served
+        weight = table.weight if table is not None else 0.0
+        summary["served"] = {"model": served, "transitions_weight": weight}
         summary["served_why"] = _served_why(trained, served, record)
     if record is not None:
         summary["transitions"] = record
@@ -609,8 +611,9 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
             against,
             costs,
         )
-        served_name = document["summary"].get("served", served)
-        print(results_table(metrics, served_name or "student"), flush=True)
+        record = document["summary"].get("served") or {"model": "student"}
+        served_name = metric_label(record)
+        print(results_table(metrics, served_name), flush=True)
         if served:
             print(f"served: {served_name} ({document['summary']['served_why']})", flush=True)
         if line := champion.summary_line(against):

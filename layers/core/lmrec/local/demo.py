@@ -120,6 +120,7 @@ def _row(name: str, split: dict) -> str:
 
 
 def show_gate(promotion: dict, model_dir: Path) -> bool:
+    from lmrec.bundle import served_metric
     from lmrec.promote import GATE_MODEL
 
     stage(5, f"Promote function: {promotion['action']} {promotion.get('model_version') or ''}")
@@ -130,7 +131,7 @@ def show_gate(promotion: dict, model_dir: Path) -> bool:
     manifest: dict[str, Any] = json.loads(path.read_text())
     metrics: dict[str, Any] = manifest["metrics"]
     # the job serves the better of its two small models on valid (the manifest says which)
-    served = str(manifest.get("served_model", GATE_MODEL))
+    served = served_metric(manifest, GATE_MODEL)
     users = metrics[served]["test"]["full"].get("users", "all")
     say(f"{INDENT}test split ({users} users, leave-one-out, k=10):")
     protocol = next((k for k in metrics[served]["test"] if k.startswith("sampled")), "")

@@ -19,13 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from lmrec import erasure, store
+from lmrec.local.cli import main as lmrec
 from lmrec.local.stack import create_user_store_table
 from lmrec.userstore import UserStoreUnavailable, open_user_store
 
 from tests.conftest import call, write_csv
 from training import erasure as job
 from training import histories
-from training.cli import main as lmrec
 from training.config import DataConfig
 from training.data import load_interactions
 

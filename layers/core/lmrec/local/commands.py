@@ -1,7 +1,7 @@
 """The operator commands of the `lmrec` script: serve, publish, rollback, demo.
 
 They work on trained models and model stores, never on training, so they import no torch.
-`training.cli` adds them to its parser beside `train` and `batch`. Each command returns an
+`lmrec.local.cli` adds them to its parser beside `train` and `batch`. Each command returns an
 exit code: 0, or 2 with one readable line on stderr for bad input.
 """
 

@@ -16,18 +16,29 @@ import logging
 import socket
 import threading
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from lmrec.local.progress import JobProgress
 from lmrec.local.stack import REPO, LocalStack, free_port
 
-SAMPLE = REPO / "training" / "sample_data" / "ml-100k"
+
+def shipped(*parts: str) -> Path:
+    """A file the training package ships (sample data, presets), wherever it is installed:
+    the checkout, or site-packages from a wheel (pyproject's package-data)."""
+    ref = resources.files("training")  # a regular package, so a real directory
+    for part in parts:
+        ref = ref.joinpath(part)
+    return Path(str(ref))
+
+
+SAMPLE = shipped("sample_data", "ml-100k")
 WORKDIR = REPO / "runs" / "demo"
 STAGES = 6
 # A short CPU budget so the demo finishes in minutes; the presets train longer.
 DEMO_HP = {
-    **json.loads((REPO / "training" / "presets" / "ml-100k.json").read_text()),
+    **json.loads(shipped("presets", "ml-100k.json").read_text()),
     "max_train_seconds": "60",
     "student_max_seconds": "35",
     "refit": "false",  # a measurement for the benchmark, not needed to serve

@@ -20,7 +20,7 @@ from training import champion, checkpoint, shared_data
 from training.baselines import CoOccurrence, Popularity
 from training.bundle_writer import write_bundle
 from training.cf import evaluate_cf
-from training.config import RunConfig
+from training.config import RunConfig, not_identity
 from training.data import Interactions, load_interactions
 from training.dist import DistEnv, barrier
 from training.distill import Distiller, init_from_teacher
@@ -81,32 +81,10 @@ def member_names(prefix: str, n: int) -> list[str]:
     return [prefix] + [f"{prefix}_{i}" for i in range(2, n + 1)]
 
 
-# Settings that do not change the weights a phase produces (how long, how often evaluated,
-# what is exported, how many processes run on a host); everything else in the
-# configuration is part of a checkpoint's identity.
-_NOT_IDENTITY = {
-    "epochs",
-    "student_epochs",
-    "patience",
-    "max_train_seconds",
-    "student_max_seconds",
-    "max_total_seconds",
-    "eval_every",
-    "eval_from",
-    "eval_batch_size",
-    "eval_users",
-    "sampled_negatives",
-    "processes_per_host",
-    "num_threads",
-    "progress",
-    "refit",
-    "student",
-    "student_plain",
-    "item_table_dtype",
-    "category_column",
-    "min_interactions",
-    "min_users",
-}
+# Settings that do not change the weights a phase produces (declared hp(..., identity=False)
+# in training/config.py); everything else in the configuration is part of a checkpoint's
+# identity.
+_NOT_IDENTITY = not_identity()
 
 
 def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) -> dict:

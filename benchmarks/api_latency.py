@@ -175,7 +175,7 @@ def main() -> None:
         "AWS_SECRET_ACCESS_KEY": "bench",
         "AWS_DEFAULT_REGION": "us-east-1",
         "LMREC_STORE_URI": "s3://lmrec-bench",
-        "LMREC_EVENTS_TABLE": "",
+        "LMREC_USER_STORE": "",
         "POWERTOOLS_METRICS_NAMESPACE": "lmrec-bench",
     }
     os.environ.update({k: v for k, v in env.items() if k != "LMREC_CACHE_DIR"})

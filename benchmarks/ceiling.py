@@ -115,7 +115,7 @@ def _job_models(model_dir: Path, split: Split, teacher: Scorer) -> dict[str, Sco
     served = bundle.load(str(model_dir))
     student = NumpySASRec(served.weights, served.config)
     boost = served.transitions
-    out[f"served:{summary['served']}"] = (
+    out[f"served:{bundle.metric_label(summary['served'])}"] = (
         student if boost is None else hybrid.with_transitions(student, boost)
     )
     return out

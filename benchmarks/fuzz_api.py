@@ -6,7 +6,7 @@ invalid UTF-8, deep nesting, 5,000-digit numbers, lone surrogates, UTF-16) and p
 bytes are not UTF-8, which the schema cannot express. Counts responses by phase, status and
 class; fails on any 5xx, and on any 400 (every malformed body must get the validation 422;
 400 is only for a Content-Length that cannot be true, which this client never sends).
-Runs in process against the ASGI app, with a real events table on a local moto server.
+Runs in process against the ASGI app, with a real user store (DynamoDB) on a local moto server.
 
     .venv/bin/python benchmarks/fuzz_api.py --bundle runs/bench-quality/ml-100k --examples 1200
 """
@@ -84,7 +84,7 @@ def main() -> None:
     from hypothesis.errors import Unsatisfiable
     from lmrec import registry
     from lmrec.api import create_app
-    from lmrec.local.stack import create_events_table, free_port
+    from lmrec.local.stack import create_user_store_table, free_port
     from lmrec.serving import ModelState
     from lmrec.settings import Settings
     from moto.server import ThreadedMotoServer
@@ -102,10 +102,10 @@ def main() -> None:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     )
-    create_events_table("fuzz-events")
+    create_user_store_table("fuzz-users")
     root = f"file://{tempfile.mkdtemp()}"
     registry.set_production(root, "lmrec", registry.publish(Path(args.bundle), root, "lmrec"))
-    cfg = Settings(store_uri=root, events_table="fuzz-events")
+    cfg = Settings(store_uri=root, user_store="dynamodb://fuzz-users")
     state = ModelState(cfg)
     state.refresh()
     app = create_app(cfg, state)

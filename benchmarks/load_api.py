@@ -127,7 +127,7 @@ def main() -> None:
         ],
         env={
             **os.environ,
-            "LMREC_EVENTS_TABLE": "",
+            "LMREC_USER_STORE": "",
             "LMREC_REFRESH_SECONDS": "1",
             "LMREC_CACHE_DIR": str(workdir / "cache"),
         },

@@ -95,7 +95,7 @@ def main() -> None:
     root = f"file://{tempfile.mkdtemp(prefix='lmrec-rank-bench-')}"
     registry.set_production(root, "lmrec", registry.publish(Path(args.bundle), root, "lmrec"))
     os.environ.update(
-        {"LMREC_STORE_URI": root, "LMREC_EVENTS_TABLE": "", "LMREC_CACHE_DIR": tempfile.mkdtemp()}
+        {"LMREC_STORE_URI": root, "LMREC_USER_STORE": "", "LMREC_CACHE_DIR": tempfile.mkdtemp()}
     )
     rec = Recommender.load(args.bundle)
     ids = list(rec.bundle.item_ids)

@@ -37,6 +37,7 @@ def measure(bundle_dir: Path, histories: list[np.ndarray], repeats: int) -> dict
         began = time.perf_counter()
         rec = Recommender.load(str(bundle_dir))
         loads.append(time.perf_counter() - began)
+    manifest = rec.bundle.manifest
     single = []
     for h in histories:
         began = time.perf_counter()
@@ -49,8 +50,8 @@ def measure(bundle_dir: Path, histories: list[np.ndarray], repeats: int) -> dict
         rec.recommend_many(chunk, [Filters(k=10)] * len(chunk))
     throughput = len(histories) / (time.perf_counter() - began)
     return {
-        "serving_bytes": dir_size(bundle_dir, fmt.SERVING_FILES),
-        "weights_bytes": (bundle_dir / fmt.WEIGHTS).stat().st_size,
+        "serving_bytes": dir_size(bundle_dir, fmt.serving_files(manifest)),
+        "weights_bytes": (bundle_dir / fmt.weights_file(manifest)).stat().st_size,
         "load_seconds_median": round(statistics.median(loads), 4),
         "latency_ms_p50": round(percentile(single, 50), 3),
         "latency_ms_p99": round(percentile(single, 99), 3),

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from lmrec.bundle import metric_label
 
 REPO = Path(__file__).resolve().parents[1]
 RUNGS = {"S": (10_000, 4_800), "M": (100_000, 76_000), "L": (1_000_000, 671_000)}
@@ -192,9 +193,10 @@ def job_figures(out: Path) -> dict:
     """What a finished job's output says: phases, sizes, quality against the baselines."""
     doc = json.loads((out / "metrics.json").read_text())
     summary, metrics = doc["summary"], doc["metrics"]
-    served_name = summary.get("served", "")
+    served_name = metric_label(summary["served"])
     # The served model against the teacher in the same form: with transitions, both boosted.
-    teacher_name = "teacher+transitions" if served_name.endswith("+transitions") else "teacher"
+    boosted = summary["served"]["transitions_weight"]
+    teacher_name = "teacher+transitions" if boosted else "teacher"
     if teacher_name not in metrics:
         teacher_name = "teacher"
     teacher, served = _quality(metrics, teacher_name), _quality(metrics, served_name)

@@ -403,7 +403,7 @@ def cold_start(bundle_dir: Path, repo: Path, history: list[str], n_runs: int) ->
         env = {
             "LMREC_STORE_URI": f"s3://{bucket}",
             "LMREC_CACHE_DIR": cache,
-            "LMREC_EVENTS_TABLE": "",
+            "LMREC_USER_STORE": "",
             "LMREC_INIT_LOAD_SECONDS": "9",
             "LMREC_AUTH": "none",
         }

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from fastapi import FastAPI
 from lmrec import store
+from lmrec.bundle import weights_file
 from lmrec.items import read as read_items
 from mangum import Mangum
 from pydantic import BaseModel
@@ -23,11 +24,13 @@ _root = os.environ["LMREC_STORE_URI"].rstrip("/")
 _name = os.environ.get("LMREC_MODEL_NAME", "lmrec")
 _pointer = json.loads(store.read_bytes(f"{_root}/models/{_name}/production.json"))
 _dir = tempfile.mkdtemp(dir=os.environ.get("LMREC_CACHE_DIR", "/tmp"))
-for name in ("manifest.json", "student.safetensors", "items.safetensors"):
-    store.download(f"{_pointer['bundle_uri']}/{name}", f"{_dir}/{name}")
+store.download(f"{_pointer['bundle_uri']}/manifest.json", f"{_dir}/manifest.json")
 _manifest = json.loads(Path(f"{_dir}/manifest.json").read_text())
+_weights = weights_file(_manifest)
+for name in (_weights, "items.safetensors"):
+    store.download(f"{_pointer['bundle_uri']}/{name}", f"{_dir}/{name}")
 model = SASRec(ModelConfig(**_manifest["model"]["config"]))
-model.load_state_dict(load_file(f"{_dir}/student.safetensors"))
+model.load_state_dict(load_file(f"{_dir}/{_weights}"))
 model.eval()
 _items = list(read_items(Path(f"{_dir}/items.safetensors")).item_ids)
 _row = {item: i + 1 for i, item in enumerate(_items)}

@@ -119,7 +119,7 @@ def main() -> None:
                 run_store("sqlite", store, data, f"file://{tmp}/sqlite.npz", args, args.queries)
             )
         if "dynamodb" in args.stores:
-            from lmrec.local.stack import create_events_table, free_port
+            from lmrec.local.stack import create_user_store_table, free_port
             from moto.server import ThreadedMotoServer
 
             port = free_port()
@@ -132,7 +132,7 @@ def main() -> None:
                 AWS_DEFAULT_REGION="us-east-1",
             )
             try:
-                create_events_table("bench-users")
+                create_user_store_table("bench-users")
                 store = open_user_store("dynamodb://bench-users")
                 results["runs"].append(
                     run_store(
@@ -144,7 +144,7 @@ def main() -> None:
                         args.moto_queries,
                     )
                 )
-                create_events_table("bench-small")
+                create_user_store_table("bench-small")
                 small_store = open_user_store("dynamodb://bench-small")
                 small = synthetic(1000, args.per_user, args.items, seed=5)
                 run = run_store(

@@ -342,7 +342,7 @@ def suggestion(principal: str, request: Request, names: dict[str, Any]) -> str:
     """The template.yaml statement that would allow `request`, written with the template's
     names instead of this test's concrete ones."""
     resource = request.resource
-    bucket_arn, table_arn = names["DataBucket.Arn"], names["EventsTable.Arn"]
+    bucket_arn, table_arn = names["DataBucket.Arn"], names["UserStoreTable.Arn"]
     if resource == bucket_arn:
         resource = "!GetAtt DataBucket.Arn"
     elif resource.startswith(bucket_arn + "/"):
@@ -354,7 +354,7 @@ def suggestion(principal: str, request: Request, names: dict[str, Any]) -> str:
             prefix = key.split("/", 1)[0] + "/*" if "/" in key else key
         resource = "!Sub ${DataBucket.Arn}/" + prefix
     elif resource.startswith(table_arn):
-        resource = "!GetAtt EventsTable.Arn" + (" (index)" if "/index/" in resource else "")
+        resource = "!GetAtt UserStoreTable.Arn" + (" (index)" if "/index/" in resource else "")
     where = "SageMakerRole's PolicyDocument" if principal == TRAINING else f"{principal}'s Policies"
     lines = [
         f"add to {where} in template.yaml:",

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from lmrec.local.stack import (
     LambdaContext,
-    create_events_table,
+    create_user_store_table,
     free_port,
 )
 
@@ -366,11 +366,11 @@ def api(monkeypatch, s3_env, model_store, ml100k_small, tmp_path):
 
     from lmrec.settings import get_settings
 
-    table = f"events-{uuid.uuid4().hex[:8]}"
-    create_events_table(table)
+    table = f"users-{uuid.uuid4().hex[:8]}"
+    create_user_store_table(table)
     fill_user_store(f"dynamodb://{table}", ml100k_small[0], tmp_path)  # the users' histories
     monkeypatch.setenv("LMREC_STORE_URI", model_store)
-    monkeypatch.setenv("LMREC_EVENTS_TABLE", table)
+    monkeypatch.setenv("LMREC_USER_STORE", f"dynamodb://{table}")
     monkeypatch.setenv("LMREC_REFRESH_SECONDS", "1")
     get_settings.cache_clear()
     yield import_function("api")

@@ -216,7 +216,9 @@ def env_names(environ: dict[str, str] | None = None) -> dict[str, Any]:
     run with (the template hands them the same names through these variables)."""
     env = dict(os.environ if environ is None else environ)
     bucket = env.get("LMREC_STORE_URI", "s3://lmrec-bucket").removeprefix("s3://").split("/")[0]
-    table = env.get("LMREC_EVENTS_TABLE", "lmrec-events")
+    store = env.get("LMREC_USER_STORE", "")
+    dynamo = store.startswith("dynamodb://")
+    table = store.removeprefix("dynamodb://") if dynamo else "lmrec-user-store"
     role_arn = env.get("LMREC_TRAINING_ROLE_ARN", f"arn:aws:iam::{ACCOUNT}:role/lmrec-sagemaker")
     names: dict[str, Any] = {**_template_defaults(), **PSEUDO}
     names.update(
@@ -227,8 +229,8 @@ def env_names(environ: dict[str, str] | None = None) -> dict[str, Any]:
             "JobPrefix": env.get("LMREC_JOB_PREFIX", "lmrec-"),
             "DataBucket": bucket,
             "DataBucket.Arn": f"arn:aws:s3:::{bucket}",
-            "EventsTable": table,
-            "EventsTable.Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}",
+            "UserStoreTable": table,
+            "UserStoreTable.Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}",
             "FailedEventsQueue.Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:lmrec-failed-events",
             "SageMakerRole": role_arn.rsplit("/", 1)[-1],
             "SageMakerRole.Arn": role_arn,

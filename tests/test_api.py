@@ -161,16 +161,15 @@ def test_corrupt_new_bundle_never_replaces_the_good_one(api, model_store, traine
     manifest["model_version"] = "v-corrupt"
     (bad_dir / "manifest.json").write_text(json.dumps(manifest))
     pointer = registry.publish(bad_dir, model_store, "lmrec")
-    weights = f"{pointer.bundle_uri}/student.safetensors"
+    name = manifest["served"]["weights"]
+    weights = f"{pointer.bundle_uri}/{name}"
     store.write_bytes(weights, store.read_bytes(weights)[:-100])
     registry.set_production(model_store, "lmrec", pointer)
     # WHEN the server refreshes
     api.state.refresh()
     # THEN it keeps serving the good model and says so
     status, body = call(api, "api_get_health.json")
-    assert (
-        status == 200 and body["status"] == "degraded" and "student.safetensors" in body["reason"]
-    )
+    assert status == 200 and body["status"] == "degraded" and name in body["reason"]
     status, body = call(api, "api_post_recommendations.json")
     assert status == 200 and body["model_version"] == good
 
@@ -218,7 +217,7 @@ def test_s3_unreachable_at_refresh_keeps_serving(monkeypatch, s3_env, trained_bu
 def test_no_model_at_cold_start_answers_503_then_recovers(monkeypatch, tmp_path, trained_bundle):
     root = f"file://{tmp_path / 'empty-store'}"
     monkeypatch.setenv("LMREC_STORE_URI", root)
-    monkeypatch.setenv("LMREC_EVENTS_TABLE", "")
+    monkeypatch.setenv("LMREC_USER_STORE", "")
     get_settings.cache_clear()
     fn = import_function("api", "fn_api_cold")  # must not raise
     status, body = call(fn, "api_post_recommendations.json")
@@ -233,10 +232,10 @@ def test_no_model_at_cold_start_answers_503_then_recovers(monkeypatch, tmp_path,
     get_settings.cache_clear()
 
 
-def test_events_table_unavailable(api, monkeypatch):
+def test_user_store_unavailable(api, monkeypatch):
     monkeypatch.setattr(api.app.state.users, "table", "no-such-table")
     # as if the function had been deployed with it (its role is judged for this table)
-    monkeypatch.setenv("LMREC_EVENTS_TABLE", "no-such-table")
+    monkeypatch.setenv("LMREC_USER_STORE", "dynamodb://no-such-table")
     status, body = call(api, "api_post_recommendations.json")
     assert status == 200 and body["degraded"] and "stored history" in body["warnings"][0]
     status, body = call(api, "api_post_events.json")

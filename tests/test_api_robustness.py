@@ -113,7 +113,7 @@ def test_hanging_s3_at_cold_start_is_bounded_and_retried(
     monkeypatch.setenv("AWS_ENDPOINT_URL", hanging.url)
     monkeypatch.setattr(store, "_S3", None)
     monkeypatch.setenv("LMREC_STORE_URI", root)
-    monkeypatch.setenv("LMREC_EVENTS_TABLE", "")
+    monkeypatch.setenv("LMREC_USER_STORE", "")
     monkeypatch.setenv("LMREC_INIT_LOAD_SECONDS", "1.5")
     # each S3 read may wait 3 s: the load is still hanging when init's 1.5 s bound is up
     monkeypatch.setenv("LMREC_AWS_READ_TIMEOUT", "3")
@@ -203,7 +203,7 @@ def test_s3_stalling_midway_through_a_bundle_file_is_bounded_and_retried(
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         monkeypatch.setattr(store, "_S3", None)
         monkeypatch.setenv("LMREC_STORE_URI", root)
-        monkeypatch.setenv("LMREC_EVENTS_TABLE", "")
+        monkeypatch.setenv("LMREC_USER_STORE", "")
         monkeypatch.setenv("LMREC_CACHE_DIR", str(tmp_path))  # nothing cached from elsewhere
         monkeypatch.setenv("LMREC_INIT_LOAD_SECONDS", "1.5")
         monkeypatch.setenv("LMREC_AWS_READ_TIMEOUT", "2")  # each socket read waits <= 2 s
@@ -251,12 +251,13 @@ def tampered(src: Path, dest: Path, version: str, config=None, weights=None) -> 
     manifest["model_version"] = version
     manifest["model"]["config"].update(config or {})
     if weights is not None:
-        tensors = load_file(str(dest / fmt.WEIGHTS))
+        name = fmt.weights_file(manifest)
+        tensors = load_file(str(dest / name))
         weights(tensors)
-        save_file(tensors, str(dest / fmt.WEIGHTS))
-        manifest["files"][fmt.WEIGHTS] = {
-            "size": (dest / fmt.WEIGHTS).stat().st_size,
-            "sha256": fmt.sha256_file(dest / fmt.WEIGHTS),
+        save_file(tensors, str(dest / name))
+        manifest["files"][name] = {
+            "size": (dest / name).stat().st_size,
+            "sha256": fmt.sha256_file(dest / name),
         }
     (dest / fmt.MANIFEST).write_text(json.dumps(manifest))
     return dest
@@ -328,7 +329,7 @@ def test_ids_are_kept_exactly(api):
 
 def test_no_model_and_a_bad_request_is_422_then_503_names_nothing(monkeypatch, tmp_path):
     monkeypatch.setenv("LMREC_STORE_URI", f"file://{tmp_path / 'nothing-here'}")
-    monkeypatch.setenv("LMREC_EVENTS_TABLE", "")
+    monkeypatch.setenv("LMREC_USER_STORE", "")
     get_settings.cache_clear()
     fn = import_function("api", "fn_api_no_model_422")
     status, reply = call(fn, "api_post_recommendations.json", body={"user_id": 1})

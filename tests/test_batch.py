@@ -50,7 +50,7 @@ def test_sharded_batch_covers_every_user_and_matches_the_api(
     root = f"file://{tmp_path / 'store'}"
     registry.set_production(root, "lmrec", registry.publish(trained_bundle, root, "lmrec"))
     monkeypatch.setenv("LMREC_STORE_URI", root)
-    monkeypatch.setenv("LMREC_EVENTS_TABLE", "")
+    monkeypatch.setenv("LMREC_USER_STORE", "")
     user_store = f"sqlite://{tmp_path / 'users.db'}"
     fill_user_store(user_store, ml100k_small[0], tmp_path)
     monkeypatch.setenv("LMREC_USER_STORE", user_store)

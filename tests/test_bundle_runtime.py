@@ -206,3 +206,66 @@ def test_batch_equals_single_requests(trained_bundle):
     for h, res in zip(hs, batch, strict=True):
         single = rec.recommend(h, Filters(k=10))
         assert [r.item_id for r in res.items] == [r.item_id for r in single.items]
+
+
+def test_the_served_record_names_the_model_and_its_own_weights_file(parity_case, tmp_path):
+    model, data, _ = parity_case
+    # GIVEN a job whose better small model is student_plain, beside the distilled student's
+    # own weights (the job's record under student.safetensors)
+    out = tmp_path / "plain"
+    out.mkdir()
+    (out / "student.safetensors").write_bytes(b"the distilled student's record")
+    served = {"model": "student_plain", "transitions_weight": 0.0}
+    doc = {"metrics": {}, "config": {"x": 2}, "summary": {"served": served}}
+    # WHEN the bundle is written
+    manifest = write_bundle(out, model, data, doc, "float32")
+    # THEN the manifest names the model, its weight and its file; the student's file is kept
+    assert manifest["served"] == {**served, "weights": "student_plain.safetensors"}
+    assert (out / "student.safetensors").read_bytes() == b"the distilled student's record"
+    assert bundle.served_metric(manifest) == "student_plain"
+    # ... and the loader reads the weights the manifest names, checksummed
+    loaded = bundle.load(out)
+    assert set(loaded.weights) == set(bundle.load(parity_case[2]).weights)
+    (out / "student_plain.safetensors").write_bytes(b"damaged")
+    with pytest.raises(bundle.BundleError, match=r"student_plain\.safetensors"):
+        bundle.load(out)
+
+
+def test_a_schema_2_bundle_still_loads_from_student_safetensors(parity_case, tmp_path):
+    # GIVEN a bundle as the previous writer left it (production, or a rollback target)
+    old = copy_bundle(parity_case[2], tmp_path)
+    manifest = json.loads((old / bundle.MANIFEST).read_text())
+    manifest.pop("served")
+    manifest.update(schema_version=2, served_model="student+transitions")
+    (old / bundle.MANIFEST).write_text(json.dumps(manifest))
+    # THEN it loads from student.safetensors and the gate reads its label as before
+    assert bundle.load(old).weights
+    assert bundle.served_metric(manifest) == "student+transitions"
+
+
+@pytest.mark.parametrize(
+    "served",
+    [
+        None,
+        "student+transitions",
+        {"model": "student", "transitions_weight": -1.0, "weights": "student.safetensors"},
+        {"model": "student", "transitions_weight": True, "weights": "student.safetensors"},
+        {"model": "student", "transitions_weight": 0, "weights": "../student.safetensors"},
+        {"model": "student", "transitions_weight": 0, "weights": "student.npy"},
+        {"model": "", "transitions_weight": 0, "weights": "student.safetensors"},
+    ],
+)
+def test_a_bad_served_record_is_refused(parity_case, tmp_path, served):
+    bad = copy_bundle(parity_case[2], tmp_path)
+    manifest = json.loads((bad / bundle.MANIFEST).read_text())
+    manifest["served"] = served
+    (bad / bundle.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(bundle.BundleError, match="served"):
+        bundle.load(bad)
+
+
+def test_the_metrics_label_of_a_served_record():
+    assert bundle.metric_label({"model": "student_plain", "transitions_weight": 8.0}) == (
+        "student_plain+transitions"
+    )
+    assert bundle.metric_label({"model": "student", "transitions_weight": 0}) == "student"

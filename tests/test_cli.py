@@ -21,8 +21,9 @@ def test_version_and_help_show_defaults_without_importing_torch():
     proc = run_training(["--version"])
     assert proc.returncode == 0 and proc.stdout.startswith("lmrec ")
     code = (
-        "import sys\nfrom training.cli import main\n"
-        "try:\n    main(['serve', '--help'])\nexcept SystemExit:\n    pass\n"
+        "import sys\nfrom lmrec.local.cli import main\n"
+        "for command in ('serve', 'publish', 'rollback', 'demo'):\n"
+        "    try:\n        main([command, '--help'])\n    except SystemExit:\n        pass\n"
         "print('torch' in sys.modules)"
     )
     out = subprocess.run(
@@ -98,7 +99,7 @@ def test_serve_a_trained_folder_prints_its_url_a_request_and_where_erasures_go(t
 
 
 def test_every_command_has_a_description_and_every_option_a_help():
-    from training.cli import _parser
+    from lmrec.local.cli import _parser
 
     sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
     listed = {action.dest: action.help for action in sub._choices_actions}
@@ -160,7 +161,7 @@ def test_fresh_removes_the_checkpoints_and_resumes_nothing(tmp_path, synthetic_c
 
 
 def test_quick_and_a_budget_of_ones_own_are_refused_together(tmp_path, synthetic_csv, capsys):
-    from training.cli import main
+    from lmrec.local.cli import main
 
     args = ["train", "--data", str(synthetic_csv), "--output", str(tmp_path / "m"), "--quick"]
     assert main([*args, "--set", "max_total_seconds=5"]) == 2
@@ -193,3 +194,40 @@ def test_serve_on_a_busy_port_says_so_in_one_line_before_anything_else(trained_b
         f"error: cannot listen on 127.0.0.1:{port} (address already in use): "
         "choose another port with --port N"
     )
+
+
+def test_the_lmrec_command_lives_in_the_lmrec_package():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["lmrec"] == "lmrec.local.cli:main"
+    # the SageMaker container's entry (python -m training) runs the same main
+    assert "from lmrec.local.cli import main" in (REPO / "training" / "__main__.py").read_text()
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_ships_the_demo_data_and_finds_it(tmp_path):
+    # GIVEN the package built as a wheel and installed (not editable) into a folder
+    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)]
+    subprocess.run(build, check=True, cwd=tmp_path, capture_output=True)
+    (wheel,) = wheels.glob("lmrec-*.whl")
+    install = [*pip, "install", "--no-deps", "--target", str(target), str(wheel)]
+    subprocess.run(install, check=True, capture_output=True)
+    # WHEN the demo's assets are resolved there (importlib.resources, not the checkout)
+    code = (
+        "import gzip, sys\nfrom lmrec.local import demo\n"
+        "with gzip.open(demo.SAMPLE / 'interactions.csv.gz', 'rt') as fh:\n"
+        "    print(fh.readline().strip())\n"
+        "print(demo.SAMPLE)\nprint(demo.DEMO_HP['d_model'])\nprint('torch' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    # THEN the sample data and the preset come from the installed package
+    assert out.returncode == 0, out.stderr
+    header, sample, _, torch_loaded = out.stdout.strip().splitlines()
+    assert header.startswith("user_id,item_id")
+    assert sample.startswith(str(target)) and torch_loaded == "False"

@@ -55,7 +55,7 @@ def test_gate_table_marks_the_served_model_and_names_the_sampled_protocol(tmp_pa
     assert len(served) == 1 and served[0].split()[:2] == [">", "student"]
     assert "note: teacher rank above the served student" in out  # said when true
     # a job that serves the student trained alone says so in its manifest
-    manifest = {"metrics": metrics, "served_model": "teacher"}
+    manifest = {"metrics": metrics, "served": {"model": "teacher", "transitions_weight": 0}}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     show_gate(decision, tmp_path)
     served = [line for line in capsys.readouterr().out.splitlines() if "(served)" in line]

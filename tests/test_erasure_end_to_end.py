@@ -45,7 +45,7 @@ def bucket_objects_holding(stack: LocalStack, needle: str) -> list[str]:
 
 
 def test_erasure_on_the_local_stack(tmp_path):
-    # moto's backends are per process: another test's stack may have made lmrec-events
+    # moto's backends are per process: another test's stack may have made lmrec-user-store
     stack = LocalStack(
         tmp_path / "stack",
         bucket="lmrec-erasure-e2e",

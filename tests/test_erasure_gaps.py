@@ -19,13 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from lmrec import erasure, store
-from lmrec.local.stack import create_events_table
+from lmrec.local.cli import main as lmrec
+from lmrec.local.stack import create_user_store_table
 from lmrec.userstore import UserStoreUnavailable, open_user_store
 
 from tests.conftest import call, write_csv
 from training import erasure as job
 from training import histories
-from training.cli import main as lmrec
 from training.config import DataConfig
 from training.data import load_interactions
 
@@ -41,7 +41,7 @@ def test_a_sync_by_hand_never_writes_back_an_erased_user(api, ml100k_small, tmp_
     status, _ = call(api, "api_delete_events.json", path="/v1/users/2")
     assert status == 200
     # WHEN an operator runs the sync by hand, with the service's settings and no --erasure
-    table = os.environ["LMREC_EVENTS_TABLE"]
+    table = os.environ["LMREC_USER_STORE"].removeprefix("dynamodb://")
     code = lmrec(
         [
             "sync-histories",
@@ -145,7 +145,7 @@ def test_delete_of_a_user_with_5000_events_replies_within_the_deadline(short_dea
     from lmrec import events
     from lmrec.events import Event
 
-    users = open_user_store(f"dynamodb://{os.environ['LMREC_EVENTS_TABLE']}")
+    users = open_user_store(os.environ["LMREC_USER_STORE"])
     many = [Event("2", f"i{n}", 1_700_000_000 + n, "view") for n in range(5000)]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda lo: users.put_events(many[lo : lo + 250], 86400), range(0, 5000, 250)))
@@ -171,7 +171,7 @@ def test_delete_of_a_user_with_5000_events_replies_within_the_deadline(short_dea
     _, after = call(api, "api_post_recommendations.json", body={"user_id": "2", "k": 5})
     assert after["strategy"] == "popular"
     left = boto3.client("dynamodb").query(
-        TableName=os.environ["LMREC_EVENTS_TABLE"],
+        TableName=os.environ["LMREC_USER_STORE"].removeprefix("dynamodb://"),
         KeyConditionExpression="user_id = :u",
         ExpressionAttributeValues={":u": {"S": "2"}},
         Select="COUNT",
@@ -231,7 +231,7 @@ def test_2000_done_records_and_one_pending_cost_reads_for_one(s3_env, tmp_path, 
 # -- ids the user store cannot key; a sync that stops resumes --------------------------------
 def test_the_sync_skips_ids_the_store_cannot_key_and_resumes(s3_env, tmp_path):
     table = f"users-{uuid.uuid4().hex[:8]}"
-    create_events_table(table)
+    create_user_store_table(table)
     users = open_user_store(f"dynamodb://{table}")
     huge = "u" * 3000  # over DynamoDB's 2048-byte partition key
     rows = [[f"user-{u}", f"it-{t}", t] for u in range(40) for t in range(3)]

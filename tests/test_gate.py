@@ -37,13 +37,14 @@ def rewrite(src: Path, dst: Path, version: str, noise: float = 0.0) -> Path:
     manifest = json.loads((dst / fmt.MANIFEST).read_text())
     manifest["model_version"] = version
     if noise:
-        path = dst / fmt.WEIGHTS
+        name = fmt.weights_file(manifest)
+        path = dst / name
         weights = load_file(str(path))
         table = weights["item_emb.weight"]
         blur = np.random.default_rng(0).standard_normal(table.shape) * noise * table.std()
         weights["item_emb.weight"] = (table + blur).astype(table.dtype)
         save_file(weights, str(path))
-        manifest["files"][fmt.WEIGHTS] = {
+        manifest["files"][name] = {
             "size": path.stat().st_size,
             "sha256": fmt.sha256_file(path),
         }
@@ -80,7 +81,7 @@ def set_figure(bundle_dir: Path, figure: float, record: dict | None = None) -> d
     """The bundle's manifest with its served model's test figure (and the job's champion
     record) as a training job on that split would have written them."""
     manifest = json.loads((bundle_dir / fmt.MANIFEST).read_text())
-    served = manifest["served_model"]
+    served = fmt.served_metric(manifest)
     manifest["metrics"][served]["test"]["full"]["ndcg@10"] = figure
     if record is not None:
         manifest["champion"] = record
@@ -225,7 +226,7 @@ def test_items_production_does_not_know_rank_last_and_its_unknown_targets_miss(m
 def job(learned_bundle, tmp_path, synthetic_csv, monkeypatch):
     """A store whose production is the learned bundle, and a tiny training job (in process,
     the SageMaker entry's code path) that sees it through LMREC_STORE_URI."""
-    from training.cli import main
+    from lmrec.local.cli import main
 
     root = f"file://{tmp_path / 'store'}"
     registry.set_production(root, "lmrec", registry.publish(learned_bundle, root, "lmrec"))
@@ -251,7 +252,7 @@ def test_the_job_scores_production_on_its_own_test_users(job):
     lo, hi = record["difference"]["ci95"]
     assert lo <= record["candidate"]["ndcg@10"] - record["production"]["ndcg@10"] <= hi
     # the candidate's figure is the served model's own test figure, measured again
-    served = metrics["summary"]["served"]
+    served = fmt.metric_label(metrics["summary"]["served"])
     own = metrics["metrics"][served]["test"]["full"]["ndcg@10"]
     assert record["candidate"]["ndcg@10"] == pytest.approx(own, abs=0.02)
     report = (out / "report.md").read_text()
@@ -261,12 +262,14 @@ def test_the_job_scores_production_on_its_own_test_users(job):
 def test_a_production_that_fails_to_load_does_not_fail_the_job(job):
     root, pointer, train, out = job
     # GIVEN production's weights damaged after publishing (its checksum no longer matches)
-    (Path(pointer.bundle_uri.removeprefix("file://")) / fmt.WEIGHTS).write_bytes(b"damaged")
+    production = Path(pointer.bundle_uri.removeprefix("file://"))
+    weights = fmt.weights_file(json.loads((production / fmt.MANIFEST).read_text()))
+    (production / weights).write_bytes(b"damaged")
     # THEN the job still trains and exports, with the problem recorded ...
     assert train() == 0
     record = json.loads((out / fmt.MANIFEST).read_text())["champion"]
     assert record["production_version"] == pointer.model_version
-    assert "student.safetensors" in record["problem"]
+    assert weights in record["problem"]
     assert "could not be scored" in (out / "report.md").read_text()
     # ... and the gate falls back to the old rule and says why
     decision = Promoter(root, "lmrec", TOLERANCE).on_completed(

@@ -12,6 +12,7 @@ import uuid
 import boto3
 import pytest
 from botocore.stub import Stubber
+from lmrec import bundle as fmt
 from lmrec import registry, store
 from lmrec.promote import rollback
 from lmrec.recommend import Recommender
@@ -126,7 +127,7 @@ def bundle_tar(bundle_dir, version: str | None = None, ndcg_scale: float = 1.0) 
     if version:
         manifest = copy.deepcopy(manifest)
         manifest["model_version"] = version
-        served = manifest.get("served_model", "student")
+        served = fmt.served_metric(manifest)
         full = manifest["metrics"][served]["test"]["full"]
         full["ndcg@10"] *= ndcg_scale
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from lmrec.bundle import metric_label
 from lmrec.items import read as read_items
 from safetensors.numpy import load_file
 
@@ -88,7 +89,7 @@ def test_train_writes_every_output(tmp_path, ml100k_small):
     assert doc["summary"]["transitions"]["distilled_at_weight"] == weight["teacher"]
     assert boosted == {f"{n}+transitions" for n in weight if weight[n]} & {
         "teacher+transitions",
-        doc["summary"]["served"],
+        metric_label(doc["summary"]["served"]),
     }
     macs = {n: m["macs_per_request"] for n, m in doc["summary"]["models"].items()}
     assert macs["student"] < macs["teacher"] and macs["student"] == macs["student_plain"]

@@ -99,7 +99,7 @@ def test_bucket_and_table_hardening():
     assert all(bucket["PublicAccessBlockConfiguration"].values())
     assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
     assert bucket["NotificationConfiguration"]["EventBridgeConfiguration"]["EventBridgeEnabled"]
-    table = t["EventsTable"]["Properties"]
+    table = t["UserStoreTable"]["Properties"]
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
 
@@ -119,7 +119,7 @@ def test_operations_hardening():
         on_failure = res[name]["Properties"]["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
         assert on_failure == {"Type": "SQS", "Destination": {"!GetAtt": "FailedEventsQueue.Arn"}}
     # stored data outlives the stack
-    for name in ("DataBucket", "EventsTable"):
+    for name in ("DataBucket", "UserStoreTable"):
         assert res[name]["DeletionPolicy"] == res[name]["UpdateReplacePolicy"] == "Retain"
     # noncurrent versions and training outputs expire after stated, configurable periods
     rules = {r["Id"]: r for r in res["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}

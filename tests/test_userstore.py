@@ -19,7 +19,7 @@ from lmrec.userstore import (
     parse_uri,
 )
 
-from tests.conftest import create_events_table, write_csv
+from tests.conftest import create_user_store_table, write_csv
 from training import histories
 from training.config import DataConfig
 from training.data import load_interactions
@@ -33,7 +33,7 @@ def user_store(request, tmp_path):
         return open_user_store(f"sqlite://{tmp_path / 'users.db'}")
     request.getfixturevalue("s3_env")
     table = f"users-{uuid.uuid4().hex[:8]}"
-    create_events_table(table)
+    create_user_store_table(table)
     return open_user_store(f"dynamodb://{table}")
 
 
@@ -106,15 +106,14 @@ def test_settings_refuse_a_bad_user_store(monkeypatch):
     from lmrec.settings import Settings
     from pydantic import ValidationError
 
-    for name in ("LMREC_USER_STORE", "LMREC_EVENTS_TABLE", "LMREC_ERASURE_URI"):
+    for name in ("LMREC_USER_STORE", "LMREC_ERASURE_URI"):
         monkeypatch.delenv(name, raising=False)
 
     with pytest.raises(ValidationError, match="LMREC_USER_STORE"):
         Settings(user_store="mysql://x")
-    assert Settings(events_table="t1").user_store_uri() == "dynamodb://t1"
-    assert Settings(user_store="sqlite:///x.db", events_table="t").user_store_uri() == (
-        "sqlite:///x.db"
-    )
+    assert Settings().user_store_uri() == ""
+    assert Settings(user_store="dynamodb://users").user_store_uri() == "dynamodb://users"
+    assert Settings(user_store="sqlite:///x.db").user_store_uri() == "sqlite:///x.db"
 
 
 def test_an_unreachable_table_is_unavailable_not_a_crash(s3_env):

@@ -150,8 +150,15 @@ def write_bundle(
     ann_min_items: int = ANN_MIN_ITEMS,
     transitions: transitions_fmt.Transitions | None = None,
 ) -> dict:
+    """The bundle serving `student`: the small model the summary's served record names
+    ({"model", "transitions_weight"}; a document without one serves "student"), its
+    weights under that model's own file name."""
+    weight = transitions.weight if transitions is not None else 0.0
+    served = document.get("summary", {}).get("served") or {"model": "student"}
+    served = {"model": served["model"], "transitions_weight": weight}
+    served["weights"] = fmt.weights_name(served["model"])
     weights = serving_weights(student, item_dtype)
-    save_file(weights, str(out / fmt.WEIGHTS))
+    save_file(weights, str(out / served["weights"]))
 
     columns, cat = catalog_columns(data, category_column)
     items_fmt.write(out / fmt.ITEMS, data.item_ids.tolist(), columns, cat)
@@ -189,8 +196,9 @@ def write_bundle(
         },
         # The headline figures, so a quality gate need not open metrics.json.
         "metrics": {name: {"test": metrics[name]["test"]} for name in metrics},
-        # Which of those models this bundle serves (the job picks the better small model).
-        "served_model": document.get("summary", {}).get("served", "student"),
+        # Which model this bundle serves (the job picks the better small model), with its
+        # transition weight (0: the model alone) and its weights file.
+        "served": served,
         "files": {},
     }
     champion = document.get("summary", {}).get("champion")
@@ -222,15 +230,16 @@ def requantize(src: Path, dst: Path, item_dtype: str) -> dict:
     from safetensors.numpy import load_file
 
     shutil.copytree(src, dst, dirs_exist_ok=True)
-    weights = load_file(str(src / fmt.WEIGHTS))
+    manifest = json.loads((src / fmt.MANIFEST).read_text())
+    name = fmt.weights_file(manifest)
+    weights = load_file(str(src / name))
     table = dequantize_items(weights)
     weights.pop("item_emb.scale", None)
     weights.pop("item_emb.weight")
     weights.update(quantize_items(table, item_dtype))
-    save_file(weights, str(dst / fmt.WEIGHTS))
-    manifest = json.loads((src / fmt.MANIFEST).read_text())
+    save_file(weights, str(dst / name))
     manifest["model"]["item_table_dtype"] = item_dtype
-    path = dst / fmt.WEIGHTS
-    manifest["files"][fmt.WEIGHTS] = {"size": path.stat().st_size, "sha256": fmt.sha256_file(path)}
+    path = dst / name
+    manifest["files"][name] = {"size": path.stat().st_size, "sha256": fmt.sha256_file(path)}
     (dst / fmt.MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest

@@ -27,33 +27,38 @@ def hp(
     lo_open: bool = False,
     hi_open: bool = False,
     choices: tuple[str, ...] = (),
+    identity: bool = True,
 ) -> Any:
-    """A hyperparameter with its allowed range (or choices), checked by `validate`."""
+    """A hyperparameter with its allowed range (or choices), checked by `validate`.
+    identity=False: it does not change the weights a phase produces (how long, how often
+    evaluated, what is exported, how many processes), so a checkpoint resumes across a
+    change of it (not_identity(), training/pipeline.py)."""
     meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices}
+    meta["identity"] = identity
     return field(default=default, metadata=meta)
 
 
 @dataclass
 class DataConfig:
-    user_col: str = "user_id"
-    item_col: str = "item_id"
-    time_col: str = "timestamp"
+    user_col: str = hp("user_id")
+    item_col: str = hp("item_id")
+    time_col: str = hp("timestamp")
     # Items kept only for users with at least this many interactions (after dedupe).
     min_user_interactions: int = hp(1, 1)  # [1, inf)
     # Optional: keep only these event types (comma separated) when an event_type column exists.
-    event_types: str = ""
+    event_types: str = hp("")
     # Catalog column whose '|'-separated values the API filters on ("" = genres/category).
-    category_column: str = ""
+    category_column: str = hp("", identity=False)
     # Amazon Personalize's floor for a trainable data set.
-    min_interactions: int = hp(1000, 0)  # [0, inf)
-    min_users: int = hp(25, 0)  # [0, inf)
+    min_interactions: int = hp(1000, 0, identity=False)  # [0, inf)
+    min_users: int = hp(25, 0, identity=False)  # [0, inf)
 
 
 @dataclass
 class ModelConfig:
     """SASRec-style causal Transformer; saved inside every checkpoint and export."""
 
-    n_items: int = 0  # catalog size, set from the data (row 0 is padding)
+    n_items: int = hp(0)  # catalog size, set from the data (row 0 is padding)
     d_model: int = hp(64, 1)  # [1, inf), a multiple of n_heads
     n_blocks: int = hp(2, 1)  # [1, inf)
     n_heads: int = hp(2, 1)  # [1, inf)
@@ -65,7 +70,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     # Epochs, batch and patience: 0 = chosen from the data's size (training/plan.py).
-    epochs: int = hp(0, 0)  # [0, inf)
+    epochs: int = hp(0, 0, identity=False)  # [0, inf)
     batch_size: int = hp(0, 0)  # [0, inf)
     lr: float = hp(1e-3, 0.0, lo_open=True)  # (0, inf)
     weight_decay: float = hp(0.0, 0.0)  # [0, inf)
@@ -73,35 +78,37 @@ class TrainConfig:
     # "auto": full up to training.sampling.FULL_SOFTMAX_MAX_ITEMS items, sampled above.
     loss: str = hp("auto", choices=("auto", "full", "sampled"))
     num_negatives: int = hp(2048, 1)  # [1, inf), clamped to the catalog with a warning
-    patience: int = hp(0, 0)  # [0, inf): epochs without a better valid NDCG@10; 0 = auto
-    eval_every: int = hp(1, 1)  # [1, inf)
-    seed: int = 42
+    # [0, inf): epochs without a better valid NDCG@10; 0 = auto
+    patience: int = hp(0, 0, identity=False)
+    eval_every: int = hp(1, 1, identity=False)  # [1, inf)
+    seed: int = hp(42)
     # Teacher wall-clock budget in seconds (0 = none); stops after the epoch that crosses it.
-    max_train_seconds: float = hp(0.0, 0.0)  # [0, inf)
+    max_train_seconds: float = hp(0.0, 0.0, identity=False)  # [0, inf)
     # The whole job's budget in seconds: teachers, students, evaluation and export each get a
     # share (training/plan.py), so the job ends with a bundle before a hard kill such as
     # SageMaker's StoppingCondition.MaxRuntimeInSeconds. Left unset, a time goal from the
     # data's size (plan.time_goal), epochs set or not; set to 0 explicitly, none.
-    max_total_seconds: float = hp(0.0, 0.0)  # [0, inf)
-    eval_batch_size: int = hp(512, 1)  # [1, inf)
+    max_total_seconds: float = hp(0.0, 0.0, identity=False)  # [0, inf)
+    eval_batch_size: int = hp(512, 1, identity=False)  # [1, inf)
     # Users evaluated: a fixed seeded sample of this many when there are more (0 = all).
     # 10,000 is what SASRec's reference code scores.
-    eval_users: int = hp(10_000, 0)  # [0, inf)
-    sampled_negatives: int = hp(100, 1)  # [1, inf): the SASRec paper's sampled protocol
-    processes_per_host: int = hp(0, 0)  # [0, inf): 0 = one per GPU, or 1 on CPU
-    num_threads: int = hp(0, 0)  # [0, inf): torch CPU threads; 0 = torch's default
-    progress: bool = True
+    eval_users: int = hp(10_000, 0, identity=False)  # [0, inf)
+    # [1, inf): the SASRec paper's sampled protocol
+    sampled_negatives: int = hp(100, 1, identity=False)
+    processes_per_host: int = hp(0, 0, identity=False)  # [0, inf): 0 = one per GPU, or 1 on CPU
+    num_threads: int = hp(0, 0, identity=False)  # [0, inf): torch CPU threads; 0 = torch's default
+    progress: bool = hp(True, identity=False)
     # After each evaluated epoch that is not a new best, multiply the learning rate by this
     # (1 = constant), for every model trained. With patience > 1 the model gets a few epochs
     # at a finer step before it stops.
     lr_decay: float = hp(1.0, 0.0, 1.0, lo_open=True)  # (0, 1]
     # Teachers' first epoch evaluated on valid; earlier epochs only train. 1 = every epoch.
     # The last epoch, and one that ends a time budget, is always evaluated.
-    eval_from: int = hp(1, 1)  # [1, inf)
+    eval_from: int = hp(1, 1, identity=False)  # [1, inf)
     # After model selection, train a fresh teacher on train + valid items for the selected
     # number of epochs and report its test figures as "teacher_refit" (its valid figures would
     # be contaminated, so none are recorded). The test item stays unseen.
-    refit: bool = False
+    refit: bool = hp(False, identity=False)
     # Evaluate, select and export an exponential moving average of the weights (per
     # optimizer step; 0 = off, the live weights). See training/averaging.py.
     ema_decay: float = hp(0.0, 0.0, 1.0, hi_open=True)  # [0, 1)
@@ -117,9 +124,9 @@ class TrainConfig:
 class StudentConfig:
     """The small serving model, distilled from the teacher (names prefixed to stay unique)."""
 
-    student: bool = True  # train and export a student
+    student: bool = hp(True, identity=False)  # train and export a student
     # Also train it without distillation; the job serves whichever is better on valid.
-    student_plain: bool = True
+    student_plain: bool = hp(True, identity=False)
     student_d_model: int = hp(48, 1)  # [1, inf), a multiple of student_n_heads
     student_n_blocks: int = hp(1, 1)  # [1, inf)
     student_n_heads: int = hp(1, 1)  # [1, inf)
@@ -129,22 +136,24 @@ class StudentConfig:
     # 0 = chosen from the loss (training/plan.py): 2e-3 with the full softmax, 1e-3 with the
     # sampled one.
     student_lr: float = hp(0.0, 0.0)  # [0, inf)
-    student_epochs: int = hp(0, 0)  # [0, inf): 0 = the teacher's epochs (set or chosen)
-    student_max_seconds: float = hp(0.0, 0.0)  # [0, inf): per student; 0 = max_train_seconds
+    # [0, inf): 0 = the teacher's epochs (set or chosen)
+    student_epochs: int = hp(0, 0, identity=False)
+    # [0, inf): per student; 0 = max_train_seconds
+    student_max_seconds: float = hp(0.0, 0.0, identity=False)
     # Loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(true next item).
     distill_alpha: float = hp(0.7, 0.0, 1.0)  # [0, 1]
     distill_temperature: float = hp(1.0, 0.0, lo_open=True)  # (0, inf)
     # Item-to-item transition counts served beside the small model (lmrec.transitions), their
     # weight chosen on valid (0 = none shipped). A pair ships only when at least
     # transitions_min_users users made it: never fewer than 2, so no pair is one user's.
-    transitions: bool = True
+    transitions: bool = hp(True)
     # Distil the teacher as it is used: teacher + transitions at the teacher's weight
     # (chosen on valid before the students train; training/distill.py). Off: the teacher alone.
-    distill_transitions: bool = True
+    distill_transitions: bool = hp(True)
     transitions_min_users: int = hp(2, 2)  # [2, inf)
     transitions_per_item: int = hp(50, 1)  # [1, inf): most common successors kept per item
     # How the bundle stores the item table: float32, float16, or int8 with per-row scales.
-    item_table_dtype: str = hp("float32", choices=("float32", "float16", "int8"))
+    item_table_dtype: str = hp("float32", choices=("float32", "float16", "int8"), identity=False)
 
     def model_config(self, n_items: int) -> ModelConfig:
         return ModelConfig(
@@ -253,6 +262,14 @@ def _range_error(name: str, value: Any, meta: dict) -> str | None:
         return f"{name} must be {'>' if meta['lo_open'] else '>='} {lo:g}"
     left, right = "(" if meta["lo_open"] else "[", ")" if meta["hi_open"] else "]"
     return f"{name} must be in {left}{lo:g}, {hi:g}{right}"
+
+
+def not_identity() -> frozenset[str]:
+    """The hyperparameters declared identity=False: a checkpoint's identity is the rest."""
+    sections = (DataConfig, ModelConfig, TrainConfig, StudentConfig)
+    return frozenset(
+        f.name for s in sections for f in fields(s) if not f.metadata.get("identity", True)
+    )
 
 
 def validate(cfg: RunConfig) -> None:

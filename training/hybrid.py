@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from lmrec.bundle import TRANSITIONS_LABEL
 from lmrec.transitions import Transitions, recent_sums
 
 from training.baselines import pair_counts
@@ -21,7 +22,7 @@ from training.evaluate import TILE_FLOATS, Scorer, hide_seen
 from training.split import EvalSet, Split
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
-SUFFIX = "+transitions"
+SUFFIX = TRANSITIONS_LABEL  # metrics rows: "<model>+transitions"
 K = 10
 
 

@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 
 import torch
+from lmrec.bundle import metric_label
 from lmrec.transitions import Transitions
 from safetensors.torch import save_file
 
@@ -19,13 +20,13 @@ from training import champion, checkpoint, shared_data
 from training.baselines import CoOccurrence, Popularity
 from training.bundle_writer import write_bundle
 from training.cf import evaluate_cf
-from training.config import RunConfig
+from training.config import RunConfig, not_identity
 from training.data import Interactions, load_interactions
 from training.dist import DistEnv, barrier
 from training.distill import Distiller, init_from_teacher
 from training.ensemble import TeacherEnsemble, as_teacher
 from training.evaluate import evaluate, sample_negatives
-from training.hybrid import SUFFIX, TeacherBoost, add_transitions
+from training.hybrid import TeacherBoost, add_transitions
 from training.model import SASRec
 from training.plan import Budget, PhaseClock, adapt
 from training.report import results_table, write_report
@@ -80,32 +81,10 @@ def member_names(prefix: str, n: int) -> list[str]:
     return [prefix] + [f"{prefix}_{i}" for i in range(2, n + 1)]
 
 
-# Settings that do not change the weights a phase produces (how long, how often evaluated,
-# what is exported, how many processes run on a host); everything else in the
-# configuration is part of a checkpoint's identity.
-_NOT_IDENTITY = {
-    "epochs",
-    "student_epochs",
-    "patience",
-    "max_train_seconds",
-    "student_max_seconds",
-    "max_total_seconds",
-    "eval_every",
-    "eval_from",
-    "eval_batch_size",
-    "eval_users",
-    "sampled_negatives",
-    "processes_per_host",
-    "num_threads",
-    "progress",
-    "refit",
-    "student",
-    "student_plain",
-    "item_table_dtype",
-    "category_column",
-    "min_interactions",
-    "min_users",
-}
+# Settings that do not change the weights a phase produces (declared hp(..., identity=False)
+# in training/config.py); everything else in the configuration is part of a checkpoint's
+# identity.
+_NOT_IDENTITY = not_identity()
 
 
 def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) -> dict:
@@ -479,7 +458,8 @@ def export(
     if clock is not None:
         summary["phases"] = clock.phases
     if served:
-        summary["served"] = served + SUFFIX if table is not None else served
+        weight = table.weight if table is not None else 0.0
+        summary["served"] = {"model": served, "transitions_weight": weight}
         summary["served_why"] = _served_why(trained, served, record)
     if record is not None:
         summary["transitions"] = record
@@ -617,8 +597,9 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
             against,
             costs,
         )
-        served_name = document["summary"].get("served", served)
-        print(results_table(metrics, served_name or "student"), flush=True)
+        record = document["summary"].get("served") or {"model": "student"}
+        served_name = metric_label(record)
+        print(results_table(metrics, served_name), flush=True)
         if served:
             print(f"served: {served_name} ({document['summary']['served_why']})", flush=True)
         if line := champion.summary_line(against):

@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display in a training container
 import matplotlib.pyplot as plt
+from lmrec.bundle import metric_label
 from lmrec.promote import GATE_MODEL as SERVED  # the model the bundle serves
 from matplotlib.patches import Patch
 
@@ -239,9 +240,10 @@ def write_report(
     summary: dict,
     config: dict | None = None,
 ) -> Path:
-    served = summary.get("served", SERVED)  # the job picks the better small model
+    record = summary.get("served") or {"model": SERVED}  # the job picks the better small model
+    served = metric_label(record)  # its metrics row: "<model>" or "<model>+transitions"
     # its training curve is the small model's own, without the transitions beside it
-    _plot_history(histories, config, model_dir / "training_curve.png", served.split("+")[0])
+    _plot_history(histories, config, model_dir / "training_curve.png", record["model"])
     _plot_models(metrics, model_dir / "models.png", served)
     data = summary["data"]
     dropped = data.get("dropped", {})

@@ -3,8 +3,11 @@
 A bundle is a directory (local, or under an s3:// prefix) holding:
 
   manifest.json          schema version, model version, created_at, data fingerprint, model
-                         config, metrics, and every other file with its size and sha256
-  student.safetensors    the student's weights (item table float32, float16 or int8+scales)
+                         config, metrics, the served record ({"model", "transitions_weight",
+                         "weights"}), and every other file with its size and sha256
+  <model>.safetensors    the served small model's weights, named by the served record (e.g.
+                         student.safetensors or student_plain.safetensors; item table
+                         float32, float16 or int8+scales)
   items.safetensors      item ids (row i + 1 <-> item_ids[i]) and catalog columns in compact
                          arrays (format: lmrec.items), loaded without a Python object per item
   item_index.safetensors optional, large catalogs: the IVF index of lmrec.ivf
@@ -13,6 +16,8 @@ A bundle is a directory (local, or under an s3:// prefix) holding:
                          with their weight under the manifest's "transitions"
   popularity.npy         (n_items + 1,) float32 interaction counts, for cold-start fallbacks
   metrics.json, report.md, *.png, teacher*.*  records (teacher_2.*: an ensemble), not served
+                         (nor student.safetensors, the distilled student, when student_plain
+                         is served)
 
 A bundle holds items and aggregate counts only (transition pairs of at least two users):
 no user ids, no histories, nothing personal. Users' histories live
@@ -38,18 +43,51 @@ import numpy as np
 
 from lmrec import items, ivf, store, transitions
 
-SCHEMA_VERSION = 2  # 2: items.safetensors replaced items.json
+# 3: the "served" record names the model, its transition weight and its weights file;
+# 2: items.safetensors replaced items.json (weights always student.safetensors, and
+# "served_model" a label such as "student_plain+transitions"). Both are read, so a
+# deployed production bundle keeps serving and rollback to one still works.
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = (2, 3)
 MANIFEST = "manifest.json"
-WEIGHTS = "student.safetensors"
+V2_WEIGHTS = "student.safetensors"
 ITEMS = "items.safetensors"
 POPULARITY = "popularity.npy"
-SERVING_FILES = (WEIGHTS, ITEMS, POPULARITY)
+SERVING_FILES = (ITEMS, POPULARITY)  # and the served model's weights: weights_file()
 # served when the manifest lists them
 OPTIONAL_SERVING_FILES = (ivf.INDEX_FILE, transitions.FILE)
+# metrics.json's row for a model scored with its transition boost: "<model>+transitions"
+TRANSITIONS_LABEL = "+transitions"
+
+
+def weights_name(model: str) -> str:
+    """Each model's weights keep their own file name, in the bundle as in the records."""
+    return f"{model}.safetensors"
+
+
+def weights_file(manifest: dict) -> str:
+    """The served model's weights file, as the manifest names it."""
+    served = manifest.get("served")
+    return served["weights"] if isinstance(served, dict) else V2_WEIGHTS
+
+
+def metric_label(served: dict) -> str:
+    """The metrics row that scores a served record: the model alone, or with its boost."""
+    model = str(served["model"])
+    return model + TRANSITIONS_LABEL if served.get("transitions_weight") else model
+
+
+def served_metric(manifest: dict, default: str = "student") -> str:
+    """The metrics row of the model a bundle serves (schema 2: its "served_model")."""
+    served = manifest.get("served")
+    if isinstance(served, dict):
+        return metric_label(served)
+    return str(manifest.get("served_model", default))
 
 
 def serving_files(manifest: dict) -> tuple[str, ...]:
-    return SERVING_FILES + tuple(n for n in OPTIONAL_SERVING_FILES if n in manifest["files"])
+    optional = tuple(n for n in OPTIONAL_SERVING_FILES if n in manifest["files"])
+    return (weights_file(manifest), *SERVING_FILES, *optional)
 
 
 class BundleError(RuntimeError):
@@ -105,10 +143,10 @@ def _parse_manifest(raw: bytes, where: str) -> dict:
     if not isinstance(manifest, dict):
         raise BundleError(f"{where}/{MANIFEST} must be a JSON object")
     schema = manifest.get("schema_version")
-    if schema != SCHEMA_VERSION:
+    if schema not in READABLE_SCHEMAS or isinstance(schema, bool):
         raise BundleError(
             f"{where}: unsupported bundle schema_version {schema!r} (this runtime reads "
-            f"{SCHEMA_VERSION})"
+            f"{', '.join(map(str, READABLE_SCHEMAS))})"
         )
     for key in ("model_version", "created_at", "model", "files"):
         if key not in manifest:
@@ -132,10 +170,34 @@ def _parse_manifest(raw: bytes, where: str) -> dict:
             or not isinstance(entry.get("sha256"), str)
         ):
             raise BundleError(f"{where}/{MANIFEST}: entry for {name} needs size and sha256")
-    missing = [name for name in SERVING_FILES if name not in files]
+    if schema >= 3:
+        _check_served(manifest.get("served"), f"{where}/{MANIFEST}")
+    missing = [name for name in serving_files(manifest) if name not in files]
     if missing:
         raise BundleError(f"{where}/{MANIFEST} does not list {', '.join(missing)}")
     return manifest
+
+
+def _check_served(served: object, where: str) -> None:
+    if not isinstance(served, dict):
+        raise BundleError(
+            f"{where}: 'served' must be an object (model, transitions_weight, weights)"
+        )
+    model, weight, name = (
+        served.get("model"),
+        served.get("transitions_weight"),
+        served.get("weights"),
+    )
+    if not isinstance(model, str) or not VERSION_PATTERN.match(model):
+        raise BundleError(f"{where}: served model {model!r} is not a model name")
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, int | float)
+        or not 0 <= weight < float("inf")
+    ):
+        raise BundleError(f"{where}: served transitions_weight {weight!r} is not a number >= 0")
+    if not _safe_name(name) or not str(name).endswith(".safetensors"):
+        raise BundleError(f"{where}: served weights {name!r} is not a .safetensors file name")
 
 
 def verify_file(path: Path, expected: dict, where: str) -> None:
@@ -235,7 +297,7 @@ def load(uri: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> 
             )
         bundle = Bundle(
             manifest=manifest,
-            weights=load_file(str(directory / WEIGHTS)),
+            weights=load_file(str(directory / weights_file(manifest))),
             catalog=items.read(directory / ITEMS),
             index=ivf.read(directory / ivf.INDEX_FILE) if has_index else None,
             popularity=_load_counts(directory / POPULARITY, where),

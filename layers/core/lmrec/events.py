@@ -9,10 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-class EventsUnavailable(RuntimeError):
-    """The events table could not be reached or used."""
-
-
 @dataclass
 class Event:
     user_id: str

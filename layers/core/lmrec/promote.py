@@ -170,7 +170,7 @@ def _paired_verdict(record: dict, tolerance: float) -> Verdict:
 
 def _own_split_verdict(cand: float, production: dict, tolerance: float, why: str) -> Verdict:
     """The rule before the paired comparison: each model's figure on its own test split."""
-    prod = _metric(production, production.get("served_model", GATE_MODEL))
+    prod = _metric(production, fmt.served_metric(production, GATE_MODEL))
     fallback = f"no paired comparison ({why}); compared on each model's own test split"
     if prod is None:
         reason = f"{fallback}: production has none; accepting the verified candidate"
@@ -195,7 +195,7 @@ def gate(
     `production_version`: the version serving now, which the paired record must name."""
     # The model each bundle serves (training picks the better small model); older bundles
     # name none and serve the student.
-    cand = _metric(candidate, candidate.get("served_model", GATE_MODEL))
+    cand = _metric(candidate, fmt.served_metric(candidate, GATE_MODEL))
     if cand is None:
         return Verdict(False, "the candidate's manifest has no student test NDCG@10")
     if production is None:

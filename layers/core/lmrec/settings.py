@@ -107,9 +107,8 @@ class ApiSettings(CommonSettings):
     # what it has (the request's own history, else popularity) and says so.
     user_store_deadline_seconds: float = Field(default=1.0, gt=0, le=60)
     # The user store (histories + real-time events): dynamodb://table or sqlite:///path.
-    # Empty: the DynamoDB table LMREC_EVENTS_TABLE if set, else no per-user data at all.
+    # Empty: no per-user data at all.
     user_store: str = ""
-    events_table: str = ""  # the DynamoDB user-store table (older name, still honoured)
     # Where DELETE /v1/users/{id} records erasure requests for the deletion job; empty:
     # <LMREC_STORE_URI>/erasure when a model store is set.
     erasure_uri: str = ""
@@ -146,9 +145,7 @@ class ApiSettings(CommonSettings):
 
     def user_store_uri(self) -> str:
         """The user store to use, or "" for none."""
-        if self.user_store:
-            return self.user_store
-        return f"dynamodb://{self.events_table}" if self.events_table else ""
+        return self.user_store
 
     def erasure_root(self) -> str:
         """Where erasure requests are recorded, or "" for nowhere."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lmrec.events import Event, EventsUnavailable
+from lmrec.events import Event
 
 HISTORY_SK = "history"
 EVENT_PREFIX = "e#"
@@ -42,9 +42,8 @@ DELETE_PAGE = 500  # keys per Query page when a user is deleted: 20 batches of 2
 MAX_KEY_BYTES = 2048  # DynamoDB's partition key: 1..2048 bytes of UTF-8
 
 
-class UserStoreUnavailable(EventsUnavailable):
-    """The user store could not be reached or used (a subclass, so callers that handled
-    EventsUnavailable keep working)."""
+class UserStoreUnavailable(RuntimeError):
+    """The user store could not be reached or used."""
 
 
 class UserStoreError(ValueError):

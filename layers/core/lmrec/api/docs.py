@@ -56,7 +56,7 @@ INVALID = _error(
     "k: Input should be less than or equal to 100",
 )
 UNAVAILABLE = _error(
-    "no model is loaded yet, or the events table is disabled or not answering", NO_MODEL
+    "no model is loaded yet, or the user store is disabled or not answering", NO_MODEL
 )
 
 

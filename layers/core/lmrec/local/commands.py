@@ -1,7 +1,7 @@
 """The operator commands of the `lmrec` script: serve, publish, rollback, demo.
 
 They work on trained models and model stores, never on training, so they import no torch.
-`training.cli` adds them to its parser beside `train` and `batch`. Each command returns an
+`lmrec.local.cli` adds them to its parser beside `train` and `batch`. Each command returns an
 exit code: 0, or 2 with one readable line on stderr for bad input.
 """
 
@@ -163,15 +163,15 @@ def _serve(
     import uvicorn
 
     from lmrec.api import create_app
-    from lmrec.events import EventsUnavailable
     from lmrec.serving import ModelState
+    from lmrec.userstore import UserStoreUnavailable
 
     settings = _settings(store, erasure, args)
     state = ModelState(settings)
     state.refresh()
     try:
         app = create_app(settings, state)
-    except EventsUnavailable as exc:  # e.g. a sqlite path that cannot be created
+    except UserStoreUnavailable as exc:  # e.g. a sqlite path that cannot be created
         raise CommandError(str(exc)) from None
     bound = listener.getsockname()[1]  # the one bound (--port 0: any free port)
     url = f"http://{f'[{args.host}]' if ':' in args.host else args.host}:{bound}"

@@ -16,18 +16,29 @@ import logging
 import socket
 import threading
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from lmrec.local.progress import JobProgress
 from lmrec.local.stack import REPO, LocalStack, free_port
 
-SAMPLE = REPO / "training" / "sample_data" / "ml-100k"
+
+def shipped(*parts: str) -> Path:
+    """A file the training package ships (sample data, presets), wherever it is installed:
+    the checkout, or site-packages from a wheel (pyproject's package-data)."""
+    ref = resources.files("training")  # a regular package, so a real directory
+    for part in parts:
+        ref = ref.joinpath(part)
+    return Path(str(ref))
+
+
+SAMPLE = shipped("sample_data", "ml-100k")
 WORKDIR = REPO / "runs" / "demo"
 STAGES = 6
 # A short CPU budget so the demo finishes in minutes; the presets train longer.
 DEMO_HP = {
-    **json.loads((REPO / "training" / "presets" / "ml-100k.json").read_text()),
+    **json.loads(shipped("presets", "ml-100k.json").read_text()),
     "max_train_seconds": "60",
     "student_max_seconds": "35",
     "refit": "false",  # a measurement for the benchmark, not needed to serve
@@ -120,6 +131,7 @@ def _row(name: str, split: dict) -> str:
 
 
 def show_gate(promotion: dict, model_dir: Path) -> bool:
+    from lmrec.bundle import served_metric
     from lmrec.promote import GATE_MODEL
 
     stage(5, f"Promote function: {promotion['action']} {promotion.get('model_version') or ''}")
@@ -130,7 +142,7 @@ def show_gate(promotion: dict, model_dir: Path) -> bool:
     manifest: dict[str, Any] = json.loads(path.read_text())
     metrics: dict[str, Any] = manifest["metrics"]
     # the job serves the better of its two small models on valid (the manifest says which)
-    served = str(manifest.get("served_model", GATE_MODEL))
+    served = served_metric(manifest, GATE_MODEL)
     users = metrics[served]["test"]["full"].get("users", "all")
     say(f"{INDENT}test split ({users} users, leave-one-out, k=10):")
     protocol = next((k for k in metrics[served]["test"] if k.startswith("sampled")), "")
@@ -212,7 +224,7 @@ class Api:
 
         settings = Settings(
             store_uri=stack.store_uri,
-            events_table=stack.table,
+            user_store=f"dynamodb://{stack.table}",
             cache_dir=str(stack.workdir / "cache"),
         )
         state = ModelState(settings)

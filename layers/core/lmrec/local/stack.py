@@ -60,7 +60,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def create_events_table(name: str) -> None:
+def create_user_store_table(name: str) -> None:
     """The user-store table (histories and events) as template.yaml declares it (user_id +
     sk keys), on the endpoint boto3 is pointed at."""
     aws.client("dynamodb").create_table(
@@ -97,7 +97,7 @@ def event_from_file(name: str, **detail) -> dict:
 class LocalStack:
     workdir: Path
     bucket: str = "lmrec-local"
-    table: str = "lmrec-events"
+    table: str = "lmrec-user-store"
     model_name: str = "lmrec"
     hyperparameters: dict = field(default_factory=dict)
     min_new_interactions: int = 1000
@@ -131,7 +131,6 @@ class LocalStack:
             "AWS_DEFAULT_REGION": "us-east-1",
             "LMREC_STORE_URI": self.store_uri,
             "LMREC_MODEL_NAME": self.model_name,
-            "LMREC_EVENTS_TABLE": self.table,
             # one table for histories and events (moto's DynamoDB), as in AWS
             "LMREC_USER_STORE": f"dynamodb://{self.table}",
             "LMREC_ERASURE_URI": f"{self.store_uri}/erasure",
@@ -168,7 +167,7 @@ class LocalStack:
 
         events.reset_client()
         aws.client("s3").create_bucket(Bucket=self.bucket)
-        create_events_table(self.table)
+        create_user_store_table(self.table)
         return self
 
     def stop(self) -> None:

@@ -10,8 +10,8 @@ from fastapi import APIRouter, HTTPException, Request
 from lmrec.api.auth import CallerDep, require_user
 from lmrec.api.deps import SettingsDep, UsersDep
 from lmrec.api.schemas import EventsRequest, EventsResponse
-from lmrec.events import Event, EventsUnavailable
-from lmrec.userstore import UserStore
+from lmrec.events import Event
+from lmrec.userstore import UserStore, UserStoreUnavailable
 
 router = APIRouter(prefix="/v1", tags=["events"])
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def post_events(
     ]
     try:
         recorded = store.put_events(batch, settings.events_ttl_days * 86400)
-    except EventsUnavailable as exc:
+    except UserStoreUnavailable as exc:
         log.warning("events were not recorded: %s", exc)
         raise HTTPException(503, "events were not recorded; try again") from None
     rec = request.app.state.model_state.recommender

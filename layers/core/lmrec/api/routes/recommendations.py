@@ -14,10 +14,9 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from lmrec.api.auth import CallerDep, require_user
 from lmrec.api.deps import SettingsDep, StateDep, UsersDep, require_model
 from lmrec.api.schemas import Id, Reason, RecommendedItem, RecommendRequest, RecommendResponse
-from lmrec.events import EventsUnavailable
 from lmrec.recommend import POPULAR, Filters, Recommendation, Recommender
 from lmrec.settings import Settings
-from lmrec.userstore import UserStore
+from lmrec.userstore import UserStore, UserStoreUnavailable
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 log = logging.getLogger(__name__)
@@ -78,7 +77,7 @@ async def stored_items(
             settings.user_store_deadline_seconds,
         )
         return None, "the user's stored history did not arrive in time and was not used"
-    except EventsUnavailable as exc:
+    except UserStoreUnavailable as exc:
         log.warning("user store failed; answering without it: %s", exc)
         return None, "the user's stored history was unavailable and was not used"
     except Exception:  # botocore raises many types (e.g. ReadTimeoutError): all mean "not now"

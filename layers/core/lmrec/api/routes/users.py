@@ -13,7 +13,7 @@ from lmrec import erasure, store
 from lmrec.api.auth import CallerDep, require_user
 from lmrec.api.deps import SettingsDep, UsersDep
 from lmrec.api.schemas import DeleteResponse, Id
-from lmrec.events import EventsUnavailable
+from lmrec.userstore import UserStoreUnavailable
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def erase(user_id: str, users, settings) -> DeleteResponse:
             deleted, complete = users.delete_user_until(
                 user_id, began + settings.erasure_stop_seconds()
             )
-        except EventsUnavailable as exc:
+        except UserStoreUnavailable as exc:
             log.warning("user store delete failed: %s", exc)
             if not root:
                 raise HTTPException(503, "nothing was erased; try again") from None

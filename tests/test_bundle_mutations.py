@@ -295,7 +295,7 @@ class Api:
         from lmrec.settings import Settings
         from mangum import Mangum
 
-        cfg = Settings(store_uri="", user_store="", events_table="", erasure_uri="", auth="none")
+        cfg = Settings(store_uri="", user_store="", erasure_uri="", auth="none")
         self.state = ModelState(cfg)
         self.state.last_check = float("inf")  # no store to refresh from
         self.handler = Mangum(create_app(cfg, self.state), lifespan="off")

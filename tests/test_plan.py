@@ -67,14 +67,22 @@ def test_budget_shares():
 
 
 @pytest.mark.parametrize(
-    ("distilled", "plain", "served"), [(0.3, 0.2, "student"), (0.2, 0.3, "student_plain")]
+    ("distilled", "plain", "served"),
+    [
+        (0.3, 0.2, "student"),
+        (0.2, 0.3, "student_plain"),
+        # 1,000 valid users: a lead under half of one user's hit (0.0005) is a tie, and the
+        # distilled student wins it
+        (0.2, 0.2004, "student"),
+        (0.2, 0.2006, "student_plain"),
+    ],
 )
 def test_the_better_small_model_on_valid_is_served(distilled, plain, served):
     trained = {
         "student": (None, FitResult(best_valid_ndcg=distilled)),
         "student_plain": (None, FitResult(best_valid_ndcg=plain)),
     }
-    assert choose_served(trained) == served
+    assert choose_served(trained, users=1000) == served
 
 
 def test_a_time_goal_from_the_data_size_when_nothing_sets_the_length(capsys):

@@ -42,6 +42,23 @@ def build(
     return Transitions(new_indptr, cols[kept].astype(np.int32), counts[kept], weight)
 
 
+def prefer_distilled(valid_ndcg: dict[str, float], users: int) -> str:
+    """The distilled student, unless student_plain's valid NDCG@10 is higher by more than
+    half of one user's hit at rank 1 (0.5 / users): a smaller difference is a tie that no
+    single user's ranking could have made, and the distilled student, which carries the
+    teacher's knowledge, wins it."""
+    if "student_plain" not in valid_ndcg:
+        return "student"
+    if "student" not in valid_ndcg:
+        return "student_plain"
+    margin = 0.5 / max(users, 1)
+    return (
+        "student_plain"
+        if valid_ndcg["student_plain"] > valid_ndcg["student"] + margin
+        else "student"
+    )
+
+
 @dataclass
 class TeacherBoost:
     """The table and the teacher's valid NDCG@10 by weight, once chosen for distillation
@@ -192,8 +209,9 @@ def add_transitions(
     by_weight = {n: v for n, v in known.by_weight.items() if n in names}
     todo = [n for n in names if n not in by_weight]
     by_weight |= valid_means(models, todo, table, split, cfg, env)
-    if small:  # the first (the distilled student) wins a tie, as without transitions
-        served = max(small, key=lambda n: float(by_weight[n].max()))
+    if small:  # the distilled student unless the plain one is better by more than a tie
+        users = len(split.evalset("valid"))
+        served = prefer_distilled({n: float(by_weight[n].max()) for n in small}, users)
     chosen = {name: WEIGHTS[int(np.argmax(v))] for name, v in by_weight.items()}
     for name in ("teacher", served):
         if name is None or not chosen.get(name):

@@ -26,7 +26,7 @@ from training.dist import DistEnv, barrier
 from training.distill import Distiller, init_from_teacher
 from training.ensemble import TeacherEnsemble, as_teacher
 from training.evaluate import evaluate, sample_negatives
-from training.hybrid import TeacherBoost, add_transitions
+from training.hybrid import TeacherBoost, add_transitions, prefer_distilled
 from training.model import SASRec
 from training.plan import Budget, PhaseClock, adapt
 from training.report import results_table, write_report
@@ -495,13 +495,12 @@ def export(
     return document
 
 
-def choose_served(trained: dict[str, tuple[SASRec, FitResult]]) -> str:
+def choose_served(trained: dict[str, tuple[SASRec, FitResult]], users: int) -> str:
     """The small model to serve: the distilled student, or the one trained alone when it is
-    better on valid (NDCG@10 at its selected epoch); test figures play no part."""
-    if "student_plain" not in trained:
-        return "student"
-    distilled, plain = trained["student"][1], trained["student_plain"][1]
-    return "student_plain" if plain.best_valid_ndcg > distilled.best_valid_ndcg else "student"
+    better on valid beyond a tie (NDCG@10 at its selected epoch, hybrid.prefer_distilled);
+    test figures play no part."""
+    figures = {name: trained[name][1].best_valid_ndcg for name in ("student", "student_plain")}
+    return prefer_distilled({n: v for n, v in figures.items() if n in trained}, users)
 
 
 def _is_short(budget: Budget, total: float) -> bool:
@@ -556,7 +555,7 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
         )
     boost = TeacherBoost()
     trained = train_models(paths, cfg, env, data, split, negatives, stop, budget, clock, boost)
-    served = choose_served(trained) if "student" in trained else None
+    served = choose_served(trained, len(split.evalset("valid"))) if "student" in trained else None
     models = scored_models(trained, cfg.train.teachers)
     models = _short_of_time(models, served or "teacher", budget, budget.total)
     known = measured_valid(models, trained)

@@ -142,7 +142,7 @@ def bases(tmp_path_factory) -> list[Path]:
 
 # --- one mutation ---------------------------------------------------------------------------
 
-ARRAY_FILES = (bundle.WEIGHTS, bundle.ITEMS, ivf.INDEX_FILE, transitions.FILE)
+ARRAY_FILES = (bundle.ITEMS, ivf.INDEX_FILE, transitions.FILE)  # + the served weights' file
 ARRAY_OPS = (
     "drop_last", "add_row", "empty", "truncate", "transpose", "add_dim", "flatten",
     "float64", "float16", "float32", "int8", "int32", "int64", "uint8", "bool",
@@ -261,7 +261,8 @@ def mutations(draw, bases: list[Path]) -> tuple[Path, Mutation]:
     base = bases[draw(st.integers(0, len(bases) - 1))]
     at = draw(st.integers(0, 10**6))
     manifest = json.loads((base / bundle.MANIFEST).read_text())
-    files = [f for f in ARRAY_FILES if f in manifest["files"]]
+    arrays = (bundle.weights_file(manifest), *ARRAY_FILES)
+    files = [f for f in arrays if f in manifest["files"]]
     kinds = ["array"] * 6 + ["popularity", "config", "metadata"]
     if transitions.FILE in files:
         kinds.append("transition parameters")

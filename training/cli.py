@@ -313,3 +313,14 @@ def _fail(paths, exc: BaseException, code: int) -> int:
         write_failure(paths, reason)
     print(f"error: {text}", file=sys.stderr, flush=True)
     return code
+
+
+def run_command(args, argv: list[str]) -> int:
+    """One of lmrec.local.cli.TRAINING_COMMANDS, parsed there."""
+    if args.command == "train":
+        return train(args, argv)
+    if args.command == "batch":
+        return batch(args)
+    if args.command == "sync-histories":
+        return int(sync_histories(args))
+    return int(erase_command(args))

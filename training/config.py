@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
 # `lmrec train --quick`: max_total_seconds for a first look (training/plan.py shares it out).
-QUICK_SECONDS = 60.0
+from lmrec.local.cli import QUICK_SECONDS  # noqa: F401  (re-exported for training)
 
 
 class ConfigError(ValueError):

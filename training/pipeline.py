@@ -499,8 +499,8 @@ def choose_served(trained: dict[str, tuple[SASRec, FitResult]], users: int) -> s
     """The small model to serve: the distilled student, or the one trained alone when it is
     better on valid beyond a tie (NDCG@10 at its selected epoch, hybrid.prefer_distilled);
     test figures play no part."""
-    figures = {name: trained[name][1].best_valid_ndcg for name in ("student", "student_plain")}
-    return prefer_distilled({n: v for n, v in figures.items() if n in trained}, users)
+    small = [name for name in ("student", "student_plain") if name in trained]
+    return prefer_distilled({name: trained[name][1].best_valid_ndcg for name in small}, users)
 
 
 def _is_short(budget: Budget, total: float) -> bool:

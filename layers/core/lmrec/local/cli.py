@@ -2,9 +2,11 @@
 
 `lmrec` (the console script) and `python -m training` (the SageMaker container's entry) both
 run main(). `serve`, `publish`, `rollback` and `demo` come from lmrec.local.commands and
-import no torch; `train`, `batch`, `sync-histories` and `erase` do their work in training/
-(training.cli), imported only when one of them runs, so `lmrec serve --help` never loads
-torch. Bad input ends with exit code 2 and one readable line.
+import no torch. `train`, `batch`, `sync-histories` and `erase` need torch, which nothing
+under layers/ may import (the Lambda layers' rule, tests/test_serving_boundaries.py): their
+arguments are checked here, then the console script hands the same command line to
+`python -m training` in place (exec: the same process id, signals and exit code), whose
+main() runs them through training.cli. Bad input ends with exit code 2 and one readable line.
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+
+# The whole job's budget of `lmrec train --quick`, in seconds (training/cli.py applies it).
+QUICK_SECONDS = 60.0
+# The subcommands whose work is done in training (torch), not in this package.
+TRAINING_COMMANDS = ("train", "batch", "sync-histories", "erase")
+TrainingRunner = Callable[[argparse.Namespace, list[str]], int]
 
 DESCRIPTION = "lmrec: train a sequential recommender, distil it, and serve it."
 
@@ -31,7 +39,6 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 def _parser() -> argparse.ArgumentParser:
     from lmrec import __version__
     from lmrec.local import commands
-    from training.config import QUICK_SECONDS  # torch-free: the dataclasses only
 
     parser = argparse.ArgumentParser(prog="lmrec", description=DESCRIPTION, formatter_class=_Help)
     parser.add_argument("--version", action="version", version=f"lmrec {__version__}")
@@ -153,35 +160,24 @@ def _user_data_parsers(sub) -> None:
     erase.add_argument("--user-store", help="default $LMREC_USER_STORE")
     for p in (sync, erase):
         p.add_argument("--user-col", default="user_id", help="the user id column of the data")
-    sync.set_defaults(run=_training("sync_histories"))
-    erase.set_defaults(run=_training("erase_command"))
 
 
-def _training(name: str) -> Callable[[argparse.Namespace], int]:
-    """A subcommand whose work is done by training.cli.<name>, imported when it runs."""
-
-    def run(args: argparse.Namespace) -> int:
-        from training import cli
-
-        return int(getattr(cli, name)(args))
-
-    return run
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, training: TrainingRunner | None = None) -> int:
+    """Parse and run one subcommand. `training`: how the training commands run in this
+    process (python -m training passes training.cli.run_command); without it they are
+    handed to `python -m training` with the same arguments."""
     level = os.environ.get("LMREC_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
         level=level if level in logging.getLevelNamesMapping() else "INFO",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
-    if args.command == "train":
-        from training.cli import train  # torch, only when a model is trained
-
-        return train(args, argv)
-    if args.command == "batch":
-        from training.cli import batch
-
-        return batch(args)
+    args = _parser().parse_args(argv)  # bad arguments end here, before torch loads
+    if args.command in TRAINING_COMMANDS:
+        if training is None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execv(sys.executable, [sys.executable, "-m", "training", *argv])
+        assert training is not None  # execv does not return
+        return training(args, argv)
     return int(args.run(args))

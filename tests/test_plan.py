@@ -29,7 +29,9 @@ def test_small_data_keeps_the_full_softmax_and_many_epochs(capsys):
     cfg = from_hyperparameters({"max_total_seconds": "0"})  # no budget: epochs from the size
     chosen = adapt(cfg, _data(943, 1_682, 100_000))
     assert chosen["loss"] == "full" and cfg.train.loss == "full"
-    assert cfg.train.epochs == 50 and cfg.train.batch_size == 128 and cfg.train.patience == 5
+    assert cfg.train.epochs == 50 and cfg.train.patience == 5
+    # 106 items a user: a 200-item window, and batches of 32 so an epoch has 32+ steps
+    assert (cfg.model.max_len, cfg.train.batch_size) == (200, 32)
     assert chosen["eval_users"] == 943  # every user
     assert chosen["student_lr"] == cfg.student.student_lr == 2e-3
     assert "chosen for this data: loss=full, epochs=50" in capsys.readouterr().err
@@ -44,6 +46,15 @@ def test_large_data_gets_the_sampled_loss_and_fewer_larger_steps():
     assert chosen["eval_users"] == 10_000
     # the sampled loss's students learn at half the full softmax's rate (plan.STUDENT_LR)
     assert chosen["student_lr"] == cfg.student.student_lr == 1e-3
+
+
+def test_short_histories_keep_a_50_item_window_and_batches_of_128():
+    cfg = from_hyperparameters({"max_total_seconds": "0"})
+    chosen = adapt(cfg, _data(31_000, 24_000, 280_000), say=False)  # Games: 9 a user
+    assert (chosen["max_len"], chosen["batch_size"]) == (50, 128)
+    cfg = from_hyperparameters({"max_total_seconds": "0", "max_len": "30"})
+    chosen = adapt(cfg, _data(943, 1_682, 100_000), say=False)  # a given window is kept
+    assert (chosen["max_len"], chosen["batch_size"]) == (30, 64)  # 3,772 windows
 
 
 def test_what_the_user_set_is_kept_and_negatives_are_clamped():

@@ -33,33 +33,3 @@ def test_sampled_loss_is_cross_entropy_over_target_and_negatives():
     # AND its gradient reaches the item table through every lookup
     loss.backward()
     assert table.grad[[3, 6, 9, 27]].abs().sum(dim=1).gt(0).all()
-
-
-def test_cosine_temperature_scores_every_path_with_the_same_cosines():
-    # GIVEN a small teacher whose logits are cosines divided by a temperature of 0.05
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_items=30, d_model=16, n_heads=2, max_len=6, dropout=0.0)
-    cfg.cosine_temperature = 0.05
-    model = SASRec(cfg).eval()
-    items = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
-    targets = torch.tensor([[0, 0, 4, 5, 6], [2, 3, 4, 5, 7]])
-    real = targets != 0
-    h = F.normalize(model.encode(items)[real], dim=-1)
-    table = F.normalize(model.item_emb.weight, dim=-1)
-    cosines = h @ table.T / 0.05  # (N, n_items + 1), written out longhand
-    # WHEN the full loss, the serving scores and the sampled candidates are computed
-    full = model(items, targets)
-    scores = model.score(items)
-    negatives = torch.tensor([6, 9, 12])
-    sampled = model.candidates_at(items, real, targets[real], negatives, None)
-    # THEN each is made of the same cosines / temperature
-    y = targets[real]
-    expected = F.cross_entropy(cosines[:, 1:], y - 1)
-    assert full.item() == pytest.approx(expected.item(), rel=1e-5)
-    newest = cosines[[2, 7]]  # the rows of each sequence's newest position
-    assert torch.allclose(scores[:, 1:], newest[:, 1:], atol=1e-4)
-    assert torch.isinf(scores[:, 0]).all()
-    assert torch.allclose(sampled[:, 0], cosines[torch.arange(len(y)), y], atol=1e-4)
-    # AND the sampled loss's logits are bounded by 1 / temperature, as cosines must be
-    loss = model(items, targets, negatives)
-    assert torch.isfinite(loss) and sampled[torch.isfinite(sampled)].abs().max() <= 20 + 1e-3

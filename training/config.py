@@ -58,10 +58,6 @@ class ModelConfig:
     max_len: int = hp(0, 0)
     dropout: float = hp(0.2, 0.0, 1.0, hi_open=True)  # [0, 1)
     ffn_mult: int = hp(4, 1)  # [1, inf)
-    # > 0: logits are cosines of the hidden state and the item vector divided by this
-    # temperature (HSTU's SASRec: 0.05); 0 = the plain dot product. Teachers only: the
-    # numpy student runtime scores with the dot product.
-    cosine_temperature: float = hp(0.0, 0.0)  # [0, inf)
 
 
 @dataclass

@@ -150,21 +150,10 @@ class SASRec(nn.Module):
             x = block(x, mask, last_only=last_only and i == len(self.blocks) - 1)
         return self.ln_f(x)
 
-    def head(
-        self, hidden: torch.Tensor, vectors: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The query and item vectors whose dot product is the logit: as they are, or, with
-        cosine_temperature, unit length with the query scaled by 1 / temperature."""
-        tau = self.cfg.cosine_temperature
-        if not tau:
-            return hidden, vectors
-        return F.normalize(hidden, dim=-1) / tau, F.normalize(vectors, dim=-1)
-
     def catalog_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N, n_items): column j is item j + 1. Padding (row 0) is left out rather
         than masked, which saves a fill and a copy of the largest tensor in training."""
-        q, table = self.head(hidden, self.item_emb.weight[1:])
-        return q @ table.T
+        return hidden @ self.item_emb.weight[1:].T
 
     def logits_at(self, items: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """Catalog logits (N, n_items) at the positions `real` (B, W) marks among the newest
@@ -182,9 +171,8 @@ class SASRec(nn.Module):
     ) -> torch.Tensor:
         """Like logits_at, over [target, negatives] only (see candidate_logits): (N, 1 + K)."""
         h = self.encode(items)[:, -real.shape[1] :][real]
-        h, vectors = self.head(h, self.item_emb.weight[torch.cat([y, negatives])])
-        pos_vec, neg_vec = vectors[: len(y)], vectors[len(y) :]
-        return candidate_logits(h, pos_vec, neg_vec, y, negatives, log_q)
+        table = self.item_emb.weight
+        return candidate_logits(h, table[y], table[negatives], y, negatives, log_q)
 
     def forward(
         self,
@@ -207,9 +195,6 @@ class SASRec(nn.Module):
         if negatives is None:
             return F.cross_entropy(self.catalog_logits(self.encode(items)[real]).float(), y - 1)
         h, pos_vec, neg_vec = self.sampled_vectors(items, real, y, negatives)
-        if self.cfg.cosine_temperature:
-            h, vectors = self.head(h, torch.cat([pos_vec, neg_vec]))
-            pos_vec, neg_vec = vectors[: len(y)], vectors[len(y) :]
         logits = candidate_logits(h, pos_vec, neg_vec, y, negatives, log_q)
         return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
 
@@ -232,8 +217,7 @@ class SASRec(nn.Module):
         """Serving/eval: scores over the catalog for the next item, (B, n_items + 1), with
         column 0 (padding) at -inf. One matmul against the whole table, padding row included,
         then a fill: no copy of the (B, n_items) block."""
-        q, table = self.head(self.encode(items, last_only=True)[:, -1], self.item_emb.weight)
-        scores = q @ table.T
+        scores = self.encode(items, last_only=True)[:, -1] @ self.item_emb.weight.T
         scores[:, 0] = float("-inf")
         return scores
 

@@ -30,7 +30,7 @@ def test_small_data_keeps_the_full_softmax_and_many_epochs(capsys):
     chosen = adapt(cfg, _data(943, 1_682, 100_000))
     assert chosen["loss"] == "full" and cfg.train.loss == "full"
     assert cfg.train.epochs == 50 and cfg.train.patience == 5
-    # 106 items a user: a 200-item window, and batches of 32 so an epoch has 32+ steps
+    # 106 items a user: a 200-item window, and batches of 32 so an epoch has many steps
     assert (cfg.model.max_len, cfg.train.batch_size) == (200, 32)
     assert chosen["eval_users"] == 943  # every user
     assert chosen["student_lr"] == cfg.student.student_lr == 2e-3
@@ -54,7 +54,7 @@ def test_short_histories_keep_a_50_item_window_and_batches_of_128():
     assert (chosen["max_len"], chosen["batch_size"]) == (50, 128)
     cfg = from_hyperparameters({"max_total_seconds": "0", "max_len": "30"})
     chosen = adapt(cfg, _data(943, 1_682, 100_000), say=False)  # a given window is kept
-    assert (chosen["max_len"], chosen["batch_size"]) == (30, 64)  # 3,772 windows
+    assert (chosen["max_len"], chosen["batch_size"]) == (30, 32)  # 3,772 windows
 
 
 def test_what_the_user_set_is_kept_and_negatives_are_clamped():

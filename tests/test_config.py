@@ -45,8 +45,6 @@ def test_strings_are_converted_by_field_type():
         ({"student_d_model": "50", "student_n_heads": "4"}, "student_d_model must be"),
         ({"item_table_dtype": "int4"}, "item_table_dtype must be one of"),
         ({"eval_from": "0"}, "eval_from must be >= 1"),
-        ({"max_len": "1"}, "max_len must be >= 2 (or 0: chosen from the data)"),
-        ({"max_len": "-3"}, "max_len must be >= 0"),
     ],
 )
 def test_bad_hyperparameters(hp, message):

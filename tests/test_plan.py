@@ -30,8 +30,8 @@ def test_small_data_keeps_the_full_softmax_and_many_epochs(capsys):
     chosen = adapt(cfg, _data(943, 1_682, 100_000))
     assert chosen["loss"] == "full" and cfg.train.loss == "full"
     assert cfg.train.epochs == 50 and cfg.train.patience == 5
-    # 106 items a user: a 200-item window, and batches of 32 so an epoch has many steps
-    assert (cfg.model.max_len, cfg.train.batch_size) == (200, 32)
+    # 943 users of 106 items: 2,412 windows of 50, so batches of 32 (75 steps an epoch)
+    assert cfg.train.batch_size == 32
     assert chosen["eval_users"] == 943  # every user
     assert chosen["student_lr"] == cfg.student.student_lr == 2e-3
     assert "chosen for this data: loss=full, epochs=50" in capsys.readouterr().err
@@ -48,13 +48,16 @@ def test_large_data_gets_the_sampled_loss_and_fewer_larger_steps():
     assert chosen["student_lr"] == cfg.student.student_lr == 1e-3
 
 
-def test_short_histories_keep_a_50_item_window_and_batches_of_128():
+def test_the_batch_is_halved_only_while_an_epoch_has_few_steps():
     cfg = from_hyperparameters({"max_total_seconds": "0"})
     chosen = adapt(cfg, _data(31_000, 24_000, 280_000), say=False)  # Games: 9 a user
-    assert (chosen["max_len"], chosen["batch_size"]) == (50, 128)
-    cfg = from_hyperparameters({"max_total_seconds": "0", "max_len": "30"})
-    chosen = adapt(cfg, _data(943, 1_682, 100_000), say=False)  # a given window is kept
-    assert (chosen["max_len"], chosen["batch_size"]) == (30, 32)  # 3,772 windows
+    assert chosen["batch_size"] == 128  # 31,000 windows: 242 steps
+    cfg = from_hyperparameters({"max_total_seconds": "0", "max_len": "200"})
+    chosen = adapt(cfg, _data(4_000, 1_682, 424_000), say=False)  # 4,000 windows of 200
+    assert chosen["batch_size"] == 32  # 64 would give 62.5 steps
+    cfg = from_hyperparameters({"max_total_seconds": "0", "max_len": "200"})
+    chosen = adapt(cfg, _data(4_200, 1_682, 445_200), say=False)
+    assert chosen["batch_size"] == 64  # 4,200 windows: 65.6 steps of 64
 
 
 def test_what_the_user_set_is_kept_and_negatives_are_clamped():

@@ -54,8 +54,7 @@ class ModelConfig:
     d_model: int = hp(64, 1)  # [1, inf), a multiple of n_heads
     n_blocks: int = hp(2, 1)  # [1, inf)
     n_heads: int = hp(2, 1)  # [1, inf)
-    # [0, inf), not 1: 0 = chosen from the histories' length (training/plan.py)
-    max_len: int = hp(0, 0)
+    max_len: int = hp(50, 2)  # [2, inf)
     dropout: float = hp(0.2, 0.0, 1.0, hi_open=True)  # [0, 1)
     ffn_mult: int = hp(4, 1)  # [1, inf)
 
@@ -258,8 +257,6 @@ def validate(cfg: RunConfig) -> None:
             if message:
                 raise ConfigError(message)
     m, st = cfg.model, cfg.student
-    if m.max_len == 1:
-        raise ConfigError("max_len must be >= 2 (or 0: chosen from the data)")
     if m.d_model % m.n_heads:
         raise ConfigError("d_model must be a positive multiple of n_heads")
     if st.student_d_model % st.student_n_heads:

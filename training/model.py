@@ -103,8 +103,6 @@ class SASRec(nn.Module):
         super().__init__()
         if cfg.n_items <= 0:
             raise ValueError("ModelConfig.n_items must be set from the data")
-        if cfg.max_len < 2:
-            raise ValueError("ModelConfig.max_len must be set (training.plan.adapt chooses it)")
         self.cfg = cfg
         self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.d_model, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)

@@ -9,8 +9,6 @@ metrics.json ("summary.chosen").
 - epochs / student_epochs: an epoch is one pass over the interactions, so large logs need
   fewer: about 5M interaction-visits in all, between 1 and 100 epochs (MovieLens 100K: 50,
   1.2M interactions: 4, 12.6M: 1); early stopping usually ends small data sooner.
-- max_len: 200 when the mean training history is longer than 50 items (MovieLens 100K: 104;
-  a 50-item window would cut most of it), else 50 (Games: 7; the scale rungs: ~12).
 - batch_size: 128 windows, 256 from a million interactions (fewer, larger steps), halved
   (down to 32) while an epoch would have fewer than MIN_STEPS = 64 steps. Small logs need
   the steps: on MovieLens 100K (943 users: 2,412 windows of 50 items) batches of 32 reached
@@ -65,8 +63,6 @@ SHARES = {"teacher": 0.50, "student": 0.70, "student_plain": 0.80, "teacher_refi
 # teacher's level (M: 0.2564, 0.2810; test 0.2798 against the teacher's 0.2740 and 0.2656 at
 # 2e-3), measured side by side on the same teacher (docs/experiments.md).
 STUDENT_LR = {"full": 2e-3, "sampled": 1e-3}
-LONG_HISTORY = 50  # mean training items per user above which the window is LONG_WINDOW
-SHORT_WINDOW, LONG_WINDOW = 50, 200
 MIN_STEPS, MIN_BATCH = 64, 32  # steps an epoch at least, and the smallest automatic batch
 
 
@@ -74,21 +70,10 @@ def _auto_epochs(interactions: int) -> int:
     return int(min(MAX_EPOCHS, max(1, round(VISITS / max(interactions, 1)))))
 
 
-def _train_lengths(data: Interactions) -> np.ndarray:
-    """Training items per user: the last two go to valid and test."""
-    return np.maximum(data.lengths() - 2, 0)
-
-
-def _auto_max_len(data: Interactions) -> int:
-    lengths = _train_lengths(data)
-    long = len(lengths) and float(lengths.mean()) > LONG_HISTORY
-    return LONG_WINDOW if long else SHORT_WINDOW
-
-
 def _auto_batch(data: Interactions, max_len: int, large: bool) -> int:
     """The usual batch, halved until an epoch (one window per max_len training items of a
     user, training.batching.training_windows) has MIN_STEPS steps, down to MIN_BATCH."""
-    n = _train_lengths(data)
+    n = np.maximum(data.lengths() - 2, 0)  # training items: the last two are valid and test
     windows = int(np.maximum(1, -(-(n - 1) // max_len)).sum())
     batch = 256 if large else 128
     while batch > MIN_BATCH and windows < MIN_STEPS * batch:
@@ -118,8 +103,6 @@ def adapt(cfg: RunConfig, data: Interactions, say: bool = True) -> dict:
         t.num_negatives = chosen["num_negatives"] = clamp_negatives(t.num_negatives, data.n_items)
     budget = _default_budget(cfg, n_int)
     epochs = MAX_EPOCHS if budget else _auto_epochs(n_int)
-    if not cfg.model.max_len:
-        cfg.model.max_len = _auto_max_len(data)
     defaults = [
         (t, "epochs", epochs),
         (s, "student_epochs", epochs),
@@ -131,7 +114,6 @@ def adapt(cfg: RunConfig, data: Interactions, say: bool = True) -> dict:
         if not getattr(section, name):
             setattr(section, name, value)
         chosen[name] = getattr(section, name)
-    chosen["max_len"] = cfg.model.max_len
     chosen["max_total_seconds"] = budget
     chosen["eval_users"] = min(t.eval_users or len(data.user_ids), len(data.user_ids))
     chosen["given"] = sorted(given)

@@ -6,6 +6,10 @@ metrics.json ("summary.chosen").
 
 - loss: the full softmax up to FULL_SOFTMAX_MAX_ITEMS catalog items, sampled above
   (training/sampling.py); num_negatives never more than the catalog holds (with a warning).
+- d_model (the teacher's width): 128 with the full softmax, 64 with the sampled loss. Where
+  the catalog is small enough for the full softmax, the wider teacher learned more per
+  CPU second (ML-100K and the S rung: docs/experiments.md, "Teacher study"); with the
+  sampled loss at 75k items d_model 128 was behind at 300 s (rung M, the same page).
 - epochs / student_epochs: an epoch is one pass over the interactions, so large logs need
   fewer: about 5M interaction-visits in all, between 1 and 100 epochs (MovieLens 100K: 50,
   1.2M interactions: 4, 12.6M: 1); early stopping usually ends small data sooner.
@@ -47,7 +51,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.config import RunConfig
+from training.config import ConfigError, RunConfig
 from training.data import Interactions
 from training.sampling import choose_loss, clamp_negatives
 
@@ -63,6 +67,7 @@ SHARES = {"teacher": 0.50, "student": 0.70, "student_plain": 0.80, "teacher_refi
 # teacher's level (M: 0.2564, 0.2810; test 0.2798 against the teacher's 0.2740 and 0.2656 at
 # 2e-3), measured side by side on the same teacher (docs/experiments.md).
 STUDENT_LR = {"full": 2e-3, "sampled": 1e-3}
+D_MODEL = {"full": 128, "sampled": 64}  # the teacher's width by loss
 MIN_STEPS, MIN_BATCH = 64, 32  # steps an epoch at least, and the smallest automatic batch
 
 
@@ -109,11 +114,17 @@ def adapt(cfg: RunConfig, data: Interactions, say: bool = True) -> dict:
         (t, "batch_size", _auto_batch(data, cfg.model.max_len, large)),
         (t, "patience", 2 if large else 5),
         (s, "student_lr", STUDENT_LR[t.loss]),
+        (cfg.model, "d_model", D_MODEL[t.loss]),
     ]
     for section, name, value in defaults:
         if not getattr(section, name):
             setattr(section, name, value)
         chosen[name] = getattr(section, name)
+    if cfg.model.d_model % cfg.model.n_heads:
+        raise ConfigError(
+            f"d_model {cfg.model.d_model} (chosen for this data) is not a multiple of "
+            f"n_heads {cfg.model.n_heads}; set d_model too"
+        )
     chosen["max_total_seconds"] = budget
     chosen["eval_users"] = min(t.eval_users or len(data.user_ids), len(data.user_ids))
     chosen["given"] = sorted(given)

@@ -46,7 +46,7 @@ def teacher_top_k(teacher: SASRec, x: torch.Tensor, real: torch.Tensor) -> torch
 
 def measure(n_items: int, steps: int, rng: np.random.Generator) -> dict:
     torch.manual_seed(0)
-    teacher = SASRec(ModelConfig(n_items=n_items))
+    teacher = SASRec(ModelConfig(n_items=n_items, d_model=64))
     student = SASRec(StudentConfig().model_config(n_items))
     distiller = Distiller(student, teacher, StudentConfig())
     optimizer = ModelOptimizer(student, 1e-3, 0.0, sparse_items=True, fused=True)

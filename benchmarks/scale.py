@@ -237,7 +237,7 @@ def step_times(rungs: list[str], steps: int, repeats: int) -> dict:
     for rung in rungs:
         n_items = RUNGS[rung][1]
         torch.manual_seed(0)
-        model = SASRec(ModelConfig(n_items=n_items))
+        model = SASRec(ModelConfig(n_items=n_items, d_model=64))  # the sampled loss's width
         counts = np.concatenate([[0], rng.zipf(1.5, n_items).clip(max=10**6)]).astype(float)
         setups[rung] = {
             "model": model,

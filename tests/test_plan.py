@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from training.config import from_hyperparameters, load_hyperparameters
+from training.config import ConfigError, from_hyperparameters, load_hyperparameters
 from training.data import Interactions
 from training.pipeline import choose_served
 from training.plan import MAX_EPOCHS, Budget, adapt, time_goal
@@ -30,7 +30,10 @@ def test_small_data_keeps_the_full_softmax_and_many_epochs(capsys):
     cfg = from_hyperparameters({"max_total_seconds": "0"})  # no budget: epochs from the size
     chosen = adapt(cfg, _data(943, 1_682, 100_000))
     assert chosen["loss"] == "full" and cfg.train.loss == "full"
-    assert cfg.train.epochs == 50 and cfg.train.batch_size == 128 and cfg.train.patience == 5
+    assert cfg.train.epochs == 50 and cfg.train.patience == 5
+    # 943 users of 106 items: 2,412 windows of 50, so batches of 32 (75 steps an epoch)
+    assert cfg.train.batch_size == 32
+    assert chosen["d_model"] == cfg.model.d_model == 128  # the full softmax's width
     assert chosen["eval_users"] == 943  # every user
     assert chosen["student_lr"] == cfg.student.student_lr == 2e-3
     assert "chosen for this data: loss=full, epochs=50" in capsys.readouterr().err
@@ -45,6 +48,25 @@ def test_large_data_gets_the_sampled_loss_and_fewer_larger_steps():
     assert chosen["eval_users"] == 10_000
     # the sampled loss's students learn at half the full softmax's rate (plan.STUDENT_LR)
     assert chosen["student_lr"] == cfg.student.student_lr == 1e-3
+    assert chosen["d_model"] == cfg.model.d_model == 64  # the sampled loss's width
+
+
+def test_the_batch_is_halved_only_while_an_epoch_has_few_steps():
+    cfg = from_hyperparameters({"max_total_seconds": "0"})
+    chosen = adapt(cfg, _data(31_000, 24_000, 280_000), say=False)  # Games: 9 a user
+    assert chosen["batch_size"] == 128  # 31,000 windows: 242 steps
+    cfg = from_hyperparameters({"max_total_seconds": "0", "max_len": "200"})
+    chosen = adapt(cfg, _data(4_000, 1_682, 424_000), say=False)  # 4,000 windows of 200
+    assert chosen["batch_size"] == 32  # 64 would give 62.5 steps
+    cfg = from_hyperparameters({"max_total_seconds": "0", "max_len": "200"})
+    chosen = adapt(cfg, _data(4_200, 1_682, 445_200), say=False)
+    assert chosen["batch_size"] == 64  # 4,200 windows: 65.6 steps of 64
+
+
+def test_a_chosen_width_that_the_heads_do_not_divide_is_refused():
+    cfg = from_hyperparameters({"max_total_seconds": "0", "n_heads": "3"})
+    with pytest.raises(ConfigError, match=r"d_model 128 .* n_heads 3; set d_model too"):
+        adapt(cfg, _data(943, 1_682, 100_000), say=False)
 
 
 def test_what_the_user_set_is_kept_and_negatives_are_clamped():

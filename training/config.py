@@ -59,7 +59,8 @@ class ModelConfig:
     """SASRec-style causal Transformer; saved inside every checkpoint and export."""
 
     n_items: int = hp(0)  # catalog size, set from the data (row 0 is padding)
-    d_model: int = hp(64, 1)  # [1, inf), a multiple of n_heads
+    # [0, inf), a multiple of n_heads; 0 = chosen from the loss (training/plan.py)
+    d_model: int = hp(0, 0)
     n_blocks: int = hp(2, 1)  # [1, inf)
     n_heads: int = hp(2, 1)  # [1, inf)
     max_len: int = hp(50, 2)  # [2, inf)
@@ -280,7 +281,7 @@ def validate(cfg: RunConfig) -> None:
             if message:
                 raise ConfigError(message)
     m, st = cfg.model, cfg.student
-    if m.d_model % m.n_heads:
+    if m.d_model % m.n_heads:  # 0 (chosen from the data) is one; every choice is too
         raise ConfigError("d_model must be a positive multiple of n_heads")
     if st.student_d_model % st.student_n_heads:
         raise ConfigError("student_d_model must be a positive multiple of student_n_heads")

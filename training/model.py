@@ -103,6 +103,8 @@ class SASRec(nn.Module):
         super().__init__()
         if cfg.n_items <= 0:
             raise ValueError("ModelConfig.n_items must be set from the data")
+        if cfg.d_model <= 0:
+            raise ValueError("ModelConfig.d_model must be set (training.plan.adapt chooses it)")
         self.cfg = cfg
         self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.d_model, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)

@@ -6,10 +6,18 @@ metrics.json ("summary.chosen").
 
 - loss: the full softmax up to FULL_SOFTMAX_MAX_ITEMS catalog items, sampled above
   (training/sampling.py); num_negatives never more than the catalog holds (with a warning).
+- d_model (the teacher's width): 128 with the full softmax, 64 with the sampled loss. Where
+  the catalog is small enough for the full softmax, the wider teacher learned more per
+  CPU second (ML-100K and the S rung: docs/experiments.md, "Teacher study"); with the
+  sampled loss at 75k items d_model 128 was behind at 300 s (rung M, the same page).
 - epochs / student_epochs: an epoch is one pass over the interactions, so large logs need
   fewer: about 5M interaction-visits in all, between 1 and 100 epochs (MovieLens 100K: 50,
   1.2M interactions: 4, 12.6M: 1); early stopping usually ends small data sooner.
-- batch_size: 128 sequences, 256 from a million interactions (fewer, larger steps).
+- batch_size: 128 windows, 256 from a million interactions (fewer, larger steps), halved
+  (down to 32) while an epoch would have fewer than MIN_STEPS = 64 steps. Small logs need
+  the steps: on MovieLens 100K (943 users: 2,412 windows of 50 items) batches of 32 reached
+  test NDCG@10 0.1007 in the CPU time where batches of 128 reached 0.0803 (the teacher
+  study in docs/experiments.md). Games (31k windows) and the scale rungs keep 128 / 256.
 - student_lr: 2e-3 with the full softmax, 1e-3 with the sampled loss (STUDENT_LR).
 - patience: 5 evaluations without a better valid NDCG@10, 2 from a million interactions
   (each evaluation costs more there and the curve is smoother).
@@ -42,7 +50,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from training.config import RunConfig
+import numpy as np
+
+from training.config import ConfigError, RunConfig
 from training.data import Interactions
 from training.sampling import choose_loss, clamp_negatives
 
@@ -58,10 +68,23 @@ SHARES = {"teacher": 0.50, "student": 0.70, "student_plain": 0.80, "teacher_refi
 # teacher's level (M: 0.2564, 0.2810; test 0.2798 against the teacher's 0.2740 and 0.2656 at
 # 2e-3), measured side by side on the same teacher (docs/experiments.md).
 STUDENT_LR = {"full": 2e-3, "sampled": 1e-3}
+D_MODEL = {"full": 128, "sampled": 64}  # the teacher's width by loss
+MIN_STEPS, MIN_BATCH = 64, 32  # steps an epoch at least, and the smallest automatic batch
 
 
 def _auto_epochs(interactions: int) -> int:
     return int(min(MAX_EPOCHS, max(1, round(VISITS / max(interactions, 1)))))
+
+
+def _auto_batch(data: Interactions, max_len: int, large: bool) -> int:
+    """The usual batch, halved until an epoch (one window per max_len training items of a
+    user, training.batching.training_windows) has MIN_STEPS steps, down to MIN_BATCH."""
+    n = np.maximum(data.lengths() - 2, 0)  # training items: the last two are valid and test
+    windows = int(np.maximum(1, -(-(n - 1) // max_len)).sum())
+    batch = 256 if large else 128
+    while batch > MIN_BATCH and windows < MIN_STEPS * batch:
+        batch //= 2
+    return batch
 
 
 def time_goal(interactions: int) -> float:
@@ -90,14 +113,20 @@ def adapt(cfg: RunConfig, data: Interactions, say: bool = True) -> dict:
     defaults = [
         (t, "epochs", t.epochs),
         (s, "student_epochs", t.epochs),  # the teacher's, set or chosen
-        (t, "batch_size", 256 if large else 128),
+        (t, "batch_size", _auto_batch(data, cfg.model.max_len, large)),
         (t, "patience", 2 if large else 5),
         (s, "student_lr", STUDENT_LR[t.loss]),
+        (cfg.model, "d_model", D_MODEL[t.loss]),
     ]
     for section, name, value in defaults:
         if not getattr(section, name):
             setattr(section, name, value)
         chosen[name] = getattr(section, name)
+    if cfg.model.d_model % cfg.model.n_heads:
+        raise ConfigError(
+            f"d_model {cfg.model.d_model} (chosen for this data) is not a multiple of "
+            f"n_heads {cfg.model.n_heads}; set d_model too"
+        )
     chosen["max_total_seconds"] = budget
     chosen["eval_users"] = min(t.eval_users or len(data.user_ids), len(data.user_ids))
     chosen["given"] = sorted(given)

@@ -44,7 +44,7 @@ from lmrec.items import ItemCatalog
 from lmrec.student import NumpySASRec
 from lmrec.transitions import Transitions
 
-from training.evaluate import TILE_FLOATS, Scorer, ci95, hide_seen
+from training.evaluate import Scorer, ci95, hide_seen, scored_batches
 from training.hybrid import expected_ndcg
 from training.split import EvalSet, Split
 
@@ -117,15 +117,7 @@ def per_user_ndcg(
     """(U,) NDCG@10 of each evaluated user: full ranking, seen items excluded, ties with the
     target in expectation; a target scored -inf (not known to the model) is a miss."""
     out = np.zeros(len(evalset))
-    batch_size = max(1, min(batch_size, TILE_FLOATS // (split.data.n_items + 1)))
-    order = np.argsort(evalset.prefix_len, kind="stable")  # similar lengths pad little
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        histories = [
-            split.history(u, p)
-            for u, p in zip(evalset.users[idx], evalset.prefix_len[idx], strict=True)
-        ]
-        scores = np.array(scorer(histories), dtype=np.float32, copy=True)
+    for idx, histories, scores in scored_batches(scorer, split, evalset, batch_size=batch_size):
         hide_seen(scores, histories)
         target = scores[np.arange(len(idx)), evalset.targets[idx]]
         above = np.count_nonzero(scores > target[:, None], axis=1)

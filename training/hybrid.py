@@ -18,7 +18,7 @@ from lmrec.bundle import TRANSITIONS_LABEL
 from lmrec.transitions import Transitions, recent_sums
 
 from training.baselines import pair_counts
-from training.evaluate import TILE_FLOATS, Scorer, hide_seen
+from training.evaluate import Scorer, hide_seen, scored_batches
 from training.split import EvalSet, Split
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -149,17 +149,8 @@ def valid_ndcg_by_weight(
 ) -> np.ndarray:
     """Summed NDCG@10 at each weight of WEIGHTS over `rows` of evalset (full ranking, seen
     items excluded), from one scoring pass. Sums, so DDP ranks can add their shards."""
-    batch_size = max(1, min(batch_size, TILE_FLOATS // (split.data.n_items + 1)))
-    # By history length, as evaluation does: a batch is padded to its longest history.
-    rows = rows[np.argsort(evalset.prefix_len[rows], kind="stable")]
     total = np.zeros(len(WEIGHTS))
-    for start in range(0, len(rows), batch_size):
-        idx = rows[start : start + batch_size]
-        histories = [
-            split.history(u, p)
-            for u, p in zip(evalset.users[idx], evalset.prefix_len[idx], strict=True)
-        ]
-        scores = np.array(scorer(histories), dtype=np.float32, copy=True)
+    for idx, histories, scores in scored_batches(scorer, split, evalset, rows, batch_size):
         total += _batch_sums(scores, histories, evalset.targets[idx], table)
     return total
 

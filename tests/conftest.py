@@ -375,3 +375,13 @@ def api(monkeypatch, s3_env, model_store, ml100k_small, tmp_path):
     get_settings.cache_clear()
     yield import_function("api")
     get_settings.cache_clear()
+
+
+def lmrec_cli(argv: list[str]) -> int:
+    """`lmrec ARGS` in this process (the console script would hand the training commands
+    to python -m training): tests can patch what the commands call."""
+    from lmrec.local.cli import main
+
+    from training.cli import run_command
+
+    return main(argv, training=run_command)

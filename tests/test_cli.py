@@ -161,7 +161,7 @@ def test_fresh_removes_the_checkpoints_and_resumes_nothing(tmp_path, synthetic_c
 
 
 def test_quick_and_a_budget_of_ones_own_are_refused_together(tmp_path, synthetic_csv, capsys):
-    from lmrec.local.cli import main
+    from tests.conftest import lmrec_cli as main
 
     args = ["train", "--data", str(synthetic_csv), "--output", str(tmp_path / "m"), "--quick"]
     assert main([*args, "--set", "max_total_seconds=5"]) == 2
@@ -200,7 +200,7 @@ def test_the_lmrec_command_lives_in_the_lmrec_package():
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["lmrec"] == "lmrec.local.cli:main"
+    assert project["scripts"]["lmrec"] == "lmrec.local.cli:console"
     # the SageMaker container's entry (python -m training) runs the same main
     assert "from lmrec.local.cli import main" in (REPO / "training" / "__main__.py").read_text()
 

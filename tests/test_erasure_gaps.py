@@ -19,11 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from lmrec import erasure, store
-from lmrec.local.cli import main as lmrec
 from lmrec.local.stack import create_user_store_table
 from lmrec.userstore import UserStoreUnavailable, open_user_store
 
 from tests.conftest import call, write_csv
+from tests.conftest import lmrec_cli as lmrec
 from training import erasure as job
 from training import histories
 from training.config import DataConfig

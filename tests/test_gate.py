@@ -226,7 +226,7 @@ def test_items_production_does_not_know_rank_last_and_its_unknown_targets_miss(m
 def job(learned_bundle, tmp_path, synthetic_csv, monkeypatch):
     """A store whose production is the learned bundle, and a tiny training job (in process,
     the SageMaker entry's code path) that sees it through LMREC_STORE_URI."""
-    from lmrec.local.cli import main
+    from tests.conftest import lmrec_cli as main
 
     root = f"file://{tmp_path / 'store'}"
     registry.set_production(root, "lmrec", registry.publish(learned_bundle, root, "lmrec"))

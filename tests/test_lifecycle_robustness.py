@@ -149,7 +149,7 @@ def promote(root: str, bundle: Path, version: str, scale: float) -> str:
 def cli(*argv: str) -> tuple[int, str]:
     import contextlib
 
-    from lmrec.local.cli import main
+    from tests.conftest import lmrec_cli as main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -3,6 +3,6 @@ the `make demo` story, and the operator commands `lmrec serve | publish | rollba
 
 Developer tooling, not serving runtime: layers/build.py leaves this package out of the core
 Lambda layer, and it may use the dev extra (moto, uvicorn, httpx). It imports no torch and
-nothing from training/ (the `lmrec` command, lmrec.local.cli, imports training's commands
-only when one of them runs); the training job runs as a subprocess, as SageMaker would.
+nothing from training/: the `lmrec` command (lmrec.local.cli) hands its training commands to
+`python -m training`, and the training job runs as a subprocess, as SageMaker would.
 """

@@ -6,7 +6,8 @@ import no torch. `train`, `batch`, `sync-histories` and `erase` need torch, whic
 under layers/ may import (the Lambda layers' rule, tests/test_serving_boundaries.py): their
 arguments are checked here, then the console script hands the same command line to
 `python -m training` in place (exec: the same process id, signals and exit code), whose
-main() runs them through training.cli. Bad input ends with exit code 2 and one readable line.
+main() runs them through training.cli; a caller of main() gets them in a child process
+unless it passes its own runner. Bad input ends with exit code 2 and one readable line.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -162,10 +164,27 @@ def _user_data_parsers(sub) -> None:
         p.add_argument("--user-col", default="user_id", help="the user id column of the data")
 
 
+def in_child(args: argparse.Namespace, argv: list[str]) -> int:
+    """A training command in its own Python (python -m training); its exit code."""
+    return subprocess.run([sys.executable, "-m", "training", *argv], check=False).returncode
+
+
+def in_place(args: argparse.Namespace, argv: list[str]) -> int:
+    """The console script's way: this process becomes python -m training (the same process
+    id, so signals reach the job, and its exit code is the command's)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "training", *argv])
+
+
+def console() -> int:
+    """The `lmrec` console script."""
+    return main(training=in_place)
+
+
 def main(argv: list[str] | None = None, training: TrainingRunner | None = None) -> int:
-    """Parse and run one subcommand. `training`: how the training commands run in this
-    process (python -m training passes training.cli.run_command); without it they are
-    handed to `python -m training` with the same arguments."""
+    """Parse and run one subcommand. `training`: how the training commands run (python -m
+    training passes training.cli.run_command, in process); by default in a child process."""
     level = os.environ.get("LMREC_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
         level=level if level in logging.getLevelNamesMapping() else "INFO",
@@ -174,10 +193,5 @@ def main(argv: list[str] | None = None, training: TrainingRunner | None = None) 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)  # bad arguments end here, before torch loads
     if args.command in TRAINING_COMMANDS:
-        if training is None:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.execv(sys.executable, [sys.executable, "-m", "training", *argv])
-        assert training is not None  # execv does not return
-        return training(args, argv)
+        return (training or in_child)(args, argv)
     return int(args.run(args))

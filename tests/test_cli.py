@@ -220,14 +220,16 @@ def test_an_installed_wheel_ships_the_demo_data_and_finds_it(tmp_path):
         "import gzip, sys\nfrom lmrec.local import demo\n"
         "with gzip.open(demo.SAMPLE / 'interactions.csv.gz', 'rt') as fh:\n"
         "    print(fh.readline().strip())\n"
-        "print(demo.SAMPLE)\nprint(demo.DEMO_HP['d_model'])\nprint('torch' in sys.modules)"
+        "print(demo.SAMPLE)\nprint(demo.DEMO_HP['max_train_seconds'])\n"
+        "print('torch' in sys.modules)"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
     )
-    # THEN the sample data and the preset come from the installed package
+    # THEN the sample data comes from the installed package, which also ships the presets
     assert out.returncode == 0, out.stderr
     header, sample, _, torch_loaded = out.stdout.strip().splitlines()
     assert header.startswith("user_id,item_id")
     assert sample.startswith(str(target)) and torch_loaded == "False"
+    assert (target / "training" / "presets" / "ml-100k.json").is_file()

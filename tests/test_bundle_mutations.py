@@ -337,8 +337,12 @@ def serve_everything(rec, api: Api, rng: np.random.Generator) -> int:
                 answered += 1
         for item in {ids[0], ids[n - 1], ids[int(rng.integers(n))]}:
             found = rec.similar(item, 10)
-            assert found is not None
-            assert_answer(found, n)
+            # An id whose entry in the hash index was changed (checksums rewritten here: a
+            # real bundle's are verified) is not found and answered as unknown (404); the
+            # index is not rehashed at load (0.5 s at 671k items), so that is the rule.
+            assert found is not None or rec.catalog.row(item) is None
+            if found is not None:
+                assert_answer(found, n)
             answered += 1
     long = [ids[int(r) - 1] for r in histories[-1]]
     similar = f"/v1/items/{quote(ids[n - 1])}/similar"

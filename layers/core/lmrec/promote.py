@@ -31,7 +31,7 @@ import math
 import os
 import tarfile
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,40 +45,39 @@ GATE_MODEL = "student"  # the model that is served
 GATE_METRIC = ("test", "full", "ndcg@10")
 
 
+@dataclass(kw_only=True)
+class GateFigures:
+    """The figures the gate compared (test full NDCG@10): with basis "paired", both on the
+    candidate's test users (`users` of them) with the difference's mean and interval; with
+    "own splits", each model's figure on its own data's test split; with "first model", the
+    candidate's and popularity's."""
+
+    candidate_ndcg: float | None = None
+    production_ndcg: float | None = None
+    basis: str | None = None
+    users: int | None = None
+    difference: float | None = None
+    difference_ci95: list[float] | None = None
+
+
 @dataclass
-class Decision:
+class Decision(GateFigures):
     job_name: str
     action: str  # promoted | rejected | failed | duplicate | ignored
     reason: str
     model_version: str | None = None
-    # The figures the gate compared (test full NDCG@10): with basis "paired", both on the
-    # candidate's test users (`users` of them) with the difference's mean and interval;
-    # with "own splits", each model's figure on its own data's test split; with "first
-    # model", the candidate's and popularity's.
-    candidate_ndcg: float | None = None
-    production_ndcg: float | None = None
-    basis: str | None = None
-    users: int | None = None
-    difference: float | None = None
-    difference_ci95: list[float] | None = None
     decided_at: str = ""
 
 
 @dataclass
-class Verdict:
+class Verdict(GateFigures):
     """What the gate concluded, and the figures behind it (copied into the Decision)."""
 
     accept: bool
     reason: str
-    candidate_ndcg: float | None = None
-    production_ndcg: float | None = None
-    basis: str | None = None
-    users: int | None = None
-    difference: float | None = None
-    difference_ci95: list[float] | None = None
 
     def decision(self, job: str, action: str, reason: str, version: str | None) -> Decision:
-        figures = {k: v for k, v in asdict(self).items() if k not in ("accept", "reason")}
+        figures = {f.name: getattr(self, f.name) for f in fields(GateFigures)}
         return Decision(job, action, reason, version, **figures)
 
 
@@ -165,7 +164,16 @@ def _paired_verdict(record: dict, tolerance: float) -> Verdict:
             f"worse than production beyond noise and tolerance {figures}, "
             f"entirely below -tolerance {tolerance:g}"
         )
-    return Verdict(accept, reason, cand, prod, "paired", users, mean, [lo, hi])
+    return Verdict(
+        accept,
+        reason,
+        candidate_ndcg=cand,
+        production_ndcg=prod,
+        basis="paired",
+        users=users,
+        difference=mean,
+        difference_ci95=[lo, hi],
+    )
 
 
 def _own_split_verdict(cand: float, production: dict, tolerance: float, why: str) -> Verdict:
@@ -174,15 +182,15 @@ def _own_split_verdict(cand: float, production: dict, tolerance: float, why: str
     fallback = f"no paired comparison ({why}); compared on each model's own test split"
     if prod is None:
         reason = f"{fallback}: production has none; accepting the verified candidate"
-        return Verdict(True, reason, cand, None, "own splits")
+        return Verdict(True, reason, candidate_ndcg=cand, production_ndcg=None, basis="own splits")
     if cand < prod - tolerance:
         reason = (
             f"{fallback}: worse than production beyond tolerance: "
             f"{cand:.4f} < {prod:.4f} - {tolerance}"
         )
-        return Verdict(False, reason, cand, prod, "own splits")
+        return Verdict(False, reason, candidate_ndcg=cand, production_ndcg=prod, basis="own splits")
     reason = f"{fallback}: within tolerance of production ({cand:.4f} vs {prod:.4f})"
-    return Verdict(True, reason, cand, prod, "own splits")
+    return Verdict(True, reason, candidate_ndcg=cand, production_ndcg=prod, basis="own splits")
 
 
 def gate(
@@ -202,12 +210,16 @@ def gate(
         pop = _metric(candidate, "popularity")
         if pop is None:
             reason = "first model, but its manifest has no popularity baseline"
-            return Verdict(False, reason, cand, None, "first model")
+            return Verdict(
+                False, reason, candidate_ndcg=cand, production_ndcg=None, basis="first model"
+            )
         if cand <= pop:
             reason = f"first model must beat popularity: {cand:.4f} <= {pop:.4f}"
-            return Verdict(False, reason, cand, pop, "first model")
+            return Verdict(
+                False, reason, candidate_ndcg=cand, production_ndcg=pop, basis="first model"
+            )
         reason = f"first model; beats popularity ({cand:.4f} > {pop:.4f})"
-        return Verdict(True, reason, cand, pop, "first model")
+        return Verdict(True, reason, candidate_ndcg=cand, production_ndcg=pop, basis="first model")
     record, why = _paired(candidate, production_version)
     if record is not None:
         return _paired_verdict(record, tolerance)

@@ -1,0 +1,254 @@
+"""Item content as hashed sparse features: one featuriser for training and serving.
+
+An item's row of the catalog (its columns as strings) becomes a bag of tokens, each hashed
+into one of `n_buckets` rows of a content table; the item's content vector is the weighted
+sum of those rows. Training (torch EmbeddingBag, mode="sum" with per-sample weights) and
+the numpy runtime (`vectors`) call this same `featurise`, so a new item gets the vector the
+model would have given it: there is no second implementation to drift.
+
+Tokens per column kind (the spec says which columns are which):
+  text         words (Unicode \\w+ after NFKC and casefold), word bigrams, and character
+               trigrams of each word with boundary marks ("<wo", "wor", "ord", "rd>"): the
+               trigrams place unseen words and misspellings near known ones
+  categorical  each value of a "|"-separated list ("Action|Comedy"), stripped
+  numeric      the bucket of the value among edges fixed at training (quantiles); unparsable
+               or missing values get a bucket of their own
+Each column's tokens share weight 1/sqrt(count), so a long description does not drown a
+category. Hashing uses CRC-32 of the UTF-8 bytes (stable across processes, unlike hash()).
+
+Why hashing rather than a vocabulary: the table's size is fixed whatever the catalog (no
+per-item or per-word object at load), and an unseen word still lands in a trained row
+(through its trigrams). Why not a pretrained text model: nothing may download weights at
+run time, and a Lambda layer has no room for one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import unicodedata
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MAX_TEXT_CHARS = 2000  # characters of one text field featurised; the rest is ignored
+MAX_VALUES = 64  # values of one categorical field featurised
+DEFAULT_BUCKETS = 1 << 16
+NUMERIC_BUCKETS = 16
+_WORD = re.compile(r"\w+", re.UNICODE)
+_KINDS = ("text", "categorical", "numeric")
+
+
+@dataclass(frozen=True)
+class ContentSpec:
+    """Which columns are featurised and how; stored in the bundle's manifest as JSON."""
+
+    text: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    numeric: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # column -> edges
+    n_buckets: int = DEFAULT_BUCKETS
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.text, *self.categorical, *self.numeric)
+
+    def to_json(self) -> dict:
+        return {
+            "text": list(self.text),
+            "categorical": list(self.categorical),
+            "numeric": {k: list(v) for k, v in self.numeric.items()},
+            "n_buckets": self.n_buckets,
+        }
+
+    @classmethod
+    def from_json(cls, raw: object) -> ContentSpec:
+        """Raises ValueError with one readable line on anything malformed."""
+        if not isinstance(raw, dict):
+            raise ValueError("content spec: not an object")
+        try:
+            spec = cls(
+                text=tuple(str(c) for c in raw.get("text", [])),
+                categorical=tuple(str(c) for c in raw.get("categorical", [])),
+                numeric={
+                    str(k): tuple(float(e) for e in v)
+                    for k, v in dict(raw.get("numeric", {})).items()
+                },
+                n_buckets=int(raw.get("n_buckets", DEFAULT_BUCKETS)),
+            )
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"content spec: {e}") from None
+        spec.check()
+        return spec
+
+    def check(self) -> None:
+        if self.n_buckets < 1:
+            raise ValueError("content spec: n_buckets must be positive")
+        names = self.columns
+        if len(set(names)) != len(names):
+            raise ValueError("content spec: a column is named under two kinds")
+        for name, edges in self.numeric.items():
+            if any(not math.isfinite(e) for e in edges) or list(edges) != sorted(edges):
+                raise ValueError(f"content spec: edges of {name!r} must be finite and sorted")
+
+
+def _bucket(column: str, token: str, n_buckets: int) -> int:
+    raw = f"{column}\x1f{token}".encode("utf-8", "surrogatepass")
+    return zlib.crc32(raw) % n_buckets
+
+
+def text_tokens(value: str) -> list[str]:
+    words = _WORD.findall(unicodedata.normalize("NFKC", value[:MAX_TEXT_CHARS]).casefold())
+    tokens = [f"w:{w}" for w in words]
+    tokens += [f"b:{a} {b}" for a, b in itertools.pairwise(words)]
+    for w in words:
+        marked = f"<{w}>"
+        tokens += [f"c:{marked[i : i + 3]}" for i in range(max(1, len(marked) - 2))]
+    return tokens
+
+
+def categorical_tokens(value: str) -> list[str]:
+    parts = (p.strip() for p in value.split("|")[:MAX_VALUES])
+    return [f"v:{p}" for p in parts if p]
+
+
+def numeric_token(value: str, edges: Sequence[float]) -> list[str]:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return ["n:missing"] if value.strip() else []
+    if not math.isfinite(x):
+        return ["n:missing"]
+    return [f"n:{int(np.searchsorted(np.asarray(edges), x, side='right'))}"]
+
+
+def _row_features(spec: ContentSpec, row: Mapping[str, object]) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for column in spec.columns:
+        value = row.get(column)
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else str(value)
+        if column in spec.numeric:
+            tokens = numeric_token(text, spec.numeric[column])
+        elif column in spec.categorical:
+            tokens = categorical_tokens(text)
+        else:
+            tokens = text_tokens(text)
+        if not tokens:
+            continue
+        w = 1.0 / math.sqrt(len(tokens))
+        for token in tokens:
+            b = _bucket(column, token, spec.n_buckets)
+            out[b] = out.get(b, 0.0) + w
+    return out
+
+
+@dataclass
+class Features:
+    """Sparse features of n items in CSR form (what EmbeddingBag takes as input/offsets)."""
+
+    indices: np.ndarray  # int64 (nnz,)
+    offsets: np.ndarray  # int64 (n + 1,)
+    weights: np.ndarray  # float32 (nnz,)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+
+def featurise(spec: ContentSpec, rows: Sequence[Mapping[str, object]]) -> Features:
+    """The hashed features of each row (a mapping column -> value; missing columns are empty)."""
+    indices: list[int] = []
+    weights: list[float] = []
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    for i, row in enumerate(rows):
+        feats = _row_features(spec, row)
+        indices.extend(sorted(feats))
+        weights.extend(feats[b] for b in sorted(feats))
+        offsets[i + 1] = len(indices)
+    return Features(
+        indices=np.asarray(indices, dtype=np.int64),
+        offsets=offsets,
+        weights=np.asarray(weights, dtype=np.float32),
+    )
+
+
+def vectors(features: Features, table: np.ndarray) -> np.ndarray:
+    """(n, D) float32 content vectors: per item, the weighted sum of its rows of `table`
+    (n_buckets, D) in any float dtype. An item with no features gets zeros."""
+    n, d = len(features), table.shape[1]
+    out = np.zeros((n, d), dtype=np.float32)
+    if len(features.indices) == 0:
+        return out
+    rows = np.repeat(np.arange(n), np.diff(features.offsets))
+    contrib = table[features.indices].astype(np.float32) * features.weights[:, None]
+    np.add.at(out, rows, contrib)
+    return out
+
+
+def infer_spec(
+    columns: Mapping[str, Sequence[str]],
+    overrides: Mapping[str, str] | None = None,
+    n_buckets: int = DEFAULT_BUCKETS,
+) -> ContentSpec:
+    """Which kind each catalog column is, from its values (strings, one per item).
+
+    numeric: at least 95% of non-empty values parse as finite numbers; categorical: values
+    hold "|" lists, or are short (under 3 words) and repeat (distinct < half the items);
+    text: the rest. `overrides` maps a column to "text", "categorical", "numeric" or "skip".
+    """
+    overrides = dict(overrides or {})
+    for name, kind in overrides.items():
+        if kind not in (*_KINDS, "skip"):
+            raise ValueError(f"content column {name!r}: unknown kind {kind!r}")
+    kinds: dict[str, list[str]] = {k: [] for k in _KINDS}
+    edges: dict[str, tuple[float, ...]] = {}
+    for name, values in columns.items():
+        kind = overrides.get(name) or _guess_kind(values)
+        if kind == "skip":
+            continue
+        kinds[kind].append(name)
+        if kind == "numeric":
+            edges[name] = _quantile_edges(values)
+    return ContentSpec(
+        text=tuple(kinds["text"]),
+        categorical=tuple(kinds["categorical"]),
+        numeric={n: edges[n] for n in kinds["numeric"]},
+        n_buckets=n_buckets,
+    )
+
+
+def _floats(values: Sequence[str]) -> np.ndarray:
+    out = []
+    for v in values:
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(x):
+            out.append(x)
+    return np.asarray(out, dtype=np.float64)
+
+
+def _guess_kind(values: Sequence[str]) -> str:
+    present = [v for v in values if v and v.strip()]
+    if not present:
+        return "skip"
+    if len(_floats(present)) >= 0.95 * len(present):
+        return "numeric"
+    if sum("|" in v for v in present) >= 0.05 * len(present):
+        return "categorical"
+    short = sum(len(v.split()) < 3 for v in present) >= 0.9 * len(present)
+    if short and len(set(present)) < 0.5 * len(present):
+        return "categorical"
+    return "text"
+
+
+def _quantile_edges(values: Sequence[str]) -> tuple[float, ...]:
+    x = _floats(values)
+    if len(x) == 0:
+        return ()
+    qs = np.quantile(x, np.linspace(0, 1, NUMERIC_BUCKETS + 1)[1:-1])
+    return tuple(float(e) for e in np.unique(qs))

@@ -205,31 +205,12 @@ def test_the_lmrec_command_lives_in_the_lmrec_package():
     assert "from lmrec.local.cli import main" in (REPO / "training" / "__main__.py").read_text()
 
 
-@pytest.mark.slow
-def test_an_installed_wheel_ships_the_demo_data_and_finds_it(tmp_path):
-    # GIVEN the package built as a wheel and installed (not editable) into a folder
-    wheels, target = tmp_path / "wheels", tmp_path / "site"
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)]
-    subprocess.run(build, check=True, cwd=tmp_path, capture_output=True)
-    (wheel,) = wheels.glob("lmrec-*.whl")
-    install = [*pip, "install", "--no-deps", "--target", str(target), str(wheel)]
-    subprocess.run(install, check=True, capture_output=True)
-    # WHEN the demo's assets are resolved there (importlib.resources, not the checkout)
-    code = (
-        "import gzip, sys\nfrom lmrec.local import demo\n"
-        "with gzip.open(demo.SAMPLE / 'interactions.csv.gz', 'rt') as fh:\n"
-        "    print(fh.readline().strip())\n"
-        "print(demo.SAMPLE)\nprint(demo.DEMO_HP['max_train_seconds'])\n"
-        "print('torch' in sys.modules)"
-    )
-    env = {**os.environ, "PYTHONPATH": str(target)}
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    # THEN the sample data comes from the installed package, which also ships the presets
-    assert out.returncode == 0, out.stderr
-    header, sample, _, torch_loaded = out.stdout.strip().splitlines()
-    assert header.startswith("user_id,item_id")
-    assert sample.startswith(str(target)) and torch_loaded == "False"
-    assert (target / "training" / "presets" / "ml-100k.json").is_file()
+def test_a_checkout_runs_its_own_functions_and_events():
+    from lmrec.local import assets
+
+    # a checkout never takes an installed copy (tests/test_installed_package.py: the wheel's)
+    assert assets.ROOT == REPO
+    assert assets.function_code("retrain") == REPO / "functions" / "retrain" / "app.py"
+    assert assets.event_file("retrain_schedule.json") == REPO / "events" / "retrain_schedule.json"
+    with pytest.raises(assets.MissingAsset, match=r"^the sample event nope\.json is missing"):
+        assets.event_file("nope.json")

@@ -214,12 +214,13 @@ def _guarded(command):
 
     def run(args: argparse.Namespace) -> int:
         from lmrec.bundle import BundleError
+        from lmrec.local.assets import MissingAsset
         from lmrec.registry import PointerError
         from lmrec.store import StoreError
 
         try:
             return command(args)
-        except (CommandError, BundleError, PointerError, StoreError) as exc:
+        except (CommandError, BundleError, PointerError, StoreError, MissingAsset) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
 
@@ -298,4 +299,4 @@ def _demo_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     )
     demo.add_argument("--port", type=port_number, default=8000, help="API port (another if taken)")
     demo.add_argument("--exit", action="store_true", help="stop after the demo instead of serving")
-    demo.set_defaults(run=cmd_demo)
+    demo.set_defaults(run=_guarded(cmd_demo))

@@ -16,25 +16,19 @@ import logging
 import socket
 import threading
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lmrec.local import assets
 from lmrec.local.progress import JobProgress
-from lmrec.local.stack import REPO, LocalStack, free_port
+from lmrec.local.stack import LocalStack, free_port
 
-
-def shipped(*parts: str) -> Path:
-    """A file the training package ships (sample data, presets), wherever it is installed:
-    the checkout, or site-packages from a wheel (pyproject's package-data)."""
-    ref = resources.files("training")  # a regular package, so a real directory
-    for part in parts:
-        ref = ref.joinpath(part)
-    return Path(str(ref))
-
-
-SAMPLE = shipped("sample_data", "ml-100k")
-WORKDIR = REPO / "runs" / "demo"
+# The shipped sample (a checkout's or an installed package's: lmrec.local.assets).
+SAMPLE = ("sample_data", "ml-100k")
+RETRAIN_EVENT = "retrain_s3_object_created.json"
+# Under the current directory: `make demo` runs at the repository's top, an installed
+# `lmrec demo` wherever it is started.
+WORKDIR = Path("runs") / "demo"
 STAGES = 6
 # The job's defaults (sizes chosen from the data: training/plan.py), with budgets that keep
 # the whole demo within 3 minutes on two cores: most of the time goes to the teacher, which
@@ -83,30 +77,36 @@ def _quiet_logging(logs: Path) -> Path:
     return path
 
 
+def sample(name: str) -> Path:
+    """One file of the MovieLens sample; MissingAsset (one line) if it is not installed."""
+    return assets.training_file(*SAMPLE, name)
+
+
 def _sample_size() -> tuple[int, int, int]:
-    with gzip.open(SAMPLE / "interactions.csv.gz", "rt") as fh:
+    with gzip.open(sample("interactions.csv.gz"), "rt") as fh:
         rows = list(csv.DictReader(fh))
     return len(rows), len({r["user_id"] for r in rows}), len({r["item_id"] for r in rows})
 
 
 def start_stack() -> LocalStack:
     stage(1, "Local AWS")
-    stack = LocalStack(WORKDIR, hyperparameters=DEMO_HP, quiet_functions=True).start()
+    workdir = WORKDIR.resolve()
+    stack = LocalStack(workdir, hyperparameters=DEMO_HP, quiet_functions=True).start()
     say(f"{INDENT}moto server at {stack.endpoint} plays S3, DynamoDB and the SageMaker API")
     return stack
 
 
 def upload_and_retrain(stack: LocalStack) -> str | None:
     stage(2, "Data")
-    stack.upload(SAMPLE / "interactions.csv.gz", "data/interactions/ml-100k.csv.gz")
-    stack.upload(SAMPLE / "items.csv.gz", "data/items/ml-100k-items.csv.gz")
+    stack.upload(sample("interactions.csv.gz"), "data/interactions/ml-100k.csv.gz")
+    stack.upload(sample("items.csv.gz"), "data/items/ml-100k-items.csv.gz")
     ratings, users, movies = _sample_size()
     say(
         f"{INDENT}uploaded {ratings:,} MovieLens ratings ({users:,} users, {movies:,} movies) "
         f"to {stack.store_uri}/data/"
     )
     stage(3, "Retrain function (what the S3 upload event triggers)")
-    decision = stack.retrain("retrain_s3_object_created.json")
+    decision = stack.retrain(RETRAIN_EVENT)
     say(f"{INDENT}{decision['action']} {decision.get('job_name') or ''}: {decision['reason']}")
     return decision.get("job_name") if decision["action"] == "started" else None
 
@@ -263,6 +263,9 @@ class Api:
 
 def main(port: int = 8000, keep_serving: bool = True) -> int:
     began = time.perf_counter()
+    for name in ("interactions.csv.gz", "items.csv.gz"):  # a broken installation stops here
+        sample(name)
+    assets.event_file(RETRAIN_EVENT)
     logs = WORKDIR / "logs"
     _quiet_logging(logs)
     say("lmrec demo: a recommender trained on MovieLens 100K and served, AWS played locally.")

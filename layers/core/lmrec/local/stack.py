@@ -7,7 +7,8 @@
   (`python -m training train`), tars <base>/model to <output>/<job>/output/model.tar.gz and
   hands the "Training Job State Change" event to the promote function;
 - the Lambda handlers are imported from functions/<name>/app.py and called with the events
-  their EventBridge rules would deliver (moto's EventBridge does not invoke Lambda targets).
+  their EventBridge rules would deliver (moto's EventBridge does not invoke Lambda targets);
+  both are found through lmrec.local.assets, in a checkout or an installed wheel alike.
 
 Nothing here ships in the Lambda code: layers/build.py leaves the lmrec.local package out of
 the core layer. It needs the dev extra (moto).
@@ -35,8 +36,11 @@ from typing import Any, TextIO
 import boto3
 
 from lmrec import aws, store
+from lmrec.local import assets
 
-REPO = Path(__file__).resolve().parents[4]  # layers/core/lmrec/local/stack.py
+# What the stack itself reads (the retrain event is the caller's): checked by start().
+FUNCTIONS = ("retrain", "promote")
+COMPLETED, FAILED = "promote_training_completed.json", "promote_training_failed.json"
 log = logging.getLogger(__name__)
 
 
@@ -77,8 +81,18 @@ def create_user_store_table(name: str) -> None:
     )
 
 
+def training_home() -> Path:
+    """The folder above the `training` package this process imports. The jobs run there:
+    `python -m training` puts its working directory first on sys.path, so it imports the same
+    package, the checkout's or the installed one, from whatever folder the caller is in."""
+    spec = importlib.util.find_spec("training")
+    if spec is None or spec.origin is None:
+        raise assets.MissingAsset("the training package is missing from this lmrec installation")
+    return Path(spec.origin).resolve().parents[1]
+
+
 def load_function(name: str):
-    path = REPO / "functions" / name / "app.py"
+    path = assets.function_code(name)
     spec = importlib.util.spec_from_file_location(f"local_{name}_{time.monotonic_ns()}", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
@@ -88,7 +102,7 @@ def load_function(name: str):
 
 
 def event_from_file(name: str, **detail) -> dict:
-    event = json.loads((REPO / "events" / name).read_text())
+    event = json.loads(assets.event_file(name).read_text())
     event.setdefault("detail", {}).update(detail)
     return event
 
@@ -151,6 +165,11 @@ class LocalStack:
     def start(self) -> LocalStack:
         from moto.server import ThreadedMotoServer
 
+        for name in FUNCTIONS:  # a broken installation fails here, before a job has run
+            assets.function_code(name)
+        for name in (COMPLETED, FAILED):
+            assets.event_file(name)
+        training_home()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
@@ -265,8 +284,12 @@ class LocalStack:
             open(self.log_dir / f"{name}.log", "w") as out,
             subprocess.Popen(
                 [sys.executable, "-m", "training", *(args or ["train"])],
-                cwd=REPO,
-                env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), "PYTHONUNBUFFERED": "1"},
+                cwd=training_home(),
+                env={
+                    **os.environ,
+                    "SAGEMAKER_BASE_DIR": str(base.resolve()),
+                    "PYTHONUNBUFFERED": "1",
+                },
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -293,7 +316,7 @@ class LocalStack:
                     tar.add(path, arcname=path.name)
             store.write_bytes(artifact, buf.getvalue())
             detail.update(TrainingJobStatus="Completed", SecondaryStatus="Completed")
-            event = event_from_file("promote_training_completed.json", **detail)
+            event = event_from_file(COMPLETED, **detail)
         else:
             failure = base / "output" / "failure"
             reason = failure.read_text().strip() if failure.exists() else f"exit {code}"
@@ -302,6 +325,6 @@ class LocalStack:
                 SecondaryStatus="Failed",
                 FailureReason=f"AlgorithmError: {reason}",
             )
-            event = event_from_file("promote_training_failed.json", **detail)
+            event = event_from_file(FAILED, **detail)
         event["resources"] = [job["TrainingJobArn"]]
         return event

@@ -208,15 +208,19 @@ def _prepare(args, argv: list[str]):
     """(paths, config, torchrun command or None), or the exit code of a failure."""
     from lmrec.store import StoreError
 
-    from training import userdata
     from training.config import ConfigError, from_hyperparameters
-    from training.data import DataError
-    from training.sagemaker import launch_command, read_resource_config
 
     paths = None
     try:
         paths, hp = _paths_and_hp(args)
         cfg = from_hyperparameters(hp)
+    except (ConfigError, ValueError) as exc:  # before pandas and torch load: a quick refusal
+        return _fail(paths, exc, EXIT_BAD_INPUT)
+    from training import userdata
+    from training.data import DataError
+    from training.sagemaker import launch_command, read_resource_config
+
+    try:
         if args.fresh and "LOCAL_RANK" not in os.environ:  # once, before torchrun's workers
             _start_over(paths.checkpoints)
         userdata.before_training(paths.train, cfg.data.user_col)  # erasure: before any model

@@ -18,7 +18,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 
 @dataclass
@@ -85,6 +84,8 @@ def launch_command(
     current = resource.get("current_host", hosts[0])
     if current not in hosts:
         raise ValueError(f"resourceconfig: current_host {current!r} is not in hosts {hosts}")
+    import torch  # here, not at the top: bad settings are refused before torch loads
+
     nproc = processes_per_host or max(1, torch.cuda.device_count())
     if len(hosts) == 1 and nproc == 1:
         return None

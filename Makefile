@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	@{ rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) \
 	  && $(PYTHON) .ci/lock.py --bootstrap > $(VENV)/uv-requirements.txt \
 	  && $(PY) -m pip install --require-hashes --no-deps -r $(VENV)/uv-requirements.txt \
-	  && $(UV) pip install --python $(PY) --require-hashes --no-deps -r $(LOCK) \
+	  && $(UV) pip install --python $(PY) --require-hashes --no-deps --compile-bytecode -r $(LOCK) \
 	  && $(PY) -m pip install --no-deps torch==$(TORCH) \
 	  && $(UV) pip install --python $(PY) --no-deps --no-build-isolation -e . \
 	  && $(PY) -m pip check; } > $(SETUP_LOG) 2>&1 \

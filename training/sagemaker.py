@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-
 @dataclass
 class Paths:
     train: str  # file, directory or s3:// URI with the interactions

@@ -76,8 +76,10 @@ class TrainConfig:
     lr: float = hp(1e-3, 0.0, lo_open=True)  # (0, inf)
     weight_decay: float = hp(0.0, 0.0)  # [0, inf)
     # "full" softmax over the catalog, "sampled" (shared negatives, logQ-corrected), or
-    # "auto": full up to training.sampling.FULL_SOFTMAX_MAX_ITEMS items, sampled above.
-    loss: str = hp("auto", choices=("auto", "full", "sampled"))
+    # "auto": full up to training.sampling.FULL_SOFTMAX_MAX_ITEMS items, sampled above;
+    # "gbce": gSASRec's calibrated binary cross-entropy over the same sampled negatives
+    # (tried, not the default: docs/experiments.md).
+    loss: str = hp("auto", choices=("auto", "full", "sampled", "gbce"))
     num_negatives: int = hp(2048, 1)  # [1, inf), clamped to the catalog with a warning
     # [0, inf): epochs without a better valid NDCG@10; 0 = auto
     patience: int = hp(0, 0, identity=False)
@@ -116,6 +118,10 @@ class TrainConfig:
     # Teacher only: while training, replace each input item by a random catalog item with
     # this probability (targets unchanged); a regulariser for sparse logs. 0 = off.
     input_noise: float = hp(0.0, 0.0, 1.0, hi_open=True)  # [0, 1)
+    # The tuned baselines' grids (training/cf.py): "full", or "first" (each grid's first point
+    # only: ALS 64 factors at alpha 1 and EASE lambda 100, what the full grids chose on
+    # MovieLens 100K; `make demo` uses it to save ~20 s).
+    cf_grid: str = hp("full", choices=("full", "first"), identity=False)
     # Train this many teachers, seeds seed, seed + 1, ..., and use them as one: the mean of
     # their log-softmax scores over the catalog (evaluation, distillation).
     teachers: int = hp(1, 1)  # [1, inf)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from training.config import ModelConfig
 from training.distill import Distiller
 from training.ensemble import TeacherEnsemble
-from training.model import SASRec, gbce_power
+from training.model import SASRec
 from training.optim import ModelOptimizer
 from training.sampling import NegativeSampler, choose_loss, clamp_negatives
 
@@ -52,26 +52,6 @@ def test_log_q_correction_is_the_sampled_softmax_of_corrected_logits():
     assert model(ITEMS, TARGETS, NEGATIVES, uniform.log_q).item() == pytest.approx(
         model(ITEMS, TARGETS, NEGATIVES).item(), rel=1e-5
     )
-
-
-def test_gbce_is_the_calibrated_binary_cross_entropy_over_the_candidates():
-    # GIVEN a model and shared negatives, 5 of the catalog's 39 other items
-    model = _model()
-    beta = gbce_power(5, 40)
-    # WHEN the gBCE loss is computed (uncorrected logits, as gSASRec uses them)
-    loss = model(ITEMS, TARGETS, NEGATIVES, None, beta)
-    # THEN it is -beta log s(pos) - sum of log(1 - s(neg)) over the negatives that are not
-    # the row's own target, averaged over positions, written out longhand
-    real = TARGETS != 0
-    h, y, table = model.encode(ITEMS)[real], TARGETS[real], model.item_emb.weight
-    pos = (h * table[y]).sum(-1)
-    neg = (h @ table[NEGATIVES].T).masked_fill(NEGATIVES[None] == y[:, None], float("-inf"))
-    want = (-beta * F.logsigmoid(pos) - F.logsigmoid(-neg).sum(1)).mean()
-    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
-    # AND beta follows the paper: alpha (t (1 - 1/alpha) + 1/alpha), alpha = K / (n - 1)
-    alpha = 5 / 39
-    assert beta == pytest.approx(alpha * (0.75 * (1 - 1 / alpha) + 1 / alpha))
-    assert gbce_power(39, 40) == pytest.approx(1.0)  # every other item: plain BCE
 
 
 def test_sampler_draws_by_its_proposal():

@@ -76,10 +76,8 @@ class TrainConfig:
     lr: float = hp(1e-3, 0.0, lo_open=True)  # (0, inf)
     weight_decay: float = hp(0.0, 0.0)  # [0, inf)
     # "full" softmax over the catalog, "sampled" (shared negatives, logQ-corrected), or
-    # "auto": full up to training.sampling.FULL_SOFTMAX_MAX_ITEMS items, sampled above;
-    # "gbce": gSASRec's calibrated binary cross-entropy over the same sampled negatives
-    # (tried, not the default: docs/experiments.md).
-    loss: str = hp("auto", choices=("auto", "full", "sampled", "gbce"))
+    # "auto": full up to training.sampling.FULL_SOFTMAX_MAX_ITEMS items, sampled above.
+    loss: str = hp("auto", choices=("auto", "full", "sampled"))
     num_negatives: int = hp(2048, 1)  # [1, inf), clamped to the catalog with a warning
     # [0, inf): epochs without a better valid NDCG@10; 0 = auto
     patience: int = hp(0, 0, identity=False)

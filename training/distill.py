@@ -150,7 +150,6 @@ class Distiller(nn.Module):
         targets: torch.Tensor,
         negatives: torch.Tensor | None = None,
         log_q: torch.Tensor | None = None,
-        gbce_beta: float = 0.0,  # the teacher's loss only: the student's CE stays a softmax
     ) -> torch.Tensor:
         width = self.student.cfg.max_len
         s_items, s_targets = items[:, -width:], targets[:, -width:]

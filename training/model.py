@@ -88,23 +88,6 @@ def candidate_logits(
     return torch.cat([pos, neg], dim=1)
 
 
-def gbce_power(num_negatives: int, n_items: int, t: float = 0.75) -> float:
-    """gSASRec's (Petrov & Macdonald, RecSys 2023) power on the positive's sigmoid: with
-    alpha = K / (n - 1) negatives sampled of the n - 1 others, beta = alpha * (t * (1 - 1 /
-    alpha) + 1 / alpha) makes the sigmoid calibrated to the full catalog's probability at
-    t = 1; t = 0.75 is the paper's default."""
-    alpha = num_negatives / max(n_items - 1, 1)
-    return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
-
-
-def gbce_loss(logits: torch.Tensor, beta: float) -> torch.Tensor:
-    """Generalised binary cross-entropy over (N, 1 + K) logits [target, negatives] (masked
-    negatives at -inf contribute nothing): -beta log s(pos) - sum log(1 - s(neg))."""
-    pos = -beta * F.logsigmoid(logits[:, 0])
-    neg = -F.logsigmoid(-logits[:, 1:]).sum(1)
-    return (pos + neg).mean()
-
-
 def attention_mask(items: torch.Tensor) -> torch.Tensor:
     """(B, 1, L, L) bool: causal, and padding keys hidden. Each position may always see itself,
     so rows of padding queries are never all-masked (which would give NaN)."""
@@ -197,7 +180,6 @@ class SASRec(nn.Module):
         targets: torch.Tensor,
         negatives: torch.Tensor | None = None,
         log_q: torch.Tensor | None = None,
-        gbce_beta: float = 0.0,
     ) -> torch.Tensor:
         """Training loss. items, targets: (B, L) with 0 where there is no target.
 
@@ -207,15 +189,12 @@ class SASRec(nn.Module):
         With `negatives` (K,): a sampled softmax over [target, negatives], corrected by
         `log_q` (n_items + 1,), the log-probability each item had of being drawn (see
         training/sampling.py); None means a uniform draw, whose correction is a constant.
-        With `gbce_beta` > 0: gBCE over the same candidates instead (gbce_loss).
         """
         real = targets != 0
         y = targets[real]  # (N,)
         if negatives is None:
             return F.cross_entropy(self.catalog_logits(self.encode(items)[real]).float(), y - 1)
         h, pos_vec, neg_vec = self.sampled_vectors(items, real, y, negatives)
-        if gbce_beta > 0:
-            return gbce_loss(candidate_logits(h, pos_vec, neg_vec, y, negatives, None), gbce_beta)
         logits = candidate_logits(h, pos_vec, neg_vec, y, negatives, log_q)
         return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
 

@@ -67,8 +67,8 @@ SHARES = {"teacher": 0.50, "student": 0.70, "student_plain": 0.80, "teacher_refi
 # then falls (M: valid 0.2686, 0.2655; L: 0.2433, 0.2404) while 1e-3 goes on to the
 # teacher's level (M: 0.2564, 0.2810; test 0.2798 against the teacher's 0.2740 and 0.2656 at
 # 2e-3), measured side by side on the same teacher (docs/experiments.md).
-STUDENT_LR = {"full": 2e-3, "sampled": 1e-3, "gbce": 1e-3}
-D_MODEL = {"full": 128, "sampled": 64, "gbce": 64}  # the teacher's width by loss
+STUDENT_LR = {"full": 2e-3, "sampled": 1e-3}
+D_MODEL = {"full": 128, "sampled": 64}  # the teacher's width by loss
 MIN_STEPS, MIN_BATCH = 64, 32  # steps an epoch at least, and the smallest automatic batch
 
 
@@ -106,7 +106,7 @@ def adapt(cfg: RunConfig, data: Interactions, say: bool = True) -> dict:
     n_int, large = len(data.items), len(data.items) >= LARGE_LOG
     chosen: dict = {}
     t.loss = chosen["loss"] = choose_loss(t.loss, data.n_items)
-    if t.loss in ("sampled", "gbce"):
+    if t.loss == "sampled":
         t.num_negatives = chosen["num_negatives"] = clamp_negatives(t.num_negatives, data.n_items)
     budget = _default_budget(cfg, n_int)
     t.epochs = t.epochs or (MAX_EPOCHS if budget else _auto_epochs(n_int))

@@ -23,9 +23,9 @@ from training.batching import epoch_batches, replace_items, training_pairs, trai
 from training.config import RunConfig
 from training.dist import DistEnv, all_reduce_arrays, any_rank
 from training.evaluate import Scorer, evaluate_partial, finalize
-from training.model import SASRec, gbce_power
+from training.model import SASRec
 from training.optim import ModelOptimizer
-from training.sampling import UNIFORM_SHARE, NegativeSampler
+from training.sampling import NegativeSampler
 from training.split import Split
 
 if TYPE_CHECKING:
@@ -144,7 +144,6 @@ class _Run:
     result: FitResult = field(default_factory=FitResult)
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     bad_epochs: int = 0
-    gbce_beta: float = 0.0  # > 0: the gBCE loss over the sampled candidates (model.gbce_loss)
     sequences: int = 0
     session_seconds: float = 0.0
     win_users: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
@@ -163,17 +162,14 @@ def _start(phase: Phase, split: Split, cfg: RunConfig, env: DistEnv) -> _Run:
     t, model = cfg.train, phase.model
     module = phase.train_module or model
     module.to(env.device)
-    sampled = t.loss in ("sampled", "gbce")
+    sampled = t.loss == "sampled"
     # NCCL has no sparse all-reduce: under DDP on GPUs the item table stays dense.
     sparse = sampled and not (env.enabled and env.device.type == "cuda")
     # Fused: one kernel over all parameters instead of a dozen passes per step; on a CPU
     # the Games teacher's step (7.7 M parameters, most in the item table) goes 27 -> 6 ms.
     fused = env.device.type in ("cpu", "cuda")
     optimizer = ModelOptimizer(model, phase.lr, t.weight_decay, sparse, fused)
-    # gBCE's calibration assumes uniform negatives (gSASRec); popular ones, uncorrected, push
-    # the very items users pick below the rest (Games: valid NDCG@10 0 after one epoch).
-    share = 1.0 if t.loss == "gbce" else UNIFORM_SHARE
-    sampler = NegativeSampler(split.item_counts(), env.device, share) if sampled else None
+    sampler = NegativeSampler(split.item_counts(), env.device) if sampled else None
     run = _Run(
         phase=phase,
         split=split,
@@ -186,8 +182,6 @@ def _start(phase: Phase, split: Split, cfg: RunConfig, env: DistEnv) -> _Run:
         seed=t.seed if phase.seed is None else phase.seed,
         context_len=phase.context_len or model.cfg.max_len,
     )
-    if t.loss == "gbce":
-        run.gbce_beta = gbce_power(t.num_negatives, split.data.n_items)
     run.best_state = _clone_state(model)
     trainable = np.flatnonzero(split.train_len >= 2)  # a sequence of 1 has no next item
     run.win_users, run.win_ends = training_windows(split, trainable, run.context_len)
@@ -246,7 +240,7 @@ def _step(run: _Run, batch: np.ndarray, rng: np.random.Generator) -> tuple[float
     if run.sampler is not None:
         negatives, log_q = run.sampler.draw(t.num_negatives), run.sampler.log_q
     with autocast(env.device):
-        loss = run.net(x, y, negatives, log_q, run.gbce_beta)
+        loss = run.net(x, y, negatives, log_q)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()

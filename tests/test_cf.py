@@ -123,6 +123,9 @@ def test_no_step_holds_users_by_items():
     # and from a million training interactions the ALS grid is the smaller one
     assert cf.grids(n_items, cf.LARGE_LOG)["als"][1] == cf.ALS_GRID_LARGE
     assert cf.grids(n_items, cf.LARGE_LOG - 1)["als"][1] == cf.ALS_GRID
+    # and cf_grid=first keeps each grid's first point only (what the demo runs)
+    first = cf.grids(cf.EASE_MAX_ITEMS, first_only=True)
+    assert first["als"][1] == cf.ALS_GRID[:1] and first["ease"][1] == cf.EASE_GRID[:1]
 
 
 def test_a_history_with_a_repeated_item_counts_it_once():

@@ -85,6 +85,7 @@ NOT_IDENTITY_BEFORE = {
     "eval_from",
     "eval_batch_size",
     "eval_users",
+    "cf_grid",
     "sampled_negatives",
     "processes_per_host",
     "num_threads",

@@ -204,19 +204,27 @@ def tune(
 
 
 def grids(
-    n_items: int, interactions: int = 0
+    n_items: int, interactions: int = 0, first_only: bool = False
 ) -> dict[str, tuple[Callable[..., Baseline], tuple[dict, ...]]]:
     """The baselines this data allows, each with its grid: EASE only up to EASE_MAX_ITEMS,
-    the smaller ALS grid from LARGE_LOG training interactions."""
+    the smaller ALS grid from LARGE_LOG training interactions; `first_only`: each grid's
+    first point (TrainConfig.cf_grid)."""
     als_grid = ALS_GRID_LARGE if interactions >= LARGE_LOG else ALS_GRID
     out: dict[str, tuple[Callable[..., Baseline], tuple[dict, ...]]] = {"als": (ALS, als_grid)}
     if n_items <= EASE_MAX_ITEMS:
         out["ease"] = (EASE, EASE_GRID)
+    if first_only:
+        out = {name: (make, grid[:1]) for name, (make, grid) in out.items()}
     return out
 
 
 def evaluate_cf(
-    split: Split, negatives: dict, refit: bool = False, skip: str = "", **eval_kw
+    split: Split,
+    negatives: dict,
+    refit: bool = False,
+    skip: str = "",
+    first_only: bool = False,
+    **eval_kw,
 ) -> tuple[dict, dict]:
     """(metrics, record): each baseline the catalog allows, tuned on valid, then scored on
     test; with `refit`, the chosen hyperparameters fitted again on train + valid
@@ -232,7 +240,7 @@ def evaluate_cf(
         return evaluate(model, split, split.evalset(name), negatives[name], **eval_kw)
 
     interactions = int(split.train_len.sum())
-    for name, (make, grid) in grids(split.data.n_items, interactions).items():
+    for name, (make, grid) in grids(split.data.n_items, interactions, first_only).items():
         tuned = tune(make, split, grid, lambda m: scored(m, "valid"))
         began = time.perf_counter()
         metrics[name] = {"valid": tuned.valid, "test": scored(tuned.model, "test")}

@@ -116,6 +116,10 @@ class TrainConfig:
     # Teacher only: while training, replace each input item by a random catalog item with
     # this probability (targets unchanged); a regulariser for sparse logs. 0 = off.
     input_noise: float = hp(0.0, 0.0, 1.0, hi_open=True)  # [0, 1)
+    # The tuned baselines' grids (training/cf.py): "full", or "first" (each grid's first point
+    # only: ALS 64 factors at alpha 1 and EASE lambda 100, what the full grids chose on
+    # MovieLens 100K; `make demo` uses it to save ~20 s).
+    cf_grid: str = hp("full", choices=("full", "first"), identity=False)
     # Train this many teachers, seeds seed, seed + 1, ..., and use them as one: the mean of
     # their log-softmax scores over the catalog (evaluation, distillation).
     teachers: int = hp(1, 1)  # [1, inf)

@@ -325,7 +325,8 @@ def evaluate_baselines(
             }
             record[baseline.name + suffix] = {"seconds": round(time.perf_counter() - began, 2)}
     skip = "the job was short of time (under a tenth of its budget left)" if short else ""
-    cf_metrics, cf_record = evaluate_cf(split, negatives, refit, skip, **eval_kw)
+    first = cfg.train.cf_grid == "first"
+    cf_metrics, cf_record = evaluate_cf(split, negatives, refit, skip, first, **eval_kw)
     if costs is not None:
         costs |= record | cf_record
     return metrics | cf_metrics

@@ -30,13 +30,17 @@ RETRAIN_EVENT = "retrain_s3_object_created.json"
 # `lmrec demo` wherever it is started.
 WORKDIR = Path("runs") / "demo"
 STAGES = 6
-# The job's defaults (sizes chosen from the data: training/plan.py), with budgets that keep
-# the whole demo within 3 minutes on two cores: most of the time goes to the teacher, which
-# is still learning when it stops; the small students need little (docs/experiments.md).
+# The job's defaults (sizes chosen from the data: training/plan.py), bounded so the whole demo
+# fits in about 3 minutes on two quiet cores. The teacher trains a fixed 10 epochs (~85 CPU s:
+# the epoch where its valid NDCG@10 peaked in the teacher study, docs/experiments.md), not a
+# wall-clock budget, so the table it shows does not depend on how busy the machine is; 300 s
+# is only a cap. The students get equal seconds: in them the distilled one learns more.
 DEMO_HP = {
-    "max_total_seconds": "0",  # the per-model budgets below instead of the job's time goal
-    "max_train_seconds": "90",
-    "student_max_seconds": "20",
+    "max_total_seconds": "0",  # the per-model bounds below instead of the job's time goal
+    "epochs": "10",
+    "max_train_seconds": "300",
+    "student_max_seconds": "15",
+    "cf_grid": "first",  # ALS and EASE at the points their grids choose on MovieLens 100K
     "refit": "false",  # a measurement for the benchmark, not needed to serve
     "progress": "false",  # the demo draws its own bars from the job's epoch lines
 }

@@ -236,7 +236,9 @@ class EventsResponse(BaseModel):
 
 class DeleteResponse(BaseModel):
     user_id: str
-    deleted: int = Field(description="history and event records removed from the user store")
+    deleted: int = Field(
+        description="history, event and item-count records removed from the user store"
+    )
     erasure_recorded: bool = Field(
         False, description="the deletion job will remove the user's rows from the training data"
     )

@@ -8,15 +8,16 @@ import time
 import uuid
 from urllib.parse import urlencode
 
+import boto3
 import pytest
 from lmrec import trending
 from lmrec.events import Event
 from lmrec.local.stack import create_user_store_table
 from lmrec.trending import TrendingCounts
-from lmrec.userstore import open_user_store
+from lmrec.userstore import DynamoUserStore, open_user_store
 
 from tests.aws_calls import judge, role_statements
-from tests.conftest import call
+from tests.conftest import call, load_template
 from tests.sam_template import env_names
 from tests.test_iam import without_statement
 
@@ -174,6 +175,21 @@ def test_counters_merge_shards_skip_backfills_and_settled_buckets_are_read_once(
         reads.append((first, last))
         return any_store.trending_counts(first, last)
 
+    # the counters carry the attribute template.yaml's table expires by (TTL)
+    ttl = load_template()["Resources"]["UserStoreTable"]["Properties"]["TimeToLiveSpecification"]
+    assert ttl == {"AttributeName": "expires_at", "Enabled": True}
+    if isinstance(any_store, DynamoUserStore):  # and expire one window after their bucket
+        table = boto3.client("dynamodb")
+        stamps = [
+            float(item["expires_at"]["N"])
+            for s in range(trending.SHARDS)
+            for item in table.query(
+                TableName=any_store.table,
+                KeyConditionExpression="user_id = :s",
+                ExpressionAttributeValues={":s": {"S": trending.shard_key(s)}},
+            )["Items"]
+        ]
+        assert len(stamps) >= 3 and all(now + 47 * HOUR < t < now + 49 * HOUR for t in stamps)
     counts = TrendingCounts(read, 48 * HOUR, cache_seconds=0)
     scores = counts.snapshot().scores(now, HOUR)
     assert scores["x"] == pytest.approx(2.0, rel=0.01) and scores["y"] == pytest.approx(1, 0.01)
@@ -200,3 +216,25 @@ def test_item_counts_keep_count_and_last_seen_count_a_retry_once_and_go_with_the
     assert any_store.recent("u1", 10).events == ["a", "b", "a", "a"]  # counts are no events
     any_store.delete_user("u1")
     assert any_store.item_counts("u1") == {} and any_store.recent("u1", 10).items() == []
+
+
+def test_a_post_whose_count_fails_is_still_recorded(api, store):
+    from botocore.exceptions import EndpointConnectionError
+    from lmrec import events
+
+    def down(**_):
+        raise EndpointConnectionError(endpoint_url="https://dynamodb.example")
+
+    client = events._client()
+    client.meta.events.register("before-send.dynamodb.TransactWriteItems", down)
+    try:  # WHEN the trending counters cannot be written (a post of two items: one transaction)
+        status, body = call(
+            api,
+            "api_post_events.json",
+            body={"events": [{"user_id": "c1", "item_id": i} for i in ("50", "181")]},
+        )
+    finally:
+        client.meta.events.unregister("before-send.dynamodb.TransactWriteItems", down)
+    # THEN the events and the user's counts are stored all the same
+    assert status == 202 and body["recorded"] == 2
+    assert set(store.item_counts("c1")) == {"50", "181"}

@@ -62,10 +62,18 @@ def test_an_event_trends_within_a_minute_and_decays(
     # (this instance reads the window now, and the settled buckets never again)
     assert ids(get(api, {"k": 5, "half_life_hours": 1})[1]) == prior[:5]
     # WHEN five users act on an item through the API (one post of several items too)
+    calls = aws_calls_allowed_by_template
     began = time.monotonic()
     for u in range(5):
+        before_post = len(calls)
         post(api, [{"user_id": f"t{u}", "item_id": rising}])
+        sent = [c.operation for c in calls[before_post:] if c.service == "dynamodb"]
+        # the event, the user's count of the item, the trending counter: one request each
+        assert sorted(sent) == ["BatchWriteItem", "UpdateItem", "UpdateItem"], sent
+    before_post = len(calls)
     post(api, [{"user_id": "t9", "item_id": i} for i in (rising, prior[0], prior[1])])
+    sent = [c.operation for c in calls[before_post:] if c.service == "dynamodb"]
+    assert sorted(sent) == ["BatchWriteItem", "TransactWriteItems", *["UpdateItem"] * 3], sent
     # THEN GET /v1/trending shows it first within a minute (the cache is 2 s here)
     while True:
         status, reply = get(api, {"k": 5})
@@ -86,7 +94,7 @@ def test_an_event_trends_within_a_minute_and_decays(
     _, some = get(api, {"k": 5, "exclude_items": [rising]})
     assert rising not in ids(some)
     # AND the API needed exactly the DynamoDB actions its role allows, UpdateItem included
-    api_calls = [c for c in aws_calls_allowed_by_template if c.principal == "ApiFunction"]
+    api_calls = [c for c in calls if c.principal == "ApiFunction"]
     ops = {c.operation for c in api_calls if c.service == "dynamodb"}
     assert {"UpdateItem", "TransactWriteItems", "BatchWriteItem", "Query"} <= ops
     allowed = {
@@ -238,3 +246,26 @@ def test_a_post_whose_count_fails_is_still_recorded(api, store):
     # THEN the events and the user's counts are stored all the same
     assert status == 202 and body["recorded"] == 2
     assert set(store.item_counts("c1")) == {"50", "181"}
+
+
+def test_a_failed_read_serves_the_last_counts_and_says_how_old(tmp_path):
+    from lmrec.userstore import UserStoreUnavailable
+
+    users = open_user_store(f"sqlite://{tmp_path / 'users.db'}")
+    now = time.time()
+    users.count_trending([Event("a", "x", now)], now, 48 * HOUR)
+    fail = []
+
+    def read(first: int, last: int):
+        if fail:
+            raise UserStoreUnavailable("the table did not answer")
+        return users.trending_counts(first, last)
+
+    clock = [now]
+    counts = TrendingCounts(read, 48 * HOUR, cache_seconds=5, clock=lambda: clock[0])
+    first = counts.snapshot()
+    fail.append(True)
+    clock[0] += 30  # past the cache: a read is due, and fails
+    assert counts.snapshot() is first and first.read_at == now
+    with pytest.raises(UserStoreUnavailable):  # no snapshot yet: the error, for a warning
+        TrendingCounts(read, 48 * HOUR, cache_seconds=5).snapshot()

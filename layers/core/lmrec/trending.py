@@ -22,6 +22,7 @@ live events take over as they arrive.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 BUCKET_SECONDS = 300
 SHARDS = 16
 SETTLE_SECONDS = 60  # a closed bucket is read again this long (writes still in flight)
@@ -103,8 +105,8 @@ class TrendingCounts:
         self._lock = threading.Lock()
 
     def snapshot(self) -> Snapshot:
-        """The window's counts, at most `cache_seconds` old (UserStoreUnavailable when the
-        store fails and no snapshot is cached; a cached one is returned if there is)."""
+        """The window's counts, at most `cache_seconds` old; when the store fails, the last
+        snapshot (its `read_at` says how old), or the store's error when there is none."""
         with self._lock:
             now = self.clock()
             if self._snapshot is not None and now - self._snapshot.read_at < self.cache_seconds:
@@ -112,7 +114,18 @@ class TrendingCounts:
             first = bucket_of(now - self.window_seconds)
             start = max(first, self._settled + 1)
             fresh: dict[int, dict[str, float]] = {}
-            for b, item, n in self.read(start, bucket_of(now)):
+            try:
+                rows = self.read(start, bucket_of(now))
+            except Exception as exc:
+                if self._snapshot is None:
+                    raise
+                log.warning(
+                    "trending counts not read, serving those of %.0f s ago: %s",
+                    now - self._snapshot.read_at,
+                    exc,
+                )
+                return self._snapshot
+            for b, item, n in rows:
                 counts = fresh.setdefault(b, {})
                 counts[item] = counts.get(item, 0.0) + n
             settled = bucket_of(now - SETTLE_SECONDS) - 1  # closed a minute ago and more

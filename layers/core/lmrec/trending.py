@@ -67,20 +67,35 @@ def decay(buckets: np.ndarray, now: float, half_life_seconds: float) -> np.ndarr
 
 @dataclass
 class Snapshot:
-    """Counts of the window as of `read_at`: bucket -> item -> events."""
+    """Counts of the window as of `read_at`: bucket -> item -> events, flattened once into
+    arrays so that a request's decay is a few numpy passes over the counters."""
 
     buckets: dict[int, dict[str, float]]
     read_at: float  # unix seconds
 
+    def __post_init__(self) -> None:
+        items = sorted({item for counts in self.buckets.values() for item in counts})
+        index = {item: j for j, item in enumerate(items)}
+        pairs = [(b, index[i], n) for b, counts in self.buckets.items() for i, n in counts.items()]
+        self.items = items  # (U,) distinct item ids
+        self._bucket = np.asarray([p[0] for p in pairs], np.int64)  # (C,) per counter
+        self._item = np.asarray([p[1] for p in pairs], np.int64)  # (C,) into items
+        self._count = np.asarray([p[2] for p in pairs], np.float64)  # (C,)
+        self._rows: tuple[object, np.ndarray] | None = None  # (catalog, rows of items)
+
+    def item_scores(self, now: float, half_life_seconds: float) -> np.ndarray:
+        """(U,) decayed counts of `items`."""
+        weights = decay(self._bucket, now, half_life_seconds) * self._count
+        return np.bincount(self._item, weights=weights, minlength=len(self.items))
+
     def scores(self, now: float, half_life_seconds: float) -> dict[str, float]:
-        if not self.buckets:
-            return {}
-        keys = np.asarray(sorted(self.buckets))
-        out: dict[str, float] = {}
-        for b, w in zip(keys.tolist(), decay(keys, now, half_life_seconds).tolist(), strict=True):
-            for item, n in self.buckets[b].items():
-                out[item] = out.get(item, 0.0) + n * w
-        return out
+        return dict(zip(self.items, self.item_scores(now, half_life_seconds).tolist(), strict=True))
+
+    def rows(self, catalog: object, lookup: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+        """(U,) catalog rows of `items` (0: not in it), looked up once per catalog."""
+        if self._rows is None or self._rows[0] is not catalog:
+            self._rows = (catalog, lookup(self.items))
+        return self._rows[1]
 
 
 class TrendingCounts:
@@ -139,7 +154,8 @@ class TrendingCounts:
 
 def catalog_scores(
     snapshot: Snapshot | None,
-    rows_of: Callable[[list[str]], np.ndarray],
+    catalog: object,
+    lookup: Callable[[list[str]], np.ndarray],
     popularity: np.ndarray,
     prior_events: float,
     half_life_seconds: float,
@@ -151,11 +167,9 @@ def catalog_scores(
     pop[0] = 0.0
     total = pop.sum()
     scores = pop * (prior_events / total) if total > 0 else np.zeros_like(pop)
-    if snapshot is not None:
-        live = snapshot.scores(now, half_life_seconds)
-        if live:
-            rows = rows_of(list(live))
-            known = rows != 0
-            np.add.at(scores, rows[known], np.fromiter(live.values(), float)[known])
+    if snapshot is not None and snapshot.items:
+        rows = snapshot.rows(catalog, lookup)
+        known = rows != 0
+        np.add.at(scores, rows[known], snapshot.item_scores(now, half_life_seconds)[known])
     scores[0] = -math.inf
     return scores

@@ -58,6 +58,7 @@ def top(
     apply them (Recommender._allowed: categories, exclusions, seen items)."""
     scores = trending.catalog_scores(
         counts,
+        rec.catalog,
         rec.catalog.lookup,
         rec.bundle.popularity,
         settings.trending_prior_events,

@@ -269,3 +269,15 @@ def test_a_failed_read_serves_the_last_counts_and_says_how_old(tmp_path):
     assert counts.snapshot() is first and first.read_at == now
     with pytest.raises(UserStoreUnavailable):  # no snapshot yet: the error, for a warning
         TrendingCounts(read, 48 * HOUR, cache_seconds=5).snapshot()
+
+
+def test_under_jwt_any_verified_user_may_read_it_and_no_one_else(monkeypatch, api):
+    from tests.test_api_robustness import as_user, reply
+
+    settings = api.app.state.settings.model_copy(update={"auth": "jwt"})
+    monkeypatch.setattr(api.app.state, "settings", settings)
+    alice = {"sub": "1", "scope": "openid"}
+    status, body = reply(api, as_user("api_get_trending.json", alice))
+    assert status == 200 and len(body["items"]) == 5  # no user's data: any user may read it
+    status, body = reply(api, as_user("api_get_trending.json", None))
+    assert status == 401 and set(body) == {"detail"}

@@ -175,7 +175,8 @@ def test_delete_of_a_user_with_5000_events_replies_within_the_deadline(short_dea
     from lmrec.events import Event
 
     users = open_user_store(os.environ["LMREC_USER_STORE"])
-    many = [Event("2", f"i{n}", 1_700_000_000 + n, "view") for n in range(5000)]
+    # 5,000 events of 50 items: 5,050 records (each item's count is one more)
+    many = [Event("2", f"i{n % 50}", 1_700_000_000 + n, "view") for n in range(5000)]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda lo: users.put_events(many[lo : lo + 250], 86400), range(0, 5000, 250)))
     # GIVEN a table that takes 0.2 s to answer each BatchWriteItem

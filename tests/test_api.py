@@ -71,7 +71,8 @@ def test_events_change_the_next_recommendation_and_can_be_erased(api):
     # the older route is now the full erasure: the history goes with the events
     status, body = call(api, "api_delete_events.json")
     assert status == 200
-    assert body == {"user_id": "1", "deleted": 2, "erasure_recorded": True, "complete": True}
+    # history, the event, and the user's count of the item
+    assert body == {"user_id": "1", "deleted": 3, "erasure_recorded": True, "complete": True}
     _, again = call(api, "api_post_recommendations.json", body={"user_id": "1", "k": 10})
     assert again["history_length"] == 0 and again["strategy"] == "popular"
 
@@ -135,7 +136,7 @@ def test_ids_with_slashes_reach_their_routes(api):
     status, body = call(api, "api_delete_events.json", path="/v1/users/team/alice/events")
     assert status == 200 and body == {
         "user_id": "team/alice",
-        "deleted": 1,
+        "deleted": 2,  # the event and the user's count of its item
         "erasure_recorded": True,
         "complete": True,
     }

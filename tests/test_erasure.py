@@ -143,7 +143,9 @@ def test_delete_erases_history_and_events_and_records_the_request(api, model_sto
     assert status == 202
     status, body = call(api, "api_delete_events.json", path="/v1/users/2")
     assert status == 200
-    assert body == {"user_id": "2", "deleted": 2, "erasure_recorded": True, "complete": True}
+    # history, the event, and the user's count of the item
+    assert body == {"user_id": "2", "deleted": 3, "erasure_recorded": True, "complete": True}
+    assert api.app.state.users.item_counts("2") == {}
     status, after = call(api, "api_post_recommendations.json", body={"user_id": "2", "k": 5})
     assert after["strategy"] == "popular" and after["history_length"] == 0
     [req] = erasure.pending(f"{model_store}/erasure")

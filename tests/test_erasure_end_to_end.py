@@ -93,7 +93,7 @@ def test_erasure_on_the_local_stack(tmp_path):
 
         # erasure: at once in the user store, recorded for the deletion job
         status, body = call(api, "api_delete_events.json", path=f"/v1/users/{TARGET}")
-        assert status == 200 and body["deleted"] == 2 and body["erasure_recorded"]
+        assert status == 200 and body["deleted"] == 3 and body["erasure_recorded"]
         status, after = call(api, "api_post_recommendations.json", {"user_id": TARGET, "k": 5})
         assert after["strategy"] == "popular" and after["history_length"] == 0
         record = f"erasure/pending/{erasure.user_hash(TARGET)}.json"

@@ -133,6 +133,35 @@ def test_a_request_stays_pending_while_rows_are_found_again(tmp_path, monkeypatc
     assert job.run(root, [str(data.parent)])["completed"] == 1  # the next run finishes it
 
 
+# -- the user's item counts (issue 28) go with the user, by the API and by the deletion job ---
+def partition_size(user_id: str) -> int:
+    return boto3.client("dynamodb").query(
+        TableName=os.environ["LMREC_USER_STORE"].removeprefix("dynamodb://"),
+        KeyConditionExpression="user_id = :u",
+        ExpressionAttributeValues={":u": {"S": user_id}},
+        Select="COUNT",
+    )["Count"]
+
+
+def test_item_counts_are_erased_by_the_api_and_by_the_deletion_job(api):
+    users = open_user_store(os.environ["LMREC_USER_STORE"])
+    events = [{"user_id": "3", "item_id": i} for i in ("50", "181", "50")]
+    events[2]["timestamp"] = time.time() - 60  # a second event of item 50
+    assert call(api, "api_post_events.json", body={"events": events})[0] == 202
+    assert {i: c.count for i, c in users.item_counts("3").items()} == {"50": 2, "181": 1}
+    # WHEN the user is erased through the API THEN nothing of theirs is left in the table
+    status, body = call(api, "api_delete_events.json", path="/v1/users/3")
+    assert status == 200 and body["complete"] and body["deleted"] == 1 + 3 + 2
+    assert users.item_counts("3") == {} and partition_size("3") == 0
+    # WHEN events arrive after the DELETE (a client that had not heard), THEN the deletion
+    # job's user-store step takes them and their counts too
+    assert call(api, "api_post_events.json", body={"events": events[:1]})[0] == 202
+    assert users.item_counts("3") != {}
+    summary = job.run(f"{os.environ['LMREC_STORE_URI']}/erasure", [], user_store=users)
+    assert summary["completed"] == 1
+    assert users.item_counts("3") == {} and partition_size("3") == 0
+
+
 # -- DELETE within a deadline, against a slow table ------------------------------------------
 @pytest.fixture
 def short_deadline(monkeypatch):
@@ -146,7 +175,8 @@ def test_delete_of_a_user_with_5000_events_replies_within_the_deadline(short_dea
     from lmrec.events import Event
 
     users = open_user_store(os.environ["LMREC_USER_STORE"])
-    many = [Event("2", f"i{n}", 1_700_000_000 + n, "view") for n in range(5000)]
+    # 5,000 events of 50 items: 5,050 records (each item's count is one more)
+    many = [Event("2", f"i{n % 50}", 1_700_000_000 + n, "view") for n in range(5000)]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda lo: users.put_events(many[lo : lo + 250], 86400), range(0, 5000, 250)))
     # GIVEN a table that takes 0.2 s to answer each BatchWriteItem

@@ -67,7 +67,7 @@ def test_duplicate_events_are_stored_once(user_store):
 def test_delete_user_removes_the_whole_partition(user_store):
     user_store.put_histories([("u1", ["a"]), ("u2", ["b"])])
     user_store.put_events([Event("u1", f"e{i}", 100.0 + i) for i in range(30)], DAY)
-    assert user_store.delete_user("u1") == 31
+    assert user_store.delete_user("u1") == 61  # history, 30 events, 30 item counts
     assert user_store.recent("u1", 50).items() == []
     assert user_store.recent("u2", 50).items() == ["b"]  # nobody else's
     assert user_store.delete_user("u1") == 0

@@ -118,6 +118,19 @@ class ApiSettings(CommonSettings):
     events_ttl_days: int = Field(default=90, ge=1, le=3650)
     events_per_user: int = Field(default=50, ge=1, le=1000)  # newest events merged per request
     max_body_bytes: int = Field(default=262_144, ge=1024, le=6_291_456)  # Lambda: 6 MB
+    # What is popular now (lmrec.trending): counters older than the window are not read
+    # (and expire); GET /v1/trending's half_life_hours defaults to trending_half_life_hours
+    # and may be at most the window; counts are re-read at most every trending_cache_seconds
+    # per warm instance (an event counts within that and the settle time); the training
+    # data's popularity weighs as much as trending_prior_events fresh events.
+    trending_window_hours: float = Field(default=24.0, ge=1.0, le=720.0)
+    trending_half_life_hours: float = Field(default=6.0, ge=0.1, le=720.0)
+    trending_cache_seconds: float = Field(default=10.0, ge=0.0, le=600.0)
+    trending_prior_events: float = Field(default=100.0, ge=0.0, le=1e9)
+    # The answer for a user with no usable history: all-time popularity from the training
+    # data (popular), or the decayed counts (trending). Popular until trending is measured
+    # ahead on a deployment's own data.
+    cold_start: Literal["popular", "trending"] = "popular"
     metrics_namespace: str = "lmrec"
     # none: development only (localhost); iam: a backend signs requests and may act for any
     # user; jwt: the user id comes from the token's claim, and only the service scope acts
@@ -155,6 +168,15 @@ class ApiSettings(CommonSettings):
         """When DELETE starts no more user-store calls: one call started then still ends
         (all its attempts) by the erasure deadline."""
         return max(0.0, self.erasure_deadline_seconds - self.aws_call_budget_seconds())
+
+    @model_validator(mode="after")
+    def _half_life_fits(self) -> ApiSettings:
+        if self.trending_half_life_hours > self.trending_window_hours:
+            raise ValueError(
+                f"trending_half_life_hours ({self.trending_half_life_hours:g}) must be at most "
+                f"trending_window_hours ({self.trending_window_hours:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _waits_fit(self) -> ApiSettings:

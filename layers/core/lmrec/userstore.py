@@ -6,10 +6,17 @@ One layout for both backends (single table, partition = user):
   "42"      "history"                            items (JSON list of item ids, oldest
                                                  first), updated_at
   "42"      "e#<ms, 15 digits>#<16 hex>"         item_id, event_type, ts, expires_at (TTL)
+  "42"      "c#<16 hex of the item id>"          item, n, last_seen, expires_at (TTL)
+  "   "     "t#<bucket, 10 digits>#<16 hex>"     item, n, expires_at (TTL): trending counters
+                                                 (lmrec.trending; blank partitions, SHARDS)
 
 "history" sorts after every "e#..." key, so ONE descending Query with Limit n+1 returns the
 history record and the user's n newest events together. The event key is derived from
 (timestamp, item, event type): the same event posted twice overwrites itself (stored once).
+"c#" records (sorted below the events, so that Query reads them last) count the user's
+events per item and keep the newest one's time: item_counts() reads them in ONE Query, so
+repeats can be scored without reading every event. They go with the user's partition when
+the user is erased (delete_user_until deletes every record of the partition).
 
 Backends, chosen by a URI (LMREC_USER_STORE):
   dynamodb://table   the DynamoDB table of template.yaml (botocore; AWS_ENDPOINT_URL honoured)
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import sqlite3
 import threading
@@ -32,10 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from lmrec import trending
 from lmrec.events import Event
 
 HISTORY_SK = "history"
 EVENT_PREFIX = "e#"
+COUNT_PREFIX = "c#"
+TRENDING_PREFIX = "t#"
+TRANSACTION = 100  # TransactWriteItems: at most 100 actions per call
 BATCH = 25  # BatchWriteItem: at most 25 requests (and 16 MB) per call
 MAX_RECORD_BYTES = 350_000  # DynamoDB's item limit is 400 KB; keep a margin for names
 DELETE_PAGE = 500  # keys per Query page when a user is deleted: 20 batches of 25
@@ -48,6 +60,12 @@ class UserStoreUnavailable(RuntimeError):
 
 class UserStoreError(ValueError):
     """A user-store URI that names no usable store."""
+
+
+@dataclass(frozen=True)
+class ItemCount:
+    count: int  # the user's events of this item within the events' TTL
+    last_seen: float  # unix seconds of the newest of them
 
 
 @dataclass
@@ -82,15 +100,56 @@ def _unique(events: Iterable[Event]) -> dict[str, Event]:
     return {event_key(e): e for e in events}
 
 
+def _digest(text: str) -> str:
+    # Keys hold a digest, the id an attribute: a sort key is at most 1,024 bytes, an id
+    # 256 characters of up to 4 bytes each.
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _per_user_item(events: Iterable[Event]) -> dict[tuple[str, str], tuple[int, float]]:
+    """(user, item) -> (events, newest timestamp), of distinct events."""
+    out: dict[tuple[str, str], tuple[int, float]] = {}
+    for e in events:
+        n, newest = out.get((e.user_id, e.item_id), (0, -math.inf))
+        out[(e.user_id, e.item_id)] = (n + 1, max(newest, float(e.timestamp)))
+    return out
+
+
+def _per_item(events: Iterable[Event], now: float) -> dict[str, int]:
+    """item -> events that count as trending at `now`."""
+    out: dict[str, int] = {}
+    for e in events:
+        if trending.counted(e.timestamp, now):
+            out[e.item_id] = out.get(e.item_id, 0) + 1
+    return out
+
+
 class UserStore:
     """What serving, the history sync and erasure need; see the two backends below."""
 
     uri: str
 
     def put_events(self, events: list[Event], ttl_seconds: int) -> int:
+        """Store the events and add them to their users' item counts (an event already
+        counted, or older than the newest counted one of its item, is not counted again:
+        a retried post counts once)."""
         raise NotImplementedError
 
     def recent(self, user_id: str, limit: int) -> UserItems:
+        raise NotImplementedError
+
+    def item_counts(self, user_id: str) -> dict[str, ItemCount]:
+        """item id -> the user's count and last-seen time, from the events posted within
+        their TTL (the history from the data is in recent()). One Query."""
+        raise NotImplementedError
+
+    def count_trending(self, events: list[Event], now: float, window_seconds: float) -> int:
+        """Add the events that count as trending to the counters of now's bucket in ONE
+        request (none when no event counts); returns the events counted."""
+        raise NotImplementedError
+
+    def trending_counts(self, first: int, last: int) -> list[tuple[int, str, float]]:
+        """(bucket, item, count) rows of the buckets first..last, every shard."""
         raise NotImplementedError
 
     def put_histories(self, histories: Iterable[tuple[str, Sequence[str]]]) -> int:
@@ -114,13 +173,21 @@ class UserStore:
 
 
 # -- SQLite ---------------------------------------------------------------------------------
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS user_items (
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS user_items (
     user_id TEXT NOT NULL, sk TEXT NOT NULL, item_id TEXT, event_type TEXT, ts REAL,
     items TEXT, updated_at REAL, expires_at INTEGER,
     PRIMARY KEY (user_id, sk)
-) WITHOUT ROWID
-"""
+) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS item_counts (
+    user_id TEXT NOT NULL, item_id TEXT NOT NULL, n INTEGER NOT NULL, last_seen REAL NOT NULL,
+    expires_at INTEGER, PRIMARY KEY (user_id, item_id)
+) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS trending (
+    bucket INTEGER NOT NULL, item_id TEXT NOT NULL, n REAL NOT NULL, expires_at INTEGER,
+    PRIMARY KEY (bucket, item_id)
+) WITHOUT ROWID""",
+)
 
 
 class SqliteUserStore(UserStore):
@@ -135,7 +202,8 @@ class SqliteUserStore(UserStore):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._conn() as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(_SCHEMA)
+                for statement in _SCHEMA:
+                    conn.execute(statement)
         except (sqlite3.Error, OSError) as exc:
             raise UserStoreUnavailable(f"user store {self.uri}: {exc}") from None
 
@@ -155,18 +223,67 @@ class SqliteUserStore(UserStore):
 
     def put_events(self, events: list[Event], ttl_seconds: int) -> int:
         expires = int(time.time()) + ttl_seconds
+        unique = _unique(events)
         rows = [
             (e.user_id, sk, e.item_id, e.event_type, float(e.timestamp), expires)
-            for sk, e in _unique(events).items()
+            for sk, e in unique.items()
         ]
-        self._run(
-            lambda c: c.executemany(
+        counts = [
+            (user, item, n, newest, expires)
+            for (user, item), (n, newest) in _per_user_item(unique.values()).items()
+        ]
+
+        def write(c: sqlite3.Connection) -> None:  # events and counts in one transaction
+            c.executemany(
                 "INSERT OR REPLACE INTO user_items (user_id, sk, item_id, event_type, ts, "
                 "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
-        )
+            c.executemany(
+                "INSERT INTO item_counts (user_id, item_id, n, last_seen, expires_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, item_id) DO UPDATE SET "
+                "n = n + excluded.n, last_seen = excluded.last_seen, "
+                "expires_at = excluded.expires_at WHERE last_seen < excluded.last_seen",
+                counts,
+            )
+
+        self._run(write)
         return len(rows)  # what is stored: a repeated event is one record
+
+    def item_counts(self, user_id: str) -> dict[str, ItemCount]:
+        rows = self._run(
+            lambda c: c.execute(
+                "SELECT item_id, n, last_seen FROM item_counts WHERE user_id = ? AND "
+                "(expires_at IS NULL OR expires_at > ?)",
+                (user_id, int(time.time())),
+            ).fetchall()
+        )
+        return {item: ItemCount(int(n), float(last)) for item, n, last in rows}
+
+    def count_trending(self, events: list[Event], now: float, window_seconds: float) -> int:
+        per_item = _per_item(events, now)
+        bucket = trending.bucket_of(now)
+        expires = trending.expires_at(bucket, window_seconds)
+        self._run(
+            lambda c: c.executemany(
+                "INSERT INTO trending (bucket, item_id, n, expires_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (bucket, item_id) DO UPDATE SET n = n + excluded.n",
+                [(bucket, item, n, expires) for item, n in per_item.items()],
+            )
+        )
+        return sum(per_item.values())
+
+    def trending_counts(self, first: int, last: int) -> list[tuple[int, str, float]]:
+        rows = self._run(
+            lambda c: c.execute(
+                "SELECT bucket, item_id, n FROM trending WHERE bucket BETWEEN ? AND ?",
+                (first, last),
+            ).fetchall()
+        )
+        self._run(  # what TTL does in DynamoDB
+            lambda c: c.execute("DELETE FROM trending WHERE expires_at <= ?", (int(time.time()),))
+        )
+        return [(int(b), item, float(n)) for b, item, n in rows]
 
     def recent(self, user_id: str, limit: int) -> UserItems:
         rows = self._run(
@@ -198,10 +315,13 @@ class SqliteUserStore(UserStore):
         return len(rows)
 
     def delete_user_until(self, user_id: str, stop_at: float | None = None) -> tuple[int, bool]:
-        deleted = self._run(  # one statement: all or nothing, and fast
-            lambda c: c.execute("DELETE FROM user_items WHERE user_id = ?", (user_id,)).rowcount
-        )
-        return deleted, True
+        def delete(c: sqlite3.Connection) -> int:  # one transaction: all or nothing, and fast
+            gone = c.execute("DELETE FROM user_items WHERE user_id = ?", (user_id,)).rowcount
+            return (
+                gone + c.execute("DELETE FROM item_counts WHERE user_id = ?", (user_id,)).rowcount
+            )
+
+        return self._run(delete), True
 
 
 # -- DynamoDB -------------------------------------------------------------------------------
@@ -274,7 +394,134 @@ class DynamoUserStore(UserStore):
                 for sk, e in unique.items()
             ]
         )
+        self._count(_per_user_item(unique.values()), expires)
         return len(unique)  # what is stored: a repeated event is one record
+
+    def _count(self, per_pair: dict[tuple[str, str], tuple[int, float]], expires: str) -> None:
+        """One UpdateItem per distinct (user, item) of the post (1 WCU each: the record is
+        small), in parallel. The condition makes a retried post count once: an event no
+        newer than the item's last counted one is taken for a repeated delivery."""
+        calls = [
+            {
+                "TableName": self.table,
+                "Key": {"user_id": {"S": user}, "sk": {"S": COUNT_PREFIX + _digest(item)}},
+                "UpdateExpression": "ADD #n :n SET #i = :i, #t = :t, #x = :x",
+                "ConditionExpression": "attribute_not_exists(#t) OR #t < :t",
+                "ExpressionAttributeNames": {
+                    "#n": "n",
+                    "#i": "item",
+                    "#t": "last_seen",
+                    "#x": "expires_at",
+                },
+                "ExpressionAttributeValues": {
+                    ":n": {"N": str(n)},
+                    ":i": {"S": item},
+                    ":t": {"N": repr(newest)},
+                    ":x": {"N": expires},
+                },
+            }
+            for (user, item), (n, newest) in per_pair.items()
+        ]
+        if len(calls) == 1:
+            self._update(calls[0])
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, len(calls))) as pool:
+            list(pool.map(self._update, calls))
+
+    def _update(self, call: dict) -> None:
+        try:
+            self._client().update_item(**call)
+        except Exception as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":  # counted already
+                raise self._fail(exc) from None
+
+    def item_counts(self, user_id: str) -> dict[str, ItemCount]:
+        now = time.time()
+        out: dict[str, ItemCount] = {}
+        kwargs: dict = {
+            "KeyConditionExpression": "user_id = :u AND begins_with(sk, :c)",
+            "ExpressionAttributeValues": {":u": {"S": user_id}, ":c": {"S": COUNT_PREFIX}},
+        }
+        try:
+            while True:  # one page (1 MB: some 10,000 items) unless the user has more
+                reply = self._client().query(TableName=self.table, **kwargs)
+                for r in reply.get("Items", []):
+                    if "expires_at" in r and float(r["expires_at"]["N"]) <= now:
+                        continue  # TTL deletes lazily
+                    out[r["item"]["S"]] = ItemCount(int(r["n"]["N"]), float(r["last_seen"]["N"]))
+                if "LastEvaluatedKey" not in reply:
+                    return out
+                kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+        except Exception as exc:
+            raise self._fail(exc) from None
+
+    def count_trending(self, events: list[Event], now: float, window_seconds: float) -> int:
+        per_item = _per_item(events, now)
+        if not per_item:
+            return 0
+        bucket = trending.bucket_of(now)
+        expires = str(trending.expires_at(bucket, window_seconds))
+        shard = trending.shard_key(random.randrange(trending.SHARDS))
+        updates = [
+            {
+                "TableName": self.table,
+                "Key": {
+                    "user_id": {"S": shard},
+                    "sk": {"S": f"{TRENDING_PREFIX}{bucket:010d}#{_digest(item)}"},
+                },
+                "UpdateExpression": "ADD #n :n SET #i = :i, #x = :x",
+                "ExpressionAttributeNames": {"#n": "n", "#i": "item", "#x": "expires_at"},
+                "ExpressionAttributeValues": {
+                    ":n": {"N": str(n)},
+                    ":i": {"S": item},
+                    ":x": {"N": expires},
+                },
+            }
+            for item, n in per_item.items()
+        ]
+        try:
+            if len(updates) == 1:  # the usual post: one event, one UpdateItem (1 WCU)
+                self._client().update_item(**updates[0])
+            else:  # several items, still one request (2 WCU per item; a post holds <= 100)
+                for i in range(0, len(updates), TRANSACTION):
+                    self._client().transact_write_items(
+                        TransactItems=[{"Update": u} for u in updates[i : i + TRANSACTION]]
+                    )
+        except Exception as exc:
+            raise self._fail(exc) from None
+        return sum(per_item.values())
+
+    def trending_counts(self, first: int, last: int) -> list[tuple[int, str, float]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        lo = f"{TRENDING_PREFIX}{first:010d}#"
+        hi = f"{TRENDING_PREFIX}{last:010d}#~"  # "~" sorts after every hex digit
+        shards = [trending.shard_key(s) for s in range(trending.SHARDS)]
+        try:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                pages = list(pool.map(lambda k: self._counters(k, lo, hi), shards))
+        except Exception as exc:
+            raise self._fail(exc) from None
+        return [row for page in pages for row in page]
+
+    def _counters(self, shard: str, lo: str, hi: str) -> list[tuple[int, str, float]]:
+        kwargs: dict = {
+            "KeyConditionExpression": "user_id = :s AND sk BETWEEN :lo AND :hi",
+            "ExpressionAttributeValues": {":s": {"S": shard}, ":lo": {"S": lo}, ":hi": {"S": hi}},
+            "ProjectionExpression": "sk, #i, #n",
+            "ExpressionAttributeNames": {"#i": "item", "#n": "n"},
+        }
+        rows = []
+        while True:
+            reply = self._client().query(TableName=self.table, **kwargs)
+            for r in reply.get("Items", []):
+                bucket = int(r["sk"]["S"][len(TRENDING_PREFIX) :].split("#", 1)[0])
+                rows.append((bucket, r["item"]["S"], float(r["n"]["N"])))
+            if "LastEvaluatedKey" not in reply:
+                return rows
+            kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
 
     def _query(self, user_id: str, **kwargs) -> dict:
         return self._client().query(
@@ -393,6 +640,11 @@ class DynamoUserStore(UserStore):
         with ThreadPoolExecutor(max_workers=threads) as pool:
             done = list(pool.map(lambda b: self._write_batch(b, stop_at), batches))
         return sum(len(b) for b, ok in zip(batches, done, strict=True) if ok), all(done)
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)  # botocore's ClientError
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 def parse_uri(uri: str) -> tuple[str, str]:

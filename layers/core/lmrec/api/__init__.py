@@ -14,10 +14,19 @@ from starlette.exceptions import HTTPException
 from lmrec import __version__, aws
 from lmrec.api import docs
 from lmrec.api.middleware import RequestChecks
-from lmrec.api.routes import events, items, model, rankings, recommendations, users
+from lmrec.api.routes import (
+    events,
+    items,
+    model,
+    rankings,
+    recommendations,
+    trending,
+    users,
+)
 from lmrec.redact import truncate
 from lmrec.serving import ModelState
 from lmrec.settings import Settings
+from lmrec.trending import TrendingCounts
 from lmrec.userstore import UserStore, open_user_store
 
 log = logging.getLogger(__name__)
@@ -58,7 +67,14 @@ def create_app(
         # No I/O here (DynamoDB: a name; SQLite: opens or creates the file).
         user_store = open_user_store(settings.user_store_uri())
     app.state.users = user_store
-    for module in (recommendations, rankings, items, events, users, model):
+    app.state.trending = None
+    if user_store is not None:  # one per warm instance: settled buckets are read once
+        app.state.trending = TrendingCounts(
+            user_store.trending_counts,
+            settings.trending_window_hours * 3600,
+            settings.trending_cache_seconds,
+        )
+    for module in (recommendations, rankings, items, events, users, model, trending):
         app.include_router(docs.document_errors(module.router))
     docs.install(app)
 

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from lmrec.recommend import Recommender
 from lmrec.serving import ModelState
 from lmrec.settings import Settings
+from lmrec.trending import TrendingCounts
 from lmrec.userstore import UserStore
 
 NO_MODEL = "no model is loaded yet; try again shortly"
@@ -52,6 +53,11 @@ async def get_users(request: Request) -> UserStore | None:
     return request.app.state.users
 
 
+async def get_trending(request: Request) -> TrendingCounts | None:
+    return request.app.state.trending
+
+
 StateDep = Annotated[ModelState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 UsersDep = Annotated[UserStore | None, Depends(get_users)]
+TrendingDep = Annotated[TrendingCounts | None, Depends(get_trending)]

@@ -133,6 +133,18 @@ EXAMPLES: dict[tuple[str, str], tuple[dict[str, Any] | None, int, Any]] = {
         {"recorded": 1, "unknown_items": []},
     ),
     ("delete", "/v1/users/{user_id}/events"): (None, 200, {"user_id": "42", "deleted": 3}),
+    ("get", "/v1/trending"): (
+        None,
+        200,
+        {
+            "model_version": MODEL_VERSION,
+            "half_life_hours": 6.0,
+            "items": [{**item, "reason": None} for item in ITEMS],
+            "counted_at": "2026-11-30T05:40:02+00:00",
+            "warnings": [],
+            "degraded": False,
+        },
+    ),
     ("get", "/v1/model"): (
         None,
         200,
@@ -159,7 +171,16 @@ EXAMPLES: dict[tuple[str, str], tuple[dict[str, Any] | None, int, Any]] = {
     ),
 }
 # Path and query parameters: the request examples of the GET and DELETE routes.
-PARAMETER_EXAMPLES: dict[str, Any] = {"user_id": "42", "item_id": "172", "k": 2, "explain": True}
+PARAMETER_EXAMPLES: dict[str, Any] = {
+    "user_id": "42",
+    "item_id": "172",
+    "k": 2,
+    "explain": True,
+    "half_life_hours": 6.0,
+    "include_categories": ["Sci-Fi"],
+    "exclude_categories": ["Horror"],
+    "exclude_items": ["50"],
+}
 
 
 def _add_examples(schema: dict[str, Any]) -> None:

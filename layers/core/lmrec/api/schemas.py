@@ -133,7 +133,10 @@ class RecommendedItem(RankedItem):
 class RecommendResponse(BaseModel):
     user_id: str | None
     model_version: str
-    strategy: Literal["personalized", "popular"]
+    strategy: Literal["personalized", "popular", "trending"] = Field(
+        description="popular / trending: the user has no usable history, and the answer is "
+        "all-time popularity or what is popular now (the deployment's LMREC_COLD_START)"
+    )
     items: list[RecommendedItem]
     history_length: int = Field(description="history items the model used")
     unknown_items: list[str] = Field(default_factory=list, description="ids not in the catalog")
@@ -167,6 +170,23 @@ class RankingResponse(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     degraded: bool = Field(
         False, description="answered without the user's stored history (the store was slow)"
+    )
+
+
+class TrendingResponse(BaseModel):
+    model_version: str
+    half_life_hours: float = Field(description="the decay the scores were computed with")
+    items: list[RecommendedItem] = Field(
+        description="score: the decayed count of events the API received, plus the "
+        "training data's popularity as a prior"
+    )
+    counted_at: str | None = Field(
+        description="when the live counts were read (they are cached for a few seconds); "
+        "null: no live counts were used"
+    )
+    warnings: list[str] = Field(default_factory=list)
+    degraded: bool = Field(
+        False, description="answered without the live counts (the store was slow or failed)"
     )
 
 
@@ -216,7 +236,9 @@ class EventsResponse(BaseModel):
 
 class DeleteResponse(BaseModel):
     user_id: str
-    deleted: int = Field(description="history and event records removed from the user store")
+    deleted: int = Field(
+        description="history, event and item-count records removed from the user store"
+    )
     erasure_recorded: bool = Field(
         False, description="the deletion job will remove the user's rows from the training data"
     )

@@ -1,4 +1,5 @@
-"""Real-time events: recorded in the user store, used by the user's next recommendation."""
+"""Real-time events: recorded in the user store (with the user's per-item counts), used by
+the user's next recommendation, and counted as what is popular now (lmrec.trending)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ def post_events(
     except UserStoreUnavailable as exc:
         log.warning("events were not recorded: %s", exc)
         raise HTTPException(503, "events were not recorded; try again") from None
+    try:  # last, and never failing the post: the events are stored, a lost count is noise
+        store.count_trending(batch, now, settings.trending_window_hours * 3600)
+    except UserStoreUnavailable as exc:
+        log.warning("events recorded, trending counters not updated: %s", exc)
     rec = request.app.state.model_state.recommender
     unknown = rec.catalog.rows([e.item_id for e in batch])[1] if rec else []
     return EventsResponse(recorded=recorded, unknown_items=unknown)

@@ -12,10 +12,11 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Path, Query
 
 from lmrec.api.auth import CallerDep, require_user
-from lmrec.api.deps import SettingsDep, StateDep, UsersDep, require_model
+from lmrec.api.deps import SettingsDep, StateDep, TrendingDep, UsersDep, require_model
 from lmrec.api.schemas import Id, Reason, RecommendedItem, RecommendRequest, RecommendResponse
-from lmrec.recommend import POPULAR, Filters, Recommendation, Recommender
+from lmrec.recommend import PERSONALIZED, POPULAR, Filters, Recommendation, Recommender, Result
 from lmrec.settings import Settings
+from lmrec.trending import TrendingCounts
 from lmrec.userstore import UserStore, UserStoreUnavailable
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
@@ -166,6 +167,32 @@ async def user_history(
     return UserHistory(np.concatenate(parts), unknown, warnings, degraded, len(stored))
 
 
+TRENDING = "trending"
+
+
+async def cold_start(
+    rec: Recommender,
+    result: Result,
+    counts: TrendingCounts | None,
+    settings: Settings,
+    history: np.ndarray,
+    filters: Filters,
+) -> tuple[Result, list[str]]:
+    """The answer for no usable history: all-time popularity (the model's), or what is
+    popular now when the deployment says so (LMREC_COLD_START=trending) and counts arrive."""
+    if result.strategy != POPULAR or settings.cold_start != TRENDING or counts is None:
+        return result, []
+    from lmrec.api.routes import trending  # it imports this module
+
+    snapshot, warning = await trending.snapshot(counts, settings)
+    if snapshot is None:
+        return result, [f"{warning}; answered with all-time popularity"]
+    found = trending.top(
+        rec, snapshot, settings, settings.trending_half_life_hours, history, filters
+    )
+    return Result(found, TRENDING, 0), []
+
+
 async def recommend(
     rec: Recommender,
     users: UserStore | None,
@@ -173,12 +200,15 @@ async def recommend(
     user_id: str | None,
     history: list[str],
     filters: Filters,
+    counts: TrendingCounts | None = None,
 ) -> RecommendResponse:
-    """The user's history (user_history), then the model."""
+    """The user's history (user_history), then the model (or the cold-start answer)."""
     warnings = category_warnings(rec, filters)  # a 422 before any user-store read
     merged = await user_history(rec, users, settings, user_id, history)
     result = rec.recommend(merged.rows, filters)
-    if result.strategy == POPULAR and (merged.unknown or merged.stored):
+    result, cold = await cold_start(rec, result, counts, settings, merged.rows, filters)
+    warnings += cold
+    if result.strategy != PERSONALIZED and (merged.unknown or merged.stored):
         warnings.append(unknown_ids_warning(rec, len(merged.unknown), merged.stored))
     titles = reason_titles(rec, result.items)
     return RecommendResponse(
@@ -200,6 +230,7 @@ async def post_recommendations(
     users: UsersDep,
     settings: SettingsDep,
     caller: CallerDep,
+    counts: TrendingDep,
 ) -> RecommendResponse:
     require_user(caller, body.user_id)
     rec = await require_model(state)
@@ -211,7 +242,7 @@ async def post_recommendations(
         exclude_categories=body.exclude_categories,
         explain=body.explain,
     )
-    return await recommend(rec, users, settings, body.user_id, body.history, filters)
+    return await recommend(rec, users, settings, body.user_id, body.history, filters, counts)
 
 
 @router.get("/users/{user_id:path}/recommendations", response_model=RecommendResponse)
@@ -221,9 +252,11 @@ async def get_user_recommendations(
     users: UsersDep,
     settings: SettingsDep,
     caller: CallerDep,
+    counts: TrendingDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
     explain: bool = True,
 ) -> RecommendResponse:
     require_user(caller, user_id)
     rec = await require_model(state)
-    return await recommend(rec, users, settings, user_id, [], Filters(k=k, explain=explain))
+    filters = Filters(k=k, explain=explain)
+    return await recommend(rec, users, settings, user_id, [], filters, counts)

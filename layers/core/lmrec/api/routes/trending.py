@@ -1,0 +1,128 @@
+"""What is popular now (lmrec.trending): GET /v1/trending, and the cold-start answer when the
+deployment chooses it (LMREC_COLD_START=trending)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query, Request
+
+from lmrec import trending
+from lmrec.api.auth import CallerDep, require_user
+from lmrec.api.deps import SettingsDep, StateDep, require_model
+from lmrec.api.routes.recommendations import _STORE_READS, category_warnings, item_out
+from lmrec.api.schemas import MAX_HISTORY, Category, Id, TrendingResponse
+from lmrec.ivf import top_k
+from lmrec.recommend import Filters, Recommendation, Recommender
+from lmrec.settings import Settings
+from lmrec.trending import Snapshot, TrendingCounts
+
+router = APIRouter(prefix="/v1", tags=["trending"])
+log = logging.getLogger(__name__)
+PARAMETERS = {"k", "half_life_hours", "include_categories", "exclude_categories", "exclude_items"}
+MIN_HALF_LIFE_HOURS = 0.1
+NO_COUNTS = "no user store is set: the training data's popularity only, no live counts"
+
+
+async def snapshot(
+    counts: TrendingCounts | None, settings: Settings
+) -> tuple[Snapshot | None, str | None]:
+    """The live counts within the user-store deadline, or (None, why not). A read past the
+    deadline goes on in its thread and fills the cache for the next request."""
+    if counts is None:
+        return None, NO_COUNTS
+    call = asyncio.get_running_loop().run_in_executor(_STORE_READS, counts.snapshot)
+    try:
+        return await asyncio.wait_for(call, settings.user_store_deadline_seconds), None
+    except TimeoutError:
+        log.warning("trending counts did not arrive in time; answering without them")
+    except Exception as exc:  # UserStoreUnavailable, botocore's many types: "not now"
+        log.warning("trending counts unavailable; answering without them: %s", exc)
+    return None, "the live counts were unavailable: the training data's popularity only"
+
+
+def top(
+    rec: Recommender,
+    counts: Snapshot | None,
+    settings: Settings,
+    half_life_hours: float,
+    history: np.ndarray,
+    filters: Filters,
+) -> list[Recommendation]:
+    """The k best allowed items by trending score, the filters applied as recommendations
+    apply them (Recommender._allowed: categories, exclusions, seen items)."""
+    scores = trending.catalog_scores(
+        counts,
+        rec.catalog,
+        rec.catalog.lookup,
+        rec.bundle.popularity,
+        settings.trending_prior_events,
+        half_life_hours * 3600,
+        time.time(),
+    )
+    allowed = rec._allowed(history, filters)
+    rows = top_k(np.where(allowed, scores, -np.inf), min(filters.k, int(allowed.sum())))
+    return rec._items(rows, scores[rows].astype(np.float32))
+
+
+def _check_parameters(request: Request, settings: Settings, half_life_hours: float) -> None:
+    unknown = sorted(set(request.query_params) - PARAMETERS)
+    if unknown:
+        names = ", ".join(repr(n[:64]) for n in unknown[:10])
+        raise HTTPException(
+            422, f"unknown query parameter(s): {names}; known: {', '.join(sorted(PARAMETERS))}"
+        )
+    if not MIN_HALF_LIFE_HOURS <= half_life_hours <= settings.trending_window_hours:
+        raise HTTPException(
+            422,
+            f"half_life_hours must be from {MIN_HALF_LIFE_HOURS:g} to "
+            f"{settings.trending_window_hours:g} (the window counts are kept for)",
+        )
+
+
+@router.get("/trending", response_model=TrendingResponse)
+async def get_trending(
+    request: Request,
+    state: StateDep,
+    settings: SettingsDep,
+    caller: CallerDep,
+    k: Annotated[int, Query(ge=1, le=100)] = 10,
+    half_life_hours: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    include_categories: Annotated[list[Category], Query(max_length=50)] = [],  # noqa: B006
+    exclude_categories: Annotated[list[Category], Query(max_length=50)] = [],  # noqa: B006
+    exclude_items: Annotated[list[Id], Query(max_length=MAX_HISTORY)] = [],  # noqa: B006
+) -> TrendingResponse:
+    """The k items most popular now: events the API received, each weighted
+    2^(-age / half_life_hours), plus the training data's popularity as a prior; filtered
+    like recommendations (repeat a list parameter: include_categories=a&include_categories=b).
+    Counts are read at most every few seconds per instance: an event counts within a minute."""
+    require_user(caller, None)  # no user's data: any authenticated caller
+    half_life = settings.trending_half_life_hours if half_life_hours is None else half_life_hours
+    _check_parameters(request, settings, half_life)
+    rec = await require_model(state)
+    filters = Filters(
+        k=k,
+        exclude_seen=False,
+        exclude_items=exclude_items,
+        include_categories=include_categories,
+        exclude_categories=exclude_categories,
+        explain=False,
+    )
+    warnings = category_warnings(rec, filters)  # a 422 before any read
+    counts, warning = await snapshot(request.app.state.trending, settings)
+    found = top(rec, counts, settings, half_life, np.empty(0, np.int64), filters)
+    return TrendingResponse(
+        model_version=rec.version,
+        half_life_hours=half_life,
+        items=[item_out(rec, r, i + 1) for i, r in enumerate(found)],
+        counted_at=None
+        if counts is None
+        else datetime.fromtimestamp(counts.read_at, UTC).isoformat(timespec="seconds"),
+        warnings=warnings + ([warning] if warning else []),
+        degraded=counts is None and request.app.state.trending is not None,
+    )

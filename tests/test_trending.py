@@ -1,0 +1,283 @@
+"""What is popular now (issue 28, item 5): counters written by the events route, GET
+/v1/trending on the local stack (moto server), its bad inputs, its IAM, and the cold start."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from urllib.parse import urlencode
+
+import boto3
+import pytest
+from lmrec import trending
+from lmrec.events import Event
+from lmrec.local.stack import create_user_store_table
+from lmrec.trending import TrendingCounts
+from lmrec.userstore import DynamoUserStore, open_user_store
+
+from tests.aws_calls import judge, role_statements
+from tests.conftest import call, load_template
+from tests.sam_template import env_names
+from tests.test_iam import without_statement
+
+HOUR = 3600
+
+
+def get(api, query: dict | str):
+    q = query if isinstance(query, str) else urlencode(query, doseq=True)
+    return call(api, "api_get_trending.json", query=q)
+
+
+def post(api, events: list[dict]) -> None:
+    status, body = call(api, "api_post_events.json", body={"events": events})
+    assert status == 202, body
+
+
+def ids(reply: dict) -> list[str]:
+    return [i["item_id"] for i in reply["items"]]
+
+
+@pytest.fixture
+def short_cache(monkeypatch):
+    monkeypatch.setenv("LMREC_TRENDING_CACHE_SECONDS", "2")
+
+
+@pytest.fixture
+def store(api):
+    return open_user_store(os.environ["LMREC_USER_STORE"])
+
+
+def test_an_event_trends_within_a_minute_and_decays(
+    short_cache, api, store, aws_calls_allowed_by_template
+):
+    # GIVEN counters from 10 and 30 hours ago, for items the prior (popularity) ranks low
+    popular = {"history": ["no-such-item"], "k": 100}  # the all-time popular fallback
+    prior = ids(call(api, "api_post_recommendations.json", body=popular)[1])
+    rising, old, ancient = prior[99], prior[98], prior[97]  # the prior ranks them low
+    ago = time.time()
+    for _ in range(10):
+        store.count_trending([Event("u", old, ago - 10 * HOUR)], ago - 10 * HOUR, 48 * HOUR)
+        store.count_trending([Event("u", ancient, ago - 30 * HOUR)], ago - 30 * HOUR, 48 * HOUR)
+    # (this instance reads the window now, and the settled buckets never again)
+    assert ids(get(api, {"k": 5, "half_life_hours": 1})[1]) == prior[:5]
+    # WHEN five users act on an item through the API (one post of several items too)
+    calls = aws_calls_allowed_by_template
+    began = time.monotonic()
+    for u in range(5):
+        before_post = len(calls)
+        post(api, [{"user_id": f"t{u}", "item_id": rising}])
+        sent = [c.operation for c in calls[before_post:] if c.service == "dynamodb"]
+        # the event, the user's count of the item, the trending counter: one request each
+        assert sorted(sent) == ["BatchWriteItem", "UpdateItem", "UpdateItem"], sent
+    before_post = len(calls)
+    post(api, [{"user_id": "t9", "item_id": i} for i in (rising, prior[0], prior[1])])
+    sent = [c.operation for c in calls[before_post:] if c.service == "dynamodb"]
+    assert sorted(sent) == ["BatchWriteItem", "TransactWriteItems", *["UpdateItem"] * 3], sent
+    # THEN GET /v1/trending shows it first within a minute (the cache is 2 s here)
+    while True:
+        status, reply = get(api, {"k": 5})
+        assert status == 200, reply
+        if ids(reply)[0] == rising:
+            break
+        assert time.monotonic() - began < 60, reply
+        time.sleep(0.25)
+    seen = time.monotonic() - began
+    print(f"\nevent posted -> first in GET /v1/trending after {seen:.2f} s (cache 2 s)")
+    assert reply["items"][0]["score"] >= 6 and reply["counted_at"]
+    # AND counts 10 hours old weigh with a long half-life and decay away with a short one
+    assert old in ids(get(api, {"k": 3, "half_life_hours": 24})[1])
+    assert old not in ids(get(api, {"k": 5, "half_life_hours": 1})[1])
+    # AND counts older than the window (24 h) are not read at all
+    assert ancient not in ids(get(api, {"k": 5, "half_life_hours": 24})[1])
+    # AND the filters apply as for recommendations
+    _, some = get(api, {"k": 5, "exclude_items": [rising]})
+    assert rising not in ids(some)
+    # AND the API needed exactly the DynamoDB actions its role allows, UpdateItem included
+    api_calls = [c for c in calls if c.principal == "ApiFunction"]
+    ops = {c.operation for c in api_calls if c.service == "dynamodb"}
+    assert {"UpdateItem", "TransactWriteItems", "BatchWriteItem", "Query"} <= ops
+    allowed = {
+        a
+        for st in role_statements("ApiFunction", env_names({}))
+        if st.get("Sid") == "UserStore"
+        for a in st["Action"]
+    }
+    assert allowed == {"dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem"}
+    assert judge(api_calls)[1] == []
+    template = without_statement("ApiFunction", "UserStore")
+    failures = "\n".join(judge(api_calls, template=template)[1])
+    assert "ApiFunction needs dynamodb:UpdateItem" in failures
+
+
+BAD = [
+    ("k=0", "k"),
+    ("k=-3", "k"),
+    ("k=101", "k"),
+    ("k=ten", "k"),
+    ("half_life_hours=0", "half_life_hours must be from 0.1 to 24"),
+    ("half_life_hours=-1", "half_life_hours must be from 0.1 to 24"),
+    ("half_life_hours=25", "half_life_hours must be from 0.1 to 24"),
+    ("half_life_hours=nan", "half_life_hours"),
+    ("half_life_hours=inf", "half_life_hours"),
+    ("half_life_hours=soon", "half_life_hours"),
+    ("genre=Comedy", "unknown query parameter(s): 'genre'"),
+    ("category=Comedy&k=5", "unknown query parameter(s): 'category'"),
+    ("include_categories=NoSuchCategory", "include_categories: none is in the catalog"),
+    ("include_categories=", "include_categories"),
+    ("exclude_categories=" + "x" * 129, "exclude_categories"),
+    ("include_categories=Comedy&" + "&".join(["exclude_categories=a"] * 51), "exclude_categories"),
+]
+
+
+def test_bad_inputs_are_4xx_with_the_error_body(api):
+    for query, says in BAD:
+        status, body = get(api, query)
+        print(f"\nGET /v1/trending?{query[:60]} -> {status} {body}")
+        assert status == 422, (query, body)
+        assert set(body) == {"detail"} and says in body["detail"], (query, body)
+
+
+def test_a_new_user_gets_what_is_popular_now_when_the_deployment_says_so(
+    short_cache, monkeypatch, api, store
+):
+    # GIVEN counts for an item all-time popularity ranks low
+    body = {"history": ["no-such-item"], "k": 3}
+    popular = {**body, "k": 50}
+    rising = ids(call(api, "api_post_recommendations.json", body=popular)[1])[49]
+    for _ in range(10):
+        store.count_trending([Event("u", rising, time.time())], time.time(), 48 * HOUR)
+    # WHEN the deployment keeps the default THEN a new user gets all-time popularity
+    _, plain = call(api, "api_post_recommendations.json", body=body)
+    assert plain["strategy"] == "popular" and rising not in ids(plain)
+    # WHEN it chooses trending (LMREC_COLD_START) THEN the same request gets it first
+    chosen = api.app.state.settings.model_copy(update={"cold_start": "trending"})
+    monkeypatch.setattr(api.app.state, "settings", chosen)
+    _, now = call(api, "api_post_recommendations.json", body=body)
+    assert now["strategy"] == "trending" and ids(now)[0] == rising, now
+    # AND a user with a usable history is personalised as before
+    _, warm = call(api, "api_post_recommendations.json", body={"user_id": "2", "k": 3})
+    assert warm["strategy"] == "personalized"
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def any_store(request, tmp_path):
+    if request.param == "sqlite":
+        return open_user_store(f"sqlite://{tmp_path / 'users.db'}")
+    request.getfixturevalue("s3_env")
+    table = f"users-{uuid.uuid4().hex[:8]}"
+    create_user_store_table(table)
+    return open_user_store(f"dynamodb://{table}")
+
+
+def test_counters_merge_shards_skip_backfills_and_settled_buckets_are_read_once(any_store):
+    now = time.time()
+    events = [Event("a", "x", now), Event("b", "x", now), Event("c", "y", now)]
+    assert any_store.count_trending(events, now, 48 * HOUR) == 3
+    assert any_store.count_trending([Event("d", "x", now - 2 * HOUR)], now, 48 * HOUR) == 0
+    for _ in range(5):  # random shards: the read merges them
+        any_store.count_trending([Event("e", "z", now - HOUR)], now - HOUR, 48 * HOUR)
+    reads: list[tuple[int, int]] = []
+
+    def read(first: int, last: int):
+        reads.append((first, last))
+        return any_store.trending_counts(first, last)
+
+    # the counters carry the attribute template.yaml's table expires by (TTL)
+    ttl = load_template()["Resources"]["UserStoreTable"]["Properties"]["TimeToLiveSpecification"]
+    assert ttl == {"AttributeName": "expires_at", "Enabled": True}
+    if isinstance(any_store, DynamoUserStore):  # and expire one window after their bucket
+        table = boto3.client("dynamodb")
+        stamps = [
+            float(item["expires_at"]["N"])
+            for s in range(trending.SHARDS)
+            for item in table.query(
+                TableName=any_store.table,
+                KeyConditionExpression="user_id = :s",
+                ExpressionAttributeValues={":s": {"S": trending.shard_key(s)}},
+            )["Items"]
+        ]
+        assert len(stamps) >= 3 and all(now + 47 * HOUR < t < now + 49 * HOUR for t in stamps)
+    counts = TrendingCounts(read, 48 * HOUR, cache_seconds=0)
+    scores = counts.snapshot().scores(now, HOUR)
+    assert scores["x"] == pytest.approx(2.0, rel=0.01) and scores["y"] == pytest.approx(1, 0.01)
+    assert scores["z"] == pytest.approx(5 * 0.5, rel=0.05)  # an hour old, half-life an hour
+    counts.snapshot()
+    # the second read starts at the first bucket not yet settled, not at the window's start
+    assert reads[0][0] == trending.bucket_of(reads[0][0] * trending.BUCKET_SECONDS)
+    assert reads[1][0] >= trending.bucket_of(now - 2 * trending.BUCKET_SECONDS)
+
+
+def test_item_counts_keep_count_and_last_seen_count_a_retry_once_and_go_with_the_user(
+    any_store,
+):
+    t = 1_790_000_000.0
+    first = [Event("u1", "a", t), Event("u1", "a", t + 60), Event("u1", "b", t + 5)]
+    any_store.put_events(first, 86400 * 365 * 10)
+    any_store.put_events(first, 86400 * 365 * 10)  # a retried post
+    any_store.put_events([Event("u1", "a", t + 120)], 86400 * 365 * 10)
+    counts = any_store.item_counts("u1")
+    assert {i: (c.count, c.last_seen) for i, c in counts.items()} == {
+        "a": (3, t + 120),
+        "b": (1, t + 5),
+    }
+    assert any_store.recent("u1", 10).events == ["a", "b", "a", "a"]  # counts are no events
+    any_store.delete_user("u1")
+    assert any_store.item_counts("u1") == {} and any_store.recent("u1", 10).items() == []
+
+
+def test_a_post_whose_count_fails_is_still_recorded(api, store):
+    from botocore.exceptions import EndpointConnectionError
+    from lmrec import events
+
+    def down(**_):
+        raise EndpointConnectionError(endpoint_url="https://dynamodb.example")
+
+    client = events._client()
+    client.meta.events.register("before-send.dynamodb.TransactWriteItems", down)
+    try:  # WHEN the trending counters cannot be written (a post of two items: one transaction)
+        status, body = call(
+            api,
+            "api_post_events.json",
+            body={"events": [{"user_id": "c1", "item_id": i} for i in ("50", "181")]},
+        )
+    finally:
+        client.meta.events.unregister("before-send.dynamodb.TransactWriteItems", down)
+    # THEN the events and the user's counts are stored all the same
+    assert status == 202 and body["recorded"] == 2
+    assert set(store.item_counts("c1")) == {"50", "181"}
+
+
+def test_a_failed_read_serves_the_last_counts_and_says_how_old(tmp_path):
+    from lmrec.userstore import UserStoreUnavailable
+
+    users = open_user_store(f"sqlite://{tmp_path / 'users.db'}")
+    now = time.time()
+    users.count_trending([Event("a", "x", now)], now, 48 * HOUR)
+    fail = []
+
+    def read(first: int, last: int):
+        if fail:
+            raise UserStoreUnavailable("the table did not answer")
+        return users.trending_counts(first, last)
+
+    clock = [now]
+    counts = TrendingCounts(read, 48 * HOUR, cache_seconds=5, clock=lambda: clock[0])
+    first = counts.snapshot()
+    fail.append(True)
+    clock[0] += 30  # past the cache: a read is due, and fails
+    assert counts.snapshot() is first and first.read_at == now
+    with pytest.raises(UserStoreUnavailable):  # no snapshot yet: the error, for a warning
+        TrendingCounts(read, 48 * HOUR, cache_seconds=5).snapshot()
+
+
+def test_under_jwt_any_verified_user_may_read_it_and_no_one_else(monkeypatch, api):
+    from tests.test_api_robustness import as_user, reply
+
+    settings = api.app.state.settings.model_copy(update={"auth": "jwt"})
+    monkeypatch.setattr(api.app.state, "settings", settings)
+    alice = {"sub": "1", "scope": "openid"}
+    status, body = reply(api, as_user("api_get_trending.json", alice))
+    assert status == 200 and len(body["items"]) == 5  # no user's data: any user may read it
+    status, body = reply(api, as_user("api_get_trending.json", None))
+    assert status == 401 and set(body) == {"detail"}

@@ -58,6 +58,18 @@ def create_app(
         # No I/O here (DynamoDB: a name; SQLite: opens or creates the file).
         user_store = open_user_store(settings.user_store_uri())
     app.state.users = user_store
+    app.state.live = None
+    if settings.item_store:
+        from lmrec.itemstore import open_item_store
+        from lmrec.livesync import LiveSync
+
+        live = LiveSync(
+            open_item_store(settings.item_store),
+            settings.item_poll_seconds,
+            settings.item_max_stale_seconds,
+        )
+        live.start()  # the first read runs beside the model's load (a cold start)
+        app.state.live = live
     for module in (recommendations, rankings, items, events, users, model):
         app.include_router(docs.document_errors(module.router))
     docs.install(app)

@@ -5,6 +5,7 @@ handler, on moto's DynamoDB)."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -224,3 +225,72 @@ def test_an_item_file_adds_changed_rows_only(monkeypatch, s3_env):
     other = json.loads(json.dumps(event))
     other["detail"]["object"]["key"] = "data/interactions/x.csv"
     assert sam_invoke("ItemsFunction", other, env, monkeypatch)["status"] == "skipped"
+
+
+def _until(check, bound: float = 10.0) -> float:
+    """Seconds until check() held (asked every 0.1 s); fails past `bound`."""
+    began = time.monotonic()
+    while not check():
+        assert time.monotonic() - began < bound, f"not within {bound} s"
+        time.sleep(0.1)
+    return time.monotonic() - began
+
+
+@pytest.mark.slow
+def test_lifecycle_across_instances_cold_starts_and_a_promotion(
+    tmp_path, monkeypatch, trained_bundle, content_bundle
+):
+    """PUT on one instance -> recommended and similar-itemable on two; DELETE -> gone from
+    both; a fresh instance (cold start) and a promoted model still serve what was added."""
+    from lmrec.local.stack import LocalStack
+    from lmrec.settings import get_settings
+
+    from tests.conftest import running
+
+    with running(LocalStack(tmp_path / "stack")) as stack:
+        root = stack.store_uri
+        registry.set_production(root, "lmrec", registry.publish(content_bundle, root, "lmrec"))
+        monkeypatch.setenv("LMREC_REFRESH_SECONDS", "1")
+
+        def instance(name: str):  # each with its own /tmp, as Lambda instances have
+            monkeypatch.setenv("LMREC_CACHE_DIR", str(tmp_path / f"cache-{name}"))
+            get_settings.cache_clear()
+            return import_function("api", f"fn_api_{name}")
+
+        a, b = instance("a"), instance("b")
+        _, top, _ = top_item(trained_bundle, HISTORY)
+
+        def served(fn, item_id: str = NEW) -> bool:
+            return item_id in recommended(fn)[:3] and similar(fn, item_id)[0] == 200
+
+        assert put(a, {"item_id": NEW, "fields": NEW_FIELDS})[0] == 200
+        seen = _until(lambda: served(a) and served(b))
+        print(f"\nPUT -> recommended and similar on both instances: {seen:.2f} s")
+        assert delete(b, NEW)[0] == 200
+        gone = _until(
+            lambda: all(
+                NEW not in recommended(fn)
+                and NEW not in [i["item_id"] for i in similar(fn, top)[1]["items"]]
+                for fn in (a, b)
+            )
+        )
+        print(f"DELETE -> gone from both instances: {gone:.2f} s")
+        assert put(a, {"item_id": "new-2", "fields": NEW_FIELDS})[0] == 200
+        began = time.monotonic()
+        c = instance("c")  # a cold start
+        assert served(c, "new-2") and NEW not in recommended(c)
+        print(f"cold start serves new-2 at its first request: {time.monotonic() - began:.2f} s")
+        row, _, gain = top_item(trained_bundle, HISTORY)
+        again = with_content(trained_bundle, tmp_path / "second", row, gain, suffix="c2")
+        pointer = registry.publish(again, root, "lmrec")
+        registry.set_production(root, "lmrec", pointer)
+        moved = _until(  # every instance asked each round: a request is what starts a refresh
+            lambda: all(
+                [
+                    served(fn, "new-2") and fn.state.version == pointer.model_version
+                    for fn in (a, b, c)
+                ]
+            ),
+            bound=60.0,  # a model load (download, verify, smoke) per instance, on a shared CPU
+        )
+        print(f"promotion -> new model serves new-2 on all three: {moved:.2f} s")

@@ -21,7 +21,7 @@ def resources(kind: str) -> dict:
 
 def test_functions_resolve_to_handlers():
     functions = resources("AWS::Serverless::Function")
-    assert set(functions) == {"ApiFunction", "RetrainFunction", "PromoteFunction"}
+    assert set(functions) == {"ApiFunction", "RetrainFunction", "PromoteFunction", "ItemsFunction"}
     for props in (f["Properties"] for f in functions.values()):
         module, func = props["Handler"].rsplit(".", 1)
         path = REPO / props["CodeUri"] / f"{module}.py"

@@ -189,41 +189,47 @@ def allowed(ov: Overlay, f, seen: set[str]) -> np.ndarray:
     return keep
 
 
-def scores(ov: Overlay, query: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The allowed new items and their scores (hidden @ vector), best first."""
+def scores(
+    ov: Overlay, query: np.ndarray, mask: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k best allowed new items and their scores (hidden @ vector), best first: one
+    (m x D) product and a partial sort, no object per new item."""
+    from lmrec.ivf import top_k
+
     at = np.flatnonzero(mask)
-    if ov.vectors is None or not len(at):
-        return at, np.zeros(0, np.float32)
+    if ov.vectors is None or not len(at) or k <= 0:
+        return at[:0], np.zeros(0, np.float32)
     values = ov.vectors[at] @ query.astype(np.float32)
-    order = np.argsort(-values, kind="stable")
-    return at[order], values[order]
+    best = top_k(values, k)
+    return at[best], values[best]
 
 
-def merge(base: list, ov: Overlay, query, mask, k: int, explore: Explore | None, now_s: float):
-    """The model's top-k and the new items' scores as one top-k (Recommendation rows of new
-    items are 0), then the exploration slots when asked for."""
+def _recs(ov: Overlay, at: np.ndarray, values: np.ndarray) -> list:
     from lmrec.recommend import Recommendation
 
-    at, values = scores(ov, query, mask)
-    live = [
+    return [
         Recommendation(ov.records[i].item_id, float(v), 0)
         for i, v in zip(at.tolist(), values.tolist(), strict=True)
     ]
-    top = sorted(base + live[:k], key=lambda r: -r.score)[:k]
-    if explore is None or explore.share <= 0 or not len(at):
+
+
+def merge(base: list, ov: Overlay, query, mask, k: int, explore: Explore | None, now_s: float):
+    """The model's top-k and the new items' top-k as one top-k (Recommendation rows of new
+    items are 0), then the exploration slots when asked for: the young items' best by
+    score replace the lowest others, so round(k * share) of the k are young."""
+    top = sorted(base + _recs(ov, *scores(ov, query, mask, k)), key=lambda r: -r.score)[:k]
+    if explore is None or explore.share <= 0 or not mask.any():
         return top
     n = min(k, max(1, round(k * explore.share)))
-    young = {
-        ov.records[i].item_id for i in at.tolist() if now_s - ov.added_s[i] <= explore.max_age_s
-    }
-    have = sum(1 for r in top if r.row == 0 and r.item_id in young)
-    extra = [r for r in live if r.item_id in young and r not in top][: max(0, n - have)]
+    young_mask = mask & (now_s - ov.added_s <= explore.max_age_s)
+    young = _recs(ov, *scores(ov, query, young_mask, n))
+    names = {r.item_id for r in young}
+    shown = [r for r in top if r.row == 0 and r.item_id in names]
+    extra = [r for r in young if r not in shown][: max(0, n - len(shown))]
     if not extra:
         return top
-    keep = k - len(extra)
-    rest = [r for r in top if r.row == 0 and r.item_id in young]  # already-young stay
-    others = [r for r in top if not (r.row == 0 and r.item_id in young)]
-    head = sorted(rest + others[: max(0, keep - len(rest))], key=lambda r: -r.score)
+    others = [r for r in top if not (r.row == 0 and r.item_id in names)]
+    head = sorted(shown + others[: k - len(extra) - len(shown)], key=lambda r: -r.score)
     return head + extra
 
 
@@ -235,6 +241,8 @@ def similar(ov: Overlay, unit_query: np.ndarray, skip: str | None, k: int):
     if skip is not None and skip in ov.index:
         mask[ov.index[skip]] = False
     at = np.flatnonzero(mask)
+    from lmrec.ivf import top_k
+
     sims = ov.unit[at] @ unit_query.astype(np.float32)
-    order = np.argsort(-sims, kind="stable")[:k]
+    order = top_k(sims, k)
     return at[order], sims[order]

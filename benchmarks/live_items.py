@@ -87,6 +87,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--sizes", default="0,1000,10000")
     parser.add_argument("--add-content", action="store_true")
+    parser.add_argument(
+        "--settle", type=float, default=16.0, help="seconds between the writes and the timing"
+    )
     args = parser.parse_args()
     import logging
 
@@ -133,6 +136,7 @@ def main() -> None:
         itemstore.create_table(table)
         records = _records(m)
         itemstore.ItemStore(table).put(records)
+        time.sleep(args.settle)  # past the polls' overlap window: the steady state
         began = time.perf_counter()
         everything = itemstore.ItemStore(table).all()
         read_s = time.perf_counter() - began

@@ -5,8 +5,8 @@ Storage: a DynamoDB table of its own (LMREC_ITEM_STORE=dynamodb://table, keys p 
   p        sk                               attributes
   "item"   <item id>                        fields (JSON object), available, added_ms,
                                             updated_ms: the item's current record
-  "log"    "<updated ms, 15 digits>#<16 hex>"  the same, plus item_id and expires_at (TTL):
-                                            one change, readable by time
+  "log"    "<written ms, 15 digits>#<16 hex>"  the same, plus item_id and expires_at (TTL):
+                                            one change, readable by the time it was written
 
 Why a table of its own rather than a partition of the user table: no user id (any string of
 the API, any id of the data) can ever name the items' partition, and the ingest function is
@@ -36,7 +36,9 @@ from lmrec.userstore import BATCH, UserStoreError, _table_name_ok
 ITEMS_PK = "item"
 LOG_PK = "log"
 LOG_TTL_SECONDS = 86_400  # pollers read the last seconds; an instance idle longer reloads
-OVERLAP_MS = 15_000  # > the API's AWS budget (3 s) and the ingest function's write retries
+# > one BatchWriteItem's landing: the API's AWS budget (3 s), the batch writer's retries of
+# throttled requests (under 10 s). Changes of the last OVERLAP_MS are re-read by each poll.
+OVERLAP_MS = 15_000
 MAX_FIELD_CHARS = 10_000  # one field's text
 MAX_BATCH = 100  # items per PUT
 MAX_ITEM_BYTES = 64_000  # one item's JSON (DynamoDB allows 400 KB a record; two per item)
@@ -140,9 +142,11 @@ def _from_dynamo(item_id: str, a: dict) -> ItemRecord:
     )
 
 
-def log_key(r: ItemRecord) -> str:
+def log_key(r: ItemRecord, written_ms: int) -> str:
+    """When the change was written (what polls read by), then the item: one key per item
+    and millisecond (the same change written twice overwrites itself)."""
     digest = hashlib.sha256(r.item_id.encode()).hexdigest()[:16]
-    return f"{r.updated_ms:015d}#{digest}"
+    return f"{written_ms:015d}#{digest}"
 
 
 class ItemStore:
@@ -163,20 +167,26 @@ class ItemStore:
         return events._client()
 
     def put(self, records: Iterable[ItemRecord]) -> int:
-        """Both records of each item, in batches of 25 requests. A store failure raises
+        """Both records of each item, 12 items (24 requests) per BatchWriteItem. Each
+        batch's change records are keyed by the time of that batch's write, so a poll's
+        overlap covers one batch's landing, not a whole file's. A store failure raises
         ItemStoreUnavailable; what was written stays (a PUT again is idempotent)."""
+        records = list(records)
         expires = str(int(time.time()) + LOG_TTL_SECONDS)
-        requests = []
-        for r in records:
-            state = {"p": {"S": ITEMS_PK}, "sk": {"S": r.item_id}, **_to_dynamo(r)}
-            change = {"p": {"S": LOG_PK}, "sk": {"S": log_key(r)}, **_to_dynamo(r)}
-            change |= {"item_id": {"S": r.item_id}, "expires_at": {"N": expires}}
-            requests += [{"PutRequest": {"Item": state}}, {"PutRequest": {"Item": change}}]
+        per_call = BATCH // 2
         try:
-            self._writer._write(requests, threads=4 if len(requests) > BATCH else 1)
+            for lo in range(0, len(records), per_call):
+                at = now_ms()
+                requests = []
+                for r in records[lo : lo + per_call]:
+                    state = {"p": {"S": ITEMS_PK}, "sk": {"S": r.item_id}, **_to_dynamo(r)}
+                    change = {"p": {"S": LOG_PK}, "sk": {"S": log_key(r, at)}, **_to_dynamo(r)}
+                    change |= {"item_id": {"S": r.item_id}, "expires_at": {"N": expires}}
+                    requests += [{"PutRequest": {"Item": state}}, {"PutRequest": {"Item": change}}]
+                self._writer._write(requests)
         except Exception as exc:
             raise ItemStoreUnavailable(f"item store {self.uri}: {exc}") from None
-        return len(requests) // 2
+        return len(records)
 
     def _pages(self, **query) -> Iterable[dict]:
         start = None

@@ -227,6 +227,10 @@ async def delete_item(
     rec = await require_model(state)
     old = live.records.get(item_id)
     row = rec.catalog.row(item_id)
+    if old is None and row is None:  # added on another instance since this one's last look?
+        wait = settings.user_store_deadline_seconds
+        await run_in_threadpool(lambda: live.start().join(wait))
+        old = live.records.get(item_id)
     if old is None and row is None:
         raise HTTPException(
             404, f"item {truncate(item_id)!r} is neither in model {rec.version} nor stored"

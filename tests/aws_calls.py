@@ -36,7 +36,12 @@ from tests.sam_template import (
 )
 
 TRAINING = "SageMakerRole"  # the training job's role: who SageMaker acts as for it
-FUNCTIONS = {"api": "ApiFunction", "retrain": "RetrainFunction", "promote": "PromoteFunction"}
+FUNCTIONS = {
+    "api": "ApiFunction",
+    "retrain": "RetrainFunction",
+    "promote": "PromoteFunction",
+    "items": "ItemsFunction",
+}
 
 
 @dataclass

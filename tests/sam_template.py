@@ -219,6 +219,7 @@ def env_names(environ: dict[str, str] | None = None) -> dict[str, Any]:
     store = env.get("LMREC_USER_STORE", "")
     dynamo = store.startswith("dynamodb://")
     table = store.removeprefix("dynamodb://") if dynamo else "lmrec-user-store"
+    items = env.get("LMREC_ITEM_STORE", "").removeprefix("dynamodb://") or "lmrec-item-store"
     role_arn = env.get("LMREC_TRAINING_ROLE_ARN", f"arn:aws:iam::{ACCOUNT}:role/lmrec-sagemaker")
     names: dict[str, Any] = {**_template_defaults(), **PSEUDO}
     names.update(
@@ -231,6 +232,8 @@ def env_names(environ: dict[str, str] | None = None) -> dict[str, Any]:
             "DataBucket.Arn": f"arn:aws:s3:::{bucket}",
             "UserStoreTable": table,
             "UserStoreTable.Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}",
+            "ItemStoreTable": items,
+            "ItemStoreTable.Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{items}",
             "FailedEventsQueue.Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:lmrec-failed-events",
             "SageMakerRole": role_arn.rsplit("/", 1)[-1],
             "SageMakerRole.Arn": role_arn,

@@ -21,7 +21,7 @@ def resources(kind: str) -> dict:
 
 def test_functions_resolve_to_handlers():
     functions = resources("AWS::Serverless::Function")
-    assert set(functions) == {"ApiFunction", "RetrainFunction", "PromoteFunction"}
+    assert set(functions) == {"ApiFunction", "RetrainFunction", "PromoteFunction", "ItemsFunction"}
     for props in (f["Properties"] for f in functions.values()):
         module, func = props["Handler"].rsplit(".", 1)
         path = REPO / props["CodeUri"] / f"{module}.py"
@@ -49,7 +49,12 @@ def test_sam_builds_layers_through_build_py():
 
 
 def test_every_sample_event_is_valid_and_belongs_to_a_function():
-    prefixes = {"api_": "ApiFunction", "retrain_": "RetrainFunction", "promote_": "PromoteFunction"}
+    prefixes = {
+        "api_": "ApiFunction",
+        "retrain_": "RetrainFunction",
+        "promote_": "PromoteFunction",
+        "items_": "ItemsFunction",
+    }
     functions = resources("AWS::Serverless::Function")
     samples = [p for p in EVENTS_DIR.glob("*.json") if p.name != "local-env.json"]
     assert len(samples) >= 12

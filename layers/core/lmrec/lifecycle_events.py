@@ -73,3 +73,15 @@ def parse_retrain_trigger(event: object) -> ObjectCreated | ScheduledEvent:
         return _RETRAIN.validate_python(event)
     except ValidationError as exc:
         raise BadEvent(f"not an S3 Object Created or scheduled event: {_explain(exc)}") from None
+
+
+def parse_object_created(event: object, prefix: str) -> ObjectCreated:
+    """An S3 Object Created event for a key under `prefix`, else BadEvent."""
+    try:
+        created = ObjectCreated.model_validate(event)
+    except ValidationError as exc:
+        raise BadEvent(f"not an S3 Object Created event: {_explain(exc)}") from None
+    key = created.detail.object.key
+    if not key.startswith(prefix) or key.endswith("/"):
+        raise BadEvent(f"{truncate(key)!r} is not a file under {prefix}")
+    return created

@@ -46,6 +46,7 @@ class Result:
     items: list[Recommendation]
     strategy: str  # PERSONALIZED or POPULAR
     history_length: int = 0
+    query: np.ndarray | None = None  # (D,) the user's vector: live items are scored with it
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Filters:
     include_categories: Sequence[str] = ()
     exclude_categories: Sequence[str] = ()
     explain: bool = True
+    exclude_rows: np.ndarray | None = None  # rows made unavailable (lmrec.liveitems)
 
 
 class Recommender:
@@ -102,6 +104,8 @@ class Recommender:
             allowed[self.catalog.rows(f.exclude_items)[0]] = False
         if f.exclude_seen and len(history):
             allowed[history] = False
+        if f.exclude_rows is not None and len(f.exclude_rows):
+            allowed[f.exclude_rows] = False
         return allowed
 
     @staticmethod
@@ -199,6 +203,7 @@ class Recommender:
                     ],
                     PERSONALIZED,
                     len(hist),
+                    enc.hidden[j],
                 )
         for i, h in enumerate(histories):
             if results[i] is None:  # no usable history: the popular fallback
@@ -263,6 +268,8 @@ class Recommender:
             keep &= ~np.isin(rows, self.catalog.lookup(list(f.exclude_items)))
         if f.exclude_seen and len(history):
             keep &= ~np.isin(rows, history)
+        if f.exclude_rows is not None and len(f.exclude_rows):
+            keep &= ~np.isin(rows, f.exclude_rows)
         return keep
 
     def rank(self, history: np.ndarray, rows: np.ndarray, explain: bool = True) -> Result:
@@ -283,7 +290,7 @@ class Recommender:
         order = np.argsort(-scores, kind="stable")
         top, values = rows[order], scores[order]
         reasons = self._reasons(enc, 0, top) if explain else None
-        return Result(self._items(top, values, reasons), PERSONALIZED, len(history))
+        return Result(self._items(top, values, reasons), PERSONALIZED, len(history), enc.hidden[0])
 
     def _items(
         self, rows: np.ndarray, scores: np.ndarray, reasons: list[int | None] | None = None
@@ -325,9 +332,20 @@ class Recommender:
         row = self.catalog.row(item_id)
         if row is None:
             return None
+        return self.similar_to(self.model.embed(np.asarray([row]))[0], k, np.asarray([row]))
+
+    def similar_to(
+        self, vector: np.ndarray, k: int = 10, exclude: np.ndarray | None = None
+    ) -> list[Recommendation]:
+        """Nearest catalog items to a vector of the item table's space by cosine, less the
+        `exclude` rows (the item itself, rows made unavailable)."""
+        if not float(np.linalg.norm(vector)):  # no direction (an item with no content)
+            return []
         allowed = np.ones(self.model.n_items + 1, dtype=bool)
-        allowed[[0, row]] = False
-        top, sims = self._rank(self.model.embed(np.asarray([row]))[0], allowed, k, cosine=True)
+        allowed[0] = False
+        if exclude is not None and len(exclude):
+            allowed[exclude] = False
+        top, sims = self._rank(vector.astype(np.float32), allowed, k, cosine=True)
         return [
             Recommendation(self.catalog.item_ids[r - 1], float(s), int(r))
             for r, s in zip(top, sims, strict=True)

@@ -138,6 +138,29 @@ class ApiSettings(CommonSettings):
     auth: Literal["none", "iam", "jwt"] = "none"
     jwt_user_claim: str = Field(default="sub", min_length=1, max_length=128)
     jwt_service_scope: str = Field(default="lmrec/any-user", min_length=1, max_length=256)
+    # Items added after the model (lmrec.liveitems): dynamodb://table, or "" for none. A warm
+    # instance polls it when a request finds its view older than item_poll_seconds, and a
+    # request waits for a poll when the view is older than item_max_stale_seconds (the bound
+    # on how late a change is seen).
+    item_store: str = ""
+    item_poll_seconds: float = Field(default=2.0, ge=0.5, le=60)
+    item_max_stale_seconds: float = Field(default=8.0, ge=1.0, le=300)
+    # Exploration: the share of k reserved for new items younger than the age cut-off,
+    # ranked by their content score. Off by default; a request may set its own.
+    explore_share: float = Field(default=0.0, ge=0.0, le=0.5)
+    explore_max_age_hours: float = Field(default=72.0, gt=0, le=8760)
+
+    @field_validator("item_store")
+    @classmethod
+    def _item_store(cls, value: str) -> str:
+        if value:
+            from lmrec.itemstore import parse_uri as parse_items
+
+            try:
+                parse_items(value)
+            except ValueError as exc:
+                raise ValueError(f"LMREC_ITEM_STORE {exc}") from None
+        return value
 
     @field_validator("user_store")
     @classmethod
@@ -186,6 +209,8 @@ class ApiSettings(CommonSettings):
             "user_store_deadline_seconds",
             "erasure_deadline_seconds",
         )
+        if self.item_poll_seconds > self.item_max_stale_seconds:
+            raise ValueError("item_poll_seconds must not exceed item_max_stale_seconds")
         for name in waits:
             if getattr(self, name) >= self.function_timeout_seconds:
                 raise ValueError(
@@ -276,6 +301,21 @@ class PromoteSettings(CommonSettings):
     # interval of the paired difference lies wholly below -gate_tolerance (lmrec.promote).
     gate_tolerance: float = Field(default=0.002, ge=0, le=1)
     job_prefix: str = Field(default="lmrec-", pattern=r"^[a-z][a-z0-9-]{0,20}$")
+
+
+class ItemsSettings(CommonSettings):
+    """The items function: where live items are stored."""
+
+    item_store: str = Field(min_length=1, description="dynamodb://table")
+    function_timeout_seconds: float = Field(default=120.0, gt=0, le=900)
+
+    @field_validator("item_store")
+    @classmethod
+    def _item_store(cls, value: str) -> str:
+        from lmrec.itemstore import parse_uri as parse_items
+
+        parse_items(value)  # a UserStoreError is a ValueError: pydantic's message
+        return value
 
 
 @lru_cache(maxsize=1)

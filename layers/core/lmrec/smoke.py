@@ -107,6 +107,9 @@ def check_weights(weights: dict[str, np.ndarray], config: dict) -> None:
     table = weights.get("item_emb.weight")
     if table is not None and table.dtype == np.int8:
         expected["item_emb.scale"] = (config["n_items"] + 1,)
+    content = weights.get("content.weight")
+    if content is not None:  # new items' vectors (lmrec.liveitems): any rows, the model's width
+        expected["content.weight"] = (len(content), config["d_model"])
     for name, shape in expected.items():
         array = weights.get(name)
         if array is None:

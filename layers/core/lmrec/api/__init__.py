@@ -74,6 +74,18 @@ def create_app(
             settings.trending_window_hours * 3600,
             settings.trending_cache_seconds,
         )
+    app.state.live = None
+    if settings.item_store:
+        from lmrec.itemstore import open_item_store
+        from lmrec.livesync import LiveSync
+
+        live = LiveSync(
+            open_item_store(settings.item_store),
+            settings.item_poll_seconds,
+            settings.item_max_stale_seconds,
+        )
+        live.start()  # the first read runs beside the model's load (a cold start)
+        app.state.live = live
     for module in (recommendations, rankings, items, events, users, model, trending):
         app.include_router(docs.document_errors(module.router))
     docs.install(app)

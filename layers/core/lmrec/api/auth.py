@@ -69,4 +69,11 @@ def require_user(caller: Caller, user_id: str | None) -> None:
     raise HTTPException(403, "a caller may only act for their own user id")
 
 
+def require_service(caller: Caller) -> None:
+    """403 unless the caller is a backend (IAM, the JWT service scope, or development):
+    catalog writes are never a user's."""
+    if not caller.any_user:
+        raise HTTPException(403, "changing items needs the service scope (or an IAM caller)")
+
+
 CallerDep = Annotated[Caller, Depends(get_caller)]

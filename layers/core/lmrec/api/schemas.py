@@ -57,6 +57,14 @@ class RecommendRequest(Strict):
         "warning names them)",
     )
     explain: bool = True
+    explore_share: float | None = Field(
+        None,
+        ge=0.0,
+        le=0.5,
+        description="share of k reserved for items added lately (younger than "
+        "explore_max_age_hours), ranked by their content score; default LMREC_EXPLORE_SHARE (0)",
+    )
+    explore_max_age_hours: float | None = Field(None, gt=0, le=8760)
 
     @model_validator(mode="after")
     def _someone(self) -> RecommendRequest:
@@ -194,6 +202,23 @@ class SimilarResponse(BaseModel):
     item_id: str
     model_version: str
     items: list[RecommendedItem]
+    warnings: list[str] = Field(default_factory=list)
+
+
+class ItemResult(BaseModel):
+    item_id: str
+    status: Literal["added", "updated", "unavailable"]
+    in_model: bool = Field(description="the serving model's catalog holds the id")
+    scored: bool = Field(description="recommendable: in the model, or new with a content part")
+
+
+class ItemsResponse(BaseModel):
+    stored: int
+    items: list[ItemResult]
+    visible_within_seconds: float = Field(
+        description="every warm instance serves the change within this bound"
+    )
+    warnings: list[str] = Field(default_factory=list)
 
 
 MAX_CLOCK_SKEW_SECONDS = 300

@@ -35,7 +35,7 @@ from typing import Any, TextIO
 
 import boto3
 
-from lmrec import aws, store
+from lmrec import aws, itemstore, store
 from lmrec.local import assets
 
 # What the stack itself reads (the retrain event is the caller's): checked by start().
@@ -112,6 +112,7 @@ class LocalStack:
     workdir: Path
     bucket: str = "lmrec-local"
     table: str = "lmrec-user-store"
+    item_table: str = "lmrec-item-store"
     model_name: str = "lmrec"
     hyperparameters: dict = field(default_factory=dict)
     min_new_interactions: int = 1000
@@ -147,6 +148,7 @@ class LocalStack:
             "LMREC_MODEL_NAME": self.model_name,
             # one table for histories and events (moto's DynamoDB), as in AWS
             "LMREC_USER_STORE": f"dynamodb://{self.table}",
+            "LMREC_ITEM_STORE": f"dynamodb://{self.item_table}",  # items added after models
             "LMREC_ERASURE_URI": f"{self.store_uri}/erasure",
             "LMREC_BATCH_URI": f"{self.store_uri}/batch/",
             "LMREC_JOB_PREFIX": "lmrec-",
@@ -187,6 +189,7 @@ class LocalStack:
         events.reset_client()
         aws.client("s3").create_bucket(Bucket=self.bucket)
         create_user_store_table(self.table)
+        itemstore.create_table(self.item_table)
         return self
 
     def stop(self) -> None:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
+from lmrec import liveitems
+from lmrec.api import live as live_api
 from lmrec.api.auth import CallerDep, require_user
 from lmrec.api.deps import SettingsDep, StateDep, TrendingDep, UsersDep, require_model
 from lmrec.api.schemas import Id, Reason, RecommendedItem, RecommendRequest, RecommendResponse
+from lmrec.livesync import LiveSync
 from lmrec.recommend import PERSONALIZED, POPULAR, Filters, Recommendation, Recommender, Result
 from lmrec.settings import Settings
 from lmrec.trending import TrendingCounts
@@ -137,6 +142,7 @@ class UserHistory:
     warnings: list[str]
     degraded: bool  # the user store did not answer in time
     stored: int = 0  # stored items read for the user (known to the model or not)
+    ids: list[str] = dataclasses.field(default_factory=list)  # every history id, as given
 
 
 async def user_history(
@@ -164,7 +170,16 @@ async def user_history(
             warnings.append(warning or "")
     rows, unknown = rec.catalog.rows(history)
     parts.append(rows)
-    return UserHistory(np.concatenate(parts), unknown, warnings, degraded, len(stored))
+    return UserHistory(
+        np.concatenate(parts), unknown, warnings, degraded, len(stored), [*stored, *history]
+    )
+
+
+def explore_of(settings: Settings, share: float | None, max_age_hours: float | None):
+    """The request's exploration, else the deployment's (LMREC_EXPLORE_*)."""
+    share = settings.explore_share if share is None else share
+    hours = settings.explore_max_age_hours if max_age_hours is None else max_age_hours
+    return liveitems.Explore(share, hours * 3600.0) if share > 0 else None
 
 
 TRENDING = "trending"
@@ -201,26 +216,42 @@ async def recommend(
     history: list[str],
     filters: Filters,
     counts: TrendingCounts | None = None,
+    live: LiveSync | None = None,
+    explore: liveitems.Explore | None = None,
 ) -> RecommendResponse:
-    """The user's history (user_history), then the model (or the cold-start answer)."""
+    """The user's history (user_history), then the model (or the cold-start answer),
+    then the items added since (lmrec.liveitems) merged into its top-k."""
     warnings = category_warnings(rec, filters)  # a 422 before any user-store read
+    ov, live_warnings = await live_api.overlay_for(live, rec, settings)
+    if ov is not None:
+        filters = dataclasses.replace(filters, exclude_rows=ov.hidden_rows)
     merged = await user_history(rec, users, settings, user_id, history)
     result = rec.recommend(merged.rows, filters)
     result, cold = await cold_start(rec, result, counts, settings, merged.rows, filters)
     warnings += cold
+    items = result.items
+    if ov is not None and len(ov) and result.query is not None:
+        mask = liveitems.allowed(ov, filters, set(merged.ids))
+        items = liveitems.merge(items, ov, result.query, mask, filters.k, explore, time.time())
     if result.strategy != PERSONALIZED and (merged.unknown or merged.stored):
         warnings.append(unknown_ids_warning(rec, len(merged.unknown), merged.stored))
-    titles = reason_titles(rec, result.items)
+    titles = reason_titles(rec, items)
     return RecommendResponse(
         user_id=user_id,
         model_version=rec.version,
         strategy=result.strategy,
-        items=[item_out(rec, r, i + 1, titles) for i, r in enumerate(result.items)],
+        items=[
+            item_out(rec, r, i + 1, titles, live_api.attributes(rec, ov, r) if ov else None)
+            for i, r in enumerate(items)
+        ],
         history_length=result.history_length,
         unknown_items=merged.unknown,
-        warnings=warnings + merged.warnings,
+        warnings=warnings + merged.warnings + live_warnings,
         degraded=merged.degraded,
     )
+
+
+LiveDep = Annotated[LiveSync | None, Depends(live_api.get_live)]
 
 
 @router.post("/recommendations", response_model=RecommendResponse)
@@ -231,6 +262,7 @@ async def post_recommendations(
     settings: SettingsDep,
     caller: CallerDep,
     counts: TrendingDep,
+    live: LiveDep,
 ) -> RecommendResponse:
     require_user(caller, body.user_id)
     rec = await require_model(state)
@@ -242,7 +274,10 @@ async def post_recommendations(
         exclude_categories=body.exclude_categories,
         explain=body.explain,
     )
-    return await recommend(rec, users, settings, body.user_id, body.history, filters, counts)
+    explore = explore_of(settings, body.explore_share, body.explore_max_age_hours)
+    return await recommend(
+        rec, users, settings, body.user_id, body.history, filters, counts, live, explore
+    )
 
 
 @router.get("/users/{user_id:path}/recommendations", response_model=RecommendResponse)
@@ -253,10 +288,12 @@ async def get_user_recommendations(
     settings: SettingsDep,
     caller: CallerDep,
     counts: TrendingDep,
+    live: LiveDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
     explain: bool = True,
 ) -> RecommendResponse:
     require_user(caller, user_id)
     rec = await require_model(state)
     filters = Filters(k=k, explain=explain)
-    return await recommend(rec, users, settings, user_id, [], filters, counts)
+    explore = explore_of(settings, None, None)
+    return await recommend(rec, users, settings, user_id, [], filters, counts, live, explore)

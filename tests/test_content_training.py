@@ -1,0 +1,144 @@
+"""Item content in training: the torch EmbeddingBag agrees with the numpy runtime
+(lmrec.content.vectors) on the one featuriser's output, the model combines id and content
+parts as the bundle contract says, and a catalog-less job is unchanged."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from lmrec import content
+
+from training.config import ConfigError, DataConfig, ModelConfig
+from training.data import Interactions
+from training.item_content import ItemContent, item_content, parse_overrides
+from training.model import SASRec
+
+
+def _hostile_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """Unicode of several scripts, empty fields, very long texts, numbers, '|' lists."""
+    rng = random.Random(seed)
+    alphabet = (
+        "abcxyz ÄÖüßéñ日本語テキスト Ελληνικά русский 🙂🎬 \t\n|,.;'\"\\ 0123456789 ﬁ ＡＢＣ \u200b"
+    )
+    rows = []
+    for i in range(n):
+        kind = i % 6
+        if kind == 0:
+            title = ""
+        elif kind == 1 and i % 30 == 1:  # long texts (cut at MAX_TEXT_CHARS): 1 row in 30
+            title = "".join(rng.choice(alphabet) for _ in range(rng.randint(3000, 6000)))
+        elif kind == 2:
+            title = str(rng.uniform(-1e6, 1e6))
+        else:
+            title = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 80)))
+        genres = "|".join(
+            rng.choice(["Action", "Comedy", " ", "", "Sci-Fi", "日本"])
+            for _ in range(rng.randint(0, 70))
+        )
+        year = rng.choice(["1995", "", "abc", "nan", "inf", "-3.5", str(rng.randint(1900, 2030))])
+        rows.append({"title": title, "genres": genres, "year": year})
+    return rows
+
+
+def test_embedding_bag_equals_numpy_vectors_on_hostile_strings():
+    """Parity: for a few thousand rows the model's content part (torch EmbeddingBag fed with
+    featurise's CSR) equals lmrec.content.vectors on the same table, float32."""
+    spec = content.ContentSpec(
+        text=("title",),
+        categorical=("genres",),
+        numeric={"year": (1950.0, 1980.0, 1995.0)},
+        n_buckets=4096,
+    )
+    rows = _hostile_rows(2400)
+    features = content.featurise(spec, [{}, *rows])
+    torch.manual_seed(0)
+    model = SASRec(
+        ModelConfig(n_items=len(rows), d_model=16, n_blocks=1, n_heads=1, max_len=8),
+        ItemContent(spec, features, id_dropout=0.0),
+    ).eval()
+    assert model.content is not None
+    table = model.content.weight.detach().numpy()
+    expected = content.vectors(features, table)
+    ids = torch.arange(len(rows) + 1)
+    with torch.no_grad():
+        gathered = model._content_of(ids).numpy()
+        whole = (model.item_table() - model.item_emb.weight).numpy()
+    np.testing.assert_allclose(gathered, expected, atol=1e-5)
+    np.testing.assert_allclose(whole, expected, atol=1e-5)
+    assert np.abs(expected[1:]).sum(1).min() >= 0  # every row computed, padding zero
+    assert not expected[0].any()
+    # and one new row featurised alone (as serving does) gives the same vector
+    alone = content.vectors(content.featurise(spec, [rows[7]]), table)
+    np.testing.assert_allclose(alone[0], expected[8], atol=1e-5)
+
+
+def _data(catalog: pd.DataFrame | None, n_items: int = 6) -> Interactions:
+    ids = np.array([str(i) for i in range(1, n_items + 1)])
+    return Interactions(
+        user_ids=np.array(["u"]),
+        item_ids=ids,
+        offsets=np.array([0, n_items]),
+        items=np.arange(1, n_items + 1),
+        timestamps=np.arange(n_items, dtype=np.float64),
+        fingerprint="sha256:x",
+        catalog=None if catalog is None else catalog.reindex(pd.Index(ids, name="item_id")),
+    )
+
+
+CATALOG = pd.DataFrame(
+    {
+        "title": ["Toy Story", "GoldenEye", "Four Rooms", "Get Shorty", "Copycat", None],
+        "genres": ["Animation|Comedy", "Action", "Thriller", "Action|Comedy", "Crime", ""],
+        "release_year": ["1995", "1995", "1995", "1995", "", "1996"],
+    },
+    index=pd.Index([str(i) for i in range(1, 7)], name="item_id"),
+)
+
+
+def test_without_catalog_or_off_no_content():
+    assert item_content(_data(None), DataConfig()) is None
+    assert item_content(_data(CATALOG), DataConfig(content="off")) is None
+    with pytest.raises(ConfigError, match="needs an item catalog"):
+        item_content(_data(None), DataConfig(content="on"))
+    skip_all = "title:skip,genres:skip,release_year:skip"
+    assert item_content(_data(CATALOG), DataConfig(content_columns=skip_all)) is None
+
+
+def test_inferred_kinds_and_overrides():
+    got = item_content(_data(CATALOG), DataConfig(content_buckets=512))
+    assert got is not None
+    assert got.spec.categorical == ("genres",) and "release_year" in got.spec.numeric
+    assert len(got.features) == 7 and got.features.offsets[1] == 0  # row 0: padding
+    over = item_content(_data(CATALOG), DataConfig(content_columns="release_year:skip"))
+    assert over is not None and "release_year" not in over.spec.columns
+    for bad, message in (
+        ("nope:text", "not a catalog column"),
+        ("title:words", "unknown kind"),
+        ("title", "not column:kind"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            item_content(_data(CATALOG), DataConfig(content_columns=bad))
+    assert parse_overrides(" a:text , b:skip,") == {"a": "text", "b": "skip"}
+
+
+def test_id_dropout_and_eval_table():
+    """In eval an item's vector is id + content; in training the id part of an occurrence is
+    dropped with probability id_dropout (measured over many draws)."""
+    got = item_content(_data(CATALOG), DataConfig(content_buckets=256, content_id_dropout=0.5))
+    assert got is not None
+    torch.manual_seed(0)
+    model = SASRec(ModelConfig(n_items=6, d_model=8, n_blocks=1, n_heads=1, max_len=4), got)
+    ids = torch.full((4000,), 3)
+    with torch.no_grad():
+        model.eval()
+        content_only = model._content_of(ids[:1])[0]
+        assert torch.allclose(
+            model.item_vectors(ids[:1])[0], model.item_emb.weight[3] + content_only
+        )
+        model.train()
+        dropped = (model.item_vectors(ids) - content_only).abs().sum(1) < 1e-7
+    assert 0.45 < dropped.float().mean().item() < 0.55

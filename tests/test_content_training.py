@@ -142,3 +142,100 @@ def test_id_dropout_and_eval_table():
         model.train()
         dropped = (model.item_vectors(ids) - content_only).abs().sum(1) < 1e-7
     assert 0.45 < dropped.float().mean().item() < 0.55
+
+
+@pytest.fixture(scope="module")
+def content_bundle(tmp_path_factory):
+    """A bundle written from a student with content (synthetic data, a generated catalog)."""
+    from tests.conftest import synthetic_rows, write_csv
+    from training.bundle_writer import write_bundle
+    from training.data import load_interactions
+
+    tmp = tmp_path_factory.mktemp("content")
+    src = write_csv(
+        tmp / "d.csv",
+        ["user_id", "item_id", "timestamp"],
+        synthetic_rows(n_users=40, n_items=120, length=20),
+    )
+    data = load_interactions(str(src), DataConfig(min_interactions=10, min_users=2))
+    titles = {i: f"item {i} {'red' if int(i[1:]) % 2 else 'blue'} Ünïcode" for i in data.item_ids}
+    data.catalog = pd.DataFrame(
+        {
+            "title": [titles[i] for i in data.item_ids],
+            "genres": ["A|B" if int(i[1:]) % 3 else "C" for i in data.item_ids],
+        },
+        index=pd.Index(data.item_ids, name="item_id"),
+    )
+    data.content = item_content(data, DataConfig(content_buckets=512))
+    torch.manual_seed(0)
+    model = SASRec(
+        ModelConfig(n_items=data.n_items, d_model=16, n_blocks=1, n_heads=2, max_len=10),
+        data.content,
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    model.eval()
+    out = tmp / "bundle"
+    out.mkdir()
+    write_bundle(out, model, data, {"metrics": {}, "config": {"x": 1}}, "float32")
+    return model, data, out
+
+
+def test_bundle_holds_content_and_serves(content_bundle):
+    from lmrec import bundle, smoke
+    from lmrec.student import NumpySASRec
+
+    model, data, out = content_bundle
+    loaded = bundle.load(out)
+    spec = content.spec_from_manifest(loaded.manifest)
+    assert spec == data.content.spec
+    table = loaded.weights["content.weight"]
+    assert table.shape == (512, 16) and table.dtype == np.float32
+    smoke.check_serves(loaded)
+    # known items: the served rows are id + content, so the runtime scores as torch does
+    runtime = NumpySASRec(loaded.weights, loaded.config)
+    hs = [np.arange(1, 8), np.array([3])]
+    with torch.no_grad():
+        expected = model.score(torch.from_numpy(runtime.pad(hs))).numpy()
+    np.testing.assert_allclose(runtime(hs)[:, 1:], expected[:, 1:], atol=1e-4)
+    # a "new" item: its row computed from the catalog row alone is the content part of the
+    # same item in the model (the id part being what training adds on top)
+    row = {"title": data.catalog["title"].iloc[4], "genres": data.catalog["genres"].iloc[4]}
+    new = content.vectors(content.featurise(spec, [row]), table)[0]
+    with torch.no_grad():
+        part = model._content_of(torch.tensor([5]))[0].numpy()
+    np.testing.assert_allclose(new, part, atol=1e-5)
+
+
+def test_smoke_checks_content_table_shape(content_bundle):
+    from lmrec import bundle, smoke
+
+    _, _, out = content_bundle
+    loaded = bundle.load(out)
+    spec = content.spec_from_manifest(loaded.manifest)
+    weights = dict(loaded.weights)
+    smoke.check_weights(weights, loaded.config, spec)
+    with pytest.raises(smoke.BundleError, match=r"content.weight is \(512, 8\)"):
+        smoke.check_weights(weights | {"content.weight": table_of(512, 8)}, loaded.config, spec)
+    with pytest.raises(smoke.BundleError, match=r"content\.weight is missing"):
+        smoke.check_weights(
+            {k: v for k, v in weights.items() if k != "content.weight"}, loaded.config, spec
+        )
+    with pytest.raises(smoke.BundleError, match="not part of the configured model"):
+        smoke.check_weights(weights, loaded.config, None)  # a table without a spec
+    nan = table_of(512, 16)
+    nan[3, 3] = np.nan
+    with pytest.raises(smoke.BundleError, match=r"content\.weight holds NaN"):
+        smoke.check_weights(weights | {"content.weight": nan}, loaded.config, spec)
+
+
+def table_of(rows: int, cols: int) -> np.ndarray:
+    return np.zeros((rows, cols), dtype=np.float32)
+
+
+def test_manifest_content_spec_malformed():
+    assert content.spec_from_manifest({}) is None
+    for raw in ("x", {"n_buckets": 0}, {"numeric": {"y": [2.0, 1.0]}}):
+        with pytest.raises(ValueError, match="content spec"):
+            content.spec_from_manifest({"content": raw})

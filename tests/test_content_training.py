@@ -239,3 +239,14 @@ def test_manifest_content_spec_malformed():
     for raw in ("x", {"n_buckets": 0}, {"numeric": {"y": [2.0, 1.0]}}):
         with pytest.raises(ValueError, match="content spec"):
             content.spec_from_manifest({"content": raw})
+
+
+def test_report_says_which_columns():
+    from training.report import content_line
+
+    assert "ids only" in content_line(None)
+    got = item_content(_data(CATALOG), DataConfig(content_buckets=256))
+    assert got is not None
+    line = content_line(got.describe())
+    assert "text title" in line and "categorical genres" in line and "release_year" in line
+    assert "256 rows" in line and "probability 0.3" in line

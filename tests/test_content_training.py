@@ -250,3 +250,21 @@ def test_report_says_which_columns():
     line = content_line(got.describe())
     assert "text title" in line and "categorical genres" in line and "release_year" in line
     assert "256 rows" in line and "probability 0.3" in line
+
+
+@pytest.mark.parametrize(
+    "hp, message",
+    [
+        ({"content": "maybe"}, "content must be one of"),
+        ({"content_columns": "title:words"}, "is not column:kind"),
+        ({"content_columns": ":text"}, "is not column:kind"),
+        ({"content_buckets": "0"}, "content_buckets must be >= 1"),
+        ({"content_id_dropout": "1"}, "content_id_dropout must be in [0, 1)"),
+    ],
+)
+def test_bad_content_hyperparameters(hp, message):
+    from training.config import from_hyperparameters
+
+    with pytest.raises(ConfigError) as err:
+        from_hyperparameters(hp)
+    assert message in str(err.value)

@@ -194,6 +194,7 @@ class RunConfig:
         return out
 
 
+CONTENT_KINDS = ("text", "categorical", "numeric", "skip")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -296,6 +297,13 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("d_model must be a positive multiple of n_heads")
     if st.student_d_model % st.student_n_heads:
         raise ConfigError("student_d_model must be a positive multiple of student_n_heads")
+    for part in (p.strip() for p in cfg.data.content_columns.split(",")):
+        name, _, kind = part.rpartition(":")
+        if part and (not name.strip() or kind.strip() not in CONTENT_KINDS):
+            raise ConfigError(
+                f"content_columns: {part!r} is not column:kind, kind one of "
+                + ", ".join(CONTENT_KINDS)
+            )
 
 
 def load_hyperparameters(path, required: bool = False) -> dict[str, Any]:

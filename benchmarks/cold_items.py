@@ -91,6 +91,7 @@ def figures(rank: np.ndarray) -> dict:
         f"ndcg@{K}_ci95": [round(v, 4) for v in ci95(ndcg.sum(), (ndcg**2).sum(), n)],
         f"hr@{K}": round(float(hit.mean()), 4),
         f"hr@{K}_ci95": [round(v, 4) for v in ci95(hit.sum(), hit.sum(), n)],
+        "median_rank": float(np.median(rank)) + 1.0,  # 1 = first
         "users": int(n),
     }
 
@@ -168,6 +169,12 @@ def evaluate_cold(model_dir: Path, data_dir: Path, work_cases, seed: int = 0) ->
         ranks(_hide(np.tile(pop, (len(targets), 1)), histories), targets, rng)
     )
     out["catalog"] = {"warm": len(warm_ids), "cold": len(cold_ids), "ranked": full.shape[0] - 1}
+    # Diagnosis: the same scores ranked among the cold items only (is the content part
+    # telling new items apart, or only placing them as a group?)
+    warm_cols = np.arange(len(warm_ids) + 1)
+    for name, scores in (("student", student), ("tfidf", tf)):
+        scores[:, warm_cols] = -np.inf
+        out[f"{name}_among_cold_only"] = figures(ranks(scores, targets, rng))
     return out
 
 

@@ -59,6 +59,7 @@ def test_every_hyperparameter_declares_its_range_or_is_free_text():
     from training.config import DataConfig, ModelConfig, StudentConfig, TrainConfig
 
     free = {"user_col", "item_col", "time_col", "event_types", "category_column", "n_items"}
+    free |= {"content_columns"}  # column:kind pairs, checked by validate
     for section in (DataConfig, ModelConfig, TrainConfig, StudentConfig):
         for f in fields(section):
             if f.type in ("bool", bool) or f.name in free or f.name == "seed":

@@ -51,9 +51,20 @@ def quantize_items(table: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
 
 
 def serving_weights(student: SASRec, item_dtype: str) -> dict[str, np.ndarray]:
-    """The student's weights as the bundle stores them (what lmrec.student serves)."""
+    """The student's weights as the bundle stores them (what lmrec.student serves). With
+    content, item_emb.weight holds each item's whole vector (id + content part), so known
+    items serve as before, and content.weight the content table a new item's vector is
+    computed from (lmrec.content.vectors)."""
     weights = {k: v.detach().cpu().float().numpy() for k, v in student.state_dict().items()}
-    weights.update(quantize_items(weights.pop("item_emb.weight"), item_dtype))
+    was_training = student.training
+    student.eval()
+    with torch.no_grad():
+        table = student.item_table().detach().cpu().float().numpy()
+    student.train(was_training)
+    weights.pop("item_emb.weight")
+    weights.update(quantize_items(table, item_dtype))
+    if "content.weight" in weights and item_dtype != "float32":
+        weights["content.weight"] = weights["content.weight"].astype(np.float16)
     return weights
 
 
@@ -204,6 +215,8 @@ def write_bundle(
     champion = document.get("summary", {}).get("champion")
     if champion is not None:  # production scored on this model's test users (the gate's input)
         manifest["champion"] = champion
+    if data.content is not None and student.content is not None:
+        manifest["content"] = data.content.spec.to_json()
     if transitions is not None:
         record = document.get("summary", {}).get("transitions", {})
         manifest["transitions"] = transitions.parameters() | {

@@ -52,6 +52,17 @@ class DataConfig:
     # Amazon Personalize's floor for a trainable data set.
     min_interactions: int = hp(1000, 0, identity=False)  # [0, inf)
     min_users: int = hp(25, 0, identity=False)  # [0, inf)
+    # Item content in the model (training/item_content.py): "auto" = on when the catalog has
+    # a usable column. Off, or without a catalog, the job trains exactly as it did before.
+    content: str = hp("auto", choices=("auto", "on", "off"))
+    # Column kinds overriding the inferred ones: "title:text,genres:categorical,year:skip"
+    # (kinds: text, categorical, numeric, skip).
+    content_columns: str = hp("")
+    # [1, inf): rows of the hashed content table (its size does not grow with the catalog).
+    content_buckets: int = hp(1 << 15, 1)
+    # [0, 1): per item occurrence in training, the id part is dropped with this probability,
+    # so the content part alone has to place an item (an item new to the model has only it).
+    content_id_dropout: float = hp(0.3, 0.0, 1.0, hi_open=True)
 
 
 @dataclass
@@ -187,6 +198,7 @@ class RunConfig:
         return out
 
 
+CONTENT_KINDS = ("text", "categorical", "numeric", "skip")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -289,6 +301,13 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("d_model must be a positive multiple of n_heads")
     if st.student_d_model % st.student_n_heads:
         raise ConfigError("student_d_model must be a positive multiple of student_n_heads")
+    for part in (p.strip() for p in cfg.data.content_columns.split(",")):
+        name, _, kind = part.rpartition(":")
+        if part and (not name.strip() or kind.strip() not in CONTENT_KINDS):
+            raise ConfigError(
+                f"content_columns: {part!r} is not column:kind, kind one of "
+                + ", ".join(CONTENT_KINDS)
+            )
 
 
 def load_hyperparameters(path, required: bool = False) -> dict[str, Any]:

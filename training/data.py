@@ -12,6 +12,7 @@ import io
 import logging
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,6 +57,9 @@ class Interactions:
     fingerprint: str  # sha256 over the cleaned (user, item, timestamp) rows
     stats: dict = field(default_factory=dict)
     catalog: pd.DataFrame | None = None  # indexed by external item id (str), vocabulary items only
+    # training.item_content.ItemContent when the model reads the catalog (set by
+    # training.pipeline.prepare_data on every process; derived, never stored)
+    content: Any = None
 
     @property
     def n_users(self) -> int:

@@ -184,7 +184,10 @@ def init_from_teacher(student: SASRec, teacher: SASRec) -> None:
     it, at the teacher's scale, so the student starts from the teacher's item geometry.
     """
     d_s = student.cfg.d_model
-    items = teacher.item_emb.weight[1:].float()  # (n_items, Dt); row 0 is padding
+    was_training = teacher.training
+    teacher.eval()  # the whole item vectors (with content: id + content), no id dropout
+    items = teacher.item_table()[1:].float()  # (n_items, Dt); row 0 is padding
+    teacher.train(was_training)
     mean = items.mean(0, keepdim=True)
     _, _, v = torch.linalg.svd(items - mean, full_matrices=False)  # v: (Dt, Dt)
     basis = v[: min(d_s, v.shape[0])].T  # (Dt, <= Ds)

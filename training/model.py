@@ -11,6 +11,7 @@ batch padded to its own longest sequence sees the same positions as one padded t
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,9 @@ from lmrec.student import sasrec_macs
 from torch import nn
 
 from training.config import ModelConfig
+
+if TYPE_CHECKING:
+    from training.item_content import ItemContent
 
 
 class CausalSelfAttention(nn.Module):
@@ -99,7 +103,17 @@ def attention_mask(items: torch.Tensor) -> torch.Tensor:
 
 
 class SASRec(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    """With `content` (training/item_content.py) an item's vector is its id row plus the
+    weighted sum of its content rows, rep(i) = id(i) * keep + content(i), where keep is 0
+    with probability content.id_dropout per occurrence in training: the content part alone
+    must then place an item, as it does for an item added after training."""
+
+    content: nn.EmbeddingBag | None
+    _content_indices: torch.Tensor  # buffers, present with content only
+    _content_offsets: torch.Tensor
+    _content_weights: torch.Tensor
+
+    def __init__(self, cfg: ModelConfig, content: ItemContent | None = None):
         super().__init__()
         if cfg.n_items <= 0:
             raise ValueError("ModelConfig.n_items must be set from the data")
@@ -111,18 +125,85 @@ class SASRec(nn.Module):
         self.emb_drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_blocks))
         self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.content = None
+        self.id_dropout = 0.0
+        if content is not None:
+            self._attach(content)
         self.apply(self._init)
+
+    def _attach(self, content: ItemContent) -> None:
+        f = content.features
+        if len(f) != self.cfg.n_items + 1:
+            raise ValueError(f"content features for {len(f)} rows, the model has n_items + 1")
+        self.content = nn.EmbeddingBag(content.spec.n_buckets, self.cfg.d_model, mode="sum")
+        self.id_dropout = content.id_dropout
+        # Derived from the catalog at every start, so not part of a checkpoint.
+        for name, array in (("indices", f.indices), ("offsets", f.offsets)):
+            self.register_buffer(f"_content_{name}", torch.from_numpy(array), persistent=False)
+        self.register_buffer("_content_weights", torch.from_numpy(f.weights), persistent=False)
+        self._table_cache: tuple[tuple, torch.Tensor] | None = None
 
     @staticmethod
     def _init(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
             nn.init.trunc_normal_(module.weight, std=0.02)
             nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.EmbeddingBag):
+            nn.init.trunc_normal_(module.weight, std=0.02)
         elif isinstance(module, nn.Embedding):
             nn.init.trunc_normal_(module.weight, std=0.02)
             if module.padding_idx is not None:
                 with torch.no_grad():
                     module.weight[module.padding_idx].zero_()
+
+    def _content_of(self, ids: torch.Tensor) -> torch.Tensor:
+        """(*ids.shape, D): the content part of each id (zeros for padding)."""
+        assert self.content is not None
+        flat = ids.reshape(-1)
+        start = self._content_offsets[flat]
+        length = self._content_offsets[flat + 1] - start
+        bag = torch.cumsum(length, 0) - length
+        total = int(length.sum())
+        at = torch.arange(total, device=ids.device) + torch.repeat_interleave(start - bag, length)
+        out = self.content(
+            self._content_indices[at], bag, per_sample_weights=self._content_weights[at]
+        )
+        return out.view(*ids.shape, -1)
+
+    def _keep(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        return (torch.rand(shape, device=device) >= self.id_dropout).unsqueeze(-1)
+
+    def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """(*ids.shape, D): the items' vectors, as input embeddings and output scorers."""
+        vectors = self.item_emb(ids)
+        if self.content is None:
+            return vectors
+        if self.training and self.id_dropout > 0:
+            vectors = vectors * self._keep(tuple(ids.shape), ids.device)
+        return vectors + self._content_of(ids)
+
+    def item_table(self) -> torch.Tensor:
+        """(n_items + 1, D): every item's vector (row 0 padding); in training, the id part of
+        each row dropped with probability id_dropout, once per step. Outside training it is
+        computed once per weight update (the catalog's content bags are the work)."""
+        table = self.item_emb.weight
+        if self.content is None:
+            return table
+        if self.training or torch.is_grad_enabled():
+            if self.training and self.id_dropout > 0:
+                table = table * self._keep((table.shape[0],), table.device)
+            f = self._content_offsets
+            return table + self.content(
+                self._content_indices, f[:-1], per_sample_weights=self._content_weights
+            )
+        key = (table._version, self.content.weight._version, table.data_ptr(), table.device)
+        if self._table_cache is None or self._table_cache[0] != key:
+            f = self._content_offsets
+            full = table + self.content(
+                self._content_indices, f[:-1], per_sample_weights=self._content_weights
+            )
+            self._table_cache = (key, full)
+        return self._table_cache[1]
 
     def encode(
         self,
@@ -139,7 +220,7 @@ class SASRec(nn.Module):
             if item_vectors is not None:
                 item_vectors = item_vectors[:, -self.cfg.max_len :]
         if item_vectors is None:
-            item_vectors = self.item_emb(items)
+            item_vectors = self.item_vectors(items)
         L = items.shape[1]
         # Position max_len-1 is the newest item, whatever the padded length of this batch.
         pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=items.device)
@@ -153,7 +234,7 @@ class SASRec(nn.Module):
     def catalog_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N, n_items): column j is item j + 1. Padding (row 0) is left out rather
         than masked, which saves a fill and a copy of the largest tensor in training."""
-        return hidden @ self.item_emb.weight[1:].T
+        return hidden @ self.item_table()[1:].T
 
     def logits_at(self, items: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """Catalog logits (N, n_items) at the positions `real` (B, W) marks among the newest
@@ -171,8 +252,8 @@ class SASRec(nn.Module):
     ) -> torch.Tensor:
         """Like logits_at, over [target, negatives] only (see candidate_logits): (N, 1 + K)."""
         h = self.encode(items)[:, -real.shape[1] :][real]
-        table = self.item_emb.weight
-        return candidate_logits(h, table[y], table[negatives], y, negatives, log_q)
+        pos_vec, neg_vec = self.item_vectors(y), self.item_vectors(negatives)
+        return candidate_logits(h, pos_vec, neg_vec, y, negatives, log_q)
 
     def forward(
         self,
@@ -208,7 +289,7 @@ class SASRec(nn.Module):
         width = real.shape[1]
         items = items[:, -width:]
         n_in, n_y = items.numel(), len(y)
-        vectors = self.item_emb(torch.cat([items.reshape(-1), y, negatives]))
+        vectors = self.item_vectors(torch.cat([items.reshape(-1), y, negatives]))
         h = self.encode(items, vectors[:n_in].view(*items.shape, -1))[real]
         return h, vectors[n_in : n_in + n_y], vectors[n_in + n_y :]
 
@@ -217,7 +298,7 @@ class SASRec(nn.Module):
         """Serving/eval: scores over the catalog for the next item, (B, n_items + 1), with
         column 0 (padding) at -inf. One matmul against the whole table, padding row included,
         then a fill: no copy of the (B, n_items) block."""
-        scores = self.encode(items, last_only=True)[:, -1] @ self.item_emb.weight.T
+        scores = self.encode(items, last_only=True)[:, -1] @ self.item_table().T
         scores[:, 0] = float("-inf")
         return scores
 

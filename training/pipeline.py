@@ -27,6 +27,7 @@ from training.distill import Distiller, init_from_teacher
 from training.ensemble import TeacherEnsemble, as_teacher
 from training.evaluate import evaluate, sample_negatives
 from training.hybrid import TeacherBoost, add_transitions, prefer_distilled
+from training.item_content import item_content
 from training.model import SASRec
 from training.plan import Budget, PhaseClock, adapt
 from training.report import results_table, write_report
@@ -57,6 +58,9 @@ def prepare_data(
     data.stats["chosen"]), pick the evaluated users and their sampled negatives."""
     read_at = datetime.now(UTC).isoformat(timespec="seconds")
     data = _load(paths, cfg, env)
+    data.content = item_content(data, cfg.data)
+    if data.content is not None:
+        data.stats["content"] = data.content.describe()
     data.stats["read_at"] = read_at  # data uploaded after this is new to the retrain function
     data.stats["chosen"] = adapt(cfg, data, say=env is None or env.is_main)
     split = leave_one_out(data)
@@ -72,7 +76,7 @@ def prepare_data(
 def build_teacher(cfg: RunConfig, data: Interactions, seed: int | None = None) -> SASRec:
     cfg.model.n_items = data.n_items
     torch.manual_seed(cfg.train.seed if seed is None else seed)
-    return SASRec(cfg.model)
+    return SASRec(cfg.model, data.content)
 
 
 def member_names(prefix: str, n: int) -> list[str]:
@@ -166,7 +170,7 @@ def _train_students(tr: _Trainer, members: list[SASRec]) -> None:
     budget = s.student_max_seconds or t.max_train_seconds
     teacher = as_teacher(members)
     torch.manual_seed(t.seed + 1)
-    student = SASRec(s.model_config(n_items))
+    student = SASRec(s.model_config(n_items), tr.data.content)
     init_from_teacher(student, members[0])
     boost = None
     if s.transitions and s.distill_transitions:  # distil the teacher as it is used
@@ -185,7 +189,7 @@ def _train_students(tr: _Trainer, members: list[SASRec]) -> None:
     )
     if s.student_plain:
         torch.manual_seed(t.seed + 2)
-        plain = SASRec(s.model_config(n_items))
+        plain = SASRec(s.model_config(n_items), tr.data.content)
         tr.run(Phase("student_plain", plain, s.student_lr, s.student_epochs, max_seconds=budget))
 
 

@@ -233,6 +233,25 @@ def champion_section(record: dict | None) -> str:
     )
 
 
+def content_line(record: dict | None) -> str:
+    """Which catalog columns the model reads, and how (training/item_content.py)."""
+    if not record:
+        return "Item content: none (no catalog, no usable column, or content=off): ids only."
+    parts = [f"text {', '.join(record['text'])}" if record["text"] else ""]
+    parts.append(f"categorical {', '.join(record['categorical'])}" if record["categorical"] else "")
+    numeric = record["numeric"]
+    parts.append(
+        "numeric " + ", ".join(f"{n} ({b} buckets)" for n, b in numeric.items()) if numeric else ""
+    )
+    used = "; ".join(p for p in parts if p)
+    return (
+        f"Item content: the model reads {used}, hashed into {record['n_buckets']:,} rows "
+        f"({record['mean_features_per_item']} features per item on average); the id part "
+        f"was dropped in training with probability {record['id_dropout']:g}, so an item "
+        "added after training is placed by its content alone."
+    )
+
+
 def write_report(
     model_dir: Path,
     metrics: dict,
@@ -259,6 +278,7 @@ Split: leave-one-out by time; {summary["evaluated_users"]:,} users with >= 3 int
 evaluated. Test figures below, k=10; "full" ranks the held-out item against the whole catalog
 with seen items excluded, "{sampled}" against {negatives} random items the user never touched.
 The bundle serves **{served}** (marked "(served)"; {summary.get("served_why", "")}).
+{content_line(data.get("content"))}
 {_intervals_note(metrics)}
 
 {results_table(metrics, served)}

@@ -24,6 +24,8 @@ run time, and a Lambda layer has no room for one.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import itertools
 import math
 import re
@@ -94,7 +96,9 @@ class ContentSpec:
                 raise ValueError(f"content spec: edges of {name!r} must be finite and sorted")
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def _bucket(column: str, token: str, n_buckets: int) -> int:
+    # Cached: trigrams, words and categories repeat across a catalog, so most calls are hits.
     raw = f"{column}\x1f{token}".encode("utf-8", "surrogatepass")
     return zlib.crc32(raw) % n_buckets
 
@@ -121,7 +125,7 @@ def numeric_token(value: str, edges: Sequence[float]) -> list[str]:
         return ["n:missing"] if value.strip() else []
     if not math.isfinite(x):
         return ["n:missing"]
-    return [f"n:{int(np.searchsorted(np.asarray(edges), x, side='right'))}"]
+    return [f"n:{bisect.bisect_right(edges, x)}"]  # as np.searchsorted(side="right")
 
 
 def _row_features(spec: ContentSpec, row: Mapping[str, object]) -> dict[int, float]:
@@ -252,3 +256,10 @@ def _quantile_edges(values: Sequence[str]) -> tuple[float, ...]:
         return ()
     qs = np.quantile(x, np.linspace(0, 1, NUMERIC_BUCKETS + 1)[1:-1])
     return tuple(float(e) for e in np.unique(qs))
+
+
+def spec_from_manifest(manifest: Mapping[str, object]) -> ContentSpec | None:
+    """The bundle's content spec (manifest["content"]), or None for a model without
+    content; ValueError with one line if it is malformed."""
+    raw = manifest.get("content")
+    return None if raw is None else ContentSpec.from_json(raw)

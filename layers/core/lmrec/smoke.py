@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from lmrec.bundle import Bundle, BundleError
+from lmrec.content import ContentSpec, spec_from_manifest
 
 SMOKE_K = 10
 _POSITIVE = ("d_model", "n_heads", "n_blocks", "max_len", "n_items")
@@ -94,10 +95,13 @@ def _check_finite(name: str, array: np.ndarray) -> None:
     raise BundleError(f"weights: {name} holds values beyond +-{MAX_ABS_WEIGHT:g}")
 
 
-def check_weights(weights: dict[str, np.ndarray], config: dict) -> None:
+def check_weights(
+    weights: dict[str, np.ndarray], config: dict, content: ContentSpec | None = None
+) -> None:
     """Every tensor the student reads is there, in the config's shape and a float kind (the
     item table: float or int8 with one float scale per row), finite and bounded; and no
-    tensor the config does not account for (weights of another model)."""
+    tensor the config does not account for (weights of another model). With a content
+    spec (the manifest's "content"), the content table too: (spec.n_buckets, d_model)."""
     stored = {name.split(".")[1] for name in weights if name.startswith("blocks.")}
     if len(stored) != config["n_blocks"]:  # before a loop over n_blocks, however large
         raise BundleError(
@@ -107,9 +111,8 @@ def check_weights(weights: dict[str, np.ndarray], config: dict) -> None:
     table = weights.get("item_emb.weight")
     if table is not None and table.dtype == np.int8:
         expected["item_emb.scale"] = (config["n_items"] + 1,)
-    content = weights.get("content.weight")
-    if content is not None:  # new items' vectors (lmrec.liveitems): any rows, the model's width
-        expected["content.weight"] = (len(content), config["d_model"])
+    if content is not None:
+        expected["content.weight"] = (content.n_buckets, config["d_model"])
     for name, shape in expected.items():
         array = weights.get(name)
         if array is None:
@@ -200,7 +203,11 @@ def check_serves(candidate: Bundle):
     from lmrec.recommend import Recommender
 
     check_config(candidate.config)
-    check_weights(candidate.weights, candidate.config)
+    try:
+        spec = spec_from_manifest(candidate.manifest)
+    except ValueError as exc:
+        raise BundleError(f"manifest: {exc}") from None
+    check_weights(candidate.weights, candidate.config, spec)
     check_arrays(candidate)
     try:
         rec = Recommender(candidate)

@@ -218,3 +218,24 @@ def test_time_split_with_no_evaluable_user_is_a_data_error(tmp_path):
     paths = Paths(str(path), None, tmp_path / "model", None, None)
     with pytest.raises(DataError, match="split=time: no user can be evaluated"):
         prepare_data(paths, cfg)
+
+
+def test_exclude_seen_resolution_request_then_deployment_then_model(monkeypatch):
+    from lmrec.api.routes.recommendations import exclude_seen
+    from lmrec.settings import ApiSettings
+
+    class _Rec:
+        default_exclude_seen = False  # the model kept repeats
+
+    rec = _Rec()
+    # GIVEN no deployment setting THEN the model decides unless the request says
+    assert exclude_seen(None, None, rec) is False  # type: ignore[arg-type]
+    assert exclude_seen(True, None, rec) is True  # type: ignore[arg-type]
+    # AND LMREC_EXCLUDE_SEEN overrides the model, a request overrides both
+    monkeypatch.setenv("LMREC_EXCLUDE_SEEN", "true")
+    deployment = ApiSettings().exclude_seen
+    assert deployment is True and exclude_seen(None, deployment, rec) is True  # type: ignore[arg-type]
+    assert exclude_seen(False, deployment, rec) is False  # type: ignore[arg-type]
+    monkeypatch.setenv("LMREC_EXCLUDE_SEEN", "maybe")
+    with pytest.raises(ValueError, match="exclude_seen"):
+        ApiSettings()

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmrec import bundle as bundle_mod
+from lmrec.history import HistoryExpert
 from lmrec.ivf import top_k
 from lmrec.student import NumpySASRec
+from lmrec.transitions import Transitions
 
 PERSONALIZED = "personalized"
 POPULAR = "popular"
@@ -65,8 +67,7 @@ class Recommender:
         self.catalog = loaded.catalog
         self.index = loaded.index
         self.transitions = loaded.transitions
-        # Boosts beside the model's scores (product of experts): transitions, the user's history
-        self.experts = [e for e in (loaded.transitions, loaded.history) if e is not None]
+        self.history = loaded.history  # repeats kept: the user's own items boosted
         # What a request that does not say gets: the data's answer (lmrec.bundle)
         self.default_exclude_seen = bundle_mod.default_exclude_seen(loaded.manifest)
         self.exact_below = EXACT_BELOW
@@ -75,6 +76,11 @@ class Recommender:
         self._norms: np.ndarray | None = None  # every row's norm, on first exact cosine
         self.popularity = loaded.popularity.copy()
         self.popularity[0] = -np.inf
+
+    @property
+    def experts(self) -> list[Transitions | HistoryExpert]:
+        """Boosts beside the model's scores (product of experts): transitions, user history."""
+        return [e for e in (self.transitions, self.history) if e is not None]
 
     @property
     def norms(self) -> np.ndarray:

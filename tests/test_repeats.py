@@ -239,3 +239,25 @@ def test_exclude_seen_resolution_request_then_deployment_then_model(monkeypatch)
     monkeypatch.setenv("LMREC_EXCLUDE_SEEN", "maybe")
     with pytest.raises(ValueError, match="exclude_seen"):
         ApiSettings()
+
+
+def test_a_paired_record_from_another_split_is_not_used():
+    # GIVEN a candidate on a time split whose paired record says it was taken on loo
+    record = {
+        "production_version": "v1",
+        "split": "loo",
+        "users": 100,
+        "candidate": {"ndcg@10": 0.3},
+        "production": {"ndcg@10": 0.1},
+        "difference": {"mean": 0.2, "ci95": [0.1, 0.3]},
+    }
+    served = {"model": "student", "transitions_weight": 0, "weights": "s.safetensors"}
+    metrics = {"student": {"test": {"full": {"ndcg@10": 0.3}}}}
+    cand = {"served": served, "metrics": metrics, "split": {"name": "time"}, "champion": record}
+    prod = {"served": served, "metrics": metrics, "split": {"name": "time"}}
+    # THEN the gate does not take it as paired, and says why
+    verdict = gate(cand, prod, 0.0, "v1")
+    assert verdict.basis == "own splits" and "on a loo split" in verdict.reason
+    # AND the same record on the candidate's split is the paired comparison
+    cand["champion"] = record | {"split": "time"}
+    assert gate(cand, prod, 0.0, "v1").basis == "paired"

@@ -123,8 +123,9 @@ def boost_sums(
     rows: np.ndarray,
     items: np.ndarray,
     log_boost: np.ndarray,
+    weights: tuple[float, ...] = WEIGHTS,
 ) -> np.ndarray:
-    """Summed NDCG@10 of the batch at each weight w of WEIGHTS of scores + w * log_boost
+    """Summed NDCG@10 of the batch at each weight w of `weights` of scores + w * log_boost
     (at (rows, items), one entry per pair; exclusions already -inf in `scores`), ties with
     the target broken uniformly at random in expectation (as evaluation breaks them).
 
@@ -140,8 +141,8 @@ def boost_sums(
     scores[b, targets] = -np.inf  # and not the target: it never outranks or ties itself
     top = torch.topk(torch.from_numpy(scores), min(K, scores.shape[1]), dim=1).values.numpy()
     top = top.astype(np.float64)
-    out = np.zeros(len(WEIGHTS))
-    for i, w in enumerate(WEIGHTS):
+    out = np.zeros(len(weights))
+    for i, w in enumerate(weights):
         tau = target_base + w * target_boost
         above, ties = (top > tau[:, None]).sum(1), (top == tau[:, None]).sum(1)
         # The top K cannot show every tie when they fill it: count those rows' ties whole.

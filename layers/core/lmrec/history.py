@@ -10,9 +10,9 @@ to the student's score: a product of experts, the model's distribution times
 (1 + decayed own count) ** weight, the form the transition table already takes
 (lmrec.transitions). Only the history's own items are boosted, so serving scores at most
 `window` extra rows. The weight and decay are chosen on valid by the training job when it
-keeps repeats (training/hybrid.py); weight 0 (the model alone) is on the grid, and a bundle
-without the manifest's "history_expert" has none. Nothing is stored: it reads the history
-the request already carries.
+keeps repeats (training/repeat_expert.py); weight 0 (the model alone) is on the grid
+(0 ... 64), and a bundle without the manifest's "history_expert" has none. Nothing is
+stored: it reads the history the request already carries.
 """
 
 from __future__ import annotations

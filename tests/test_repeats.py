@@ -261,3 +261,26 @@ def test_a_paired_record_from_another_split_is_not_used():
     # AND the same record on the candidate's split is the paired comparison
     cand["champion"] = record | {"split": "time"}
     assert gate(cand, prod, 0.0, "v1").basis == "paired"
+
+
+@pytest.mark.slow
+def test_a_job_on_a_repeat_log_serves_the_users_own_items(repeat_log, tmp_path):
+    # GIVEN a repeat-consumption log trained end to end under split=time, repeats auto
+    from tests.conftest import TINY_HP, train_bundle
+
+    hp = {**TINY_HP, **SMALL, "split": "time", "eval_users": "0"}
+    out = train_bundle(["--data", str(repeat_log)], tmp_path / "model", hp)
+    manifest = json.loads((out / fmt.MANIFEST).read_text())
+    doc = json.loads((out / "metrics.json").read_text())
+    # THEN the manifest says what the data taught and which split the figures come from
+    assert manifest["repeats"]["mode"] == "keep" and manifest["split"]["name"] == "time"
+    assert doc["protocol"]["split_name"] == "time"
+    # AND every model and baseline has repeat and explore figures, the own-items ones too
+    for name in ("teacher", "own_frequent", "own_recent", "recent_popularity"):
+        assert {"full_repeat", "full_explore"} <= set(doc["metrics"][name]["test"])
+    # AND the served record and the bundle agree on the history expert (weight 0: none)
+    weight = manifest["served"].get("history_weight", 0)
+    loaded = fmt.load(str(out))
+    assert (loaded.history is not None) == bool(weight)
+    assert Recommender(loaded).default_exclude_seen is False
+    assert fmt.served_metric(manifest) in manifest["metrics"]

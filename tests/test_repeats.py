@@ -284,3 +284,21 @@ def test_a_job_on_a_repeat_log_serves_the_users_own_items(repeat_log, tmp_path):
     assert (loaded.history is not None) == bool(weight)
     assert Recommender(loaded).default_exclude_seen is False
     assert fmt.served_metric(manifest) in manifest["metrics"]
+
+
+def test_a_pair_repeated_by_one_user_counts_once(tmp_path):
+    # GIVEN one user who plays a then b ten times, and another who does it once
+    from training.baselines import pair_counts
+
+    rows = [["u1", item, 2 * t + k] for t in range(10) for k, item in enumerate(("a", "b"))]
+    rows += [["u2", "a", 100], ["u2", "b", 101]]
+    path = write_csv(tmp_path / "pairs.csv", ["user_id", "item_id", "timestamp"], rows)
+    data = load_interactions(str(path), DataConfig(repeats="keep", **SMALL))
+    split = make_split(data, "loo", exclude_seen=False)
+    split.train_len[:] = data.lengths()  # every row is training data here
+    indptr, cols, counts = pair_counts(split, window=1)
+    a, b = 1, 2  # items "a", "b"
+    # THEN (a, b) counts the two users, not the eleven times it happened
+    row = slice(indptr[a], indptr[a + 1])
+    got = dict(zip(cols[row].tolist(), counts[row].tolist(), strict=True))
+    assert got[b] == 2

@@ -31,18 +31,27 @@ class Popularity:
 
 
 def pair_counts(split: Split, window: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sparse C[a, b] (CSR over source items a, shape (n_items + 1) x (n_items + 1)): how often
-    b follows a within `window` training steps of one user. Never an n_items x n_items or
+    """Sparse C[a, b] (CSR over source items a, shape (n_items + 1) x (n_items + 1)): how many
+    users had b follow a within `window` training steps. Never an n_items x n_items or
     users x items array. Returns (indptr, cols, counts)."""
     data = split.data
     n_cols = data.n_items + 1
     owner = np.repeat(np.arange(data.n_users), data.lengths())
     train = split.train_mask()
     parts: list[np.ndarray] = []
+    users: list[np.ndarray] = []
     for gap in range(1, window + 1):  # pairs (a, b): b follows a by `gap` training steps
         pair = np.flatnonzero(train[gap:] & (owner[gap:] == owner[:-gap]))
         parts.append(data.items[pair] * n_cols + data.items[pair + gap])
-    codes, counts = np.unique(np.concatenate(parts), return_counts=True)  # by (src, dst)
+        users.append(owner[pair])
+    # Each user counts once per pair: with repeats kept one user can make a pair many times,
+    # and the table counts users (a shipped pair is never one user's, lmrec.transitions).
+    code, user = np.concatenate(parts), np.concatenate(users)
+    order = np.lexsort((user, code))
+    code, user = code[order], user[order]
+    first = np.ones(len(code), dtype=bool)
+    first[1:] = (code[1:] != code[:-1]) | (user[1:] != user[:-1])
+    codes, counts = np.unique(code[first], return_counts=True)  # by (src, dst)
     indptr = np.concatenate([[0], np.cumsum(np.bincount(codes // n_cols, minlength=n_cols))])
     return indptr, codes % n_cols, counts.astype(np.float32)
 

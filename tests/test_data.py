@@ -217,7 +217,8 @@ def test_dropped_rows_are_counted_and_said(tmp_path, capsys):
     # GIVEN a log of repeated consumption: each user plays the same 3 items 4 times
     rows = [[f"u{u}", f"i{(u + t) % 3 + u % 7}", t] for u in range(30) for t in range(12)]
     path = write_csv(tmp_path / "r.csv", ["user_id", "item_id", "timestamp"], rows)
-    data = load_interactions(str(path), DataConfig(min_interactions=1, min_users=1))
+    cfg = DataConfig(min_interactions=1, min_users=1, repeats="drop")
+    data = load_interactions(str(path), cfg)
     # THEN the repeats are dropped, counted in the stats and said on the console
     assert data.stats["dropped"]["repeated_user_item"] == 30 * 9
     assert "dropped 75.0% of 360 rows: 270 repeated (user, item) rows" in capsys.readouterr().err

@@ -74,6 +74,7 @@ def test_train_writes_every_output(tmp_path, ml100k_small):
         "student",
         "student_plain",
         "popularity",
+        "recent_popularity",
         "cooccurrence",
         "als",
         "ease",

@@ -1,6 +1,11 @@
 """Non-neural baselines, always evaluated beside the teacher in the same protocol.
 
 - popularity: items ranked by how often they occur in the training data.
+- recent_popularity: popularity over the training data's latest window, a decayed count
+  (each row weighs 0.5 ** (age / half_life), age measured back from the newest training
+  row; half_life: the span of the newest tenth of the training rows).
+- own_frequent / own_recent (repeats kept): the user's own items by how often / how lately
+  they took them, the rest after them by popularity.
 - cooccurrence: item-to-item transitions. C[a, b] counts how often b follows a within
   `window` steps in a training sequence; a user's score for b sums C[h, b] over the
   `recent` newest history items h, weighted by recency. Popularity breaks ties, so a user
@@ -26,18 +31,27 @@ class Popularity:
 
 
 def pair_counts(split: Split, window: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sparse C[a, b] (CSR over source items a, shape (n_items + 1) x (n_items + 1)): how often
-    b follows a within `window` training steps of one user. Never an n_items x n_items or
+    """Sparse C[a, b] (CSR over source items a, shape (n_items + 1) x (n_items + 1)): how many
+    users had b follow a within `window` training steps. Never an n_items x n_items or
     users x items array. Returns (indptr, cols, counts)."""
     data = split.data
     n_cols = data.n_items + 1
     owner = np.repeat(np.arange(data.n_users), data.lengths())
     train = split.train_mask()
     parts: list[np.ndarray] = []
+    users: list[np.ndarray] = []
     for gap in range(1, window + 1):  # pairs (a, b): b follows a by `gap` training steps
         pair = np.flatnonzero(train[gap:] & (owner[gap:] == owner[:-gap]))
         parts.append(data.items[pair] * n_cols + data.items[pair + gap])
-    codes, counts = np.unique(np.concatenate(parts), return_counts=True)  # by (src, dst)
+        users.append(owner[pair])
+    # Each user counts once per pair: with repeats kept one user can make a pair many times,
+    # and the table counts users (a shipped pair is never one user's, lmrec.transitions).
+    code, user = np.concatenate(parts), np.concatenate(users)
+    order = np.lexsort((user, code))
+    code, user = code[order], user[order]
+    first = np.ones(len(code), dtype=bool)
+    first[1:] = (code[1:] != code[:-1]) | (user[1:] != user[:-1])
+    codes, counts = np.unique(code[first], return_counts=True)  # by (src, dst)
     indptr = np.concatenate([[0], np.cumsum(np.bincount(codes // n_cols, minlength=n_cols))])
     return indptr, codes % n_cols, counts.astype(np.float32)
 
@@ -58,3 +72,71 @@ class CoOccurrence:
         scores = np.tile(self.tiebreak, (len(histories), 1))
         scores[rows, items] += sums
         return scores
+
+
+class RecentPopularity:
+    """Popularity now: training rows decayed by age (module docstring). Under the time split
+    the newest training row is the last one before the cut."""
+
+    name = "recent_popularity"
+
+    def __init__(self, split: Split, recent_share: float = 0.10):
+        train = split.train_mask()
+        ts, items = split.data.timestamps[train], split.data.items[train]
+        newest = float(ts.max()) if len(ts) else 0.0
+        span = newest - float(np.quantile(ts, 1.0 - recent_share)) if len(ts) else 0.0
+        self.half_life = max(span, 1e-9)
+        weight = 0.5 ** ((newest - ts) / self.half_life)
+        counts = np.bincount(items, weights=weight, minlength=split.data.n_items + 1)
+        self.counts = counts.astype(np.float32)
+
+    def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
+        return np.broadcast_to(self.counts, (len(histories), len(self.counts)))
+
+
+class _Own:
+    """The user's own items first, scored by `_own` (>= 1), the rest by popularity (< 1)."""
+
+    name = ""
+
+    def __init__(self, split: Split):
+        pop = Popularity(split).counts
+        self.fallback = pop / (pop.max() + 1.0)  # in [0, 1)
+
+    def _own(self, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
+        scores = np.tile(self.fallback, (len(histories), 1))
+        for row, history in enumerate(histories):
+            if len(history):
+                items, value = self._own(history)
+                scores[row, items] += value
+        return scores
+
+
+class OwnFrequent(_Own):
+    """The user's most frequent items; ties by how recently they were taken."""
+
+    name = "own_frequent"
+
+    def _own(self, history):
+        items, counts = np.unique(history, return_counts=True)
+        last = _last_positions(history, items)
+        return items, counts + last / (len(history) + 1.0)
+
+
+class OwnRecent(_Own):
+    """The user's items by how recently they were last taken."""
+
+    name = "own_recent"
+
+    def _own(self, history):
+        items = np.unique(history)
+        return items, 1.0 + _last_positions(history, items)
+
+
+def _last_positions(history: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """(len(items),) the last position (0 = oldest) of each of `items` (sorted) in history."""
+    reversed_first = np.unique(history[::-1], return_index=True)[1]  # sorted like items
+    return (len(history) - 1 - reversed_first).astype(np.float64)

@@ -126,7 +126,9 @@ def run_batch(
     for start in range(0, len(mine), batch_size):
         chunk = mine[start : start + batch_size]
         histories = [history_of(u) for u in chunk]
-        results = rec.recommend_many(histories, [Filters(k=k, explain=False)] * len(chunk))
+        # seen items excluded as the model's data taught (off when training kept repeats)
+        f = Filters(k=k, exclude_seen=rec.default_exclude_seen, explain=False)
+        results = rec.recommend_many(histories, [f] * len(chunk))
         for user, result in zip(chunk, results, strict=True):
             for rank, item in enumerate(result.items, start=1):
                 cols["user_id"].append(user)

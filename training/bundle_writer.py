@@ -22,6 +22,7 @@ from lmrec import bundle as fmt
 from lmrec import items as items_fmt
 from lmrec import ivf
 from lmrec import transitions as transitions_fmt
+from lmrec.history import HistoryExpert
 from lmrec.student import dequantize_items, left_pad
 from safetensors.numpy import save_file
 
@@ -160,6 +161,7 @@ def write_bundle(
     category_column: str = "",
     ann_min_items: int = ANN_MIN_ITEMS,
     transitions: transitions_fmt.Transitions | None = None,
+    history: HistoryExpert | None = None,
 ) -> dict:
     """The bundle serving `student`: the small model the summary's served record names
     ({"model", "transitions_weight"}; a document without one serves "student"), its
@@ -167,6 +169,8 @@ def write_bundle(
     weight = transitions.weight if transitions is not None else 0.0
     served = document.get("summary", {}).get("served") or {"model": "student"}
     served = {"model": served["model"], "transitions_weight": weight}
+    if history is not None:
+        served["history_weight"] = history.weight
     served["weights"] = fmt.weights_name(served["model"])
     weights = serving_weights(student, item_dtype)
     save_file(weights, str(out / served["weights"]))
@@ -212,7 +216,15 @@ def write_bundle(
         "served": served,
         "files": {},
     }
-    champion = document.get("summary", {}).get("champion")
+    summary = document.get("summary", {})
+    repeats = data.stats.get("repeats")
+    if repeats:  # what the data taught: serving's default exclude_seen (lmrec.bundle)
+        manifest["repeats"] = {"mode": repeats["mode"], "share": repeats["share"]}
+    if summary.get("split"):
+        manifest["split"] = summary["split"]
+    if history is not None:
+        manifest["history_expert"] = history.parameters()
+    champion = summary.get("champion")
     if champion is not None:  # production scored on this model's test users (the gate's input)
         manifest["champion"] = champion
     if data.content is not None and student.content is not None:

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from lmrec import bundle as fmt
 from lmrec import registry
+from lmrec.history import HistoryExpert
 from lmrec.items import ItemCatalog
 from lmrec.student import NumpySASRec
 from lmrec.transitions import Transitions
@@ -66,11 +67,15 @@ class Served:
     model: NumpySASRec
     table: Transitions | None
     popularity: np.ndarray  # (n_items + 1,)
+    history: HistoryExpert | None = None  # repeats kept: the user's own items boosted
 
     @classmethod
     def of(cls, bundle: fmt.Bundle) -> Served:
         return cls(
-            NumpySASRec(bundle.weights, bundle.config), bundle.transitions, bundle.popularity
+            NumpySASRec(bundle.weights, bundle.config),
+            bundle.transitions,
+            bundle.popularity,
+            bundle.history,
         )
 
     def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
@@ -82,6 +87,8 @@ class Served:
             part = self.model(known)
             if self.table is not None:
                 self.table.add_to(part, known)
+            if self.history is not None:
+                self.history.add_to(part, known)
             scores[warm] = part
         cold = [i for i, h in enumerate(histories) if not len(h)]
         scores[cold] = self.popularity
@@ -118,7 +125,7 @@ def per_user_ndcg(
     target in expectation; a target scored -inf (not known to the model) is a miss."""
     out = np.zeros(len(evalset))
     for idx, histories, scores in scored_batches(scorer, split, evalset, batch_size=batch_size):
-        hide_seen(scores, histories)
+        hide_seen(scores, histories, split.exclude_seen)
         target = scores[np.arange(len(idx)), evalset.targets[idx]]
         above = np.count_nonzero(scores > target[:, None], axis=1)
         ties = np.count_nonzero(scores == target[:, None], axis=1) - 1
@@ -186,15 +193,25 @@ def measure(candidate: Served, split: Split, env: Mapping[str, str] = os.environ
     }
 
 
-def for_job(student, item_dtype: str, table: Transitions | None, split: Split) -> dict | None:
+def for_job(
+    student,
+    item_dtype: str,
+    table: Transitions | None,
+    split: Split,
+    history: HistoryExpert | None = None,
+) -> dict | None:
     """The job's step: the candidate exactly as its bundle will serve it (the weights as
-    stored, its table at its weight) against production."""
+    stored, its table at its weight, its history expert) against production, on the
+    candidate's split (recorded: the gate compares like with like)."""
     from training.bundle_writer import serving_weights
 
     data = split.data
     popularity = np.bincount(data.items, minlength=data.n_items + 1).astype(np.float32)
     model = NumpySASRec(serving_weights(student, item_dtype), dataclasses.asdict(student.cfg))
-    return measure(Served(model, table, popularity), split)
+    record = measure(Served(model, table, popularity, history), split)
+    if record is not None:
+        record["split"] = split.name
+    return record
 
 
 def summary_line(record: dict | None) -> str | None:

@@ -47,6 +47,14 @@ class DataConfig:
     min_user_interactions: int = hp(1, 1)  # [1, inf)
     # Optional: keep only these event types (comma separated) when an event_type column exists.
     event_types: str = hp("")
+    # Repeated (user, item) rows: "drop" keeps each pair's first row (a shop: seen items are
+    # never recommended), "keep" learns from the whole sequence (music, news, groceries:
+    # targets may be items already in the history), "auto" keeps them when they are at
+    # least training.data.REPEATS_AUTO_SHARE of the rows (the job prints its choice).
+    repeats: str = hp("auto", choices=("auto", "keep", "drop"))
+    # Evaluation split: "loo" (leave-one-out by time, per user) or "time" (train on all
+    # interactions before a cut-off chosen from the data; valid and test after it).
+    split: str = hp("loo", choices=("loo", "time"))
     # Catalog column whose '|'-separated values the API filters on ("" = genres/category).
     category_column: str = hp("", identity=False)
     # Amazon Personalize's floor for a trainable data set.

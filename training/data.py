@@ -23,6 +23,11 @@ from training.config import DataConfig
 log = logging.getLogger(__name__)
 
 OPTIONAL_COLUMNS = ("event_type", "rating", "weight")
+# repeats=auto keeps repeated (user, item) rows when they are at least this share of the
+# rows: a shop's log repeats a pair rarely (measured: ML-100K 0.0%, Games 0.0%), a browsing
+# or listening log mostly (JODIE Wikipedia 88.4%). Between the two, a fifth of the data is
+# too much to throw away.
+REPEATS_AUTO_SHARE = 0.20
 
 
 class DataError(ValueError):
@@ -238,8 +243,8 @@ def _encode(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _drop_repeats(user_codes, item_codes, n_items: int) -> np.ndarray:
-    """Mask keeping the first interaction of each (user, item). Serving excludes seen items,
-    so a repeat would only ever be a target that no recommender is allowed to produce."""
+    """Mask keeping the first interaction of each (user, item). With repeats dropped serving
+    excludes seen items, so a repeat would only ever be a target no recommender may produce."""
     pair = user_codes.astype(np.int64) * n_items + item_codes
     _, first = np.unique(pair, return_index=True)
     keep = np.zeros(len(pair), dtype=bool)
@@ -266,7 +271,9 @@ def load_interactions(uri: str, cfg: DataConfig, items_uri: str | None = None) -
     order = np.lexsort((ts, user_codes))
     user_codes, item_codes, ts = user_codes[order], item_codes[order], ts[order]
 
-    keep = _drop_repeats(user_codes, item_codes, len(items))
+    first = _drop_repeats(user_codes, item_codes, len(items))
+    repeats = choose_repeats(cfg.repeats, int(len(first) - first.sum()), len(first))
+    keep = first if repeats["mode"] == "drop" else np.ones(len(first), dtype=bool)
     dropped["repeated_user_item"] = int(len(keep) - keep.sum())
     counts = np.bincount(user_codes[keep], minlength=len(users))
     short = keep & (counts[user_codes] < cfg.min_user_interactions)
@@ -289,6 +296,7 @@ def load_interactions(uri: str, cfg: DataConfig, items_uri: str | None = None) -
     stats = {
         "raw_rows": int(raw_rows),
         "duplicates_dropped": dropped["repeated_user_item"],
+        "repeats": repeats,
         "dropped": dropped,
         "interactions": len(item_codes),
         "users": len(user_ids),
@@ -311,6 +319,26 @@ def load_interactions(uri: str, cfg: DataConfig, items_uri: str | None = None) -
     log.info("data %s", stats)
     _say_dropped(raw_rows, dropped)
     return data
+
+
+def choose_repeats(setting: str, repeated: int, rows: int) -> dict:
+    """{"mode": "keep" | "drop", "share", "chosen_by", "why"}: what to do with the `repeated`
+    rows (a (user, item) pair seen before) of `rows`. With auto the job says what it chose
+    and why, on stderr (stdout stays machine-readable)."""
+    share = repeated / max(rows, 1)
+    figure = f"{share:.1%} of {rows:,} rows repeat a (user, item) pair"
+    if setting != "auto":
+        mode, why = setting, f"repeats={setting} was set; {figure}"
+    elif share >= REPEATS_AUTO_SHARE:
+        mode = "keep"
+        why = f"{figure}, at least {REPEATS_AUTO_SHARE:.0%}: a repeat-consumption log"
+    else:
+        mode = "drop"
+        why = f"{figure}, under {REPEATS_AUTO_SHARE:.0%}: each item is taken once"
+    if setting == "auto":
+        print(f"repeats: auto chose {mode} ({why})", file=sys.stderr, flush=True)
+    chosen_by = "auto" if setting == "auto" else "set"
+    return {"mode": mode, "share": round(share, 6), "chosen_by": chosen_by, "why": why}
 
 
 def _say_dropped(raw_rows: int, dropped: dict[str, int]) -> None:

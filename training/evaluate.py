@@ -24,6 +24,12 @@ from training.split import EvalSet, Split
 Scorer = Callable[[list[np.ndarray]], np.ndarray]
 
 SUM_KEYS = ("hr", "ndcg", "mrr", "s_hr", "s_ndcg", "s_mrr", "ndcg_sq", "mrr_sq", "s_ndcg_sq", "n")
+# With repeats kept, the full protocol is also summed over two parts of the users: those whose
+# target is already in their history ("repeat", prefix r_) and the rest ("explore", e_).
+PARTS = {"repeat": "r_", "explore": "e_"}
+PART_KEYS = tuple(
+    p + k for p in PARTS.values() for k in ("hr", "ndcg", "mrr", "ndcg_sq", "mrr_sq", "n")
+)
 # Scores held at once while evaluating: rows x (n_items + 1) float32 stays under 64 MB, so a
 # batch of 512 users shrinks to 50 at 671k items instead of taking 1.4 GB.
 TILE_FLOATS = 1 << 24
@@ -107,14 +113,23 @@ def _add_rank_sums(sums: dict[str, float], prefix: str, rank: np.ndarray, k: int
     sums[prefix + "ndcg"] += float(ndcg.sum())
     sums[prefix + "mrr"] += float(mrr.sum())
     sums[prefix + "ndcg_sq"] += float((ndcg * ndcg).sum())
-    if not prefix:
-        sums["mrr_sq"] += float((mrr * mrr).sum())
+    if prefix != "s_":
+        sums[prefix + "mrr_sq"] += float((mrr * mrr).sum())
+    if prefix in PARTS.values():
+        sums[prefix + "n"] += len(rank)
 
 
-def hide_seen(scores: np.ndarray, histories: list[np.ndarray]) -> None:
-    """The full protocol's exclusions, in place: padding (column 0) and every row's history
-    items to -inf."""
+def is_repeat(histories: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
+    """(B,) bool: the target is already in the row's history."""
+    return np.array([t in h for h, t in zip(histories, targets, strict=True)], dtype=bool)
+
+
+def hide_seen(scores: np.ndarray, histories: list[np.ndarray], seen: bool = True) -> None:
+    """The full protocol's exclusions, in place: padding (column 0) and, with `seen` (repeats
+    dropped: Split.exclude_seen), every row's history items to -inf."""
     scores[:, 0] = -np.inf
+    if not seen:
+        return
     rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
     scores[rows, np.concatenate(histories)] = -np.inf
 
@@ -162,7 +177,7 @@ def evaluate_partial(
     gen = torch.Generator().manual_seed(seed)
     n_items = split.data.n_items
     rows = np.arange(len(evalset)) if rows is None else rows
-    sums = {key: 0.0 for key in SUM_KEYS}
+    sums = {key: 0.0 for key in SUM_KEYS + PART_KEYS}
     covered = torch.zeros(n_items + 1, dtype=torch.bool)
     batches = scored_batches(scorer, split, evalset, rows, batch_size)
     total = -(-len(rows) // tile_rows(batch_size, n_items))
@@ -178,14 +193,18 @@ def evaluate_partial(
         cand_scores[:, 1:][neg == 0] = -np.inf  # catalog ran out
         s_rank = _ranks(cand_scores, cand_scores[:, 0], gen)
 
-        # Full protocol: hide padding and everything the user has already seen.
-        hide_seen(scores, histories)
+        # Full protocol: hide padding and (repeats dropped) everything the user has seen.
+        hide_seen(scores, histories, split.exclude_seen)
         f_rank = _ranks(scores, scores[b, targets], gen)
         top_scores, top = torch.topk(torch.from_numpy(scores), min(k, n_items), dim=1)
         covered[top[torch.isfinite(top_scores)]] = True
 
         for prefix, rank in (("", f_rank), ("s_", s_rank)):
             _add_rank_sums(sums, prefix, rank, k)
+        if not split.exclude_seen:
+            repeat = is_repeat(histories, targets)
+            _add_rank_sums(sums, PARTS["repeat"], f_rank[repeat], k)
+            _add_rank_sums(sums, PARTS["explore"], f_rank[~repeat], k)
         sums["n"] += len(idx)
     out = {key: np.array(value, dtype=np.float64) for key, value in sums.items()}
     out["covered"] = covered.numpy()
@@ -226,7 +245,26 @@ def finalize(
         "mrr": p["s_mrr"] / n,
         "users": int(p["n"]),
     }
-    return {"full": full, f"sampled{n_negatives}": sampled}
+    out = {"full": full, f"sampled{n_negatives}": sampled}
+    if sum(p.get(prefix + "n", 0.0) for prefix in PARTS.values()) > 0:  # repeats kept
+        for part, prefix in PARTS.items():
+            out[f"full_{part}"] = _part(p, prefix, k)
+    return out
+
+
+def _part(p: dict[str, float], prefix: str, k: int) -> dict:
+    """The full protocol's figures over one part of the users (repeat or explore targets)."""
+    n = p[prefix + "n"]
+    m = max(n, 1.0)
+    return {
+        f"hr@{k}": p[prefix + "hr"] / m,
+        f"hr@{k}_ci95": ci95(p[prefix + "hr"], p[prefix + "hr"], n),
+        f"ndcg@{k}": p[prefix + "ndcg"] / m,
+        f"ndcg@{k}_ci95": ci95(p[prefix + "ndcg"], p[prefix + "ndcg_sq"], n),
+        "mrr": p[prefix + "mrr"] / m,
+        "mrr_ci95": ci95(p[prefix + "mrr"], p[prefix + "mrr_sq"], n),
+        "users": int(n),
+    }
 
 
 def evaluate(scorer: Scorer, split: Split, evalset: EvalSet, negatives: np.ndarray, **kw) -> dict:

@@ -102,19 +102,36 @@ def expected_ndcg(above: np.ndarray, ties: np.ndarray) -> np.ndarray:
 
 
 def _batch_sums(
-    scores: np.ndarray, histories: list[np.ndarray], targets: np.ndarray, table: Transitions
+    scores: np.ndarray,
+    histories: list[np.ndarray],
+    targets: np.ndarray,
+    table: Transitions,
+    exclude_seen: bool = True,
 ) -> np.ndarray:
-    """Summed NDCG@10 of the batch at each weight of WEIGHTS, ties with the target broken
-    uniformly at random in expectation (as evaluation breaks them).
+    """Summed NDCG@10 of the batch at each weight of WEIGHTS, the table's boost beside the
+    scores (see `boost_sums`)."""
+    rows, items, sums = recent_sums(
+        table.indptr, table.cols, table.counts, histories, table.recent, table.decay
+    )
+    hide_seen(scores, histories, exclude_seen)
+    return boost_sums(scores, targets, rows, items, np.log1p(sums.astype(np.float64)))
+
+
+def boost_sums(
+    scores: np.ndarray,
+    targets: np.ndarray,
+    rows: np.ndarray,
+    items: np.ndarray,
+    log_boost: np.ndarray,
+    weights: tuple[float, ...] = WEIGHTS,
+) -> np.ndarray:
+    """Summed NDCG@10 of the batch at each weight w of `weights` of scores + w * log_boost
+    (at (rows, items), one entry per pair; exclusions already -inf in `scores`), ties with
+    the target broken uniformly at random in expectation (as evaluation breaks them).
 
     Exact without scoring the catalog once per weight: an item without a boost keeps its
     score, so only the K best of those and the boosted items can outrank the target."""
     b = np.arange(len(targets))
-    hide_seen(scores, histories)
-    rows, items, sums = recent_sums(
-        table.indptr, table.cols, table.counts, histories, table.recent, table.decay
-    )
-    log_boost = np.log1p(sums.astype(np.float64))
     target_boost = np.zeros(len(b))
     hit = items == targets[rows]
     target_boost[rows[hit]] = log_boost[hit]
@@ -124,8 +141,8 @@ def _batch_sums(
     scores[b, targets] = -np.inf  # and not the target: it never outranks or ties itself
     top = torch.topk(torch.from_numpy(scores), min(K, scores.shape[1]), dim=1).values.numpy()
     top = top.astype(np.float64)
-    out = np.zeros(len(WEIGHTS))
-    for i, w in enumerate(WEIGHTS):
+    out = np.zeros(len(weights))
+    for i, w in enumerate(weights):
         tau = target_base + w * target_boost
         above, ties = (top > tau[:, None]).sum(1), (top == tau[:, None]).sum(1)
         # The top K cannot show every tie when they fill it: count those rows' ties whole.
@@ -151,7 +168,7 @@ def valid_ndcg_by_weight(
     items excluded), from one scoring pass. Sums, so DDP ranks can add their shards."""
     total = np.zeros(len(WEIGHTS))
     for idx, histories, scores in scored_batches(scorer, split, evalset, rows, batch_size):
-        total += _batch_sums(scores, histories, evalset.targets[idx], table)
+        total += _batch_sums(scores, histories, evalset.targets[idx], table, split.exclude_seen)
     return total
 
 
@@ -195,6 +212,7 @@ def add_transitions(
     s = cfg.student
     known = known or TeacherBoost()
     table = known.table or build(split, s.transitions_min_users, s.transitions_per_item)
+    known.table = table  # the history expert's choice reads each model's table (pipeline)
     small = [n for n in ("student", "student_plain") if n in models]
     names = (["teacher"] if measure_teacher or not small else []) + small
     by_weight = {n: v for n, v in known.by_weight.items() if n in names}

@@ -13,15 +13,16 @@ from datetime import UTC, datetime
 
 import torch
 from lmrec.bundle import metric_label
+from lmrec.history import HistoryExpert
 from lmrec.transitions import Transitions
 from safetensors.torch import save_file
 
 from training import champion, checkpoint, shared_data
-from training.baselines import CoOccurrence, Popularity
+from training.baselines import CoOccurrence, OwnFrequent, OwnRecent, Popularity, RecentPopularity
 from training.bundle_writer import write_bundle
 from training.cf import evaluate_cf
 from training.config import RunConfig, not_identity
-from training.data import Interactions, load_interactions
+from training.data import DataError, Interactions, load_interactions
 from training.dist import DistEnv, barrier
 from training.distill import Distiller, init_from_teacher
 from training.ensemble import TeacherEnsemble, as_teacher
@@ -30,9 +31,10 @@ from training.hybrid import TeacherBoost, add_transitions, prefer_distilled
 from training.item_content import item_content
 from training.model import SASRec
 from training.plan import Budget, PhaseClock, adapt
+from training.repeat_expert import add_history
 from training.report import results_table, write_report
 from training.sagemaker import Paths, clear_dir
-from training.split import Split, leave_one_out
+from training.split import Split, make_split
 from training.trainer import FitResult, Phase, evaluate_sharded, fit, model_scorer
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,13 @@ def prepare_data(
         data.stats["content"] = data.content.describe()
     data.stats["read_at"] = read_at  # data uploaded after this is new to the retrain function
     data.stats["chosen"] = adapt(cfg, data, say=env is None or env.is_main)
-    split = leave_one_out(data)
+    keep = data.stats.get("repeats", {}).get("mode") == "keep"
+    split = make_split(data, cfg.data.split, exclude_seen=not keep)
+    if not len(split.test):
+        raise DataError(
+            f"split={split.name}: no user can be evaluated (time: a user needs an interaction "
+            "before the cut-off and two after it; loo: three interactions)"
+        )
     split.sample_eval_users(cfg.train.eval_users, seed=cfg.train.seed + 3)
     n_neg, seed = cfg.train.sampled_negatives, cfg.train.seed
     negatives = {
@@ -320,7 +328,10 @@ def evaluate_baselines(
     on = {"": split} | ({"_refit": split.with_valid_in_train()} if refit else {})
     for suffix, fitted_on in on.items():
         names = ("test",) if suffix else ("valid", "test")
-        for make in (Popularity, CoOccurrence):
+        makers: list = [Popularity, RecentPopularity, CoOccurrence]
+        if not split.exclude_seen:  # repeats kept: the user's own items are candidates
+            makers += [OwnFrequent, OwnRecent]
+        for make in makers:
             began = time.perf_counter()
             baseline = make(fitted_on)
             metrics[baseline.name + suffix] = {
@@ -380,6 +391,8 @@ def _summary(
         "data_fingerprint": data.fingerprint,
         "data": data.stats,
         "evaluated_users": len(split.evalset("test")),
+        "split": split.describe(),
+        "repeats": data.stats.get("repeats"),
         "eligible_users": len(split.test),
         "chosen": data.stats.get("chosen", {}),
         "best_epoch": teacher_fit.best_epoch,
@@ -415,11 +428,21 @@ def _served_why(
     return f"best valid NDCG@10 of the small models: {figures}"
 
 
-def _protocol(cfg: RunConfig) -> dict:
-    return {
-        "split": "leave-one-out by time: last interaction = test, the one before = valid; "
-        "users with < 3 interactions train only",
-        "full": "held-out item ranked against every catalog item, user's seen items excluded",
+SPLITS = {
+    "loo": "leave-one-out by time: last interaction = test, the one before = valid; "
+    "users with < 3 interactions train only",
+    "time": "time: train on every interaction before the cut-off (the time leaving 10% of "
+    "interactions at or after it); valid = a user's first interaction at or after it, test = "
+    "the next; users with one interaction before and two after are evaluated",
+}
+
+
+def _protocol(cfg: RunConfig, split: Split) -> dict:
+    seen = "user's seen items excluded" if split.exclude_seen else "seen items ranked too"
+    out = {
+        "split": SPLITS[split.name],
+        "split_name": split.name,
+        "full": f"held-out item ranked against every catalog item, {seen}",
         f"sampled{cfg.train.sampled_negatives}": "held-out item ranked against "
         f"{cfg.train.sampled_negatives} uniformly "
         "sampled items the user never interacted with (Kang & McAuley 2018)",
@@ -430,6 +453,10 @@ def _protocol(cfg: RunConfig) -> dict:
         "ci95": "<metric>_ci95: [low, high], the normal-approximation 95% interval of the mean "
         "over users",
     }
+    if not split.exclude_seen:
+        out["full_repeat"] = "full, over the users whose target is already in their history"
+        out["full_explore"] = "full, over the users whose target is new to them"
+    return out
 
 
 def export(
@@ -446,14 +473,18 @@ def export(
     transitions: tuple[Transitions | None, dict] | None = None,
     against_production: dict | None = None,
     baselines: dict | None = None,
+    history: tuple[HistoryExpert | None, dict] | None = None,
 ) -> dict:
     """Weights, history, metrics.json, the report and the bundle. `clock`: the phases so
     far (seconds, peak memory), recorded in summary.phases. `transitions`: the served
     model's table at its weight (None: the model alone) and the record of the choice.
     `against_production`: production scored on the same test users (training/champion.py),
     recorded in summary.champion and the manifest for the promote function's gate.
-    `baselines`: each baseline's cost (and the tuned ones' choice), summary.baselines."""
+    `baselines`: each baseline's cost (and the tuned ones' choice), summary.baselines.
+    `history`: the served model's user-history expert (None: none) and the record of the
+    choice (repeats kept)."""
     table, record = transitions or (None, None)
+    expert, history_record = history or (None, None)
     out = paths.model_dir
     clear_dir(out)
     _save_weights(out, cfg, trained)
@@ -465,16 +496,20 @@ def export(
     if served:
         weight = table.weight if table is not None else 0.0
         summary["served"] = {"model": served, "transitions_weight": weight}
+        if expert is not None:
+            summary["served"]["history_weight"] = expert.weight
         summary["served_why"] = _served_why(trained, served, record)
     if record is not None:
         summary["transitions"] = record
+    if history_record is not None:
+        summary["history_expert"] = history_record
     if against_production is not None:
         summary["champion"] = against_production
     if baselines:
         summary["baselines"] = baselines
     document = {
         "metrics": metrics,
-        "protocol": _protocol(cfg),
+        "protocol": _protocol(cfg, split),
         "seeds": {
             "train": cfg.train.seed,
             "valid_negatives": cfg.train.seed + 1,
@@ -495,6 +530,7 @@ def export(
             cfg.student.item_table_dtype,
             cfg.data.category_column,
             transitions=table,
+            history=expert,
         )
         document["model_version"] = manifest["model_version"]
     return document
@@ -506,6 +542,18 @@ def choose_served(trained: dict[str, tuple[SASRec, FitResult]], users: int) -> s
     test figures play no part."""
     small = [name for name in ("student", "student_plain") if name in trained]
     return prefer_distilled({name: trained[name][1].best_valid_ndcg for name in small}, users)
+
+
+def _add_history(models, served, transitions, boost, split, negatives, cfg, env, metrics):
+    """The served model's user-history expert chosen on valid (training/repeat_expert.py),
+    each model scored with its transitions at its chosen weight."""
+    record = transitions[1] if transitions else {}
+    tables = {}
+    for name in ("teacher", served):
+        weight = record.get("weight", {}).get(name)
+        if weight and boost.table is not None:
+            tables[name] = dataclasses.replace(boost.table, weight=weight)
+    return add_history(models, served, tables, split, negatives, cfg, env, metrics)
 
 
 def _is_short(budget: Budget, total: float) -> bool:
@@ -576,13 +624,23 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
         )
         transitions = (table, record)
         clock.done("transitions")
+    history = None
+    if served and not split.exclude_seen:  # repeats kept: the user-history expert
+        history = _add_history(
+            models, served, transitions, boost, split, negatives, cfg, env, metrics
+        )
+        clock.done("history")
     document = None
     if env.is_main:
         table = transitions[0] if transitions else None
         against = None
         if served:  # the gate's input: production on these very test users
             against = champion.for_job(
-                trained[served][0], cfg.student.item_table_dtype, table, split
+                trained[served][0],
+                cfg.student.item_table_dtype,
+                table,
+                split,
+                history[0] if history else None,
             )
             clock.done("champion")
         wall = time.perf_counter() - began
@@ -600,6 +658,7 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
             transitions,
             against,
             costs,
+            history,
         )
         record = document["summary"].get("served") or {"model": "student"}
         served_name = metric_label(record)

@@ -22,7 +22,7 @@ from matplotlib.patches import Patch
 
 from training.champion import summary_line
 
-BASELINES = ("popularity", "cooccurrence", "als", "ease")
+BASELINES = ("popularity", "recent_popularity", "own_", "cooccurrence", "als", "ease")
 COLOURS = {"served": "tab:red", "trained": "tab:orange", "baseline": "tab:gray"}
 
 
@@ -252,6 +252,46 @@ def content_line(record: dict | None) -> str:
     )
 
 
+def _split_line(summary: dict) -> str:
+    split = summary.get("split") or {"name": "loo"}
+    users = f"{summary['evaluated_users']:,}"
+    if split["name"] == "time":
+        return (
+            f"Split: time, cut-off {split.get('cut')} (10% of the interactions at or after it); "
+            f"{users} users with an interaction before it and two after are evaluated."
+        )
+    return f"Split: leave-one-out by time; {users} users with >= 3 interactions are evaluated."
+
+
+def _seen(summary: dict) -> str:
+    repeats = summary.get("repeats") or {}
+    if repeats.get("mode") == "keep":
+        return (
+            f"with seen items ranked too (repeats kept: {repeats.get('share', 0):.1%} of rows "
+            "repeat a (user, item) pair)"
+        )
+    return "with seen items excluded"
+
+
+def parts_table(metrics: dict, served: str = SERVED) -> str:
+    """Repeats kept: test full NDCG@10 [95%] over all targets, repeat targets (already in
+    the user's history) and explore targets (new to the user); "" without repeats."""
+    parts = ("full", "full_repeat", "full_explore")
+    rows = [(m, s["test"]) for m, s in metrics.items() if "full_repeat" in s.get("test", {})]
+    if not rows:
+        return ""
+    first = rows[0][1]
+    header = " | ".join(
+        f"{p.removeprefix('full_') if p != 'full' else 'all'} NDCG@10 ({first[p]['users']} users)"
+        for p in parts
+    )
+    lines = [f"| model | {header} |", "|---|---|---|---|"]
+    for name, test in rows:
+        cells = " | ".join(_cell(test[p], "ndcg@10") for p in parts)
+        lines.append(f"| {_label(name, served)} | {cells} |")
+    return "Repeat and explore targets:\n\n" + "\n".join(lines)
+
+
 def write_report(
     model_dir: Path,
     metrics: dict,
@@ -274,14 +314,16 @@ def write_report(
 Data: {data["interactions"]:,} interactions, {data["users"]:,} users, {data["items"]:,} items
 (fingerprint `{summary["data_fingerprint"]}`); of {data.get("raw_rows", 0):,} rows read, the
 loader dropped: {drop_line or "none"}.
-Split: leave-one-out by time; {summary["evaluated_users"]:,} users with >= 3 interactions are
-evaluated. Test figures below, k=10; "full" ranks the held-out item against the whole catalog
-with seen items excluded, "{sampled}" against {negatives} random items the user never touched.
+{_split_line(summary)} Test figures below, k=10; "full" ranks the held-out item against the
+whole catalog {_seen(summary)}, "{sampled}" against {negatives} random items the user never
+touched.
 The bundle serves **{served}** (marked "(served)"; {summary.get("served_why", "")}).
 {content_line(data.get("content"))}
 {_intervals_note(metrics)}
 
 {results_table(metrics, served)}
+
+{parts_table(metrics, served)}
 
 {_models_table(summary["models"], served)}
 

@@ -1,8 +1,17 @@
-"""Leave-one-out split by time, the protocol of the SASRec / BERT4Rec literature.
+"""Evaluation splits: leave-one-out by time (the default) and a global time split.
 
-For a user with history s (oldest first) and len(s) >= 3: the model trains on s[:-2],
-validation asks for s[-2] given s[:-2], and test asks for s[-1] given s[:-1].
-Users with fewer than 3 interactions only contribute training data (as in SASRec's code).
+loo, the protocol of the SASRec / BERT4Rec literature: for a user with history s (oldest
+first) and len(s) >= 3, the model trains on s[:-2], validation asks for s[-2] given s[:-2],
+and test asks for s[-1] given s[:-1]. Users with fewer than 3 interactions only contribute
+training data (as in SASRec's code). Its known leak: a user's training rows may come after
+another user's test item, which production (train on the past, serve the future) never sees.
+
+time: one cut-off for everyone, the timestamp that leaves TIME_SPLIT_AFTER of the
+interactions at or after it. Training is every interaction before the cut; valid asks for
+a user's first interaction at or after the cut given everything before it, test for the next
+one given that history plus the valid item (as the user store serves it). Evaluated: the
+users with at least one interaction before the cut and two after it; users new after the
+cut are a cold start, not evaluated here.
 """
 
 from __future__ import annotations
@@ -34,6 +43,18 @@ class Split:
     has_ties: np.ndarray  # (n_users,) bool: two training interactions share a timestamp
     # Rows of valid/test that are evaluated (a fixed seeded sample on large data); None = all.
     eval_rows: np.ndarray | None = None
+    name: str = "loo"  # "loo" or "time"
+    cut: float | None = None  # time: the cut-off timestamp
+    # Seen items are ranked out in evaluation (repeats dropped: serving excludes them); with
+    # repeats kept a target may be an item of the history, and it is ranked like any other.
+    exclude_seen: bool = True
+
+    def describe(self) -> dict:
+        """What the report and the manifest record about the split."""
+        out: dict = {"name": self.name, "exclude_seen": self.exclude_seen}
+        if self.cut is not None:
+            out["cut"] = self.cut
+        return out
 
     def evalset(self, name: str) -> EvalSet:
         """The evaluated part of "valid" or "test"."""
@@ -106,6 +127,38 @@ def leave_one_out(data: Interactions) -> Split:
     return Split(
         data=data, train_len=train_len, valid=valid, test=test, has_ties=_ties(data, train_len)
     )
+
+
+TIME_SPLIT_AFTER = 0.10  # share of the interactions at or after the time split's cut-off
+
+
+def time_split(data: Interactions, after: float = TIME_SPLIT_AFTER) -> Split:
+    """The global time split (module docstring); rows per user are sorted by time, so a
+    user's training rows are a leading run of their sequence."""
+    cut = float(np.quantile(data.timestamps, 1.0 - after, method="higher"))
+    lengths = data.lengths()
+    owner = np.repeat(np.arange(data.n_users), lengths)
+    train_len = np.bincount(owner[data.timestamps < cut], minlength=data.n_users)
+    evaluated = np.flatnonzero((train_len >= 1) & (lengths - train_len >= 2))
+    first = data.offsets[evaluated] + train_len[evaluated]
+    valid = EvalSet(evaluated, train_len[evaluated], data.items[first])
+    test = EvalSet(evaluated, train_len[evaluated] + 1, data.items[first + 1])
+    return Split(
+        data=data,
+        train_len=train_len,
+        valid=valid,
+        test=test,
+        has_ties=_ties(data, train_len),
+        name="time",
+        cut=cut,
+    )
+
+
+def make_split(data: Interactions, name: str, exclude_seen: bool = True) -> Split:
+    """The split the `split` hyperparameter names; exclude_seen as repeats were chosen."""
+    split = time_split(data) if name == "time" else leave_one_out(data)
+    split.exclude_seen = exclude_seen
+    return split
 
 
 def _ties(data: Interactions, train_len: np.ndarray) -> np.ndarray:

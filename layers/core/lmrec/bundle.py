@@ -15,6 +15,11 @@ A bundle is a directory (local, or under an s3:// prefix) holding:
                          student (lmrec.transitions; pairs of at least min_users users),
                          with their weight under the manifest's "transitions"
   popularity.npy         (n_items + 1,) float32 interaction counts, for cold-start fallbacks
+
+Optional manifest keys: "repeats" ({"mode": "keep" | "drop", "share"}: what training did
+with repeated (user, item) rows, and so whether requests exclude seen items by default),
+"history_expert" ({"weight", "decay", "window"}: lmrec.history, a boost of the user's own
+items), "split" (the evaluation split the metrics come from).
   metrics.json, report.md, *.png, teacher*.*  records (teacher_2.*: an ensemble), not served
                          (nor student.safetensors, the distilled student, when student_plain
                          is served)
@@ -41,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmrec import items, ivf, store, transitions
+from lmrec import history, items, ivf, store, transitions
 
 # 3: the "served" record names the model, its transition weight and its weights file;
 # 2: items.safetensors replaced items.json (weights always student.safetensors, and
@@ -58,6 +63,8 @@ SERVING_FILES = (ITEMS, POPULARITY)  # and the served model's weights: weights_f
 OPTIONAL_SERVING_FILES = (ivf.INDEX_FILE, transitions.FILE)
 # metrics.json's row for a model scored with its transition boost: "<model>+transitions"
 TRANSITIONS_LABEL = "+transitions"
+# ... and with the user-history expert (repeats kept): "<model>[+transitions]+history"
+HISTORY_LABEL = "+history"
 
 
 def weights_name(model: str) -> str:
@@ -74,7 +81,18 @@ def weights_file(manifest: dict) -> str:
 def metric_label(served: dict) -> str:
     """The metrics row that scores a served record: the model alone, or with its boost."""
     model = str(served["model"])
-    return model + TRANSITIONS_LABEL if served.get("transitions_weight") else model
+    label = model + TRANSITIONS_LABEL if served.get("transitions_weight") else model
+    return label + HISTORY_LABEL if served.get("history_weight") else label
+
+
+def default_exclude_seen(manifest: dict) -> bool:
+    """Whether requests exclude the user's seen items unless they say: what the data taught
+    (the manifest's "repeats": drop -> True, keep -> False); a bundle from before the key
+    excluded them, and still does."""
+    repeats = manifest.get("repeats")
+    if isinstance(repeats, dict) and repeats.get("mode") in ("keep", "drop"):
+        return repeats["mode"] == "drop"
+    return True
 
 
 def served_metric(manifest: dict, default: str = "student") -> str:
@@ -121,6 +139,7 @@ class Bundle:
     index: ivf.IVFIndex | None = None  # large catalogs: approximate top-k
     transitions: transitions.Transitions | None = None  # a boost beside the student's scores
     path: Path = field(default_factory=Path)
+    history: history.HistoryExpert | None = None  # repeats kept: a boost of the user's items
 
     @property
     def item_ids(self) -> items.ItemIds:
@@ -196,6 +215,9 @@ def _check_served(served: object, where: str) -> None:
         or not 0 <= weight < float("inf")
     ):
         raise BundleError(f"{where}: served transitions_weight {weight!r} is not a number >= 0")
+    history_weight = served.get("history_weight", 0)
+    if isinstance(history_weight, bool) or not isinstance(history_weight, int | float):
+        raise BundleError(f"{where}: served history_weight {history_weight!r} is not a number")
     if not _safe_name(name) or not str(name).endswith(".safetensors"):
         raise BundleError(f"{where}: served weights {name!r} is not a .safetensors file name")
 
@@ -303,6 +325,7 @@ def load(uri: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> 
             popularity=_load_counts(directory / POPULARITY, where),
             path=directory,
             transitions=table,
+            history=_history_expert(manifest, where),
         )
     except BundleError:
         raise
@@ -312,6 +335,15 @@ def load(uri: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> 
         raise BundleError(f"{where}: cannot parse bundle files: {exc}") from None
     _check_consistent(bundle, where)
     return bundle
+
+
+def _history_expert(manifest: dict, where: str) -> history.HistoryExpert | None:
+    if "history_expert" not in manifest:
+        return None
+    try:
+        return history.read(manifest["history_expert"])
+    except ValueError as exc:
+        raise BundleError(f"{where}/{MANIFEST}: {exc}") from None
 
 
 def _check_consistent(b: Bundle, where: str) -> None:

@@ -126,6 +126,8 @@ def _paired(candidate: dict, production_version: str | None) -> tuple[dict | Non
         return None, "the job recorded none (it ran without LMREC_STORE_URI, or before the gate)"
     if record.get("problem"):
         return None, f"the job could not score production: {record['problem']}"
+    if record.get("split", split_name(candidate)) != split_name(candidate):
+        return None, f"the job's paired record is on a {record['split']} split, not the candidate's"
     if record.get("production_version") != production_version:
         scored = record.get("production_version") or "no production"
         return None, f"the job scored {scored}, production is now {production_version}"
@@ -176,10 +178,29 @@ def _paired_verdict(record: dict, tolerance: float) -> Verdict:
     )
 
 
-def _own_split_verdict(cand: float, production: dict, tolerance: float, why: str) -> Verdict:
-    """The rule before the paired comparison: each model's figure on its own test split."""
+def split_name(manifest: dict) -> str:
+    """The evaluation split a bundle's figures come from; bundles from before the key: loo."""
+    split = manifest.get("split")
+    name = split.get("name") if isinstance(split, dict) else None
+    return name if isinstance(name, str) else "loo"
+
+
+def _own_split_verdict(
+    cand: float, candidate: dict, production: dict, tolerance: float, why: str
+) -> Verdict:
+    """The rule before the paired comparison: each model's figure on its own test split,
+    only when both splits are of one kind (a time split's test is not a leave-one-out's)."""
     prod = _metric(production, fmt.served_metric(production, GATE_MODEL))
     fallback = f"no paired comparison ({why}); compared on each model's own test split"
+    ours, theirs = split_name(candidate), split_name(production)
+    if prod is not None and ours != theirs:
+        reason = (
+            f"no paired comparison ({why}), and the figures cannot be compared: the candidate "
+            f"was measured on a {ours} split, production on a {theirs} split; retrain with "
+            f"split={theirs}, or with LMREC_STORE_URI set so the job scores production on "
+            "the candidate's own test users"
+        )
+        return Verdict(False, reason, candidate_ndcg=cand, production_ndcg=prod, basis="own splits")
     if prod is None:
         reason = f"{fallback}: production has none; accepting the verified candidate"
         return Verdict(True, reason, candidate_ndcg=cand, production_ndcg=None, basis="own splits")
@@ -223,7 +244,7 @@ def gate(
     record, why = _paired(candidate, production_version)
     if record is not None:
         return _paired_verdict(record, tolerance)
-    return _own_split_verdict(cand, production, tolerance, why)
+    return _own_split_verdict(cand, candidate, production, tolerance, why)
 
 
 class Promoter:

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmrec import bundle as bundle_mod
+from lmrec.history import HistoryExpert
 from lmrec.ivf import top_k
 from lmrec.student import NumpySASRec
+from lmrec.transitions import Transitions
 
 PERSONALIZED = "personalized"
 POPULAR = "popular"
@@ -67,12 +69,20 @@ class Recommender:
         self.catalog = loaded.catalog
         self.index = loaded.index
         self.transitions = loaded.transitions
+        self.history = loaded.history  # repeats kept: the user's own items boosted
+        # What a request that does not say gets: the data's answer (lmrec.bundle)
+        self.default_exclude_seen = bundle_mod.default_exclude_seen(loaded.manifest)
         self.exact_below = EXACT_BELOW
         if self.index is not None:
             self.index.attach(self.model.table, self.model.scale)
         self._norms: np.ndarray | None = None  # every row's norm, on first exact cosine
         self.popularity = loaded.popularity.copy()
         self.popularity[0] = -np.inf
+
+    @property
+    def experts(self) -> list[Transitions | HistoryExpert]:
+        """Boosts beside the model's scores (product of experts): transitions, user history."""
+        return [e for e in (self.transitions, self.history) if e is not None]
 
     @property
     def norms(self) -> np.ndarray:
@@ -223,16 +233,31 @@ class Recommender:
     def _boosts(
         self, histories: list[np.ndarray], scores: np.ndarray | None
     ) -> list[tuple[np.ndarray, np.ndarray]] | None:
-        """Each history's (items, boost) from the transition table; added in place to
-        `scores` when the whole catalog was scored (then nothing is returned)."""
-        if self.transitions is None:
+        """Each history's (items, boost) from the experts (transition table, user history);
+        added in place to `scores` when the whole catalog was scored (then nothing is
+        returned)."""
+        if not self.experts:
             return None
         if scores is not None:
-            self.transitions.add_to(scores, histories)
+            for expert in self.experts:
+                expert.add_to(scores, histories)
             return None
-        rows, items, boost = self.transitions.boosts(histories)
+        rows, items, boost = self._summed_boosts(histories)
         cut = np.searchsorted(rows, np.arange(len(histories) + 1))  # rows come sorted
         return [(items[a:b], boost[a:b]) for a, b in itertools.pairwise(cut)]
+
+    def _summed_boosts(
+        self, histories: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(history index, item, boost) summed over the experts, one entry per pair, sorted."""
+        parts = [expert.boosts(histories) for expert in self.experts]
+        if len(parts) == 1:
+            return parts[0]
+        rows, items, boost = (np.concatenate(p) for p in zip(*parts, strict=True))
+        width = self.model.n_items + 1
+        keys, where = np.unique(rows * width + items, return_inverse=True)
+        total = np.bincount(where, weights=boost, minlength=len(keys)).astype(np.float32)
+        return keys // width, keys % width, total
 
     def _with_boost(
         self,
@@ -282,8 +307,8 @@ class Recommender:
             return Result(self._items(top, self.popularity[top]), POPULAR, 0)
         enc = self.model.encode([history])
         scores = self.model.score_rows(enc.hidden[0], rows)
-        if self.transitions is not None:
-            _, boosted, boost = self.transitions.boosts([history])  # one history: sorted rows
+        if self.experts:
+            _, boosted, boost = self._summed_boosts([history])  # one history: sorted rows
             at = np.minimum(np.searchsorted(boosted, rows), max(len(boosted) - 1, 0))
             hit = boosted[at] == rows if len(boosted) else np.zeros(len(rows), bool)
             scores[hit] += boost[at[hit]]

@@ -117,6 +117,9 @@ class ApiSettings(CommonSettings):
     erasure_deadline_seconds: float = Field(default=8.0, gt=0, le=900)
     events_ttl_days: int = Field(default=90, ge=1, le=3650)
     events_per_user: int = Field(default=50, ge=1, le=1000)  # newest events merged per request
+    # Default of a recommendation request's exclude_seen; unset: the model's (its manifest's
+    # repeats: off when training kept repeated (user, item) rows, on when it dropped them).
+    exclude_seen: bool | None = Field(default=None)
     max_body_bytes: int = Field(default=262_144, ge=1024, le=6_291_456)  # Lambda: 6 MB
     # What is popular now (lmrec.trending): counters older than the window are not read
     # (and expire); GET /v1/trending's half_life_hours defaults to trending_half_life_hours

@@ -19,7 +19,7 @@ the teacher alone trails it, and the student plus the boost is ahead of the teac
 job, and 0 means no table ships.
 
 What it holds is aggregate: a pair is kept only when at least `min_users` distinct users
-made it (training keeps each (user, item) once, so one user adds at most 1 to a pair), and
+made it (training counts each user once per pair, repeats kept or not), and
 at most `per_item` successors per item. No user id, no history. Erasing a user's rows and
 retraining (the deletion job runs before every training) removes their part of the counts.
 """

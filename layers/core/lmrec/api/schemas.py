@@ -42,7 +42,12 @@ class RecommendRequest(Strict):
         description="item ids, oldest first, appended to the user's",
     )
     k: int = Field(10, ge=1, le=100)
-    exclude_seen: bool = True
+    exclude_seen: bool | None = Field(
+        None,
+        description="drop the items the user has interacted with; unset: the deployment's "
+        "LMREC_EXCLUDE_SEEN, else what the model's data taught (on for a shop's log, off "
+        "where users repeat items: the manifest's repeats)",
+    )
     exclude_items: list[Id] = Field(default_factory=list, max_length=MAX_HISTORY)
     include_categories: list[Category] = Field(
         default_factory=list,

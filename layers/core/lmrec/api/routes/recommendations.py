@@ -33,6 +33,14 @@ log = logging.getLogger(__name__)
 _STORE_READS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lmrec-user-store")
 
 
+def exclude_seen(asked: bool | None, deployment: bool | None, rec: Recommender) -> bool:
+    """The request's choice, else the deployment's (LMREC_EXCLUDE_SEEN), else the model's
+    (what its data taught: lmrec.bundle.default_exclude_seen)."""
+    if asked is not None:
+        return asked
+    return rec.default_exclude_seen if deployment is None else deployment
+
+
 def reason_titles(rec: Recommender, found: list[Recommendation]) -> dict[int, str | None]:
     """Each reason's title, decoded once per distinct reason (k items often share a few):
     at k=100 the per-item id lookups and decodes took about as long as the model."""
@@ -268,7 +276,7 @@ async def post_recommendations(
     rec = await require_model(state)
     filters = Filters(
         k=body.k,
-        exclude_seen=body.exclude_seen,
+        exclude_seen=exclude_seen(body.exclude_seen, settings.exclude_seen, rec),
         exclude_items=body.exclude_items,
         include_categories=body.include_categories,
         exclude_categories=body.exclude_categories,

@@ -1,0 +1,304 @@
+"""Repeat consumption and the time split: what repeats=auto chooses, the time split's cut,
+the repeat / explore partition of the figures, the history expert, the gate across splits,
+and serving's default exclude_seen from the manifest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lmrec import bundle as fmt
+from lmrec.history import HistoryExpert, decayed_counts
+from lmrec.promote import gate
+from lmrec.recommend import Recommender
+
+from benchmarks.repeat_data import generate
+from tests.conftest import write_csv
+from training.baselines import OwnFrequent, OwnRecent, Popularity, RecentPopularity
+from training.config import DataConfig
+from training.data import choose_repeats, load_interactions
+from training.evaluate import evaluate, is_repeat, sample_negatives
+from training.split import make_split
+
+SMALL = {"min_interactions": 1, "min_users": 1}
+
+
+@pytest.fixture(scope="module")
+def repeat_log(tmp_path_factory) -> Path:
+    """A small synthetic repeat-consumption log (benchmarks/repeat_data.py)."""
+    path = tmp_path_factory.mktemp("repeats") / "log.csv"
+    generate(users=120, items=60, mean_length=20, seed=1).to_csv(path, index=False)
+    return path
+
+
+def test_auto_keeps_repeats_of_a_repeat_heavy_log_and_says_why(repeat_log, capsys):
+    # GIVEN a log where most rows repeat a (user, item) pair WHEN it is loaded under auto
+    data = load_interactions(str(repeat_log), DataConfig(**SMALL))
+    # THEN every row is kept, and the job said what it chose, why, and the share
+    assert (
+        data.stats["repeats"]["mode"] == "keep" and data.stats["dropped"]["repeated_user_item"] == 0
+    )
+    assert data.stats["repeats"]["share"] > 0.2
+    line = capsys.readouterr().err
+    assert "repeats: auto chose keep (" in line and "rows repeat a (user, item) pair" in line
+
+
+def test_auto_drops_repeats_of_a_shop_log(ml100k_small, capsys):
+    # GIVEN MovieLens (each film rated once) WHEN loaded under auto THEN repeats are dropped
+    data = load_interactions(str(ml100k_small[0]), DataConfig(**SMALL))
+    assert data.stats["repeats"]["mode"] == "drop" and data.stats["repeats"]["share"] == 0.0
+    assert "repeats: auto chose drop (0.0% of" in capsys.readouterr().err
+
+
+def test_choose_repeats_threshold_and_set_values():
+    assert choose_repeats("auto", 19, 100)["mode"] == "drop"
+    assert choose_repeats("auto", 20, 100)["mode"] == "keep"
+    assert choose_repeats("drop", 90, 100) | {"why": ""} == {
+        "mode": "drop",
+        "share": 0.9,
+        "chosen_by": "set",
+        "why": "",
+    }
+
+
+def test_time_split_trains_only_before_the_cut(repeat_log):
+    # GIVEN a log WHEN split by time
+    data = load_interactions(str(repeat_log), DataConfig(**SMALL))
+    split = make_split(data, "time", exclude_seen=False)
+    # THEN no training interaction is at or after the cut, about 10% of rows are after it
+    train = split.train_mask()
+    assert split.cut is not None and data.timestamps[train].max() < split.cut
+    assert not (data.timestamps[~train] < split.cut).any()
+    assert 0.08 < (~train).mean() < 0.12
+    # AND valid is each evaluated user's first interaction after the cut, test the next
+    for evalset, offset in ((split.valid, 0), (split.test, 1)):
+        at = data.offsets[evalset.users] + split.train_len[evalset.users] + offset
+        assert (data.timestamps[at] >= split.cut).all()
+        assert np.array_equal(data.items[at], evalset.targets)
+    assert (split.train_len[split.test.users] >= 1).all()
+    assert split.describe()["name"] == "time"
+
+
+def test_repeat_and_explore_parts_sum_to_all(repeat_log):
+    # GIVEN repeats kept and a baseline that favours the user's own items
+    data = load_interactions(str(repeat_log), DataConfig(**SMALL))
+    split = make_split(data, "loo", exclude_seen=False)
+    evalset = split.evalset("test")
+    negatives = sample_negatives(split, evalset, 20, seed=0)
+    # WHEN evaluated
+    m = evaluate(OwnFrequent(split), split, evalset, negatives)
+    full, rep, exp = m["full"], m["full_repeat"], m["full_explore"]
+    # THEN the two parts partition the users, and their sums add up to the whole
+    hist = [split.history(u, p) for u, p in zip(evalset.users, evalset.prefix_len, strict=True)]
+    assert rep["users"] == int(is_repeat(hist, evalset.targets).sum()) > 0
+    assert rep["users"] + exp["users"] == full["users"]
+    for key in ("hr@10", "ndcg@10", "mrr"):
+        total = rep[key] * rep["users"] + exp[key] * exp["users"]
+        assert total == pytest.approx(full[key] * full["users"])
+        assert len(rep[key + "_ci95"]) == 2
+    # AND with seen items ranked, the own-items baseline beats popularity on repeats
+    pop = evaluate(Popularity(split), split, evalset, negatives)
+    assert rep["hr@10"] > pop["full_repeat"]["hr@10"]
+
+
+def test_without_repeats_no_parts_are_reported(ml100k_small):
+    data = load_interactions(str(ml100k_small[0]), DataConfig(**SMALL))
+    split = make_split(data, "loo", exclude_seen=True)
+    evalset = split.evalset("test")
+    m = evaluate(RecentPopularity(split), split, evalset, sample_negatives(split, evalset, 20, 0))
+    assert "full_repeat" not in m and m["full"]["users"] == len(evalset)
+
+
+def test_own_baselines_order_the_users_items():
+    # GIVEN a history a b a c (oldest first)
+    class _Split:  # the two fields the baselines read, via Popularity
+        def item_counts(self):
+            return np.array([0, 5, 1, 1, 9])
+
+    hist = [np.array([1, 2, 1, 3])]
+    frequent = OwnFrequent(_Split())(hist)[0]  # type: ignore[arg-type]
+    recent = OwnRecent(_Split())(hist)[0]  # type: ignore[arg-type]
+    # THEN own_frequent puts a first, own_recent c first; unseen item 4 after all three
+    assert np.argmax(frequent[1:]) + 1 == 1 and np.argmax(recent[1:]) + 1 == 3
+    assert frequent[4] < min(frequent[1:4]) and recent[4] < min(recent[1:4])
+
+
+def test_history_expert_boosts_decayed_counts():
+    rows, items, sums = decayed_counts([np.array([5, 2, 5]), np.array([7])], decay=0.5, window=10)
+    got = {(int(r), int(i)): float(s) for r, i, s in zip(rows, items, sums, strict=True)}
+    assert got == {(0, 2): 0.5, (0, 5): 1.0 + 0.25, (1, 7): 1.0}
+    scores = np.zeros((1, 8), np.float32)
+    HistoryExpert(2.0, 0.5).add_to(scores, [np.array([5, 2, 5])])
+    assert scores[0, 5] == pytest.approx(2 * np.log1p(1.25)) and scores[0, 3] == 0
+
+
+def _with_manifest(src: Path, dst: Path, **keys) -> Path:
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / fmt.MANIFEST).read_text())
+    manifest.update(keys)
+    for key in [k for k, v in keys.items() if v is None]:
+        manifest.pop(key)
+    (dst / fmt.MANIFEST).write_text(json.dumps(manifest))
+    return dst
+
+
+def test_serving_default_exclude_seen_follows_the_manifest(trained_bundle, tmp_path):
+    # GIVEN one bundle that says repeats were kept, one dropped, one from before the key
+    keep = _with_manifest(trained_bundle, tmp_path / "keep", repeats={"mode": "keep", "share": 0.6})
+    drop = _with_manifest(trained_bundle, tmp_path / "drop", repeats={"mode": "drop", "share": 0})
+    old = _with_manifest(trained_bundle, tmp_path / "old", repeats=None)
+    # THEN the recommender's default is what the data taught; an old bundle excludes seen
+    assert Recommender.load(str(keep)).default_exclude_seen is False
+    assert Recommender.load(str(drop)).default_exclude_seen is True
+    assert Recommender.load(str(old)).default_exclude_seen is True
+
+
+def test_a_bundle_with_a_history_expert_serves_the_users_items(trained_bundle, tmp_path):
+    # GIVEN a bundle with a strong history expert, repeats kept
+    expert = {"weight": 50.0, "decay": 0.9, "window": 200}
+    path = _with_manifest(
+        trained_bundle,
+        tmp_path / "hist",
+        repeats={"mode": "keep", "share": 0.6},
+        history_expert=expert,
+    )
+    rec = Recommender.load(str(path))
+    from lmrec.recommend import Filters
+
+    history = np.array([3, 7, 3, 9])
+    # WHEN asked without excluding seen items THEN the user's own items come first
+    top = [r.row for r in rec.recommend(history, Filters(k=3, exclude_seen=False)).items]
+    assert set(top) == {3, 7, 9} and top[0] == 3
+    # AND ranking candidates applies the same boost
+    ranked = rec.rank(history, np.array([1, 2, 3]), explain=False)
+    assert ranked.items[0].row == 3
+    # AND a bad expert record is refused at load
+    bad = _with_manifest(
+        trained_bundle, tmp_path / "bad", history_expert={"weight": -1, "decay": 0.9, "window": 5}
+    )
+    with pytest.raises(fmt.BundleError, match="history_expert"):
+        fmt.load(str(bad))
+
+
+def test_the_gate_refuses_to_compare_figures_across_splits():
+    # GIVEN a candidate measured on a time split and production on leave-one-out, no paired
+    # record (the job ran without a model store)
+    def manifest(split: str | None, ndcg: float) -> dict:
+        m: dict = {
+            "served": {"model": "student", "transitions_weight": 0, "weights": "s.safetensors"},
+            "metrics": {"student": {"test": {"full": {"ndcg@10": ndcg}}}},
+        }
+        if split:
+            m["split"] = {"name": split}
+        return m
+
+    verdict = gate(manifest("time", 0.30), manifest(None, 0.10), 0.0, "v1")
+    # THEN it is refused, and the reason says why and what to do
+    assert not verdict.accept
+    assert "time split, production on a loo split" in verdict.reason
+    assert "LMREC_STORE_URI" in verdict.reason
+    # AND like with like is compared as before
+    assert gate(manifest("time", 0.30), manifest("time", 0.10), 0.0, "v1").accept
+    assert gate(manifest("loo", 0.30), manifest(None, 0.10), 0.0, "v1").accept
+
+
+def test_time_split_with_no_evaluable_user_is_a_data_error(tmp_path):
+    # GIVEN every interaction at one time: nobody has history before the cut
+    rows = [[f"u{u}", f"i{i}", 5] for u in range(30) for i in range(40)]
+    path = write_csv(tmp_path / "flat.csv", ["user_id", "item_id", "timestamp"], rows)
+    from training.config import from_hyperparameters
+    from training.data import DataError
+    from training.pipeline import prepare_data
+    from training.sagemaker import Paths
+
+    cfg = from_hyperparameters({"split": "time", **SMALL})
+    paths = Paths(str(path), None, tmp_path / "model", None, None)
+    with pytest.raises(DataError, match="split=time: no user can be evaluated"):
+        prepare_data(paths, cfg)
+
+
+def test_exclude_seen_resolution_request_then_deployment_then_model(monkeypatch):
+    from lmrec.api.routes.recommendations import exclude_seen
+    from lmrec.settings import ApiSettings
+
+    class _Rec:
+        default_exclude_seen = False  # the model kept repeats
+
+    rec = _Rec()
+    # GIVEN no deployment setting THEN the model decides unless the request says
+    assert exclude_seen(None, None, rec) is False  # type: ignore[arg-type]
+    assert exclude_seen(True, None, rec) is True  # type: ignore[arg-type]
+    # AND LMREC_EXCLUDE_SEEN overrides the model, a request overrides both
+    monkeypatch.setenv("LMREC_EXCLUDE_SEEN", "true")
+    deployment = ApiSettings().exclude_seen
+    assert deployment is True and exclude_seen(None, deployment, rec) is True  # type: ignore[arg-type]
+    assert exclude_seen(False, deployment, rec) is False  # type: ignore[arg-type]
+    monkeypatch.setenv("LMREC_EXCLUDE_SEEN", "maybe")
+    with pytest.raises(ValueError, match="exclude_seen"):
+        ApiSettings()
+
+
+def test_a_paired_record_from_another_split_is_not_used():
+    # GIVEN a candidate on a time split whose paired record says it was taken on loo
+    record = {
+        "production_version": "v1",
+        "split": "loo",
+        "users": 100,
+        "candidate": {"ndcg@10": 0.3},
+        "production": {"ndcg@10": 0.1},
+        "difference": {"mean": 0.2, "ci95": [0.1, 0.3]},
+    }
+    served = {"model": "student", "transitions_weight": 0, "weights": "s.safetensors"}
+    metrics = {"student": {"test": {"full": {"ndcg@10": 0.3}}}}
+    cand = {"served": served, "metrics": metrics, "split": {"name": "time"}, "champion": record}
+    prod = {"served": served, "metrics": metrics, "split": {"name": "time"}}
+    # THEN the gate does not take it as paired, and says why
+    verdict = gate(cand, prod, 0.0, "v1")
+    assert verdict.basis == "own splits" and "on a loo split" in verdict.reason
+    # AND the same record on the candidate's split is the paired comparison
+    cand["champion"] = record | {"split": "time"}
+    assert gate(cand, prod, 0.0, "v1").basis == "paired"
+
+
+@pytest.mark.slow
+def test_a_job_on_a_repeat_log_serves_the_users_own_items(repeat_log, tmp_path):
+    # GIVEN a repeat-consumption log trained end to end under split=time, repeats auto
+    from tests.conftest import TINY_HP, train_bundle
+
+    hp = {**TINY_HP, **SMALL, "split": "time", "eval_users": "0"}
+    out = train_bundle(["--data", str(repeat_log)], tmp_path / "model", hp)
+    manifest = json.loads((out / fmt.MANIFEST).read_text())
+    doc = json.loads((out / "metrics.json").read_text())
+    # THEN the manifest says what the data taught and which split the figures come from
+    assert manifest["repeats"]["mode"] == "keep" and manifest["split"]["name"] == "time"
+    assert doc["protocol"]["split_name"] == "time"
+    # AND every model and baseline has repeat and explore figures, the own-items ones too
+    for name in ("teacher", "own_frequent", "own_recent", "recent_popularity"):
+        assert {"full_repeat", "full_explore"} <= set(doc["metrics"][name]["test"])
+    # AND the served record and the bundle agree on the history expert (weight 0: none)
+    weight = manifest["served"].get("history_weight", 0)
+    loaded = fmt.load(str(out))
+    assert (loaded.history is not None) == bool(weight)
+    assert Recommender(loaded).default_exclude_seen is False
+    assert fmt.served_metric(manifest) in manifest["metrics"]
+
+
+def test_a_pair_repeated_by_one_user_counts_once(tmp_path):
+    # GIVEN one user who plays a then b ten times, and another who does it once
+    from training.baselines import pair_counts
+
+    rows = [["u1", item, 2 * t + k] for t in range(10) for k, item in enumerate(("a", "b"))]
+    rows += [["u2", "a", 100], ["u2", "b", 101]]
+    path = write_csv(tmp_path / "pairs.csv", ["user_id", "item_id", "timestamp"], rows)
+    data = load_interactions(str(path), DataConfig(repeats="keep", **SMALL))
+    split = make_split(data, "loo", exclude_seen=False)
+    split.train_len[:] = data.lengths()  # every row is training data here
+    indptr, cols, counts = pair_counts(split, window=1)
+    a, b = 1, 2  # items "a", "b"
+    # THEN (a, b) counts the two users, not the eleven times it happened
+    row = slice(indptr[a], indptr[a + 1])
+    got = dict(zip(cols[row].tolist(), counts[row].tolist(), strict=True))
+    assert got[b] == 2

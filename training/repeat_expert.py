@@ -1,0 +1,108 @@
+"""The user-history expert's weight and decay, chosen on valid (repeats kept).
+
+With repeats kept the next item is often one the user already took; the served score
+chooses between those and new items by adding the history expert's boost (lmrec.history)
+to the small model's score (with its transitions), in the product-of-experts form of the
+transition table. Weight and decay are chosen on valid NDCG@10 over a small grid, from one
+scoring pass per model (training.hybrid.boost_sums gives every weight at once); weight 0,
+the model alone, is on the grid. The teacher and the served model are then evaluated with
+their expert as "<model>[+transitions]+history".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from lmrec.bundle import HISTORY_LABEL, TRANSITIONS_LABEL
+from lmrec.history import HistoryExpert, decayed_counts
+from lmrec.transitions import Transitions
+
+from training.evaluate import Scorer, hide_seen, scored_batches
+from training.hybrid import boost_sums, with_transitions
+from training.split import EvalSet, Split
+
+DECAYS = (0.5, 0.8, 0.95, 1.0)  # 1: how often alone; below: how often and how lately
+# Wider than the transitions' grid: on JODIE Wikipedia (88% repeats) valid chose the top of
+# 0 ... 8, and a large weight lets the user's own items outrank the model's new ones.
+WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+WINDOW = 200  # newest history items the expert reads
+
+
+def with_history(scorer: Scorer, expert: HistoryExpert) -> Scorer:
+    def score(histories: list[np.ndarray]) -> np.ndarray:
+        scores = np.array(scorer(histories), dtype=np.float32, copy=True)
+        return expert.add_to(scores, histories)
+
+    return score
+
+
+def valid_sums(
+    scorer: Scorer, split: Split, evalset: EvalSet, rows: np.ndarray, batch_size: int = 512
+) -> np.ndarray:
+    """(len(DECAYS), len(WEIGHTS)) summed NDCG@10 over `rows` of evalset (full ranking, the
+    split's exclusions) at each decay and weight of the expert."""
+    total = np.zeros((len(DECAYS), len(WEIGHTS)))
+    for idx, histories, scores in scored_batches(scorer, split, evalset, rows, batch_size):
+        hide_seen(scores, histories, split.exclude_seen)
+        targets = evalset.targets[idx]
+        for d, decay in enumerate(DECAYS):
+            r, items, sums = decayed_counts(histories, decay, WINDOW)
+            log_boost = np.log1p(sums.astype(np.float64))
+            total[d] += boost_sums(scores.copy(), targets, r, items, log_boost, WEIGHTS)
+    return total
+
+
+def _label(name: str, table: Transitions | None) -> str:
+    return name + (TRANSITIONS_LABEL if table is not None else "") + HISTORY_LABEL
+
+
+def add_history(
+    models: dict,
+    served: str,
+    tables: dict[str, Transitions | None],
+    split: Split,
+    negatives: dict,
+    cfg,
+    env,
+    metrics: dict,
+) -> tuple[HistoryExpert | None, dict]:
+    """Choose each model's expert on valid, evaluate the teacher and the served small model
+    with theirs into `metrics`. Returns (the served model's expert, None when weight 0 wins;
+    the record for metrics.json). `tables`: each model's transitions at its weight."""
+    from training.dist import all_reduce_arrays
+    from training.trainer import evaluate_sharded, model_scorer
+
+    evalset = split.evalset("valid")
+    rows = np.arange(env.rank, len(evalset), env.world_size)
+    chosen: dict[str, dict] = {}
+    by_grid: dict[str, list] = {}
+    experts: dict[str, HistoryExpert | None] = {}
+    for name in dict.fromkeys(n for n in ("teacher", served) if n in models):
+        scorer = model_scorer(models[name], env.device)
+        table = tables.get(name)
+        if table is not None:
+            scorer = with_transitions(scorer, table)
+        sums = valid_sums(scorer, split, evalset, rows, cfg.train.eval_batch_size)
+        total = all_reduce_arrays(env, {"s": sums, "n": np.array(float(len(rows)))})
+        means = total["s"] / max(float(total["n"]), 1.0)
+        d, w = np.unravel_index(int(np.argmax(means)), means.shape)
+        weight, decay = WEIGHTS[w], DECAYS[d]
+        chosen[name] = {"weight": weight, "decay": decay}
+        by_grid[name] = [[round(float(x), 4) for x in row] for row in means]
+        experts[name] = expert = HistoryExpert(weight, decay, WINDOW) if weight else None
+        if expert is None:
+            continue
+        boosted = with_history(scorer, expert)
+        metrics[_label(name, table)] = {
+            part: evaluate_sharded(
+                boosted, split, split.evalset(part), negatives[part], env, cfg, desc=name
+            )
+            for part in ("valid", "test")
+        }
+    record = {
+        "decays": list(DECAYS),
+        "weights": list(WEIGHTS),
+        "window": WINDOW,
+        "valid_ndcg@10_by_decay_weight": by_grid,
+        "chosen": chosen,
+    }
+    return experts.get(served), record

@@ -9,6 +9,7 @@ import uuid
 from urllib.parse import urlencode
 
 import boto3
+import numpy as np
 import pytest
 from lmrec import trending
 from lmrec.events import Event
@@ -200,7 +201,9 @@ def test_counters_merge_shards_skip_backfills_and_settled_buckets_are_read_once(
         assert len(stamps) >= 3 and all(now + 47 * HOUR < t < now + 49 * HOUR for t in stamps)
     counts = TrendingCounts(read, 48 * HOUR, cache_seconds=0)
     scores = counts.snapshot().scores(now, HOUR)
-    assert scores["x"] == pytest.approx(2.0, rel=0.01) and scores["y"] == pytest.approx(1, 0.01)
+    # (counted at `now`, in a bucket up to 300 s old: taken as up to 150 s old)
+    fresh = 2 ** (-(now - trending.bucket_of(now) * trending.BUCKET_SECONDS) / 2 / HOUR)
+    assert scores["x"] == pytest.approx(2 * fresh) and scores["y"] == pytest.approx(fresh)
     assert scores["z"] == pytest.approx(5 * 0.5, rel=0.05)  # an hour old, half-life an hour
     counts.snapshot()
     # the second read starts at the first bucket not yet settled, not at the window's start
@@ -281,3 +284,22 @@ def test_under_jwt_any_verified_user_may_read_it_and_no_one_else(monkeypatch, ap
     assert status == 200 and len(body["items"]) == 5  # no user's data: any user may read it
     status, body = reply(api, as_user("api_get_trending.json", None))
     assert status == 401 and set(body) == {"detail"}
+
+
+def test_a_bucket_weighs_from_the_middle_of_its_elapsed_part_and_never_jumps():
+    # GIVEN a bucket that opened at `start`
+    start = 1_790_000_100.0 - 1_790_000_100.0 % trending.BUCKET_SECONDS
+    b = np.asarray([trending.bucket_of(start)])
+    hl = 600.0
+
+    def weight(now: float) -> float:
+        return float(trending.decay(b, now, hl)[0])
+
+    # THEN while open, its events are on average half its elapsed time old
+    assert weight(start) == 1.0
+    assert weight(start + 100) == pytest.approx(2 ** (-50 / hl))
+    assert weight(start + 200) == pytest.approx(2 ** (-100 / hl))
+    # AND at its close the weight goes on smoothly (no step when the next bucket opens)
+    end = start + trending.BUCKET_SECONDS
+    assert weight(end - 1e-3) == pytest.approx(weight(end + 1e-3), rel=1e-5)
+    assert weight(end + 600) == pytest.approx(2 ** (-(600 + 150) / hl))

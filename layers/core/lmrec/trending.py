@@ -60,9 +60,13 @@ def expires_at(bucket: int, window_seconds: float) -> int:
 
 
 def decay(buckets: np.ndarray, now: float, half_life_seconds: float) -> np.ndarray:
-    """(B,) weights 2^(-age / half-life), age from the bucket's middle (0 for the open one)."""
-    age = np.maximum(0.0, now - (buckets + 0.5) * BUCKET_SECONDS)
-    return np.exp2(-age / half_life_seconds)
+    """(B,) weights 2^(-age / half-life). A bucket's events are taken as spread evenly over
+    its elapsed part, so age is measured from that part's middle: half the elapsed time for
+    the open bucket, from the bucket's middle once closed (continuous at the close, so a
+    ranking does not jump when a new bucket opens)."""
+    start = buckets * float(BUCKET_SECONDS)
+    middle = (start + np.minimum(now, start + BUCKET_SECONDS)) / 2
+    return np.exp2(-np.maximum(0.0, now - middle) / half_life_seconds)
 
 
 @dataclass

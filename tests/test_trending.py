@@ -180,9 +180,9 @@ def test_counters_merge_shards_skip_backfills_and_settled_buckets_are_read_once(
         any_store.count_trending([Event("e", "z", now - HOUR)], now - HOUR, 48 * HOUR)
     reads: list[tuple[int, int]] = []
 
-    def read(first: int, last: int):
+    def read(first: int, last: int, limit: int):
         reads.append((first, last))
-        return any_store.trending_counts(first, last)
+        return any_store.trending_counts(first, last, limit)
 
     # the counters carry the attribute template.yaml's table expires by (TTL)
     ttl = load_template()["Resources"]["UserStoreTable"]["Properties"]["TimeToLiveSpecification"]
@@ -259,10 +259,10 @@ def test_a_failed_read_serves_the_last_counts_and_says_how_old(tmp_path):
     users.count_trending([Event("a", "x", now)], now, 48 * HOUR)
     fail = []
 
-    def read(first: int, last: int):
+    def read(first: int, last: int, limit: int):
         if fail:
             raise UserStoreUnavailable("the table did not answer")
-        return users.trending_counts(first, last)
+        return users.trending_counts(first, last, limit)
 
     clock = [now]
     counts = TrendingCounts(read, 48 * HOUR, cache_seconds=5, clock=lambda: clock[0])
@@ -303,3 +303,47 @@ def test_a_bucket_weighs_from_the_middle_of_its_elapsed_part_and_never_jumps():
     end = start + trending.BUCKET_SECONDS
     assert weight(end - 1e-3) == pytest.approx(weight(end + 1e-3), rel=1e-5)
     assert weight(end + 600) == pytest.approx(2 ** (-(600 + 150) / hl))
+
+
+def test_a_refresh_reads_at_most_max_counters_newest_first_and_says_what_is_partial(any_store):
+    # GIVEN 100 items counted an hour ago and 3 now: more counters than the refresh may read
+    now = time.time()
+    any_store.count_trending(
+        [Event("u", f"old{i}", now - HOUR) for i in range(100)], now - HOUR, 48 * HOUR
+    )
+    any_store.count_trending([Event("u", f"new{i}", now) for i in range(3)], now, 48 * HOUR)
+    first, last = trending.bucket_of(now - 48 * HOUR), trending.bucket_of(now)
+    # WHEN the store is asked for at most 64
+    rows, partial = any_store.trending_counts(first, last, 64)
+    # THEN it reads no more, the newest bucket whole, and names the bucket it stopped in
+    assert len(rows) <= 64 and {i for b, i, _ in rows if b == last} == {"new0", "new1", "new2"}
+    assert partial == trending.bucket_of(now - HOUR)
+    # AND the instance's counts keep what they read, say so, and do not read it again
+    reads: list[int] = []
+
+    def read(first: int, last: int, limit: int):
+        reads.append(first)
+        return any_store.trending_counts(first, last, limit)
+
+    clock = [now]
+    counts = TrendingCounts(
+        read, 48 * HOUR, cache_seconds=0, clock=lambda: clock[0], max_counters=64
+    )
+    snap = counts.snapshot()
+    assert snap.partial_through == trending.bucket_of(now - HOUR)
+    assert {"new0", "new1", "new2"} <= set(snap.items)
+    clock[0] += 2 * trending.BUCKET_SECONDS
+    assert counts.snapshot().partial_through == trending.bucket_of(now - HOUR)
+    assert reads[1] > trending.bucket_of(now - HOUR)
+
+
+def test_a_capped_read_is_answered_with_a_warning(monkeypatch, api, store):
+    # GIVEN more counters than this instance's refresh may read
+    now = time.time()
+    old = [Event("u", f"i{n}", now - HOUR) for n in range(100)]
+    store.count_trending(old, now - HOUR, 48 * HOUR)
+    monkeypatch.setattr(api.app.state.trending, "max_counters", 16)
+    # WHEN trending is asked for THEN it answers, and says the older counts are partial
+    status, body = get(api, {"k": 5})
+    assert status == 200 and len(body["items"]) == 5, body
+    assert any("partly counted" in w for w in body["warnings"]), body

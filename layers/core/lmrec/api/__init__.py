@@ -73,6 +73,7 @@ def create_app(
             user_store.trending_counts,
             settings.trending_window_hours * 3600,
             settings.trending_cache_seconds,
+            max_counters=settings.trending_max_counters,
         )
     for module in (recommendations, rankings, items, events, users, model, trending):
         app.include_router(docs.document_errors(module.router))

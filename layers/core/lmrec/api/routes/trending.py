@@ -46,6 +46,16 @@ async def snapshot(
     return None, "the live counts were unavailable: the training data's popularity only"
 
 
+def partial(counts: Snapshot | None) -> list[str]:
+    if counts is None or counts.partial_through is None:
+        return []
+    at = datetime.fromtimestamp(counts.partial_through * trending.BUCKET_SECONDS, UTC)
+    return [
+        f"more live counters than one read takes (LMREC_TRENDING_MAX_COUNTERS): those "
+        f"from {at.isoformat(timespec='seconds')} and older are partly counted"
+    ]
+
+
 def top(
     rec: Recommender,
     counts: Snapshot | None,
@@ -123,6 +133,6 @@ async def get_trending(
         counted_at=None
         if counts is None
         else datetime.fromtimestamp(counts.read_at, UTC).isoformat(timespec="seconds"),
-        warnings=warnings + ([warning] if warning else []),
+        warnings=warnings + ([warning] if warning else []) + partial(counts),
         degraded=counts is None and request.app.state.trending is not None,
     )

@@ -123,6 +123,8 @@ BAD = [
     ("half_life_hours=inf", "half_life_hours"),
     ("half_life_hours=soon", "half_life_hours"),
     ("genre=Comedy", "unknown query parameter(s): 'genre'"),
+    ("k=1&k=50", "k: given 2 times"),
+    ("half_life_hours=1&half_life_hours=6", "half_life_hours: given 2 times"),
     ("category=Comedy&k=5", "unknown query parameter(s): 'category'"),
     ("include_categories=NoSuchCategory", "include_categories: none is in the catalog"),
     ("include_categories=", "include_categories"),

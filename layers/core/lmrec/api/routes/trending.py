@@ -25,6 +25,7 @@ from lmrec.trending import Snapshot, TrendingCounts
 router = APIRouter(prefix="/v1", tags=["trending"])
 log = logging.getLogger(__name__)
 PARAMETERS = {"k", "half_life_hours", "include_categories", "exclude_categories", "exclude_items"}
+SINGLE = ("k", "half_life_hours")  # FastAPI would take the last of several silently
 MIN_HALF_LIFE_HOURS = 0.1
 NO_COUNTS = "no user store is set: the training data's popularity only, no live counts"
 
@@ -87,6 +88,9 @@ def _check_parameters(request: Request, settings: Settings, half_life_hours: flo
         raise HTTPException(
             422, f"unknown query parameter(s): {names}; known: {', '.join(sorted(PARAMETERS))}"
         )
+    for name in SINGLE:
+        if (n := len(request.query_params.getlist(name))) > 1:
+            raise HTTPException(422, f"{name}: given {n} times; give it once")
     if not MIN_HALF_LIFE_HOURS <= half_life_hours <= settings.trending_window_hours:
         raise HTTPException(
             422,

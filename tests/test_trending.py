@@ -9,6 +9,7 @@ import uuid
 from urllib.parse import urlencode
 
 import boto3
+import numpy as np
 import pytest
 from lmrec import trending
 from lmrec.events import Event
@@ -122,6 +123,8 @@ BAD = [
     ("half_life_hours=inf", "half_life_hours"),
     ("half_life_hours=soon", "half_life_hours"),
     ("genre=Comedy", "unknown query parameter(s): 'genre'"),
+    ("k=1&k=50", "k: given 2 times"),
+    ("half_life_hours=1&half_life_hours=6", "half_life_hours: given 2 times"),
     ("category=Comedy&k=5", "unknown query parameter(s): 'category'"),
     ("include_categories=NoSuchCategory", "include_categories: none is in the catalog"),
     ("include_categories=", "include_categories"),
@@ -179,9 +182,9 @@ def test_counters_merge_shards_skip_backfills_and_settled_buckets_are_read_once(
         any_store.count_trending([Event("e", "z", now - HOUR)], now - HOUR, 48 * HOUR)
     reads: list[tuple[int, int]] = []
 
-    def read(first: int, last: int):
+    def read(first: int, last: int, limit: int):
         reads.append((first, last))
-        return any_store.trending_counts(first, last)
+        return any_store.trending_counts(first, last, limit)
 
     # the counters carry the attribute template.yaml's table expires by (TTL)
     ttl = load_template()["Resources"]["UserStoreTable"]["Properties"]["TimeToLiveSpecification"]
@@ -200,7 +203,9 @@ def test_counters_merge_shards_skip_backfills_and_settled_buckets_are_read_once(
         assert len(stamps) >= 3 and all(now + 47 * HOUR < t < now + 49 * HOUR for t in stamps)
     counts = TrendingCounts(read, 48 * HOUR, cache_seconds=0)
     scores = counts.snapshot().scores(now, HOUR)
-    assert scores["x"] == pytest.approx(2.0, rel=0.01) and scores["y"] == pytest.approx(1, 0.01)
+    # (counted at `now`, in a bucket up to 300 s old: taken as up to 150 s old)
+    fresh = 2 ** (-(now - trending.bucket_of(now) * trending.BUCKET_SECONDS) / 2 / HOUR)
+    assert scores["x"] == pytest.approx(2 * fresh) and scores["y"] == pytest.approx(fresh)
     assert scores["z"] == pytest.approx(5 * 0.5, rel=0.05)  # an hour old, half-life an hour
     counts.snapshot()
     # the second read starts at the first bucket not yet settled, not at the window's start
@@ -256,10 +261,10 @@ def test_a_failed_read_serves_the_last_counts_and_says_how_old(tmp_path):
     users.count_trending([Event("a", "x", now)], now, 48 * HOUR)
     fail = []
 
-    def read(first: int, last: int):
+    def read(first: int, last: int, limit: int):
         if fail:
             raise UserStoreUnavailable("the table did not answer")
-        return users.trending_counts(first, last)
+        return users.trending_counts(first, last, limit)
 
     clock = [now]
     counts = TrendingCounts(read, 48 * HOUR, cache_seconds=5, clock=lambda: clock[0])
@@ -281,3 +286,66 @@ def test_under_jwt_any_verified_user_may_read_it_and_no_one_else(monkeypatch, ap
     assert status == 200 and len(body["items"]) == 5  # no user's data: any user may read it
     status, body = reply(api, as_user("api_get_trending.json", None))
     assert status == 401 and set(body) == {"detail"}
+
+
+def test_a_bucket_weighs_from_the_middle_of_its_elapsed_part_and_never_jumps():
+    # GIVEN a bucket that opened at `start`
+    start = 1_790_000_100.0 - 1_790_000_100.0 % trending.BUCKET_SECONDS
+    b = np.asarray([trending.bucket_of(start)])
+    hl = 600.0
+
+    def weight(now: float) -> float:
+        return float(trending.decay(b, now, hl)[0])
+
+    # THEN while open, its events are on average half its elapsed time old
+    assert weight(start) == 1.0
+    assert weight(start + 100) == pytest.approx(2 ** (-50 / hl))
+    assert weight(start + 200) == pytest.approx(2 ** (-100 / hl))
+    # AND at its close the weight goes on smoothly (no step when the next bucket opens)
+    end = start + trending.BUCKET_SECONDS
+    assert weight(end - 1e-3) == pytest.approx(weight(end + 1e-3), rel=1e-5)
+    assert weight(end + 600) == pytest.approx(2 ** (-(600 + 150) / hl))
+
+
+def test_a_refresh_reads_at_most_max_counters_newest_first_and_says_what_is_partial(any_store):
+    # GIVEN 100 items counted an hour ago and 3 now: more counters than the refresh may read
+    now = time.time()
+    any_store.count_trending(
+        [Event("u", f"old{i}", now - HOUR) for i in range(100)], now - HOUR, 48 * HOUR
+    )
+    any_store.count_trending([Event("u", f"new{i}", now) for i in range(3)], now, 48 * HOUR)
+    first, last = trending.bucket_of(now - 48 * HOUR), trending.bucket_of(now)
+    # WHEN the store is asked for at most 64
+    rows, partial = any_store.trending_counts(first, last, 64)
+    # THEN it reads no more, the newest bucket whole, and names the bucket it stopped in
+    assert len(rows) <= 64 and {i for b, i, _ in rows if b == last} == {"new0", "new1", "new2"}
+    assert partial == trending.bucket_of(now - HOUR)
+    # AND the instance's counts keep what they read, say so, and do not read it again
+    reads: list[int] = []
+
+    def read(first: int, last: int, limit: int):
+        reads.append(first)
+        return any_store.trending_counts(first, last, limit)
+
+    clock = [now]
+    counts = TrendingCounts(
+        read, 48 * HOUR, cache_seconds=0, clock=lambda: clock[0], max_counters=64
+    )
+    snap = counts.snapshot()
+    assert snap.partial_through == trending.bucket_of(now - HOUR)
+    assert {"new0", "new1", "new2"} <= set(snap.items)
+    clock[0] += 2 * trending.BUCKET_SECONDS
+    assert counts.snapshot().partial_through == trending.bucket_of(now - HOUR)
+    assert reads[1] > trending.bucket_of(now - HOUR)
+
+
+def test_a_capped_read_is_answered_with_a_warning(monkeypatch, api, store):
+    # GIVEN more counters than this instance's refresh may read
+    now = time.time()
+    old = [Event("u", f"i{n}", now - HOUR) for n in range(100)]
+    store.count_trending(old, now - HOUR, 48 * HOUR)
+    monkeypatch.setattr(api.app.state.trending, "max_counters", 16)
+    # WHEN trending is asked for THEN it answers, and says the older counts are partial
+    status, body = get(api, {"k": 5})
+    assert status == 200 and len(body["items"]) == 5, body
+    assert any("partly counted" in w for w in body["warnings"]), body

@@ -130,6 +130,8 @@ class ApiSettings(CommonSettings):
     trending_half_life_hours: float = Field(default=6.0, ge=0.1, le=720.0)
     trending_cache_seconds: float = Field(default=10.0, ge=0.0, le=600.0)
     trending_prior_events: float = Field(default=100.0, ge=0.0, le=1e9)
+    # counters one refresh reads at most, newest first (lmrec.trending.MAX_COUNTERS: cost)
+    trending_max_counters: int = Field(default=160_000, ge=16, le=2_000_000)
     # The answer for a user with no usable history: all-time popularity from the training
     # data (popular), or the decayed counts (trending). Popular until trending is measured
     # ahead on a deployment's own data.

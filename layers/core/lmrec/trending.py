@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 BUCKET_SECONDS = 300
 SHARDS = 16
 SETTLE_SECONDS = 60  # a closed bucket is read again this long (writes still in flight)
+# Counters one refresh reads at most (newest buckets first): some 80 bytes each, so one
+# 1 MB Query page per shard, about 1,600 read units and 40 MB of Python objects. Without a
+# bound a cold instance would read every counter of the window: at 1,000 events/s over
+# distinct items, 300,000 per bucket, 86 million (7 GB) in a 24-hour window.
+MAX_COUNTERS = 160_000
 BACKFILL_SECONDS = 3600  # an event dated this much before it arrived is history, not trending
 
 
@@ -60,9 +65,13 @@ def expires_at(bucket: int, window_seconds: float) -> int:
 
 
 def decay(buckets: np.ndarray, now: float, half_life_seconds: float) -> np.ndarray:
-    """(B,) weights 2^(-age / half-life), age from the bucket's middle (0 for the open one)."""
-    age = np.maximum(0.0, now - (buckets + 0.5) * BUCKET_SECONDS)
-    return np.exp2(-age / half_life_seconds)
+    """(B,) weights 2^(-age / half-life). A bucket's events are taken as spread evenly over
+    its elapsed part, so age is measured from that part's middle: half the elapsed time for
+    the open bucket, from the bucket's middle once closed (continuous at the close, so a
+    ranking does not jump when a new bucket opens)."""
+    start = buckets * float(BUCKET_SECONDS)
+    middle = (start + np.minimum(now, start + BUCKET_SECONDS)) / 2
+    return np.exp2(-np.maximum(0.0, now - middle) / half_life_seconds)
 
 
 @dataclass
@@ -72,6 +81,7 @@ class Snapshot:
 
     buckets: dict[int, dict[str, float]]
     read_at: float  # unix seconds
+    partial_through: int | None = None  # buckets up to this one were partly read (the cap)
 
     def __post_init__(self) -> None:
         items = sorted({item for counts in self.buckets.values() for item in counts})
@@ -100,20 +110,25 @@ class Snapshot:
 
 class TrendingCounts:
     """One per warm instance: settled buckets read once and kept, the rest re-read when the
-    snapshot is older than `cache_seconds`. `read(first, last)` returns (bucket, item,
-    count) rows of every shard, merged or not (UserStore.trending_counts)."""
+    snapshot is older than `cache_seconds`. `read(first, last, limit)` returns (bucket, item,
+    count) rows of every shard, merged or not, newest first and at most `limit`, and the
+    newest bucket the limit may have cut (UserStore.trending_counts). A cut bucket is kept
+    as read (a warning says so): the cap bounds every refresh, a cold one included."""
 
     def __init__(
         self,
-        read: Callable[[int, int], list[tuple[int, str, float]]],
+        read: Callable[[int, int, int], tuple[list[tuple[int, str, float]], int | None]],
         window_seconds: float,
         cache_seconds: float,
         clock: Callable[[], float] = time.time,
+        max_counters: int = MAX_COUNTERS,
     ):
         self.read = read
         self.window_seconds = window_seconds
         self.cache_seconds = cache_seconds
         self.clock = clock
+        self.max_counters = max_counters
+        self._partial: int | None = None  # the newest kept bucket that the cap cut
         self._kept: dict[int, dict[str, float]] = {}
         self._settled = -1  # buckets up to this one are kept and never read again
         self._snapshot: Snapshot | None = None
@@ -130,7 +145,7 @@ class TrendingCounts:
             start = max(first, self._settled + 1)
             fresh: dict[int, dict[str, float]] = {}
             try:
-                rows = self.read(start, bucket_of(now))
+                rows, cut = self.read(start, bucket_of(now), self.max_counters)
             except Exception as exc:
                 if self._snapshot is None:
                     raise
@@ -148,7 +163,18 @@ class TrendingCounts:
             self._kept.update({b: c for b, c in fresh.items() if b <= settled})
             self._settled = max(self._settled, settled)
             recent = {b: c for b, c in fresh.items() if b > settled}
-            self._snapshot = Snapshot({**self._kept, **recent}, now)
+            if cut is not None:
+                log.warning(
+                    "trending: over %d counters from bucket %d on; bucket %d and older are "
+                    "partly read",
+                    self.max_counters,
+                    start,
+                    cut,
+                )
+                self._partial = max(cut, self._partial or cut)
+            if self._partial is not None and self._partial < first:
+                self._partial = None  # the cut buckets left the window
+            self._snapshot = Snapshot({**self._kept, **recent}, now, self._partial)
             return self._snapshot
 
 

@@ -148,8 +148,12 @@ class UserStore:
         request (none when no event counts); returns the events counted."""
         raise NotImplementedError
 
-    def trending_counts(self, first: int, last: int) -> list[tuple[int, str, float]]:
-        """(bucket, item, count) rows of the buckets first..last, every shard."""
+    def trending_counts(
+        self, first: int, last: int, limit: int
+    ) -> tuple[list[tuple[int, str, float]], int | None]:
+        """(bucket, item, count) rows of the buckets first..last, every shard, newest buckets
+        first and at most `limit` of them; and the newest bucket that may be partly read
+        because the limit was reached (None: all read)."""
         raise NotImplementedError
 
     def put_histories(self, histories: Iterable[tuple[str, Sequence[str]]]) -> int:
@@ -273,17 +277,21 @@ class SqliteUserStore(UserStore):
         )
         return sum(per_item.values())
 
-    def trending_counts(self, first: int, last: int) -> list[tuple[int, str, float]]:
+    def trending_counts(
+        self, first: int, last: int, limit: int
+    ) -> tuple[list[tuple[int, str, float]], int | None]:
         rows = self._run(
             lambda c: c.execute(
-                "SELECT bucket, item_id, n FROM trending WHERE bucket BETWEEN ? AND ?",
-                (first, last),
+                "SELECT bucket, item_id, n FROM trending WHERE bucket BETWEEN ? AND ? "
+                "ORDER BY bucket DESC LIMIT ?",
+                (first, last, limit),
             ).fetchall()
         )
         self._run(  # what TTL does in DynamoDB
             lambda c: c.execute("DELETE FROM trending WHERE expires_at <= ?", (int(time.time()),))
         )
-        return [(int(b), item, float(n)) for b, item, n in rows]
+        partial = int(rows[-1][0]) if len(rows) >= limit else None
+        return [(int(b), item, float(n)) for b, item, n in rows], partial
 
     def recent(self, user_id: str, limit: int) -> UserItems:
         rows = self._run(
@@ -493,34 +501,47 @@ class DynamoUserStore(UserStore):
             raise self._fail(exc) from None
         return sum(per_item.values())
 
-    def trending_counts(self, first: int, last: int) -> list[tuple[int, str, float]]:
+    def trending_counts(
+        self, first: int, last: int, limit: int
+    ) -> tuple[list[tuple[int, str, float]], int | None]:
         from concurrent.futures import ThreadPoolExecutor
 
         lo = f"{TRENDING_PREFIX}{first:010d}#"
         hi = f"{TRENDING_PREFIX}{last:010d}#~"  # "~" sorts after every hex digit
         shards = [trending.shard_key(s) for s in range(trending.SHARDS)]
+        each = max(1, -(-limit // trending.SHARDS))  # a shard holds 1/SHARDS of the counters
         try:
             with ThreadPoolExecutor(max_workers=8) as pool:
-                pages = list(pool.map(lambda k: self._counters(k, lo, hi), shards))
+                pages = list(pool.map(lambda k: self._counters(k, lo, hi, each), shards))
         except Exception as exc:
             raise self._fail(exc) from None
-        return [row for page in pages for row in page]
+        # A shard cut short was read down to its last row's bucket: newer ones are whole.
+        cut = [rows[-1][0] for rows, more in pages if more]
+        return [row for rows, _ in pages for row in rows], max(cut) if cut else None
 
-    def _counters(self, shard: str, lo: str, hi: str) -> list[tuple[int, str, float]]:
+    def _counters(
+        self, shard: str, lo: str, hi: str, limit: int
+    ) -> tuple[list[tuple[int, str, float]], bool]:
+        """The shard's counters, newest buckets first, at most `limit`; and whether more
+        were left unread."""
         kwargs: dict = {
+            "ScanIndexForward": False,
             "KeyConditionExpression": "user_id = :s AND sk BETWEEN :lo AND :hi",
             "ExpressionAttributeValues": {":s": {"S": shard}, ":lo": {"S": lo}, ":hi": {"S": hi}},
             "ProjectionExpression": "sk, #i, #n",
             "ExpressionAttributeNames": {"#i": "item", "#n": "n"},
         }
-        rows = []
+        rows: list[tuple[int, str, float]] = []
         while True:
+            kwargs["Limit"] = limit - len(rows)
             reply = self._client().query(TableName=self.table, **kwargs)
             for r in reply.get("Items", []):
                 bucket = int(r["sk"]["S"][len(TRENDING_PREFIX) :].split("#", 1)[0])
                 rows.append((bucket, r["item"]["S"], float(r["n"]["N"])))
             if "LastEvaluatedKey" not in reply:
-                return rows
+                return rows, False
+            if len(rows) >= limit:
+                return rows, True
             kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
 
     def _query(self, user_id: str, **kwargs) -> dict:

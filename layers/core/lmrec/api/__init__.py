@@ -73,6 +73,7 @@ def create_app(
             user_store.trending_counts,
             settings.trending_window_hours * 3600,
             settings.trending_cache_seconds,
+            max_counters=settings.trending_max_counters,
         )
     app.state.live = None
     if settings.item_store:

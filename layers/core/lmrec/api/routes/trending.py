@@ -25,6 +25,7 @@ from lmrec.trending import Snapshot, TrendingCounts
 router = APIRouter(prefix="/v1", tags=["trending"])
 log = logging.getLogger(__name__)
 PARAMETERS = {"k", "half_life_hours", "include_categories", "exclude_categories", "exclude_items"}
+SINGLE = ("k", "half_life_hours")  # FastAPI would take the last of several silently
 MIN_HALF_LIFE_HOURS = 0.1
 NO_COUNTS = "no user store is set: the training data's popularity only, no live counts"
 
@@ -44,6 +45,16 @@ async def snapshot(
     except Exception as exc:  # UserStoreUnavailable, botocore's many types: "not now"
         log.warning("trending counts unavailable; answering without them: %s", exc)
     return None, "the live counts were unavailable: the training data's popularity only"
+
+
+def partial(counts: Snapshot | None) -> list[str]:
+    if counts is None or counts.partial_through is None:
+        return []
+    at = datetime.fromtimestamp(counts.partial_through * trending.BUCKET_SECONDS, UTC)
+    return [
+        f"more live counters than one read takes (LMREC_TRENDING_MAX_COUNTERS): those "
+        f"from {at.isoformat(timespec='seconds')} and older are partly counted"
+    ]
 
 
 def top(
@@ -77,6 +88,9 @@ def _check_parameters(request: Request, settings: Settings, half_life_hours: flo
         raise HTTPException(
             422, f"unknown query parameter(s): {names}; known: {', '.join(sorted(PARAMETERS))}"
         )
+    for name in SINGLE:
+        if (n := len(request.query_params.getlist(name))) > 1:
+            raise HTTPException(422, f"{name}: given {n} times; give it once")
     if not MIN_HALF_LIFE_HOURS <= half_life_hours <= settings.trending_window_hours:
         raise HTTPException(
             422,
@@ -123,6 +137,6 @@ async def get_trending(
         counted_at=None
         if counts is None
         else datetime.fromtimestamp(counts.read_at, UTC).isoformat(timespec="seconds"),
-        warnings=warnings + ([warning] if warning else []),
+        warnings=warnings + ([warning] if warning else []) + partial(counts),
         degraded=counts is None and request.app.state.trending is not None,
     )

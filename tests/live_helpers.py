@@ -52,6 +52,24 @@ def with_content(
     return out
 
 
+def without_content(src: Path, out: Path) -> Path:
+    """A copy of bundle `src` with no content part (as a model trained with content=off
+    ships): no content.weight, no manifest "content"."""
+    shutil.copytree(src, out)
+    manifest = json.loads((out / fmt.MANIFEST).read_text())
+    name = fmt.weights_file(manifest)
+    from safetensors.numpy import load_file, save_file
+
+    weights = load_file(str(out / name))
+    weights.pop("content.weight", None)
+    save_file(weights, str(out / name))
+    manifest.pop("content", None)
+    path = out / name
+    manifest["files"][name] = {"size": path.stat().st_size, "sha256": fmt.sha256_file(path)}
+    (out / fmt.MANIFEST).write_text(json.dumps(manifest))
+    return out
+
+
 def top_item(bundle_dir: Path, history: list[str]) -> tuple[int, str, float]:
     """The row and id the model ranks first for this history, and the gain that puts a
     vector along that row's above it: the served score may hold a transitions boost, which

@@ -14,7 +14,7 @@ from lmrec.itemstore import ItemRecord, now_ms
 from lmrec.local.stack import LambdaContext
 
 from tests.conftest import call, import_function, load_event, sam_invoke
-from tests.live_helpers import HISTORY, NEW_FIELDS, top_item, with_content
+from tests.live_helpers import HISTORY, NEW_FIELDS, top_item, with_content, without_content
 
 NEW = "new-film-1"
 
@@ -134,7 +134,7 @@ def test_exploration_reserves_slots_for_young_items_only_when_asked(live_api):
 def test_a_bundle_without_content_stores_new_items_but_does_not_score_them(
     monkeypatch, s3_env, tmp_path, trained_bundle
 ):
-    fn = _serve(monkeypatch, tmp_path, trained_bundle)
+    fn = _serve(monkeypatch, tmp_path, without_content(trained_bundle, tmp_path / "plain"))
     status, body = put(fn, {"item_id": NEW, "fields": NEW_FIELDS})
     assert status == 200 and body["items"][0]["scored"] is False
     assert "no content part" in body["warnings"][0]

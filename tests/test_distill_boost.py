@@ -66,3 +66,22 @@ def test_candidate_columns_get_the_same_boost_even_when_a_negative_repeats():
         [dense[np.arange(n), y.numpy()][:, None], dense[:, negatives.numpy()]], axis=1
     )
     np.testing.assert_allclose(boosted.numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_the_served_student_is_the_distilled_one_unless_plain_is_ahead_beyond_noise():
+    from training.dist import DistEnv
+    from training.hybrid import paired_choice
+
+    rng = np.random.default_rng(0)
+    distilled = rng.uniform(0, 1, 2000) * (rng.uniform(size=2000) < 0.2)
+    # a plain student that wins 21 users and loses 19 by the same amount: a tie in noise
+    noisy = distilled.copy()
+    flip = rng.choice(2000, 40, replace=False)
+    noisy[flip[:21]] += 0.3
+    noisy[flip[21:]] -= 0.3
+    mean, lo, hi = paired_choice(distilled, noisy, DistEnv())
+    assert lo < 0 < hi and abs(mean - (noisy - distilled).mean()) < 1e-12
+    # one that is ahead on most users: the interval leaves zero behind
+    better = np.minimum(distilled + 0.02, 1.0)
+    mean, lo, hi = paired_choice(distilled, better, DistEnv())
+    assert 0 < lo <= mean <= hi

@@ -2,9 +2,11 @@
 
 The job builds one pruned count table from the training rows, chooses a weight for the
 teacher and for each small model on valid (one scoring pass per model serves every weight
-of the grid, see `valid_ndcg_by_weight`), serves the small model that is best with its
-weight, and reports "<model>+transitions" beside the models alone. Weight 0 (the model
-alone) is always on the grid: data without useful transitions ships no table.
+of the grid, see `valid_ndcg_by_weight`), serves the distilled student with its weight
+unless student_plain with its own is better on valid beyond noise (a paired 95% interval
+over the same users: a tie goes to the model that carries the teacher), and reports
+"<model>+transitions" beside the models alone. Weight 0 (the model alone) is always on the
+grid: data without useful transitions ships no table.
 """
 
 from __future__ import annotations
@@ -108,13 +110,13 @@ def _batch_sums(
     table: Transitions,
     exclude_seen: bool = True,
 ) -> np.ndarray:
-    """Summed NDCG@10 of the batch at each weight of WEIGHTS, the table's boost beside the
-    scores (see `boost_sums`)."""
+    """(users, weights) NDCG@10 of the batch at each weight of WEIGHTS, the table's boost
+    beside the scores (see `boost_ndcg`)."""
     rows, items, sums = recent_sums(
         table.indptr, table.cols, table.counts, histories, table.recent, table.decay
     )
     hide_seen(scores, histories, exclude_seen)
-    return boost_sums(scores, targets, rows, items, np.log1p(sums.astype(np.float64)))
+    return boost_ndcg(scores, targets, rows, items, np.log1p(sums.astype(np.float64)))
 
 
 def boost_sums(
@@ -125,7 +127,19 @@ def boost_sums(
     log_boost: np.ndarray,
     weights: tuple[float, ...] = WEIGHTS,
 ) -> np.ndarray:
-    """Summed NDCG@10 of the batch at each weight w of `weights` of scores + w * log_boost
+    """Summed NDCG@10 of the batch at each weight (`boost_ndcg`, summed over users)."""
+    return boost_ndcg(scores, targets, rows, items, log_boost, weights).sum(0)
+
+
+def boost_ndcg(
+    scores: np.ndarray,
+    targets: np.ndarray,
+    rows: np.ndarray,
+    items: np.ndarray,
+    log_boost: np.ndarray,
+    weights: tuple[float, ...] = WEIGHTS,
+) -> np.ndarray:
+    """(users, weights) NDCG@10 of each user of the batch at each weight w of scores + w * log_boost
     (at (rows, items), one entry per pair; exclusions already -inf in `scores`), ties with
     the target broken uniformly at random in expectation (as evaluation breaks them).
 
@@ -141,7 +155,7 @@ def boost_sums(
     scores[b, targets] = -np.inf  # and not the target: it never outranks or ties itself
     top = torch.topk(torch.from_numpy(scores), min(K, scores.shape[1]), dim=1).values.numpy()
     top = top.astype(np.float64)
-    out = np.zeros(len(weights))
+    out = np.zeros((len(b), len(weights)))
     for i, w in enumerate(weights):
         tau = target_base + w * target_boost
         above, ties = (top > tau[:, None]).sum(1), (top == tau[:, None]).sum(1)
@@ -152,7 +166,7 @@ def boost_sums(
         boosted = np.where(hit, -np.inf, base + w * log_boost)
         above += np.bincount(rows[boosted > tau[rows]], minlength=len(b))
         ties += np.bincount(rows[boosted == tau[rows]], minlength=len(b))
-        out[i] = expected_ndcg(above, ties).sum()
+        out[:, i] = expected_ndcg(above, ties)
     return out
 
 
@@ -166,14 +180,35 @@ def valid_ndcg_by_weight(
 ) -> np.ndarray:
     """Summed NDCG@10 at each weight of WEIGHTS over `rows` of evalset (full ranking, seen
     items excluded), from one scoring pass. Sums, so DDP ranks can add their shards."""
-    total = np.zeros(len(WEIGHTS))
+    return per_user_by_weight(scorer, table, split, evalset, rows, batch_size).sum(0)
+
+
+def per_user_by_weight(
+    scorer: Scorer,
+    table: Transitions,
+    split: Split,
+    evalset: EvalSet,
+    rows: np.ndarray,
+    batch_size: int = 512,
+) -> np.ndarray:
+    """(len(rows), weights) NDCG@10 of each user at each weight, users in the order
+    scored_batches visits them (the same for every model given the same rows: pairs)."""
+    parts = [np.zeros((0, len(WEIGHTS)))]
     for idx, histories, scores in scored_batches(scorer, split, evalset, rows, batch_size):
-        total += _batch_sums(scores, histories, evalset.targets[idx], table, split.exclude_seen)
-    return total
+        parts.append(
+            _batch_sums(scores, histories, evalset.targets[idx], table, split.exclude_seen)
+        )
+    return np.concatenate(parts)
 
 
 def valid_means(
-    models: dict, names: list[str], table: Transitions, split: Split, cfg, env
+    models: dict,
+    names: list[str],
+    table: Transitions,
+    split: Split,
+    cfg,
+    env,
+    per_user: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Valid NDCG@10 at each weight of WEIGHTS for each named model (sharded under DDP)."""
     from training.dist import all_reduce_arrays
@@ -184,10 +219,28 @@ def valid_means(
     out = {}
     for name in names:
         scorer = model_scorer(models[name], env.device)
-        sums = valid_ndcg_by_weight(scorer, table, split, evalset, rows, cfg.train.eval_batch_size)
-        total = all_reduce_arrays(env, {"s": sums, "n": np.array(float(len(rows)))})
+        users = per_user_by_weight(scorer, table, split, evalset, rows, cfg.train.eval_batch_size)
+        if per_user is not None:
+            per_user[name] = users
+        total = all_reduce_arrays(env, {"s": users.sum(0), "n": np.array(float(len(rows)))})
         out[name] = total["s"] / max(float(total["n"]), 1.0)
     return out
+
+
+def paired_choice(a: np.ndarray, b: np.ndarray, env) -> tuple[float, float, float]:
+    """Mean of b - a over paired users (this rank's, summed across ranks) and its 95%
+    interval: (mean, low, high)."""
+    from training.dist import all_reduce_arrays
+
+    d = b - a
+    total = all_reduce_arrays(
+        env, {"s": np.array(d.sum()), "q": np.array((d * d).sum()), "n": np.array(float(len(d)))}
+    )
+    n = max(float(total["n"]), 1.0)
+    mean = float(total["s"]) / n
+    var = max(float(total["q"]) / n - mean * mean, 0.0) * n / max(n - 1.0, 1.0)
+    half = 1.96 * (var / n) ** 0.5
+    return mean, mean - half, mean + half
 
 
 def add_transitions(
@@ -217,11 +270,19 @@ def add_transitions(
     names = (["teacher"] if measure_teacher or not small else []) + small
     by_weight = {n: v for n, v in known.by_weight.items() if n in names}
     todo = [n for n in names if n not in by_weight]
-    by_weight |= valid_means(models, todo, table, split, cfg, env)
-    if small:  # the distilled student unless the plain one is better by more than a tie
+    per_user: dict[str, np.ndarray] = {}
+    by_weight |= valid_means(models, todo, table, split, cfg, env, per_user)
+    chosen = {name: WEIGHTS[int(np.argmax(v))] for name, v in by_weight.items()}
+    paired = None
+    if len(small) == 2 and all(n in per_user for n in small):
+        # the distilled student unless the plain one is better on valid beyond noise
+        # (paired over the same users, each model at its own weight)
+        a, b = (per_user[n][:, int(np.argmax(by_weight[n]))] for n in small)
+        paired = paired_choice(a, b, env)
+        served = "student_plain" if paired[1] > 0 else "student"
+    elif small:
         users = len(split.evalset("valid"))
         served = prefer_distilled({n: float(by_weight[n].max()) for n in small}, users)
-    chosen = {name: WEIGHTS[int(np.argmax(v))] for name, v in by_weight.items()}
     for name in ("teacher", served):
         if name is None or not chosen.get(name):
             continue
@@ -245,6 +306,8 @@ def add_transitions(
         },
         "weight": chosen,
     }
+    if paired is not None:  # valid NDCG@10 of student_plain - student, each at its weight
+        record["plain_minus_distilled_valid"] = [round(x, 4) for x in paired]
     served_table = None
     if served and chosen[served]:
         served_table = dataclasses.replace(table, weight=chosen[served])

@@ -84,7 +84,7 @@ def prepare_data(
 def build_teacher(cfg: RunConfig, data: Interactions, seed: int | None = None) -> SASRec:
     cfg.model.n_items = data.n_items
     torch.manual_seed(cfg.train.seed if seed is None else seed)
-    return SASRec(cfg.model, data.content)
+    return SASRec(cfg.model, data.content if cfg.data.content_models == "all" else None)
 
 
 def member_names(prefix: str, n: int) -> list[str]:
@@ -419,7 +419,15 @@ def _served_why(
             for name in ("student", "student_plain")
             if name in by_weight
         )
-        return f"best valid NDCG@10 of the small models with their transitions: {figures}"
+        paired = record.get("plain_minus_distilled_valid")
+        if paired is None:
+            return f"best valid NDCG@10 of the small models with their transitions: {figures}"
+        mean, lo, hi = paired
+        return (
+            f"valid NDCG@10 with their transitions: {figures}; student_plain - student "
+            f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}] paired over the same users: the distilled "
+            "student unless student_plain is ahead beyond noise"
+        )
     figures = ", ".join(
         f"{name} {trained[name][1].best_valid_ndcg:.4f}"
         for name in ("student", "student_plain")

@@ -184,14 +184,27 @@ def evaluate_cold(
         scores[:, warm_cols] = -np.inf
         out[f"{name}_among_cold_only"] = figures(ranks(scores, targets, rng))
     seqs = [np.array([row_of[i] for i in seq], dtype=np.int64) for seq in warm_seqs]
-    out["warm_with_new_items"] = warm_beside_new(model, warm_table, cold_vectors, offset, seqs)
+    lifts = {"new_items_offset_0": 0.0, "new_items_offset": offset}
+    out["warm_with_new_items"] = warm_beside_new(model, warm_table, cold_vectors, lifts, seqs)
+    # The trade-off along the grid training chose from (the choice was made on valid)
+    chosen = json.loads((model_dir / "metrics.json").read_text())["summary"].get("new_items", {})
+    grid = {f"{g:g}": g for g in chosen.get("grid", [])}
+    warm_at = warm_beside_new(model, warm_table, cold_vectors, grid, seqs)
+    out["offset_sweep"] = [
+        {
+            "offset": g,
+            "cold": figures(ranks(_hide(scored(hidden, g), histories), targets, rng)),
+            "warm_with_new_items": warm_at[name],
+        }
+        for name, g in grid.items()
+    ]
     return out
 
 
-def warm_beside_new(model, warm_table, cold_vectors, offset: float, seqs) -> dict:
+def warm_beside_new(model, warm_table, cold_vectors, lifts: dict, seqs) -> dict:
     """The price of the offset: each user's last warm interaction (the leave-one-out test
     target) ranked over the warm catalog alone, and with the new items beside it, scored
-    as served, without and with the offset (student alone, no transitions)."""
+    as served at each of `lifts` (name -> offset; student alone, no transitions)."""
     hist, targets = [], []
     for seq in seqs:
         if len(seq) >= 2:
@@ -204,7 +217,7 @@ def warm_beside_new(model, warm_table, cold_vectors, offset: float, seqs) -> dic
     warm_scores = hidden @ warm_table.T
     rng = np.random.default_rng(1)
     out = {"warm_only": figures(ranks(_hide(warm_scores.copy(), hist), t, rng))}
-    for name, lift in (("new_items_offset_0", 0.0), ("new_items_offset", offset)):
+    for name, lift in lifts.items():
         s = np.concatenate([warm_scores, content.new_item_scores(hidden, cold_vectors, lift)], 1)
         out[name] = figures(ranks(_hide(s, hist), t, rng))
     return out
@@ -248,6 +261,7 @@ def main() -> None:
     p.add_argument("--cold-cap", type=int, default=2000)
     p.add_argument("--dropouts", default="0.3", help="content_id_dropout values, comma separated")
     p.add_argument("--no-baseline-run", action="store_true", help="skip the content=off run")
+    p.add_argument("--reuse", action="store_true", help="evaluate runs already in --work")
     p.add_argument("--set", action="append", default=[], help="hyperparameter key=value")
     a = p.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
@@ -274,9 +288,10 @@ def main() -> None:
     }
     for p_drop in [float(x) for x in a.dropouts.split(",")]:
         out = a.work / f"content_{p_drop:g}"
-        seconds = train(
-            train_csv, a.data / "items.csv", out, [*base, f"content_id_dropout={p_drop}"]
-        )
+        seconds = None
+        if not (a.reuse and (out / "metrics.json").exists()):
+            sets = [*base, f"content_id_dropout={p_drop}"]
+            seconds = train(train_csv, a.data / "items.csv", out, sets)
         result["runs"][f"content_id_dropout={p_drop:g}"] = {
             "train_seconds": seconds,
             "cold": evaluate_cold(out, a.data, work_cases, warm_seqs),
@@ -284,7 +299,9 @@ def main() -> None:
         }
     if not a.no_baseline_run:
         out = a.work / "content_off"
-        seconds = train(train_csv, a.data / "items.csv", out, [*base, "content=off"])
+        seconds = None
+        if not (a.reuse and (out / "metrics.json").exists()):
+            seconds = train(train_csv, a.data / "items.csv", out, [*base, "content=off"])
         result["runs"]["content=off"] = {"train_seconds": seconds, "warm": warm(out)}
     result["load_after"] = os.getloadavg()
     print(json.dumps(result, indent=1))

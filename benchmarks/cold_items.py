@@ -118,7 +118,9 @@ def tfidf(features: content.Features, n_buckets: int) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ m)
 
 
-def evaluate_cold(model_dir: Path, data_dir: Path, work_cases, seed: int = 0) -> dict:
+def evaluate_cold(
+    model_dir: Path, data_dir: Path, work_cases, warm_seqs: list[list[str]], seed: int = 0
+) -> dict:
     """Cold figures of the bundle in `model_dir` (student alone, and as served with its
     transitions), TF-IDF and popularity."""
     b = bundle_fmt.load(model_dir)
@@ -134,22 +136,28 @@ def evaluate_cold(model_dir: Path, data_dir: Path, work_cases, seed: int = 0) ->
     _, cold_rows = catalog_rows(catalog.reindex(pd.Index(cold_ids, name="item_id")))
     table = b.weights["content.weight"]
     cold_vectors = content.vectors(content.featurise(spec, cold_rows), table)
-    full = np.concatenate([dequantize_items(b.weights), cold_vectors]).astype(np.float32)
+    warm_table = dequantize_items(b.weights).astype(np.float32)
+    full = np.concatenate([warm_table, cold_vectors]).astype(np.float32)
     model = NumpySASRec(b.weights, b.config)
+    offset = content.new_item_offset(b.manifest)
     histories = [np.array([row_of[i] for i in h], dtype=np.int64) for h, _ in work_cases]
     targets = np.array([row_of[t] for _, t in work_cases], dtype=np.int64)
     hidden = np.concatenate(
         [model.encode(histories[i : i + 256]).hidden for i in range(0, len(histories), 256)]
     )
     rng = np.random.default_rng(seed)
-    out = {}
-    student = _hide(hidden @ full.T, histories)
+    out = {"new_item_offset": offset}
+    n_warm = len(warm_ids) + 1
+
+    def scored(h: np.ndarray, lift: float) -> np.ndarray:  # as lmrec.liveitems scores
+        return np.concatenate([h @ warm_table.T, content.new_item_scores(h, cold_vectors, lift)], 1)
+
+    out["student_offset_0"] = figures(ranks(_hide(scored(hidden, 0.0), histories), targets, rng))
+    student = _hide(scored(hidden, offset), histories)
     out["student"] = figures(ranks(student, targets, rng))
     if b.transitions is not None:  # as served: warm successors boosted, cold items never
-        served = hidden @ full.T
-        served[:, : len(warm_ids) + 1] = b.transitions.add_to(
-            served[:, : len(warm_ids) + 1], histories
-        )
+        served = scored(hidden, offset)
+        served[:, :n_warm] = b.transitions.add_to(served[:, :n_warm], histories)
         out["student+transitions"] = figures(ranks(_hide(served, histories), targets, rng))
     _, all_rows = catalog_rows(catalog.reindex(pd.Index([*warm_ids, *cold_ids])))
     items = tfidf(content.featurise(spec, [{}, *all_rows]), spec.n_buckets)
@@ -171,10 +179,47 @@ def evaluate_cold(model_dir: Path, data_dir: Path, work_cases, seed: int = 0) ->
     out["catalog"] = {"warm": len(warm_ids), "cold": len(cold_ids), "ranked": full.shape[0] - 1}
     # Diagnosis: the same scores ranked among the cold items only (is the content part
     # telling new items apart, or only placing them as a group?)
-    warm_cols = np.arange(len(warm_ids) + 1)
+    warm_cols = np.arange(n_warm)
     for name, scores in (("student", student), ("tfidf", tf)):
         scores[:, warm_cols] = -np.inf
         out[f"{name}_among_cold_only"] = figures(ranks(scores, targets, rng))
+    seqs = [np.array([row_of[i] for i in seq], dtype=np.int64) for seq in warm_seqs]
+    lifts = {"new_items_offset_0": 0.0, "new_items_offset": offset}
+    out["warm_with_new_items"] = warm_beside_new(model, warm_table, cold_vectors, lifts, seqs)
+    # The trade-off along the grid training chose from (the choice was made on valid)
+    chosen = json.loads((model_dir / "metrics.json").read_text())["summary"].get("new_items", {})
+    grid = {f"{g:g}": g for g in chosen.get("grid", [])}
+    warm_at = warm_beside_new(model, warm_table, cold_vectors, grid, seqs)
+    out["offset_sweep"] = [
+        {
+            "offset": g,
+            "cold": figures(ranks(_hide(scored(hidden, g), histories), targets, rng)),
+            "warm_with_new_items": warm_at[name],
+        }
+        for name, g in grid.items()
+    ]
+    return out
+
+
+def warm_beside_new(model, warm_table, cold_vectors, lifts: dict, seqs) -> dict:
+    """The price of the offset: each user's last warm interaction (the leave-one-out test
+    target) ranked over the warm catalog alone, and with the new items beside it, scored
+    as served at each of `lifts` (name -> offset; student alone, no transitions)."""
+    hist, targets = [], []
+    for seq in seqs:
+        if len(seq) >= 2:
+            hist.append(seq[:-1])
+            targets.append(seq[-1])
+    t = np.asarray(targets, np.int64)
+    hidden = np.concatenate(
+        [model.encode(hist[i : i + 256]).hidden for i in range(0, len(hist), 256)]
+    )
+    warm_scores = hidden @ warm_table.T
+    rng = np.random.default_rng(1)
+    out = {"warm_only": figures(ranks(_hide(warm_scores.copy(), hist), t, rng))}
+    for name, lift in lifts.items():
+        s = np.concatenate([warm_scores, content.new_item_scores(hidden, cold_vectors, lift)], 1)
+        out[name] = figures(ranks(_hide(s, hist), t, rng))
     return out
 
 
@@ -216,6 +261,7 @@ def main() -> None:
     p.add_argument("--cold-cap", type=int, default=2000)
     p.add_argument("--dropouts", default="0.3", help="content_id_dropout values, comma separated")
     p.add_argument("--no-baseline-run", action="store_true", help="skip the content=off run")
+    p.add_argument("--reuse", action="store_true", help="evaluate runs already in --work")
     p.add_argument("--set", action="append", default=[], help="hyperparameter key=value")
     a = p.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
@@ -225,6 +271,10 @@ def main() -> None:
     train_csv.parent.mkdir(exist_ok=True)
     inter[~inter["item_id"].isin(cold)].to_csv(train_csv, index=False)
     work_cases = cases(inter, cold)
+    ordered = inter[~inter["item_id"].isin(cold)].sort_values(
+        ["user_id", "timestamp"], kind="stable"
+    )
+    warm_seqs = [rows["item_id"].tolist() for _, rows in ordered.groupby("user_id", sort=True)]
     base = [*a.set, "num_threads=1", "progress=false"]
     result: dict = {
         "protocol": __doc__.split("Protocol (stated in the output):\n")[1].strip(),
@@ -238,17 +288,20 @@ def main() -> None:
     }
     for p_drop in [float(x) for x in a.dropouts.split(",")]:
         out = a.work / f"content_{p_drop:g}"
-        seconds = train(
-            train_csv, a.data / "items.csv", out, [*base, f"content_id_dropout={p_drop}"]
-        )
+        seconds = None
+        if not (a.reuse and (out / "metrics.json").exists()):
+            sets = [*base, f"content_id_dropout={p_drop}"]
+            seconds = train(train_csv, a.data / "items.csv", out, sets)
         result["runs"][f"content_id_dropout={p_drop:g}"] = {
             "train_seconds": seconds,
-            "cold": evaluate_cold(out, a.data, work_cases),
+            "cold": evaluate_cold(out, a.data, work_cases, warm_seqs),
             "warm": warm(out),
         }
     if not a.no_baseline_run:
         out = a.work / "content_off"
-        seconds = train(train_csv, a.data / "items.csv", out, [*base, "content=off"])
+        seconds = None
+        if not (a.reuse and (out / "metrics.json").exists()):
+            seconds = train(train_csv, a.data / "items.csv", out, [*base, "content=off"])
         result["runs"]["content=off"] = {"train_seconds": seconds, "warm": warm(out)}
     result["load_after"] = os.getloadavg()
     print(json.dumps(result, indent=1))

@@ -229,6 +229,9 @@ def write_bundle(
         manifest["champion"] = champion
     if data.content is not None and student.content is not None:
         manifest["content"] = data.content.spec.to_json()
+        new_items = summary.get("new_items")
+        if new_items is not None:  # the lift of a new item's score (lmrec.content)
+            manifest["new_items"] = {"offset": new_items["offset"]}
     if transitions is not None:
         record = document.get("summary", {}).get("transitions", {})
         manifest["transitions"] = transitions.parameters() | {

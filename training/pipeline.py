@@ -30,6 +30,7 @@ from training.evaluate import evaluate, sample_negatives
 from training.hybrid import TeacherBoost, add_transitions, prefer_distilled
 from training.item_content import item_content
 from training.model import SASRec
+from training.new_items import choose_offset
 from training.plan import Budget, PhaseClock, adapt
 from training.repeat_expert import add_history
 from training.report import results_table, write_report
@@ -515,6 +516,8 @@ def export(
         summary["champion"] = against_production
     if baselines:
         summary["baselines"] = baselines
+    if served and trained[served][0].content is not None:  # lmrec.content.new_item_scores
+        summary["new_items"] = choose_offset(trained[served][0], split, cfg.train.seed)
     document = {
         "metrics": metrics,
         "protocol": _protocol(cfg, split),

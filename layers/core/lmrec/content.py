@@ -263,3 +263,24 @@ def spec_from_manifest(manifest: Mapping[str, object]) -> ContentSpec | None:
     content; ValueError with one line if it is malformed."""
     raw = manifest.get("content")
     return None if raw is None else ContentSpec.from_json(raw)
+
+
+def new_item_offset(manifest: Mapping[str, object]) -> float:
+    """The calibrated lift of a new item's score (manifest "new_items", chosen on valid by
+    training/new_items.py); 0.0 for a bundle without one or with a malformed one."""
+    record = manifest.get("new_items")
+    if not isinstance(record, Mapping):
+        return 0.0
+    try:
+        offset = float(record.get("offset", 0.0))
+    except (TypeError, ValueError):
+        return 0.0
+    return offset if math.isfinite(offset) else 0.0
+
+
+def new_item_scores(hidden: np.ndarray, vectors: np.ndarray, offset: float) -> np.ndarray:
+    """(B, m) scores of m new items for B queries: hidden (B, D) @ content vectors (m, D)
+    plus `offset`. A new item has only the content part of a vector, so its raw score sits
+    below a known item's (id + content); the offset, chosen on valid, puts it back on the
+    known items' scale. Serving (lmrec.liveitems) and evaluation both score new items here."""
+    return (hidden.astype(np.float32) @ vectors.T.astype(np.float32)) + np.float32(offset)

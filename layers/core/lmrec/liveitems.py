@@ -80,6 +80,7 @@ class Overlay:
     hidden_rows: np.ndarray  # catalog rows made unavailable
     catalog_fields: dict[int, dict] = field(default_factory=dict)
     over_cap: int = 0
+    offset: float = 0.0  # the model's new-item lift (lmrec.content.new_item_offset)
 
     @property
     def scored(self) -> bool:
@@ -136,6 +137,7 @@ def build(rec, records: Iterable[ItemRecord], cache: dict) -> Overlay:
         hidden_rows=np.asarray(sorted(hidden), np.int64),
         catalog_fields=fields,
         over_cap=len(new) - len(kept),
+        offset=content.new_item_offset(rec.bundle.manifest),
     )
 
 
@@ -192,14 +194,15 @@ def allowed(ov: Overlay, f, seen: set[str]) -> np.ndarray:
 def scores(
     ov: Overlay, query: np.ndarray, mask: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The k best allowed new items and their scores (hidden @ vector), best first: one
-    (m x D) product and a partial sort, no object per new item."""
+    """The k best allowed new items and their scores (hidden @ vector + the model's offset,
+    lmrec.content.new_item_scores), best first: one (m x D) product and a partial sort, no
+    object per new item."""
     from lmrec.ivf import top_k
 
     at = np.flatnonzero(mask)
     if ov.vectors is None or not len(at) or k <= 0:
         return at[:0], np.zeros(0, np.float32)
-    values = ov.vectors[at] @ query.astype(np.float32)
+    values = content.new_item_scores(query[None], ov.vectors[at], ov.offset)[0]
     best = top_k(values, k)
     return at[best], values[best]
 

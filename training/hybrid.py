@@ -119,18 +119,6 @@ def _batch_sums(
     return boost_ndcg(scores, targets, rows, items, np.log1p(sums.astype(np.float64)))
 
 
-def boost_sums(
-    scores: np.ndarray,
-    targets: np.ndarray,
-    rows: np.ndarray,
-    items: np.ndarray,
-    log_boost: np.ndarray,
-    weights: tuple[float, ...] = WEIGHTS,
-) -> np.ndarray:
-    """Summed NDCG@10 of the batch at each weight (`boost_ndcg`, summed over users)."""
-    return boost_ndcg(scores, targets, rows, items, log_boost, weights).sum(0)
-
-
 def boost_ndcg(
     scores: np.ndarray,
     targets: np.ndarray,
@@ -139,9 +127,10 @@ def boost_ndcg(
     log_boost: np.ndarray,
     weights: tuple[float, ...] = WEIGHTS,
 ) -> np.ndarray:
-    """(users, weights) NDCG@10 of each user of the batch at each weight w of scores + w * log_boost
-    (at (rows, items), one entry per pair; exclusions already -inf in `scores`), ties with
-    the target broken uniformly at random in expectation (as evaluation breaks them).
+    """(users, weights) NDCG@10 of each user of the batch at each weight w of
+    scores + w * log_boost (at (rows, items), one entry per pair; exclusions already -inf
+    in `scores`), ties with the target broken uniformly at random in expectation (as
+    evaluation breaks them).
 
     Exact without scoring the catalog once per weight: an item without a boost keeps its
     score, so only the K best of those and the boosted items can outrank the target."""

@@ -4,7 +4,7 @@ With repeats kept the next item is often one the user already took; the served s
 chooses between those and new items by adding the history expert's boost (lmrec.history)
 to the small model's score (with its transitions), in the product-of-experts form of the
 transition table. Weight and decay are chosen on valid NDCG@10 over a small grid, from one
-scoring pass per model (training.hybrid.boost_sums gives every weight at once); weight 0,
+scoring pass per model (training.hybrid.boost_ndcg gives every weight at once); weight 0,
 the model alone, is on the grid. The teacher and the served model are then evaluated with
 their expert as "<model>[+transitions]+history".
 """
@@ -17,7 +17,7 @@ from lmrec.history import HistoryExpert, decayed_counts
 from lmrec.transitions import Transitions
 
 from training.evaluate import Scorer, hide_seen, scored_batches
-from training.hybrid import boost_sums, with_transitions
+from training.hybrid import boost_ndcg, with_transitions
 from training.split import EvalSet, Split
 
 DECAYS = (0.5, 0.8, 0.95, 1.0)  # 1: how often alone; below: how often and how lately
@@ -47,7 +47,7 @@ def valid_sums(
         for d, decay in enumerate(DECAYS):
             r, items, sums = decayed_counts(histories, decay, WINDOW)
             log_boost = np.log1p(sums.astype(np.float64))
-            total[d] += boost_sums(scores.copy(), targets, r, items, log_boost, WEIGHTS)
+            total[d] += boost_ndcg(scores.copy(), targets, r, items, log_boost, WEIGHTS).sum(0)
     return total
 
 

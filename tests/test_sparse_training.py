@@ -147,7 +147,7 @@ def test_a_sampled_job_within_a_total_budget_ends_with_a_bundle(tmp_path, synthe
     assert summary["chosen"]["num_negatives"] < 100_000
     # AND it says which small model it serves, and why
     assert summary["served"]["model"] in ("student", "student_plain")
-    assert "best valid NDCG@10" in summary["served_why"]
+    assert "valid NDCG@10" in summary["served_why"]
     # AND every figure has its number of users and a confidence interval
     full = doc["metrics"]["teacher"]["test"]["full"]
     low, high = full["ndcg@10_ci95"]

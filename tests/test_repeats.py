@@ -41,7 +41,7 @@ def test_auto_keeps_repeats_of_a_repeat_heavy_log_and_says_why(repeat_log, capsy
     assert (
         data.stats["repeats"]["mode"] == "keep" and data.stats["dropped"]["repeated_user_item"] == 0
     )
-    assert data.stats["repeats"]["share"] > 0.2
+    assert data.stats["repeats"]["share"] > 0.5
     line = capsys.readouterr().err
     assert "repeats: auto chose keep (" in line and "rows repeat a (user, item) pair" in line
 
@@ -54,8 +54,9 @@ def test_auto_drops_repeats_of_a_shop_log(ml100k_small, capsys):
 
 
 def test_choose_repeats_threshold_and_set_values():
-    assert choose_repeats("auto", 19, 100)["mode"] == "drop"
-    assert choose_repeats("auto", 20, 100)["mode"] == "keep"
+    assert choose_repeats("auto", 49, 100)["mode"] == "drop"
+    assert choose_repeats("auto", 28, 100)["mode"] == "drop"  # the scale ladder's L: a shop
+    assert choose_repeats("auto", 50, 100)["mode"] == "keep"
     assert choose_repeats("drop", 90, 100) | {"why": ""} == {
         "mode": "drop",
         "share": 0.9,

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import torch
+from serving_scale import machine  # benchmarks/ is on sys.path when run as a script
 
 from training.config import ModelConfig, StudentConfig
 from training.distill import Distiller
@@ -25,7 +26,7 @@ from training.optim import ModelOptimizer
 from training.sampling import NegativeSampler
 
 SIZES = {"M": 74_994, "L": 671_000}
-MACHINE = "2-core AMD EPYC, 24 GB, no GPU"
+MACHINE = machine()  # this machine's CPU and memory, read at start (not a fixed string)
 TOP_K = 100
 
 

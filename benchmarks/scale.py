@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from lmrec.bundle import metric_label
+from serving_scale import machine  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 RUNGS = {"S": (10_000, 4_800), "M": (100_000, 76_000), "L": (1_000_000, 671_000)}
-MACHINE = "2-core AMD EPYC, 24 GB, no GPU (shared with other jobs)"
+MACHINE = machine()  # this machine's CPU and memory, read at start (not a fixed string)
 
 
 def _lengths(rng: np.random.Generator, n_users: int) -> np.ndarray:

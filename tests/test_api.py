@@ -242,3 +242,22 @@ def test_user_store_unavailable(api, monkeypatch):
     status, body = call(api, "api_post_events.json")
     assert status == 503 and "not recorded" in body["detail"]
     assert "no-such-table" not in body["detail"]
+
+
+def test_get_user_recommendations_takes_exclude_seen_from_the_deployment(api, monkeypatch):
+    # GIVEN a user with a history WHEN the deployment says seen items may come back
+    # (LMREC_EXCLUDE_SEEN=false, as a model trained with repeats kept would) THEN the GET
+    # route ranks them too, as the POST route does; by default it never returns them
+    status, body = call(
+        api, "api_post_events.json", body={"events": [{"user_id": "rep", "item_id": "50"}]}
+    )
+    assert status == 202
+    path = "/v1/users/rep/recommendations"
+    query = "k=100"
+    status, default = call(api, "api_get_user_recommendations.json", path=path, query=query)
+    assert status == 200 and "50" not in [i["item_id"] for i in default["items"]]
+    monkeypatch.setenv("LMREC_EXCLUDE_SEEN", "false")
+    get_settings.cache_clear()
+    fn = import_function("api", "api_exclude_seen_off")
+    status, body = call(fn, "api_get_user_recommendations.json", path=path, query=query)
+    assert status == 200 and "50" in [i["item_id"] for i in body["items"]]

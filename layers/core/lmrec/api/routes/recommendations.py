@@ -302,6 +302,8 @@ async def get_user_recommendations(
 ) -> RecommendResponse:
     require_user(caller, user_id)
     rec = await require_model(state)
-    filters = Filters(k=k, explain=explain)
+    filters = Filters(
+        k=k, explain=explain, exclude_seen=exclude_seen(None, settings.exclude_seen, rec)
+    )
     explore = explore_of(settings, None, None)
     return await recommend(rec, users, settings, user_id, [], filters, counts, live, explore)

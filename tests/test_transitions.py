@@ -109,7 +109,9 @@ def test_the_one_pass_weight_choice_equals_dense_ranking(tmp_path, coarse):
         return np.stack([scores_of(h) for h in histories])
 
     evalset = split.evalset("valid")
-    sums = hybrid.valid_ndcg_by_weight(scorer, table, split, evalset, np.arange(len(evalset)), 7)
+    sums = hybrid.per_user_by_weight(scorer, table, split, evalset, np.arange(len(evalset)), 7).sum(
+        0
+    )
     for i, w in enumerate(hybrid.WEIGHTS):
         t = dataclasses.replace(table, weight=w)
         total = 0.0

@@ -2,7 +2,7 @@
 
 The job builds one pruned count table from the training rows, chooses a weight for the
 teacher and for each small model on valid (one scoring pass per model serves every weight
-of the grid, see `valid_ndcg_by_weight`), serves the distilled student with its weight
+of the grid, see `per_user_by_weight`), serves the distilled student with its weight
 unless student_plain with its own is better on valid beyond noise (a paired 95% interval
 over the same users: a tie goes to the model that carries the teacher), and reports
 "<model>+transitions" beside the models alone. Weight 0 (the model alone) is always on the
@@ -157,19 +157,6 @@ def boost_ndcg(
         ties += np.bincount(rows[boosted == tau[rows]], minlength=len(b))
         out[:, i] = expected_ndcg(above, ties)
     return out
-
-
-def valid_ndcg_by_weight(
-    scorer: Scorer,
-    table: Transitions,
-    split: Split,
-    evalset: EvalSet,
-    rows: np.ndarray,
-    batch_size: int = 512,
-) -> np.ndarray:
-    """Summed NDCG@10 at each weight of WEIGHTS over `rows` of evalset (full ranking, seen
-    items excluded), from one scoring pass. Sums, so DDP ranks can add their shards."""
-    return per_user_by_weight(scorer, table, split, evalset, rows, batch_size).sum(0)
 
 
 def per_user_by_weight(

@@ -350,6 +350,21 @@ def call(fn, event_name: str, body=None, raw_body: str | None = None, path=None,
     return reply["statusCode"], json.loads(reply["body"]) if reply.get("body") else None
 
 
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def user_store(request, tmp_path):
+    """A user store of each kind: SQLite (lmrec serve), DynamoDB (moto)."""
+    import uuid
+
+    from lmrec.userstore import open_user_store
+
+    if request.param == "sqlite":
+        return open_user_store(f"sqlite://{tmp_path / 'users.db'}")
+    request.getfixturevalue("s3_env")
+    table = f"users-{uuid.uuid4().hex[:8]}"
+    create_user_store_table(table)
+    return open_user_store(f"dynamodb://{table}")
+
+
 @pytest.fixture
 def model_store(tmp_path, trained_bundle):
     from lmrec import registry

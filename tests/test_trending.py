@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from urllib.parse import urlencode
 
 import boto3
@@ -13,7 +12,6 @@ import numpy as np
 import pytest
 from lmrec import trending
 from lmrec.events import Event
-from lmrec.local.stack import create_user_store_table
 from lmrec.trending import TrendingCounts
 from lmrec.userstore import DynamoUserStore, open_user_store
 
@@ -163,39 +161,29 @@ def test_a_new_user_gets_what_is_popular_now_when_the_deployment_says_so(
     assert warm["strategy"] == "personalized"
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def any_store(request, tmp_path):
-    if request.param == "sqlite":
-        return open_user_store(f"sqlite://{tmp_path / 'users.db'}")
-    request.getfixturevalue("s3_env")
-    table = f"users-{uuid.uuid4().hex[:8]}"
-    create_user_store_table(table)
-    return open_user_store(f"dynamodb://{table}")
-
-
-def test_counters_merge_shards_skip_backfills_and_settled_buckets_are_read_once(any_store):
+def test_counters_merge_shards_skip_backfills_and_settled_buckets_are_read_once(user_store):
     now = time.time()
     events = [Event("a", "x", now), Event("b", "x", now), Event("c", "y", now)]
-    assert any_store.count_trending(events, now, 48 * HOUR) == 3
-    assert any_store.count_trending([Event("d", "x", now - 2 * HOUR)], now, 48 * HOUR) == 0
+    assert user_store.count_trending(events, now, 48 * HOUR) == 3
+    assert user_store.count_trending([Event("d", "x", now - 2 * HOUR)], now, 48 * HOUR) == 0
     for _ in range(5):  # random shards: the read merges them
-        any_store.count_trending([Event("e", "z", now - HOUR)], now - HOUR, 48 * HOUR)
+        user_store.count_trending([Event("e", "z", now - HOUR)], now - HOUR, 48 * HOUR)
     reads: list[tuple[int, int]] = []
 
     def read(first: int, last: int, limit: int):
         reads.append((first, last))
-        return any_store.trending_counts(first, last, limit)
+        return user_store.trending_counts(first, last, limit)
 
     # the counters carry the attribute template.yaml's table expires by (TTL)
     ttl = load_template()["Resources"]["UserStoreTable"]["Properties"]["TimeToLiveSpecification"]
     assert ttl == {"AttributeName": "expires_at", "Enabled": True}
-    if isinstance(any_store, DynamoUserStore):  # and expire one window after their bucket
+    if isinstance(user_store, DynamoUserStore):  # and expire one window after their bucket
         table = boto3.client("dynamodb")
         stamps = [
             float(item["expires_at"]["N"])
             for s in range(trending.SHARDS)
             for item in table.query(
-                TableName=any_store.table,
+                TableName=user_store.table,
                 KeyConditionExpression="user_id = :s",
                 ExpressionAttributeValues={":s": {"S": trending.shard_key(s)}},
             )["Items"]
@@ -214,21 +202,21 @@ def test_counters_merge_shards_skip_backfills_and_settled_buckets_are_read_once(
 
 
 def test_item_counts_keep_count_and_last_seen_count_a_retry_once_and_go_with_the_user(
-    any_store,
+    user_store,
 ):
     t = 1_790_000_000.0
     first = [Event("u1", "a", t), Event("u1", "a", t + 60), Event("u1", "b", t + 5)]
-    any_store.put_events(first, 86400 * 365 * 10)
-    any_store.put_events(first, 86400 * 365 * 10)  # a retried post
-    any_store.put_events([Event("u1", "a", t + 120)], 86400 * 365 * 10)
-    counts = any_store.item_counts("u1")
+    user_store.put_events(first, 86400 * 365 * 10)
+    user_store.put_events(first, 86400 * 365 * 10)  # a retried post
+    user_store.put_events([Event("u1", "a", t + 120)], 86400 * 365 * 10)
+    counts = user_store.item_counts("u1")
     assert {i: (c.count, c.last_seen) for i, c in counts.items()} == {
         "a": (3, t + 120),
         "b": (1, t + 5),
     }
-    assert any_store.recent("u1", 10).events == ["a", "b", "a", "a"]  # counts are no events
-    any_store.delete_user("u1")
-    assert any_store.item_counts("u1") == {} and any_store.recent("u1", 10).items() == []
+    assert user_store.recent("u1", 10).events == ["a", "b", "a", "a"]  # counts are no events
+    user_store.delete_user("u1")
+    assert user_store.item_counts("u1") == {} and user_store.recent("u1", 10).items() == []
 
 
 def test_a_post_whose_count_fails_is_still_recorded(api, store):
@@ -307,16 +295,16 @@ def test_a_bucket_weighs_from_the_middle_of_its_elapsed_part_and_never_jumps():
     assert weight(end + 600) == pytest.approx(2 ** (-(600 + 150) / hl))
 
 
-def test_a_refresh_reads_at_most_max_counters_newest_first_and_says_what_is_partial(any_store):
+def test_a_refresh_reads_at_most_max_counters_newest_first_and_says_what_is_partial(user_store):
     # GIVEN 100 items counted an hour ago and 3 now: more counters than the refresh may read
     now = time.time()
-    any_store.count_trending(
+    user_store.count_trending(
         [Event("u", f"old{i}", now - HOUR) for i in range(100)], now - HOUR, 48 * HOUR
     )
-    any_store.count_trending([Event("u", f"new{i}", now) for i in range(3)], now, 48 * HOUR)
+    user_store.count_trending([Event("u", f"new{i}", now) for i in range(3)], now, 48 * HOUR)
     first, last = trending.bucket_of(now - 48 * HOUR), trending.bucket_of(now)
     # WHEN the store is asked for at most 64
-    rows, partial = any_store.trending_counts(first, last, 64)
+    rows, partial = user_store.trending_counts(first, last, 64)
     # THEN it reads no more, the newest bucket whole, and names the bucket it stopped in
     assert len(rows) <= 64 and {i for b, i, _ in rows if b == last} == {"new0", "new1", "new2"}
     assert partial == trending.bucket_of(now - HOUR)
@@ -325,7 +313,7 @@ def test_a_refresh_reads_at_most_max_counters_newest_first_and_says_what_is_part
 
     def read(first: int, last: int, limit: int):
         reads.append(first)
-        return any_store.trending_counts(first, last, limit)
+        return user_store.trending_counts(first, last, limit)
 
     clock = [now]
     counts = TrendingCounts(

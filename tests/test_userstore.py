@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pytest
 from lmrec.events import Event
@@ -19,22 +17,12 @@ from lmrec.userstore import (
     parse_uri,
 )
 
-from tests.conftest import create_user_store_table, write_csv
+from tests.conftest import write_csv
 from training import histories
 from training.config import DataConfig
 from training.data import load_interactions
 
 DAY = 86400
-
-
-@pytest.fixture(params=["sqlite", "dynamodb"])
-def user_store(request, tmp_path):
-    if request.param == "sqlite":
-        return open_user_store(f"sqlite://{tmp_path / 'users.db'}")
-    request.getfixturevalue("s3_env")
-    table = f"users-{uuid.uuid4().hex[:8]}"
-    create_user_store_table(table)
-    return open_user_store(f"dynamodb://{table}")
 
 
 def test_one_query_returns_history_and_newest_events(user_store):

@@ -27,7 +27,8 @@ from quality import machine
 from scale import RUNGS, synthesize
 
 from training.config import from_hyperparameters, load_hyperparameters
-from training.pipeline import evaluate_baselines, prepare_data
+from training.evaluation import evaluate_baselines
+from training.pipeline import prepare_data
 from training.sagemaker import Paths
 
 

@@ -108,7 +108,8 @@ def contest(tmp: Path, production: Path, old: Split, candidate: Path, new: Split
     registry.set_production(root, "lmrec", registry.publish(prod_dir, root, "lmrec"))
     cand_dir = rewrite(candidate, tmp / "candidate", "v-candidate")
     cand, prod = champion.Served.of(fmt.load(cand_dir)), champion.Served.of(fmt.load(prod_dir))
-    record = champion.compare(cand, prod, fmt.load(prod_dir).catalog, new)
+    ours = champion.per_user_ndcg(cand, new, new.evalset("test"))  # as the job's pass gives
+    record = champion.compare(ours, prod, fmt.load(prod_dir).catalog, new)
     record["production_version"] = "v-production"
     cand_manifest = set_figure(cand_dir, own_figure(cand_dir, new), record)
     promoter = Promoter(root, "lmrec", TOLERANCE)
@@ -167,7 +168,8 @@ def test_a_record_against_another_production_falls_back_and_says_so(models, tmp_
     # GIVEN a paired record against a version that no longer serves
     split = walk_split(tmp_path, 0.9, seed=3)
     served = champion.Served.of(fmt.load(models["good"]))
-    record = champion.compare(served, served, fmt.load(models["good"]).catalog, split)
+    ours = champion.per_user_ndcg(served, split, split.evalset("test"))
+    record = champion.compare(ours, served, fmt.load(models["good"]).catalog, split)
     assert record["difference"]["ci95"] == [0.0, 0.0]  # a model against itself: a tie
     record["production_version"] = "v-older"
     manifest = json.loads((models["good"] / fmt.MANIFEST).read_text())

@@ -4,13 +4,16 @@ The gate used to compare the candidate's test NDCG@10, measured on its data's sp
 figure production measured on an older split: two different test sets, so a harder new split
 could reject a better model and an easier one promote a worse one. Here the training job
 loads production (the pointer models/<name>/production.json under LMREC_STORE_URI; the
-bundle verified, every checksum, by lmrec.bundle) and scores it and the candidate the same
-way, on the same users:
+bundle verified, every checksum, by lmrec.bundle) and scores it on the candidate's test
+users, beside the candidate's own per-user figures from the job's one evaluation pass
+(training/evaluation.py: the served small model with its transitions and history expert):
 
-- as each serves (lmrec.student, numpy): the student's scores over its whole catalog plus
-  its transition boost, and for a history with no item the model knows, its popularity
-  list (the API's cold start). A bundle with an item index serves an approximation of
-  exactly this sum; the protocol ranks exactly, as the candidate's evaluation does;
+- production as it serves (lmrec.student, numpy): the student's scores over its whole
+  catalog plus its transition boost (and history expert), and for a history with no item
+  the model knows, its popularity list (the API's cold start). A bundle with an item index
+  serves an approximation of exactly this sum; the protocol ranks exactly, as the
+  candidate's evaluation does. The candidate is measured with the float32 weights it
+  trained (a bundle quantised to float16 or int8 serves scores within its rounding);
 - the test split's protocol: full ranking, the user's seen items excluded, NDCG@10; ties
   with the target counted in expectation (no random draw, so no tie noise in a user's
   difference).
@@ -28,7 +31,6 @@ be read or scored is recorded as a problem and never fails the job.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import tempfile
@@ -142,12 +144,12 @@ def _figure(values: np.ndarray) -> dict:
 
 
 def compare(
-    candidate: Served, production: Served, production_catalog: ItemCatalog, split: Split
+    ours: np.ndarray, production: Served, production_catalog: ItemCatalog, split: Split
 ) -> dict:
-    """Both served models on the candidate's test users, and the paired difference."""
+    """Production on the candidate's test users beside the candidate's own per-user NDCG@10
+    there (`ours`, in evalset order), and the paired difference."""
     evalset = split.evalset("test")
     to_rows = row_map(split.data.item_ids, production_catalog)
-    ours = per_user_ndcg(candidate, split, evalset)
     theirs = per_user_ndcg(in_rows(production, to_rows), split, evalset)
     diff = ours - theirs
     return {
@@ -164,11 +166,14 @@ def compare(
     }
 
 
-def measure(candidate: Served, split: Split, env: Mapping[str, str] = os.environ) -> dict | None:
-    """The champion record, or None when no model store is configured. Whatever goes wrong
-    with production (unreadable pointer, corrupt bundle, a bundle this runtime cannot score)
-    is recorded under "problem" and the job goes on: the promote function then falls back to
-    comparing each model's own test figure, and says so."""
+def measure(
+    candidate: np.ndarray, split: Split, env: Mapping[str, str] = os.environ
+) -> dict | None:
+    """The champion record, or None when no model store is configured. `candidate`: the
+    candidate's per-user test NDCG@10 (evalset order) from the job's evaluation pass.
+    Whatever goes wrong with production (unreadable pointer, corrupt bundle, a bundle this
+    runtime cannot score) is recorded under "problem" and the job goes on: the promote
+    function then falls back to comparing each model's own test figure, and says so."""
     store_uri = env.get(STORE_ENV, "")
     if not store_uri:
         return None
@@ -193,22 +198,11 @@ def measure(candidate: Served, split: Split, env: Mapping[str, str] = os.environ
     }
 
 
-def for_job(
-    student,
-    item_dtype: str,
-    table: Transitions | None,
-    split: Split,
-    history: HistoryExpert | None = None,
-) -> dict | None:
-    """The job's step: the candidate exactly as its bundle will serve it (the weights as
-    stored, its table at its weight, its history expert) against production, on the
-    candidate's split (recorded: the gate compares like with like)."""
-    from training.bundle_writer import serving_weights
-
-    data = split.data
-    popularity = np.bincount(data.items, minlength=data.n_items + 1).astype(np.float32)
-    model = NumpySASRec(serving_weights(student, item_dtype), dataclasses.asdict(student.cfg))
-    record = measure(Served(model, table, popularity, history), split)
+def for_job(candidate: np.ndarray, split: Split) -> dict | None:
+    """The job's step: production against the candidate's per-user test figures as the job's
+    evaluation measured them (the served small model with its table and history expert, the
+    same users), on the candidate's split (recorded: the gate compares like with like)."""
+    record = measure(candidate, split)
     if record is not None:
         record["split"] = split.name
     return record

@@ -94,13 +94,16 @@ def _count(mask: np.ndarray) -> np.ndarray:
     return mask.view(np.uint8).sum(1, dtype=np.int32).astype(np.int64)
 
 
-def _ranks(scores: np.ndarray, target_scores: np.ndarray, gen: torch.Generator) -> np.ndarray:
-    """0-based rank of each target among `scores` (which include the target itself)."""
+def _ranks(
+    scores: np.ndarray, target_scores: np.ndarray, gen: torch.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """0-based rank of each target among `scores` (which include the target itself), and
+    the counts it was drawn from: items strictly above the target, items tied with it."""
     greater = _count(scores > target_scores[:, None])
     ties = _count(scores == target_scores[:, None]) - 1
     # Uniform position inside the tied group: floor(u * (ties + 1)) for u in [0, 1).
     u = torch.rand(len(ties), generator=gen, dtype=torch.float64).numpy()
-    return greater + (u * (ties + 1)).astype(np.int64)
+    return greater + (u * (ties + 1)).astype(np.int64), greater, ties
 
 
 def _add_rank_sums(sums: dict[str, float], prefix: str, rank: np.ndarray, k: int) -> None:
@@ -159,6 +162,56 @@ def scored_batches(
         yield idx, histories, np.array(scorer(histories), dtype=np.float32, copy=True)
 
 
+class MetricSums:
+    """Per-user HR, NDCG and MRR summed over batches of scored users, both protocols, plus the
+    catalog coverage of the top-k lists (see `finalize`). One per model variant: the job's
+    evaluation pass (training/evaluation.py) feeds one batch of a model's scores to several.
+    Sums, so DDP ranks can score disjoint shards and add them up."""
+
+    def __init__(self, n_items: int, exclude_seen: bool, k: int = 10, seed: int = 0):
+        self.k, self.n_items, self.exclude_seen = k, n_items, exclude_seen
+        self.gen = torch.Generator().manual_seed(seed)
+        self.sums = {key: 0.0 for key in SUM_KEYS + PART_KEYS}
+        self.covered = torch.zeros(n_items + 1, dtype=torch.bool)
+
+    def add(
+        self,
+        scores: np.ndarray,
+        histories: list[np.ndarray],
+        targets: np.ndarray,
+        negatives: np.ndarray,
+    ) -> np.ndarray:
+        """Count one batch (`scores` is modified: exclusions set to -inf). Returns the batch's
+        full-protocol (above, ties): how many items outrank each target, and tie with it."""
+        b = np.arange(len(targets))
+        # Sampled protocol first, on the raw scores (the negatives are unseen by construction).
+        cand_scores = np.take_along_axis(
+            scores, np.concatenate([targets[:, None], negatives], 1), 1
+        )
+        cand_scores[:, 1:][negatives == 0] = -np.inf  # catalog ran out
+        s_rank = _ranks(cand_scores, cand_scores[:, 0], self.gen)[0]
+
+        # Full protocol: hide padding and (repeats dropped) everything the user has seen.
+        hide_seen(scores, histories, self.exclude_seen)
+        f_rank, above, ties = _ranks(scores, scores[b, targets], self.gen)
+        top_scores, top = torch.topk(torch.from_numpy(scores), min(self.k, self.n_items), dim=1)
+        self.covered[top[torch.isfinite(top_scores)]] = True
+
+        for prefix, rank in (("", f_rank), ("s_", s_rank)):
+            _add_rank_sums(self.sums, prefix, rank, self.k)
+        if not self.exclude_seen:
+            repeat = is_repeat(histories, targets)
+            _add_rank_sums(self.sums, PARTS["repeat"], f_rank[repeat], self.k)
+            _add_rank_sums(self.sums, PARTS["explore"], f_rank[~repeat], self.k)
+        self.sums["n"] += len(targets)
+        return np.stack([above, ties])
+
+    def partial(self) -> dict[str, np.ndarray]:
+        out = {key: np.array(value, dtype=np.float64) for key, value in self.sums.items()}
+        out["covered"] = self.covered.numpy()
+        return out
+
+
 def evaluate_partial(
     scorer: Scorer,
     split: Split,
@@ -170,45 +223,16 @@ def evaluate_partial(
     seed: int = 0,
     desc: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """Metric sums over the given rows of `evalset` (all by default); see `finalize`.
-
-    Returning sums lets DDP ranks evaluate disjoint shards and add them up.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    n_items = split.data.n_items
+    """Metric sums over the given rows of `evalset` (all by default); see `finalize`."""
+    sums = MetricSums(split.data.n_items, split.exclude_seen, k, seed)
     rows = np.arange(len(evalset)) if rows is None else rows
-    sums = {key: 0.0 for key in SUM_KEYS + PART_KEYS}
-    covered = torch.zeros(n_items + 1, dtype=torch.bool)
     batches = scored_batches(scorer, split, evalset, rows, batch_size)
-    total = -(-len(rows) // tile_rows(batch_size, n_items))
+    total = -(-len(rows) // tile_rows(batch_size, split.data.n_items))
     for idx, histories, scores in tqdm(
         batches, desc=desc, disable=desc is None, total=total, leave=False
     ):
-        targets = evalset.targets[idx]
-        b = np.arange(len(idx))
-
-        # Sampled protocol first, on the raw scores (the negatives are unseen by construction).
-        neg = negatives[idx]
-        cand_scores = np.take_along_axis(scores, np.concatenate([targets[:, None], neg], 1), 1)
-        cand_scores[:, 1:][neg == 0] = -np.inf  # catalog ran out
-        s_rank = _ranks(cand_scores, cand_scores[:, 0], gen)
-
-        # Full protocol: hide padding and (repeats dropped) everything the user has seen.
-        hide_seen(scores, histories, split.exclude_seen)
-        f_rank = _ranks(scores, scores[b, targets], gen)
-        top_scores, top = torch.topk(torch.from_numpy(scores), min(k, n_items), dim=1)
-        covered[top[torch.isfinite(top_scores)]] = True
-
-        for prefix, rank in (("", f_rank), ("s_", s_rank)):
-            _add_rank_sums(sums, prefix, rank, k)
-        if not split.exclude_seen:
-            repeat = is_repeat(histories, targets)
-            _add_rank_sums(sums, PARTS["repeat"], f_rank[repeat], k)
-            _add_rank_sums(sums, PARTS["explore"], f_rank[~repeat], k)
-        sums["n"] += len(idx)
-    out = {key: np.array(value, dtype=np.float64) for key, value in sums.items()}
-    out["covered"] = covered.numpy()
-    return out
+        sums.add(scores, histories, evalset.targets[idx], negatives[idx])
+    return sums.partial()
 
 
 def ci95(total: float, total_sq: float, n: float) -> list[float]:

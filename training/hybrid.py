@@ -1,12 +1,11 @@
 """Models with the transition boost (lmrec.transitions): the table, its weight, the scorer.
 
-The job builds one pruned count table from the training rows, chooses a weight for the
-teacher and for each small model on valid (one scoring pass per model serves every weight
-of the grid, see `per_user_by_weight`), serves the distilled student with its weight
-unless student_plain with its own is better on valid beyond noise (a paired 95% interval
-over the same users: a tie goes to the model that carries the teacher), and reports
-"<model>+transitions" beside the models alone. Weight 0 (the model alone) is always on the
-grid: data without useful transitions ships no table.
+The job builds one pruned count table from the training rows and chooses a weight for each
+model on valid from one scoring pass per model (`valid_grid`: every weight of the grid at
+once, exactly, see `boost_ndcg`). training/evaluation.py uses these to pick the served
+small model (`paired_choice`) and to report "<model>+transitions" beside the models alone.
+Weight 0 (the model alone) is always on the grid: data without useful transitions ships no
+table.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from lmrec.bundle import TRANSITIONS_LABEL
 from lmrec.transitions import Transitions, recent_sums
 
 from training.baselines import pair_counts
-from training.evaluate import Scorer, hide_seen, scored_batches
+from training.evaluate import MetricSums, Scorer, hide_seen, scored_batches
 from training.split import EvalSet, Split
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -63,20 +62,28 @@ def prefer_distilled(valid_ndcg: dict[str, float], users: int) -> str:
 
 @dataclass
 class TeacherBoost:
-    """The table and the teacher's valid NDCG@10 by weight, once chosen for distillation
-    (before the students train); reused when the job adds transitions, not scored again."""
+    """The table and the teacher's valid NDCG@10 by weight, chosen for distillation (before
+    the students train); the job's evaluation reuses them, valid is not scored again."""
 
     table: Transitions | None = None
-    by_weight: dict[str, np.ndarray] = field(default_factory=dict)
+    per_user: np.ndarray = field(default_factory=lambda: np.zeros((0, len(WEIGHTS))))
     weight: float = 0.0  # the teacher's; 0 = the student learnt from the teacher alone
+    # The teacher's own valid metrics from the same pass, when training kept none (an ensemble).
+    plain_valid: dict | None = None
+    chosen: bool = False
 
-    def choose(self, teacher, split: Split, cfg, env) -> Transitions | None:
+    def choose(
+        self, teacher, split: Split, negatives: np.ndarray, cfg, env, plain: bool = False
+    ) -> Transitions | None:
         """Build the table and choose the teacher's weight on valid: the table at that
         weight, or None when the teacher is best alone (weight 0)."""
         s = cfg.student
         self.table = build(split, s.transitions_min_users, s.transitions_per_item)
-        self.by_weight = valid_means({"teacher": teacher}, ["teacher"], self.table, split, cfg, env)
-        self.weight = WEIGHTS[int(np.argmax(self.by_weight["teacher"]))]
+        self.per_user, self.plain_valid = valid_grid(
+            teacher, self.table, split, negatives, cfg, env, plain
+        )
+        self.weight = WEIGHTS[int(np.argmax(means(self.per_user, env)))]
+        self.chosen = True
         return dataclasses.replace(self.table, weight=self.weight) if self.weight else None
 
 
@@ -166,41 +173,51 @@ def per_user_by_weight(
     evalset: EvalSet,
     rows: np.ndarray,
     batch_size: int = 512,
+    plain: MetricSums | None = None,
+    negatives: np.ndarray | None = None,
 ) -> np.ndarray:
     """(len(rows), weights) NDCG@10 of each user at each weight, users in the order
-    scored_batches visits them (the same for every model given the same rows: pairs)."""
+    scored_batches visits them (the same for every model given the same rows: pairs).
+    `plain`: also counts the model's own metrics from the same scores (with `negatives`,
+    the evalset's sampled negatives), for a model whose valid figures training did not keep."""
     parts = [np.zeros((0, len(WEIGHTS)))]
     for idx, histories, scores in scored_batches(scorer, split, evalset, rows, batch_size):
-        parts.append(
-            _batch_sums(scores, histories, evalset.targets[idx], table, split.exclude_seen)
-        )
+        targets = evalset.targets[idx]
+        if plain is not None and negatives is not None:
+            plain.add(scores.copy(), histories, targets, negatives[idx])
+        parts.append(_batch_sums(scores, histories, targets, table, split.exclude_seen))
     return np.concatenate(parts)
 
 
-def valid_means(
-    models: dict,
-    names: list[str],
-    table: Transitions,
-    split: Split,
-    cfg,
-    env,
-    per_user: dict[str, np.ndarray] | None = None,
-) -> dict[str, np.ndarray]:
-    """Valid NDCG@10 at each weight of WEIGHTS for each named model (sharded under DDP)."""
+def valid_grid(
+    model, table: Transitions, split: Split, negatives: np.ndarray, cfg, env, plain: bool = False
+) -> tuple[np.ndarray, dict | None]:
+    """One pass over this rank's share of the valid users: (users, weights) NDCG@10 of each
+    at every weight, and with `plain` the model's own valid metrics (all ranks added)."""
     from training.dist import all_reduce_arrays
+    from training.evaluate import finalize
     from training.trainer import model_scorer
 
-    evalset = split.evalset("valid")
+    evalset, n_items = split.evalset("valid"), split.data.n_items
     rows = np.arange(env.rank, len(evalset), env.world_size)
-    out = {}
-    for name in names:
-        scorer = model_scorer(models[name], env.device)
-        users = per_user_by_weight(scorer, table, split, evalset, rows, cfg.train.eval_batch_size)
-        if per_user is not None:
-            per_user[name] = users
-        total = all_reduce_arrays(env, {"s": users.sum(0), "n": np.array(float(len(rows)))})
-        out[name] = total["s"] / max(float(total["n"]), 1.0)
-    return out
+    seed = cfg.train.seed + env.rank
+    sums = MetricSums(n_items, split.exclude_seen, seed=seed) if plain else None
+    scorer = model_scorer(model, env.device)
+    per_user = per_user_by_weight(
+        scorer, table, split, evalset, rows, cfg.train.eval_batch_size, sums, negatives
+    )
+    metrics = None
+    if sums is not None:
+        metrics = finalize(all_reduce_arrays(env, sums.partial()), n_items, negatives.shape[1])
+    return per_user, metrics
+
+
+def means(per_user: np.ndarray, env) -> np.ndarray:
+    """(weights,) mean over every rank's users."""
+    from training.dist import all_reduce_arrays
+
+    total = all_reduce_arrays(env, {"s": per_user.sum(0), "n": np.array(float(len(per_user)))})
+    return total["s"] / max(float(total["n"]), 1.0)
 
 
 def paired_choice(a: np.ndarray, b: np.ndarray, env) -> tuple[float, float, float]:
@@ -217,74 +234,3 @@ def paired_choice(a: np.ndarray, b: np.ndarray, env) -> tuple[float, float, floa
     var = max(float(total["q"]) / n - mean * mean, 0.0) * n / max(n - 1.0, 1.0)
     half = 1.96 * (var / n) ** 0.5
     return mean, mean - half, mean + half
-
-
-def add_transitions(
-    models: dict,
-    served: str | None,
-    split: Split,
-    negatives: dict,
-    cfg,
-    env,
-    metrics: dict,
-    measure_teacher: bool = True,
-    known: TeacherBoost | None = None,
-) -> tuple[str | None, Transitions | None, dict]:
-    """Choose the weights on valid, evaluate the teacher and the served small model with their
-    boost into `metrics` ("<name>+transitions"), and pick the small model to serve by its
-    valid figure with its weight. Returns (served small model, its table at its weight or
-    None when weight 0 wins, the record for metrics.json). Without `measure_teacher` (the
-    job is short of time) the teacher, a measurement only, is left out. `known`: the table
-    and figures chosen for distillation, reused."""
-    from training.trainer import evaluate_sharded, model_scorer
-
-    s = cfg.student
-    known = known or TeacherBoost()
-    table = known.table or build(split, s.transitions_min_users, s.transitions_per_item)
-    known.table = table  # the history expert's choice reads each model's table (pipeline)
-    small = [n for n in ("student", "student_plain") if n in models]
-    names = (["teacher"] if measure_teacher or not small else []) + small
-    by_weight = {n: v for n, v in known.by_weight.items() if n in names}
-    todo = [n for n in names if n not in by_weight]
-    per_user: dict[str, np.ndarray] = {}
-    by_weight |= valid_means(models, todo, table, split, cfg, env, per_user)
-    chosen = {name: WEIGHTS[int(np.argmax(v))] for name, v in by_weight.items()}
-    paired = None
-    if len(small) == 2 and all(n in per_user for n in small):
-        # the distilled student unless the plain one is better on valid beyond noise
-        # (paired over the same users, each model at its own weight)
-        a, b = (per_user[n][:, int(np.argmax(by_weight[n]))] for n in small)
-        paired = paired_choice(a, b, env)
-        served = "student_plain" if paired[1] > 0 else "student"
-    elif small:
-        users = len(split.evalset("valid"))
-        served = prefer_distilled({n: float(by_weight[n].max()) for n in small}, users)
-    for name in ("teacher", served):
-        if name is None or not chosen.get(name):
-            continue
-        boosted = dataclasses.replace(table, weight=chosen[name])
-        scorer = with_transitions(model_scorer(models[name], env.device), boosted)
-        metrics[name + SUFFIX] = {
-            part: evaluate_sharded(
-                scorer, split, split.evalset(part), negatives[part], env, cfg, desc=name + SUFFIX
-            )
-            for part in ("valid", "test")
-        }
-    record = {
-        # the student's target: the teacher with its boost at this weight (0: alone)
-        "distilled_at_weight": known.weight,
-        "pairs": len(table.cols),
-        "min_users": s.transitions_min_users,
-        "per_item": s.transitions_per_item,
-        "weights": list(WEIGHTS),
-        "valid_ndcg@10_by_weight": {
-            n: [round(float(x), 4) for x in v] for n, v in by_weight.items()
-        },
-        "weight": chosen,
-    }
-    if paired is not None:  # valid NDCG@10 of student_plain - student, each at its weight
-        record["plain_minus_distilled_valid"] = [round(x, 4) for x in paired]
-    served_table = None
-    if served and chosen[served]:
-        served_table = dataclasses.replace(table, weight=chosen[served])
-    return served, served_table, record

@@ -12,31 +12,26 @@ import time
 from datetime import UTC, datetime
 
 import torch
-from lmrec.bundle import metric_label
-from lmrec.history import HistoryExpert
-from lmrec.transitions import Transitions
 from safetensors.torch import save_file
 
 from training import champion, checkpoint, shared_data
-from training.baselines import CoOccurrence, OwnFrequent, OwnRecent, Popularity, RecentPopularity
 from training.bundle_writer import write_bundle
-from training.cf import evaluate_cf
 from training.config import RunConfig, not_identity
 from training.data import DataError, Interactions, load_interactions
 from training.dist import DistEnv, barrier
 from training.distill import Distiller, init_from_teacher
 from training.ensemble import TeacherEnsemble, as_teacher
-from training.evaluate import evaluate, sample_negatives
-from training.hybrid import TeacherBoost, add_transitions, prefer_distilled
+from training.evaluate import sample_negatives
+from training.evaluation import Evaluation, evaluate_job
+from training.hybrid import TeacherBoost, prefer_distilled
 from training.item_content import item_content
 from training.model import SASRec
 from training.new_items import choose_offset
 from training.plan import Budget, PhaseClock, adapt
-from training.repeat_expert import add_history
 from training.report import results_table, write_report
 from training.sagemaker import Paths, clear_dir
 from training.split import Split, make_split
-from training.trainer import FitResult, Phase, evaluate_sharded, fit, model_scorer
+from training.trainer import FitResult, Phase, fit
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +178,8 @@ def _train_students(tr: _Trainer, members: list[SASRec]) -> None:
     init_from_teacher(student, members[0])
     boost = None
     if s.transitions and s.distill_transitions:  # distil the teacher as it is used
-        boost = tr.boost.choose(teacher, tr.split, tr.cfg, tr.env)
+        plain = tr.cfg.train.teachers > 1  # an ensemble: training kept no valid figures
+        boost = tr.boost.choose(teacher, tr.split, tr.negatives["valid"], tr.cfg, tr.env, plain)
     distiller = Distiller(student, teacher, s, boost)
     tr.run(
         Phase(
@@ -269,83 +265,6 @@ def measured_valid(
     ensemble (never measured) while the trained "teacher" is its first member."""
     by_model = {id(m): fit.best_valid_metrics for m, fit in trained.values()}
     return {name: by_model[id(m)] for name, m in models.items() if by_model.get(id(m))}
-
-
-def evaluate_models(
-    models: dict[str, SASRec | TeacherEnsemble],
-    split: Split,
-    negatives: dict,
-    cfg: RunConfig,
-    env: DistEnv,
-    known_valid: dict[str, dict] | None = None,
-    costs: dict | None = None,
-    short: bool = False,
-) -> dict:
-    """metrics[model][split][protocol][metric]; baselines in the very same protocol (the
-    tuned collaborative-filtering ones left out when the job is `short` of time).
-
-    known_valid: valid figures already measured on exactly these weights (a trained model's
-    best epoch, FitResult.best_valid_metrics); they are reused, not scored again.
-    costs: filled with each baseline's seconds (and the tuned ones' choice and memory)."""
-    metrics: dict = {}
-    known_valid = known_valid or {}
-    for model_name, model in models.items():
-        scorer = model_scorer(model, env.device)
-        # A refit model trained on the valid items, so only its test figures mean anything.
-        splits = ("test",) if model_name.startswith("teacher_refit") else ("valid", "test")
-        metrics[model_name] = {
-            name: known_valid[model_name]
-            if name == "valid" and model_name in known_valid
-            else evaluate_sharded(
-                scorer,
-                split,
-                split.evalset(name),
-                negatives[name],
-                env,
-                cfg,
-                desc=f"{model_name} {name}",
-            )
-            for name in splits
-        }
-    if env.is_main:  # baselines are cheap; one process is enough
-        refit = "teacher_refit" in models
-        metrics |= evaluate_baselines(split, negatives, cfg, refit, costs, short)
-    return metrics
-
-
-def evaluate_baselines(
-    split: Split,
-    negatives: dict,
-    cfg: RunConfig,
-    refit: bool,
-    costs: dict | None,
-    short: bool = False,
-) -> dict:
-    """Popularity, co-occurrence and the collaborative-filtering baselines (training/cf.py,
-    tuned on valid), each also fitted on train + valid when the teacher is refitted."""
-    eval_kw = {"batch_size": cfg.train.eval_batch_size, "seed": cfg.train.seed}
-    metrics: dict = {}
-    record: dict = {}
-    on = {"": split} | ({"_refit": split.with_valid_in_train()} if refit else {})
-    for suffix, fitted_on in on.items():
-        names = ("test",) if suffix else ("valid", "test")
-        makers: list = [Popularity, RecentPopularity, CoOccurrence]
-        if not split.exclude_seen:  # repeats kept: the user's own items are candidates
-            makers += [OwnFrequent, OwnRecent]
-        for make in makers:
-            began = time.perf_counter()
-            baseline = make(fitted_on)
-            metrics[baseline.name + suffix] = {
-                name: evaluate(baseline, split, split.evalset(name), negatives[name], **eval_kw)
-                for name in names
-            }
-            record[baseline.name + suffix] = {"seconds": round(time.perf_counter() - began, 2)}
-    skip = "the job was short of time (under a tenth of its budget left)" if short else ""
-    first = cfg.train.cf_grid == "first"
-    cf_metrics, cf_record = evaluate_cf(split, negatives, refit, skip, first, **eval_kw)
-    if costs is not None:
-        costs |= record | cf_record
-    return metrics | cf_metrics
 
 
 def _save_weights(out, cfg: RunConfig, trained: dict[str, tuple[SASRec, FitResult]]) -> None:
@@ -475,25 +394,17 @@ def export(
     data: Interactions,
     split: Split,
     trained: dict[str, tuple[SASRec, FitResult]],
-    metrics: dict,
+    ev: Evaluation,
     wall_seconds: float,
-    served: str | None = None,
     clock: PhaseClock | None = None,
-    transitions: tuple[Transitions | None, dict] | None = None,
     against_production: dict | None = None,
-    baselines: dict | None = None,
-    history: tuple[HistoryExpert | None, dict] | None = None,
 ) -> dict:
-    """Weights, history, metrics.json, the report and the bundle. `clock`: the phases so
-    far (seconds, peak memory), recorded in summary.phases. `transitions`: the served
-    model's table at its weight (None: the model alone) and the record of the choice.
+    """Weights, history, metrics.json, the report and the bundle. `ev`: the evaluation (the
+    metrics, the served model with its table and history expert, and how they were
+    chosen). `clock`: the phases so far (seconds, peak memory), recorded in summary.phases.
     `against_production`: production scored on the same test users (training/champion.py),
-    recorded in summary.champion and the manifest for the promote function's gate.
-    `baselines`: each baseline's cost (and the tuned ones' choice), summary.baselines.
-    `history`: the served model's user-history expert (None: none) and the record of the
-    choice (repeats kept)."""
-    table, record = transitions or (None, None)
-    expert, history_record = history or (None, None)
+    recorded in summary.champion and the manifest for the promote function's gate."""
+    served, table, expert = ev.served, ev.table, ev.expert
     out = paths.model_dir
     clear_dir(out)
     _save_weights(out, cfg, trained)
@@ -507,19 +418,19 @@ def export(
         summary["served"] = {"model": served, "transitions_weight": weight}
         if expert is not None:
             summary["served"]["history_weight"] = expert.weight
-        summary["served_why"] = _served_why(trained, served, record)
-    if record is not None:
-        summary["transitions"] = record
-    if history_record is not None:
-        summary["history_expert"] = history_record
+        summary["served_why"] = _served_why(trained, served, ev.transitions)
+    if ev.transitions is not None:
+        summary["transitions"] = ev.transitions
+    if ev.history is not None:
+        summary["history_expert"] = ev.history
     if against_production is not None:
         summary["champion"] = against_production
-    if baselines:
-        summary["baselines"] = baselines
+    if ev.costs:
+        summary["baselines"] = ev.costs
     if served and trained[served][0].content is not None:  # lmrec.content.new_item_scores
         summary["new_items"] = choose_offset(trained[served][0], split, cfg.train.seed)
     document = {
-        "metrics": metrics,
+        "metrics": ev.metrics,
         "protocol": _protocol(cfg, split),
         "seeds": {
             "train": cfg.train.seed,
@@ -531,7 +442,7 @@ def export(
         "summary": summary,
     }
     (out / "metrics.json").write_text(json.dumps(document, indent=1))
-    write_report(out, metrics, histories, summary, cfg.to_dict())
+    write_report(out, ev.metrics, histories, summary, cfg.to_dict())
     if served:  # the model directory becomes a servable bundle
         manifest = write_bundle(
             out,
@@ -555,32 +466,18 @@ def choose_served(trained: dict[str, tuple[SASRec, FitResult]], users: int) -> s
     return prefer_distilled({name: trained[name][1].best_valid_ndcg for name in small}, users)
 
 
-def _add_history(models, served, transitions, boost, split, negatives, cfg, env, metrics):
-    """The served model's user-history expert chosen on valid (training/repeat_expert.py),
-    each model scored with its transitions at its chosen weight."""
-    record = transitions[1] if transitions else {}
-    tables = {}
-    for name in ("teacher", served):
-        weight = record.get("weight", {}).get(name)
-        if weight and boost.table is not None:
-            tables[name] = dataclasses.replace(boost.table, weight=weight)
-    return add_history(models, served, tables, split, negatives, cfg, env, metrics)
-
-
 def _is_short(budget: Budget, total: float) -> bool:
     return bool(total) and budget.left() <= 0.1 * total
 
 
 def _short_of_time(
-    models: dict, served: str, budget: Budget, total: float
+    models: dict, served: str | None, short: bool
 ) -> dict[str, SASRec | TeacherEnsemble]:
     """With under a tenth of the budget left, only the teacher and the served model are
     evaluated (the rest are measurements, not needed for a bundle)."""
-    if not _is_short(budget, total):
+    if not short:
         return models
-    log.warning(
-        "little time left (%.0f s): evaluating the teacher and %s only", budget.left(), served
-    )
+    log.warning("little time left: evaluating the teacher and %s only", served or "no student")
     return {name: m for name, m in models.items() if name in ("teacher", served)}
 
 
@@ -601,11 +498,13 @@ def say_resume(paths: Paths) -> None:
 
 
 def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> dict | None:
+    """The job, in order: data -> split -> teacher(s) -> students -> one evaluation (valid
+    once and test once per model: metrics, transition weights, the served model, the gate's
+    figures) -> production on the same users -> export."""
     began = time.perf_counter()
     if env.is_main:
         say_resume(paths)
-    budget = Budget(began)
-    clock = PhaseClock(began)
+    budget, clock = Budget(began), PhaseClock(began)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     data, split, negatives = prepare_data(paths, cfg, env)
@@ -620,62 +519,25 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
     boost = TeacherBoost()
     trained = train_models(paths, cfg, env, data, split, negatives, stop, budget, clock, boost)
     served = choose_served(trained, len(split.evalset("valid"))) if "student" in trained else None
-    models = scored_models(trained, cfg.train.teachers)
-    models = _short_of_time(models, served or "teacher", budget, budget.total)
-    known = measured_valid(models, trained)
-    costs: dict = {}
     short = _is_short(budget, budget.total)
-    metrics = evaluate_models(models, split, negatives, cfg, env, known, costs, short)
+    models = _short_of_time(scored_models(trained, cfg.train.teachers), served, short)
+    known = measured_valid(models, trained)
+    ev = evaluate_job(models, known, served, split, negatives, cfg, env, boost, short)
     clock.done("evaluate")
-    transitions = None
-    if cfg.student.transitions and "teacher" in models:
-        short = _is_short(budget, budget.total)  # then the served model's weight only
-        served, table, record = add_transitions(
-            models, served, split, negatives, cfg, env, metrics, not short, boost
-        )
-        transitions = (table, record)
-        clock.done("transitions")
-    history = None
-    if served and not split.exclude_seen:  # repeats kept: the user-history expert
-        history = _add_history(
-            models, served, transitions, boost, split, negatives, cfg, env, metrics
-        )
-        clock.done("history")
     document = None
     if env.is_main:
-        table = transitions[0] if transitions else None
+        # The gate's input: production on these very test users, beside the served model's
+        # own per-user figures from the evaluation.
         against = None
-        if served:  # the gate's input: production on these very test users
-            against = champion.for_job(
-                trained[served][0],
-                cfg.student.item_table_dtype,
-                table,
-                split,
-                history[0] if history else None,
-            )
+        if ev.served_test is not None:
+            against = champion.for_job(ev.served_test, split)
             clock.done("champion")
         wall = time.perf_counter() - began
-        document = export(
-            paths,
-            cfg,
-            env,
-            data,
-            split,
-            trained,
-            metrics,
-            wall,
-            served,
-            clock,
-            transitions,
-            against,
-            costs,
-            history,
-        )
-        record = document["summary"].get("served") or {"model": "student"}
-        served_name = metric_label(record)
-        print(results_table(metrics, served_name), flush=True)
-        if served:
-            print(f"served: {served_name} ({document['summary']['served_why']})", flush=True)
+        document = export(paths, cfg, env, data, split, trained, ev, wall, clock, against)
+        print(results_table(ev.metrics, ev.served_variant or "student"), flush=True)
+        if ev.served:
+            why = document["summary"]["served_why"]
+            print(f"served: {ev.served_variant} ({why})", flush=True)
         if line := champion.summary_line(against):
             print(line, flush=True)
     barrier(env)

@@ -5,8 +5,8 @@ chooses between those and new items by adding the history expert's boost (lmrec.
 to the small model's score (with its transitions), in the product-of-experts form of the
 transition table. Weight and decay are chosen on valid NDCG@10 over a small grid, from one
 scoring pass per model (training.hybrid.boost_ndcg gives every weight at once); weight 0,
-the model alone, is on the grid. The teacher and the served model are then evaluated with
-their expert as "<model>[+transitions]+history".
+the model alone, is on the grid. The job's evaluation (training/evaluation.py) then measures
+the teacher and the served model with their expert as "<model>[+transitions]+history".
 """
 
 from __future__ import annotations
@@ -51,32 +51,32 @@ def valid_sums(
     return total
 
 
-def _label(name: str, table: Transitions | None) -> str:
+def label(name: str, table: Transitions | None) -> str:
+    """The metrics row of a model with its expert (and its transitions, when it has them)."""
     return name + (TRANSITIONS_LABEL if table is not None else "") + HISTORY_LABEL
 
 
-def add_history(
+def choose(
     models: dict,
-    served: str,
+    names: list[str],
     tables: dict[str, Transitions | None],
     split: Split,
-    negatives: dict,
     cfg,
     env,
-    metrics: dict,
-) -> tuple[HistoryExpert | None, dict]:
-    """Choose each model's expert on valid, evaluate the teacher and the served small model
-    with theirs into `metrics`. Returns (the served model's expert, None when weight 0 wins;
-    the record for metrics.json). `tables`: each model's transitions at its weight."""
+) -> tuple[dict[str, HistoryExpert | None], dict[str, float], dict]:
+    """Each named model's expert chosen on valid, on top of its transitions at their weight:
+    ({name: expert, None when weight 0 wins}, {name: its valid NDCG@10}, the record for
+    metrics.json). One pass over valid per model: the grid needs the chosen transitions."""
     from training.dist import all_reduce_arrays
-    from training.trainer import evaluate_sharded, model_scorer
+    from training.trainer import model_scorer
 
     evalset = split.evalset("valid")
     rows = np.arange(env.rank, len(evalset), env.world_size)
     chosen: dict[str, dict] = {}
     by_grid: dict[str, list] = {}
     experts: dict[str, HistoryExpert | None] = {}
-    for name in dict.fromkeys(n for n in ("teacher", served) if n in models):
+    valid: dict[str, float] = {}
+    for name in names:
         scorer = model_scorer(models[name], env.device)
         table = tables.get(name)
         if table is not None:
@@ -88,16 +88,8 @@ def add_history(
         weight, decay = WEIGHTS[w], DECAYS[d]
         chosen[name] = {"weight": weight, "decay": decay}
         by_grid[name] = [[round(float(x), 4) for x in row] for row in means]
-        experts[name] = expert = HistoryExpert(weight, decay, WINDOW) if weight else None
-        if expert is None:
-            continue
-        boosted = with_history(scorer, expert)
-        metrics[_label(name, table)] = {
-            part: evaluate_sharded(
-                boosted, split, split.evalset(part), negatives[part], env, cfg, desc=name
-            )
-            for part in ("valid", "test")
-        }
+        experts[name] = HistoryExpert(weight, decay, WINDOW) if weight else None
+        valid[name] = float(means[d, w])
     record = {
         "decays": list(DECAYS),
         "weights": list(WEIGHTS),
@@ -105,4 +97,4 @@ def add_history(
         "valid_ndcg@10_by_decay_weight": by_grid,
         "chosen": chosen,
     }
-    return experts.get(served), record
+    return experts, valid, record

@@ -1,0 +1,307 @@
+"""The job's evaluation: each model scored once on valid and once on test, every consumer fed
+from those passes.
+
+1. valid (choose): training already measured each trained model on valid at the epoch it
+   kept (FitResult.best_valid_metrics). With transitions, one more pass per model gives,
+   per user, NDCG@10 at every weight of the grid at once (hybrid.valid_grid; the teacher's
+   was made for distillation and is reused), and for a model training never measured (an
+   ensemble) its own figures from the same scores. From it come each model's weight, the
+   served small model (the distilled student unless student_plain is ahead beyond noise,
+   paired over the same users) and the boosted models' valid rows. With repeats kept, the
+   history expert's grid sits on top of the chosen weights: one pass more over valid, for
+   the teacher and the served model only.
+2. test (measure): one pass per model; each batch of its scores feeds every variant the
+   table shows (the model alone, "+transitions" at its weight, "+history") and, for the
+   served model as it serves, the per-user NDCG@10 the gate pairs with production
+   (training/champion.py).
+3. Baselines in the very same protocol, each from its own (cheap) pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from lmrec.history import HistoryExpert
+from lmrec.transitions import Transitions
+
+from training import hybrid, repeat_expert
+from training.baselines import CoOccurrence, OwnFrequent, OwnRecent, Popularity, RecentPopularity
+from training.cf import evaluate_cf
+from training.config import RunConfig
+from training.dist import DistEnv, all_reduce_arrays
+from training.ensemble import TeacherEnsemble
+from training.evaluate import MetricSums, ci95, evaluate, finalize, scored_batches
+from training.hybrid import SUFFIX, WEIGHTS, TeacherBoost, expected_ndcg
+from training.model import SASRec
+from training.split import Split
+from training.trainer import evaluate_sharded, model_scorer
+
+log = logging.getLogger(__name__)
+SMALL = ("student", "student_plain")
+
+
+@dataclass
+class Variant:
+    """A model's scores as one metrics row sees them: alone, or with experts added."""
+
+    label: str
+    table: Transitions | None = None
+    expert: HistoryExpert | None = None
+
+    def apply(self, scores: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        if self.table is not None:
+            self.table.add_to(scores, histories)
+        if self.expert is not None:
+            self.expert.add_to(scores, histories)
+        return scores
+
+
+@dataclass
+class Evaluation:
+    """What the passes produced, for the report, the bundle and the gate."""
+
+    metrics: dict = field(default_factory=dict)
+    served: str | None = None
+    table: Transitions | None = None  # the served model's, at its weight (None: alone)
+    transitions: dict | None = None  # how the weights were chosen (metrics.json)
+    expert: HistoryExpert | None = None  # the served model's history expert (repeats kept)
+    history: dict | None = None
+    served_variant: str | None = None  # the metrics row of the served model as it serves
+    served_test: np.ndarray | None = None  # its per-user test NDCG@10, evalset order
+    costs: dict = field(default_factory=dict)  # each baseline's seconds (and choice)
+    variants: dict[str, list[Variant]] = field(default_factory=dict)
+
+
+def _grid_row(per_user: np.ndarray, column: int, env: DistEnv) -> dict:
+    """A boosted model's valid row from its weight grid: NDCG@10 with ties in expectation."""
+    values = per_user[:, column]
+    total = all_reduce_arrays(
+        env,
+        {
+            "s": np.array(values.sum()),
+            "q": np.array((values * values).sum()),
+            "n": np.array(float(len(values))),
+        },
+    )
+    n = float(total["n"])
+    mean = float(total["s"]) / max(n, 1.0)
+    return {
+        "full": {
+            "ndcg@10": mean,
+            "ndcg@10_ci95": ci95(float(total["s"]), float(total["q"]), n),
+            "users": int(n),
+            "note": "from the weight choice's pass: NDCG@10 only, ties in expectation",
+        }
+    }
+
+
+def _choose_transitions(
+    ev: Evaluation,
+    models: dict,
+    split: Split,
+    negatives: dict,
+    cfg: RunConfig,
+    env: DistEnv,
+    boost: TeacherBoost,
+    measure_teacher: bool,
+) -> dict[str, Transitions | None]:
+    """Step 1 with transitions: each model's weight and the served small model; returns each
+    model's table at its weight (None: alone)."""
+    s = cfg.student
+    if boost.table is None:
+        boost.table = hybrid.build(split, s.transitions_min_users, s.transitions_per_item)
+    table = boost.table
+    small = [n for n in SMALL if n in models]
+    names = (["teacher"] if measure_teacher or not small else []) + small
+    per_user: dict[str, np.ndarray] = {}
+    if boost.chosen and "teacher" in names:
+        per_user["teacher"] = boost.per_user
+        if boost.plain_valid is not None:
+            ev.metrics.setdefault("teacher", {})["valid"] = boost.plain_valid
+    for name in names:
+        if name in per_user:
+            continue
+        plain = "valid" not in ev.metrics.get(name, {})
+        per_user[name], own = hybrid.valid_grid(
+            models[name], table, split, negatives["valid"], cfg, env, plain
+        )
+        if own is not None:
+            ev.metrics.setdefault(name, {})["valid"] = own
+    by_weight = {name: hybrid.means(values, env) for name, values in per_user.items()}
+    column = {name: int(np.argmax(v)) for name, v in by_weight.items()}
+    chosen = {name: WEIGHTS[c] for name, c in column.items()}
+    paired = None
+    if len(small) == 2:  # the distilled student unless the plain one is ahead beyond noise
+        a, b = (per_user[n][:, column[n]] for n in small)
+        paired = hybrid.paired_choice(a, b, env)
+        ev.served = "student_plain" if paired[1] > 0 else "student"
+    elif small:
+        ev.served = small[0]
+    tables: dict[str, Transitions | None] = {}
+    for name, weight in chosen.items():
+        tables[name] = dataclasses.replace(table, weight=weight) if weight else None
+        if weight:
+            ev.metrics[name + SUFFIX] = {"valid": _grid_row(per_user[name], column[name], env)}
+    ev.transitions = {
+        # the student's target: the teacher with its boost at this weight (0: alone)
+        "distilled_at_weight": boost.weight,
+        "pairs": len(table.cols),
+        "min_users": s.transitions_min_users,
+        "per_item": s.transitions_per_item,
+        "weights": list(WEIGHTS),
+        "valid_ndcg@10_by_weight": {
+            n: [round(float(x), 4) for x in v] for n, v in by_weight.items()
+        },
+        "weight": chosen,
+    }
+    if paired is not None:  # valid NDCG@10 of student_plain - student, each at its weight
+        ev.transitions["plain_minus_distilled_valid"] = [round(x, 4) for x in paired]
+    if ev.served is not None:
+        ev.table = tables.get(ev.served)
+    return tables
+
+
+def _choose_history(
+    ev: Evaluation,
+    models: dict,
+    tables: dict[str, Transitions | None],
+    split: Split,
+    cfg: RunConfig,
+    env: DistEnv,
+) -> dict[str, HistoryExpert | None]:
+    """Step 1 with repeats kept: the teacher's and the served model's history experts."""
+    names = [n for n in dict.fromkeys(("teacher", ev.served)) if n is not None and n in models]
+    experts, valid, ev.history = repeat_expert.choose(models, names, tables, split, cfg, env)
+    for name, expert in experts.items():
+        if expert is not None:
+            row = {"full": {"ndcg@10": valid[name], "note": "from the expert's choice"}}
+            ev.metrics[repeat_expert.label(name, tables.get(name))] = {"valid": row}
+    ev.expert = experts.get(ev.served) if ev.served else None
+    return experts
+
+
+def _variants(
+    ev: Evaluation,
+    models: dict,
+    tables: dict[str, Transitions | None],
+    experts: dict[str, HistoryExpert | None],
+) -> None:
+    """Each model's metrics rows for the test pass, and which row is the served model."""
+    for name in models:
+        rows = [Variant(name)]
+        table, expert = tables.get(name), experts.get(name)
+        if table is not None:
+            rows.append(Variant(name + SUFFIX, table))
+        if expert is not None:
+            rows.append(Variant(repeat_expert.label(name, table), table, expert))
+        ev.variants[name] = rows
+    if ev.served is not None:
+        ev.served_variant = ev.variants[ev.served][-1].label
+
+
+def _test_pass(
+    ev: Evaluation, name: str, model, split: Split, negatives: dict, cfg: RunConfig, env
+) -> None:
+    """Step 2 for one model: one scoring pass over this rank's test users, every variant's
+    metrics from it, and the served model's per-user NDCG@10 (ties in expectation)."""
+    evalset, n_items = split.evalset("test"), split.data.n_items
+    rows = np.arange(env.rank, len(evalset), env.world_size)
+    variants = ev.variants[name]
+    seed = cfg.train.seed + env.rank  # each row's tie draws as if it were scored alone
+    sums = {v.label: MetricSums(n_items, split.exclude_seen, seed=seed) for v in variants}
+    served = np.zeros(len(evalset))
+    scorer = model_scorer(model, env.device)
+    for idx, histories, scores in scored_batches(
+        scorer, split, evalset, rows, cfg.train.eval_batch_size
+    ):
+        targets, neg = evalset.targets[idx], negatives["test"][idx]
+        for i, v in enumerate(variants):
+            own = scores if i == len(variants) - 1 else scores.copy()
+            above, ties = sums[v.label].add(v.apply(own, histories), histories, targets, neg)
+            if v.label == ev.served_variant:
+                hit = np.isfinite(own[np.arange(len(idx)), targets])
+                served[idx] = np.where(hit, expected_ndcg(above, ties), 0.0)
+    for v in variants:
+        total = all_reduce_arrays(env, sums[v.label].partial())
+        row = finalize(total, n_items, negatives["test"].shape[1])
+        ev.metrics.setdefault(v.label, {})["test"] = row
+    if ev.served_variant in sums:
+        ev.served_test = all_reduce_arrays(env, {"v": served})["v"]
+
+
+def evaluate_job(
+    models: dict[str, SASRec | TeacherEnsemble],
+    known_valid: dict[str, dict],
+    served: str | None,
+    split: Split,
+    negatives: dict,
+    cfg: RunConfig,
+    env: DistEnv,
+    boost: TeacherBoost,
+    short: bool = False,
+) -> Evaluation:
+    """Steps 1-3 for `models` (by metrics name); `known_valid`: the valid figures training
+    kept for these very weights; `served`: the small model to serve when no transitions
+    choose it (hybrid.prefer_distilled on those figures); `short`: the job is short of time
+    (the teacher's transitions and the tuned baselines are left out)."""
+    ev = Evaluation(served=served)
+    ev.metrics = {name: {"valid": known_valid[name]} for name in models if name in known_valid}
+    tables: dict[str, Transitions | None] = {}
+    if cfg.student.transitions and "teacher" in models:
+        tables = _choose_transitions(ev, models, split, negatives, cfg, env, boost, not short)
+    experts: dict[str, HistoryExpert | None] = {}
+    if ev.served and not split.exclude_seen:  # repeats kept: the user-history expert
+        experts = _choose_history(ev, models, tables, split, cfg, env)
+    _variants(ev, models, tables, experts)
+    for name, model in models.items():
+        # A refit trained on the valid items: only its test figures mean anything.
+        if "valid" not in ev.metrics.get(name, {}) and not name.startswith("teacher_refit"):
+            scorer = model_scorer(model, env.device)
+            valid = evaluate_sharded(
+                scorer, split, split.evalset("valid"), negatives["valid"], env, cfg
+            )
+            ev.metrics.setdefault(name, {})["valid"] = valid
+        _test_pass(ev, name, model, split, negatives, cfg, env)
+    if env.is_main:  # baselines are cheap; one process is enough
+        refit = "teacher_refit" in models
+        ev.metrics |= evaluate_baselines(split, negatives, cfg, refit, ev.costs, short)
+    return ev
+
+
+def evaluate_baselines(
+    split: Split,
+    negatives: dict,
+    cfg: RunConfig,
+    refit: bool,
+    costs: dict | None,
+    short: bool = False,
+) -> dict:
+    """Popularity, co-occurrence and the collaborative-filtering baselines (training/cf.py,
+    tuned on valid), each also fitted on train + valid when the teacher is refitted."""
+    eval_kw = {"batch_size": cfg.train.eval_batch_size, "seed": cfg.train.seed}
+    metrics: dict = {}
+    record: dict = {}
+    on = {"": split} | ({"_refit": split.with_valid_in_train()} if refit else {})
+    for suffix, fitted_on in on.items():
+        names = ("test",) if suffix else ("valid", "test")
+        makers: list = [Popularity, RecentPopularity, CoOccurrence]
+        if not split.exclude_seen:  # repeats kept: the user's own items are candidates
+            makers += [OwnFrequent, OwnRecent]
+        for make in makers:
+            began = time.perf_counter()
+            baseline = make(fitted_on)
+            metrics[baseline.name + suffix] = {
+                name: evaluate(baseline, split, split.evalset(name), negatives[name], **eval_kw)
+                for name in names
+            }
+            record[baseline.name + suffix] = {"seconds": round(time.perf_counter() - began, 2)}
+    skip = "the job was short of time (under a tenth of its budget left)" if short else ""
+    first = cfg.train.cf_grid == "first"
+    cf_metrics, cf_record = evaluate_cf(split, negatives, refit, skip, first, **eval_kw)
+    if costs is not None:
+        costs |= record | cf_record
+    return metrics | cf_metrics

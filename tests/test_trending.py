@@ -11,6 +11,7 @@ import boto3
 import numpy as np
 import pytest
 from lmrec import trending
+from lmrec.event_writes import Trending
 from lmrec.events import Event
 from lmrec.trending import TrendingCounts
 from lmrec.userstore import DynamoUserStore, open_user_store
@@ -21,6 +22,12 @@ from tests.sam_template import env_names
 from tests.test_iam import without_statement
 
 HOUR = 3600
+DAY = 86400
+
+
+def seed(store, item: str, n: int, at: float) -> None:
+    """n events of `item` by n users, posted at `at` (distinct events: each counts once)."""
+    store.put_events([Event(f"s{u}", item, at) for u in range(n)], DAY, Trending(at, 48 * HOUR))
 
 
 def get(api, query: dict | str):
@@ -55,9 +62,8 @@ def test_an_event_trends_within_a_minute_and_decays(
     prior = ids(call(api, "api_post_recommendations.json", body=popular)[1])
     rising, old, ancient = prior[99], prior[98], prior[97]  # the prior ranks them low
     ago = time.time()
-    for _ in range(10):
-        store.count_trending([Event("u", old, ago - 10 * HOUR)], ago - 10 * HOUR, 48 * HOUR)
-        store.count_trending([Event("u", ancient, ago - 30 * HOUR)], ago - 30 * HOUR, 48 * HOUR)
+    seed(store, old, 10, ago - 10 * HOUR)
+    seed(store, ancient, 10, ago - 30 * HOUR)
     # (this instance reads the window now, and the settled buckets never again)
     assert ids(get(api, {"k": 5, "half_life_hours": 1})[1]) == prior[:5]
     # WHEN five users act on an item through the API (one post of several items too)
@@ -67,12 +73,12 @@ def test_an_event_trends_within_a_minute_and_decays(
         before_post = len(calls)
         post(api, [{"user_id": f"t{u}", "item_id": rising}])
         sent = [c.operation for c in calls[before_post:] if c.service == "dynamodb"]
-        # the event, the user's count of the item, the trending counter: one request each
-        assert sorted(sent) == ["BatchWriteItem", "UpdateItem", "UpdateItem"], sent
+        # the event, the user's count of the item, the trending counter: ONE transaction
+        assert sent == ["TransactWriteItems"], sent
     before_post = len(calls)
     post(api, [{"user_id": "t9", "item_id": i} for i in (rising, prior[0], prior[1])])
     sent = [c.operation for c in calls[before_post:] if c.service == "dynamodb"]
-    assert sorted(sent) == ["BatchWriteItem", "TransactWriteItems", *["UpdateItem"] * 3], sent
+    assert sent == ["TransactWriteItems"], sent
     # THEN GET /v1/trending shows it first within a minute (the cache is 2 s here)
     while True:
         status, reply = get(api, {"k": 5})
@@ -92,20 +98,27 @@ def test_an_event_trends_within_a_minute_and_decays(
     # AND the filters apply as for recommendations
     _, some = get(api, {"k": 5, "exclude_items": [rising]})
     assert rising not in ids(some)
-    # AND the API needed exactly the DynamoDB actions its role allows, UpdateItem included
+    # AND the API needed exactly the DynamoDB actions its role allows: a transaction is
+    # authorised per action, PutItem (the events) and UpdateItem (the counts)
     api_calls = [c for c in calls if c.principal == "ApiFunction"]
     ops = {c.operation for c in api_calls if c.service == "dynamodb"}
-    assert {"UpdateItem", "TransactWriteItems", "BatchWriteItem", "Query"} <= ops
+    assert {"TransactWriteItems", "Query"} <= ops
     allowed = {
         a
         for st in role_statements("ApiFunction", env_names({}))
         if st.get("Sid") == "UserStore"
         for a in st["Action"]
     }
-    assert allowed == {"dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem"}
+    assert allowed == {
+        "dynamodb:Query",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    }
     assert judge(api_calls)[1] == []
     template = without_statement("ApiFunction", "UserStore")
     failures = "\n".join(judge(api_calls, template=template)[1])
+    assert "ApiFunction needs dynamodb:PutItem" in failures
     assert "ApiFunction needs dynamodb:UpdateItem" in failures
 
 
@@ -146,8 +159,7 @@ def test_a_new_user_gets_what_is_popular_now_when_the_deployment_says_so(
     body = {"history": ["no-such-item"], "k": 3}
     popular = {**body, "k": 50}
     rising = ids(call(api, "api_post_recommendations.json", body=popular)[1])[49]
-    for _ in range(10):
-        store.count_trending([Event("u", rising, time.time())], time.time(), 48 * HOUR)
+    seed(store, rising, 10, time.time())
     # WHEN the deployment keeps the default THEN a new user gets all-time popularity
     _, plain = call(api, "api_post_recommendations.json", body=body)
     assert plain["strategy"] == "popular" and rising not in ids(plain)
@@ -164,10 +176,12 @@ def test_a_new_user_gets_what_is_popular_now_when_the_deployment_says_so(
 def test_counters_merge_shards_skip_backfills_and_settled_buckets_are_read_once(user_store):
     now = time.time()
     events = [Event("a", "x", now), Event("b", "x", now), Event("c", "y", now)]
-    assert user_store.count_trending(events, now, 48 * HOUR) == 3
-    assert user_store.count_trending([Event("d", "x", now - 2 * HOUR)], now, 48 * HOUR) == 0
-    for _ in range(5):  # random shards: the read merges them
-        user_store.count_trending([Event("e", "z", now - HOUR)], now - HOUR, 48 * HOUR)
+    user_store.put_events(events, DAY, Trending(now, 48 * HOUR))
+    user_store.put_events([Event("d", "x", now - 2 * HOUR)], DAY, Trending(now, 48 * HOUR))
+    for u in range(5):  # random shards: the read merges them
+        user_store.put_events(
+            [Event(f"e{u}", "z", now - HOUR)], DAY, Trending(now - HOUR, 48 * HOUR)
+        )
     reads: list[tuple[int, int]] = []
 
     def read(first: int, last: int, limit: int):
@@ -219,26 +233,28 @@ def test_item_counts_keep_count_and_last_seen_count_a_retry_once_and_go_with_the
     assert user_store.item_counts("u1") == {} and user_store.recent("u1", 10).items() == []
 
 
-def test_a_post_whose_count_fails_is_still_recorded(api, store):
+def test_a_post_the_store_cannot_take_is_503_and_its_retry_counts_once(api, store):
     from botocore.exceptions import EndpointConnectionError
     from lmrec import events
 
     def down(**_):
         raise EndpointConnectionError(endpoint_url="https://dynamodb.example")
 
+    body = {"events": [{"user_id": "c1", "item_id": i, "timestamp": 1.79e9} for i in ("50", "181")]}
     client = events._client()
     client.meta.events.register("before-send.dynamodb.TransactWriteItems", down)
-    try:  # WHEN the trending counters cannot be written (a post of two items: one transaction)
-        status, body = call(
-            api,
-            "api_post_events.json",
-            body={"events": [{"user_id": "c1", "item_id": i} for i in ("50", "181")]},
-        )
+    try:  # WHEN the one transaction cannot be sent
+        status, reply = call(api, "api_post_events.json", body=body)
     finally:
         client.meta.events.unregister("before-send.dynamodb.TransactWriteItems", down)
-    # THEN the events and the user's counts are stored all the same
-    assert status == 202 and body["recorded"] == 2
-    assert set(store.item_counts("c1")) == {"50", "181"}
+    # THEN the client is told to try again, and nothing is stored (all or nothing)
+    assert status == 503 and "try again" in reply["detail"], reply
+    assert store.item_counts("c1") == {} and store.recent("c1", 5).events == []
+    # AND the client's retry (twice: a retry of the retry) stores and counts them once
+    for _ in range(2):
+        status, reply = call(api, "api_post_events.json", body=body)
+        assert status == 202 and reply["recorded"] == 2, reply
+    assert {i: c.count for i, c in store.item_counts("c1").items()} == {"50": 1, "181": 1}
 
 
 def test_a_failed_read_serves_the_last_counts_and_says_how_old(tmp_path):
@@ -246,7 +262,7 @@ def test_a_failed_read_serves_the_last_counts_and_says_how_old(tmp_path):
 
     users = open_user_store(f"sqlite://{tmp_path / 'users.db'}")
     now = time.time()
-    users.count_trending([Event("a", "x", now)], now, 48 * HOUR)
+    users.put_events([Event("a", "x", now)], DAY, Trending(now, 48 * HOUR))
     fail = []
 
     def read(first: int, last: int, limit: int):
@@ -296,12 +312,12 @@ def test_a_bucket_weighs_from_the_middle_of_its_elapsed_part_and_never_jumps():
 
 
 def test_a_refresh_reads_at_most_max_counters_newest_first_and_says_what_is_partial(user_store):
-    # GIVEN 100 items counted an hour ago and 3 now: more counters than the refresh may read
+    # GIVEN 70 items counted an hour ago and 3 now: more counters than the refresh may read
     now = time.time()
-    user_store.count_trending(
-        [Event("u", f"old{i}", now - HOUR) for i in range(100)], now - HOUR, 48 * HOUR
-    )
-    user_store.count_trending([Event("u", f"new{i}", now) for i in range(3)], now, 48 * HOUR)
+    old = [Event("u", f"old{i}", now - HOUR) for i in range(70)]
+    user_store.put_events(old, DAY, Trending(now - HOUR, 48 * HOUR))
+    new = [Event("u", f"new{i}", now) for i in range(3)]
+    user_store.put_events(new, DAY, Trending(now, 48 * HOUR))
     first, last = trending.bucket_of(now - 48 * HOUR), trending.bucket_of(now)
     # WHEN the store is asked for at most 64
     rows, partial = user_store.trending_counts(first, last, 64)
@@ -330,8 +346,8 @@ def test_a_refresh_reads_at_most_max_counters_newest_first_and_says_what_is_part
 def test_a_capped_read_is_answered_with_a_warning(monkeypatch, api, store):
     # GIVEN more counters than this instance's refresh may read
     now = time.time()
-    old = [Event("u", f"i{n}", now - HOUR) for n in range(100)]
-    store.count_trending(old, now - HOUR, 48 * HOUR)
+    old = [Event("u", f"i{n}", now - HOUR) for n in range(20)]
+    store.put_events(old, DAY, Trending(now - HOUR, 48 * HOUR))
     monkeypatch.setattr(api.app.state.trending, "max_counters", 16)
     # WHEN trending is asked for THEN it answers, and says the older counts are partial
     status, body = get(api, {"k": 5})

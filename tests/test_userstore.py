@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from lmrec.events import Event
@@ -193,3 +195,90 @@ def test_the_same_event_posted_ten_times_counts_once(api):
     assert call(api, "api_post_events.json", body={"events": [event] * 10})[0] == 202
     _, after = call(api, "api_post_recommendations.json", body={"user_id": "5", "k": 5})
     assert after["history_length"] == before["history_length"] + 1
+
+
+# -- each event counted once (issue 28: the user's item counts and trending) ---------------
+def _trending(store, now: float) -> dict[str, float]:
+    from lmrec import trending
+
+    bucket = trending.bucket_of(now)
+    out: dict[str, float] = {}
+    for _, item, n in store.trending_counts(bucket, bucket, 10_000)[0]:
+        out[item] = out.get(item, 0.0) + n
+    return out
+
+
+def _counts(store, user: str) -> dict[str, tuple[int, float]]:
+    return {i: (c.count, c.last_seen) for i, c in store.item_counts(user).items()}
+
+
+def test_a_retried_post_counts_once_for_the_user_and_in_trending(user_store):
+    from lmrec.event_writes import Trending
+
+    now = time.time()
+    trend = Trending(now, 2 * DAY)
+    body = [Event("u1", "a", now - 5), Event("u1", "b", now - 4), Event("u2", "a", now - 3)]
+    for _ in range(3):  # the client's retry, and a Lambda retry of it
+        assert user_store.put_events(body, DAY, trend) == 3
+    assert _counts(user_store, "u1") == {"a": (1, now - 5), "b": (1, now - 4)}
+    assert _trending(user_store, now) == {"a": 2.0, "b": 1.0}
+    # AND a post that repeats some events and brings a new one counts only the new one
+    user_store.put_events([*body, Event("u1", "a", now - 1)], DAY, trend)
+    assert _counts(user_store, "u1") == {"a": (2, now - 1), "b": (1, now - 4)}
+    assert _trending(user_store, now) == {"a": 3.0, "b": 1.0}
+
+
+def test_a_late_event_counts_and_last_seen_stays_the_newest(user_store):
+    from lmrec.event_writes import Trending
+
+    now = time.time()
+    trend = Trending(now, 2 * DAY)
+    user_store.put_events([Event("u1", "a", now - 10)], DAY, trend)
+    # WHEN an older event of the same item arrives (a queue delivering late), twice
+    for _ in range(2):
+        user_store.put_events([Event("u1", "a", now - 600)], DAY, trend)
+    # THEN it counts, once, and last_seen is still the newest event's time
+    assert _counts(user_store, "u1") == {"a": (2, now - 10)}
+    assert _trending(user_store, now) == {"a": 2.0}
+    # AND a post mixing a late and a newer event of the item moves last_seen on
+    user_store.put_events([Event("u1", "a", now - 900), Event("u1", "a", now - 2)], DAY, trend)
+    assert _counts(user_store, "u1") == {"a": (4, now - 2)}
+
+
+def test_several_events_of_one_user_and_item_and_of_one_trending_counter(user_store):
+    from lmrec.event_writes import Trending
+
+    now = time.time()
+    trend = Trending(now, 2 * DAY)
+    # one post: three plays of "a" by u1 (one of them sent twice), "a" by two more users
+    # in the same millisecond (different records), "b" once
+    post = [Event("u1", "a", now - 30), Event("u1", "a", now - 20), Event("u1", "a", now - 20)]
+    post += [Event("u1", "a", now - 25, "like"), Event("u2", "a", now), Event("u3", "a", now)]
+    post += [Event("u1", "b", now - 7)]
+    assert user_store.put_events(post, DAY, trend) == 6
+    assert _counts(user_store, "u1") == {"a": (3, now - 20), "b": (1, now - 7)}
+    assert _counts(user_store, "u2") == {"a": (1, now)} == _counts(user_store, "u3")
+    assert _trending(user_store, now) == {"a": 5.0, "b": 1.0}
+    assert user_store.recent("u1", 10).events == ["a", "a", "a", "b"]
+
+
+def test_a_post_over_one_transaction_counts_every_event_once(user_store):
+    from lmrec.event_writes import Trending, chunks
+
+    # 55 events, 101 actions: 30 of one user over 10 items (3 each), 25 users on one item
+    now = time.time()
+    trend = Trending(now, 2 * DAY)
+    post = [Event("u", f"i{n % 10}", now - n) for n in range(30)]
+    post += [Event(f"v{n}", "hot", now) for n in range(25)]
+    post += [Event("w", "old", now - 7200)]  # dated 2 h before it arrived: not trending
+    parts = chunks({(e.user_id, f"{e.item_id}{e.timestamp}"): e for e in post}, trend)
+    assert len(parts) > 1  # (on DynamoDB: more than one transaction of <= 100 actions)
+    for _ in range(2):
+        assert user_store.put_events(post, DAY, trend) == 56
+    assert _counts(user_store, "u") == {f"i{k}": (3, now - k) for k in range(10)}
+    assert _counts(user_store, "v7") == {"hot": (1, now)}
+    assert _counts(user_store, "w") == {"old": (1, now - 7200)}
+    assert _trending(user_store, now) == {**{f"i{k}": 3.0 for k in range(10)}, "hot": 25.0}
+    # AND the user's counts go with the user
+    user_store.delete_user("u")
+    assert user_store.item_counts("u") == {} and user_store.recent("u", 5).items() == []

@@ -16,7 +16,10 @@ history record and the user's n newest events together. The event key is derived
 "c#" records (sorted below the events, so that Query reads them last) count the user's
 events per item and keep the newest one's time: item_counts() reads them in ONE Query, so
 repeats can be scored without reading every event. They go with the user's partition when
-the user is erased (delete_user_until deletes every record of the partition).
+the user is erased (delete_user_until deletes every record of the partition). An event is
+counted (its "c#" record, and its trending counter) exactly once, when it is first stored,
+whenever it arrives and however often it is posted: in one transaction with its record
+(SQLite: one SQL transaction; DynamoDB: lmrec.event_writes).
 
 Backends, chosen by a URI (LMREC_USER_STORE):
   dynamodb://table   the DynamoDB table of template.yaml (botocore; AWS_ENDPOINT_URL honoured)
@@ -30,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import sqlite3
 import threading
@@ -41,13 +43,19 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lmrec import trending
+from lmrec.event_writes import (
+    COUNT_PREFIX,
+    TRENDING_PREFIX,
+    PostWriter,
+    Trending,
+    chunks,
+    per_item,
+    per_user_item,
+)
 from lmrec.events import Event
 
 HISTORY_SK = "history"
 EVENT_PREFIX = "e#"
-COUNT_PREFIX = "c#"
-TRENDING_PREFIX = "t#"
-TRANSACTION = 100  # TransactWriteItems: at most 100 actions per call
 BATCH = 25  # BatchWriteItem: at most 25 requests (and 16 MB) per call
 MAX_RECORD_BYTES = 350_000  # DynamoDB's item limit is 400 KB; keep a margin for names
 DELETE_PAGE = 500  # keys per Query page when a user is deleted: 20 batches of 25
@@ -94,34 +102,10 @@ def history_json(items: Sequence[str]) -> str:
     return text
 
 
-def _unique(events: Iterable[Event]) -> dict[str, Event]:
-    # One BatchWriteItem may not name a key twice: the same event twice in one request
-    # becomes one write (the last wins; they are identical in key and content).
-    return {event_key(e): e for e in events}
-
-
-def _digest(text: str) -> str:
-    # Keys hold a digest, the id an attribute: a sort key is at most 1,024 bytes, an id
-    # 256 characters of up to 4 bytes each.
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _per_user_item(events: Iterable[Event]) -> dict[tuple[str, str], tuple[int, float]]:
-    """(user, item) -> (events, newest timestamp), of distinct events."""
-    out: dict[tuple[str, str], tuple[int, float]] = {}
-    for e in events:
-        n, newest = out.get((e.user_id, e.item_id), (0, -math.inf))
-        out[(e.user_id, e.item_id)] = (n + 1, max(newest, float(e.timestamp)))
-    return out
-
-
-def _per_item(events: Iterable[Event], now: float) -> dict[str, int]:
-    """item -> events that count as trending at `now`."""
-    out: dict[str, int] = {}
-    for e in events:
-        if trending.counted(e.timestamp, now):
-            out[e.item_id] = out.get(e.item_id, 0) + 1
-    return out
+def _unique(events: Iterable[Event]) -> dict[tuple[str, str], Event]:
+    """(user, event key) -> event. One BatchWriteItem or transaction may not name a record
+    twice: the same event twice in one post is written once (they are identical)."""
+    return {(e.user_id, event_key(e)): e for e in events}
 
 
 class UserStore:
@@ -129,10 +113,14 @@ class UserStore:
 
     uri: str
 
-    def put_events(self, events: list[Event], ttl_seconds: int) -> int:
-        """Store the events and add them to their users' item counts (an event already
-        counted, or older than the newest counted one of its item, is not counted again:
-        a retried post counts once)."""
+    def put_events(
+        self, events: list[Event], ttl_seconds: int, trend: Trending | None = None
+    ) -> int:
+        """Store the events; those not stored before (an expired one counts as not stored)
+        are added to their users' item counts and, with `trend`, to the trending counters of
+        the bucket of `trend.now` (an event dated over an hour before is not trending). All
+        in one transaction: a retried post counts once, a late event counts, last_seen
+        stays the newest. Returns the distinct events posted (stored, now or before)."""
         raise NotImplementedError
 
     def recent(self, user_id: str, limit: int) -> UserItems:
@@ -141,11 +129,6 @@ class UserStore:
     def item_counts(self, user_id: str) -> dict[str, ItemCount]:
         """item id -> the user's count and last-seen time, from the events posted within
         their TTL (the history from the data is in recent()). One Query."""
-        raise NotImplementedError
-
-    def count_trending(self, events: list[Event], now: float, window_seconds: float) -> int:
-        """Add the events that count as trending to the counters of now's bucket in ONE
-        request (none when no event counts); returns the events counted."""
         raise NotImplementedError
 
     def trending_counts(
@@ -225,34 +208,51 @@ class SqliteUserStore(UserStore):
         except sqlite3.Error as exc:
             raise UserStoreUnavailable(f"user store {self.uri}: {exc}") from None
 
-    def put_events(self, events: list[Event], ttl_seconds: int) -> int:
-        expires = int(time.time()) + ttl_seconds
+    def put_events(
+        self, events: list[Event], ttl_seconds: int, trend: Trending | None = None
+    ) -> int:
+        now = int(time.time())
+        expires = now + ttl_seconds
         unique = _unique(events)
-        rows = [
-            (e.user_id, sk, e.item_id, e.event_type, float(e.timestamp), expires)
-            for sk, e in unique.items()
-        ]
-        counts = [
-            (user, item, n, newest, expires)
-            for (user, item), (n, newest) in _per_user_item(unique.values()).items()
-        ]
 
         def write(c: sqlite3.Connection) -> None:  # events and counts in one transaction
-            c.executemany(
-                "INSERT OR REPLACE INTO user_items (user_id, sk, item_id, event_type, ts, "
-                "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            # an event is new when it is inserted (or replaces an expired one): only those count
+            new = [e for (_, sk), e in unique.items() if self._insert(c, sk, e, expires, now)]
             c.executemany(
                 "INSERT INTO item_counts (user_id, item_id, n, last_seen, expires_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, item_id) DO UPDATE SET "
-                "n = n + excluded.n, last_seen = excluded.last_seen, "
-                "expires_at = excluded.expires_at WHERE last_seen < excluded.last_seen",
-                counts,
+                "n = n + excluded.n, last_seen = max(last_seen, excluded.last_seen), "
+                "expires_at = excluded.expires_at",
+                [(u, i, n, t, expires) for (u, i), (n, t) in per_user_item(new).items()],
             )
+            if trend is not None:
+                self._count_trending(c, per_item(new, trend.now), trend)
 
         self._run(write)
-        return len(rows)  # what is stored: a repeated event is one record
+        return len(unique)  # what is stored: a repeated event is one record
+
+    @staticmethod
+    def _insert(c: sqlite3.Connection, sk: str, e: Event, expires: int, now: int) -> bool:
+        return bool(
+            c.execute(
+                "INSERT INTO user_items (user_id, sk, item_id, event_type, ts, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, sk) DO UPDATE SET "
+                "item_id = excluded.item_id, event_type = excluded.event_type, "
+                "ts = excluded.ts, expires_at = excluded.expires_at "
+                "WHERE user_items.expires_at <= ?",
+                (e.user_id, sk, e.item_id, e.event_type, float(e.timestamp), expires, now),
+            ).rowcount
+        )
+
+    @staticmethod
+    def _count_trending(c: sqlite3.Connection, counts: dict[str, int], trend: Trending) -> None:
+        bucket = trending.bucket_of(trend.now)
+        expires = trending.expires_at(bucket, trend.window_seconds)
+        c.executemany(
+            "INSERT INTO trending (bucket, item_id, n, expires_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (bucket, item_id) DO UPDATE SET n = n + excluded.n",
+            [(bucket, item, n, expires) for item, n in counts.items()],
+        )
 
     def item_counts(self, user_id: str) -> dict[str, ItemCount]:
         rows = self._run(
@@ -263,19 +263,6 @@ class SqliteUserStore(UserStore):
             ).fetchall()
         )
         return {item: ItemCount(int(n), float(last)) for item, n, last in rows}
-
-    def count_trending(self, events: list[Event], now: float, window_seconds: float) -> int:
-        per_item = _per_item(events, now)
-        bucket = trending.bucket_of(now)
-        expires = trending.expires_at(bucket, window_seconds)
-        self._run(
-            lambda c: c.executemany(
-                "INSERT INTO trending (bucket, item_id, n, expires_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (bucket, item_id) DO UPDATE SET n = n + excluded.n",
-                [(bucket, item, n, expires) for item, n in per_item.items()],
-            )
-        )
-        return sum(per_item.values())
 
     def trending_counts(
         self, first: int, last: int, limit: int
@@ -382,68 +369,30 @@ class DynamoUserStore(UserStore):
         except Exception as exc:  # botocore errors of every kind mean "not stored"
             raise self._fail(exc) from None
 
-    def put_events(self, events: list[Event], ttl_seconds: int) -> int:
+    def put_events(
+        self, events: list[Event], ttl_seconds: int, trend: Trending | None = None
+    ) -> int:
+        """One TransactWriteItems per 100 actions (lmrec.event_writes): a one-item post is
+        ONE request, a retried or late event one more."""
         expires = str(int(time.time()) + ttl_seconds)
         unique = _unique(events)
-        self._write(
-            [
-                {
-                    "PutRequest": {
-                        "Item": {
-                            "user_id": {"S": e.user_id},
-                            "sk": {"S": sk},
-                            "item_id": {"S": e.item_id},
-                            "event_type": {"S": e.event_type},
-                            "ts": {"N": repr(float(e.timestamp))},
-                            "expires_at": {"N": expires},
-                        }
-                    }
-                }
-                for sk, e in unique.items()
-            ]
-        )
-        self._count(_per_user_item(unique.values()), expires)
+        writer = PostWriter(self.table, self._transact, self._store_uncounted)
+        try:
+            for chunk in chunks(unique, trend):
+                writer.write(chunk, expires, trend)
+        except UserStoreUnavailable:
+            raise
+        except Exception as exc:  # botocore errors of every kind: the post is not stored
+            raise self._fail(exc) from None
         return len(unique)  # what is stored: a repeated event is one record
 
-    def _count(self, per_pair: dict[tuple[str, str], tuple[int, float]], expires: str) -> None:
-        """One UpdateItem per distinct (user, item) of the post (1 WCU each: the record is
-        small), in parallel. The condition makes a retried post count once: an event no
-        newer than the item's last counted one is taken for a repeated delivery."""
-        calls = [
-            {
-                "TableName": self.table,
-                "Key": {"user_id": {"S": user}, "sk": {"S": COUNT_PREFIX + _digest(item)}},
-                "UpdateExpression": "ADD #n :n SET #i = :i, #t = :t, #x = :x",
-                "ConditionExpression": "attribute_not_exists(#t) OR #t < :t",
-                "ExpressionAttributeNames": {
-                    "#n": "n",
-                    "#i": "item",
-                    "#t": "last_seen",
-                    "#x": "expires_at",
-                },
-                "ExpressionAttributeValues": {
-                    ":n": {"N": str(n)},
-                    ":i": {"S": item},
-                    ":t": {"N": repr(newest)},
-                    ":x": {"N": expires},
-                },
-            }
-            for (user, item), (n, newest) in per_pair.items()
-        ]
-        if len(calls) == 1:
-            self._update(calls[0])
-            return
-        from concurrent.futures import ThreadPoolExecutor
+    def _transact(self, **kwargs) -> None:
+        self._client().transact_write_items(**kwargs)
 
-        with ThreadPoolExecutor(max_workers=min(8, len(calls))) as pool:
-            list(pool.map(self._update, calls))
-
-    def _update(self, call: dict) -> None:
-        try:
-            self._client().update_item(**call)
-        except Exception as exc:
-            if _error_code(exc) != "ConditionalCheckFailedException":  # counted already
-                raise self._fail(exc) from None
+    def _store_uncounted(self, items: list[dict]) -> None:
+        """The events' records without their counts (BatchWriteItem: idempotent Puts), kept
+        rather than lost when the transaction kept conflicting."""
+        self._write([{"PutRequest": {"Item": item}} for item in items])
 
     def item_counts(self, user_id: str) -> dict[str, ItemCount]:
         now = time.time()
@@ -464,42 +413,6 @@ class DynamoUserStore(UserStore):
                 kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
         except Exception as exc:
             raise self._fail(exc) from None
-
-    def count_trending(self, events: list[Event], now: float, window_seconds: float) -> int:
-        per_item = _per_item(events, now)
-        if not per_item:
-            return 0
-        bucket = trending.bucket_of(now)
-        expires = str(trending.expires_at(bucket, window_seconds))
-        shard = trending.shard_key(random.randrange(trending.SHARDS))
-        updates = [
-            {
-                "TableName": self.table,
-                "Key": {
-                    "user_id": {"S": shard},
-                    "sk": {"S": f"{TRENDING_PREFIX}{bucket:010d}#{_digest(item)}"},
-                },
-                "UpdateExpression": "ADD #n :n SET #i = :i, #x = :x",
-                "ExpressionAttributeNames": {"#n": "n", "#i": "item", "#x": "expires_at"},
-                "ExpressionAttributeValues": {
-                    ":n": {"N": str(n)},
-                    ":i": {"S": item},
-                    ":x": {"N": expires},
-                },
-            }
-            for item, n in per_item.items()
-        ]
-        try:
-            if len(updates) == 1:  # the usual post: one event, one UpdateItem (1 WCU)
-                self._client().update_item(**updates[0])
-            else:  # several items, still one request (2 WCU per item; a post holds <= 100)
-                for i in range(0, len(updates), TRANSACTION):
-                    self._client().transact_write_items(
-                        TransactItems=[{"Update": u} for u in updates[i : i + TRANSACTION]]
-                    )
-        except Exception as exc:
-            raise self._fail(exc) from None
-        return sum(per_item.values())
 
     def trending_counts(
         self, first: int, last: int, limit: int

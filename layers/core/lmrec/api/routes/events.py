@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Request
 from lmrec.api.auth import CallerDep, require_user
 from lmrec.api.deps import SettingsDep, UsersDep
 from lmrec.api.schemas import EventsRequest, EventsResponse
+from lmrec.event_writes import Trending
 from lmrec.events import Event
 from lmrec.userstore import UserStore, UserStoreUnavailable
 
@@ -42,15 +43,13 @@ def post_events(
         Event(e.user_id, e.item_id, e.timestamp if e.timestamp is not None else now, e.event_type)
         for e in body.events
     ]
+    # stored, counted for the user and counted as trending together: once per event
+    trend = Trending(now, settings.trending_window_hours * 3600)
     try:
-        recorded = store.put_events(batch, settings.events_ttl_days * 86400)
+        recorded = store.put_events(batch, settings.events_ttl_days * 86400, trend)
     except UserStoreUnavailable as exc:
         log.warning("events were not recorded: %s", exc)
         raise HTTPException(503, "events were not recorded; try again") from None
-    try:  # last, and never failing the post: the events are stored, a lost count is noise
-        store.count_trending(batch, now, settings.trending_window_hours * 3600)
-    except UserStoreUnavailable as exc:
-        log.warning("events recorded, trending counters not updated: %s", exc)
     rec = request.app.state.model_state.recommender
     unknown = rec.catalog.rows([e.item_id for e in batch])[1] if rec else []
     return EventsResponse(recorded=recorded, unknown_items=unknown)

@@ -256,9 +256,12 @@ def _split_line(summary: dict) -> str:
     split = summary.get("split") or {"name": "loo"}
     users = f"{summary['evaluated_users']:,}"
     if split["name"] == "time":
+        cuts = split.get("cuts") or {}
         return (
-            f"Split: time, cut-off {split.get('cut')} (10% of the interactions at or after it); "
-            f"{users} users with an interaction before it and two after are evaluated."
+            f"Split: time, valid cut-off {cuts.get('valid')} and test cut-off "
+            f"{cuts.get('test')} (10% and 5% of the interactions at or after them); each asks "
+            "for a user's first interaction at or after its cut-off given everything before "
+            f"it; models train before the valid cut-off; {users} test users."
         )
     return f"Split: leave-one-out by time; {users} users with >= 3 interactions are evaluated."
 

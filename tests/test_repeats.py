@@ -363,3 +363,11 @@ def test_a_pair_repeated_by_one_user_counts_once(tmp_path):
     row = slice(indptr[a], indptr[a + 1])
     got = dict(zip(cols[row].tolist(), counts[row].tolist(), strict=True))
     assert got[b] == 2
+
+
+def test_the_report_names_both_time_cut_offs():
+    from training.report import _split_line
+
+    summary = {"split": {"name": "time", "cuts": {"valid": 50.0, "test": 80.0}}}
+    line = _split_line(summary | {"evaluated_users": 1234})
+    assert "valid cut-off 50.0 and test cut-off 80.0 (10% and 5%" in line and "1,234" in line

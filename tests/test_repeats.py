@@ -16,7 +16,7 @@ from lmrec.promote import gate
 from lmrec.recommend import Recommender
 
 from benchmarks.repeat_data import generate
-from tests.conftest import write_csv
+from tests.conftest import TINY_HP, train_bundle, write_csv
 from training.baselines import OwnFrequent, OwnRecent, Popularity, RecentPopularity
 from training.config import DataConfig
 from training.data import choose_repeats, load_interactions
@@ -371,3 +371,20 @@ def test_the_report_names_both_time_cut_offs():
     summary = {"split": {"name": "time", "cuts": {"valid": 50.0, "test": 80.0}}}
     line = _split_line(summary | {"evaluated_users": 1234})
     assert "valid cut-off 50.0 and test cut-off 80.0 (10% and 5%" in line and "1,234" in line
+
+
+@pytest.mark.slow  # a whole training job, ~10 s
+def test_a_time_split_job_refits_before_the_test_cut_off(repeat_log, tmp_path):
+    # GIVEN a repeat log WHEN the training job runs under split=time with a refit
+    hp = {**TINY_HP, "split": "time", "refit": "true", "epochs": "1", "student_epochs": "1"}
+    out = train_bundle(["--data", str(repeat_log)], tmp_path / "model", hp)
+    doc = json.loads((out / "metrics.json").read_text())
+    m, split = doc["metrics"], doc["summary"]["split"]
+    # THEN valid and test are about their own users, and the refit rows are test only
+    assert split["name"] == "time" and split["cuts"]["valid"] < split["cuts"]["test"]
+    assert m["teacher"]["test"]["full"]["users"] == doc["summary"]["evaluated_users"]
+    assert set(m["teacher_refit"]) == {"test"} and set(m["recent_popularity_refit"]) == {"test"}
+    # AND the manifest names the split as the report does
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["split"]["cuts"] == split["cuts"]
+    assert "valid cut-off" in (out / "report.md").read_text()

@@ -277,7 +277,7 @@ def test_time_split_with_valid_users_but_no_test_user_is_a_data_error(tmp_path):
     from training.data import DataError
 
     # WHEN split by time THEN a readable error names both counts and the cut-offs
-    with pytest.raises(DataError, match=r"\(3 for valid, 0 for test\).*at or after 30"):
+    with pytest.raises(DataError, match=r"\(3 for valid, 0 for test\).*at or after 30.0"):
         make_split(data, "time")
 
 

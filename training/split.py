@@ -80,14 +80,14 @@ class Split:
         When valid and test are about the same people (loo) they share it; under the time
         split each part draws its own."""
         rng = np.random.default_rng(seed)
-        rows: dict[str, np.ndarray] = {}
-        for name in ("test", "valid"):
-            n = len(getattr(self, name))
-            if name == "valid" and np.array_equal(self.valid.users, self.test.users):
-                if "test" in rows:
-                    rows["valid"] = rows["test"]
-            elif limit and n > limit:
-                rows[name] = np.sort(rng.choice(n, size=limit, replace=False))
+
+        def draw(n: int) -> np.ndarray | None:
+            return np.sort(rng.choice(n, size=limit, replace=False)) if n > limit > 0 else None
+
+        test = draw(len(self.test))  # drawn first: loo's sample is the one it always was
+        same = np.array_equal(self.valid.users, self.test.users)
+        valid = test if same else draw(len(self.valid))
+        rows = {k: v for k, v in (("test", test), ("valid", valid)) if v is not None}
         self.eval_rows = rows or None
 
     def train_sequence(self, user: int) -> np.ndarray:
@@ -185,8 +185,8 @@ def time_split(
     if not len(valid) or not len(test):
         raise DataError(
             f"split=time: no user can be evaluated ({len(valid)} for valid, {len(test)} for "
-            f"test): a user needs an interaction before the valid cut-off ({c_v:g}) and one "
-            f"in [{c_v:g}, {c_t:g}) for valid, one at or after {c_t:g} for test"
+            f"test): a user needs an interaction before the valid cut-off ({c_v}) and one "
+            f"in [{c_v}, {c_t}) for valid, one at or after {c_t} for test"
             + ("; the two cut-offs coincide (too few distinct timestamps)" if c_v >= c_t else "")
         )
     return Split(

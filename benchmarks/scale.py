@@ -210,8 +210,10 @@ def job_figures(out: Path) -> dict:
         "bundle_mb": round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20, 1),
         "served": summary.get("served"),
         "served_why": summary.get("served_why"),
-        "quality_protocol": "leave-one-out by time, test, full ranking (seen items excluded), "
-        "NDCG@10, mean over users with 95% CI (normal approximation)",
+        "quality_protocol": doc.get("protocol", {}).get("split", "leave-one-out by time")
+        + "; test, full ranking (seen items excluded), NDCG@10, mean over users with 95% CI "
+        "(normal approximation)",
+        "split": summary.get("split"),
         "quality": {
             name: _quality(metrics, name) for name in metrics if not name.endswith("_refit")
         },

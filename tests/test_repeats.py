@@ -16,7 +16,7 @@ from lmrec.promote import gate
 from lmrec.recommend import Recommender
 
 from benchmarks.repeat_data import generate
-from tests.conftest import write_csv
+from tests.conftest import TINY_HP, train_bundle, write_csv
 from training.baselines import OwnFrequent, OwnRecent, Popularity, RecentPopularity
 from training.config import DataConfig
 from training.data import choose_repeats, load_interactions
@@ -65,22 +65,68 @@ def test_choose_repeats_threshold_and_set_values():
     }
 
 
-def test_time_split_trains_only_before_the_cut(repeat_log):
+def test_time_split_trains_only_before_the_valid_cut(repeat_log):
     # GIVEN a log WHEN split by time
     data = load_interactions(str(repeat_log), DataConfig(**SMALL))
     split = make_split(data, "time", exclude_seen=False)
-    # THEN no training interaction is at or after the cut, about 10% of rows are after it
+    c_v, c_t = split.cuts["valid"], split.cuts["test"]  # type: ignore[index]
+    # THEN training is everything before c_v, about 10% of rows are at or after it
     train = split.train_mask()
-    assert split.cut is not None and data.timestamps[train].max() < split.cut
-    assert not (data.timestamps[~train] < split.cut).any()
+    assert c_v < c_t and data.timestamps[train].max() < c_v
+    assert not (data.timestamps[~train] < c_v).any()
     assert 0.08 < (~train).mean() < 0.12
-    # AND valid is each evaluated user's first interaction after the cut, test the next
-    for evalset, offset in ((split.valid, 0), (split.test, 1)):
-        at = data.offsets[evalset.users] + split.train_len[evalset.users] + offset
-        assert (data.timestamps[at] >= split.cut).all()
+    # AND valid and test are the same rule at their own cut-off: the first interaction at or
+    # after it, given everything before it, for users known before c_v
+    for evalset, cut in ((split.valid, c_v), (split.test, c_t)):
+        at = data.offsets[evalset.users] + evalset.prefix_len
+        assert (data.timestamps[at] >= cut).all() and (data.timestamps[at - 1] < cut).all()
         assert np.array_equal(data.items[at], evalset.targets)
-    assert (split.train_len[split.test.users] >= 1).all()
-    assert split.describe()["name"] == "time"
+        assert (split.train_len[evalset.users] >= 1).all()
+    # AND a valid target is before c_t: no (history, target) pair is in both parts
+    assert (data.timestamps[data.offsets[split.valid.users] + split.valid.prefix_len] < c_t).all()
+    # AND the refit trains on everything before c_t; test stays unseen
+    refit = split.with_valid_in_train()
+    assert data.timestamps[refit.train_mask()].max() < c_t
+    assert not (data.timestamps[~refit.train_mask()] < c_t).any() and refit.test is split.test
+    assert split.describe() == {"name": "time", "exclude_seen": False, "cuts": split.cuts}
+
+
+def test_time_split_on_a_hand_built_log(tmp_path):
+    # GIVEN 60 rows: c_v = 50 (6 rows at or after it), c_t = 80 (3 rows at or after it)
+    rows = [["a", "a1", 10], ["a", "a2", 20], ["a", "a3", 50], ["a", "a4", 80]]
+    rows += [["b", "b1", 11], ["b", "b2", 50]]  # active in [c_v, c_t) only
+    rows += [["c", "c1", 12], ["c", "c2", 80]]  # quiet in [c_v, c_t), back after c_t
+    rows += [["e", "e1", 60], ["e", "e2", 90]]  # new after c_v: a cold start
+    rows += [["f", f"f{t}", t] for t in range(50)]  # history only
+    path = write_csv(tmp_path / "log.csv", ["user_id", "item_id", "timestamp"], rows)
+    data = load_interactions(str(path), DataConfig(repeats="keep", **SMALL))
+    # WHEN split by time
+    split = make_split(data, "time", exclude_seen=False)
+    assert split.cuts == {"valid": 50.0, "test": 80.0}
+
+    def seen(evalset):
+        return {
+            str(data.user_ids[u]): (
+                [str(data.item_ids[i - 1]) for i in split.history(u, p)],
+                str(data.item_ids[t - 1]),
+            )
+            for u, p, t in zip(evalset.users, evalset.prefix_len, evalset.targets, strict=True)
+        }
+
+    # THEN valid asks each user known before c_v for their first item in [c_v, c_t)
+    assert seen(split.valid) == {"a": (["a1", "a2"], "a3"), "b": (["b1"], "b2")}
+    # AND test for their first item at or after c_t, given all before c_t (a3 included,
+    # which no model trained on); e, new after c_v, is in neither
+    assert seen(split.test) == {"a": (["a1", "a2", "a3"], "a4"), "c": (["c1"], "c2")}
+    by_user = dict(zip(data.user_ids.tolist(), split.train_len.tolist(), strict=True))
+    assert by_user == {"a": 2, "b": 1, "c": 1, "e": 0, "f": 50}
+    refit = dict(zip(data.user_ids.tolist(), split.with_valid_in_train().train_len, strict=True))
+    assert refit == {"a": 3, "b": 2, "c": 1, "e": 1, "f": 50}
+    # AND a sample of one user per part draws each part's own user
+    split.sample_eval_users(1, seed=0)
+    for part in ("valid", "test"):
+        ev = split.evalset(part)
+        assert len(ev) == 1 and ev.users[0] in getattr(split, part).users
 
 
 def test_repeat_and_explore_parts_sum_to_all(repeat_log):
@@ -217,8 +263,22 @@ def test_time_split_with_no_evaluable_user_is_a_data_error(tmp_path):
 
     cfg = from_hyperparameters({"split": "time", **SMALL})
     paths = Paths(str(path), None, tmp_path / "model", None, None)
-    with pytest.raises(DataError, match="split=time: no user can be evaluated"):
+    with pytest.raises(DataError, match="split=time: no user can be evaluated") as err:
         prepare_data(paths, cfg)
+    assert "(0 for valid, 0 for test)" in str(err.value) and "coincide" in str(err.value)
+
+
+def test_time_split_with_valid_users_but_no_test_user_is_a_data_error(tmp_path):
+    # GIVEN users active before c_v and in [c_v, c_t), but the rows at c_t are a newcomer's
+    rows = [[f"u{u}", f"i{t}", t] for u in range(5) for t in range(10)]
+    rows += [[f"u{u}", "late", 20] for u in range(3)] + [["new", f"n{t}", 30] for t in range(3)]
+    path = write_csv(tmp_path / "log.csv", ["user_id", "item_id", "timestamp"], rows)
+    data = load_interactions(str(path), DataConfig(repeats="keep", **SMALL))
+    from training.data import DataError
+
+    # WHEN split by time THEN a readable error names both counts and the cut-offs
+    with pytest.raises(DataError, match=r"\(3 for valid, 0 for test\).*at or after 30.0"):
+        make_split(data, "time")
 
 
 def test_exclude_seen_resolution_request_then_deployment_then_model(monkeypatch):
@@ -303,3 +363,28 @@ def test_a_pair_repeated_by_one_user_counts_once(tmp_path):
     row = slice(indptr[a], indptr[a + 1])
     got = dict(zip(cols[row].tolist(), counts[row].tolist(), strict=True))
     assert got[b] == 2
+
+
+def test_the_report_names_both_time_cut_offs():
+    from training.report import _split_line
+
+    summary = {"split": {"name": "time", "cuts": {"valid": 50.0, "test": 80.0}}}
+    line = _split_line(summary | {"evaluated_users": 1234})
+    assert "valid cut-off 50.0 and test cut-off 80.0 (10% and 5%" in line and "1,234" in line
+
+
+@pytest.mark.slow  # a whole training job, ~10 s
+def test_a_time_split_job_refits_before_the_test_cut_off(repeat_log, tmp_path):
+    # GIVEN a repeat log WHEN the training job runs under split=time with a refit
+    hp = {**TINY_HP, "split": "time", "refit": "true", "epochs": "1", "student_epochs": "1"}
+    out = train_bundle(["--data", str(repeat_log)], tmp_path / "model", hp)
+    doc = json.loads((out / "metrics.json").read_text())
+    m, split = doc["metrics"], doc["summary"]["split"]
+    # THEN valid and test are about their own users, and the refit rows are test only
+    assert split["name"] == "time" and split["cuts"]["valid"] < split["cuts"]["test"]
+    assert m["teacher"]["test"]["full"]["users"] == doc["summary"]["evaluated_users"]
+    assert set(m["teacher_refit"]) == {"test"} and set(m["recent_popularity_refit"]) == {"test"}
+    # AND the manifest names the split as the report does
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["split"]["cuts"] == split["cuts"]
+    assert "valid cut-off" in (out / "report.md").read_text()

@@ -53,7 +53,8 @@ class DataConfig:
     # least training.data.REPEATS_AUTO_SHARE of the rows (the job prints its choice).
     repeats: str = hp("auto", choices=("auto", "keep", "drop"))
     # Evaluation split: "loo" (leave-one-out by time, per user) or "time" (train on all
-    # interactions before a cut-off chosen from the data; valid and test after it).
+    # interactions before a valid cut-off chosen from the data; valid and test are each a
+    # user's first interaction after their own cut-off: training/split.py).
     split: str = hp("loo", choices=("loo", "time"))
     # Catalog column whose '|'-separated values the API filters on ("" = genres/category).
     category_column: str = hp("", identity=False)

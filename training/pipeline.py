@@ -359,9 +359,10 @@ def _served_why(
 SPLITS = {
     "loo": "leave-one-out by time: last interaction = test, the one before = valid; "
     "users with < 3 interactions train only",
-    "time": "time: train on every interaction before the cut-off (the time leaving 10% of "
-    "interactions at or after it); valid = a user's first interaction at or after it, test = "
-    "the next; users with one interaction before and two after are evaluated",
+    "time": "time: R(c) = a user's first interaction at or after c given all before c; "
+    "valid = R(c_v), test = R(c_t) (c_v, c_t leave 10%, 5% of interactions at or after them; "
+    "a valid target is before c_t); train before c_v; users known before c_v are evaluated "
+    "(valid and test users differ)",
 }
 
 

@@ -21,6 +21,7 @@ from lmrec.promote import GATE_MODEL as SERVED  # the model the bundle serves
 from matplotlib.patches import Patch
 
 from training.champion import summary_line
+from training.split import TIME_TEST_AFTER, TIME_VALID_AFTER
 
 BASELINES = ("popularity", "recent_popularity", "own_", "cooccurrence", "als", "ease")
 COLOURS = {"served": "tab:red", "trained": "tab:orange", "baseline": "tab:gray"}
@@ -256,9 +257,13 @@ def _split_line(summary: dict) -> str:
     split = summary.get("split") or {"name": "loo"}
     users = f"{summary['evaluated_users']:,}"
     if split["name"] == "time":
+        cuts = split.get("cuts") or {}
         return (
-            f"Split: time, cut-off {split.get('cut')} (10% of the interactions at or after it); "
-            f"{users} users with an interaction before it and two after are evaluated."
+            f"Split: time, valid cut-off {cuts.get('valid')} and test cut-off "
+            f"{cuts.get('test')} ({TIME_VALID_AFTER:.0%} and {TIME_TEST_AFTER:.0%} of the "
+            "interactions at or after them); each asks "
+            "for a user's first interaction at or after its cut-off given everything before "
+            f"it; models train before the valid cut-off; {users} test users."
         )
     return f"Split: leave-one-out by time; {users} users with >= 3 interactions are evaluated."
 

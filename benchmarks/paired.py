@@ -1,0 +1,69 @@
+"""The served model against each baseline on the same test users: per-user NDCG@10 and the
+paired difference with its 95% interval (all / repeat / explore targets), as JSON.
+
+Separate intervals of two figures measured on the same users overlap long before the
+difference is noise; the paired interval is the one that says. Reads a finished job's
+bundle (the model as the API serves it: training.champion.Served) and rebuilds its split
+from the same data and settings:
+
+    python benchmarks/paired.py --data runs/data/wikipedia.csv:u,i,ts \\
+        --model runs/bench-repeats/wikipedia-time [--split time]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+from lmrec import bundle as fmt
+
+from training.baselines import CoOccurrence, OwnFrequent, OwnRecent, RecentPopularity
+from training.champion import Served, in_rows, per_user_ndcg, row_map
+from training.config import RunConfig
+from training.data import load_interactions
+from training.evaluate import ci95, is_repeat
+from training.split import make_split
+
+
+def _figure(values: np.ndarray) -> dict:
+    n, total = len(values), float(values.sum())
+    ci = ci95(total, float((values * values).sum()), n)
+    return {"users": n, "mean": round(total / max(n, 1), 4), "ci95": [round(x, 4) for x in ci]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="PATH[:USER_COL,ITEM_COL,TIME_COL]")
+    parser.add_argument("--model", required=True, help="a finished job's output folder")
+    parser.add_argument("--split", default="time", choices=("loo", "time"))
+    args = parser.parse_args()
+    path, _, cols = args.data.partition(":")
+    cfg = RunConfig()
+    if cols:
+        cfg.data.user_col, cfg.data.item_col, cfg.data.time_col = cols.split(",")
+    data = load_interactions(path, cfg.data)
+    split = make_split(data, args.split, data.stats["repeats"]["mode"] == "drop")
+    test = split.evalset("test")
+    bundle = fmt.load(args.model)
+    served = in_rows(Served.of(bundle), row_map(data.item_ids, bundle.catalog))
+    ours = per_user_ndcg(served, split, test)
+    hist = [split.history(u, p) for u, p in zip(test.users, test.prefix_len, strict=True)]
+    parts = {"all": np.ones(len(test), bool), "repeat": is_repeat(hist, test.targets)}
+    parts["explore"] = ~parts["repeat"]
+    out: dict = {"served": {p: _figure(ours[m]) for p, m in parts.items()}, "vs": {}}
+    for make in (OwnRecent, OwnFrequent, CoOccurrence, RecentPopularity):
+        theirs = per_user_ndcg(make(split), split, test)
+        out["vs"][make.name] = {
+            p: {
+                "baseline": _figure(theirs[m]),
+                "served_minus_baseline": _figure(ours[m] - theirs[m]),
+            }
+            for p, m in parts.items()
+        }
+    out |= {"split": split.describe(), "model": bundle.manifest.get("served")}
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

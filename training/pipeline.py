@@ -65,8 +65,8 @@ def prepare_data(
     split = make_split(data, cfg.data.split, exclude_seen=not keep)
     if not len(split.test):
         raise DataError(
-            f"split={split.name}: no user can be evaluated (time: a user needs an interaction "
-            "before the cut-off and two after it; loo: three interactions)"
+            f"split={split.name}: no user can be evaluated (a user needs three interactions; "
+            "split=time says what it needs itself)"
         )
     split.sample_eval_users(cfg.train.eval_users, seed=cfg.train.seed + 3)
     n_neg, seed = cfg.train.sampled_negatives, cfg.train.seed
@@ -377,8 +377,8 @@ def _protocol(cfg: RunConfig, split: Split) -> dict:
         "sampled items the user never interacted with (Kang & McAuley 2018)",
         "k": 10,
         "ties": "broken uniformly at random (seeded)",
-        "users": "every user with >= 3 interactions, or a fixed seeded sample of eval_users of "
-        "them (the same for valid and test)",
+        "users": "every evaluable user, or a fixed seeded sample of eval_users of them (loo: "
+        "the same users for valid and test; time: each part its own)",
         "ci95": "<metric>_ci95: [low, high], the normal-approximation 95% interval of the mean "
         "over users",
     }

@@ -144,7 +144,7 @@ def _choose_transitions(
     tables: dict[str, Transitions | None] = {}
     for name, weight in chosen.items():
         tables[name] = dataclasses.replace(table, weight=weight) if weight else None
-        if weight:
+        if weight and name in ("teacher", ev.served):  # rows of the models the table shows
             ev.metrics[name + SUFFIX] = {"valid": _grid_row(per_user[name], column[name], env)}
     ev.transitions = {
         # the student's target: the teacher with its boost at this weight (0: alone)
@@ -190,10 +190,14 @@ def _variants(
     tables: dict[str, Transitions | None],
     experts: dict[str, HistoryExpert | None],
 ) -> None:
-    """Each model's metrics rows for the test pass, and which row is the served model."""
+    """Each model's metrics rows for the test pass, and which row is the served model. With
+    their experts: the teacher and the served model only (at rung M each more row costs as
+    much as the pass's scoring: ranking 10,000 users over 76k items)."""
     for name in models:
         rows = [Variant(name)]
-        table, expert = tables.get(name), experts.get(name)
+        boosted = name in ("teacher", ev.served)
+        table = tables.get(name) if boosted else None
+        expert = experts.get(name) if boosted else None
         if table is not None:
             rows.append(Variant(name + SUFFIX, table))
         if expert is not None:

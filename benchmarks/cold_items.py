@@ -251,10 +251,18 @@ def train(data: Path, items: Path, out: Path, sets: list[str]) -> float:
     return round(time.perf_counter() - began, 1)
 
 
+def read_interactions(data: Path) -> pd.DataFrame:
+    """interactions.csv, or interactions.parquet (a benchmarks/scale.py rung's), ids as strings."""
+    if (data / "interactions.csv").exists():
+        return pd.read_csv(data / "interactions.csv", dtype={"user_id": str, "item_id": str})
+    inter = pd.read_parquet(data / "interactions.parquet")
+    return inter.astype({"user_id": str, "item_id": str})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--data", type=Path, required=True, help="folder with interactions.csv, items.csv"
+        "--data", type=Path, required=True, help="folder: interactions.csv (or .parquet), items.csv"
     )
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--cold-share", type=float, default=0.1)
@@ -265,7 +273,7 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="hyperparameter key=value")
     a = p.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
-    inter = pd.read_csv(a.data / "interactions.csv", dtype={"user_id": str, "item_id": str})
+    inter = read_interactions(a.data)
     cold = cold_items(inter, a.cold_share, a.cold_cap)
     train_csv = a.work / "train" / "interactions.csv"
     train_csv.parent.mkdir(exist_ok=True)

@@ -203,12 +203,15 @@ def evaluate_cold(
 
 def warm_beside_new(model, warm_table, cold_vectors, lifts: dict, seqs) -> dict:
     """The price of the offset: each user's last warm interaction (the leave-one-out test
-    target) ranked over the warm catalog alone, and with the new items beside it, scored
-    as served at each of `lifts` (name -> offset; student alone, no transitions)."""
+    target; earlier occurrences of it left out of the history: benchmarks/scale.py's data
+    holds each user's last item in their first row too) ranked over the warm catalog alone,
+    and with the new items beside it, scored as served at each of `lifts` (name -> offset;
+    student alone, no transitions)."""
     hist, targets = [], []
     for seq in seqs:
-        if len(seq) >= 2:
-            hist.append(seq[:-1])
+        before = seq[:-1][seq[:-1] != seq[-1]]  # a history holding the target would hide it
+        if len(before):
+            hist.append(before)
             targets.append(seq[-1])
     t = np.asarray(targets, np.int64)
     hidden = np.concatenate(

@@ -258,6 +258,8 @@ def read_interactions(data: Path) -> pd.DataFrame:
     """interactions.csv, or interactions.parquet (a benchmarks/scale.py rung's), ids as strings."""
     if (data / "interactions.csv").exists():
         return pd.read_csv(data / "interactions.csv", dtype={"user_id": str, "item_id": str})
+    if not (data / "interactions.parquet").exists() or not (data / "items.csv").exists():
+        raise SystemExit(f"{data}: needs interactions.csv (or .parquet) and items.csv")
     inter = pd.read_parquet(data / "interactions.parquet")
     return inter.astype({"user_id": str, "item_id": str})
 

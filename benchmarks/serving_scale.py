@@ -597,6 +597,17 @@ def cold_start(bundle_dir: Path, repo: Path, history: list[str], n_runs: int) ->
     return summarise(runs) | {"fetch_only": fetch_only(pointer)}
 
 
+def counts(text: str) -> list[int]:
+    """ "0,1000" -> [0, 1000]; argparse turns the error into one line and exit code 2."""
+    try:
+        out = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not comma-separated counts") from None
+    if any(m < 0 or m > 10_000 for m in out):  # lmrec.liveitems.MAX_LIVE
+        raise argparse.ArgumentTypeError(f"{text!r}: counts must be 0..10000")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["S", "M", "L"], choices=list(SIZES))
@@ -615,6 +626,7 @@ def main() -> None:
     parser.add_argument(
         "--live",
         default="0",
+        type=counts,
         help="live item counts for the cold starts, comma separated (0: no item store)",
     )
     parser.add_argument(
@@ -666,7 +678,7 @@ def measure_size(size: str, args, work: Path, repo: Path) -> list[dict]:
     from lmrec.bundle import load
 
     variants = {"off": [False], "on": [True], "both": [False, True]}[args.content]
-    live = [int(m) for m in args.live.split(",")]
+    live = args.live
     stores = {m: item_store(f"live-{size.lower()}-{m}", m) if m else "" for m in live}
     written = time.monotonic()
     records, targets = [], []

@@ -203,12 +203,15 @@ def evaluate_cold(
 
 def warm_beside_new(model, warm_table, cold_vectors, lifts: dict, seqs) -> dict:
     """The price of the offset: each user's last warm interaction (the leave-one-out test
-    target) ranked over the warm catalog alone, and with the new items beside it, scored
-    as served at each of `lifts` (name -> offset; student alone, no transitions)."""
+    target; earlier occurrences of it left out of the history: benchmarks/scale.py's data
+    holds each user's last item in their first row too) ranked over the warm catalog alone,
+    and with the new items beside it, scored as served at each of `lifts` (name -> offset;
+    student alone, no transitions)."""
     hist, targets = [], []
     for seq in seqs:
-        if len(seq) >= 2:
-            hist.append(seq[:-1])
+        before = seq[:-1][seq[:-1] != seq[-1]]  # a history holding the target would hide it
+        if len(before):
+            hist.append(before)
             targets.append(seq[-1])
     t = np.asarray(targets, np.int64)
     hidden = np.concatenate(
@@ -251,10 +254,20 @@ def train(data: Path, items: Path, out: Path, sets: list[str]) -> float:
     return round(time.perf_counter() - began, 1)
 
 
+def read_interactions(data: Path) -> pd.DataFrame:
+    """interactions.csv, or interactions.parquet (a benchmarks/scale.py rung's), ids as strings."""
+    if (data / "interactions.csv").exists():
+        return pd.read_csv(data / "interactions.csv", dtype={"user_id": str, "item_id": str})
+    if not (data / "interactions.parquet").exists() or not (data / "items.csv").exists():
+        raise SystemExit(f"{data}: needs interactions.csv (or .parquet) and items.csv")
+    inter = pd.read_parquet(data / "interactions.parquet")
+    return inter.astype({"user_id": str, "item_id": str})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--data", type=Path, required=True, help="folder with interactions.csv, items.csv"
+        "--data", type=Path, required=True, help="folder: interactions.csv (or .parquet), items.csv"
     )
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--cold-share", type=float, default=0.1)
@@ -265,7 +278,7 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="hyperparameter key=value")
     a = p.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
-    inter = pd.read_csv(a.data / "interactions.csv", dtype={"user_id": str, "item_id": str})
+    inter = read_interactions(a.data)
     cold = cold_items(inter, a.cold_share, a.cold_cap)
     train_csv = a.work / "train" / "interactions.csv"
     train_csv.parent.mkdir(exist_ok=True)

@@ -81,39 +81,11 @@ def _latency(fn, history: list[str], n: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--bundle", required=True)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--sizes", default="0,1000,10000")
-    parser.add_argument("--add-content", action="store_true")
-    parser.add_argument(
-        "--settle", type=float, default=16.0, help="seconds between the writes and the timing"
-    )
-    args = parser.parse_args()
-    import logging
-
-    logging.disable(logging.WARNING)  # powertools' per-request lines are not the subject
-    import subprocess
-    import sys
-
+def _run(args, bundle: Path, work: Path, port: int) -> dict:
     import boto3
     from lmrec import events, itemstore, liveitems, registry
-    from lmrec.local.stack import free_port
     from lmrec.recommend import Recommender
 
-    work = Path(tempfile.mkdtemp(prefix="live-bench-"))
-    bundle = Path(args.bundle)
-    if args.add_content:
-        from tests.live_helpers import with_content
-
-        bundle = with_content(bundle, work / "bundle", None)
-    port = free_port()
-    moto = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     os.environ.update(
         {
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
@@ -147,7 +119,43 @@ def main() -> None:
         row = {"read_all_s": round(read_s, 3), "featurise_and_build_s": round(build_s, 3)}
         out[f"live_{m}"] = row | _latency(fn, history, args.requests)
         print(json.dumps({m: out[f"live_{m}"]}), flush=True)
-    moto.terminate()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--sizes", default="0,1000,10000")
+    parser.add_argument("--add-content", action="store_true")
+    parser.add_argument(
+        "--settle", type=float, default=16.0, help="seconds between the writes and the timing"
+    )
+    args = parser.parse_args()
+    import logging
+
+    logging.disable(logging.WARNING)  # powertools' per-request lines are not the subject
+    import subprocess
+    import sys
+
+    from lmrec.local.stack import free_port
+
+    work = Path(tempfile.mkdtemp(prefix="live-bench-"))
+    bundle = Path(args.bundle)
+    if args.add_content:
+        from tests.live_helpers import with_content
+
+        bundle = with_content(bundle, work / "bundle", None)
+    port = free_port()
+    moto = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        out = _run(args, bundle, work, port)
+    finally:  # a failed run must not leave the server behind
+        moto.terminate()
     print(json.dumps(out, indent=1))
 
 

@@ -17,6 +17,11 @@ the data path), then prints one JSON line: per-phase seconds and peak RSS (from 
 metrics.json), the whole process's peak RSS (from wait4), bundle size, and quality:
 full-ranking test NDCG@10 with its 95% CI and the number of users, for the teacher, the
 served student, popularity and co-occurrence.
+
+`--text` also writes the rung's item catalog, items.csv, beside the interactions (see
+`item_text`; its own random stream, so the interactions stay bit-identical and the ladder's
+figures comparable); the ladder's runs do not read it (no --items): benchmarks/cold_items.py
+does (`--data <work>/<rung>/data`).
 """
 
 from __future__ import annotations
@@ -134,6 +139,60 @@ def walk(n_users: int, n_items: int, seed: int = 0) -> tuple[pd.DataFrame, dict]
     return df, hidden
 
 
+SYLLABLES = [c + v for c in "bdfghklmnprstvzjw" for v in "aeiou"]  # 85: 85**3 > 614k words
+NOISE_WORDS = 40  # words any title may hold, whatever its cluster
+
+
+def _words(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n distinct made-up words of three syllables ("kovami"): no real word's meaning leaks."""
+    s = len(SYLLABLES)
+    codes = rng.choice(s**3, size=n, replace=False)
+    syl = np.asarray(SYLLABLES)
+    return np.char.add(np.char.add(syl[codes // s**2], syl[codes // s % s]), syl[codes % s])
+
+
+def item_text(cat: Catalog, seed: int = 0, per_cluster: int = 6, own: float = 0.7) -> pd.DataFrame:
+    """An item catalog whose content carries the item's cluster but not its place on the ring.
+
+    title: 3-5 words, each from the cluster's own `per_cluster` words with probability `own`,
+    else from NOISE_WORDS shared by all; group: the cluster's coarse group (8 neighbouring
+    clusters; the coarsest ring information a shop's category tree holds), plus a random
+    second group for 30% of the items ("g12|g40"); price: lognormal around a per-cluster
+    level (weakly informative). Drawn from its own stream (seed, 1): the walk's is untouched.
+    """
+    rng = np.random.default_rng([seed, 1])
+    n, c = cat.n_items, cat.cluster_of
+    words = _words(rng, cat.n_clusters * per_cluster + NOISE_WORDS)
+    vocab, noise = words[:-NOISE_WORDS].reshape(cat.n_clusters, per_cluster), words[-NOISE_WORDS:]
+    length = rng.integers(3, 6, size=n)
+    slots = np.where(
+        rng.random((n, 5)) < own,
+        vocab[c[:, None], rng.integers(0, per_cluster, (n, 5))],
+        noise[rng.integers(0, NOISE_WORDS, (n, 5))],
+    )
+    titles = [" ".join(row[:k]) for row, k in zip(slots.tolist(), length.tolist(), strict=True)]
+    n_groups = -(-cat.n_clusters // 8)
+    group = np.char.add("g", (c // 8).astype(str))
+    second = np.char.add("|g", rng.integers(0, n_groups, n).astype(str))
+    groups = np.where(rng.random(n) < 0.3, np.char.add(group, second), group)
+    level = rng.normal(3.0, 0.8, cat.n_clusters)
+    price = np.round(np.exp(level[c] + rng.normal(0, 0.5, n)), 2)
+    return pd.DataFrame({"item_id": np.arange(n), "title": titles, "group": groups, "price": price})
+
+
+def write_data(data_dir: Path, n_users: int, n_items: int, seed: int, text: bool) -> None:
+    """interactions.parquet (and with `text`, items.csv) of a rung, each unless present."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_file, items_file = data_dir / "interactions.parquet", data_dir / "items.csv"
+    if data_file.exists() and (items_file.exists() or not text):
+        return
+    df, hidden = walk(n_users, n_items, seed)
+    if not data_file.exists():
+        df.to_parquet(data_file, index=False)
+    if text:
+        item_text(hidden["catalog"], seed).to_csv(items_file, index=False)
+
+
 def _child_peak_rss_mb(proc: subprocess.Popen) -> tuple[int, float]:
     _, status, usage = os.wait4(proc.pid, 0)
     return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024
@@ -155,14 +214,12 @@ def _quality(metrics: dict, name: str) -> dict | None:
     }
 
 
-def run_rung(rung: str, work: Path, extra: list[str], seed: int) -> dict:
+def run_rung(rung: str, work: Path, extra: list[str], seed: int, text: bool = False) -> dict:
     n_users, n_items = RUNGS[rung]
     data_dir = work / rung / "data"
     data_file = data_dir / "interactions.parquet"
     began = time.perf_counter()
-    if not data_file.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        synthesize(n_users, n_items, seed).to_parquet(data_file, index=False)
+    write_data(data_dir, n_users, n_items, seed, text)
     synth_seconds = time.perf_counter() - began
     out = work / rung / "model"
     cmd = [sys.executable, "-m", "training", "train", "--data", str(data_file)]
@@ -276,6 +333,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], help="extra key=value")
     parser.add_argument("--step-only", action="store_true")
+    parser.add_argument("--text", action="store_true", help="also write items.csv (item_text)")
+    parser.add_argument("--data-only", action="store_true", help="write the rungs' data, stop")
     parser.add_argument("--report-only", action="store_true", help="read finished rungs' output")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
@@ -284,11 +343,16 @@ def main() -> None:
         print(json.dumps(step_times(["M", "L"], args.steps, args.repeats)), flush=True)
         return
     for rung in args.rungs:
+        if args.data_only:
+            n_users, n_items = RUNGS[rung]
+            write_data(Path(args.work) / rung / "data", n_users, n_items, args.seed, args.text)
+            continue
         if args.report_only:
             figures = {"rung": rung} | job_figures(Path(args.work) / rung / "model")
             print(json.dumps(figures), flush=True)
             continue
-        print(json.dumps(run_rung(rung, Path(args.work), args.set, args.seed)), flush=True)
+        result = run_rung(rung, Path(args.work), args.set, args.seed, args.text)
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

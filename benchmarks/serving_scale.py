@@ -4,6 +4,8 @@ similar-items latency on one thread, and the item index's recall against exact s
 Prints one JSON object per size.
 
     nice -n 10 .venv/bin/python benchmarks/serving_scale.py --sizes S M L
+    nice -n 10 .venv/bin/python benchmarks/serving_scale.py --sizes L --content both \
+        --live 0,1000 --warm-requests 300
 
 Bundles are written by training/bundle_writer.py from synthetic data: Zipf item popularity,
 users drifting along item topics (mean 15 interactions), a catalog with titles, a price and
@@ -13,7 +15,16 @@ tables take; a Gaussian table has no structure for any index to use), its encode
 user vector is the newest item plus the history's mean (see history_encoder).
 
 Cold start: a fresh process per run (--cold-runs, default 5; median and min reported), from
-the interpreter's start to the first answer, bundle fetched from moto S3 into an empty cache.
+the process's start (the kernel's clock) to the first answer, bundle fetched from moto S3
+into an empty cache; then --warm-requests more through the handler (wall and process CPU).
+
+The content part (--content on, or both: without and with, measured side by side, the cold
+starts in alternating rounds): the student built as training builds one with the catalog
+(training.item_content, default spec inference and 2**15 buckets), its id rows set so that
+id + content equals the same item table, so the bundles differ by content.weight and the
+manifest's "content" / "new_items" alone. --live 0,1000: cold starts with that many items
+added after the model in a DynamoDB item table on the moto server (0: no item store); the
+first request reads and featurises them (timed apart again as "live_split").
 
 Bundles carry transitions (lmrec.transitions: the job's table of pairs of at least 2 users)
 at weight 2 unless --transitions-weight 0; recommend is then also timed with the table set
@@ -63,6 +74,14 @@ def machine() -> str:
     )
     mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
     return f"{os.cpu_count()}-core {cpu}, {mem:.0f} GB, no GPU, Python {platform.python_version()}"
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (the kernel's start time: interpreter start
+    included, which T0 misses), at the clock tick's resolution (10 ms)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
+    return float(Path("/proc/uptime").read_text().split()[0]) - started
 
 
 def rss_mb() -> dict:
@@ -165,7 +184,33 @@ def history_encoder(student) -> None:
             block.ffn[2].bias.zero_()
 
 
-def build(size: str, out: Path, dtype: str, transitions_weight: float = 2.0) -> dict:
+def with_content(data, student_cfg, table: np.ndarray):
+    """A student that reads the catalog, as training builds one (training.item_content with
+    the default DataConfig: the spec inferred from the columns, 2**15 buckets), whose id rows
+    are set so that id + content = `table`: known items serve exactly the vectors of the
+    bundle without content, and the two bundles differ only by the content part."""
+    import torch
+
+    from training.config import DataConfig
+    from training.item_content import item_content
+    from training.model import SASRec
+
+    data.content = item_content(data, DataConfig())
+    student = SASRec(student_cfg, data.content)
+    f = data.content.features
+    with torch.no_grad():
+        part = student.content(
+            torch.from_numpy(f.indices),
+            torch.from_numpy(f.offsets[:-1]),
+            per_sample_weights=torch.from_numpy(f.weights),
+        )
+        student.item_emb.weight.copy_(torch.from_numpy(table) - part)
+    return student
+
+
+def build(
+    size: str, out: Path, dtype: str, transitions_weight: float = 2.0, content: bool = False
+) -> dict:
     import torch
 
     from training import hybrid
@@ -178,10 +223,22 @@ def build(size: str, out: Path, dtype: str, transitions_weight: float = 2.0) -> 
     data, topic = synthetic(n_users, n_items)
     data.catalog = catalog(data)
     torch.manual_seed(0)
-    student = SASRec(ModelConfig(n_items=n_items, d_model=48, n_blocks=1, n_heads=1, max_len=50))
+    cfg = ModelConfig(n_items=n_items, d_model=48, n_blocks=1, n_heads=1, max_len=50)
+    student = SASRec(cfg)
     popularity = np.bincount(data.items, minlength=n_items + 1)
+    table = item_table(topic, popularity, 48)
     with torch.no_grad():
-        student.item_emb.weight.copy_(torch.from_numpy(item_table(topic, popularity, 48)))
+        student.item_emb.weight.copy_(torch.from_numpy(table))
+    featurised = None
+    if content:  # the same encoder weights (seeded), the same served item vectors
+        began_content = time.perf_counter()
+        student_c = with_content(data, cfg, table)
+        featurised = round(time.perf_counter() - began_content, 1)
+        student_c.load_state_dict(
+            {k: v for k, v in student.state_dict().items() if k != "item_emb.weight"},
+            strict=False,
+        )
+        student = student_c
     history_encoder(student)
     student.eval()
     generated = time.perf_counter() - began
@@ -189,7 +246,8 @@ def build(size: str, out: Path, dtype: str, transitions_weight: float = 2.0) -> 
     table = None
     if transitions_weight:  # the job's table (pairs of >= 2 users), at a typical weight
         table = hybrid.build(leave_one_out(data), 2, 50, transitions_weight)
-    doc = {"metrics": {}, "config": {"size": size}, "summary": {}}
+    # A trained job's summary names the new-item offset it chose (training/new_items.py)
+    doc = {"metrics": {}, "config": {"size": size}, "summary": {"new_items": {"offset": 0.0}}}
     began = time.perf_counter()
     manifest = write_bundle(
         out, student, data, doc, dtype, category_column="category", transitions=table
@@ -200,6 +258,8 @@ def build(size: str, out: Path, dtype: str, transitions_weight: float = 2.0) -> 
     hist = [data.sequence(int(u))[-200:] for u in users]
     np.savez(out.parent / f"{out.name}-requests.npz", *[h.astype(np.int64) for h in hist])
     return {
+        "content": data.content.describe() if content else None,
+        "content_featurise_seconds": featurised,
         "generate_seconds": round(generated, 1),
         "write_seconds": round(written, 1),
         "interactions": len(data.items),
@@ -218,15 +278,16 @@ def percentiles(ms: tuple[list[float], list[float]]) -> dict:
     }
 
 
-def timed(fn, args) -> tuple[list[float], list[float]]:
+def timed(fn, args, clock=time.thread_time) -> tuple[list[float], list[float]]:
     """Wall and on-CPU milliseconds per call. The machine is shared: wall time includes
-    the time the scheduler gave another process; the thread's CPU time does not."""
+    the time the scheduler gave another process; the thread's CPU time does not. (The
+    handler runs a route on a worker thread: time it with the process's clock.)"""
     wall, cpu = [], []
     for a in args:
-        began, began_cpu = time.perf_counter(), time.thread_time()
+        began, began_cpu = time.perf_counter(), clock()
         fn(a)
         wall.append((time.perf_counter() - began) * 1000)
-        cpu.append((time.thread_time() - began_cpu) * 1000)
+        cpu.append((clock() - began_cpu) * 1000)
     return wall, cpu
 
 
@@ -323,9 +384,11 @@ def recall(rec, hist, items) -> dict:
     }
 
 
-def child_cold(repo: str, history: list[str]) -> dict:
+def child_cold(repo: str, history: list[str], requests: int = 0) -> dict:
     """From process start: import the Lambda module (which fetches and loads the bundle) and
-    answer one request through its handler."""
+    answer one request through its handler (with an item store set, the first request also
+    reads and featurises every live item). Then, warm, `requests` more of the same request
+    through the handler: wall and CPU milliseconds of the whole invocation."""
     import importlib.util
     import resource
 
@@ -346,13 +409,56 @@ def child_cold(repo: str, history: list[str]) -> dict:
     event["body"] = json.dumps({"history": history, "k": 10})
     event["isBase64Encoded"] = False
     reply = module.handler(event, Context())
+    answered, age = time.perf_counter(), process_age_s()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {
+    out = {
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
         "imported_at_s": round(imported - T0, 3),
-        "answered_at_s": round(time.perf_counter() - T0, 3),
+        "answered_at_s": round(answered - T0, 3),
+        "first_request_s": round(answered - imported, 3),
+        "cold_start_s": round(age, 2),  # from the process's start to the first answer
         "status": reply["statusCode"],
+        "live_items_in_reply": sum(
+            1
+            for r in json.loads(reply["body"]).get("items", [])
+            if str(r.get("item_id")).startswith("live-")
+        )
+        if reply["statusCode"] == 200
+        else None,
         **rss_mb(),
+    }
+    if os.environ.get("LMREC_ITEM_STORE"):
+        out["live_split"] = live_split(
+            os.environ["LMREC_ITEM_STORE"], os.environ["LMREC_CACHE_DIR"]
+        )
+    if requests:
+        logging.disable(logging.WARNING)  # powertools' per-request lines are not the subject
+        ms = timed(lambda _: module.handler(event, Context()), range(requests), time.process_time)
+        out["warm_handler"] = percentiles(ms) | {"requests": requests}
+        out["after_warm"] = rss_mb()
+    return out
+
+
+def live_split(items_uri: str, cache: str) -> dict:
+    """Where a cold start's first request spends its live-item time, each part again on its
+    own (the OS caches warm now): reading every record, then featurising and building the
+    overlay (lmrec.liveitems.build with an empty vector cache, as at a cold start)."""
+    from lmrec import itemstore, liveitems
+    from lmrec.recommend import Recommender
+
+    manifest = next(Path(cache).rglob("manifest.json"))
+    rec = Recommender.load(manifest.parent)
+    began = time.perf_counter()
+    records = itemstore.open_item_store(items_uri).all()
+    read = time.perf_counter() - began
+    began, began_cpu = time.perf_counter(), time.process_time()
+    overlay = liveitems.build(rec, records.values(), {})
+    return {
+        "records": len(records),
+        "read_all_s": round(read, 3),
+        "featurise_and_build_s": round(time.perf_counter() - began, 3),
+        "featurise_and_build_cpu_s": round(time.process_time() - began_cpu, 3),
+        "scored": overlay.scored,
     }
 
 
@@ -388,7 +494,39 @@ def run_child(args: list[str], env: dict) -> dict:
     return out
 
 
-def cold_start(bundle_dir: Path, repo: Path, history: list[str], n_runs: int) -> dict:
+def live_records(m: int, seed: int = 0) -> list:
+    """m items added after the model, with the catalog's columns (title, price, category)."""
+    from lmrec.itemstore import ItemRecord, now_ms
+
+    rng = np.random.default_rng(seed + 5)
+    stamp = now_ms()
+    return [
+        ItemRecord(
+            f"live-{i:06d}",
+            {
+                "title": f"New gadget {i} mark {int(rng.integers(1, 9))}",
+                "price": round(float(rng.uniform(1, 200)), 2),
+                "category": f"cat{int(rng.integers(0, N_CATEGORIES)):03d}",
+            },
+            True,
+            stamp,
+            stamp,
+        )
+        for i in range(m)
+    ]
+
+
+def item_store(name: str, m: int) -> str:
+    """A DynamoDB item table (on the moto server) holding m live items; its URI."""
+    from lmrec import itemstore
+
+    itemstore.create_table(name)
+    itemstore.ItemStore(name).put(live_records(m))
+    return f"dynamodb://{name}"
+
+
+def publish(bundle_dir: Path) -> tuple[str, object]:
+    """The bundle published as production in a bucket of its own: (store URI, pointer)."""
     import boto3
     from lmrec import registry, store
 
@@ -397,30 +535,77 @@ def cold_start(bundle_dir: Path, repo: Path, history: list[str], n_runs: int) ->
     store._S3 = None
     pointer = registry.publish(bundle_dir, f"s3://{bucket}", "lmrec")
     registry.set_production(f"s3://{bucket}", "lmrec", pointer)
-    runs = []
-    for _ in range(n_runs):
-        cache = tempfile.mkdtemp(prefix="lmrec-cold-")
-        env = {
-            "LMREC_STORE_URI": f"s3://{bucket}",
-            "LMREC_CACHE_DIR": cache,
-            "LMREC_USER_STORE": "",
-            "LMREC_INIT_LOAD_SECONDS": "9",
-            "LMREC_AUTH": "none",
-        }
-        runs.append(run_child(["--child", "cold", str(repo), json.dumps(history)], env))
-        shutil.rmtree(cache, ignore_errors=True)
+    return f"s3://{bucket}", pointer
+
+
+def cold_run(store_uri: str, repo: Path, history: list[str], items_uri: str, requests: int):
+    """One cold start (a fresh process, an empty cache), then `requests` warm ones."""
+    cache = tempfile.mkdtemp(prefix="lmrec-cold-")
+    env = {
+        "LMREC_STORE_URI": store_uri,
+        "LMREC_CACHE_DIR": cache,
+        "LMREC_USER_STORE": "",
+        "LMREC_ITEM_STORE": items_uri,
+        # moto's DynamoDB answers a 1,000-record read in ~1 s on these shared cores (the
+        # API's default read timeout); a timed-out poll would leave the view stale and make
+        # every request wait for the next (benchmarks/live_items.py sets the same)
+        "LMREC_AWS_READ_TIMEOUT": "4",
+        "LMREC_INIT_LOAD_SECONDS": "9",
+        "LMREC_AUTH": "none",
+    }
+    args = ["--child", "cold", str(repo), json.dumps(history), str(requests)]
+    run = run_child(args, env) | {"load_before": round(os.getloadavg()[0], 2)}
+    shutil.rmtree(cache, ignore_errors=True)
+    return run
+
+
+def fetch_only(pointer) -> dict:
     cache = tempfile.mkdtemp(prefix="lmrec-fetch-")
     fetch = run_child(["--child", "fetch", pointer.bundle_uri, cache], {})
     shutil.rmtree(cache, ignore_errors=True)
-    answered = [r["process_wall_seconds"] for r in runs if r.get("status") == 200]
+    return fetch
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Medians over the runs that answered (the machine is shared: one run can be unlucky)."""
+    ok = [r for r in runs if r.get("status") == 200]
+
+    def median(key: str, block: str | None = None):
+        values = [(r[block] if block else r)[key] for r in ok if not block or block in r]
+        return round(float(np.median(values)), 3) if values else None
+
     return {
-        "process_wall_seconds_median": round(float(np.median(answered)), 3) if answered else None,
-        "process_wall_seconds_min": min(answered) if answered else None,
-        "cpu_seconds_median": round(float(np.median([r.get("cpu_seconds", 0) for r in runs])), 3),
-        "peak_rss_mb_max": max(r.get("peak_rss_mb", 0) for r in runs),
+        "answered": f"{len(ok)} of {len(runs)}",
+        "cold_start_seconds_median": median("cold_start_s"),
+        "cold_start_seconds_min": min((r["cold_start_s"] for r in ok), default=None),
+        "process_wall_seconds_median": median("process_wall_seconds"),
+        "first_request_seconds_median": median("first_request_s"),
+        "cpu_seconds_median": median("cpu_seconds"),
+        "peak_rss_mb_max": max((r.get("peak_rss_mb", 0) for r in runs), default=None),
+        "warm_handler_p50_ms_median": median("p50_ms", "warm_handler"),
+        "warm_handler_p99_ms_median": median("p99_ms", "warm_handler"),
+        "warm_handler_cpu_p50_ms_median": median("cpu_p50_ms", "warm_handler"),
+        "warm_handler_cpu_p99_ms_median": median("cpu_p99_ms", "warm_handler"),
+        "load_median": median("load_before"),
         "runs": runs,
-        "fetch_only": fetch,
     }
+
+
+def cold_start(bundle_dir: Path, repo: Path, history: list[str], n_runs: int) -> dict:
+    store_uri, pointer = publish(bundle_dir)
+    runs = [cold_run(store_uri, repo, history, "", 0) for _ in range(n_runs)]
+    return summarise(runs) | {"fetch_only": fetch_only(pointer)}
+
+
+def counts(text: str) -> list[int]:
+    """ "0,1000" -> [0, 1000]; argparse turns the error into one line and exit code 2."""
+    try:
+        out = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not comma-separated counts") from None
+    if any(m < 0 or m > 10_000 for m in out):  # lmrec.liveitems.MAX_LIVE
+        raise argparse.ArgumentTypeError(f"{text!r}: counts must be 0..10000")
+    return out
 
 
 def main() -> None:
@@ -432,6 +617,22 @@ def main() -> None:
         "--transitions-weight", type=float, default=2.0, help="0: bundles without transitions"
     )
     parser.add_argument("--workdir", default="", help="where bundles go (default: a temp dir)")
+    parser.add_argument(
+        "--content",
+        default="off",
+        choices=["off", "on", "both"],
+        help="bundles with the content part; both: without and with, measured side by side",
+    )
+    parser.add_argument(
+        "--live",
+        default="0",
+        type=counts,
+        help="live item counts for the cold starts, comma separated (0: no item store)",
+    )
+    parser.add_argument(
+        "--warm-requests", type=int, default=0, help="handler requests timed after each cold start"
+    )
+    parser.add_argument("--reuse", action="store_true", help="measure bundles in --workdir")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -441,7 +642,7 @@ def main() -> None:
         elif kind == "fetch":
             result = child_fetch(rest[0], rest[1])
         else:
-            result = child_cold(rest[0], json.loads(rest[1]))
+            result = child_cold(rest[0], json.loads(rest[1]), int(rest[2]))
         print(json.dumps(result))
         return
     import training
@@ -465,33 +666,63 @@ def main() -> None:
     os.environ.update(creds)
     try:
         for size in args.sizes:
-            out = work / f"{size}-{args.dtype}"
-            record = {
-                "size": size,
-                "users": SIZES[size][0],
-                "items": SIZES[size][1],
-                "item_table_dtype": args.dtype,
-                "code": str(repo),
-                "machine": machine(),
-            }
-            record.update(build(size, out, args.dtype, args.transitions_weight))
-            manifest = json.loads((out / "manifest.json").read_text())
-            record["bundle_files_mb"] = {
-                name: round(e["size"] / 2**20, 2) for name, e in manifest["files"].items()
-            }
-            record["bundle_mb"] = round(
-                sum(e["size"] for e in manifest["files"].values()) / 2**20, 1
-            )
-            record["serving"] = run_child(["--child", "latency", str(out)], {})
-            req = np.load(work / f"{out.name}-requests.npz")
-            from lmrec.bundle import load
-
-            ids = load(out).item_ids
-            history = [ids[int(r) - 1] for r in req[req.files[0]][-10:]]
-            record["cold_start"] = cold_start(out, repo, history, args.cold_runs)
-            print(json.dumps(record), flush=True)
+            for record in measure_size(size, args, work, repo):
+                print(json.dumps(record), flush=True)
     finally:
         server.stop()
+
+
+def measure_size(size: str, args, work: Path, repo: Path) -> list[dict]:
+    """Each variant's bundle built and measured; the cold starts in rounds that take every
+    (variant, live count) once, so a burst of load from other processes hits them alike."""
+    from lmrec.bundle import load
+
+    variants = {"off": [False], "on": [True], "both": [False, True]}[args.content]
+    live = args.live
+    stores = {m: item_store(f"live-{size.lower()}-{m}", m) if m else "" for m in live}
+    written = time.monotonic()
+    records, targets = [], []
+    for content in variants:
+        out = work / f"{size}-{args.dtype}{'-content' if content else ''}"
+        record = {
+            "size": size,
+            "users": SIZES[size][0],
+            "items": SIZES[size][1],
+            "item_table_dtype": args.dtype,
+            "content_part": content,
+            "code": str(repo),
+            "machine": machine(),
+        }
+        if args.reuse and (out / "manifest.json").exists():
+            record["reused"] = str(out)  # built by an earlier run of the same command
+        else:
+            record.update(build(size, out, args.dtype, args.transitions_weight, content))
+        manifest = json.loads((out / "manifest.json").read_text())
+        record["bundle_files_mb"] = {
+            name: round(e["size"] / 2**20, 2) for name, e in manifest["files"].items()
+        }
+        record["bundle_mb"] = round(sum(e["size"] for e in manifest["files"].values()) / 2**20, 1)
+        record["load_before_latency"] = round(os.getloadavg()[0], 2)
+        record["serving"] = run_child(["--child", "latency", str(out)], {})
+        req = np.load(work / f"{out.name}-requests.npz")
+        ids = load(out).item_ids
+        history = [ids[int(r) - 1] for r in req[req.files[0]][-10:]]
+        store_uri, pointer = publish(out)
+        record["fetch_only"] = fetch_only(pointer)
+        records.append(record)
+        targets.append((store_uri, history))
+    # Past the polls' overlap window (lmrec.itemstore.OVERLAP_MS) after the writes: a poll
+    # within it re-reads every change of the last 15 s (1,000 records), once per 2 s; the
+    # steady state is measured, as benchmarks/live_items.py does.
+    time.sleep(max(0.0, written + 16.0 - time.monotonic()))
+    runs: dict = {(v, m): [] for v in range(len(variants)) for m in live}
+    for _ in range(args.cold_runs):
+        for v, (store_uri, history) in enumerate(targets):
+            for m in live:
+                runs[v, m].append(cold_run(store_uri, repo, history, stores[m], args.warm_requests))
+    for v, record in enumerate(records):
+        record["cold_start"] = {f"live_{m}": summarise(runs[v, m]) for m in live}
+    return records
 
 
 if __name__ == "__main__":

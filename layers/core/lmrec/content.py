@@ -40,6 +40,7 @@ MAX_TEXT_CHARS = 2000  # characters of one text field featurised; the rest is ig
 MAX_VALUES = 64  # values of one categorical field featurised
 DEFAULT_BUCKETS = 1 << 16
 NUMERIC_BUCKETS = 16
+VECTOR_CHUNK = 256  # items summed at a time by `vectors` (~30 features x D floats each)
 _WORD = re.compile(r"\w+", re.UNICODE)
 _KINDS = ("text", "categorical", "numeric")
 
@@ -128,24 +129,48 @@ def numeric_token(value: str, edges: Sequence[float]) -> list[str]:
     return [f"n:{bisect.bisect_right(edges, x)}"]  # as np.searchsorted(side="right")
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _word_buckets(column: str, word: str, n_buckets: int) -> tuple[int, ...]:
+    """The buckets of a word's own token and its character trigrams (text_tokens' per-word
+    part). Cached per word: words repeat across titles, and a hit skips building and
+    hashing ~6 strings."""
+    marked = f"<{word}>"
+    trigrams = (marked[i : i + 3] for i in range(max(1, len(marked) - 2)))
+    return (
+        _bucket(column, f"w:{word}", n_buckets),
+        *(_bucket(column, f"c:{t}", n_buckets) for t in trigrams),
+    )
+
+
+def text_buckets(column: str, value: str, n_buckets: int) -> list[int]:
+    """The buckets of text_tokens(value), as a multiset (featurise's weights are the same
+    for every token of a column, so their order does not matter)."""
+    words = _WORD.findall(unicodedata.normalize("NFKC", value[:MAX_TEXT_CHARS]).casefold())
+    out = [b for w in words for b in _word_buckets(column, w, n_buckets)]
+    out += [_bucket(column, f"b:{a} {b}", n_buckets) for a, b in itertools.pairwise(words)]
+    return out
+
+
+def _column_buckets(spec: ContentSpec, column: str, text: str) -> list[int]:
+    n = spec.n_buckets
+    if column in spec.numeric:
+        return [_bucket(column, t, n) for t in numeric_token(text, spec.numeric[column])]
+    if column in spec.categorical:
+        return [_bucket(column, t, n) for t in categorical_tokens(text)]
+    return text_buckets(column, text, n)
+
+
 def _row_features(spec: ContentSpec, row: Mapping[str, object]) -> dict[int, float]:
     out: dict[int, float] = {}
     for column in spec.columns:
         value = row.get(column)
         if value is None:
             continue
-        text = value if isinstance(value, str) else str(value)
-        if column in spec.numeric:
-            tokens = numeric_token(text, spec.numeric[column])
-        elif column in spec.categorical:
-            tokens = categorical_tokens(text)
-        else:
-            tokens = text_tokens(text)
-        if not tokens:
+        buckets = _column_buckets(spec, column, value if isinstance(value, str) else str(value))
+        if not buckets:
             continue
-        w = 1.0 / math.sqrt(len(tokens))
-        for token in tokens:
-            b = _bucket(column, token, spec.n_buckets)
+        w = 1.0 / math.sqrt(len(buckets))
+        for b in buckets:
             out[b] = out.get(b, 0.0) + w
     return out
 
@@ -186,9 +211,21 @@ def vectors(features: Features, table: np.ndarray) -> np.ndarray:
     out = np.zeros((n, d), dtype=np.float32)
     if len(features.indices) == 0:
         return out
-    rows = np.repeat(np.arange(n), np.diff(features.offsets))
-    contrib = table[features.indices].astype(np.float32) * features.weights[:, None]
-    np.add.at(out, rows, contrib)
+    # Each distinct row cast once (a float16 table's cast per feature was a third of the
+    # cost), each item's run of features summed in order by reduceat (np.add.at, unbuffered,
+    # was most of the rest), in chunks of items whose (features, D) temporaries stay in the
+    # CPU's cache: 10,000 items at ~30 features, 0.14 -> 0.05 s CPU.
+    used, at = np.unique(features.indices, return_inverse=True)
+    rows = table[used].astype(np.float32, copy=False)
+    off = features.offsets
+    for lo in range(0, n, VECTOR_CHUNK):
+        hi = min(n, lo + VECTOR_CHUNK)
+        a, b = off[lo], off[hi]
+        if a == b:
+            continue
+        contrib = rows[at[a:b]] * features.weights[a:b, None]
+        full = np.flatnonzero(np.diff(off[lo : hi + 1]) > 0)  # reduceat copies, not sums,
+        out[lo + full] = np.add.reduceat(contrib, off[lo:hi][full] - a, axis=0)  # empty runs
     return out
 
 

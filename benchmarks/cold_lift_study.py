@@ -22,6 +22,9 @@ with the term one of:
   early     a * share of the user's last 20 events where the item was under 30 days old
             (since its first interaction) when consumed: an early-adopter taste, honest in
             production if event times are kept
+  neighbours  alpha * hidden @ (mean row of the k known items nearest content(i) by cosine
+            - content(i)): the new item borrows its neighbours' behaviour (id part) for its
+            score (serving: one index query per new item, at overlay build)
   slot      per-user lift that puts the user's best new item at rank r (the exploration
             slot: r = 10 is liveitems.Explore with one slot of ten)
 and a protocol check: "time-aware", the offset alone with an item ranked only for cases at
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +49,7 @@ import cold_items as ci
 from lmrec import bundle as bundle_fmt
 from lmrec import content
 from lmrec.student import NumpySASRec, dequantize_items
+from quality import machine
 
 from training.item_content import catalog_rows
 
@@ -67,6 +72,9 @@ class Cases:
         self.hidden = np.concatenate(
             [model.encode(histories[i : i + 256]).hidden for i in range(0, len(histories), 256)]
         )
+
+
+Term = Callable[[Cases, np.ndarray], np.ndarray | float]
 
 
 class Study:
@@ -157,6 +165,21 @@ class Study:
         ages = [t[-n:] - self.first_seen[h[-n:]] for h, t in zip(c.h, c.times, strict=True)]
         return np.array([(a < days * DAY).mean() for a in ages])
 
+    def neighbours_term(self, k: int) -> Term:
+        """hidden @ (mean row of the k known items nearest each new item - its content)."""
+        n_warm = len(self.warm_ids) + 1
+        pool = np.setdiff1d(np.arange(1, n_warm), self.pseudo)  # rows a new item may borrow
+        cache: dict[int, np.ndarray] = {}
+
+        def term(c: Cases, new: np.ndarray) -> np.ndarray:
+            if int(new[0]) not in cache:
+                sim = unit(self.content_rows[new]) @ unit(self.table[pool]).T
+                top = np.argpartition(-sim, k, axis=1)[:, :k]
+                cache[int(new[0])] = self.table[pool][top].mean(1) - self.content_rows[new]
+            return c.hidden @ cache[int(new[0])].T
+
+        return term
+
     def scores(self, c: Cases, new: np.ndarray, lift: float, term, time_aware: bool):
         """(B, N + 1) every item by its row, `new` (rows) by content + lift + term."""
         s = c.hidden @ self.table.T
@@ -169,9 +192,6 @@ class Study:
 
     def figures(self, c: Cases, s: np.ndarray, seed: int) -> dict:
         return ci.figures(ci.ranks(s, c.t, np.random.default_rng(seed)))
-
-
-Term = Callable[[Cases, np.ndarray], np.ndarray | float]
 
 
 def choose(st: Study, term: Term, time_aware: bool = False) -> dict:
@@ -252,6 +272,8 @@ def main() -> None:
             variants[f"profile_{space}_w{w:g}"] = lambda c, new, s=space, w=w: (
                 w * (st.profile(c, s) @ unit(st.content_rows[new]).T)
             )
+    for k in (3, 10):
+        variants[f"neighbours_k{k}_a1"] = st.neighbours_term(k)
     for a_ in (2.0, 4.0, 8.0):
         variants[f"newest_a{a_:g}"] = lambda c, new, a_=a_: a_ * st.newest_share(c)[:, None]
         variants[f"early_a{a_:g}"] = lambda c, new, a_=a_: a_ * st.early_share(c)[:, None]
@@ -265,6 +287,8 @@ def main() -> None:
         "variants": {name: choose(st, term) for name, term in variants.items()},
         "slot": {f"r{r}": slot(st, r) for r in (10, 5, 3, 1)},
         "time_aware_offset": choose(st, zero, time_aware=True),
+        "machine": machine(),
+        "load_after": os.getloadavg(),
     }
     print(json.dumps(out, indent=1))
 

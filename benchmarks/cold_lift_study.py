@@ -190,6 +190,11 @@ class Study:
             s[:, new] = np.where(self.first_seen[new][None] <= c.at[:, None], s[:, new], -np.inf)
         return ci._hide(s, c.h)
 
+    def per_user(self, c: Cases, s: np.ndarray) -> np.ndarray:
+        """Each case's NDCG@10 (ties broken as in `figures`, seed 0)."""
+        r = ci.ranks(s, c.t, np.random.default_rng(0))
+        return np.where(r < ci.K, 1.0 / np.log2(r + 2.0), 0.0)
+
     def figures(self, c: Cases, s: np.ndarray, seed: int) -> dict:
         return ci.figures(ci.ranks(s, c.t, np.random.default_rng(seed)))
 
@@ -211,6 +216,9 @@ def choose(st: Study, term: Term, time_aware: bool = False) -> dict:
     grid = [g for g in grid if g >= 0.0]
     valid = {g: st.figures(v, st.scores(v, new, g, t, time_aware), 0)["ndcg@10"] for g in grid}
     best = max(grid, key=lambda g: (round(valid[g], 6), -g))
+    gains = st.per_user(v, st.scores(v, new, best, t, time_aware)) - st.per_user(
+        v, st.scores(v, new, 0.0, 0.0, time_aware)
+    )
     points = []
     for g in grid:
         cold = st.scores(st.cold_cases, st.cold, g, term(st.cold_cases, st.cold), time_aware)
@@ -223,7 +231,17 @@ def choose(st: Study, term: Term, time_aware: bool = False) -> dict:
                 "warm_with_new_items": _short(st.figures(st.warm, warm, 1)),
             }
         )
-    return {"chosen_lift": round(best, 4), "points": points}
+    return {
+        "chosen_lift": round(best, 4),
+        "valid_vs_offset_0": _paired(gains),  # the paired difference on the same valid users
+        "points": points,
+    }
+
+
+def _paired(d: np.ndarray) -> list[float]:
+    """Mean and 95% interval of a per-user difference."""
+    half = 1.96 * float(d.std(ddof=1)) / np.sqrt(len(d))
+    return [round(float(d.mean()) + x, 4) for x in (0.0, -half, half)]
 
 
 def slot(st: Study, r: int) -> dict:

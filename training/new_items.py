@@ -81,9 +81,11 @@ def _ndcg(scores: np.ndarray, seqs: list[np.ndarray], targets: np.ndarray) -> np
 
 
 def paired_gain(gain: np.ndarray) -> tuple[float, float, float]:
-    """Mean of a per-user difference and its 95% interval (normal approximation)."""
+    """Mean of a per-user difference and its 95% interval (normal approximation). Under two
+    users there is no interval: it is widened to hold 0, so nothing is beyond noise."""
     if len(gain) < 2:
-        return float(gain.mean()) if len(gain) else 0.0, -np.inf, np.inf
+        mean = float(gain.mean()) if len(gain) else 0.0
+        return mean, min(mean, 0.0), max(mean, 0.0)
     half = 1.96 * float(gain.std(ddof=1)) / np.sqrt(len(gain))
     return float(gain.mean()), float(gain.mean()) - half, float(gain.mean()) + half
 

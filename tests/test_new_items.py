@@ -14,7 +14,7 @@ from lmrec import content, liveitems
 from training.config import DataConfig, ModelConfig
 from training.item_content import item_content
 from training.model import SASRec
-from training.new_items import choose_offset, newest_items
+from training.new_items import choose_offset, chosen, newest_items
 from training.split import leave_one_out
 
 
@@ -52,13 +52,31 @@ def test_newest_items_are_the_latest_first_seen_in_training(trained):
     assert first[new].min() >= first.drop(new).max()
 
 
-def test_the_offset_is_the_grid_point_with_the_best_mixed_valid_ndcg(trained):
+def test_the_offset_is_the_best_mixed_valid_grid_point_if_it_beats_zero_beyond_noise(trained):
     model, _, split, _ = trained
     record = choose_offset(model, split)
     grid, ndcg = record["grid"], record["valid_ndcg@10"]
     assert grid[0] == 0.0 and grid == sorted(grid) and len(grid) == len(ndcg) > 1
-    assert record["offset"] == grid[int(np.argmax(ndcg))]
+    mean, low, _ = record["best_vs_0"]
+    best = grid[int(np.argmax(ndcg))]
+    assert mean == pytest.approx(max(ndcg) - ndcg[0], abs=1e-5)
+    assert record["offset"] == (best if low > 0 else 0.0)
     assert record["users"] == len(split.valid) and record["new_items"] > 0
+
+
+def test_a_gain_within_noise_keeps_zero_and_a_clear_one_is_taken():
+    # GIVEN per-user NDCG at offsets 0, 1, 2 for 400 users
+    rng = np.random.default_rng(0)
+    base = rng.random(400)
+    noisy = base + np.tile([0.3, -0.3], 200) + 0.001  # the best mean (+0.001), but a tie
+    clear = base + 0.05  # every user gains
+    # THEN a tie stays at 0, a win beyond noise moves
+    assert chosen({0.0: base, 1.0: noisy})[0] == 0.0
+    offset, (mean, low, _) = chosen({0.0: base, 1.0: noisy, 2.0: clear})
+    assert offset == 2.0 and low > 0 and mean == pytest.approx(0.05)
+    # AND one user, or no gain at all, never moves
+    assert chosen({0.0: base[:1], 1.0: clear[:1]})[0] == 0.0
+    assert chosen({0.0: base, 1.0: base})[0] == 0.0
 
 
 def test_a_model_without_content_keeps_offset_zero(trained):

@@ -1,0 +1,315 @@
+"""Ways to rank new items above the scalar offset, each chosen on valid by the mixed
+objective training/new_items.py uses, then measured on the cold protocol's test cases.
+
+    PYTHONPATH=layers/core:. python benchmarks/cold_lift_study.py \\
+        --work runs/cold --data ../shared/data/ml-100k > study.json
+
+Reads the bundle benchmarks/cold_items.py trained in `--work` (content_<dropout>/) and the
+same data. Valid, as in training: each user's second-to-last training item is the target,
+the newest 10% of the training catalog by first interaction are scored as new (content
+only, the serving path), every other item by its row; NDCG@10 over ALL valid users (hidden
+history), the best grid point kept (the smallest on a tie). Test: the cold cases of
+cold_items.py (full ranking, new items by content) and the warm leave-one-out targets with
+the new items in the catalog. Every variant's new-item score is
+    hidden @ content(i) + offset + term(u, i)
+with the term one of:
+  profile   w * cos(profile(u), content(i)); profile(u) = mean of the unit vectors of the
+            user's last 50 history items, either their bundle rows ("row") or their content
+            vectors ("content"; serving would need the history items' catalog fields)
+  newest    a * share of the user's last 20 items among the newest 10% of the training
+            catalog (a taste for recent items, but also "was this user active late": offline
+            the latter is a leak, see docs/experiments.md)
+  early     a * share of the user's last 20 events where the item was under 30 days old
+            (since its first interaction) when consumed: an early-adopter taste, honest in
+            production if event times are kept
+  neighbours  alpha * hidden @ (mean row of the k known items nearest content(i) by cosine
+            - content(i)): the new item borrows its neighbours' behaviour (id part) for its
+            score (serving: one index query per new item, at overlay build)
+  slot      per-user lift that puts the user's best new item at rank r (the exploration
+            slot: r = 10 is liveitems.Explore with one slot of ten)
+and a protocol check: "time-aware", the offset alone with an item ranked only for cases at
+or after its first interaction (as in production, where an item exists once added).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cold_items as ci
+from lmrec import bundle as bundle_fmt
+from lmrec import content
+from lmrec.student import NumpySASRec, dequantize_items
+from quality import machine
+
+from training.item_content import catalog_rows
+
+QUANTILES = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9)  # training/new_items.py's offset grid
+DAY = 86400.0
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class Cases:
+    """Histories (rows), targets, hidden states and event times of one set of cases."""
+
+    def __init__(self, model, histories, targets, times, target_times):
+        self.h = histories
+        self.t = np.asarray(targets, np.int64)
+        self.times = times  # per case, the history's event times
+        self.at = np.asarray(target_times, np.float64)
+        self.hidden = np.concatenate(
+            [model.encode(histories[i : i + 256]).hidden for i in range(0, len(histories), 256)]
+        )
+
+
+Term = Callable[[Cases, np.ndarray], np.ndarray | float]
+
+
+class Study:
+    def __init__(self, work: Path, data: Path, dropout: str):
+        b = bundle_fmt.load(work / f"content_{dropout}")
+        spec = content.spec_from_manifest(b.manifest)
+        if spec is None:
+            raise SystemExit("the bundle has no content part")
+        table = b.weights["content.weight"]
+        self.warm_ids = list(b.item_ids)
+        n_warm = len(self.warm_ids) + 1
+        self.table = dequantize_items(b.weights).astype(np.float32)
+        model = NumpySASRec(b.weights, b.config)
+        catalog = pd.read_csv(data / "items.csv", dtype=str, keep_default_na=False)
+        catalog = catalog.set_index("item_id")
+        inter = pd.read_csv(data / "interactions.csv", dtype={"user_id": str, "item_id": str})
+        cold = ci.cold_items(inter, 0.1, 2000)
+        cases = ci.cases(inter, cold)
+        cold_ids = sorted({t for _, t in cases})
+        cold_ids += sorted(set(catalog.index) - set(self.warm_ids) - set(cold_ids))
+        row = {x: i + 1 for i, x in enumerate([*self.warm_ids, *cold_ids])}
+
+        def vectors(ids: list[str]) -> np.ndarray:
+            _, rows = catalog_rows(catalog.reindex(pd.Index(ids, name="item_id")))
+            return content.vectors(content.featurise(spec, rows), table)
+
+        self.content_rows = np.concatenate(  # every item's content part, row 0 padding
+            [np.zeros((1, table.shape[1]), np.float32), vectors([*self.warm_ids, *cold_ids])]
+        )
+        train = inter[~inter["item_id"].isin(cold)].sort_values(
+            ["user_id", "timestamp"], kind="stable"
+        )
+        first = train.groupby("item_id")["timestamp"].min().sort_values(kind="stable")
+        self.first_seen = np.full(len(row) + 1, np.inf)
+        self.first_seen[[row[i] for i in first.index]] = first.to_numpy()
+        cold_first = inter[inter["item_id"].isin(cold)].groupby("item_id")["timestamp"].min()
+        self.first_seen[[row[i] for i in cold_first.index]] = cold_first.to_numpy()
+        n_new = int(np.ceil(0.1 * len(first)))
+        self.pseudo = np.array([row[i] for i in first.index[len(first) - n_new :]], np.int64)
+        self.newest = np.zeros(len(row) + 1, bool)
+        self.newest[self.pseudo] = True
+        self.cold = np.arange(n_warm, len(row) + 1)
+        seqs, times = [], []
+        for _, rows in train.groupby("user_id", sort=True):
+            seqs.append(np.array([row[i] for i in rows["item_id"]], np.int64))
+            times.append(rows["timestamp"].to_numpy(np.float64))
+        v = [i for i, s in enumerate(seqs) if len(s) >= 3]
+        self.valid = Cases(
+            model,
+            [seqs[i][:-2] for i in v],
+            [seqs[i][-2] for i in v],
+            [times[i][:-2] for i in v],
+            [times[i][-2] for i in v],
+        )
+        w = [i for i, s in enumerate(seqs) if len(s) >= 2]
+        self.warm = Cases(
+            model,
+            [seqs[i][:-1] for i in w],
+            [seqs[i][-1] for i in w],
+            [times[i][:-1] for i in w],
+            [times[i][-1] for i in w],
+        )
+        ch, ct, cht, ctt = [], [], [], []
+        for _, rows in inter.sort_values(["user_id", "timestamp"], kind="stable").groupby(
+            "user_id", sort=True
+        ):
+            items, ts = rows["item_id"].tolist(), rows["timestamp"].to_numpy(np.float64)
+            at = next((i for i, x in enumerate(items) if x in cold), None)
+            keep = [j for j in range(at or 0) if items[j] not in cold]
+            if at is None or not keep:
+                continue
+            ch.append(np.array([row[items[j]] for j in keep], np.int64))
+            cht.append(ts[keep])
+            ct.append(row[items[at]])
+            ctt.append(ts[at])
+        self.cold_cases = Cases(model, ch, ct, cht, ctt)
+        self.n_cold_cases = len(cases)
+
+    # --- the per-user terms (B, m) for a set of cases and new items
+    def profile(self, c: Cases, space: str, n: int = 50) -> np.ndarray:
+        src = self.table if space == "row" else self.content_rows
+        return unit(np.stack([unit(src[h[-n:]]).mean(0) for h in c.h]))
+
+    def newest_share(self, c: Cases, n: int = 20) -> np.ndarray:
+        return np.array([self.newest[h[-n:]].mean() for h in c.h])
+
+    def early_share(self, c: Cases, days: float = 30, n: int = 20) -> np.ndarray:
+        ages = [t[-n:] - self.first_seen[h[-n:]] for h, t in zip(c.h, c.times, strict=True)]
+        return np.array([(a < days * DAY).mean() for a in ages])
+
+    def neighbours_term(self, k: int) -> Term:
+        """hidden @ (mean row of the k known items nearest each new item - its content)."""
+        n_warm = len(self.warm_ids) + 1
+        pool = np.setdiff1d(np.arange(1, n_warm), self.pseudo)  # rows a new item may borrow
+        cache: dict[int, np.ndarray] = {}
+
+        def term(c: Cases, new: np.ndarray) -> np.ndarray:
+            if int(new[0]) not in cache:
+                sim = unit(self.content_rows[new]) @ unit(self.table[pool]).T
+                top = np.argpartition(-sim, k, axis=1)[:, :k]
+                cache[int(new[0])] = self.table[pool][top].mean(1) - self.content_rows[new]
+            return c.hidden @ cache[int(new[0])].T
+
+        return term
+
+    def scores(self, c: Cases, new: np.ndarray, lift: float, term, time_aware: bool):
+        """(B, N + 1) every item by its row, `new` (rows) by content + lift + term."""
+        s = c.hidden @ self.table.T
+        if new[0] >= len(s[0]):  # the cold rows follow the warm table
+            s = np.concatenate([s, np.zeros((len(s), len(self.cold)), np.float32)], 1)
+        s[:, new] = c.hidden @ self.content_rows[new].T + lift + term
+        if time_aware:
+            s[:, new] = np.where(self.first_seen[new][None] <= c.at[:, None], s[:, new], -np.inf)
+        return ci._hide(s, c.h)
+
+    def per_user(self, c: Cases, s: np.ndarray) -> np.ndarray:
+        """Each case's NDCG@10 (ties broken as in `figures`, seed 0)."""
+        r = ci.ranks(s, c.t, np.random.default_rng(0))
+        return np.where(r < ci.K, 1.0 / np.log2(r + 2.0), 0.0)
+
+    def figures(self, c: Cases, s: np.ndarray, seed: int) -> dict:
+        return ci.figures(ci.ranks(s, c.t, np.random.default_rng(seed)))
+
+
+def choose(st: Study, term: Term, time_aware: bool = False) -> dict:
+    """The training grid (0 and quantiles over valid users of the lift their best new item
+    needs to reach the top 10), the valid NDCG@10 at each, the chosen lift, and the test
+    figures (cold cases, warm with new items) at every grid point."""
+    v, new = st.valid, st.pseudo
+    t = term(v, new)
+    known = ci._hide(v.hidden @ st.table.T, v.h)
+    known[:, new] = -np.inf
+    raw = v.hidden @ st.content_rows[new].T + t
+    if time_aware:
+        raw = np.where(st.first_seen[new][None] <= v.at[:, None], raw, -np.inf)
+    need = np.partition(known, -ci.K, axis=1)[:, -ci.K] - raw.max(1)
+    need = need[np.isfinite(need)]
+    grid = sorted({0.0, *(float(np.quantile(need, q)) for q in QUANTILES)})
+    grid = [g for g in grid if g >= 0.0]
+    valid = {g: st.figures(v, st.scores(v, new, g, t, time_aware), 0)["ndcg@10"] for g in grid}
+    best = max(grid, key=lambda g: (round(valid[g], 6), -g))
+    gains = st.per_user(v, st.scores(v, new, best, t, time_aware)) - st.per_user(
+        v, st.scores(v, new, 0.0, 0.0, time_aware)
+    )
+    points = []
+    for g in grid:
+        cold = st.scores(st.cold_cases, st.cold, g, term(st.cold_cases, st.cold), time_aware)
+        warm = st.scores(st.warm, st.cold, g, term(st.warm, st.cold), time_aware)
+        points.append(
+            {
+                "lift": round(g, 4),
+                "valid_ndcg@10": valid[g],
+                "cold": _short(st.figures(st.cold_cases, cold, 0)),
+                "warm_with_new_items": _short(st.figures(st.warm, warm, 1)),
+            }
+        )
+    return {
+        "chosen_lift": round(best, 4),
+        "valid_vs_offset_0": _paired(gains),  # the paired difference on the same valid users
+        "points": points,
+    }
+
+
+def _paired(d: np.ndarray) -> list[float]:
+    """Mean and 95% interval of a per-user difference."""
+    half = 1.96 * float(d.std(ddof=1)) / np.sqrt(len(d))
+    return [round(float(d.mean()) + x, 4) for x in (0.0, -half, half)]
+
+
+def slot(st: Study, r: int) -> dict:
+    """The best new item placed at rank r for every user (a per-user lift)."""
+
+    def lifted(c: Cases, new: np.ndarray) -> np.ndarray:
+        known = ci._hide(c.hidden @ st.table.T, c.h)
+        if new[0] < known.shape[1]:
+            known[:, new] = -np.inf
+        raw = c.hidden @ st.content_rows[new].T
+        return (np.partition(known, -r, axis=1)[:, -r] - raw.max(1) + 1e-4)[:, None]
+
+    v = st.valid
+    return {
+        "valid_ndcg@10": st.figures(v, st.scores(v, st.pseudo, 0, lifted(v, st.pseudo), False), 0)[
+            "ndcg@10"
+        ],
+        "cold": _short(
+            st.figures(
+                st.cold_cases,
+                st.scores(st.cold_cases, st.cold, 0, lifted(st.cold_cases, st.cold), False),
+                0,
+            )
+        ),
+        "warm_with_new_items": _short(
+            st.figures(st.warm, st.scores(st.warm, st.cold, 0, lifted(st.warm, st.cold), False), 1)
+        ),
+    }
+
+
+def _short(f: dict) -> dict:
+    return {k: f[k] for k in ("ndcg@10", "ndcg@10_ci95", "hr@10", "median_rank", "users")}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", type=Path, required=True, help="cold_items.py's --work folder")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--dropout", default="0.3", help="which content_<dropout> run")
+    a = p.parse_args()
+    st = Study(a.work, a.data, a.dropout)
+    zero: Term = lambda c, new: 0.0  # noqa: E731
+    variants: dict[str, Term] = {"offset": zero}
+    for space in ("row", "content"):
+        for w in (2.0, 4.0, 8.0):
+            variants[f"profile_{space}_w{w:g}"] = lambda c, new, s=space, w=w: (
+                w * (st.profile(c, s) @ unit(st.content_rows[new]).T)
+            )
+    for k in (3, 10):
+        variants[f"neighbours_k{k}_a1"] = st.neighbours_term(k)
+    for a_ in (2.0, 4.0, 8.0):
+        variants[f"newest_a{a_:g}"] = lambda c, new, a_=a_: a_ * st.newest_share(c)[:, None]
+        variants[f"early_a{a_:g}"] = lambda c, new, a_=a_: a_ * st.early_share(c)[:, None]
+    out: dict = {
+        "work": str(a.work),
+        "data": str(a.data),
+        "valid_users": len(st.valid.t),
+        "valid_new_targets": int(np.isin(st.valid.t, st.pseudo).sum()),
+        "cold_cases": len(st.cold_cases.t),
+        "warm_users": len(st.warm.t),
+        "variants": {name: choose(st, term) for name, term in variants.items()},
+        "slot": {f"r{r}": slot(st, r) for r in (10, 5, 3, 1)},
+        "time_aware_offset": choose(st, zero, time_aware=True),
+        "machine": machine(),
+        "load_after": os.getloadavg(),
+    }
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,7 @@ import pytest
 import torch
 from lmrec import content, liveitems
 
+from training import hybrid
 from training.config import DataConfig, ModelConfig
 from training.item_content import item_content
 from training.model import SASRec
@@ -62,6 +63,17 @@ def test_the_offset_is_the_best_mixed_valid_grid_point_if_it_beats_zero_beyond_n
     assert mean == pytest.approx(max(ndcg) - ndcg[0], abs=1e-5)
     assert record["offset"] == (best if low > 0 else 0.0)
     assert record["users"] == len(split.valid) and record["new_items"] > 0
+
+
+def test_the_offset_is_chosen_against_known_items_with_their_served_boost(trained):
+    # GIVEN the served model's transitions: known successors of a history get a boost
+    model, _, split, _ = trained
+    table = dataclasses.replace(hybrid.build(split, min_users=1, per_item=50), weight=4.0)
+    alone, served = choose_offset(model, split), choose_offset(model, split, table=table)
+    # THEN new items need more lift to reach a top 10 among boosted known items: the grid
+    # (quantiles of that need) moves up, and the choice is still one of its points
+    assert max(served["grid"]) > max(alone["grid"])
+    assert served["offset"] in served["grid"]
 
 
 def test_a_gain_within_noise_keeps_zero_and_a_clear_one_is_taken():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from lmrec import content
+from lmrec.transitions import Transitions
 
 from training.model import SASRec
 from training.split import Split
@@ -98,10 +99,14 @@ def chosen(found: dict[float, np.ndarray]) -> tuple[float, tuple[float, float, f
     return (best if gain[1] > 0 else 0.0), gain
 
 
-def choose_offset(model: SASRec, split: Split, seed: int = 0) -> dict:
+def choose_offset(
+    model: SASRec, split: Split, seed: int = 0, table: Transitions | None = None
+) -> dict:
     """{"offset", "best_vs_0", "grid", "valid_ndcg@10" per grid point, "new_items",
     "users"}: the offset with the best mixed valid NDCG@10 when it beats 0 beyond noise,
-    else 0 (see `chosen`; 0 is on the grid)."""
+    else 0 (see `chosen`; 0 is on the grid). `table`: the served model's transitions at
+    their weight. Serving adds them to known items only (a new item is in no pair), so the
+    offset is chosen against known items with their boost, as they compete when served."""
     if model.content is None or not len(split.valid):
         return {"offset": 0.0, "why": "no content part or no valid users"}
     rng = np.random.default_rng(seed)
@@ -109,8 +114,11 @@ def choose_offset(model: SASRec, split: Split, seed: int = 0) -> dict:
     if len(users) > MAX_USERS:
         users = np.sort(rng.choice(users, MAX_USERS, replace=False))
     new = newest_items(split)
-    hidden, table, cvec, seqs, targets = _valid_scores(model, split, users, new)
-    whole = _hidden_seen(hidden @ table.T, seqs)  # (U, n+1) every item by its whole row
+    hidden, rows, cvec, seqs, targets = _valid_scores(model, split, users, new)
+    whole = hidden @ rows.T  # (U, n+1) every item by its whole row
+    if table is not None:  # the new items' boosts are overwritten below, as served
+        table.add_to(whole, seqs)
+    whole = _hidden_seen(whole, seqs)
     raw = hidden @ cvec.T  # (U, m) the new items as served, no lift
     known = whole.copy()
     known[:, new] = -np.inf

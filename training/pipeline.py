@@ -429,7 +429,7 @@ def export(
     if ev.costs:
         summary["baselines"] = ev.costs
     if served and trained[served][0].content is not None:  # lmrec.content.new_item_scores
-        summary["new_items"] = choose_offset(trained[served][0], split, cfg.train.seed)
+        summary["new_items"] = choose_offset(trained[served][0], split, cfg.train.seed, table)
     document = {
         "metrics": ev.metrics,
         "protocol": _protocol(cfg, split),

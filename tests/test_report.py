@@ -98,3 +98,14 @@ def test_report_states_each_baselines_cost_and_choice(tmp_path):
     assert "64, 0.1, 1: 0.0310; 64, 0.1, 10: 0.0430 | 95.2 | 5.8 |" in text
     assert "| popularity | 0.1 |" in text
     assert "| ease | skipped: 23,715 items > 5,000: too large |" in text
+
+
+def test_the_paired_difference_from_cooccurrence_is_shown_bold_beyond_noise():
+    metrics = _metrics("sampled100")
+    metrics["teacher"]["test"]["full"]["ndcg@10_vs_cooccurrence"] = [0.012, 0.004, 0.020]
+    metrics["student"]["test"]["full"]["ndcg@10_vs_cooccurrence"] = [0.010, -0.002, 0.022]
+    rows = {line.split(" | ")[0]: line for line in results_table(metrics).splitlines()}
+    assert "NDCG@10 - co-occurrence, paired" in results_table(metrics)
+    assert "**+0.0120 [+0.0040, +0.0200]**" in rows["| teacher"]  # beyond noise
+    assert "| +0.0100 [-0.0020, +0.0220] |" in rows["| student (served)"]  # a tie
+    assert "| - |" in rows["| popularity"]  # not measured: no figure

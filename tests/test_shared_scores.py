@@ -133,6 +133,15 @@ def test_after_training_each_model_is_scored_once_on_valid_and_once_on_test(
     metrics = document["metrics"]
     assert {"teacher", "student", "student_plain", "cooccurrence"} <= set(metrics)
     assert document["summary"]["transitions"]["weight"].keys() == {"teacher", *evaluated}
+    # AND every row says whether it is ahead of counting beyond noise, paired on the same
+    # users (per-user NDCG@10 with ties in expectation: close to the row's own mean)
+    cooc = metrics["cooccurrence"]["test"]["full"]
+    assert "ndcg@10_vs_cooccurrence" not in cooc
+    for name in ("teacher", "student", "student_plain", "popularity"):
+        full = metrics[name]["test"]["full"]
+        mean, low, high = full["ndcg@10_vs_cooccurrence"]
+        assert low <= mean <= high
+        assert mean == pytest.approx(full["ndcg@10"] - cooc["ndcg@10"], abs=0.02)
 
 
 def test_an_evaluation_that_uses_up_the_phase_time_ends_the_phase(small_run, monkeypatch):

@@ -47,8 +47,7 @@ from lmrec.items import ItemCatalog
 from lmrec.student import NumpySASRec
 from lmrec.transitions import Transitions
 
-from training.evaluate import Scorer, ci95, hide_seen, scored_batches
-from training.hybrid import expected_ndcg
+from training.evaluate import Scorer, ci95, expected_ndcg, hide_seen, scored_batches
 from training.split import EvalSet, Split
 
 log = logging.getLogger(__name__)

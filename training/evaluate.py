@@ -36,6 +36,20 @@ TILE_FLOATS = 1 << 24
 Z95 = 1.959963984540054
 
 
+TOP_K = 10  # the k of the per-user NDCG@k that paired comparisons use
+# DISCOUNT[r] = sum of 1 / log2(i + 2) for ranks i < r (< TOP_K): NDCG@TOP_K summed over a range.
+DISCOUNT = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(TOP_K) + 2.0))])
+
+
+def expected_ndcg(above: np.ndarray, ties: np.ndarray) -> np.ndarray:
+    """NDCG@TOP_K of a target with `above` items strictly above it and `ties` items level with
+    it, the tie broken uniformly at random as evaluation breaks it (its rank is uniform on
+    above .. above + ties)."""
+    lo = np.minimum(above, TOP_K)
+    hi = np.minimum(above + ties + 1, TOP_K)
+    return (DISCOUNT[hi] - DISCOUNT[lo]) / (ties + 1.0)
+
+
 def _pick_unseen(
     rng: np.random.Generator, users: np.ndarray, n: int, seen_codes: np.ndarray, n_items: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -222,8 +236,11 @@ def evaluate_partial(
     batch_size: int = 512,
     seed: int = 0,
     desc: str | None = None,
+    per_user: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Metric sums over the given rows of `evalset` (all by default); see `finalize`."""
+    """Metric sums over the given rows of `evalset` (all by default); see `finalize`.
+    `per_user` ((len(evalset),)): filled at those rows with each user's NDCG@10, ties with
+    the target in expectation (no random draw: the figure paired comparisons use)."""
     sums = MetricSums(split.data.n_items, split.exclude_seen, k, seed)
     rows = np.arange(len(evalset)) if rows is None else rows
     batches = scored_batches(scorer, split, evalset, rows, batch_size)
@@ -231,8 +248,21 @@ def evaluate_partial(
     for idx, histories, scores in tqdm(
         batches, desc=desc, disable=desc is None, total=total, leave=False
     ):
-        sums.add(scores, histories, evalset.targets[idx], negatives[idx])
+        targets = evalset.targets[idx]
+        above, ties = sums.add(scores, histories, targets, negatives[idx])
+        if per_user is not None:
+            per_user[idx] = user_ndcg(scores, targets, above, ties)
     return sums.partial()
+
+
+def user_ndcg(
+    scores: np.ndarray, targets: np.ndarray, above: np.ndarray, ties: np.ndarray
+) -> np.ndarray:
+    """(B,) each user's NDCG@10 from MetricSums.add's counts (`scores` after it: exclusions
+    at -inf), ties in expectation; a target at -inf (excluded, or unknown to the model) is a
+    miss."""
+    hit = np.isfinite(scores[np.arange(len(targets)), targets])
+    return np.where(hit, expected_ndcg(above, ties), 0.0)
 
 
 def ci95(total: float, total_sq: float, n: float) -> list[float]:

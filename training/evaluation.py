@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from lmrec.history import HistoryExpert
@@ -34,8 +35,8 @@ from training.cf import evaluate_cf
 from training.config import RunConfig
 from training.dist import DistEnv, all_reduce_arrays
 from training.ensemble import TeacherEnsemble
-from training.evaluate import MetricSums, ci95, evaluate, finalize, scored_batches
-from training.hybrid import SUFFIX, WEIGHTS, TeacherBoost, expected_ndcg
+from training.evaluate import MetricSums, ci95, evaluate, finalize, scored_batches, user_ndcg
+from training.hybrid import SUFFIX, WEIGHTS, TeacherBoost, paired_choice
 from training.model import SASRec
 from training.split import Split
 from training.trainer import evaluate_sharded, model_scorer
@@ -71,7 +72,9 @@ class Evaluation:
     expert: HistoryExpert | None = None  # the served model's history expert (repeats kept)
     history: dict | None = None
     served_variant: str | None = None  # the metrics row of the served model as it serves
-    served_test: np.ndarray | None = None  # its per-user test NDCG@10, evalset order
+    # Each test row's per-user NDCG@10 (ties in expectation), evalset order: the paired
+    # comparisons (each row against co-occurrence; the served model against production).
+    per_user: dict[str, np.ndarray] = field(default_factory=dict)
     costs: dict = field(default_factory=dict)  # each baseline's seconds (and choice)
     variants: dict[str, list[Variant]] = field(default_factory=dict)
 
@@ -217,7 +220,7 @@ def _test_pass(
     variants = ev.variants[name]
     seed = cfg.train.seed + env.rank  # each row's tie draws as if it were scored alone
     sums = {v.label: MetricSums(n_items, split.exclude_seen, seed=seed) for v in variants}
-    served = np.zeros(len(evalset))
+    per_user = {v.label: np.zeros(len(evalset)) for v in variants}
     scorer = model_scorer(model, env.device)
     for idx, histories, scores in scored_batches(
         scorer, split, evalset, rows, cfg.train.eval_batch_size
@@ -226,15 +229,12 @@ def _test_pass(
         for i, v in enumerate(variants):
             own = scores if i == len(variants) - 1 else scores.copy()
             above, ties = sums[v.label].add(v.apply(own, histories), histories, targets, neg)
-            if v.label == ev.served_variant:
-                hit = np.isfinite(own[np.arange(len(idx)), targets])
-                served[idx] = np.where(hit, expected_ndcg(above, ties), 0.0)
+            per_user[v.label][idx] = user_ndcg(own, targets, above, ties)
     for v in variants:
         total = all_reduce_arrays(env, sums[v.label].partial())
         row = finalize(total, n_items, negatives["test"].shape[1])
         ev.metrics.setdefault(v.label, {})["test"] = row
-    if ev.served_variant in sums:
-        ev.served_test = all_reduce_arrays(env, {"v": served})["v"]
+    ev.per_user |= all_reduce_arrays(env, per_user)  # every rank's users, on every rank
 
 
 def evaluate_job(
@@ -272,8 +272,24 @@ def evaluate_job(
         _test_pass(ev, name, model, split, negatives, cfg, env)
     if env.is_main:  # baselines are cheap; one process is enough
         refit = "teacher_refit" in models
-        ev.metrics |= evaluate_baselines(split, negatives, cfg, refit, ev.costs, short)
+        ev.metrics |= evaluate_baselines(split, negatives, cfg, refit, ev.costs, short, ev.per_user)
+        _against_cooccurrence(ev, env)
     return ev
+
+
+def _against_cooccurrence(ev: Evaluation, env: DistEnv) -> None:
+    """Each test row's NDCG@10 minus co-occurrence's on the same users, paired, with its 95%
+    interval ("ndcg@10_vs_cooccurrence": [mean, low, high] in the row's full protocol): is a
+    model ahead of counting beyond noise? Refit rows against the refit co-occurrence."""
+    for label, values in ev.per_user.items():
+        base = "cooccurrence_refit" if label.endswith("_refit") else "cooccurrence"
+        if label == base or base not in ev.per_user:
+            continue
+        mean, low, high = paired_choice(ev.per_user[base], values, _ONE)
+        ev.metrics[label]["test"]["full"]["ndcg@10_vs_cooccurrence"] = [mean, low, high]
+
+
+_ONE = DistEnv()  # the arrays already hold every rank's users: no all-reduce
 
 
 def evaluate_baselines(
@@ -283,9 +299,12 @@ def evaluate_baselines(
     refit: bool,
     costs: dict | None,
     short: bool = False,
+    per_user: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Popularity, co-occurrence and the collaborative-filtering baselines (training/cf.py,
-    tuned on valid), each also fitted on train + valid when the teacher is refitted."""
+    tuned on valid), each also fitted on train + valid when the teacher is refitted.
+    `per_user`: filled with each counting baseline's per-user test NDCG@10 (ties in
+    expectation), for the paired comparisons."""
     eval_kw = {"batch_size": cfg.train.eval_batch_size, "seed": cfg.train.seed}
     metrics: dict = {}
     record: dict = {}
@@ -298,10 +317,14 @@ def evaluate_baselines(
         for make in makers:
             began = time.perf_counter()
             baseline = make(fitted_on)
-            metrics[baseline.name + suffix] = {
-                name: evaluate(baseline, split, split.evalset(name), negatives[name], **eval_kw)
-                for name in names
-            }
+            label = baseline.name + suffix
+            metrics[label] = {}
+            for name in names:
+                kw: dict[str, Any] = dict(eval_kw)
+                if name == "test" and per_user is not None:
+                    kw["per_user"] = per_user[label] = np.zeros(len(split.evalset(name)))
+                evalset = split.evalset(name)
+                metrics[label][name] = evaluate(baseline, split, evalset, negatives[name], **kw)
             record[baseline.name + suffix] = {"seconds": round(time.perf_counter() - began, 2)}
     skip = "the job was short of time (under a tenth of its budget left)" if short else ""
     first = cfg.train.cf_grid == "first"

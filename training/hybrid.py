@@ -19,12 +19,19 @@ from lmrec.bundle import TRANSITIONS_LABEL
 from lmrec.transitions import Transitions, recent_sums
 
 from training.baselines import pair_counts
-from training.evaluate import MetricSums, Scorer, hide_seen, scored_batches
+from training.evaluate import (
+    TOP_K,
+    MetricSums,
+    Scorer,
+    expected_ndcg,
+    hide_seen,
+    scored_batches,
+)
 from training.split import EvalSet, Split
 
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 SUFFIX = TRANSITIONS_LABEL  # metrics rows: "<model>+transitions"
-K = 10
+K = TOP_K  # NDCG@K, exactly as training.evaluate.expected_ndcg counts it
 
 
 def build(
@@ -95,19 +102,6 @@ def with_transitions(scorer: Scorer, table: Transitions) -> Scorer:
         return table.add_to(scores, histories)
 
     return score
-
-
-# DISCOUNT[r] = sum of 1 / log2(i + 2) for ranks i < r (< K): NDCG@K summed over a range.
-DISCOUNT = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(K) + 2.0))])
-
-
-def expected_ndcg(above: np.ndarray, ties: np.ndarray) -> np.ndarray:
-    """NDCG@K of a target with `above` items strictly above it and `ties` items level with
-    it, the tie broken uniformly at random as evaluation breaks it (its rank is uniform on
-    above .. above + ties)."""
-    lo = np.minimum(above, K)
-    hi = np.minimum(above + ties + 1, K)
-    return (DISCOUNT[hi] - DISCOUNT[lo]) / (ties + 1.0)
 
 
 def _batch_sums(

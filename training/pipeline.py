@@ -530,8 +530,8 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
         # The gate's input: production on these very test users, beside the served model's
         # own per-user figures from the evaluation.
         against = None
-        if ev.served_test is not None:
-            against = champion.for_job(ev.served_test, split)
+        if ev.served_variant in ev.per_user:
+            against = champion.for_job(ev.per_user[ev.served_variant], split)
             clock.done("champion")
         wall = time.perf_counter() - began
         document = export(paths, cfg, env, data, split, trained, ev, wall, clock, against)

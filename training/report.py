@@ -134,17 +134,29 @@ def _cell(block: dict, key: str) -> str:
     return f"{value:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
 
 
+def _paired(full: dict) -> str:
+    """The row's paired difference from co-occurrence on the same users, bold when beyond
+    noise (its 95% interval excludes 0)."""
+    found = full.get("ndcg@10_vs_cooccurrence")
+    if not found:
+        return "-"
+    mean, low, high = found
+    text = f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
+    return f"**{text}**" if low > 0 or high < 0 else text
+
+
 def results_table(metrics: dict, served: str = SERVED) -> str:
     """Markdown table: model x (test full HR/NDCG/MRR/coverage, test sampled HR/NDCG)."""
     sampled = sampled_protocol(metrics) or "sampled"
     lines = [
-        "| model | full HR@10 | full NDCG@10 | full MRR | coverage@10 "
-        f"| {sampled} HR@10 | {sampled} NDCG@10 |",
-        "|---|---|---|---|---|---|---|",
+        "| model | full HR@10 | full NDCG@10 | NDCG@10 - co-occurrence, paired | full MRR "
+        f"| coverage@10 | {sampled} HR@10 | {sampled} NDCG@10 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, splits in metrics.items():
         f, s = splits["test"]["full"], splits["test"].get(sampled, {})
-        cells = [_cell(f, k) for k in ("hr@10", "ndcg@10", "mrr", "coverage@10")]
+        cells = [_cell(f, k) for k in ("hr@10", "ndcg@10")] + [_paired(f)]
+        cells += [_cell(f, k) for k in ("mrr", "coverage@10")]
         cells += [_cell(s, k) for k in ("hr@10", "ndcg@10")]
         lines.append(f"| {_label(name, served)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

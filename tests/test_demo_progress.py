@@ -46,11 +46,14 @@ def test_gate_table_marks_the_served_model_and_names_the_sampled_protocol(tmp_pa
         n: {"test": {"full": block(v), "sampled50": block(3 * v)}}
         for n, v in (("teacher", 0.05), ("student", 0.04), ("popularity", 0.02))
     }
+    metrics["teacher"]["test"]["full"]["ndcg@10_vs_cooccurrence"] = [0.0123, 0.0021, 0.0225]
     (tmp_path / "manifest.json").write_text(json.dumps({"metrics": metrics}))
     decision = {"action": "promoted", "model_version": "v1", "reason": "first model"}
     assert show_gate(decision, tmp_path)
     out = capsys.readouterr().out
-    assert "sampled50 NDCG@10" in out
+    assert "sampled50 NDCG@10" in out and "co-occurrence, paired" in out
+    teacher = next(line for line in out.splitlines() if line.split()[:1] == ["teacher"])
+    assert teacher.endswith("+0.0123 [+0.0021, +0.0225]*")  # ahead beyond noise: starred
     served = [line for line in out.splitlines() if "(served)" in line]
     assert len(served) == 1 and served[0].split()[:2] == [">", "student"]
     assert "note: teacher rank above the served student" in out  # said when true

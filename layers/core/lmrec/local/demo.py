@@ -128,11 +128,20 @@ def _sampled(split: dict) -> dict:
     return next((v for k, v in split["test"].items() if k.startswith("sampled")), {})
 
 
+def _paired(full: dict) -> str:
+    """NDCG@10 minus co-occurrence's on the same users [95%], * when beyond noise."""
+    found = full.get("ndcg@10_vs_cooccurrence")
+    if not found:
+        return ""
+    mean, low, high = found
+    return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]" + ("*" if low > 0 or high < 0 else " ")
+
+
 def _row(name: str, split: dict) -> str:
     full, sampled = split["test"]["full"], _sampled(split)
     return (
         f"{full['ndcg@10']:>12.4f} {full['hr@10']:>11.4f}"
-        f" {sampled.get('ndcg@10', float('nan')):>19.4f}"
+        f" {sampled.get('ndcg@10', float('nan')):>19.4f}  {_paired(full)}"
     )
 
 
@@ -152,12 +161,16 @@ def show_gate(promotion: dict, model_dir: Path) -> bool:
     users = metrics[served]["test"]["full"].get("users", "all")
     say(f"{INDENT}test split ({users} users, leave-one-out, k=10):")
     protocol = next((k for k in metrics[served]["test"] if k.startswith("sampled")), "")
-    header = f"{'model':<36}{'full NDCG@10':>12} {'full HR@10':>11} {protocol + ' NDCG@10':>19}"
+    header = (
+        f"{'model':<36}{'full NDCG@10':>12} {'full HR@10':>11} {protocol + ' NDCG@10':>19}"
+        "  NDCG@10 - co-occurrence, paired"
+    )
     say(f"{INDENT}{header}")
     for name, split in metrics.items():
         label = f"{name} (served)" if name == served else name
         marker = "  > " if name == served else INDENT
         say(f"{marker:<{len(INDENT)}}{label:<36}{_row(name, split)}")
+    say(f"{INDENT}(paired: the same users, 95% interval; * = beyond noise)")
     figure = metrics[served]["test"]["full"]["ndcg@10"]
     above = [n for n, s in metrics.items() if s["test"]["full"]["ndcg@10"] > figure]
     if above:

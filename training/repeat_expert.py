@@ -27,14 +27,6 @@ WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 WINDOW = 200  # newest history items the expert reads
 
 
-def with_history(scorer: Scorer, expert: HistoryExpert) -> Scorer:
-    def score(histories: list[np.ndarray]) -> np.ndarray:
-        scores = np.array(scorer(histories), dtype=np.float32, copy=True)
-        return expert.add_to(scores, histories)
-
-    return score
-
-
 def valid_sums(
     scorer: Scorer, split: Split, evalset: EvalSet, rows: np.ndarray, batch_size: int = 512
 ) -> np.ndarray:

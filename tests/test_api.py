@@ -197,17 +197,14 @@ def test_s3_unreachable_at_refresh_keeps_serving(monkeypatch, s3_env, trained_bu
     assert fn.state.version is not None
     # S3 stops answering: the endpoint (stdlib reads) and the client point at a closed port
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    monkeypatch.setattr(
-        store,
-        "_S3",
-        boto3.client(
-            "s3",
-            endpoint_url="http://127.0.0.1:9",
-            config=__import__("botocore.config").config.Config(
-                connect_timeout=1, retries={"max_attempts": 1}
-            ),
+    down = boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:9",
+        config=__import__("botocore.config").config.Config(
+            connect_timeout=1, retries={"max_attempts": 1}
         ),
     )
+    monkeypatch.setattr(store, "_S3", (store.s3_endpoint(), down))
     fn.state.refresh()
     status, body = call(fn, "api_get_health.json")
     assert status == 200 and body["status"] == "degraded"

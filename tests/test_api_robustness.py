@@ -90,7 +90,7 @@ def test_botocore_read_timeout_is_a_store_error_not_attribute_error(hanging, mon
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     client = aws.client("s3", aws.Budget(0.3, 0.3, 1))
-    monkeypatch.setattr(store, "_S3", client)
+    monkeypatch.setattr(store, "_S3", (store.s3_endpoint(), client))
     began = time.perf_counter()
     with pytest.raises(store.StoreError) as err:
         store.list_files("s3://bucket/prefix/")

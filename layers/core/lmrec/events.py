@@ -6,6 +6,7 @@ history, so an event takes effect on the next request (no retraining)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -17,16 +18,22 @@ class Event:
     event_type: str = "interaction"
 
 
-_CLIENT = None
+# (the AWS_ENDPOINT_URL it was made for, the client): one per container, made on first use.
+_CLIENT: tuple[str | None, object] | None = None
 
 
 def _client():
+    """The DynamoDB client, made anew when AWS_ENDPOINT_URL changed since it was made (never
+    in Lambda; in the local stack and the tests a thread left from an earlier server could
+    otherwise cache a client for the wrong endpoint, or for AWS itself)."""
     global _CLIENT
-    if _CLIENT is None:  # one client per container, created on first use
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get("AWS_ENDPOINT_URL")
+    cached = _CLIENT
+    if cached is None or cached[0] != endpoint:
         from lmrec.store import aws_client
 
-        _CLIENT = aws_client("dynamodb")
-    return _CLIENT
+        cached = _CLIENT = (endpoint, aws_client("dynamodb"))
+    return cached[1]
 
 
 def reset_client() -> None:

@@ -56,7 +56,7 @@ def parse(uri: str | os.PathLike) -> Location:
     return Location("file", "", str(Path(text).resolve()))
 
 
-_S3 = None
+_S3: tuple[str | None, object] | None = None  # (AWS_ENDPOINT_URL, client)
 _S3_LOCK = threading.Lock()  # bundle files download in parallel; one client for all
 
 
@@ -67,13 +67,20 @@ def aws_client(service: str):
     return aws.client(service)
 
 
+def s3_endpoint() -> str | None:
+    """The endpoint botocore's S3 client takes from the environment (None: AWS)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
 def s3_client():
-    """A module-level client, created once per process (cheap Lambda warm starts)."""
+    """A module-level client, created once per process (cheap Lambda warm starts), and anew
+    when AWS_ENDPOINT_URL changed since (lmrec.events._client says why)."""
     global _S3
+    endpoint = s3_endpoint()
     with _S3_LOCK:
-        if _S3 is None:
-            _S3 = aws_client("s3")
-    return _S3
+        if _S3 is None or _S3[0] != endpoint:
+            _S3 = (endpoint, aws_client("s3"))
+        return _S3[1]
 
 
 def _fast_get(loc: Location):

@@ -1,0 +1,36 @@
+"""The cached AWS clients follow AWS_ENDPOINT_URL: a client made for one endpoint is never
+used for another (a poll thread left from an earlier local server once cached a client for
+AWS itself, and the next test's item store went to dynamodb.us-east-1.amazonaws.com)."""
+
+from __future__ import annotations
+
+import lmrec.events
+import lmrec.store
+import pytest
+
+
+@pytest.fixture
+def env(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
+    monkeypatch.setattr(lmrec.events, "_CLIENT", None)
+    monkeypatch.setattr(lmrec.store, "_S3", None)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("make", "aws"),
+    [(lmrec.events._client, "https://dynamodb."), (lmrec.store.s3_client, "https://s3.")],
+)
+def test_a_client_is_cached_per_endpoint_and_made_anew_when_it_changes(env, make, aws):
+    env.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    local = make()
+    assert make() is local and local.meta.endpoint_url == "http://127.0.0.1:1"
+    env.delenv("AWS_ENDPOINT_URL")  # the endpoint a leftover thread saw between two tests
+    remote = make()
+    assert remote is not local and remote.meta.endpoint_url.startswith(aws)
+    env.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")  # the next server
+    assert make().meta.endpoint_url == "http://127.0.0.1:2"

@@ -268,6 +268,25 @@ def test_time_split_with_no_evaluable_user_is_a_data_error(tmp_path):
     assert "(0 for valid, 0 for test)" in str(err.value) and "coincide" in str(err.value)
 
 
+def test_a_job_says_when_its_valid_users_are_too_few_to_choose_on(tmp_path, capsys):
+    # GIVEN a log whose time split leaves a handful of valid users
+    rows = [["a", "a1", 10], ["a", "a2", 20], ["a", "a3", 50], ["a", "a4", 80]]
+    rows += [["b", "b1", 11], ["b", "b2", 50], ["c", "c1", 12], ["c", "c2", 80]]
+    rows += [["f", f"f{t}", t] for t in range(50)]
+    path = write_csv(tmp_path / "log.csv", ["user_id", "item_id", "timestamp"], rows)
+    from training.config import from_hyperparameters
+    from training.pipeline import prepare_data
+    from training.sagemaker import Paths
+
+    cfg = from_hyperparameters({"split": "time", "repeats": "keep", **SMALL})
+    _, split, _ = prepare_data(Paths(str(path), None, tmp_path / "m", None, None), cfg)
+    # THEN the job goes on and says, in one line, why its choices are noise
+    said = capsys.readouterr().err
+    assert 0 < len(split.valid) < 100
+    assert f"split=time: only {len(split.valid)} valid users (fewer than 100)" in said
+    assert "mostly noise" in said and "split=loo" in said
+
+
 def test_time_split_with_valid_users_but_no_test_user_is_a_data_error(tmp_path):
     # GIVEN users active before c_v and in [c_v, c_t), but the rows at c_t are a newcomer's
     rows = [[f"u{u}", f"i{t}", t] for u in range(5) for t in range(10)]

@@ -68,6 +68,8 @@ def prepare_data(
             f"split={split.name}: no user can be evaluated (a user needs three interactions; "
             "split=time says what it needs itself)"
         )
+    if len(split.valid) < FEW_VALID_USERS and (env is None or env.is_main):
+        print(few_valid_users(split), file=sys.stderr, flush=True)
     split.sample_eval_users(cfg.train.eval_users, seed=cfg.train.seed + 3)
     n_neg, seed = cfg.train.sampled_negatives, cfg.train.seed
     negatives = {
@@ -75,6 +77,26 @@ def prepare_data(
         "test": sample_negatives(split, split.evalset("test"), n_neg, seed=seed + 2),
     }
     return data, split, negatives
+
+
+# Valid users below which what is chosen on valid (epochs, weights, the served model) is
+# mostly noise: ML-100K under split=time has 29 (its last ratings come from few users).
+FEW_VALID_USERS = 100
+
+
+def few_valid_users(split: Split) -> str:
+    """One line for a job whose choices rest on too few valid users."""
+    why = (
+        " (the log's last interactions come from few users; split=loo evaluates every user "
+        "with three interactions)"
+        if split.name == "time"
+        else ""
+    )
+    return (
+        f"split={split.name}: only {len(split.valid)} valid users (fewer than "
+        f"{FEW_VALID_USERS}): the epochs, weights and served model chosen on them are mostly "
+        f"noise{why}"
+    )
 
 
 def build_teacher(cfg: RunConfig, data: Interactions, seed: int | None = None) -> SASRec:

@@ -275,6 +275,16 @@ def ci95(total: float, total_sq: float, n: float) -> list[float]:
     return [mean - half, mean + half]
 
 
+def paired_gain(gain: np.ndarray) -> tuple[float, float, float]:
+    """Mean of a per-user difference and its 95% interval (normal approximation). Under two
+    users there is no interval: it is widened to hold 0, so nothing is beyond noise."""
+    if len(gain) < 2:
+        mean = float(gain.mean()) if len(gain) else 0.0
+        return mean, min(mean, 0.0), max(mean, 0.0)
+    half = 1.96 * float(gain.std(ddof=1)) / np.sqrt(len(gain))
+    return float(gain.mean()), float(gain.mean()) - half, float(gain.mean()) + half
+
+
 def finalize(
     partial: dict[str, np.ndarray], n_items: int, n_negatives: int, k: int = 10
 ) -> dict[str, dict]:

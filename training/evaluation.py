@@ -35,8 +35,16 @@ from training.cf import evaluate_cf
 from training.config import RunConfig
 from training.dist import DistEnv, all_reduce_arrays
 from training.ensemble import TeacherEnsemble
-from training.evaluate import MetricSums, ci95, evaluate, finalize, scored_batches, user_ndcg
-from training.hybrid import SUFFIX, WEIGHTS, TeacherBoost, paired_choice
+from training.evaluate import (
+    MetricSums,
+    ci95,
+    evaluate,
+    finalize,
+    paired_gain,
+    scored_batches,
+    user_ndcg,
+)
+from training.hybrid import SUFFIX, WEIGHTS, TeacherBoost
 from training.model import SASRec
 from training.split import Split
 from training.trainer import evaluate_sharded, model_scorer
@@ -273,23 +281,21 @@ def evaluate_job(
     if env.is_main:  # baselines are cheap; one process is enough
         refit = "teacher_refit" in models
         ev.metrics |= evaluate_baselines(split, negatives, cfg, refit, ev.costs, short, ev.per_user)
-        _against_cooccurrence(ev, env)
+        _against_cooccurrence(ev)
     return ev
 
 
-def _against_cooccurrence(ev: Evaluation, env: DistEnv) -> None:
+def _against_cooccurrence(ev: Evaluation) -> None:
     """Each test row's NDCG@10 minus co-occurrence's on the same users, paired, with its 95%
     interval ("ndcg@10_vs_cooccurrence": [mean, low, high] in the row's full protocol): is a
-    model ahead of counting beyond noise? Refit rows against the refit co-occurrence."""
+    model ahead of counting beyond noise? Refit rows against the refit co-occurrence. The
+    arrays already hold every rank's users, so the interval is taken here, not all-reduced."""
     for label, values in ev.per_user.items():
         base = "cooccurrence_refit" if label.endswith("_refit") else "cooccurrence"
         if label == base or base not in ev.per_user:
             continue
-        mean, low, high = paired_choice(ev.per_user[base], values, _ONE)
+        mean, low, high = paired_gain(values - ev.per_user[base])
         ev.metrics[label]["test"]["full"]["ndcg@10_vs_cooccurrence"] = [mean, low, high]
-
-
-_ONE = DistEnv()  # the arrays already hold every rank's users: no all-reduce
 
 
 def evaluate_baselines(

@@ -25,6 +25,7 @@ import torch
 from lmrec import content
 from lmrec.transitions import Transitions
 
+from training.evaluate import paired_gain
 from training.model import SASRec
 from training.split import Split
 
@@ -84,16 +85,6 @@ def _ndcg(scores: np.ndarray, seqs: list[np.ndarray], targets: np.ndarray) -> np
     t = scores[np.arange(len(targets)), targets][:, None]
     rank = (scores > t).sum(1)
     return np.where(rank < K, 1.0 / np.log2(rank + 2.0), 0.0)
-
-
-def paired_gain(gain: np.ndarray) -> tuple[float, float, float]:
-    """Mean of a per-user difference and its 95% interval (normal approximation). Under two
-    users there is no interval: it is widened to hold 0, so nothing is beyond noise."""
-    if len(gain) < 2:
-        mean = float(gain.mean()) if len(gain) else 0.0
-        return mean, min(mean, 0.0), max(mean, 0.0)
-    half = 1.96 * float(gain.std(ddof=1)) / np.sqrt(len(gain))
-    return float(gain.mean()), float(gain.mean()) - half, float(gain.mean()) + half
 
 
 def chosen(

@@ -74,3 +74,21 @@ def client(service: str, b: Budget | None = None):
     import botocore.session
 
     return botocore.session.get_session().create_client(service, config=client_config(b))
+
+
+def create_keyed_table(name: str, hash_key: str, range_key: str) -> None:
+    """An on-demand table of string hash and range keys, as template.yaml declares the user
+    store (user_id, sk) and the item store (p, sk): the local stack and tests create theirs
+    here, on the endpoint boto3 is pointed at."""
+    client("dynamodb").create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": hash_key, "AttributeType": "S"},
+            {"AttributeName": range_key, "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": hash_key, "KeyType": "HASH"},
+            {"AttributeName": range_key, "KeyType": "RANGE"},
+        ],
+    )

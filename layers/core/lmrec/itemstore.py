@@ -236,15 +236,4 @@ def create_table(name: str) -> None:
     """The item table as template.yaml declares it (the local stack and tests)."""
     from lmrec import aws
 
-    aws.client("dynamodb").create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "p", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "p", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-    )
+    aws.create_keyed_table(name, "p", "sk")

@@ -65,20 +65,8 @@ def free_port() -> int:
 
 
 def create_user_store_table(name: str) -> None:
-    """The user-store table (histories and events) as template.yaml declares it (user_id +
-    sk keys), on the endpoint boto3 is pointed at."""
-    aws.client("dynamodb").create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "user_id", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "user_id", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-    )
+    """The user-store table (histories and events) as template.yaml declares it."""
+    aws.create_keyed_table(name, "user_id", "sk")
 
 
 def training_home() -> Path:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from lmrec.bundle import metric_label
 from lmrec.items import read as read_items
@@ -209,27 +210,39 @@ def test_sigterm_stops_cleanly_and_keeps_checkpoint(tmp_path, ml100k_small):
     assert state["epoch"] >= 1
 
 
-@pytest.mark.slow  # tens of seconds: make test-slow and CI run it
-@pytest.mark.parametrize("processes", ["2"])
-def test_ddp_two_cpu_processes(tmp_path, processes):
-    """torchrun with 2 gloo processes on CPU learns the synthetic pattern, like one process."""
-    from tests.conftest import synthetic_rows
+def _time_split_test_users(rows: list, test_after: float) -> int:
+    """Users with an interaction before the valid cut-off and one at or after the test
+    cut-off (training/split.py's rule), counted here from the rows themselves."""
+    from training.split import TIME_VALID_AFTER
 
-    src = write_csv(
-        tmp_path / "src" / "seq.csv",
-        ["user_id", "item_id", "timestamp"],
-        synthetic_rows(n_users=200, n_items=80, length=15),
-    )
-    base = lay_out(
-        tmp_path / "ddp",
-        src,
-        hp={"processes_per_host": processes, "epochs": "6", "d_model": "32", "lr": "0.005"},
-    )
+    times = np.array([r[2] for r in rows], dtype=np.float64)
+    c_v = np.quantile(times, 1.0 - TIME_VALID_AFTER, method="higher")
+    c_t = np.quantile(times, 1.0 - test_after, method="higher")
+    before = {r[0] for r in rows if r[2] < c_v}
+    return len(before & {r[0] for r in rows if r[2] >= c_t})
+
+
+@pytest.mark.slow  # tens of seconds each: make test-slow and CI run them
+@pytest.mark.parametrize("split", ["loo", "time"])
+def test_ddp_two_cpu_processes(tmp_path, split):
+    """torchrun with 2 gloo processes on CPU learns the synthetic pattern, like one process,
+    under either split: every evaluated user counted once across the two ranks."""
+    from tests.conftest import synthetic_rows
+    from training.split import TIME_TEST_AFTER
+
+    rows = synthetic_rows(n_users=200, n_items=80, length=15)
+    src = write_csv(tmp_path / "src" / "seq.csv", ["user_id", "item_id", "timestamp"], rows)
+    hp = {"processes_per_host": "2", "epochs": "6", "d_model": "32", "lr": "0.005"}
+    base = lay_out(tmp_path / "ddp", src, hp=hp | {"split": split})
     proc = run_training(["train"], env={"SAGEMAKER_BASE_DIR": str(base), "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((base / "model" / "metrics.json").read_text())
     assert doc["summary"]["world_size"] == 2
+    assert doc["summary"]["split"]["name"] == split
     test = {name: doc["metrics"][name]["test"]["full"]["ndcg@10"] for name in doc["metrics"]}
-    # sound: the model learned the +1 walk and beats popularity by far
+    # sound: the model learned the +1 walk and beats popularity (and recent popularity) by far
     assert test["teacher"] > 0.5 and test["teacher"] > 3 * test["popularity"]
-    assert doc["metrics"]["teacher"]["test"]["full"]["users"] == 200  # every user, no double count
+    assert test["teacher"] > 3 * test["recent_popularity"]
+    users = 200 if split == "loo" else _time_split_test_users(rows, TIME_TEST_AFTER)
+    assert 0 < users <= 200
+    assert doc["metrics"]["teacher"]["test"]["full"]["users"] == users  # no double count

@@ -7,7 +7,7 @@ bundle (the model as the API serves it: training.champion.Served) and rebuilds i
 from the same data and settings:
 
     python benchmarks/paired.py --data runs/data/wikipedia.csv:u,i,ts \\
-        --model runs/bench-repeats/wikipedia-time [--split time]
+        --model runs/bench-repeats/wikipedia-time [--split time] [--repeats keep]
 """
 
 from __future__ import annotations
@@ -37,9 +37,13 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="PATH[:USER_COL,ITEM_COL,TIME_COL]")
     parser.add_argument("--model", required=True, help="a finished job's output folder")
     parser.add_argument("--split", default="time", choices=("loo", "time"))
+    parser.add_argument(
+        "--repeats", default="auto", choices=("auto", "keep", "drop"), help="as the job had it"
+    )
     args = parser.parse_args()
     path, _, cols = args.data.partition(":")
     cfg = RunConfig()
+    cfg.data.repeats = args.repeats
     if cols:
         cfg.data.user_col, cfg.data.item_col, cfg.data.time_col = cols.split(",")
     data = load_interactions(path, cfg.data)

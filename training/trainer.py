@@ -207,8 +207,10 @@ def _resume(run: _Run, checkpoint_dir: Path | None, identity: dict) -> int:
     run.bad_epochs = state["bad_epochs"]
     if run.env.is_main:
         log.info("%s: resumed from %s at epoch %d", phase.name, checkpoint_dir, state["epoch"])
-    # Stopped for good (patience, time) stays stopped; a run stopped only by its epoch
-    # limit goes on when asked for more epochs.
+    # Stopped for good (patience, its own max_seconds spent) stays stopped; a run stopped by
+    # its epoch limit goes on when asked for more epochs, and one ended by the job's
+    # deadline (max_total_seconds) goes on under the resumed job's new deadlines: a restarted
+    # job gets its budget again, so rerunning only the evaluation needs max_total_seconds=0.
     if run.bad_epochs >= t.patience or _out_of_time(phase, result.train_seconds):
         return phase.epochs + 1
     return state["epoch"] + 1

@@ -65,6 +65,55 @@ def test_parquet_float_customer_ids_lose_the_decimal_point(tmp_path: Path) -> No
     assert pd.read_csv(tmp_path / "i.csv", dtype=str)["user_id"].tolist() == ["13085"]
 
 
+def test_items_csv_takes_the_most_frequent_description_and_the_median_price(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a stock code sold under two descriptions (the later one more often), one whose
+    # two descriptions tie, and a fee whose row is dropped
+    rows = [
+        "536365,85123A,CREAM HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,UK",
+        "536366,85123A,WHITE HANGING HEART,6,2010-12-01 08:28:00,2.95,17850,UK",
+        "536367,85123A,WHITE HANGING HEART ,6,2010-12-01 08:34:00,3.25,13047,UK",
+        "536368,85123A,,6,2010-12-01 08:35:00,9.99,13047,UK",
+        "536369,01234,PAPER LANTERN,1,2010-12-01 08:40:00,1.0,13047,UK",
+        "536370,01234,LANTERN PAPER,1,2010-12-01 08:41:00,2.0,13047,UK",
+        "536371,POST,POSTAGE,1,2010-12-01 08:42:00,18,13047,UK",
+    ]
+    (tmp_path / "retail.csv").write_text(HEADER + "\n".join(rows) + "\n")
+    # WHEN converted with --items
+    out = tmp_path / "out" / "interactions.csv"
+    proc = _run("--source", str(tmp_path / "retail.csv"), "--out", str(out), "--items")
+    # THEN items.csv beside it holds the kept items, ids as given (leading zero, letter)
+    assert proc.returncode == 0, proc.stderr
+    items = pd.read_csv(tmp_path / "out" / "items.csv", dtype={"item_id": str})
+    assert items.to_dict("records") == [
+        {"item_id": "85123A", "title": "WHITE HANGING HEART", "price": 3.1},
+        {"item_id": "01234", "title": "PAPER LANTERN", "price": 1.5},
+    ]
+    assert set(items["item_id"]) == set(pd.read_csv(out, dtype=str)["item_id"])
+
+
+def test_items_without_a_description_column_exit_with_one_line(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "Invoice": ["489434"],
+            "StockCode": ["85048"],
+            "Quantity": [12],
+            "InvoiceDate": pd.to_datetime(["2009-12-01 07:45:00"]),
+            "Price": [6.95],
+            "Customer ID": [13085.0],
+        }
+    )
+    frame.to_parquet(tmp_path / "ii.parquet")
+    proc = _run(
+        "--source", str(tmp_path / "ii.parquet"), "--out", str(tmp_path / "i.csv"), "--items"
+    )
+    assert proc.returncode != 0
+    assert (
+        proc.stderr.strip() == f"{tmp_path}/ii.parquet: no column Description (needed by --items)"
+    )
+
+
 def test_missing_file_or_columns_exit_with_one_line(tmp_path: Path) -> None:
     proc = _run("--source", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "i.csv"))
     assert proc.returncode != 0 and proc.stderr.strip() == f"no such file: {tmp_path}/nope.csv"

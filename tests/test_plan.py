@@ -9,7 +9,7 @@ from tests.conftest import REPO
 from training.config import ConfigError, from_hyperparameters, load_hyperparameters
 from training.data import Interactions
 from training.pipeline import choose_served
-from training.plan import MAX_EPOCHS, Budget, adapt, student_regularisers, time_goal
+from training.plan import MAX_EPOCHS, Budget, adapt, time_goal
 from training.trainer import FitResult
 
 
@@ -64,20 +64,6 @@ def test_the_full_softmax_gets_weight_decay_and_averaging_unless_set(given, want
     chosen = adapt(cfg, _data(943, 1_682, 100_000), say=False)
     assert (cfg.train.weight_decay, cfg.train.ema_decay) == want
     assert ("weight_decay" in chosen) == ("weight_decay" not in given)
-
-
-@pytest.mark.parametrize(
-    ("given", "want"),
-    [
-        ({}, (0.0, 0.0)),  # the teachers' automatic ones are not the students'
-        ({"weight_decay": "0.1"}, (None, 0.0)),  # set by hand: every model gets it
-        ({"weight_decay": "0.2", "ema_decay": "0.9"}, (None, None)),
-    ],
-)
-def test_the_students_train_without_the_teachers_automatic_regularisers(given, want):
-    cfg = from_hyperparameters({"max_total_seconds": "0", **given})
-    adapt(cfg, _data(943, 1_682, 100_000), say=False)
-    assert student_regularisers(cfg) == want
 
 
 def test_the_sampled_loss_gets_no_regularisers_by_default():

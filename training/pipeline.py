@@ -27,7 +27,7 @@ from training.hybrid import TeacherBoost, prefer_distilled
 from training.item_content import item_content
 from training.model import SASRec
 from training.new_items import choose_offset
-from training.plan import Budget, PhaseClock, adapt, student_regularisers
+from training.plan import Budget, PhaseClock, adapt
 from training.report import results_table, write_report
 from training.sagemaker import Paths, clear_dir
 from training.split import Split, make_split
@@ -203,7 +203,6 @@ def _train_students(tr: _Trainer, members: list[SASRec]) -> None:
         plain = tr.cfg.train.teachers > 1  # an ensemble: training kept no valid figures
         boost = tr.boost.choose(teacher, tr.split, tr.negatives["valid"], tr.cfg, tr.env, plain)
     distiller = Distiller(student, teacher, s, boost)
-    decay, ema = student_regularisers(tr.cfg)
     tr.run(
         Phase(
             "student",
@@ -213,16 +212,12 @@ def _train_students(tr: _Trainer, members: list[SASRec]) -> None:
             train_module=distiller,
             context_len=teacher.cfg.max_len,
             max_seconds=budget,
-            weight_decay=decay,
-            ema_decay=ema,
         )
     )
     if s.student_plain:
         torch.manual_seed(t.seed + 2)
         plain = SASRec(s.model_config(n_items), tr.data.content)
-        phase = Phase("student_plain", plain, s.student_lr, s.student_epochs, max_seconds=budget)
-        phase.weight_decay, phase.ema_decay = decay, ema
-        tr.run(phase)
+        tr.run(Phase("student_plain", plain, s.student_lr, s.student_epochs, max_seconds=budget))
 
 
 def _refit_teachers(tr: _Trainer) -> None:

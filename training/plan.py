@@ -19,13 +19,11 @@ metrics.json ("summary.chosen").
   test NDCG@10 0.1007 in the CPU time where batches of 128 reached 0.0803 (the teacher
   study in docs/experiments.md). Games (31k windows) and the scale rungs keep 128 / 256.
 - student_lr: 2e-3 with the full softmax, 1e-3 with the sampled loss (STUDENT_LR).
-- weight_decay 0.1 and ema_decay 0.99 for the teachers with the full softmax (REGULARISERS),
-  unless set: at the same CPU time the teacher was ahead with them on MovieLens 100K (two
-  seeds, +0.004 and +0.005) and the S rung (+0.006), which put it ahead of co-occurrence
-  beyond noise where it had tied (docs/experiments.md, "Regularisers as defaults"). The
-  students keep 0 unless these are set: in their short budgets the average lags (S rung,
-  the job's defaults: student 0.2728 with them, 0.2803 without). With the sampled loss they
-  changed nothing measurable on Games, so none.
+- weight_decay 0.1 and ema_decay 0.99 with the full softmax (REGULARISERS), for every model
+  the job trains, unless set: at the same CPU time the teacher was ahead with them on
+  MovieLens 100K (two seeds, +0.004 and +0.005) and the S rung (+0.006), which put it ahead
+  of co-occurrence beyond noise where it had tied (docs/experiments.md, "Regularisers as
+  defaults"); with the sampled loss they changed nothing measurable on Games, so none.
 - patience: 5 evaluations without a better valid NDCG@10, 2 from a million interactions
   (each evaluation costs more there and the curve is smoother).
 - eval_users: at most 10,000 evaluated users, a fixed seeded sample (TrainConfig.eval_users).
@@ -79,14 +77,6 @@ D_MODEL = {"full": 128, "sampled": 64}  # the teacher's width by loss
 # Defaults by loss for names left unset (not "0 = auto": 0 is a valid setting of both).
 REGULARISERS = {"full": {"weight_decay": 0.1, "ema_decay": 0.99}, "sampled": {}}
 MIN_STEPS, MIN_BATCH = 64, 32  # steps an epoch at least, and the smallest automatic batch
-
-
-def student_regularisers(cfg: RunConfig) -> tuple[float | None, float | None]:
-    """The students' own (weight_decay, ema_decay): 0 for each one the plan chose for the
-    teachers (REGULARISERS), None where the user set it (it then applies to every model)."""
-    auto = {n for n in REGULARISERS[cfg.train.loss] if n not in cfg.given}
-    decay, ema = (0.0 if n in auto else None for n in ("weight_decay", "ema_decay"))
-    return decay, ema
 
 
 def _auto_epochs(interactions: int) -> int:

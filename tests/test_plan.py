@@ -51,27 +51,6 @@ def test_large_data_gets_the_sampled_loss_and_fewer_larger_steps():
     assert chosen["d_model"] == cfg.model.d_model == 64  # the sampled loss's width
 
 
-@pytest.mark.parametrize(
-    ("given", "want"),
-    [
-        ({}, (0.1, 0.99)),  # the full softmax's defaults
-        ({"weight_decay": "0"}, (0.0, 0.99)),  # 0 set by hand is kept, not taken for "auto"
-        ({"ema_decay": "0", "weight_decay": "0.3"}, (0.3, 0.0)),
-    ],
-)
-def test_the_full_softmax_gets_weight_decay_and_averaging_unless_set(given, want):
-    cfg = from_hyperparameters({"max_total_seconds": "0", **given})
-    chosen = adapt(cfg, _data(943, 1_682, 100_000), say=False)
-    assert (cfg.train.weight_decay, cfg.train.ema_decay) == want
-    assert ("weight_decay" in chosen) == ("weight_decay" not in given)
-
-
-def test_the_sampled_loss_gets_no_regularisers_by_default():
-    cfg = from_hyperparameters({"max_total_seconds": "0"})
-    adapt(cfg, _data(100_000, 76_000, 1_200_000), say=False)
-    assert (cfg.train.weight_decay, cfg.train.ema_decay) == (0.0, 0.0)
-
-
 def test_the_batch_is_halved_only_while_an_epoch_has_few_steps():
     cfg = from_hyperparameters({"max_total_seconds": "0"})
     chosen = adapt(cfg, _data(31_000, 24_000, 280_000), say=False)  # Games: 9 a user

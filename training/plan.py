@@ -19,11 +19,6 @@ metrics.json ("summary.chosen").
   test NDCG@10 0.1007 in the CPU time where batches of 128 reached 0.0803 (the teacher
   study in docs/experiments.md). Games (31k windows) and the scale rungs keep 128 / 256.
 - student_lr: 2e-3 with the full softmax, 1e-3 with the sampled loss (STUDENT_LR).
-- weight_decay 0.1 and ema_decay 0.99 with the full softmax (REGULARISERS), for every model
-  the job trains, unless set: at the same CPU time the teacher was ahead with them on
-  MovieLens 100K (two seeds, +0.004 and +0.005) and the S rung (+0.006), which put it ahead
-  of co-occurrence beyond noise where it had tied (docs/experiments.md, "Regularisers as
-  defaults"); with the sampled loss they changed nothing measurable on Games, so none.
 - patience: 5 evaluations without a better valid NDCG@10, 2 from a million interactions
   (each evaluation costs more there and the curve is smoother).
 - eval_users: at most 10,000 evaluated users, a fixed seeded sample (TrainConfig.eval_users).
@@ -74,8 +69,6 @@ SHARES = {"teacher": 0.50, "student": 0.70, "student_plain": 0.80, "teacher_refi
 # 2e-3), measured side by side on the same teacher (docs/experiments.md).
 STUDENT_LR = {"full": 2e-3, "sampled": 1e-3}
 D_MODEL = {"full": 128, "sampled": 64}  # the teacher's width by loss
-# Defaults by loss for names left unset (not "0 = auto": 0 is a valid setting of both).
-REGULARISERS = {"full": {"weight_decay": 0.1, "ema_decay": 0.99}, "sampled": {}}
 MIN_STEPS, MIN_BATCH = 64, 32  # steps an epoch at least, and the smallest automatic batch
 
 
@@ -129,10 +122,6 @@ def adapt(cfg: RunConfig, data: Interactions, say: bool = True) -> dict:
         if not getattr(section, name):
             setattr(section, name, value)
         chosen[name] = getattr(section, name)
-    for name, value in REGULARISERS[t.loss].items():
-        if name not in given:
-            setattr(t, name, value)
-            chosen[name] = value
     if cfg.model.d_model % cfg.model.n_heads:
         raise ConfigError(
             f"d_model {cfg.model.d_model} (chosen for this data) is not a multiple of "

@@ -37,12 +37,13 @@ STAGES = 6
 # learns more.
 DEMO_HP = {
     "max_total_seconds": "0",  # the per-model bounds below instead of the job's time goal
-    # The teacher: up to 24 epochs, stopped on valid (patience 5), with the job's default
-    # regularisers for a catalog this size (weight decay 0.1, EMA 0.99: training/plan.py).
-    # A fixed 10 epochs without them tied co-occurrence (+0.0123 [-0.0023, +0.0268] paired);
-    # these pass it beyond noise (+0.0163 [+0.0020, +0.0306]; valid 0.1237 against 0.1159)
-    # in about 90 s of a quiet 2-core machine (docs/experiments.md).
+    # The teacher: up to 24 epochs, stopped on valid (patience 5), with the ML-100K preset's
+    # regularisers. A fixed 10 epochs without them tied co-occurrence (+0.0123 [-0.0023,
+    # +0.0268] paired); these pass it beyond noise (+0.0163 [+0.0020, +0.0306]; valid 0.1237
+    # against 0.1159) in about 90 s of a quiet 2-core machine (docs/experiments.md).
     "epochs": "24",
+    "weight_decay": "0.1",
+    "ema_decay": "0.99",
     "max_train_seconds": "300",
     "student_max_seconds": "15",
     "cf_grid": "first",  # ALS and EASE at the points their grids choose on MovieLens 100K

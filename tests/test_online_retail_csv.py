@@ -45,9 +45,10 @@ def test_purchases_kept_and_fees_returns_and_anonymous_rows_dropped(tmp_path: Pa
         assert f"dropped 1 rows: {why}" in proc.stderr
 
 
-def test_parquet_float_customer_ids_lose_the_decimal_point(tmp_path: Path) -> None:
-    # GIVEN a parquet copy whose CustomerID column is float (as pandas reads the UCI sheet)
-    frame = pd.DataFrame(
+def _one_row_of_retail_ii(path: Path) -> None:
+    """One Online Retail II row as its parquet copies hold it: II's column names, a float
+    CustomerID (as pandas reads the UCI sheet), no Description column."""
+    pd.DataFrame(
         {
             "Invoice": ["489434"],
             "StockCode": ["85048"],
@@ -56,8 +57,12 @@ def test_parquet_float_customer_ids_lose_the_decimal_point(tmp_path: Path) -> No
             "Price": [6.95],
             "Customer ID": [13085.0],
         }
-    )
-    frame.to_parquet(tmp_path / "ii.parquet")
+    ).to_parquet(path)
+
+
+def test_parquet_float_customer_ids_lose_the_decimal_point(tmp_path: Path) -> None:
+    # GIVEN a parquet copy whose CustomerID column is float (as pandas reads the UCI sheet)
+    _one_row_of_retail_ii(tmp_path / "ii.parquet")
     # WHEN converted (Online Retail II names its columns differently)
     proc = _run("--source", str(tmp_path / "ii.parquet"), "--out", str(tmp_path / "i.csv"))
     # THEN the id is the integer the sheet shows
@@ -94,17 +99,7 @@ def test_items_csv_takes_the_most_frequent_description_and_the_median_price(
 
 
 def test_items_without_a_description_column_exit_with_one_line(tmp_path: Path) -> None:
-    frame = pd.DataFrame(
-        {
-            "Invoice": ["489434"],
-            "StockCode": ["85048"],
-            "Quantity": [12],
-            "InvoiceDate": pd.to_datetime(["2009-12-01 07:45:00"]),
-            "Price": [6.95],
-            "Customer ID": [13085.0],
-        }
-    )
-    frame.to_parquet(tmp_path / "ii.parquet")
+    _one_row_of_retail_ii(tmp_path / "ii.parquet")
     proc = _run(
         "--source", str(tmp_path / "ii.parquet"), "--out", str(tmp_path / "i.csv"), "--items"
     )

@@ -54,7 +54,10 @@ def test_auto_drops_repeats_of_a_shop_log(ml100k_small, capsys):
 
 
 def test_choose_repeats_threshold_and_set_values():
-    assert choose_repeats("auto", 49, 100)["mode"] == "drop"
+    some = choose_repeats("auto", 49, 100)
+    assert some["mode"] == "drop"
+    assert "set repeats=keep if your users come back to items" in some["why"]  # not "a shop"
+    assert "each item is taken once" in choose_repeats("auto", 0, 100)["why"]
     assert choose_repeats("auto", 28, 100)["mode"] == "drop"  # the scale ladder's L: a shop
     assert choose_repeats("auto", 50, 100)["mode"] == "keep"
     assert choose_repeats("drop", 90, 100) | {"why": ""} == {

@@ -34,3 +34,21 @@ def test_a_client_is_cached_per_endpoint_and_made_anew_when_it_changes(env, make
     assert remote is not local and remote.meta.endpoint_url.startswith(aws)
     env.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")  # the next server
     assert make().meta.endpoint_url == "http://127.0.0.1:2"
+
+
+@pytest.mark.parametrize("make", [lmrec.events._client, lmrec.store.s3_client])
+def test_the_client_is_made_for_the_endpoint_it_is_cached_under(env, make):
+    # GIVEN the endpoint unset by another thread (a test's teardown) just after the cache
+    # read it, while the client is being made
+    import lmrec.aws
+
+    env.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    config = lmrec.aws.client_config
+
+    def unset_then_config(*args, **kwargs):
+        env.delenv("AWS_ENDPOINT_URL", raising=False)
+        return config(*args, **kwargs)
+
+    env.setattr(lmrec.aws, "client_config", unset_then_config)
+    # WHEN the client is made THEN it points where its cache key says, not at AWS
+    assert make().meta.endpoint_url == "http://127.0.0.1:1"

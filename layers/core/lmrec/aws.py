@@ -68,12 +68,15 @@ def client_config(b: Budget | None = None):
     )
 
 
-def client(service: str, b: Budget | None = None):
+def client(service: str, b: Budget | None = None, endpoint_url: str | None = None):
     """A botocore client (boto3 without the resource layer and s3transfer: about 0.1 s less
-    to import on a cold start). Honours AWS_ENDPOINT_URL and the usual credential chain."""
+    to import on a cold start). Honours AWS_ENDPOINT_URL and the usual credential chain;
+    `endpoint_url`, when given, is the one the caller cached the client under (the variable
+    read again here could have changed in between)."""
     import botocore.session
 
-    return botocore.session.get_session().create_client(service, config=client_config(b))
+    session = botocore.session.get_session()
+    return session.create_client(service, endpoint_url=endpoint_url, config=client_config(b))
 
 
 def create_keyed_table(name: str, hash_key: str, range_key: str) -> None:

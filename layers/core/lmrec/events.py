@@ -25,14 +25,16 @@ _CLIENT: tuple[str | None, object] | None = None
 def _client():
     """The DynamoDB client, made anew when AWS_ENDPOINT_URL changed since it was made (never
     in Lambda; in the local stack and the tests a thread left from an earlier server could
-    otherwise cache a client for the wrong endpoint, or for AWS itself)."""
+    otherwise cache a client for the wrong endpoint, or for AWS itself). The client is made
+    FOR the endpoint it is cached under: botocore reading the variable again a moment later,
+    after a test had unset it, once cached an AWS client under the moto endpoint."""
     global _CLIENT
     endpoint = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get("AWS_ENDPOINT_URL")
     cached = _CLIENT
     if cached is None or cached[0] != endpoint:
         from lmrec.store import aws_client
 
-        cached = _CLIENT = (endpoint, aws_client("dynamodb"))
+        cached = _CLIENT = (endpoint, aws_client("dynamodb", endpoint))
     return cached[1]
 
 

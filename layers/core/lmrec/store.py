@@ -60,11 +60,11 @@ _S3: tuple[str | None, object] | None = None  # (AWS_ENDPOINT_URL, client)
 _S3_LOCK = threading.Lock()  # bundle files download in parallel; one client for all
 
 
-def aws_client(service: str):
+def aws_client(service: str, endpoint_url: str | None = None):
     """A botocore client inside the function's time budget (lmrec.aws)."""
     from lmrec import aws
 
-    return aws.client(service)
+    return aws.client(service, endpoint_url=endpoint_url)
 
 
 def s3_endpoint() -> str | None:
@@ -79,7 +79,7 @@ def s3_client():
     endpoint = s3_endpoint()
     with _S3_LOCK:
         if _S3 is None or _S3[0] != endpoint:
-            _S3 = (endpoint, aws_client("s3"))
+            _S3 = (endpoint, aws_client("s3", endpoint))
         return _S3[1]
 
 

@@ -79,6 +79,19 @@ class Cases:
 Term = Callable[[Cases, np.ndarray], np.ndarray | float]
 
 
+def _held_out(model, seqs: list[np.ndarray], times: list[np.ndarray], back: int) -> Cases:
+    """Each sequence long enough to keep one item before its `back`-th last: that item is
+    the target, everything before it the history."""
+    keep = [i for i, s in enumerate(seqs) if len(s) > back]
+    return Cases(
+        model,
+        [seqs[i][:-back] for i in keep],
+        [seqs[i][-back] for i in keep],
+        [times[i][:-back] for i in keep],
+        [times[i][-back] for i in keep],
+    )
+
+
 class Study:
     def __init__(self, work: Path, data: Path, dropout: str, served: bool = False):
         b = bundle_fmt.load(work / f"content_{dropout}")
@@ -127,22 +140,8 @@ class Study:
         for _, rows in train.groupby("user_id", sort=True):
             seqs.append(np.array([row[i] for i in rows["item_id"]], np.int64))
             times.append(rows["timestamp"].to_numpy(np.float64))
-        v = [i for i, s in enumerate(seqs) if len(s) >= 3]
-        self.valid = Cases(
-            model,
-            [seqs[i][:-2] for i in v],
-            [seqs[i][-2] for i in v],
-            [times[i][:-2] for i in v],
-            [times[i][-2] for i in v],
-        )
-        w = [i for i, s in enumerate(seqs) if len(s) >= 2]
-        self.warm = Cases(
-            model,
-            [seqs[i][:-1] for i in w],
-            [seqs[i][-1] for i in w],
-            [times[i][:-1] for i in w],
-            [times[i][-1] for i in w],
-        )
+        self.valid = _held_out(model, seqs, times, 2)  # the second-to-last item, as training
+        self.warm = _held_out(model, seqs, times, 1)  # the last: the job's own test target
         ch, ct, cht, ctt = [], [], [], []
         for _, rows in inter.sort_values(["user_id", "timestamp"], kind="stable").groupby(
             "user_id", sort=True

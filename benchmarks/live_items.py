@@ -83,7 +83,7 @@ def _latency(fn, history: list[str], n: int) -> dict:
 
 def _run(args, bundle: Path, work: Path, port: int) -> dict:
     import boto3
-    from lmrec import events, itemstore, liveitems, registry
+    from lmrec import aws, itemstore, liveitems, registry
     from lmrec.recommend import Recommender
 
     os.environ.update(
@@ -96,7 +96,7 @@ def _run(args, bundle: Path, work: Path, port: int) -> dict:
         }
     )
     boto3.setup_default_session()
-    events.reset_client()
+    aws.reset_clients()
     time.sleep(3)  # the server's start
     root = f"file://{work / 'store'}"
     registry.set_production(root, "lmrec", registry.publish(bundle, root, "lmrec"))

@@ -131,11 +131,9 @@ def s3_env(moto_server, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    import lmrec.events
-    import lmrec.store
+    import lmrec.aws
 
-    monkeypatch.setattr(lmrec.store, "_S3", None)  # fresh clients see the endpoint
-    monkeypatch.setattr(lmrec.events, "_CLIENT", None)
+    monkeypatch.setattr(lmrec.aws, "_clients", {})  # fresh clients see the endpoint
     return moto_server
 
 

@@ -7,7 +7,7 @@ import shutil
 
 import boto3
 import pytest
-from lmrec import registry, store
+from lmrec import aws, registry, store
 from lmrec.settings import get_settings
 
 from tests.conftest import call, import_function
@@ -204,7 +204,7 @@ def test_s3_unreachable_at_refresh_keeps_serving(monkeypatch, s3_env, trained_bu
             connect_timeout=1, retries={"max_attempts": 1}
         ),
     )
-    monkeypatch.setattr(store, "_S3", (store.s3_endpoint(), down))
+    monkeypatch.setitem(aws._clients, "s3", (store.s3_endpoint(), down))
     fn.state.refresh()
     status, body = call(fn, "api_get_health.json")
     assert status == 200 and body["status"] == "degraded"

@@ -13,8 +13,8 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pytest
+from lmrec import aws, registry, store
 from lmrec import bundle as fmt
-from lmrec import registry, store
 from lmrec.settings import get_settings
 
 from tests.conftest import LambdaContext, call, import_function, load_event
@@ -63,11 +63,9 @@ def timed(fn, *args, **kwargs):
 
 
 def test_hanging_user_store_still_answers_within_2s(api, hanging, monkeypatch, caplog):
-    import lmrec.events
-
     # GIVEN DynamoDB accepts connections and never answers
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", hanging.url)
-    monkeypatch.setattr(lmrec.events, "_CLIENT", None)
+    monkeypatch.setattr(aws, "_clients", {})
     # WHEN a user asks for recommendations
     (status, body), seconds = timed(call, api, "api_post_recommendations.json")
     # THEN the answer comes within the deadline, from what the function has, flagged
@@ -83,14 +81,12 @@ def test_hanging_user_store_still_answers_within_2s(api, hanging, monkeypatch, c
 
 
 def test_botocore_read_timeout_is_a_store_error_not_attribute_error(hanging, monkeypatch):
-    from lmrec import aws
-
     monkeypatch.setenv("AWS_ENDPOINT_URL", hanging.url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     client = aws.client("s3", aws.Budget(0.3, 0.3, 1))
-    monkeypatch.setattr(store, "_S3", (store.s3_endpoint(), client))
+    monkeypatch.setitem(aws._clients, "s3", (store.s3_endpoint(), client))
     began = time.perf_counter()
     with pytest.raises(store.StoreError) as err:
         store.list_files("s3://bucket/prefix/")
@@ -111,7 +107,7 @@ def test_hanging_s3_at_cold_start_is_bounded_and_retried(
     root = in_production(trained_bundle, "lmrec-cold-hang")
     # GIVEN S3 accepts connections and never answers during the cold start
     monkeypatch.setenv("AWS_ENDPOINT_URL", hanging.url)
-    monkeypatch.setattr(store, "_S3", None)
+    monkeypatch.setattr(aws, "_clients", {})
     monkeypatch.setenv("LMREC_STORE_URI", root)
     monkeypatch.setenv("LMREC_USER_STORE", "")
     monkeypatch.setenv("LMREC_INIT_LOAD_SECONDS", "1.5")
@@ -129,7 +125,7 @@ def test_hanging_s3_at_cold_start_is_bounded_and_retried(
     print(f"hanging S3: init bounded at {init_seconds:.2f} s, 503 in {seconds * 1000:.0f} ms")
     # WHEN S3 recovers, a later request retries the load and is served
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env)
-    monkeypatch.setattr(store, "_S3", None)
+    monkeypatch.setattr(aws, "_clients", {})
     fn.state.start_refresh().join(10)  # the first attempt ends within its own budget
     fn.state.last_check = float("-inf")
     status, body = call(fn, "api_post_recommendations.json")
@@ -201,7 +197,7 @@ def test_s3_stalling_midway_through_a_bundle_file_is_bounded_and_retried(
     proxy = StallingProxy(s3_env, fmt.ITEMS)
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        monkeypatch.setattr(store, "_S3", None)
+        monkeypatch.setattr(aws, "_clients", {})
         monkeypatch.setenv("LMREC_STORE_URI", root)
         monkeypatch.setenv("LMREC_USER_STORE", "")
         monkeypatch.setenv("LMREC_CACHE_DIR", str(tmp_path))  # nothing cached from elsewhere

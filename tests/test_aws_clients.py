@@ -4,6 +4,7 @@ AWS itself, and the next test's item store went to dynamodb.us-east-1.amazonaws.
 
 from __future__ import annotations
 
+import lmrec.aws
 import lmrec.events
 import lmrec.store
 import pytest
@@ -16,8 +17,7 @@ def env(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
-    monkeypatch.setattr(lmrec.events, "_CLIENT", None)
-    monkeypatch.setattr(lmrec.store, "_S3", None)
+    monkeypatch.setattr(lmrec.aws, "_clients", {})
     return monkeypatch
 
 
@@ -52,3 +52,17 @@ def test_the_client_is_made_for_the_endpoint_it_is_cached_under(env, make):
     env.setattr(lmrec.aws, "client_config", unset_then_config)
     # WHEN the client is made THEN it points where its cache key says, not at AWS
     assert make().meta.endpoint_url == "http://127.0.0.1:1"
+
+
+def test_one_cache_serves_every_service_and_one_reset_clears_it(env):
+    # GIVEN the S3 and DynamoDB clients made for a local endpoint
+    env.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    env.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:3")  # a per-service override
+    s3, dynamodb = lmrec.store.s3_client(), lmrec.events._client()
+    # THEN each is cached under its own service and its own endpoint
+    assert lmrec.aws.cached_client("s3") is s3 and lmrec.aws.cached_client("dynamodb") is dynamodb
+    assert dynamodb.meta.endpoint_url == "http://127.0.0.1:3" == lmrec.aws.endpoint("dynamodb")
+    assert s3.meta.endpoint_url == "http://127.0.0.1:1" == lmrec.store.s3_endpoint()
+    # WHEN the local stack resets them (a new server, new credentials) THEN both are made anew
+    lmrec.aws.reset_clients()
+    assert lmrec.store.s3_client() is not s3 and lmrec.events._client() is not dynamodb

@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.stub import Stubber
-from lmrec import cas, registry, store
+from lmrec import aws, cas, registry, store
 from lmrec.promote import Promoter
 from pydantic import ValidationError
 
@@ -85,7 +85,7 @@ def test_pointer_writes_are_conditional_on_s3(s3_env):
     stub.add_client_error("put_object", "PreconditionFailed", http_status_code=412)
     stub.add_client_error("put_object", "ConditionalRequestConflict", http_status_code=409)
     with stub, pytest.MonkeyPatch.context() as mp:
-        mp.setattr(store, "_S3", (store.s3_endpoint(), client))
+        mp.setitem(aws._clients, "s3", (store.s3_endpoint(), client))
         assert cas.write("s3://b/k", b"1", None) is True
         assert cas.write("s3://b/k", b"2", '"a"') is True
         assert cas.write("s3://b/k", b"3", '"a"') is False

@@ -253,11 +253,11 @@ def test_a_new_user_is_ranked_by_popularity(api):
 
 
 def test_a_hanging_user_store_ranks_with_the_request_history(api, monkeypatch):
-    import lmrec.events
+    import lmrec.aws
 
     server = HangingServer()  # DynamoDB accepts connections and never answers
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", server.url)
-    monkeypatch.setattr(lmrec.events, "_CLIENT", None)
+    monkeypatch.setattr(lmrec.aws, "_clients", {})
     try:
         status, body = rank(api, user_id="1", history=["50"], candidates=["181", "172", "1"])
     finally:

@@ -9,6 +9,7 @@ against the function's timeout (lmrec.settings).
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -77,6 +78,38 @@ def client(service: str, b: Budget | None = None, endpoint_url: str | None = Non
 
     session = botocore.session.get_session()
     return session.create_client(service, endpoint_url=endpoint_url, config=client_config(b))
+
+
+# service -> (the endpoint it was made for, the client): one per container, made on first use.
+_clients: dict[str, tuple[str | None, object]] = {}
+_clients_lock = threading.Lock()  # bundle files download in parallel threads; one client for all
+
+
+def endpoint(service: str) -> str | None:
+    """The endpoint botocore takes from the environment for `service` (None: AWS itself)."""
+    specific = os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}")
+    return specific or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def cached_client(service: str):
+    """The process's client for `service` (cheap Lambda warm starts), made anew when the
+    endpoint changed since it was made: never in Lambda, but in the local stack and the
+    tests a thread left from an earlier server could otherwise use a client for the wrong
+    endpoint, or for AWS itself. The client is made FOR the endpoint it is cached under:
+    botocore reading the variable again a moment later, after a test had unset it, once
+    cached an AWS client under the moto endpoint (tests/test_aws_clients.py)."""
+    url = endpoint(service)
+    with _clients_lock:
+        cached = _clients.get(service)
+        if cached is None or cached[0] != url:
+            cached = _clients[service] = (url, client(service, endpoint_url=url))
+        return cached[1]
+
+
+def reset_clients() -> None:
+    """Forget every cached client (after the endpoint or the credentials changed)."""
+    with _clients_lock:
+        _clients.clear()
 
 
 def create_keyed_table(name: str, hash_key: str, range_key: str) -> None:

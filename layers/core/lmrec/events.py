@@ -6,7 +6,6 @@ history, so an event takes effect on the next request (no retraining)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 
@@ -18,27 +17,8 @@ class Event:
     event_type: str = "interaction"
 
 
-# (the AWS_ENDPOINT_URL it was made for, the client): one per container, made on first use.
-_CLIENT: tuple[str | None, object] | None = None
-
-
 def _client():
-    """The DynamoDB client, made anew when AWS_ENDPOINT_URL changed since it was made (never
-    in Lambda; in the local stack and the tests a thread left from an earlier server could
-    otherwise cache a client for the wrong endpoint, or for AWS itself). The client is made
-    FOR the endpoint it is cached under: botocore reading the variable again a moment later,
-    after a test had unset it, once cached an AWS client under the moto endpoint."""
-    global _CLIENT
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get("AWS_ENDPOINT_URL")
-    cached = _CLIENT
-    if cached is None or cached[0] != endpoint:
-        from lmrec.store import aws_client
+    """The DynamoDB client the user and item stores share (lmrec.aws.cached_client)."""
+    from lmrec import aws
 
-        cached = _CLIENT = (endpoint, aws_client("dynamodb", endpoint))
-    return cached[1]
-
-
-def reset_client() -> None:
-    """Forget the cached client (after the endpoint or credentials changed)."""
-    global _CLIENT
-    _CLIENT = None
+    return aws.cached_client("dynamodb")

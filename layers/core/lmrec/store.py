@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lmrec.aws import error_code
+from lmrec.aws import cached_client, endpoint, error_code
 
 DATA_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".parquet", ".pq")
 
@@ -56,31 +56,14 @@ def parse(uri: str | os.PathLike) -> Location:
     return Location("file", "", str(Path(text).resolve()))
 
 
-_S3: tuple[str | None, object] | None = None  # (AWS_ENDPOINT_URL, client)
-_S3_LOCK = threading.Lock()  # bundle files download in parallel; one client for all
-
-
-def aws_client(service: str, endpoint_url: str | None = None):
-    """A botocore client inside the function's time budget (lmrec.aws)."""
-    from lmrec import aws
-
-    return aws.client(service, endpoint_url=endpoint_url)
-
-
 def s3_endpoint() -> str | None:
     """The endpoint botocore's S3 client takes from the environment (None: AWS)."""
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return endpoint("s3")
 
 
 def s3_client():
-    """A module-level client, created once per process (cheap Lambda warm starts), and anew
-    when AWS_ENDPOINT_URL changed since (lmrec.events._client says why)."""
-    global _S3
-    endpoint = s3_endpoint()
-    with _S3_LOCK:
-        if _S3 is None or _S3[0] != endpoint:
-            _S3 = (endpoint, aws_client("s3", endpoint))
-        return _S3[1]
+    """The process's S3 client (lmrec.aws.cached_client)."""
+    return cached_client("s3")
 
 
 def _fast_get(loc: Location):

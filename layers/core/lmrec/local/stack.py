@@ -171,10 +171,7 @@ class LocalStack:
         urllib.request.urlopen(reset, timeout=10).close()
         os.environ.update(self.env())
         boto3.setup_default_session()  # a default session that sees this environment
-        store._S3 = None  # and clients for this endpoint
-        from lmrec import events
-
-        events.reset_client()
+        aws.reset_clients()  # and clients for this endpoint
         aws.client("s3").create_bucket(Bucket=self.bucket)
         create_user_store_table(self.table)
         itemstore.create_table(self.item_table)

@@ -46,6 +46,7 @@ from lmrec import content
 from lmrec.student import NumpySASRec, dequantize_items
 from quality import machine
 
+from training.baselines import tfidf
 from training.evaluate import ci95
 from training.item_content import catalog_rows
 
@@ -101,21 +102,6 @@ def _hide(scores: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
         scores[i, h] = -np.inf
     scores[:, 0] = -np.inf
     return scores
-
-
-def tfidf(features: content.Features, n_buckets: int) -> sp.csr_matrix:
-    """Rows L2-normalised tf-idf over the hashed features (row 0, padding, empty)."""
-    n = len(features)
-    m = sp.csr_matrix(
-        (features.weights.astype(np.float64), features.indices, features.offsets),
-        shape=(n, n_buckets),
-    )
-    m.sum_duplicates()
-    df = np.bincount(m.indices, minlength=n_buckets)
-    idf = np.log((n + 1) / (df + 1)) + 1.0
-    m = m @ sp.diags(idf)
-    norms = np.sqrt(np.asarray(m.multiply(m).sum(1)).ravel())
-    return sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ m)
 
 
 def evaluate_cold(

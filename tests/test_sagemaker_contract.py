@@ -79,6 +79,7 @@ def test_train_writes_every_output(tmp_path, ml100k_small):
         "cooccurrence",
         "als",
         "ease",
+        "content_tfidf",  # the data has a catalog: the content-only baseline
     }
     # the tuned baselines record their choice on valid and their cost
     costs = doc["summary"]["baselines"]

@@ -10,11 +10,17 @@
   `window` steps in a training sequence; a user's score for b sums C[h, b] over the
   `recent` newest history items h, weighted by recency. Popularity breaks ties, so a user
   whose items have no recorded transitions gets the popular list rather than noise.
+- content_tfidf (the catalog read, training.item_content): the content-only baseline of new
+  items. Each item is its hashed features (the model's own featuriser), idf-weighted and L2
+  normalised; a user's score for an item is the cosine-like product of the item with the sum
+  of the history's item vectors. It knows an item by its text alone, as a new item is known.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
+from lmrec import content
 from lmrec.transitions import recent_sums
 
 from training.split import Split
@@ -140,3 +146,46 @@ def _last_positions(history: np.ndarray, items: np.ndarray) -> np.ndarray:
     """(len(items),) the last position (0 = oldest) of each of `items` (sorted) in history."""
     reversed_first = np.unique(history[::-1], return_index=True)[1]  # sorted like items
     return (len(history) - 1 - reversed_first).astype(np.float64)
+
+
+def tfidf(features: content.Features, n_buckets: int) -> sp.csr_matrix:
+    """(rows, n_buckets): the features idf-weighted, each row L2 normalised (an empty row,
+    such as padding's, stays empty)."""
+    n = len(features)
+    m = sp.csr_matrix(
+        (features.weights.astype(np.float64), features.indices, features.offsets),
+        shape=(n, n_buckets),
+    )
+    m.sum_duplicates()
+    df = np.bincount(m.indices, minlength=n_buckets)
+    idf = np.log((n + 1) / (df + 1)) + 1.0
+    m = m @ sp.diags(idf)
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(1)).ravel())
+    return sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ m)
+
+
+# The catalog up to which content_tfidf is scored in the job: a profile's product with the
+# catalog touches every item that shares a feature with the history (a common word: most of
+# them), so its cost grows with users x items beyond this.
+TFIDF_MAX_ITEMS = 100_000
+
+
+class ContentTfidf:
+    """Module docstring. Needs the data's item content (Interactions.content)."""
+
+    name = "content_tfidf"
+
+    def __init__(self, split: Split):
+        c = split.data.content
+        if c is None:
+            raise ValueError("content_tfidf needs the item catalog's content")
+        self.items = tfidf(c.features, c.spec.n_buckets)  # (n_items + 1, buckets)
+        self.items_t = sp.csr_matrix(self.items.T)  # ties (no shared feature) stay ties
+
+    def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
+        lengths = [len(h) for h in histories]
+        profile = sp.csr_matrix(
+            (np.ones(sum(lengths)), np.concatenate(histories), np.cumsum([0, *lengths])),
+            shape=(len(histories), self.items.shape[0]),
+        )
+        return ((profile @ self.items) @ self.items_t).toarray().astype(np.float32)

@@ -27,8 +27,14 @@ SUM_KEYS = ("hr", "ndcg", "mrr", "s_hr", "s_ndcg", "s_mrr", "ndcg_sq", "mrr_sq",
 # With repeats kept, the full protocol is also summed over two parts of the users: those whose
 # target is already in their history ("repeat", prefix r_) and the rest ("explore", e_).
 PARTS = {"repeat": "r_", "explore": "e_"}
+# Whatever the repeats, the users whose target no model trained on ("new", n_): an item that
+# first appears after the training cut (split=time) or only in valid/test rows, the way a
+# new item arrives in production (training.split.Split.never_trained).
+NEW_PART = "n_"
 PART_KEYS = tuple(
-    p + k for p in PARTS.values() for k in ("hr", "ndcg", "mrr", "ndcg_sq", "mrr_sq", "n")
+    p + k
+    for p in (*PARTS.values(), NEW_PART)
+    for k in ("hr", "ndcg", "mrr", "ndcg_sq", "mrr_sq", "n")
 )
 # Scores held at once while evaluating: rows x (n_items + 1) float32 stays under 64 MB, so a
 # batch of 512 users shrinks to 50 at 671k items instead of taking 1.4 GB.
@@ -132,7 +138,7 @@ def _add_rank_sums(sums: dict[str, float], prefix: str, rank: np.ndarray, k: int
     sums[prefix + "ndcg_sq"] += float((ndcg * ndcg).sum())
     if prefix != "s_":
         sums[prefix + "mrr_sq"] += float((mrr * mrr).sum())
-    if prefix in PARTS.values():
+    if prefix in (*PARTS.values(), NEW_PART):
         sums[prefix + "n"] += len(rank)
 
 
@@ -182,8 +188,18 @@ class MetricSums:
     evaluation pass (training/evaluation.py) feeds one batch of a model's scores to several.
     Sums, so DDP ranks can score disjoint shards and add them up."""
 
-    def __init__(self, n_items: int, exclude_seen: bool, k: int = 10, seed: int = 0):
+    def __init__(
+        self,
+        n_items: int,
+        exclude_seen: bool,
+        k: int = 10,
+        seed: int = 0,
+        new_items: np.ndarray | None = None,
+    ):
+        """`new_items`: (n_items + 1,) bool, the items no model trained on (Split.never_trained);
+        the users whose target is one are also summed apart (NEW_PART)."""
         self.k, self.n_items, self.exclude_seen = k, n_items, exclude_seen
+        self.new_items = new_items if new_items is not None and new_items.any() else None
         self.gen = torch.Generator().manual_seed(seed)
         self.sums = {key: 0.0 for key in SUM_KEYS + PART_KEYS}
         self.covered = torch.zeros(n_items + 1, dtype=torch.bool)
@@ -217,6 +233,8 @@ class MetricSums:
             repeat = is_repeat(histories, targets)
             _add_rank_sums(self.sums, PARTS["repeat"], f_rank[repeat], self.k)
             _add_rank_sums(self.sums, PARTS["explore"], f_rank[~repeat], self.k)
+        if self.new_items is not None:
+            _add_rank_sums(self.sums, NEW_PART, f_rank[self.new_items[targets]], self.k)
         self.sums["n"] += len(targets)
         return np.stack([above, ties])
 
@@ -241,7 +259,7 @@ def evaluate_partial(
     """Metric sums over the given rows of `evalset` (all by default); see `finalize`.
     `per_user` ((len(evalset),)): filled at those rows with each user's NDCG@10, ties with
     the target in expectation (no random draw: the figure paired comparisons use)."""
-    sums = MetricSums(split.data.n_items, split.exclude_seen, k, seed)
+    sums = MetricSums(split.data.n_items, split.exclude_seen, k, seed, split.never_trained)
     rows = np.arange(len(evalset)) if rows is None else rows
     batches = scored_batches(scorer, split, evalset, rows, batch_size)
     total = -(-len(rows) // tile_rows(batch_size, split.data.n_items))
@@ -313,11 +331,13 @@ def finalize(
     if sum(p.get(prefix + "n", 0.0) for prefix in PARTS.values()) > 0:  # repeats kept
         for part, prefix in PARTS.items():
             out[f"full_{part}"] = _part(p, prefix, k)
+    if p.get(NEW_PART + "n", 0.0) > 0:  # some targets are items no model trained on
+        out["full_new"] = _part(p, NEW_PART, k)
     return out
 
 
 def _part(p: dict[str, float], prefix: str, k: int) -> dict:
-    """The full protocol's figures over one part of the users (repeat or explore targets)."""
+    """The full protocol's figures over one part of the users (repeat, explore or new targets)."""
     n = p[prefix + "n"]
     m = max(n, 1.0)
     return {

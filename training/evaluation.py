@@ -30,7 +30,15 @@ from lmrec.history import HistoryExpert
 from lmrec.transitions import Transitions
 
 from training import hybrid, repeat_expert
-from training.baselines import CoOccurrence, OwnFrequent, OwnRecent, Popularity, RecentPopularity
+from training.baselines import (
+    TFIDF_MAX_ITEMS,
+    ContentTfidf,
+    CoOccurrence,
+    OwnFrequent,
+    OwnRecent,
+    Popularity,
+    RecentPopularity,
+)
 from training.cf import evaluate_cf
 from training.config import RunConfig
 from training.dist import DistEnv, all_reduce_arrays
@@ -227,7 +235,10 @@ def _test_pass(
     rows = np.arange(env.rank, len(evalset), env.world_size)
     variants = ev.variants[name]
     seed = cfg.train.seed + env.rank  # each row's tie draws as if it were scored alone
-    sums = {v.label: MetricSums(n_items, split.exclude_seen, seed=seed) for v in variants}
+    new = split.never_trained
+    sums = {
+        v.label: MetricSums(n_items, split.exclude_seen, seed=seed, new_items=new) for v in variants
+    }
     per_user = {v.label: np.zeros(len(evalset)) for v in variants}
     scorer = model_scorer(model, env.device)
     for idx, histories, scores in scored_batches(
@@ -307,8 +318,9 @@ def evaluate_baselines(
     short: bool = False,
     per_user: dict[str, np.ndarray] | None = None,
 ) -> dict:
-    """Popularity, co-occurrence and the collaborative-filtering baselines (training/cf.py,
-    tuned on valid), each also fitted on train + valid when the teacher is refitted.
+    """Popularity, co-occurrence, content TF-IDF (with a catalog) and the collaborative-
+    filtering baselines (training/cf.py, tuned on valid), each also fitted on train + valid
+    when the teacher is refitted.
     `per_user`: filled with each counting baseline's per-user test NDCG@10 (ties in
     expectation), for the paired comparisons."""
     eval_kw = {"batch_size": cfg.train.eval_batch_size, "seed": cfg.train.seed}
@@ -320,6 +332,10 @@ def evaluate_baselines(
         makers: list = [Popularity, RecentPopularity, CoOccurrence]
         if not split.exclude_seen:  # repeats kept: the user's own items are candidates
             makers += [OwnFrequent, OwnRecent]
+        # The content-only baseline (the new items' table); reads no training row, so its
+        # refit would be the same row.
+        if split.data.content is not None and split.data.n_items <= TFIDF_MAX_ITEMS:
+            makers += [] if suffix else [ContentTfidf]
         for make in makers:
             began = time.perf_counter()
             baseline = make(fitted_on)
@@ -332,6 +348,9 @@ def evaluate_baselines(
                 evalset = split.evalset(name)
                 metrics[label][name] = evaluate(baseline, split, evalset, negatives[name], **kw)
             record[baseline.name + suffix] = {"seconds": round(time.perf_counter() - began, 2)}
+    if split.data.content is not None and split.data.n_items > TFIDF_MAX_ITEMS:
+        why = f"{split.data.n_items:,} items > {TFIDF_MAX_ITEMS:,} (training.baselines)"
+        record[ContentTfidf.name] = {"skipped": why}
     skip = "the job was short of time (under a tenth of its budget left)" if short else ""
     first = cfg.train.cf_grid == "first"
     cf_metrics, cf_record = evaluate_cf(split, negatives, refit, skip, first, **eval_kw)

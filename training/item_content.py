@@ -26,6 +26,10 @@ class ItemContent:
     spec: content.ContentSpec
     features: content.Features
     id_dropout: float
+    # (n_items + 1,) bool, set once the split is known: the items with training rows. The
+    # others (first seen after the cut, Split.never_trained) are placed by content alone, as
+    # serving places an item added after the data was cut; None: every item has an id part.
+    trained: np.ndarray | None = None
 
     def describe(self) -> dict:
         """What the report says about the columns used."""

@@ -112,6 +112,7 @@ class SASRec(nn.Module):
     _content_indices: torch.Tensor  # buffers, present with content only
     _content_offsets: torch.Tensor
     _content_weights: torch.Tensor
+    _id_keep: torch.Tensor | None  # (n_items + 1, 1): 0 for the items placed by content alone
 
     def __init__(self, cfg: ModelConfig, content: ItemContent | None = None):
         super().__init__()
@@ -126,6 +127,7 @@ class SASRec(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_blocks))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.content = None
+        self.register_buffer("_id_keep", None, persistent=False)  # set by _attach
         self.id_dropout = 0.0
         if content is not None:
             self._attach(content)
@@ -141,6 +143,10 @@ class SASRec(nn.Module):
         for name, array in (("indices", f.indices), ("offsets", f.offsets)):
             self.register_buffer(f"_content_{name}", torch.from_numpy(array), persistent=False)
         self.register_buffer("_content_weights", torch.from_numpy(f.weights), persistent=False)
+        keep = None
+        if content.trained is not None and not content.trained[1:].all():
+            keep = torch.from_numpy(content.trained).to(torch.float32)[:, None]
+        self._id_keep = keep
         self._table_cache: tuple[tuple, torch.Tensor] | None = None
 
     @staticmethod
@@ -178,6 +184,8 @@ class SASRec(nn.Module):
         vectors = self.item_emb(ids)
         if self.content is None:
             return vectors
+        if self._id_keep is not None:  # items no training row holds: content alone
+            vectors = vectors * self._id_keep[ids]
         if self.training and self.id_dropout > 0:
             vectors = vectors * self._keep(tuple(ids.shape), ids.device)
         return vectors + self._content_of(ids)
@@ -186,9 +194,10 @@ class SASRec(nn.Module):
         """(n_items + 1, D): every item's vector (row 0 padding); in training, the id part of
         each row dropped with probability id_dropout, once per step. Outside training it is
         computed once per weight update (the catalog's content bags are the work)."""
-        table = self.item_emb.weight
+        weight = self.item_emb.weight
         if self.content is None:
-            return table
+            return weight
+        table = weight if self._id_keep is None else weight * self._id_keep
         if self.training or torch.is_grad_enabled():
             if self.training and self.id_dropout > 0:
                 table = table * self._keep((table.shape[0],), table.device)
@@ -196,7 +205,7 @@ class SASRec(nn.Module):
             return table + self.content(
                 self._content_indices, f[:-1], per_sample_weights=self._content_weights
             )
-        key = (table._version, self.content.weight._version, table.data_ptr(), table.device)
+        key = (weight._version, self.content.weight._version, weight.data_ptr(), weight.device)
         if self._table_cache is None or self._table_cache[0] != key:
             f = self._content_offsets
             full = table + self.content(

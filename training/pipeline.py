@@ -63,6 +63,8 @@ def prepare_data(
     data.stats["chosen"] = adapt(cfg, data, say=env is None or env.is_main)
     keep = data.stats.get("repeats", {}).get("mode") == "keep"
     split = make_split(data, cfg.data.split, exclude_seen=not keep)
+    if data.content is not None:  # items no training row holds: content alone, as served
+        data.content.trained = ~split.never_trained
     if not len(split.test):
         raise DataError(
             f"split={split.name}: no user can be evaluated (a user needs three interactions; "
@@ -407,6 +409,12 @@ def _protocol(cfg: RunConfig, split: Split) -> dict:
     if not split.exclude_seen:
         out["full_repeat"] = "full, over the users whose target is already in their history"
         out["full_explore"] = "full, over the users whose target is new to them"
+    if split.never_trained.any():
+        out["full_new"] = (
+            "full, over the users whose target has no training row (an item first seen after "
+            "the training cut: a model reading the catalog knows it by its content alone, as "
+            "it serves an item added after the data was cut)"
+        )
     return out
 
 

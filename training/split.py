@@ -24,6 +24,7 @@ cold start: not evaluated. The refit (with_valid_in_train) trains on everything 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,6 +134,17 @@ class Split:
         """(n_items + 1,) int64: training occurrences per item (column 0, padding, is 0)."""
         items = self.data.items[self.train_mask()]
         return np.bincount(items, minlength=self.data.n_items + 1)
+
+    @functools.cached_property
+    def never_trained(self) -> np.ndarray:
+        """(n_items + 1,) bool: the items no training row holds (padding excluded). Under
+        split=time, items that first appear after the valid cut-off; under loo, items seen
+        only in valid or test rows. Models trained on this split know them by their content
+        alone, as serving knows an item added after the data was cut (a fresh Split, such
+        as with_valid_in_train's, computes its own)."""
+        out = self.item_counts() == 0
+        out[0] = False
+        return out
 
     def history(self, user: int, length: int) -> np.ndarray:
         start = self.data.offsets[user]

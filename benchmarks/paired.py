@@ -1,5 +1,6 @@
 """The served model against each baseline on the same test users: per-user NDCG@10 and the
-paired difference with its 95% interval (all / repeat / explore targets), as JSON.
+paired difference with its 95% interval (all / repeat / explore targets, and "new": targets
+no training row holds), as JSON; with --against, against another job's served model too.
 
 Separate intervals of two figures measured on the same users overlap long before the
 difference is noise; the paired interval is the one that says. Reads a finished job's
@@ -7,7 +8,8 @@ bundle (the model as the API serves it: training.champion.Served) and rebuilds i
 from the same data and settings:
 
     python benchmarks/paired.py --data runs/data/wikipedia.csv:u,i,ts \\
-        --model runs/bench-repeats/wikipedia-time [--split time] [--repeats keep]
+        --model runs/bench-repeats/wikipedia-time [--split time] [--repeats keep] \\
+        [--against runs/before/wikipedia-time]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main() -> None:
     parser.add_argument(
         "--repeats", default="auto", choices=("auto", "keep", "drop"), help="as the job had it"
     )
+    parser.add_argument("--against", help="another finished job on the same data and split")
     args = parser.parse_args()
     path, _, cols = args.data.partition(":")
     cfg = RunConfig()
@@ -50,15 +53,20 @@ def main() -> None:
     split = make_split(data, args.split, data.stats["repeats"]["mode"] == "drop")
     test = split.evalset("test")
     bundle = fmt.load(args.model)
-    served = in_rows(Served.of(bundle), row_map(data.item_ids, bundle.catalog))
-    ours = per_user_ndcg(served, split, test)
+    ours = per_user_ndcg(_served(bundle, data), split, test)
     hist = [split.history(u, p) for u, p in zip(test.users, test.prefix_len, strict=True)]
     parts = {"all": np.ones(len(test), bool), "repeat": is_repeat(hist, test.targets)}
     parts["explore"] = ~parts["repeat"]
+    if split.never_trained[test.targets].any():
+        parts["new"] = split.never_trained[test.targets]
     out: dict = {"served": {p: _figure(ours[m]) for p, m in parts.items()}, "vs": {}}
-    for make in (OwnRecent, OwnFrequent, CoOccurrence, RecentPopularity):
-        theirs = per_user_ndcg(make(split), split, test)
-        out["vs"][make.name] = {
+    others = [(make.name, make(split)) for make in (OwnRecent, OwnFrequent, CoOccurrence)]
+    others.append((RecentPopularity.name, RecentPopularity(split)))
+    if args.against:
+        others.append(("against", _served(fmt.load(args.against), data)))
+    for name, scorer in others:
+        theirs = per_user_ndcg(scorer, split, test)
+        out["vs"][name] = {
             p: {
                 "baseline": _figure(theirs[m]),
                 "served_minus_baseline": _figure(ours[m] - theirs[m]),
@@ -67,6 +75,11 @@ def main() -> None:
         }
     out |= {"split": split.describe(), "model": bundle.manifest.get("served")}
     print(json.dumps(out, indent=1))
+
+
+def _served(bundle, data):
+    """The bundle's served model as the API serves it, scoring the split's item rows."""
+    return in_rows(Served.of(bundle), row_map(data.item_ids, bundle.catalog))
 
 
 if __name__ == "__main__":

@@ -32,3 +32,20 @@ def test_paired_figures_match_the_jobs_served_figure(
         assert row["served_minus_baseline"]["mean"] == pytest.approx(diff, abs=2e-4)
         low, high = row["served_minus_baseline"]["ci95"]
         assert low <= row["served_minus_baseline"]["mean"] <= high
+
+
+def test_against_another_job_is_the_per_user_difference(
+    trained_bundle, ml100k_small, monkeypatch, capsys
+):
+    # GIVEN the same finished job as both sides WHEN compared with --against
+    argv = ["paired.py", "--data", str(ml100k_small[0]), "--model", str(trained_bundle)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--split", "loo", "--against", str(trained_bundle)])
+    paired.main()
+    out = json.loads(capsys.readouterr().out)
+    # THEN every user's difference is zero, so the mean and its interval are exactly 0
+    row = out["vs"]["against"]["all"]
+    assert row["baseline"] == out["served"]["all"]
+    assert row["served_minus_baseline"]["mean"] == 0 and row["served_minus_baseline"]["ci95"] == [
+        0,
+        0,
+    ]

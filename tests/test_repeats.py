@@ -410,3 +410,17 @@ def test_a_time_split_job_refits_before_the_test_cut_off(repeat_log, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["split"]["cuts"] == split["cuts"]
     assert "valid cut-off" in (out / "report.md").read_text()
+
+
+def test_every_weight_the_grid_can_choose_is_one_a_bundle_accepts():
+    # GIVEN the history expert's grid (training) and the bundle's range check (serving)
+    from lmrec import history
+
+    from training.repeat_expert import DECAYS, WEIGHTS, WINDOW
+
+    # THEN each weight valid can choose loads, and one past the range is refused
+    for weight in WEIGHTS[1:]:
+        expert = history.read({"weight": weight, "decay": min(DECAYS), "window": WINDOW})
+        assert expert.weight == weight
+    with pytest.raises(ValueError, match="out of range"):
+        history.read({"weight": history.MAX_WEIGHT * 2, "decay": 0.5, "window": WINDOW})

@@ -22,8 +22,12 @@ from training.split import EvalSet, Split
 
 DECAYS = (0.5, 0.8, 0.95, 1.0)  # 1: how often alone; below: how often and how lately
 # Wider than the transitions' grid: on JODIE Wikipedia (88% repeats) valid chose the top of
-# 0 ... 8, and a large weight lets the user's own items outrank the model's new ones.
-WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+# 0 ... 8, and a large weight lets the user's own items outrank the model's new ones. Up to
+# 4096: on SNAP CollegeMsg valid chose the top of 0 ... 64 (decay 0.5) and still climbed
+# towards "the contact written to last" (own_recent); the boost is w * log1p(0.5 ** age),
+# about w * 0.5 ** age, so ordering ten items back by recency over the model's scores takes
+# a weight in the thousands (docs/experiments.md).
+WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 256.0, 1024.0, 4096.0)
 WINDOW = 200  # newest history items the expert reads
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_WEIGHT = 1_000.0
+MAX_WEIGHT = 10_000.0  # above training/repeat_expert.py's grid (4096)
 MAX_WINDOW = 10_000
 
 

@@ -25,6 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import interactions_csv
+
 
 def _lines(path: Path) -> Iterator[str]:
     opener = gzip.open if path.suffix == ".gz" else open
@@ -60,13 +63,7 @@ def main() -> None:
     edges = read_edges(a.source)
     when = edges["timestamp"].astype("int64")
     out = edges.iloc[when.argsort(kind="stable")]
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(a.out, index=False)
-    pairs = out.duplicated(["user_id", "item_id"]).mean()
-    print(
-        f"{len(out)} interactions, {out['user_id'].nunique()} users, "
-        f"{out['item_id'].nunique()} items; {pairs:.1%} of rows repeat a (user, item) pair"
-    )
+    interactions_csv.write(out, a.out)
 
 
 if __name__ == "__main__":

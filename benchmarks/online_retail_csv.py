@@ -29,6 +29,9 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import interactions_csv
+
 # Online Retail II renamed three columns; the first name of each pair is Online Retail's.
 _NAMES = {"Invoice": "InvoiceNo", "Price": "UnitPrice", "Customer ID": "CustomerID"}
 _NEEDED = ["InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID"]
@@ -117,19 +120,13 @@ def main() -> None:
         sys.exit(f"{a.source}: no column Description (needed by --items)")
     kept, dropped = convert(source, a.date_format)
     out = kept[["user_id", "item_id", "timestamp"]]
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(a.out, index=False)
+    interactions_csv.write(out, a.out)
     if a.items:
         items = catalog(kept)
         items.to_csv(a.out.parent / "items.csv", index=False)
         print(f"{len(items)} items written to {a.out.parent / 'items.csv'}", file=sys.stderr)
     for why, n in dropped.items():
         print(f"dropped {n} rows: {why}", file=sys.stderr)
-    pairs = out.duplicated(["user_id", "item_id"]).mean()
-    print(
-        f"{len(out)} interactions, {out['user_id'].nunique()} users, "
-        f"{out['item_id'].nunique()} items; {pairs:.1%} of rows repeat a (user, item) pair"
-    )
 
 
 if __name__ == "__main__":

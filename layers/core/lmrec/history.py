@@ -11,7 +11,7 @@ to the student's score: a product of experts, the model's distribution times
 (lmrec.transitions). Only the history's own items are boosted, so serving scores at most
 `window` extra rows. The weight and decay are chosen on valid by the training job when it
 keeps repeats (training/repeat_expert.py); weight 0 (the model alone) is on the grid
-(0 ... 64), and a bundle without the manifest's "history_expert" has none. Nothing is
+(0 ... 4096), and a bundle without the manifest's "history_expert" has none. Nothing is
 stored: it reads the history the request already carries.
 """
 

@@ -164,3 +164,17 @@ def test_a_time_split_job_reports_new_items_and_serves_them_by_content(log, tmp_
     record = {k: str(v) for k, v in catalog.iloc[0].items() if k != "item_id"}
     alone = content.vectors(content.featurise(spec, [record]), b.weights["content.weight"])
     np.testing.assert_allclose(rows[row], alone[0], atol=1e-5)
+
+
+def test_the_report_table_lists_new_item_figures_only_when_there_are_some():
+    from training.report import new_items_table
+
+    part = {"ndcg@10": 0.0, "hr@10": 0.0, "mrr": 0.0012, "mrr_ci95": [0.0008, 0.0016], "users": 40}
+    metrics = {
+        "student": {"test": {"full": {}, "full_new": part}},
+        "content_tfidf": {"test": {"full": {}, "full_new": part | {"mrr": 0.0004}}},
+    }
+    table = new_items_table(metrics, "student")
+    assert table.startswith("New items: the 40 test users") and "| MRR |" in table
+    assert "| student (served) | 0.0000 | 0.0000 | 0.0012 [0.0008, 0.0016] |" in table
+    assert new_items_table({"student": {"test": {"full": {}}}}) == ""

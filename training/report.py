@@ -316,9 +316,11 @@ def new_items_table(metrics: dict, served: str = SERVED) -> str:
     rows = [(m, s["test"]["full_new"]) for m, s in metrics.items() if "full_new" in s["test"]]
     if not rows:
         return ""
-    lines = ["| model | NDCG@10 | HR@10 |", "|---|---|---|"]
+    # MRR too: on a large catalog a new item is rarely in any top 10, and 1/rank still shows
+    # which model places it nearer the top.
+    lines = ["| model | NDCG@10 | HR@10 | MRR |", "|---|---|---|---|"]
     for name, part in rows:
-        cells = " | ".join(_cell(part, k) for k in ("ndcg@10", "hr@10"))
+        cells = " | ".join(_cell(part, k) for k in ("ndcg@10", "hr@10", "mrr"))
         lines.append(f"| {_label(name, served)} | {cells} |")
     return (
         f"New items: the {rows[0][1]['users']} test users whose target has no training row "

@@ -5,7 +5,8 @@ process, epoch by epoch in turn (A, B, C, A, B, C, ...), so that a change in the
 machine's speed hits every variant alike. Each trains until its own training CPU seconds reach
 --seconds (or its patience ends); its best epoch on valid is then scored on test (full
 ranking, seen items excluded, NDCG@10 with its 95% interval) beside co-occurrence on the
-same users, with the paired difference and its interval.
+same users, with the paired difference and its interval (and the paired difference from the
+first variant, the reference, on the same users).
 
     python benchmarks/teacher_study.py --data ../shared/data/ml-100k/interactions.csv \
         --seconds 80 --variant base: --variant lr3:lr=3e-3 --variant len200:max_len=200
@@ -123,18 +124,21 @@ def main() -> None:
     # Test on ALL users (the sample above only kept validation affordable while training).
     split.eval_rows = None
     cooc = per_user_ndcg(CoOccurrence(split), split)
+    first: np.ndarray | None = None  # the first variant's per-user NDCG: the paired reference
     for r in runs:
         run = r["run"]
         run.phase.model.load_state_dict(run.best_state)
         t0 = time.perf_counter()
         ndcg = per_user_ndcg(model_scorer(run.phase.model, env.device), split)
         best = run.result.best_epoch
+        first = ndcg if first is None else first
         out = {
             "variant": r["name"],
             "set": r["hp"],
             "test_ndcg@10": interval(ndcg),
             "cooccurrence": interval(cooc),
             "paired_diff": interval(ndcg - cooc),
+            "minus_first_variant": interval(ndcg - first),
             "best_epoch": run.result.best_epoch,
             "best_valid": round(run.result.best_valid_ndcg, 4),
             "epochs": len(r["rows"]),

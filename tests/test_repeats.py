@@ -185,6 +185,38 @@ def test_history_expert_boosts_decayed_counts():
     assert scores[0, 5] == pytest.approx(2 * np.log1p(1.25)) and scores[0, 3] == 0
 
 
+def test_the_recency_form_orders_every_history_item_as_own_recent_does():
+    from lmrec.history import recency_values, read
+
+    # GIVEN a burst-heavy history: item 5 taken often long ago, then 2, 9, 2, then 7 once
+    history = np.array([5, 5, 5, 5, 2, 9, 2, 7])
+    rows, items, values = recency_values([history, np.array([], np.int64)], 0.5, window=10)
+    got = {int(i): float(v) for i, v in zip(items, values, strict=True)}
+    # THEN the distinct items rank by their last occurrence, whatever their counts
+    assert set(rows.tolist()) == {0} and got == {7: 1.0, 2: 0.5, 9: 0.25, 5: 0.125}
+    # AND a large weight ranks them exactly as own_recent (7, 2, 9, 5) above any model score
+    scores = np.random.default_rng(0).normal(size=(1, 10)).astype(np.float32)
+    read({"weight": 4096, "decay": 0.5, "window": 200, "form": "recency"}).add_to(scores, [history])
+    assert np.argsort(-scores[0])[:4].tolist() == [7, 2, 9, 5]
+    # AND where a burst pushes an item 31 positions back, the positional form's boost for it
+    # is gone (about 4096 * 0.5 ** 31) while the recency form keeps its rank (third)
+    burst = np.array([5, *[2] * 30, 7])
+    positional = dict(zip(*decayed_counts([burst], 0.5, 200)[1:], strict=True))
+    ranked = dict(zip(*recency_values([burst], 0.5, 200)[1:], strict=True))
+    assert 4096 * np.log1p(positional[5]) < 1e-5 and ranked[5] == 0.25
+
+
+def test_history_expert_form_round_trips_and_bad_forms_are_refused():
+    from lmrec.history import read
+
+    recency = HistoryExpert(8.0, 0.5, 200, "recency")
+    assert read(recency.parameters()) == recency
+    assert "form" not in HistoryExpert(8.0, 0.5).parameters()  # old bundles read the same
+    assert read({"weight": 8, "decay": 0.5, "window": 200}).form == "decayed"
+    with pytest.raises(ValueError, match="form must be one of decayed, recency, not 'rank'"):
+        read({"weight": 8, "decay": 0.5, "window": 200, "form": "rank"})
+
+
 def _with_manifest(src: Path, dst: Path, **keys) -> Path:
     shutil.copytree(src, dst)
     manifest = json.loads((dst / fmt.MANIFEST).read_text())

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 from lmrec.bundle import HISTORY_LABEL, TRANSITIONS_LABEL
-from lmrec.history import HistoryExpert, decayed_counts
+from lmrec.history import FORMS, HistoryExpert
 from lmrec.transitions import Transitions
 
 from training.evaluate import Scorer, hide_seen, scored_batches
@@ -29,20 +29,24 @@ DECAYS = (0.5, 0.8, 0.95, 1.0)  # 1: how often alone; below: how often and how l
 # a weight in the thousands (docs/experiments.md).
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 256.0, 1024.0, 4096.0)
 WINDOW = 200  # newest history items the expert reads
+# The grid's rows: each form (lmrec.history: "decayed" counts by position, "recency" ranks
+# the distinct items) at each decay; the columns are WEIGHTS.
+SHAPES = tuple((form, decay) for form in FORMS for decay in DECAYS)
 
 
 def valid_sums(
     scorer: Scorer, split: Split, evalset: EvalSet, rows: np.ndarray, batch_size: int = 512
 ) -> np.ndarray:
-    """(len(DECAYS), len(WEIGHTS)) summed NDCG@10 over `rows` of evalset (full ranking, the
-    split's exclusions) at each decay and weight of the expert."""
-    total = np.zeros((len(DECAYS), len(WEIGHTS)))
+    """(len(SHAPES), len(WEIGHTS)) summed NDCG@10 over `rows` of evalset (full ranking, the
+    split's exclusions) at each form and decay (SHAPES) and weight of the expert."""
+    total = np.zeros((len(SHAPES), len(WEIGHTS)))
     for idx, histories, scores in scored_batches(scorer, split, evalset, rows, batch_size):
         hide_seen(scores, histories, split.exclude_seen)
         targets = evalset.targets[idx]
-        for d, decay in enumerate(DECAYS):
-            r, items, sums = decayed_counts(histories, decay, WINDOW)
-            log_boost = np.log1p(sums.astype(np.float64))
+        for d, (form, decay) in enumerate(SHAPES):
+            # the boost at weight 1, as serving computes it; boost_ndcg scales it per weight
+            r, items, unit = HistoryExpert(1.0, decay, WINDOW, form).boosts(histories)
+            log_boost = unit.astype(np.float64)
             total[d] += boost_ndcg(scores.copy(), targets, r, items, log_boost, WEIGHTS).sum(0)
     return total
 
@@ -81,16 +85,16 @@ def choose(
         total = all_reduce_arrays(env, {"s": sums, "n": np.array(float(len(rows)))})
         means = total["s"] / max(float(total["n"]), 1.0)
         d, w = np.unravel_index(int(np.argmax(means)), means.shape)
-        weight, decay = WEIGHTS[w], DECAYS[d]
-        chosen[name] = {"weight": weight, "decay": decay}
+        weight, (form, decay) = WEIGHTS[w], SHAPES[d]
+        chosen[name] = {"weight": weight, "decay": decay, "form": form}
         by_grid[name] = [[round(float(x), 4) for x in row] for row in means]
-        experts[name] = HistoryExpert(weight, decay, WINDOW) if weight else None
+        experts[name] = HistoryExpert(weight, decay, WINDOW, form) if weight else None
         valid[name] = float(means[d, w])
     record = {
-        "decays": list(DECAYS),
+        "rows": [list(shape) for shape in SHAPES],  # (form, decay) of each grid row
         "weights": list(WEIGHTS),
         "window": WINDOW,
-        "valid_ndcg@10_by_decay_weight": by_grid,
+        "valid_ndcg@10_by_row_weight": by_grid,
         "chosen": chosen,
     }
     return experts, valid, record

@@ -13,6 +13,13 @@ to the student's score: a product of experts, the model's distribution times
 keeps repeats (training/repeat_expert.py); weight 0 (the model alone) is on the grid
 (0 ... 4096), and a bundle without the manifest's "history_expert" has none. Nothing is
 stored: it reads the history the request already carries.
+
+That form ("decayed") counts age in positions, so at decay 0.5 only the last dozen positions
+weigh anything, whatever the weight; in a log of bursts (whom a student writes to next) the
+user's tenth most recent contact may be 40 positions back. The "recency" form ranks the
+history's distinct items by their last occurrence (rank 0 = the newest) and boosts item b by
+weight * log(1 + decay ** rank(b)): at a large weight it orders every history item exactly
+as the own_recent baseline does; at decay 1 it is a flat "already taken" lift.
 """
 
 from __future__ import annotations
@@ -25,22 +32,58 @@ MAX_WEIGHT = 10_000.0  # above training/repeat_expert.py's grid (4096)
 MAX_WINDOW = 10_000
 
 
+FORMS = ("decayed", "recency")
+
+
+def _newest(histories: list[np.ndarray], window: int):
+    """Each history's `window` newest items, newest first, concatenated: (owner, item, age,
+    keys, first, where) with keys the distinct (owner, item) pairs, sorted, `first` the index
+    of each pair's newest occurrence and `where` each occurrence's pair; None when empty."""
+    tails = [np.asarray(h[::-1][:window], dtype=np.int64) for h in histories]
+    if not tails or not sum(len(t) for t in tails):
+        return None
+    items = np.concatenate(tails)
+    owner = np.repeat(np.arange(len(histories)), [len(t) for t in tails])
+    age = np.concatenate([np.arange(len(t)) for t in tails])
+    width = int(items.max()) + 1
+    keys, first, where = np.unique(owner * width + items, return_index=True, return_inverse=True)
+    return owner, items, age, keys, first, where, width
+
+
+def _empty() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    empty = np.empty(0, np.int64)
+    return empty, empty, np.empty(0, np.float32)
+
+
 def decayed_counts(
     histories: list[np.ndarray], decay: float, window: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(history index, item, sum of decay**age over its occurrences) for every distinct item
     of each history's `window` newest items, one entry per (history, item), sorted."""
-    tails = [np.asarray(h[::-1][:window], dtype=np.int64) for h in histories]
-    if not tails or not sum(len(t) for t in tails):
-        empty = np.empty(0, np.int64)
-        return empty, empty, np.empty(0, np.float32)
-    items = np.concatenate(tails)
-    owner = np.repeat(np.arange(len(histories)), [len(t) for t in tails])
-    age = np.concatenate([np.arange(len(t)) for t in tails])
-    width = int(items.max()) + 1
-    keys, where = np.unique(owner * width + items, return_inverse=True)
+    found = _newest(histories, window)
+    if found is None:
+        return _empty()
+    _, _, age, keys, _, where, width = found
     sums = np.bincount(where, weights=decay ** age.astype(np.float64), minlength=len(keys))
     return keys // width, keys % width, sums.astype(np.float32)
+
+
+def recency_values(
+    histories: list[np.ndarray], decay: float, window: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(history index, item, decay**rank) for the same entries as decayed_counts, rank being
+    the item's place among the history's distinct items by last occurrence (0 = newest)."""
+    found = _newest(histories, window)
+    if found is None:
+        return _empty()
+    _, _, _, keys, first, _, width = found
+    owner = keys // width
+    order = np.lexsort((first, owner))  # by history, then newest occurrence first
+    per_owner = np.bincount(owner, minlength=len(histories))
+    starts = np.repeat(np.cumsum(per_owner) - per_owner, per_owner)
+    rank = np.empty(len(keys), np.int64)
+    rank[order] = np.arange(len(keys)) - starts
+    return owner, keys % width, (decay ** rank.astype(np.float64)).astype(np.float32)
 
 
 @dataclass
@@ -48,10 +91,12 @@ class HistoryExpert:
     weight: float
     decay: float = 0.9
     window: int = 200
+    form: str = "decayed"  # FORMS (module docstring)
 
     def boosts(self, histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(history index, item row, boost > 0) for the items of each history."""
-        rows, items, sums = decayed_counts(histories, self.decay, self.window)
+        values = recency_values if self.form == "recency" else decayed_counts
+        rows, items, sums = values(histories, self.decay, self.window)
         return rows, items, (self.weight * np.log1p(sums)).astype(np.float32)
 
     def add_to(self, scores: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
@@ -62,7 +107,9 @@ class HistoryExpert:
 
     def parameters(self) -> dict:
         """What the manifest records under "history_expert"."""
-        return {"weight": self.weight, "decay": self.decay, "window": self.window}
+        out = {"weight": self.weight, "decay": self.decay, "window": self.window}
+        # "decayed" is left out: a bundle from before the key reads the same
+        return out | ({"form": self.form} if self.form != "decayed" else {})
 
 
 def read(parameters: object) -> HistoryExpert:
@@ -81,4 +128,7 @@ def read(parameters: object) -> HistoryExpert:
             f"history_expert out of range: 0 < weight <= {MAX_WEIGHT:g}, 0 < decay <= 1, "
             f"1 <= window <= {MAX_WINDOW}"
         )
-    return HistoryExpert(float(weight), float(decay), window)
+    form = parameters.get("form", "decayed")
+    if form not in FORMS:
+        raise ValueError(f"history_expert form must be one of {', '.join(FORMS)}, not {form!r}")
+    return HistoryExpert(float(weight), float(decay), window, form)

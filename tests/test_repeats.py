@@ -186,7 +186,7 @@ def test_history_expert_boosts_decayed_counts():
 
 
 def test_the_recency_form_orders_every_history_item_as_own_recent_does():
-    from lmrec.history import recency_values, read
+    from lmrec.history import read, recency_values
 
     # GIVEN a burst-heavy history: item 5 taken often long ago, then 2, 9, 2, then 7 once
     history = np.array([5, 5, 5, 5, 2, 9, 2, 7])

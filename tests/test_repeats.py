@@ -456,3 +456,23 @@ def test_every_weight_the_grid_can_choose_is_one_a_bundle_accepts():
         assert expert.weight == weight
     with pytest.raises(ValueError, match="out of range"):
         history.read({"weight": history.MAX_WEIGHT * 2, "decay": 0.5, "window": WINDOW})
+
+
+def test_the_recency_form_is_chosen_only_when_valid_says_so_beyond_noise():
+    from training.repeat_expert import SHAPES, WEIGHTS, best_point
+
+    rng = np.random.default_rng(0)
+    users = 400
+    per_user = rng.random((users, len(SHAPES), len(WEIGHTS))) * 0.1
+    positional = SHAPES.index(("decayed", 0.5))
+    recency = SHAPES.index(("recency", 0.5))
+    per_user[:, positional, 3] = 0.50  # the positional form's best point
+    # GIVEN the recency form's best point ahead by a hair, with per-user noise
+    per_user[:, recency, 5] = 0.50 + rng.normal(0, 0.2, users) + 0.002
+    d, w, why = best_point(per_user)
+    # THEN the positional form stays (the gain is inside its interval), and the record says so
+    assert (d, w) == (positional, 3) and why["recency_minus_decayed"][1] < 0
+    # WHEN the recency form is ahead beyond noise THEN it is chosen
+    per_user[:, recency, 5] = 0.55 + rng.normal(0, 0.02, users)
+    d, w, why = best_point(per_user)
+    assert (d, w) == (recency, 5) and why["recency_minus_decayed"][1] > 0

@@ -16,7 +16,7 @@ from lmrec.bundle import HISTORY_LABEL, TRANSITIONS_LABEL
 from lmrec.history import FORMS, HistoryExpert
 from lmrec.transitions import Transitions
 
-from training.evaluate import Scorer, hide_seen, scored_batches
+from training.evaluate import Scorer, hide_seen, paired_gain, scored_batches
 from training.hybrid import boost_ndcg, with_transitions
 from training.split import EvalSet, Split
 
@@ -34,12 +34,13 @@ WINDOW = 200  # newest history items the expert reads
 SHAPES = tuple((form, decay) for form in FORMS for decay in DECAYS)
 
 
-def valid_sums(
+def valid_ndcg(
     scorer: Scorer, split: Split, evalset: EvalSet, rows: np.ndarray, batch_size: int = 512
 ) -> np.ndarray:
-    """(len(SHAPES), len(WEIGHTS)) summed NDCG@10 over `rows` of evalset (full ranking, the
-    split's exclusions) at each form and decay (SHAPES) and weight of the expert."""
-    total = np.zeros((len(SHAPES), len(WEIGHTS)))
+    """(len(evalset), len(SHAPES), len(WEIGHTS)): each user's NDCG@10 (full ranking, the
+    split's exclusions) at each form and decay (SHAPES) and weight of the expert, at `rows`
+    (this process's users; zeros elsewhere, so processes add up to every user)."""
+    out = np.zeros((len(evalset), len(SHAPES), len(WEIGHTS)))
     for idx, histories, scores in scored_batches(scorer, split, evalset, rows, batch_size):
         hide_seen(scores, histories, split.exclude_seen)
         targets = evalset.targets[idx]
@@ -47,8 +48,26 @@ def valid_sums(
             # the boost at weight 1, as serving computes it; boost_ndcg scales it per weight
             r, items, unit = HistoryExpert(1.0, decay, WINDOW, form).boosts(histories)
             log_boost = unit.astype(np.float64)
-            total[d] += boost_ndcg(scores.copy(), targets, r, items, log_boost, WEIGHTS).sum(0)
-    return total
+            out[idx, d] = boost_ndcg(scores.copy(), targets, r, items, log_boost, WEIGHTS)
+    return out
+
+
+def best_point(per_user: np.ndarray) -> tuple[int, int, dict]:
+    """The (shape row, weight column) valid chooses, and why. The positional form (today's,
+    and every bundle's before the recency form) wins unless the recency form's best point
+    is ahead of it beyond noise, paired over the same users: one more grid dimension on a
+    few hundred valid users otherwise picks noise (Online Retail's time split: recency
+    chosen on 564 valid users, 0.014 worse on test)."""
+    means = per_user.mean(0)
+    best: dict[str, tuple[int, int]] = {}
+    for form in FORMS:
+        masked = np.where([[f == form] for f, _ in SHAPES], means, -np.inf)
+        row, col = np.unravel_index(int(np.argmax(masked)), means.shape)
+        best[form] = (int(row), int(col))
+    (dp, wp), (dr, wr) = best["decayed"], best["recency"]
+    mean, low, high = paired_gain(per_user[:, dr, wr] - per_user[:, dp, wp])
+    why = {"recency_minus_decayed": [round(v, 4) for v in (mean, low, high)]}
+    return (dr, wr, why) if low > 0 else (dp, wp, why)
 
 
 def label(name: str, table: Transitions | None) -> str:
@@ -81,12 +100,12 @@ def choose(
         table = tables.get(name)
         if table is not None:
             scorer = with_transitions(scorer, table)
-        sums = valid_sums(scorer, split, evalset, rows, cfg.train.eval_batch_size)
-        total = all_reduce_arrays(env, {"s": sums, "n": np.array(float(len(rows)))})
-        means = total["s"] / max(float(total["n"]), 1.0)
-        d, w = np.unravel_index(int(np.argmax(means)), means.shape)
+        per_user = valid_ndcg(scorer, split, evalset, rows, cfg.train.eval_batch_size)
+        per_user = all_reduce_arrays(env, {"u": per_user})["u"]
+        means = per_user.mean(0)
+        d, w, why = best_point(per_user)
         weight, (form, decay) = WEIGHTS[w], SHAPES[d]
-        chosen[name] = {"weight": weight, "decay": decay, "form": form}
+        chosen[name] = {"weight": weight, "decay": decay, "form": form, **why}
         by_grid[name] = [[round(float(x), 4) for x in row] for row in means]
         experts[name] = HistoryExpert(weight, decay, WINDOW, form) if weight else None
         valid[name] = float(means[d, w])

@@ -327,6 +327,8 @@ def evaluate_baselines(
     metrics: dict = {}
     record: dict = {}
     on = {"": split} | ({"_refit": split.with_valid_in_train()} if refit else {})
+    content = split.data.content is not None
+    tfidf = content and split.data.n_items <= TFIDF_MAX_ITEMS
     for suffix, fitted_on in on.items():
         names = ("test",) if suffix else ("valid", "test")
         makers: list = [Popularity, RecentPopularity, CoOccurrence]
@@ -334,8 +336,8 @@ def evaluate_baselines(
             makers += [OwnFrequent, OwnRecent]
         # The content-only baseline (the new items' table); reads no training row, so its
         # refit would be the same row.
-        if split.data.content is not None and split.data.n_items <= TFIDF_MAX_ITEMS:
-            makers += [] if suffix else [ContentTfidf]
+        if tfidf and not suffix:
+            makers.append(ContentTfidf)
         for make in makers:
             began = time.perf_counter()
             baseline = make(fitted_on)
@@ -348,7 +350,7 @@ def evaluate_baselines(
                 evalset = split.evalset(name)
                 metrics[label][name] = evaluate(baseline, split, evalset, negatives[name], **kw)
             record[baseline.name + suffix] = {"seconds": round(time.perf_counter() - began, 2)}
-    if split.data.content is not None and split.data.n_items > TFIDF_MAX_ITEMS:
+    if content and not tfidf:
         why = f"{split.data.n_items:,} items > {TFIDF_MAX_ITEMS:,} (training.baselines)"
         record[ContentTfidf.name] = {"skipped": why}
     skip = "the job was short of time (under a tenth of its budget left)" if short else ""

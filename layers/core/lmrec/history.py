@@ -36,9 +36,10 @@ FORMS = ("decayed", "recency")
 
 
 def _newest(histories: list[np.ndarray], window: int):
-    """Each history's `window` newest items, newest first, concatenated: (owner, item, age,
-    keys, first, where) with keys the distinct (owner, item) pairs, sorted, `first` the index
-    of each pair's newest occurrence and `where` each occurrence's pair; None when empty."""
+    """Each history's `window` newest items, newest first, concatenated: (age, keys, first,
+    where, width) with keys the distinct (history, item) pairs as history * width + item,
+    sorted, `first` the index of each pair's newest occurrence and `where` each occurrence's
+    pair; None when empty."""
     tails = [np.asarray(h[::-1][:window], dtype=np.int64) for h in histories]
     if not tails or not sum(len(t) for t in tails):
         return None
@@ -47,7 +48,7 @@ def _newest(histories: list[np.ndarray], window: int):
     age = np.concatenate([np.arange(len(t)) for t in tails])
     width = int(items.max()) + 1
     keys, first, where = np.unique(owner * width + items, return_index=True, return_inverse=True)
-    return owner, items, age, keys, first, where, width
+    return age, keys, first, where, width
 
 
 def _empty() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -63,7 +64,7 @@ def decayed_counts(
     found = _newest(histories, window)
     if found is None:
         return _empty()
-    _, _, age, keys, _, where, width = found
+    age, keys, _, where, width = found
     sums = np.bincount(where, weights=decay ** age.astype(np.float64), minlength=len(keys))
     return keys // width, keys % width, sums.astype(np.float32)
 
@@ -76,7 +77,7 @@ def recency_values(
     found = _newest(histories, window)
     if found is None:
         return _empty()
-    _, _, _, keys, first, _, width = found
+    _, keys, first, _, width = found
     owner = keys // width
     order = np.lexsort((first, owner))  # by history, then newest occurrence first
     per_owner = np.bincount(owner, minlength=len(histories))

@@ -148,6 +148,12 @@ def test_a_sampled_job_within_a_total_budget_ends_with_a_bundle(tmp_path, synthe
     # AND it says which small model it serves, and why
     assert summary["served"]["model"] in ("student", "student_plain")
     assert "valid NDCG@10" in summary["served_why"]
+    # AND how much of the teacher it keeps, paired on the same test users, in the manifest too
+    gap = summary["distillation"]
+    assert gap["teacher"] in ("teacher", "teacher+transitions")
+    assert gap["users"] == doc["metrics"]["teacher"]["test"]["full"]["users"]
+    assert json.loads((out / "manifest.json").read_text())["distillation"] == gap
+    assert "distillation: the served" in (out / "report.md").read_text()
     # AND every figure has its number of users and a confidence interval
     full = doc["metrics"]["teacher"]["test"]["full"]
     low, high = full["ndcg@10_ci95"]

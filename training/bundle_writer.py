@@ -224,6 +224,8 @@ def write_bundle(
         manifest["split"] = summary["split"]
     if history is not None:
         manifest["history_expert"] = history.parameters()
+    if summary.get("distillation"):  # the served model against its teacher, paired
+        manifest["distillation"] = summary["distillation"]
     champion = summary.get("champion")
     if champion is not None:  # production scored on this model's test users (the gate's input)
         manifest["champion"] = champion

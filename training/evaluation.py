@@ -93,6 +93,8 @@ class Evaluation:
     per_user: dict[str, np.ndarray] = field(default_factory=dict)
     costs: dict = field(default_factory=dict)  # each baseline's seconds (and choice)
     variants: dict[str, list[Variant]] = field(default_factory=dict)
+    # The served model against the teacher as it is used, paired (summary.distillation).
+    distillation: dict | None = None
 
 
 def _grid_row(per_user: np.ndarray, column: int, env: DistEnv) -> dict:
@@ -293,7 +295,28 @@ def evaluate_job(
         refit = "teacher_refit" in models
         ev.metrics |= evaluate_baselines(split, negatives, cfg, refit, ev.costs, short, ev.per_user)
         _against_cooccurrence(ev)
+        ev.distillation = distillation_gap(ev.per_user, ev.served_variant)
     return ev
+
+
+def distillation_gap(per_user: dict[str, np.ndarray], served: str | None) -> dict | None:
+    """How much of the teacher the served model keeps on the same test users: its NDCG@10 as
+    a share of the teacher's as it is used (teacher+transitions when the job made that row,
+    else the teacher alone) and the paired difference with its 95% interval. A share under
+    1 whose interval holds 0 is a gap the test users cannot tell from noise."""
+    teacher = next((t for t in ("teacher" + SUFFIX, "teacher") if t in per_user), None)
+    if served is None or teacher is None or served not in per_user:
+        return None
+    ours, theirs = per_user[served], per_user[teacher]
+    mean, low, high = paired_gain(ours - theirs)
+    share = round(float(ours.mean() / theirs.mean()), 4) if theirs.mean() > 0 else None
+    return {
+        "served": served,
+        "teacher": teacher,
+        "share": share,  # None: the teacher never hit, so no share (strict JSON has no NaN)
+        "paired": [round(mean, 4), round(low, 4), round(high, 4)],
+        "users": len(ours),
+    }
 
 
 def _against_cooccurrence(ev: Evaluation) -> None:

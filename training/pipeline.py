@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 
 import torch
+from lmrec.bundle import distillation_line
 from safetensors.torch import save_file
 
 from training import champion, checkpoint, shared_data
@@ -452,6 +453,8 @@ def export(
         summary["served_why"] = _served_why(trained, served, ev.transitions)
     if ev.transitions is not None:
         summary["transitions"] = ev.transitions
+    if ev.distillation is not None:
+        summary["distillation"] = ev.distillation
     if ev.history is not None:
         summary["history_expert"] = ev.history
     if against_production is not None:
@@ -569,6 +572,8 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
         if ev.served:
             why = document["summary"]["served_why"]
             print(f"served: {ev.served_variant} ({why})", flush=True)
+        if line := distillation_line(ev.distillation):
+            print(line, flush=True)
         if line := champion.summary_line(against):
             print(line, flush=True)
     barrier(env)

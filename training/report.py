@@ -16,7 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display in a training container
 import matplotlib.pyplot as plt
-from lmrec.bundle import metric_label
+from lmrec.bundle import distillation_line, metric_label
 from lmrec.promote import GATE_MODEL as SERVED  # the model the bundle serves
 from matplotlib.patches import Patch
 
@@ -356,6 +356,7 @@ loader dropped: {drop_line or "none"}.
 whole catalog {_seen(summary)}, "{sampled}" against {negatives} random items the user never
 touched.
 The bundle serves **{served}** (marked "(served)"; {summary.get("served_why", "")}).
+{distillation_line(summary.get("distillation"))}
 {content_line(data.get("content"))}
 {_intervals_note(metrics)}
 

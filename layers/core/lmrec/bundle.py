@@ -103,6 +103,22 @@ def served_metric(manifest: dict, default: str = "student") -> str:
     return str(manifest.get("served_model", default))
 
 
+def distillation_line(record: dict | None) -> str:
+    """The share of the teacher's test NDCG@10 the served model keeps, paired on the same
+    users (the training job's summary.distillation, copied into the manifest); "" without."""
+    if not record:
+        return ""
+    mean, low, high = record["paired"]
+    noise = "beyond noise" if low > 0 or high < 0 else "within noise"
+    share = record["share"]
+    kept = f"keeps {share:.1%} of the" if share is not None else "is measured against the"
+    return (
+        f"distillation: the served {record['served']} {kept} test NDCG@10 of "
+        f"{record['teacher']}; paired difference {mean:+.4f} [{low:+.4f}, "
+        f"{high:+.4f}] over {record['users']:,} users ({noise})"
+    )
+
+
 def serving_files(manifest: dict) -> tuple[str, ...]:
     optional = tuple(n for n in OPTIONAL_SERVING_FILES if n in manifest["files"])
     return (weights_file(manifest), *SERVING_FILES, *optional)

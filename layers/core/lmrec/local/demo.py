@@ -152,7 +152,7 @@ def _row(name: str, split: dict) -> str:
 
 
 def show_gate(promotion: dict, model_dir: Path) -> bool:
-    from lmrec.bundle import served_metric
+    from lmrec.bundle import distillation_line, served_metric
     from lmrec.promote import GATE_MODEL
 
     stage(5, f"Promote function: {promotion['action']} {promotion.get('model_version') or ''}")
@@ -177,6 +177,8 @@ def show_gate(promotion: dict, model_dir: Path) -> bool:
         marker = "  > " if name == served else INDENT
         say(f"{marker:<{len(INDENT)}}{label:<36}{_row(name, split)}")
     say(f"{INDENT}(paired: the same users, 95% interval; * = beyond noise)")
+    if line := distillation_line(manifest.get("distillation")):
+        say(f"{INDENT}{line}")
     figure = metrics[served]["test"]["full"]["ndcg@10"]
     above = [n for n, s in metrics.items() if s["test"]["full"]["ndcg@10"] > figure]
     if above:

@@ -572,9 +572,8 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
         if ev.served:
             why = document["summary"]["served_why"]
             print(f"served: {ev.served_variant} ({why})", flush=True)
-        if line := distillation_line(ev.distillation):
-            print(line, flush=True)
-        if line := champion.summary_line(against):
-            print(line, flush=True)
+        for line in (distillation_line(ev.distillation), champion.summary_line(against)):
+            if line:
+                print(line, flush=True)
     barrier(env)
     return document

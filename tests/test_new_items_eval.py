@@ -178,3 +178,33 @@ def test_the_report_table_lists_new_item_figures_only_when_there_are_some():
     assert table.startswith("New items: the 40 test users") and "| MRR |" in table
     assert "| student (served) | 0.0000 | 0.0000 | 0.0012 [0.0008, 0.0016] |" in table
     assert new_items_table({"student": {"test": {"full": {}}}}) == ""
+
+
+def test_a_refit_teacher_learns_the_id_rows_of_the_items_only_valid_rows_hold(log, tmp_path):
+    # GIVEN a time-split job whose teacher reads the catalog, refitted on train + valid
+    import threading
+
+    from training import pipeline
+    from training.config import from_hyperparameters
+    from training.dist import DistEnv
+    from training.sagemaker import Paths
+
+    hp = {**TINY_HP, "epochs": "1", "student": "false", "split": "time", "refit": "true"}
+    hp |= {"content_models": "all", "content_buckets": "256", "progress": "false"}
+    cfg = from_hyperparameters(hp)
+    paths = Paths(str(log[0]), str(log[1]), tmp_path / "model", None, None)
+    data, split, negatives = pipeline.prepare_data(paths, cfg)
+    refit_split = split.with_valid_in_train()
+    learnt_late = np.flatnonzero(split.never_trained & ~refit_split.never_trained)
+    assert len(learnt_late)  # items first held by valid rows
+    # WHEN the teacher and its refit train
+    stop = threading.Event()
+    trained = pipeline.train_models(paths, cfg, DistEnv(), data, split, negatives, stop)
+    # THEN the teacher knows those items by content alone, the refit by id and content
+    keep = {n: trained[n][0]._id_keep for n in ("teacher", "teacher_refit")}
+    assert keep["teacher"] is not None and (keep["teacher"][learnt_late] == 0).all()
+    refit_keep = keep["teacher_refit"]
+    assert refit_keep is None or (refit_keep[learnt_late] == 1).all()
+    # AND the served models' mask (bundle, evaluation) is the main split's again
+    assert data.content is not None
+    assert np.array_equal(data.content.trained, ~split.never_trained)

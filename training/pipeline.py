@@ -230,11 +230,20 @@ def _refit_teachers(tr: _Trainer) -> None:
     names = member_names("teacher", t.teachers)
     refit_names = member_names("teacher_refit", t.teachers)
     on = tr.split.with_valid_in_train()
-    for i, (name, refit_name) in enumerate(zip(names, refit_names, strict=True)):
-        selected = tr.out[name][1]
-        epochs = max(selected.best_epoch, 1)
-        schedule = [row["lr"] for row in selected.history[:epochs]]  # replayed
-        tr.run(tr.member(refit_name, i, epochs, select_best=False, lr_by_epoch=schedule), on=on)
+    content = tr.data.content
+    mask = content.trained if content is not None else None
+    if content is not None:  # the items valid rows hold are trained now: their id rows too
+        content.trained = ~on.never_trained
+    try:
+        for i, (name, refit_name) in enumerate(zip(names, refit_names, strict=True)):
+            selected = tr.out[name][1]
+            epochs = max(selected.best_epoch, 1)
+            schedule = [row["lr"] for row in selected.history[:epochs]]  # replayed
+            phase = tr.member(refit_name, i, epochs, select_best=False, lr_by_epoch=schedule)
+            tr.run(phase, on=on)
+    finally:  # the served models' bundle and evaluation keep the main split's mask
+        if content is not None:
+            content.trained = mask
 
 
 def train_models(

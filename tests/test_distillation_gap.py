@@ -13,7 +13,7 @@ def _users(values: list[float]) -> np.ndarray:
     return np.array(values, dtype=np.float64)
 
 
-def test_the_gap_is_taken_against_the_teacher_with_its_transitions_when_the_job_made_it():
+def test_the_gap_is_a_share_and_a_paired_difference_on_the_same_users():
     # GIVEN per-user test NDCG@10 of the teacher alone, with transitions, and the served model
     rng = np.random.default_rng(0)
     teacher_t = rng.uniform(0.0, 1.0, 400)
@@ -23,7 +23,7 @@ def test_the_gap_is_taken_against_the_teacher_with_its_transitions_when_the_job_
         "student+transitions": teacher_t * 0.9,
     }
     # WHEN the gap is measured
-    gap = distillation_gap(per_user, "student+transitions")
+    gap = distillation_gap(per_user, "student+transitions", "teacher+transitions")
     # THEN it is against teacher+transitions, as a share and a paired difference
     assert gap is not None
     assert gap["teacher"] == "teacher+transitions" and gap["users"] == 400
@@ -36,7 +36,7 @@ def test_the_gap_is_taken_against_the_teacher_with_its_transitions_when_the_job_
 
 def test_without_transitions_the_teacher_alone_is_the_reference():
     per_user = {"teacher": _users([0.5, 0.0, 1.0, 0.2]), "student": _users([0.0, 0.5, 1.0, 0.2])}
-    gap = distillation_gap(per_user, "student")
+    gap = distillation_gap(per_user, "student", "teacher")
     assert gap is not None and gap["teacher"] == "teacher"
     assert gap["share"] == pytest.approx(1.0)
     line = distillation_line(gap)
@@ -44,14 +44,20 @@ def test_without_transitions_the_teacher_alone_is_the_reference():
 
 
 def test_no_gap_without_a_served_model_or_a_teacher():
-    assert distillation_gap({"teacher": _users([0.5])}, None) is None
-    assert distillation_gap({"student": _users([0.5])}, "student") is None
+    assert distillation_gap({"teacher": _users([0.5])}, None, "teacher") is None
+    assert distillation_gap({"student": _users([0.5])}, "student", None) is None
     assert distillation_line(None) == ""
+
+
+def test_rows_of_different_users_are_refused():
+    per_user = {"teacher": _users([0.5, 0.1]), "student": _users([0.5])}
+    with pytest.raises(ValueError, match="student: 1 users, teacher: 2"):
+        distillation_gap(per_user, "student", "teacher")
 
 
 def test_a_teacher_that_never_hits_gives_no_share_but_a_difference():
     per_user = {"teacher": _users([0.0, 0.0]), "student": _users([0.1, 0.0])}
-    gap = distillation_gap(per_user, "student")
+    gap = distillation_gap(per_user, "student", "teacher")
     assert gap is not None and gap["share"] is None  # metrics.json stays strict JSON
     assert gap["paired"][0] == pytest.approx(0.05)
     assert "is measured against the test NDCG@10 of teacher;" in distillation_line(gap)

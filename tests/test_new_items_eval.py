@@ -188,6 +188,7 @@ def test_a_refit_teacher_learns_the_id_rows_of_the_items_only_valid_rows_hold(lo
     from training.config import from_hyperparameters
     from training.dist import DistEnv
     from training.sagemaker import Paths
+    from training.trainer import Phase
 
     hp = {**TINY_HP, "epochs": "1", "student": "false", "split": "time", "refit": "true"}
     hp |= {"content_models": "all", "content_buckets": "256", "progress": "false"}
@@ -205,6 +206,12 @@ def test_a_refit_teacher_learns_the_id_rows_of_the_items_only_valid_rows_hold(lo
     assert keep["teacher"] is not None and (keep["teacher"][learnt_late] == 0).all()
     refit_keep = keep["teacher_refit"]
     assert refit_keep is None or (refit_keep[learnt_late] == 1).all()
+    # AND a checkpoint knows which mask its weights were trained under
+    identity = {
+        n: pipeline._identity(Phase(n, trained[n][0], 1e-3, 1), cfg, data, DistEnv())
+        for n in ("teacher", "teacher_refit")
+    }
+    assert identity["teacher"]["content_only"] != identity["teacher_refit"].get("content_only")
     # AND the served models' mask (bundle, evaluation) is the main split's again
     assert data.content is not None
     assert np.array_equal(data.content.trained, ~split.never_trained)

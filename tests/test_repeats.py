@@ -399,6 +399,12 @@ def test_a_job_on_a_repeat_log_serves_the_users_own_items(repeat_log, tmp_path):
     assert (loaded.history is not None) == bool(weight)
     assert Recommender(loaded).default_exclude_seen is False
     assert fmt.served_metric(manifest) in manifest["metrics"]
+    # AND the distillation gap compares the served row with the teacher's row of the same
+    # experts (a history expert's gain is not counted as the student's)
+    gap = doc["summary"]["distillation"]
+    assert gap["served"] == fmt.served_metric(manifest)
+    rows = ("teacher", "teacher+transitions", "teacher+history", "teacher+transitions+history")
+    assert gap["teacher"] == max((r for r in rows if r in doc["metrics"]), key=len)
 
 
 def test_a_pair_repeated_by_one_user_counts_once(tmp_path):

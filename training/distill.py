@@ -44,12 +44,23 @@ from training.model import SASRec, candidate_logits
 _MASKED = -1e9
 
 
-def _kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
-    s = student_logits.clamp_min(_MASKED) / T
-    t = teacher_logits.clamp_min(_MASKED) / T
-    return F.kl_div(
-        F.log_softmax(s, dim=1), F.log_softmax(t, dim=1), log_target=True, reduction="batchmean"
-    )
+def _kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float, masked: bool
+) -> torch.Tensor:
+    """KL(teacher_T || student_T), mean over positions, as the cross-entropy of the student
+    against the teacher's probabilities minus the teacher's entropy (a constant for the
+    student: the same value and gradient). One fused cross-entropy instead of two
+    log-softmaxes and kl_div: a distillation step over ML-100K's catalog (1,600 positions x
+    1,682 items, forward and backward, one thread) took 19 ms instead of 39.
+    `masked`: the logits may hold -inf (the sampled loss's accidental hits)."""
+    s, t = student_logits / T, teacher_logits / T
+    if masked:
+        s, t = s.clamp_min(_MASKED), t.clamp_min(_MASKED)
+    with torch.no_grad():
+        log_p = F.log_softmax(t, dim=1)
+        p = log_p.exp()
+        entropy = -(p * log_p).sum(1).mean()
+    return F.cross_entropy(s, p) - entropy
 
 
 def position_windows(items: torch.Tensor, real: torch.Tensor, recent: int) -> np.ndarray:
@@ -173,7 +184,8 @@ class Distiller(nn.Module):
                 candidates = None if negatives is None else (y, negatives)
                 t_logits = self.boost.add(t_logits, items, real, candidates)
         T = self.temperature
-        return self.alpha * T * T * _kl(s_logits, t_logits, T) + (1.0 - self.alpha) * ce
+        kl = _kl(s_logits, t_logits, T, masked=negatives is not None)
+        return self.alpha * T * T * kl + (1.0 - self.alpha) * ce
 
 
 @torch.no_grad()

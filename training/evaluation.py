@@ -295,19 +295,25 @@ def evaluate_job(
         refit = "teacher_refit" in models
         ev.metrics |= evaluate_baselines(split, negatives, cfg, refit, ev.costs, short, ev.per_user)
         _against_cooccurrence(ev)
-        ev.distillation = distillation_gap(ev.per_user, ev.served_variant)
+        # the teacher as it is used: its last row carries the experts the served model has
+        teacher = ev.variants["teacher"][-1].label if "teacher" in ev.variants else None
+        ev.distillation = distillation_gap(ev.per_user, ev.served_variant, teacher)
     return ev
 
 
-def distillation_gap(per_user: dict[str, np.ndarray], served: str | None) -> dict | None:
+def distillation_gap(
+    per_user: dict[str, np.ndarray], served: str | None, teacher: str | None
+) -> dict | None:
     """How much of the teacher the served model keeps on the same test users: its NDCG@10 as
-    a share of the teacher's as it is used (teacher+transitions when the job made that row,
-    else the teacher alone) and the paired difference with its 95% interval. A share under
-    1 whose interval holds 0 is a gap the test users cannot tell from noise."""
-    teacher = next((t for t in ("teacher" + SUFFIX, "teacher") if t in per_user), None)
-    if served is None or teacher is None or served not in per_user:
+    a share of the teacher's as it is used (`teacher`: its row with the same kinds of experts,
+    teacher+transitions or teacher+transitions+history) and the paired difference with its
+    95% interval. A share under 1 whose interval holds 0 is a gap the test users cannot tell
+    from noise."""
+    if served not in per_user or teacher not in per_user:
         return None
     ours, theirs = per_user[served], per_user[teacher]
+    if len(ours) != len(theirs):  # each row holds every test user, in evalset order
+        raise ValueError(f"{served}: {len(ours)} users, {teacher}: {len(theirs)}")
     mean, low, high = paired_gain(ours - theirs)
     share = round(float(ours.mean() / theirs.mean()), 4) if theirs.mean() > 0 else None
     return {

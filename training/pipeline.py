@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import platform
@@ -127,7 +128,7 @@ def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) ->
     if phase.name.startswith("teacher"):  # a teacher does not depend on the students
         flat = {k: v for k, v in flat.items() if not k.startswith(("student_", "distill_"))}
         flat.pop("teachers")
-    return {
+    identity = {
         "phase": phase.name,
         "data_fingerprint": data.fingerprint,
         "config": {k: v for k, v in sorted(flat.items()) if k not in _NOT_IDENTITY},
@@ -137,6 +138,14 @@ def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) ->
         "seed": cfg.train.seed if phase.seed is None else phase.seed,
         "world_size": env.world_size,
     }
+    keep = getattr(phase.model, "_id_keep", None)
+    if keep is not None:  # which items content alone places: a refit's are not the teacher's
+        identity["content_only"] = _digest(keep.cpu().numpy().tobytes())
+    return identity
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 class _Trainer:

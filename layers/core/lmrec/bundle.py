@@ -19,7 +19,9 @@ A bundle is a directory (local, or under an s3:// prefix) holding:
 Optional manifest keys: "repeats" ({"mode": "keep" | "drop", "share"}: what training did
 with repeated (user, item) rows, and so whether requests exclude seen items by default),
 "history_expert" ({"weight", "decay", "window"}: lmrec.history, a boost of the user's own
-items), "split" (the evaluation split the metrics come from).
+items), "split" (the evaluation split the metrics come from), "distillation" ({"served",
+"teacher", "share", "paired", "users"}: the served model's test NDCG@10 against the teacher
+as it is used, on the same users; `distillation_line`).
   metrics.json, report.md, *.png, teacher*.*  records (teacher_2.*: an ensemble), not served
                          (nor student.safetensors, the distilled student, when student_plain
                          is served)

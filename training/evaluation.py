@@ -305,10 +305,10 @@ def distillation_gap(
     per_user: dict[str, np.ndarray], served: str | None, teacher: str | None
 ) -> dict | None:
     """How much of the teacher the served model keeps on the same test users: its NDCG@10 as
-    a share of the teacher's as it is used (`teacher`: its row with the same kinds of experts,
-    teacher+transitions or teacher+transitions+history) and the paired difference with its
-    95% interval. A share under 1 whose interval holds 0 is a gap the test users cannot tell
-    from noise."""
+    a share of the teacher's as it is used (`teacher`: its row with every expert the job chose
+    for it: teacher+transitions, and +history with repeats kept) and the paired difference
+    with its 95% interval. A share under 1 whose interval holds 0 is a gap the test users
+    cannot tell from noise."""
     if served not in per_user or teacher not in per_user:
         return None
     ours, theirs = per_user[served], per_user[teacher]

@@ -133,3 +133,83 @@ def test_live_new_items_are_scored_with_the_offset():
     at, values = liveitems.scores(ov, query, np.ones(5, bool), k=5)
     np.testing.assert_allclose(values, vectors[at] @ query + 2.0, rtol=1e-6)
     assert list(at) == list(np.argsort(-(vectors @ query)))
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [None, [], "1,2", [0, 1], [1, 10_000], [1.0, 2.0], [True, 2], [[1]], {"1": 1}],
+)
+def test_a_missing_or_malformed_row_list_lifts_nothing(rows):
+    manifest = {"new_items": {"offset": 1.5} | ({} if rows is None else {"rows": rows})}
+    assert len(content.content_only_rows(manifest, n_items=100)) == 0
+
+
+def test_the_row_lift_adds_the_offset_to_its_rows_for_every_history():
+    lift = content.RowLift(np.array([2, 5]), 1.5)
+    histories = [np.array([1]), np.array([3, 4])]
+    scores = np.zeros((2, 7), np.float32)
+    lift.add_to(scores, histories)
+    assert (scores[:, [2, 5]] == 1.5).all() and scores.sum() == 6.0
+    owner, items, boost = lift.boosts(histories)
+    assert owner.tolist() == [0, 0, 1, 1] and items.tolist() == [2, 5, 2, 5]
+    assert (boost == 1.5).all()
+
+
+def test_rows_content_alone_places_are_lifted_in_the_bundle_and_in_serving(trained):
+    # GIVEN the model with three items no training row held (id part masked) and an offset
+    from lmrec import bundle
+    from lmrec.recommend import Recommender
+
+    from training.bundle_writer import write_bundle
+    from training.new_items import content_only_rows
+
+    model, data, _, tmp = trained
+    keep = torch.ones(data.n_items + 1, 1)
+    keep[[3, 7, 11]] = 0.0
+    model._id_keep = keep
+    try:
+        assert content_only_rows(model).tolist() == [3, 7, 11]
+        out = tmp / "lifted"
+        out.mkdir()
+        document = {"metrics": {}, "config": {}, "summary": {"new_items": {"offset": 2.5}}}
+        write_bundle(out, model, data, document, "float32")
+    finally:
+        model._id_keep = None
+    # THEN the manifest names the rows, and serving scores them with the offset
+    loaded = bundle.load(out)
+    assert loaded.manifest["new_items"] == {"offset": 2.5, "rows": [3, 7, 11]}
+    rec = Recommender(loaded)
+    history = np.array([1, 2, 4, 5])
+    rows = np.arange(1, data.n_items + 1)
+    plain = rec.model.score_rows(rec.model.encode([history]).hidden[0], rows)
+    ranked = rec.rank(history, rows, explain=False)
+    got = {r.row: r.score for r in ranked.items}
+    lifted = np.isin(rows, [3, 7, 11])
+    assert np.allclose([got[r] for r in rows], plain + 2.5 * lifted, atol=1e-5)
+    # AND the whole-catalog recommendation ranks by the same lifted scores
+    top = rec.recommend(history).items
+    expected = plain + 2.5 * lifted
+    expected[np.isin(rows, history)] = -np.inf  # seen items are excluded by default
+    assert [r.row for r in top] == rows[np.argsort(-expected, kind="stable")][: len(top)].tolist()
+    # AND without an offset no row list is written: the rows are scored as before
+    (tmp / "plain").mkdir()
+    document["summary"]["new_items"]["offset"] = 0.0
+    model._id_keep = keep
+    try:
+        write_bundle(tmp / "plain", model, data, document, "float32")
+    finally:
+        model._id_keep = None
+    assert Recommender(bundle.load(tmp / "plain")).lift is None
+
+
+def test_the_jobs_test_pass_lifts_the_served_models_rows_and_no_other_models():
+    from training.evaluation import Evaluation, _variants
+
+    ev = Evaluation(served="student")
+    lift = content.RowLift(np.array([2]), 1.0)
+    _variants(ev, {"teacher": None, "student": None, "student_plain": None}, {}, {}, lift)
+    assert [v.lift for v in ev.variants["student"]] == [lift]
+    assert all(v.lift is None for n in ("teacher", "student_plain") for v in ev.variants[n])
+    scores = np.zeros((1, 4), np.float32)
+    ev.variants["student"][0].apply(scores, [np.array([1])])
+    assert scores.tolist() == [[0.0, 0.0, 1.0, 0.0]]

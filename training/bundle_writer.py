@@ -28,6 +28,7 @@ from safetensors.numpy import save_file
 
 from training.data import Interactions
 from training.model import SASRec
+from training.new_items import content_only_rows
 
 CATEGORY_CANDIDATES = ("genres", "genre", "category", "categories")
 # From this many items on, the bundle carries an IVF index (lmrec.ivf): scoring the whole
@@ -234,6 +235,9 @@ def write_bundle(
         new_items = summary.get("new_items")
         if new_items is not None:  # the lift of a new item's score (lmrec.content)
             manifest["new_items"] = {"offset": new_items["offset"]}
+            rows = content_only_rows(student)
+            if new_items["offset"] and len(rows):  # bundle rows of content alone, lifted too
+                manifest["new_items"]["rows"] = rows.tolist()
     if transitions is not None:
         record = document.get("summary", {}).get("transitions", {})
         manifest["transitions"] = transitions.parameters() | {

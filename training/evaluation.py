@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from lmrec.content import RowLift
 from lmrec.history import HistoryExpert
 from lmrec.transitions import Transitions
 
@@ -54,6 +55,7 @@ from training.evaluate import (
 )
 from training.hybrid import SUFFIX, WEIGHTS, TeacherBoost
 from training.model import SASRec
+from training.new_items import choose_offset, content_only_rows
 from training.split import Split
 from training.trainer import evaluate_sharded, model_scorer
 
@@ -68,12 +70,12 @@ class Variant:
     label: str
     table: Transitions | None = None
     expert: HistoryExpert | None = None
+    lift: RowLift | None = None  # the served model's new-item offset on content-only rows
 
     def apply(self, scores: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
-        if self.table is not None:
-            self.table.add_to(scores, histories)
-        if self.expert is not None:
-            self.expert.add_to(scores, histories)
+        for boost in (self.table, self.expert, self.lift):
+            if boost is not None:
+                boost.add_to(scores, histories)
         return scores
 
 
@@ -87,6 +89,7 @@ class Evaluation:
     transitions: dict | None = None  # how the weights were chosen (metrics.json)
     expert: HistoryExpert | None = None  # the served model's history expert (repeats kept)
     history: dict | None = None
+    new_items: dict | None = None  # the served model's new-item offset (training/new_items.py)
     served_variant: str | None = None  # the metrics row of the served model as it serves
     # Each test row's per-user NDCG@10 (ties in expectation), evalset order: the paired
     # comparisons (each row against co-occurrence; the served model against production).
@@ -205,24 +208,42 @@ def _choose_history(
     return experts
 
 
+def _new_item_lift(
+    ev: Evaluation, models: dict, tables: dict[str, Transitions | None], split: Split, cfg
+) -> RowLift | None:
+    """The served model's new-item offset, chosen on valid (training/new_items.py), and the
+    lift it gives the rows content alone places, as serving gives it (lmrec.content.RowLift);
+    None when the offset is 0 or no row is content-only."""
+    served = ev.served
+    model = models.get(served) if served is not None else None
+    if served is None or not isinstance(model, SASRec) or model.content is None:
+        return None
+    ev.new_items = choose_offset(model, split, cfg.train.seed, tables.get(served))
+    rows, offset = content_only_rows(model), ev.new_items["offset"]
+    return RowLift(rows, offset) if offset and len(rows) else None
+
+
 def _variants(
     ev: Evaluation,
     models: dict,
     tables: dict[str, Transitions | None],
     experts: dict[str, HistoryExpert | None],
+    lift: RowLift | None = None,
 ) -> None:
     """Each model's metrics rows for the test pass, and which row is the served model. With
     their experts: the teacher and the served model only (at rung M each more row costs as
-    much as the pass's scoring: ranking 10,000 users over 76k items)."""
+    much as the pass's scoring: ranking 10,000 users over 76k items). The served model's
+    rows also carry its new-item `lift`, as it serves."""
     for name in models:
-        rows = [Variant(name)]
         boosted = name in ("teacher", ev.served)
+        own = lift if name == ev.served else None
+        rows = [Variant(name, lift=own)]
         table = tables.get(name) if boosted else None
         expert = experts.get(name) if boosted else None
         if table is not None:
-            rows.append(Variant(name + SUFFIX, table))
+            rows.append(Variant(name + SUFFIX, table, lift=own))
         if expert is not None:
-            rows.append(Variant(repeat_expert.label(name, table), table, expert))
+            rows.append(Variant(repeat_expert.label(name, table), table, expert, own))
         ev.variants[name] = rows
     if ev.served is not None:
         ev.served_variant = ev.variants[ev.served][-1].label
@@ -281,7 +302,8 @@ def evaluate_job(
     experts: dict[str, HistoryExpert | None] = {}
     if ev.served and not split.exclude_seen:  # repeats kept: the user-history expert
         experts = _choose_history(ev, models, tables, split, cfg, env)
-    _variants(ev, models, tables, experts)
+    lift = _new_item_lift(ev, models, tables, split, cfg)
+    _variants(ev, models, tables, experts, lift)
     for name, model in models.items():
         # A refit trained on the valid items: only its test figures mean anything.
         if "valid" not in ev.metrics.get(name, {}) and not name.startswith("teacher_refit"):

@@ -38,6 +38,16 @@ QUANTILES = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0)
 K = 10
 
 
+def content_only_rows(model: SASRec) -> np.ndarray:
+    """The model's rows of items no training row held (its id part masked: content alone),
+    sorted; empty without content or without such items. Serving and the job's test pass
+    lift them by the chosen offset, as live new items are lifted (lmrec.content.RowLift)."""
+    keep = model._id_keep
+    if model.content is None or keep is None:
+        return np.empty(0, np.int64)
+    return np.flatnonzero(keep[:, 0].cpu().numpy() == 0).astype(np.int64)
+
+
 def newest_items(split: Split, share: float = NEW_SHARE) -> np.ndarray:
     """Internal ids of the newest `share` of items by first training interaction."""
     data, mask = split.data, split.train_mask()

@@ -28,7 +28,6 @@ from training.evaluation import Evaluation, evaluate_job
 from training.hybrid import TeacherBoost, prefer_distilled
 from training.item_content import item_content
 from training.model import SASRec
-from training.new_items import choose_offset
 from training.plan import Budget, PhaseClock, adapt
 from training.report import results_table, write_report
 from training.sagemaker import Paths, clear_dir
@@ -479,8 +478,8 @@ def export(
         summary["champion"] = against_production
     if ev.costs:
         summary["baselines"] = ev.costs
-    if served and trained[served][0].content is not None:  # lmrec.content.new_item_scores
-        summary["new_items"] = choose_offset(trained[served][0], split, cfg.train.seed, table)
+    if ev.new_items is not None:  # lmrec.content.new_item_scores, and RowLift in serving
+        summary["new_items"] = ev.new_items
     document = {
         "metrics": ev.metrics,
         "protocol": _protocol(cfg, split),

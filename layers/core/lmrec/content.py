@@ -315,6 +315,41 @@ def new_item_offset(manifest: Mapping[str, object]) -> float:
     return offset if math.isfinite(offset) else 0.0
 
 
+def content_only_rows(manifest: Mapping[str, object], n_items: int) -> np.ndarray:
+    """The catalog rows the model knows by their content alone (items no training row held,
+    manifest "new_items"."rows"), sorted: serving lifts them by the offset as it lifts live
+    new items. Empty for a bundle without the list; a malformed one is ignored (its rows are
+    then scored without the lift, as before the list existed) rather than failing a load."""
+    empty = np.empty(0, np.int64)
+    record = manifest.get("new_items")
+    rows = record.get("rows") if isinstance(record, Mapping) else None
+    if not isinstance(rows, list) or not rows:
+        return empty
+    if not all(isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= n_items for r in rows):
+        return empty
+    return np.unique(np.asarray(rows, dtype=np.int64))
+
+
+@dataclass
+class RowLift:
+    """A constant lift of some catalog rows' scores, in the experts' form (lmrec.transitions,
+    lmrec.history): the new-item offset on the rows content alone places."""
+
+    rows: np.ndarray  # sorted, unique
+    offset: float
+
+    def boosts(self, histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(history index, row, lift) for every row, for each history, sorted by history."""
+        n, m = len(histories), len(self.rows)
+        lift = np.full(n * m, self.offset, np.float32)
+        return np.repeat(np.arange(n), m), np.tile(self.rows, n), lift
+
+    def add_to(self, scores: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        """scores (B, n_items + 1) plus the lift on its rows, in place."""
+        scores[:, self.rows] += np.float32(self.offset)
+        return scores
+
+
 def new_item_scores(hidden: np.ndarray, vectors: np.ndarray, offset: float) -> np.ndarray:
     """(B, m) scores of m new items for B queries: hidden (B, D) @ content vectors (m, D)
     plus `offset`. A new item has only the content part of a vector, so its raw score sits

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmrec import bundle as bundle_mod
+from lmrec import content
 from lmrec.history import HistoryExpert
 from lmrec.ivf import top_k
 from lmrec.student import NumpySASRec
@@ -70,6 +71,11 @@ class Recommender:
         self.index = loaded.index
         self.transitions = loaded.transitions
         self.history = loaded.history  # repeats kept: the user's own items boosted
+        # Items no training row held are rows of content alone: lifted by the new-item
+        # offset, as live new items are (lmrec.liveitems), and as the job measured them.
+        offset = content.new_item_offset(loaded.manifest)
+        rows = content.content_only_rows(loaded.manifest, self.model.n_items)
+        self.lift = content.RowLift(rows, offset) if offset and len(rows) else None
         # What a request that does not say gets: the data's answer (lmrec.bundle)
         self.default_exclude_seen = bundle_mod.default_exclude_seen(loaded.manifest)
         self.exact_below = EXACT_BELOW
@@ -80,9 +86,10 @@ class Recommender:
         self.popularity[0] = -np.inf
 
     @property
-    def experts(self) -> list[Transitions | HistoryExpert]:
-        """Boosts beside the model's scores (product of experts): transitions, user history."""
-        return [e for e in (self.transitions, self.history) if e is not None]
+    def experts(self) -> list[Transitions | HistoryExpert | content.RowLift]:
+        """Boosts beside the model's scores (product of experts): transitions, user history,
+        the new-item lift of the rows content alone places."""
+        return [e for e in (self.transitions, self.history, self.lift) if e is not None]
 
     @property
     def norms(self) -> np.ndarray:

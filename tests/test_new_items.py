@@ -144,6 +144,25 @@ def test_a_missing_or_malformed_row_list_lifts_nothing(rows):
     assert len(content.content_only_rows(manifest, n_items=100)) == 0
 
 
+def test_a_row_list_past_the_bound_lifts_nothing_and_training_keeps_the_newest(monkeypatch):
+    # GIVEN a bound of 3 lifted rows
+    from training import new_items
+
+    monkeypatch.setattr(content, "MAX_LIFTED_ROWS", 3)
+    manifest = {"new_items": {"offset": 1.5, "rows": [1, 2, 3, 4]}}
+    assert len(content.content_only_rows(manifest, n_items=10)) == 0  # the cost is bounded
+    # WHEN a model has five content-only rows, first seen at different times
+    model = SASRec(ModelConfig(n_items=8, d_model=4, n_heads=1, max_len=4))
+    model.content = torch.nn.EmbeddingBag(4, 4)  # only its presence matters here
+    keep = torch.ones(9, 1)
+    keep[[1, 2, 4, 6, 8]] = 0.0
+    model._id_keep = keep
+    items = np.array([1, 2, 4, 6, 8, 3])
+    times = np.array([50, 10, 40, 30, 20, 0])
+    # THEN the three first seen last are kept, sorted
+    assert new_items.content_only_rows(model, (items, times)).tolist() == [1, 4, 6]
+
+
 def test_the_row_lift_adds_the_offset_to_its_rows_for_every_history():
     lift = content.RowLift(np.array([2, 5]), 1.5)
     histories = [np.array([1]), np.array([3, 4])]
@@ -168,7 +187,7 @@ def test_rows_content_alone_places_are_lifted_in_the_bundle_and_in_serving(train
     keep[[3, 7, 11]] = 0.0
     model._id_keep = keep
     try:
-        assert content_only_rows(model).tolist() == [3, 7, 11]
+        assert content_only_rows(model, (data.items, data.timestamps)).tolist() == [3, 7, 11]
         out = tmp / "lifted"
         out.mkdir()
         document = {"metrics": {}, "config": {}, "summary": {"new_items": {"offset": 2.5}}}

@@ -235,7 +235,7 @@ def write_bundle(
         new_items = summary.get("new_items")
         if new_items is not None:  # the lift of a new item's score (lmrec.content)
             manifest["new_items"] = {"offset": new_items["offset"]}
-            rows = content_only_rows(student)
+            rows = content_only_rows(student, (data.items, data.timestamps))
             if new_items["offset"] and len(rows):  # bundle rows of content alone, lifted too
                 manifest["new_items"]["rows"] = rows.tolist()
     if transitions is not None:

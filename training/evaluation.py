@@ -219,7 +219,9 @@ def _new_item_lift(
     if served is None or not isinstance(model, SASRec) or model.content is None:
         return None
     ev.new_items = choose_offset(model, split, cfg.train.seed, tables.get(served))
-    rows, offset = content_only_rows(model), ev.new_items["offset"]
+    data = split.data
+    rows = content_only_rows(model, (data.items, data.timestamps))
+    offset = ev.new_items["offset"]
     return RowLift(rows, offset) if offset and len(rows) else None
 
 

@@ -38,14 +38,23 @@ QUANTILES = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0)
 K = 10
 
 
-def content_only_rows(model: SASRec) -> np.ndarray:
+def content_only_rows(model: SASRec, timestamps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """The model's rows of items no training row held (its id part masked: content alone),
     sorted; empty without content or without such items. Serving and the job's test pass
-    lift them by the chosen offset, as live new items are lifted (lmrec.content.RowLift)."""
+    lift them by the chosen offset, as live new items are lifted (lmrec.content.RowLift).
+    Past content.MAX_LIFTED_ROWS, the newest by first appearance in the data:
+    `timestamps` = (items, times) of every interaction."""
     keep = model._id_keep
     if model.content is None or keep is None:
         return np.empty(0, np.int64)
-    return np.flatnonzero(keep[:, 0].cpu().numpy() == 0).astype(np.int64)
+    rows = np.flatnonzero(keep[:, 0].cpu().numpy() == 0).astype(np.int64)
+    if len(rows) <= content.MAX_LIFTED_ROWS:
+        return rows
+    items, times = timestamps
+    first = np.full(len(keep), np.inf)
+    np.minimum.at(first, items, times.astype(np.float64))
+    newest = rows[np.argsort(-first[rows], kind="stable")[: content.MAX_LIFTED_ROWS]]
+    return np.sort(newest)
 
 
 def newest_items(split: Split, share: float = NEW_SHARE) -> np.ndarray:

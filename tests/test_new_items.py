@@ -163,6 +163,17 @@ def test_a_row_list_past_the_bound_lifts_nothing_and_training_keeps_the_newest(m
     assert new_items.content_only_rows(model, (items, times)).tolist() == [1, 4, 6]
 
 
+def test_only_a_positive_offset_lifts_rows():
+    # serving merges boosted rows into the model's top-k on the rule that a boost only raises
+    manifest = {"new_items": {"offset": 1.5, "rows": [2, 5]}}
+    lift = content.row_lift(manifest, n_items=10)
+    assert lift is not None and lift.rows.tolist() == [2, 5] and lift.offset == 1.5
+    for offset in (0.0, -2.0):
+        assert content.row_lift({"new_items": {"offset": offset, "rows": [2, 5]}}, 10) is None
+    assert lift.at(np.array([1, 2, 9, 5])).tolist() == [0.0, 1.5, 0.0, 1.5]
+    assert content.RowLift(np.empty(0, np.int64), 1.0).at(np.array([3])).tolist() == [0.0]
+
+
 def test_the_row_lift_adds_the_offset_to_its_rows_for_every_history():
     lift = content.RowLift(np.array([2, 5]), 1.5)
     histories = [np.array([1]), np.array([3, 4])]
@@ -210,6 +221,11 @@ def test_rows_content_alone_places_are_lifted_in_the_bundle_and_in_serving(train
     expected = plain + 2.5 * lifted
     expected[np.isin(rows, history)] = -np.inf  # seen items are excluded by default
     assert [r.row for r in top] == rows[np.argsort(-expected, kind="stable")][: len(top)].tolist()
+    # AND the gate scores production with the same lift (training.champion.Served)
+    from training.champion import Served
+
+    gate_scores = Served.of(loaded)([history])[0]
+    assert np.allclose(gate_scores[rows], plain + 2.5 * lifted, atol=1e-5)
     # AND without an offset no row list is written: the rows are scored as before
     (tmp / "plain").mkdir()
     document["summary"]["new_items"]["offset"] = 0.0

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 from lmrec import bundle as fmt
 from lmrec import registry
+from lmrec.content import RowLift, row_lift
 from lmrec.history import HistoryExpert
 from lmrec.items import ItemCatalog
 from lmrec.student import NumpySASRec
@@ -55,7 +56,8 @@ log = logging.getLogger(__name__)
 STORE_ENV, MODEL_ENV = "LMREC_STORE_URI", "LMREC_MODEL_NAME"
 PROTOCOL = (
     "test split of the candidate's data; both models as they serve (numpy student + "
-    "transition boost; popularity for a history with no known item); full ranking, seen "
+    "transition boost, history expert and new-item lift where the bundle has them; "
+    "popularity for a history with no known item); full ranking, seen "
     "items excluded, NDCG@10 with ties in expectation; item ids matched by string: items "
     "production does not know rank below all it knows (a target it does not know is a miss)"
 )
@@ -69,15 +71,13 @@ class Served:
     table: Transitions | None
     popularity: np.ndarray  # (n_items + 1,)
     history: HistoryExpert | None = None  # repeats kept: the user's own items boosted
+    lift: RowLift | None = None  # the new-item offset on its content-only rows
 
     @classmethod
     def of(cls, bundle: fmt.Bundle) -> Served:
-        return cls(
-            NumpySASRec(bundle.weights, bundle.config),
-            bundle.transitions,
-            bundle.popularity,
-            bundle.history,
-        )
+        model = NumpySASRec(bundle.weights, bundle.config)
+        lift = row_lift(bundle.manifest, model.n_items)
+        return cls(model, bundle.transitions, bundle.popularity, bundle.history, lift)
 
     def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
         """(B, n_items + 1) float32 scores."""
@@ -88,8 +88,9 @@ class Served:
             part = self.model(known)
             if self.table is not None:
                 self.table.add_to(part, known)
-            if self.history is not None:
-                self.history.add_to(part, known)
+            for boost in (self.history, self.lift):
+                if boost is not None:
+                    boost.add_to(part, known)
             scores[warm] = part
         cold = [i for i, h in enumerate(histories) if not len(h)]
         scores[cold] = self.popularity

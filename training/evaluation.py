@@ -209,20 +209,29 @@ def _choose_history(
 
 
 def _new_item_lift(
-    ev: Evaluation, models: dict, tables: dict[str, Transitions | None], split: Split, cfg
+    ev: Evaluation,
+    models: dict,
+    tables: dict[str, Transitions | None],
+    split: Split,
+    cfg: RunConfig,
+    env: DistEnv,
 ) -> RowLift | None:
-    """The served model's new-item offset, chosen on valid (training/new_items.py), and the
-    lift it gives the rows content alone places, as serving gives it (lmrec.content.RowLift);
-    None when the offset is 0 or no row is content-only."""
+    """The served model's new-item offset, chosen on valid (training/new_items.py) by the
+    main process and shared with the others, and the lift it gives the rows content alone
+    places, as serving gives it (lmrec.content.RowLift); None when the offset is 0 or no row
+    is content-only."""
     served = ev.served
     model = models.get(served) if served is not None else None
     if served is None or not isinstance(model, SASRec) or model.content is None:
         return None
-    ev.new_items = choose_offset(model, split, cfg.train.seed, tables.get(served))
+    offset = 0.0
+    if env.is_main:
+        ev.new_items = choose_offset(model, split, cfg.train.seed, tables.get(served))
+        offset = float(ev.new_items["offset"])
+    offset = float(all_reduce_arrays(env, {"offset": np.array(offset)})["offset"])
     data = split.data
     rows = content_only_rows(model, (data.items, data.timestamps))
-    offset = ev.new_items["offset"]
-    return RowLift(rows, offset) if offset and len(rows) else None
+    return RowLift(rows, offset) if offset > 0 and len(rows) else None
 
 
 def _variants(
@@ -304,7 +313,7 @@ def evaluate_job(
     experts: dict[str, HistoryExpert | None] = {}
     if ev.served and not split.exclude_seen:  # repeats kept: the user-history expert
         experts = _choose_history(ev, models, tables, split, cfg, env)
-    lift = _new_item_lift(ev, models, tables, split, cfg)
+    lift = _new_item_lift(ev, models, tables, split, cfg, env)
     _variants(ev, models, tables, experts, lift)
     for name, model in models.items():
         # A refit trained on the valid items: only its test figures mean anything.

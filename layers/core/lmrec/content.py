@@ -355,6 +355,22 @@ class RowLift:
         scores[:, self.rows] += np.float32(self.offset)
         return scores
 
+    def at(self, candidates: np.ndarray) -> np.ndarray:
+        """(len(candidates),) float32: the lift of each candidate row (0 for the others),
+        O(candidates x log rows)."""
+        at = np.minimum(np.searchsorted(self.rows, candidates), max(len(self.rows) - 1, 0))
+        hit = self.rows[at] == candidates if len(self.rows) else np.zeros(len(candidates), bool)
+        return np.where(hit, np.float32(self.offset), np.float32(0.0)).astype(np.float32)
+
+
+def row_lift(manifest: Mapping[str, object], n_items: int) -> RowLift | None:
+    """The bundle's lift of its content-only rows, or None. Only a positive lift: serving
+    merges boosted rows into the model's own top-k on the rule that a boost can only raise a
+    score (lmrec.recommend), and training never chooses a negative offset."""
+    offset = new_item_offset(manifest)
+    rows = content_only_rows(manifest, n_items)
+    return RowLift(rows, offset) if offset > 0 and len(rows) else None
+
 
 def new_item_scores(hidden: np.ndarray, vectors: np.ndarray, offset: float) -> np.ndarray:
     """(B, m) scores of m new items for B queries: hidden (B, D) @ content vectors (m, D)

@@ -73,9 +73,7 @@ class Recommender:
         self.history = loaded.history  # repeats kept: the user's own items boosted
         # Items no training row held are rows of content alone: lifted by the new-item
         # offset, as live new items are (lmrec.liveitems), and as the job measured them.
-        offset = content.new_item_offset(loaded.manifest)
-        rows = content.content_only_rows(loaded.manifest, self.model.n_items)
-        self.lift = content.RowLift(rows, offset) if offset and len(rows) else None
+        self.lift = content.row_lift(loaded.manifest, self.model.n_items)
         # What a request that does not say gets: the data's answer (lmrec.bundle)
         self.default_exclude_seen = bundle_mod.default_exclude_seen(loaded.manifest)
         self.exact_below = EXACT_BELOW
@@ -254,10 +252,11 @@ class Recommender:
         return [(items[a:b], boost[a:b]) for a, b in itertools.pairwise(cut)]
 
     def _summed_boosts(
-        self, histories: list[np.ndarray]
+        self, histories: list[np.ndarray], experts: Sequence | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(history index, item, boost) summed over the experts, one entry per pair, sorted."""
-        parts = [expert.boosts(histories) for expert in self.experts]
+        """(history index, item, boost) summed over the experts (all by default), one entry
+        per pair, sorted."""
+        parts = [expert.boosts(histories) for expert in (experts or self.experts)]
         if len(parts) == 1:
             return parts[0]
         rows, items, boost = (np.concatenate(p) for p in zip(*parts, strict=True))
@@ -314,11 +313,15 @@ class Recommender:
             return Result(self._items(top, self.popularity[top]), POPULAR, 0)
         enc = self.model.encode([history])
         scores = self.model.score_rows(enc.hidden[0], rows)
-        if self.experts:
-            _, boosted, boost = self._summed_boosts([history])  # one history: sorted rows
+        # The lift is read at the candidates: its rows (up to 10,000) are never gathered.
+        experts = [e for e in self.experts if e is not self.lift]
+        if experts:
+            _, boosted, boost = self._summed_boosts([history], experts)  # one history: sorted
             at = np.minimum(np.searchsorted(boosted, rows), max(len(boosted) - 1, 0))
             hit = boosted[at] == rows if len(boosted) else np.zeros(len(rows), bool)
             scores[hit] += boost[at[hit]]
+        if self.lift is not None:
+            scores += self.lift.at(rows)
         order = np.argsort(-scores, kind="stable")
         top, values = rows[order], scores[order]
         reasons = self._reasons(enc, 0, top) if explain else None

@@ -86,9 +86,7 @@ class Served:
         if warm:
             known = [histories[i] for i in warm]
             part = self.model(known)
-            if self.table is not None:
-                self.table.add_to(part, known)
-            for boost in (self.history, self.lift):
+            for boost in (self.table, self.history, self.lift):
                 if boost is not None:
                     boost.add_to(part, known)
             scores[warm] = part

@@ -356,11 +356,21 @@ class RowLift:
         return scores
 
     def at(self, candidates: np.ndarray) -> np.ndarray:
-        """(len(candidates),) float32: the lift of each candidate row (0 for the others),
-        O(candidates x log rows)."""
-        at = np.minimum(np.searchsorted(self.rows, candidates), max(len(self.rows) - 1, 0))
-        hit = self.rows[at] == candidates if len(self.rows) else np.zeros(len(candidates), bool)
-        return np.where(hit, np.float32(self.offset), np.float32(0.0)).astype(np.float32)
+        """(len(candidates),) float32: the lift of each candidate row (0 for the others)."""
+        lift = np.full(len(self.rows), self.offset, np.float32)
+        return values_at(self.rows, lift, candidates)
+
+
+def values_at(keys: np.ndarray, values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """(len(candidates),) float32: values[j] where keys[j] == candidate, else 0; `keys`
+    sorted and distinct. O(candidates x log keys): the candidates alone are looked up."""
+    out = np.zeros(len(candidates), np.float32)
+    if not len(keys):
+        return out
+    at = np.minimum(np.searchsorted(keys, candidates), len(keys) - 1)
+    hit = keys[at] == candidates
+    out[hit] = values[at[hit]]
+    return out
 
 
 def row_lift(manifest: Mapping[str, object], n_items: int) -> RowLift | None:

@@ -317,9 +317,7 @@ class Recommender:
         experts = [e for e in self.experts if e is not self.lift]
         if experts:
             _, boosted, boost = self._summed_boosts([history], experts)  # one history: sorted
-            at = np.minimum(np.searchsorted(boosted, rows), max(len(boosted) - 1, 0))
-            hit = boosted[at] == rows if len(boosted) else np.zeros(len(rows), bool)
-            scores[hit] += boost[at[hit]]
+            scores += content.values_at(boosted, boost, rows)
         if self.lift is not None:
             scores += self.lift.at(rows)
         order = np.argsort(-scores, kind="stable")

@@ -22,6 +22,15 @@ served student, popularity and co-occurrence.
 `item_text`; its own random stream, so the interactions stay bit-identical and the ladder's
 figures comparable); the ladder's runs do not read it (no --items): benchmarks/cold_items.py
 does (`--data <work>/<rung>/data`).
+
+`--timeline spread` restamps the same rows for `--set split=time`. The ladder's own stamps
+(1.6e9 + 7 s x user + 1 h x step) have users arrive 7 s apart and live about 15 hours each,
+so at L (1M users, 81 days of arrivals) almost no user has a row before the time split's
+valid cut-off and another after its test cut-off (32 evaluated users). With `spread` each
+user starts at a uniform time in the first 60% of a 180-day period and their rows are evenly
+spaced until a uniform end in the rest of it (`spread_times`; its own random stream): every
+user's order, hence every row, the leave-one-out split and its figures, stays the ladder's.
+Written as interactions-spread.parquet beside the ladder's file.
 """
 
 from __future__ import annotations
@@ -92,8 +101,8 @@ def synthesize(n_users: int, n_items: int, seed: int = 0) -> pd.DataFrame:
 def walk(n_users: int, n_items: int, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """The interactions, and per row the generator's hidden state (for benchmarks/ceiling.py):
     kind (0 first row, 1 moved to the next cluster, 2 ring neighbour, 3 popular in the
-    cluster), the user's cluster before the step and the previous item; plus the catalog and
-    each user's direction."""
+    cluster), the row's step in its user's walk, the user's cluster before the step and the
+    previous item; plus the catalog and each user's direction."""
     rng = np.random.default_rng(seed)
     cat = Catalog(rng, n_items)
     lengths = _lengths(rng, n_users)
@@ -121,16 +130,17 @@ def walk(n_users: int, n_items: int, seed: int = 0) -> tuple[pd.DataFrame, dict]
         users_out.append(active)
         items_out.append(nxt)
         steps_out.append(np.full(len(active), step, np.int64))
-    users = np.concatenate(users_out)
+    users, steps = np.concatenate(users_out), np.concatenate(steps_out)
     df = pd.DataFrame(
         {
             "user_id": users.astype(np.int64),
             "item_id": np.concatenate(items_out).astype(np.int64),
-            "timestamp": 1_600_000_000 + users * 7 + np.concatenate(steps_out) * 3_600,
+            "timestamp": 1_600_000_000 + users * 7 + steps * 3_600,
         }
     )
     hidden = {
         "kind": np.concatenate(kinds),
+        "step": steps,
         "cluster": np.concatenate(clusters),
         "prev": np.concatenate(prevs),
         "catalog": cat,
@@ -180,14 +190,40 @@ def item_text(cat: Catalog, seed: int = 0, per_cluster: int = 6, own: float = 0.
     return pd.DataFrame({"item_id": np.arange(n), "title": titles, "group": groups, "price": price})
 
 
-def write_data(data_dir: Path, n_users: int, n_items: int, seed: int, text: bool) -> None:
-    """interactions.parquet (and with `text`, items.csv) of a rung, each unless present."""
+PERIOD = 180 * 86_400  # seconds covered by the `spread` timeline
+
+
+def spread_times(users: np.ndarray, steps: np.ndarray, n_users: int, seed: int) -> np.ndarray:
+    """Timestamps that keep each user's order and spread every user over a long period: a
+    start uniform in the first 60% of PERIOD, rows evenly spaced up to an end uniform between
+    the start and PERIOD (at least half of what is left after the start). Stream (seed, 2):
+    the walk's and the text's draws are untouched."""
+    rng = np.random.default_rng([seed, 2])
+    start = rng.uniform(0.0, 0.6, n_users) * PERIOD
+    span = rng.uniform(0.5, 1.0, n_users) * (PERIOD - start)
+    last_step = np.zeros(n_users, np.int64)
+    np.maximum.at(last_step, users, steps)
+    gap = span / np.maximum(last_step, 1)  # >= 0.2 * PERIOD / 2,000 steps: over an hour
+    return 1_600_000_000 + (start[users] + gap[users] * steps).astype(np.int64)
+
+
+def data_name(timeline: str) -> str:
+    return "interactions.parquet" if timeline == "arrivals" else f"interactions-{timeline}.parquet"
+
+
+def write_data(
+    data_dir: Path, n_users: int, n_items: int, seed: int, text: bool, timeline: str = "arrivals"
+) -> None:
+    """The rung's interactions (and with `text`, items.csv), each unless present."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    data_file, items_file = data_dir / "interactions.parquet", data_dir / "items.csv"
+    data_file, items_file = data_dir / data_name(timeline), data_dir / "items.csv"
     if data_file.exists() and (items_file.exists() or not text):
         return
     df, hidden = walk(n_users, n_items, seed)
     if not data_file.exists():
+        if timeline == "spread":
+            users = df["user_id"].to_numpy()
+            df["timestamp"] = spread_times(users, hidden["step"], n_users, seed)
         df.to_parquet(data_file, index=False)
     if text:
         item_text(hidden["catalog"], seed).to_csv(items_file, index=False)
@@ -214,12 +250,15 @@ def _quality(metrics: dict, name: str) -> dict | None:
     }
 
 
-def run_rung(rung: str, work: Path, extra: list[str], seed: int, text: bool = False) -> dict:
+def run_rung(
+    rung: str, work: Path, extra: list[str], seed: int, text: bool = False, timeline: str = ""
+) -> dict:
     n_users, n_items = RUNGS[rung]
     data_dir = work / rung / "data"
-    data_file = data_dir / "interactions.parquet"
+    timeline = timeline or "arrivals"
+    data_file = data_dir / data_name(timeline)
     began = time.perf_counter()
-    write_data(data_dir, n_users, n_items, seed, text)
+    write_data(data_dir, n_users, n_items, seed, text, timeline)
     synth_seconds = time.perf_counter() - began
     out = work / rung / "model"
     cmd = [sys.executable, "-m", "training", "train", "--data", str(data_file)]
@@ -335,6 +374,12 @@ def main() -> None:
     parser.add_argument("--step-only", action="store_true")
     parser.add_argument("--text", action="store_true", help="also write items.csv (item_text)")
     parser.add_argument("--data-only", action="store_true", help="write the rungs' data, stop")
+    parser.add_argument(
+        "--timeline",
+        choices=("arrivals", "spread"),
+        default="arrivals",
+        help="the ladder's timestamps, or every user spread over 180 days (for split=time)",
+    )
     parser.add_argument("--report-only", action="store_true", help="read finished rungs' output")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
@@ -345,13 +390,14 @@ def main() -> None:
     for rung in args.rungs:
         if args.data_only:
             n_users, n_items = RUNGS[rung]
-            write_data(Path(args.work) / rung / "data", n_users, n_items, args.seed, args.text)
+            data = Path(args.work) / rung / "data"
+            write_data(data, n_users, n_items, args.seed, args.text, args.timeline)
             continue
         if args.report_only:
             figures = {"rung": rung} | job_figures(Path(args.work) / rung / "model")
             print(json.dumps(figures), flush=True)
             continue
-        result = run_rung(rung, Path(args.work), args.set, args.seed, args.text)
+        result = run_rung(rung, Path(args.work), args.set, args.seed, args.text, args.timeline)
         print(json.dumps(result), flush=True)
 
 

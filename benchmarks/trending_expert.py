@@ -70,12 +70,11 @@ def main() -> None:
         evalset = split.evalset(part)
         for w in WEIGHTS:
             per[part][w] = per_user_ndcg(with_trend(served, recent.counts, w), split, evalset)
-        per[part]["recent_popularity"] = per_user_ndcg(recent, split, evalset)  # type: ignore[index]
+    pop = per_user_ndcg(recent, split, split.evalset("test"))
     for w in WEIGHTS:
         out["grid"][str(w)] = {p: round(float(per[p][w].mean()), 4) for p in per}
     chosen = max(WEIGHTS, key=lambda w: (per["valid"][w].mean(), -w))
     test, alone = per["test"][chosen], per["test"][0.0]
-    pop = per["test"]["recent_popularity"]  # type: ignore[index]
     out |= {
         "chosen_on_valid": chosen,
         "test": {

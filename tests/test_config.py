@@ -82,6 +82,7 @@ NOT_IDENTITY_BEFORE = {
     "max_train_seconds",
     "student_max_seconds",
     "max_total_seconds",
+    "teacher_share",  # added later: how long, not what the weights are
     "eval_every",
     "eval_from",
     "eval_batch_size",

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from training.config import ConfigError, from_hyperparameters, load_hyperparameters
+from training.config import ConfigError, RunConfig, from_hyperparameters, load_hyperparameters
 from training.data import Interactions
 from training.pipeline import choose_served
-from training.plan import MAX_EPOCHS, Budget, adapt, time_goal
+from training.plan import MAX_EPOCHS, Budget, adapt, budget_line, time_goal
 from training.trainer import FitResult
 
 
@@ -86,6 +86,22 @@ def test_budget_shares():
     assert budget.deadline("student_plain") == 900.0
     assert budget.deadline("teacher_refit_2") == 950.0
     assert Budget(began=0.0).deadline("teacher") == 0.0  # no budget
+
+
+def test_teacher_share_moves_every_later_deadline_by_as_much():
+    budget = Budget(began=0.0, total=1000.0, teacher_share=0.4)
+    ends = [budget.deadline(p) for p in ("teacher", "student", "student_plain", "teacher_refit")]
+    assert ends == pytest.approx([400.0, 600.0, 700.0, 750.0])
+    assert budget.deadline("export") == 1000.0  # what is not a phase ends with the budget
+
+
+def test_teacher_share_is_checked_and_printed():
+    cfg = RunConfig()
+    cfg.train.max_total_seconds, cfg.train.teacher_share = 1000.0, 0.4
+    assert "teacher by 400 s, student by 600 s, student_plain by 700 s" in budget_line(cfg)
+    for bad in ("0", "0.7", "-1"):
+        with pytest.raises(ConfigError, match="teacher_share"):
+            from_hyperparameters({"teacher_share": bad})
 
 
 @pytest.mark.parametrize(

@@ -115,6 +115,9 @@ class TrainConfig:
     # SageMaker's StoppingCondition.MaxRuntimeInSeconds. Left unset, a time goal from the
     # data's size (plan.time_goal), epochs set or not; set to 0 explicitly, none.
     max_total_seconds: float = hp(0.0, 0.0, identity=False)  # [0, inf)
+    # (0, 0.6]: the part of max_total_seconds the teachers get; the students, refits,
+    # evaluation and export keep their shares after it (training/plan.py SHARES).
+    teacher_share: float = hp(0.5, 0.0, 0.6, lo_open=True, identity=False)
     eval_batch_size: int = hp(512, 1, identity=False)  # [1, inf)
     # Users evaluated: a fixed seeded sample of this many when there are more (0 = all).
     # 10,000 is what SASRec's reference code scores.

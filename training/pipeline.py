@@ -555,7 +555,7 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
     began = time.perf_counter()
     if env.is_main:
         say_resume(paths)
-    budget, clock = Budget(began), PhaseClock(began)
+    budget, clock = Budget(began, teacher_share=cfg.train.teacher_share), PhaseClock(began)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     data, split, negatives = prepare_data(paths, cfg, env)

@@ -36,8 +36,9 @@ metrics.json ("summary.chosen").
   `lmrec train --quick` is config.QUICK_SECONDS. `budget_line` prints what the job runs under.
 
 Time. With max_total_seconds, every phase gets a deadline from the job's start: teachers
-until 50% of the budget, the distilled student until 70%, the plain student until 80%,
-refits until 85%; evaluation and export use the rest. A phase past its deadline ends its
+until 50% of the budget (teacher_share), the distilled student until 70%, the plain student
+until 80%, refits until 85% (each moved by teacher_share - 0.5); evaluation and export use
+the rest. A phase past its deadline ends its
 epoch early, evaluates it and stops, so the job always ends with a bundle (or a clear error
 if even the data could not be read in time).
 """
@@ -62,6 +63,8 @@ LARGE_LOG = 1_000_000  # interactions
 VISITS = 5_000_000  # interaction-visits the epoch count aims at
 MAX_EPOCHS = 100  # the ceiling of auto epochs; under a time budget, the epoch count
 GOAL_BASE, GOAL_PER_MILLION, GOAL_MAX = 120.0, 400.0, 3_000.0  # seconds, see time_goal
+# Where each phase must end, as a share of the budget, with the teachers' default share
+# (teacher_share moves the rest by the same amount: Budget.share).
 SHARES = {"teacher": 0.50, "student": 0.70, "student_plain": 0.80, "teacher_refit": 0.85}
 # The students' learning rate by loss. With the sampled loss 2e-3 peaks after one epoch and
 # then falls (M: valid 0.2686, 0.2655; L: 0.2433, 0.2404) while 1e-3 goes on to the
@@ -163,7 +166,8 @@ def budget_line(cfg: RunConfig) -> str:
     phases = ["teacher"]
     if cfg.student.student:
         phases += ["student", "student_plain"] if cfg.student.student_plain else ["student"]
-    deadlines = ", ".join(f"{name} by {SHARES[name] * total:.0f} s" for name in phases)
+    budget = Budget(0.0, total, cfg.train.teacher_share)
+    deadlines = ", ".join(f"{name} by {budget.deadline(name):.0f} s" for name in phases)
     return (
         f"time budget: {total:g} s for the whole job ({how}; --quick, or --set "
         f"max_total_seconds=S, 0 = none): {deadlines}; {_ends(cfg)}"
@@ -176,14 +180,19 @@ class Budget:
 
     began: float
     total: float = 0.0
+    teacher_share: float = SHARES["teacher"]
 
-    def deadline(self, phase: str) -> float:
-        """Deadline of a phase (teacher, teacher_2, student, ...), 0 when no budget."""
-        if not self.total:
-            return 0.0
+    def share(self, phase: str) -> float:
+        """The budget's share by the end of a phase (teacher, teacher_2, student, ...)."""
         base = "teacher_refit" if phase.startswith("teacher_refit") else phase
         base = "teacher" if base.startswith("teacher_") and base != "teacher_refit" else base
-        return self.began + SHARES.get(base, 1.0) * self.total
+        if base not in SHARES:
+            return 1.0
+        return SHARES[base] + (self.teacher_share - SHARES["teacher"])
+
+    def deadline(self, phase: str) -> float:
+        """Deadline of a phase, 0 when no budget."""
+        return self.began + self.share(phase) * self.total if self.total else 0.0
 
     def left(self) -> float:
         if not self.total:

@@ -35,6 +35,11 @@ class Popularity:
     def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
         return np.broadcast_to(self.counts, (len(histories), len(self.counts)))
 
+    @property
+    def same_for_all(self) -> np.ndarray:
+        """Every user's scores (training.evaluate.SameScores ranks them without a row each)."""
+        return self.counts
+
 
 def pair_counts(split: Split, window: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sparse C[a, b] (CSR over source items a, shape (n_items + 1) x (n_items + 1)): how many
@@ -98,6 +103,10 @@ class RecentPopularity:
 
     def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
         return np.broadcast_to(self.counts, (len(histories), len(self.counts)))
+
+    @property
+    def same_for_all(self) -> np.ndarray:
+        return self.counts
 
 
 class _Own:

@@ -29,8 +29,10 @@ so at L (1M users, 81 days of arrivals) almost no user has a row before the time
 valid cut-off and another after its test cut-off (32 evaluated users). With `spread` each
 user starts at a uniform time in the first 60% of a 180-day period and their rows are evenly
 spaced until a uniform end in the rest of it (`spread_times`; its own random stream): every
-user's order, hence every row, the leave-one-out split and its figures, stays the ladder's.
-Written as interactions-spread.parquet beside the ladder's file.
+user's order, hence every row and the leave-one-out split, stays the ladder's; what reads
+absolute time differs (recent popularity, the order of the newest items, the data's
+fingerprint, so no checkpoint of the ladder's resumes). Written as interactions-spread.parquet
+beside the ladder's file.
 """
 
 from __future__ import annotations

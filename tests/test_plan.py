@@ -99,7 +99,7 @@ def test_teacher_share_is_checked_and_printed():
     cfg = RunConfig()
     cfg.train.max_total_seconds, cfg.train.teacher_share = 1000.0, 0.4
     assert "teacher by 400 s, student by 600 s, student_plain by 700 s" in budget_line(cfg)
-    for bad in ("0", "0.7", "-1"):
+    for bad in ("0", "0.6", "-1", "nan", "inf"):
         with pytest.raises(ConfigError, match="teacher_share"):
             from_hyperparameters({"teacher_share": bad})
 

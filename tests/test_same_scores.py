@@ -20,12 +20,17 @@ def _log(seed: int, n_users: int = 300, n_items: int = 60, repeats: bool = False
         items = rng.integers(1, n_items + 1, int(offsets[-1]))
     else:
         items = np.concatenate([rng.permutation(n_items)[:n] + 1 for n in lengths])
+    # Each user's times sorted, users interleaved in time (a time split has users on both
+    # sides of its cut-offs).
+    owner = np.repeat(np.arange(n_users), lengths)
+    times = rng.uniform(0.0, 1e6, int(offsets[-1]))
+    times = times[np.lexsort((times, owner))]
     return Interactions(
         user_ids=np.array([f"u{i}" for i in range(n_users)]),
         item_ids=np.array([f"i{i}" for i in range(n_items)]),
         offsets=offsets,
         items=items.astype(np.int64),
-        timestamps=np.arange(int(offsets[-1]), dtype=np.float64),
+        timestamps=times,
         fingerprint="sha256:x",
     )
 
@@ -78,6 +83,50 @@ def test_same_scores_equal_the_broadcast_path(kind, repeats, exclude_seen, batch
         np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
     np.testing.assert_array_equal(fast_user, slow_user)
     assert (fast_user >= 0).all()
+
+
+def _both(split, scores, k: int = 10):
+    evalset = split.evalset("test")
+    negatives = sample_negatives(split, evalset, 20, seed=1)
+    out = []
+    for scorer in (Broadcast(scores), Same(scores)):
+        per_user = np.zeros(len(evalset))
+        kw = {"k": k, "batch_size": 64, "seed": 2, "per_user": per_user}
+        out.append((evaluate_partial(scorer, split, evalset, negatives, **kw), per_user))
+    return out
+
+
+def test_time_split_with_new_items_and_k_above_the_catalog():
+    data = _log(4, n_users=400, n_items=30)
+    # Item 27 appears only in the newest rows: under the time split it is "new".
+    late = data.timestamps >= np.quantile(data.timestamps, 0.9)
+    data.items[(data.items == 27) & ~late] = 1
+    data.items[late & (np.random.default_rng(0).random(len(late)) < 0.5)] = 27
+    split = make_split(data, "time", exclude_seen=False)
+    assert split.never_trained.any()
+    scores = _scores("ties", data.n_items, 4)
+    for k in (10, 50):
+        (slow, slow_user), (fast, fast_user) = _both(split, scores, k)
+        assert float(slow["n_n"]) > 0  # some targets are new items
+        for key in slow:
+            if key != "covered":
+                np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
+        np.testing.assert_array_equal(fast_user, slow_user)
+
+
+# A nan target makes the broadcast path's tie count -1 (nothing equals nan): what it does
+# with it is its own; this test only asks that both paths agree.
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
+def test_inf_or_nan_scores_take_the_broadcast_path():
+    data = _log(5)
+    split = make_split(data, "loo", exclude_seen=True)
+    for bad in (np.inf, np.nan):
+        scores = _scores("distinct", data.n_items, 5)
+        scores[7] = bad
+        (slow, slow_user), (fast, fast_user) = _both(split, scores)
+        for key in slow:
+            np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
+        np.testing.assert_array_equal(fast_user, slow_user)
 
 
 def test_counts_of_a_hidden_target_and_of_an_unknown_one():

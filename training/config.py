@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
@@ -115,9 +116,9 @@ class TrainConfig:
     # SageMaker's StoppingCondition.MaxRuntimeInSeconds. Left unset, a time goal from the
     # data's size (plan.time_goal), epochs set or not; set to 0 explicitly, none.
     max_total_seconds: float = hp(0.0, 0.0, identity=False)  # [0, inf)
-    # (0, 0.6]: the part of max_total_seconds the teachers get; the students, refits,
-    # evaluation and export keep their shares after it (training/plan.py SHARES).
-    teacher_share: float = hp(0.5, 0.0, 0.6, lo_open=True, identity=False)
+    # (0, 0.5]: the part of max_total_seconds the teachers get; the students and refits keep
+    # their widths after it (training/plan.py SHARES), evaluation and export at least 15%.
+    teacher_share: float = hp(0.5, 0.0, 0.5, lo_open=True, identity=False)
     eval_batch_size: int = hp(512, 1, identity=False)  # [1, inf)
     # Users evaluated: a fixed seeded sample of this many when there are more (0 = all).
     # 10,000 is what SASRec's reference code scores.
@@ -288,6 +289,8 @@ def _range_error(name: str, value: Any, meta: dict) -> str | None:
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is None:
         return None
+    if isinstance(value, float) and not math.isfinite(value):  # nan passes every comparison
+        return f"{name} must be a finite number"
     below = value <= lo if meta["lo_open"] else value < lo
     above = hi is not None and (value >= hi if meta["hi_open"] else value > hi)
     if not (below or above):

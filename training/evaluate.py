@@ -358,7 +358,9 @@ def evaluate_partial(
     sums = MetricSums(split.data.n_items, split.exclude_seen, k, seed, split.never_trained)
     rows = np.arange(len(evalset)) if rows is None else rows
     same = getattr(scorer, "same_for_all", None)
-    if same is not None:  # popularity: no users x items array (SameScores)
+    # Popularity: no users x items array (SameScores), for scores that are finite or -inf
+    # (+inf and nan would sort apart from how the row comparisons count them).
+    if same is not None and not (np.isnan(same).any() or np.isposinf(same).any()):
         _same_partial(sums, SameScores(same), split, evalset, negatives, rows, batch_size, per_user)
         return sums.partial()
     batches = scored_batches(scorer, split, evalset, rows, batch_size)

@@ -188,7 +188,7 @@ class Budget:
         base = "teacher" if base.startswith("teacher_") and base != "teacher_refit" else base
         if base not in SHARES:
             return 1.0
-        return SHARES[base] + (self.teacher_share - SHARES["teacher"])
+        return round(SHARES[base] + (self.teacher_share - SHARES["teacher"]), 9)
 
     def deadline(self, phase: str) -> float:
         """Deadline of a phase, 0 when no budget."""

@@ -43,6 +43,13 @@ def main() -> None:
         "--repeats", default="auto", choices=("auto", "keep", "drop"), help="as the job had it"
     )
     parser.add_argument("--against", help="another finished job on the same data and split")
+    parser.add_argument(
+        "--eval-users",
+        type=int,
+        default=0,
+        help="the job's sample of eval_users (drawn as training/pipeline.py does); 0 = all",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="the job's seed")
     args = parser.parse_args()
     path, _, cols = args.data.partition(":")
     cfg = RunConfig()
@@ -51,6 +58,8 @@ def main() -> None:
         cfg.data.user_col, cfg.data.item_col, cfg.data.time_col = cols.split(",")
     data = load_interactions(path, cfg.data)
     split = make_split(data, args.split, data.stats["repeats"]["mode"] == "drop")
+    if args.eval_users:
+        split.sample_eval_users(args.eval_users, seed=args.seed + 3)
     test = split.evalset("test")
     bundle = fmt.load(args.model)
     ours = per_user_ndcg(_served(bundle, data), split, test)

@@ -116,8 +116,8 @@ class TrainConfig:
     # SageMaker's StoppingCondition.MaxRuntimeInSeconds. Left unset, a time goal from the
     # data's size (plan.time_goal), epochs set or not; set to 0 explicitly, none.
     max_total_seconds: float = hp(0.0, 0.0, identity=False)  # [0, inf)
-    # (0, 0.5]: the part of max_total_seconds the teachers get; the students and refits keep
-    # their widths after it (training/plan.py SHARES), evaluation and export at least 15%.
+    # (0, 0.5]: the part of max_total_seconds the teachers get; what it leaves goes to the
+    # distilled student, which ends at 70% whatever it is (training/plan.py SHARES).
     teacher_share: float = hp(0.5, 0.0, 0.5, lo_open=True, identity=False)
     eval_batch_size: int = hp(512, 1, identity=False)  # [1, inf)
     # Users evaluated: a fixed seeded sample of this many when there are more (0 = all).

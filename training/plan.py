@@ -36,9 +36,9 @@ metrics.json ("summary.chosen").
   `lmrec train --quick` is config.QUICK_SECONDS. `budget_line` prints what the job runs under.
 
 Time. With max_total_seconds, every phase gets a deadline from the job's start: teachers
-until 50% of the budget (teacher_share), the distilled student until 70%, the plain student
-until 80%, refits until 85% (each moved by teacher_share - 0.5); evaluation and export use
-the rest. A phase past its deadline ends its
+until 50% of the budget (teacher_share: a smaller one gives the distilled student the
+rest), the distilled student until 70%, the plain student until 80%, refits until 85%;
+evaluation and export use the rest. A phase past its deadline ends its
 epoch early, evaluates it and stops, so the job always ends with a bundle (or a clear error
 if even the data could not be read in time).
 """
@@ -63,8 +63,8 @@ LARGE_LOG = 1_000_000  # interactions
 VISITS = 5_000_000  # interaction-visits the epoch count aims at
 MAX_EPOCHS = 100  # the ceiling of auto epochs; under a time budget, the epoch count
 GOAL_BASE, GOAL_PER_MILLION, GOAL_MAX = 120.0, 400.0, 3_000.0  # seconds, see time_goal
-# Where each phase must end, as a share of the budget, with the teachers' default share
-# (teacher_share moves the rest by the same amount: Budget.share).
+# Where each phase must end, as a share of the budget; the teachers' is teacher_share, and
+# what it leaves before 70% goes to the distilled student (Budget.share).
 SHARES = {"teacher": 0.50, "student": 0.70, "student_plain": 0.80, "teacher_refit": 0.85}
 # The students' learning rate by loss. With the sampled loss 2e-3 peaks after one epoch and
 # then falls (M: valid 0.2686, 0.2655; L: 0.2433, 0.2404) while 1e-3 goes on to the
@@ -186,9 +186,7 @@ class Budget:
         """The budget's share by the end of a phase (teacher, teacher_2, student, ...)."""
         base = "teacher_refit" if phase.startswith("teacher_refit") else phase
         base = "teacher" if base.startswith("teacher_") and base != "teacher_refit" else base
-        if base not in SHARES:
-            return 1.0
-        return round(SHARES[base] + (self.teacher_share - SHARES["teacher"]), 9)
+        return self.teacher_share if base == "teacher" else SHARES.get(base, 1.0)
 
     def deadline(self, phase: str) -> float:
         """Deadline of a phase, 0 when no budget."""

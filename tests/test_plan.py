@@ -80,8 +80,8 @@ def test_what_the_user_set_is_kept_and_negatives_are_clamped():
 
 def test_budget_shares():
     budget = Budget(began=100.0, total=1000.0)
-    assert budget.deadline("teacher") == 600.0
-    assert budget.deadline("teacher_2") == 600.0  # ensemble members share the teachers' part
+    assert budget.deadline("teacher") == 500.0
+    assert budget.deadline("teacher_2") == 500.0  # ensemble members share the teachers' part
     assert budget.deadline("student") == 800.0
     assert budget.deadline("student_plain") == 900.0
     assert budget.deadline("teacher_refit_2") == 950.0
@@ -167,7 +167,7 @@ def test_the_budget_line_says_what_the_job_runs_under(capsys):
     adapt(cfg, _data(10_000, 4_800, 100_000))
     line = capsys.readouterr().err.splitlines()[-1]
     assert line.startswith("time budget: 160 s for the whole job (auto from the data's size; ")
-    assert "teacher by 80 s, student by 112 s, student_plain by 128 s" in line
+    assert "teacher by 64 s, student by 112 s, student_plain by 128 s" in line
     assert line.endswith(
         "at most 20 teacher epochs (set), 20 student epochs, patience 5 evaluations"
     )

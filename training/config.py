@@ -118,7 +118,7 @@ class TrainConfig:
     max_total_seconds: float = hp(0.0, 0.0, identity=False)  # [0, inf)
     # (0, 0.5]: the part of max_total_seconds the teachers get; what it leaves goes to the
     # distilled student, which ends at 70% whatever it is (training/plan.py SHARES).
-    teacher_share: float = hp(0.5, 0.0, 0.5, lo_open=True, identity=False)
+    teacher_share: float = hp(0.4, 0.0, 0.5, lo_open=True, identity=False)
     eval_batch_size: int = hp(512, 1, identity=False)  # [1, inf)
     # Users evaluated: a fixed seeded sample of this many when there are more (0 = all).
     # 10,000 is what SASRec's reference code scores.

@@ -9,7 +9,7 @@ from tests.conftest import REPO
 from training.config import ConfigError, RunConfig, from_hyperparameters, load_hyperparameters
 from training.data import Interactions
 from training.pipeline import choose_served
-from training.plan import MAX_EPOCHS, Budget, adapt, budget_line, time_goal
+from training.plan import MAX_EPOCHS, SHARES, Budget, adapt, budget_line, time_goal
 from training.trainer import FitResult
 
 
@@ -93,6 +93,7 @@ def test_teacher_share_gives_what_it_leaves_to_the_distilled_student():
     phases = ("teacher", "teacher_2", "student", "student_plain", "teacher_refit")
     assert [budget.deadline(p) for p in phases] == [400.0, 400.0, 700.0, 800.0, 850.0]
     assert budget.deadline("export") == 1000.0  # what is not a phase ends with the budget
+    assert RunConfig().train.teacher_share == SHARES["teacher"]  # one default, two places
 
 
 def test_teacher_share_is_checked_and_printed():

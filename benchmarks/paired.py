@@ -23,9 +23,9 @@ from lmrec import bundle as fmt
 from training.baselines import CoOccurrence, OwnFrequent, OwnRecent, RecentPopularity
 from training.champion import Served, in_rows, per_user_ndcg, row_map
 from training.config import RunConfig
-from training.data import load_interactions
+from training.data import Interactions, load_interactions
 from training.evaluate import ci95, is_repeat
-from training.split import make_split
+from training.split import Split, make_split
 
 
 def _figure(values: np.ndarray) -> dict:
@@ -51,13 +51,7 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=42, help="the job's seed")
     args = parser.parse_args()
-    path, _, cols = args.data.partition(":")
-    cfg = RunConfig()
-    cfg.data.repeats = args.repeats
-    if cols:
-        cfg.data.user_col, cfg.data.item_col, cfg.data.time_col = cols.split(",")
-    data = load_interactions(path, cfg.data)
-    split = make_split(data, args.split, data.stats["repeats"]["mode"] == "drop")
+    data, split = job_data(args.data, args.split, args.repeats)
     if args.eval_users:
         split.sample_eval_users(args.eval_users, seed=args.seed + 3)
     test = split.evalset("test")
@@ -84,6 +78,17 @@ def main() -> None:
         }
     out |= {"split": split.describe(), "model": bundle.manifest.get("served")}
     print(json.dumps(out, indent=1))
+
+
+def job_data(spec: str, split_name: str, repeats: str) -> tuple[Interactions, Split]:
+    """The data and split a finished job had: `spec` is PATH[:USER_COL,ITEM_COL,TIME_COL]."""
+    path, _, cols = spec.partition(":")
+    cfg = RunConfig()
+    cfg.data.repeats = repeats
+    if cols:
+        cfg.data.user_col, cfg.data.item_col, cfg.data.time_col = cols.split(",")
+    data = load_interactions(path, cfg.data)
+    return data, make_split(data, split_name, data.stats["repeats"]["mode"] == "drop")
 
 
 def _served(bundle, data):

@@ -21,13 +21,11 @@ import json
 
 import numpy as np
 from lmrec import bundle as fmt
+from paired import job_data  # benchmarks/ is on sys.path when run as a script
 
 from training.baselines import RecentPopularity
 from training.champion import Served, in_rows, per_user_ndcg, row_map
-from training.config import RunConfig
-from training.data import load_interactions
 from training.evaluate import ci95
-from training.split import make_split
 
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -54,13 +52,7 @@ def main() -> None:
     parser.add_argument("--split", default="time", choices=("loo", "time"))
     parser.add_argument("--repeats", default="auto", choices=("auto", "keep", "drop"))
     args = parser.parse_args()
-    path, _, cols = args.data.partition(":")
-    cfg = RunConfig()
-    cfg.data.repeats = args.repeats
-    if cols:
-        cfg.data.user_col, cfg.data.item_col, cfg.data.time_col = cols.split(",")
-    data = load_interactions(path, cfg.data)
-    split = make_split(data, args.split, data.stats["repeats"]["mode"] == "drop")
+    data, split = job_data(args.data, args.split, args.repeats)
     bundle = fmt.load(args.model)
     served = in_rows(Served.of(bundle), row_map(data.item_ids, bundle.catalog))
     recent = RecentPopularity(split)

@@ -171,14 +171,21 @@ def scored_batches(
     """(rows of evalset, their histories, a private writable copy of their scores) per batch.
     Users in order of history length: a batch is padded to its longest history, and in
     Games (mean 7 items, window 50) random batches were mostly padding (5x slower)."""
+    for idx, histories in history_batches(split, evalset, rows, batch_size):
+        yield idx, histories, np.array(scorer(histories), dtype=np.float32, copy=True)
+
+
+def history_batches(
+    split: Split, evalset: EvalSet, rows: np.ndarray | None, batch_size: int
+) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    """(rows of evalset, their histories) per batch, in scored_batches' order and sizes."""
     rows = np.arange(len(evalset)) if rows is None else rows
     rows = rows[np.argsort(evalset.prefix_len[rows], kind="stable")]
     size = tile_rows(batch_size, split.data.n_items)
     for start in range(0, len(rows), size):
         idx = rows[start : start + size]
         users, plen = evalset.users[idx], evalset.prefix_len[idx]
-        histories = [split.history(u, p) for u, p in zip(users, plen, strict=True)]
-        yield idx, histories, np.array(scorer(histories), dtype=np.float32, copy=True)
+        yield idx, [split.history(u, p) for u, p in zip(users, plen, strict=True)]
 
 
 def _candidates(targets: np.ndarray, negatives: np.ndarray) -> np.ndarray:
@@ -387,12 +394,7 @@ def _same_partial(
 ) -> None:
     """evaluate_partial's loop for SameScores: the same users in the same batches (so the
     same random tie draws), each user's row never built."""
-    rows = rows[np.argsort(evalset.prefix_len[rows], kind="stable")]
-    size = tile_rows(batch_size, split.data.n_items)
-    for start in range(0, len(rows), size):
-        idx = rows[start : start + size]
-        users, plen = evalset.users[idx], evalset.prefix_len[idx]
-        histories = [split.history(u, p) for u, p in zip(users, plen, strict=True)]
+    for idx, histories in history_batches(split, evalset, rows, batch_size):
         targets = evalset.targets[idx]
         (above, ties), finite = sums.add_same(same, histories, targets, negatives[idx])
         if per_user is not None:

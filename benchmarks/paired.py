@@ -28,7 +28,7 @@ from training.evaluate import ci95, is_repeat
 from training.split import Split, make_split
 
 
-def _figure(values: np.ndarray) -> dict:
+def figure(values: np.ndarray) -> dict:
     n, total = len(values), float(values.sum())
     ci = ci95(total, float((values * values).sum()), n)
     return {"users": n, "mean": round(total / max(n, 1), 4), "ci95": [round(x, 4) for x in ci]}
@@ -56,23 +56,23 @@ def main() -> None:
         split.sample_eval_users(args.eval_users, seed=args.seed + 3)
     test = split.evalset("test")
     bundle = fmt.load(args.model)
-    ours = per_user_ndcg(_served(bundle, data), split, test)
+    ours = per_user_ndcg(served_scorer(bundle, data), split, test)
     hist = [split.history(u, p) for u, p in zip(test.users, test.prefix_len, strict=True)]
     parts = {"all": np.ones(len(test), bool), "repeat": is_repeat(hist, test.targets)}
     parts["explore"] = ~parts["repeat"]
     if split.never_trained[test.targets].any():
         parts["new"] = split.never_trained[test.targets]
-    out: dict = {"served": {p: _figure(ours[m]) for p, m in parts.items()}, "vs": {}}
+    out: dict = {"served": {p: figure(ours[m]) for p, m in parts.items()}, "vs": {}}
     others = [(make.name, make(split)) for make in (OwnRecent, OwnFrequent, CoOccurrence)]
     others.append((RecentPopularity.name, RecentPopularity(split)))
     if args.against:
-        others.append(("against", _served(fmt.load(args.against), data)))
+        others.append(("against", served_scorer(fmt.load(args.against), data)))
     for name, scorer in others:
         theirs = per_user_ndcg(scorer, split, test)
         out["vs"][name] = {
             p: {
-                "baseline": _figure(theirs[m]),
-                "served_minus_baseline": _figure(ours[m] - theirs[m]),
+                "baseline": figure(theirs[m]),
+                "served_minus_baseline": figure(ours[m] - theirs[m]),
             }
             for p, m in parts.items()
         }
@@ -91,7 +91,7 @@ def job_data(spec: str, split_name: str, repeats: str) -> tuple[Interactions, Sp
     return data, make_split(data, split_name, data.stats["repeats"]["mode"] == "drop")
 
 
-def _served(bundle, data):
+def served_scorer(bundle, data):
     """The bundle's served model as the API serves it, scoring the split's item rows."""
     return in_rows(Served.of(bundle), row_map(data.item_ids, bundle.catalog))
 

@@ -253,11 +253,15 @@ def _quality(metrics: dict, name: str) -> dict | None:
 
 
 def run_rung(
-    rung: str, work: Path, extra: list[str], seed: int, text: bool = False, timeline: str = ""
+    rung: str,
+    work: Path,
+    extra: list[str],
+    seed: int,
+    text: bool = False,
+    timeline: str = "arrivals",
 ) -> dict:
     n_users, n_items = RUNGS[rung]
     data_dir = work / rung / "data"
-    timeline = timeline or "arrivals"
     data_file = data_dir / data_name(timeline)
     began = time.perf_counter()
     write_data(data_dir, n_users, n_items, seed, text, timeline)

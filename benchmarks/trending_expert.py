@@ -21,19 +21,12 @@ import json
 
 import numpy as np
 from lmrec import bundle as fmt
-from paired import job_data  # benchmarks/ is on sys.path when run as a script
+from paired import figure, job_data, served_scorer  # benchmarks/ is on sys.path as a script
 
 from training.baselines import RecentPopularity
-from training.champion import Served, in_rows, per_user_ndcg, row_map
-from training.evaluate import ci95
+from training.champion import per_user_ndcg
 
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-
-
-def _figure(values: np.ndarray) -> dict:
-    n, total = len(values), float(values.sum())
-    ci = ci95(total, float((values * values).sum()), n)
-    return {"users": n, "mean": round(total / max(n, 1), 4), "ci95": [round(x, 4) for x in ci]}
 
 
 def with_trend(scorer, trend: np.ndarray, weight: float):
@@ -54,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     data, split = job_data(args.data, args.split, args.repeats)
     bundle = fmt.load(args.model)
-    served = in_rows(Served.of(bundle), row_map(data.item_ids, bundle.catalog))
+    served = served_scorer(bundle, data)
     recent = RecentPopularity(split)
     out: dict = {"split": split.describe(), "model": bundle.manifest.get("served"), "grid": {}}
     per: dict[str, dict[float, np.ndarray]] = {"valid": {}, "test": {}}
@@ -70,12 +63,12 @@ def main() -> None:
     out |= {
         "chosen_on_valid": chosen,
         "test": {
-            "served": _figure(alone),
-            "served_with_trend": _figure(test),
-            "recent_popularity": _figure(pop),
-            "with_trend_minus_served": _figure(test - alone),
-            "with_trend_minus_recent_popularity": _figure(test - pop),
-            "served_minus_recent_popularity": _figure(alone - pop),
+            "served": figure(alone),
+            "served_with_trend": figure(test),
+            "recent_popularity": figure(pop),
+            "with_trend_minus_served": figure(test - alone),
+            "with_trend_minus_recent_popularity": figure(test - pop),
+            "served_minus_recent_popularity": figure(alone - pop),
         },
         "half_life_seconds": recent.half_life,
     }

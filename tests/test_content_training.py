@@ -144,6 +144,36 @@ def test_id_dropout_and_eval_table():
     assert 0.45 < dropped.float().mean().item() < 0.55
 
 
+def test_eval_table_follows_fused_optimizer_steps():
+    """The eval table's cache must not outlive a training step. The fused AdamW the trainer
+    uses does not bump the weights' version counters, so a cache keyed on them alone gave
+    every evaluation after the first the first one's table."""
+    from training.optim import ModelOptimizer
+
+    got = item_content(_data(CATALOG), DataConfig(content_buckets=256))
+    assert got is not None
+    torch.manual_seed(0)
+    model = SASRec(ModelConfig(n_items=6, d_model=8, n_blocks=1, n_heads=1, max_len=4), got)
+    opt = ModelOptimizer(model, 0.05, 0.0, sparse_items=False, fused=True)
+    x = torch.tensor([[1, 2, 3, 4], [0, 5, 6, 2]])
+    tables = []
+    for _ in range(3):
+        model.train()
+        opt.zero_grad()
+        model.catalog_logits(model.encode(x)[:, -1]).logsumexp(1).sum().backward()
+        opt.step()
+        model.eval()
+        with torch.no_grad():
+            cached = model.item_table().clone()
+            offsets = model._content_offsets[:-1]
+            fresh = model.item_emb.weight + model.content(
+                model._content_indices, offsets, per_sample_weights=model._content_weights
+            )
+        torch.testing.assert_close(cached, fresh)
+        tables.append(cached)
+    assert not torch.equal(tables[0], tables[-1])
+
+
 @pytest.fixture(scope="module")
 def content_bundle(tmp_path_factory):
     """A bundle written from a student with content (synthetic data, a generated catalog)."""

@@ -280,6 +280,9 @@ def test_report_says_which_columns():
     line = content_line(got.describe())
     assert "text title" in line and "categorical genres" in line and "release_year" in line
     assert "256 rows" in line and "probability 0.3" in line
+    assert "the teacher and the students read" in content_line(got.describe() | {"models": "all"})
+    only = content_line(got.describe() | {"models": "student"})
+    assert "the students read" in only and "content_models=student" in only
 
 
 @pytest.mark.parametrize(

@@ -257,8 +257,12 @@ def content_line(record: dict | None) -> str:
         "numeric " + ", ".join(f"{n} ({b} buckets)" for n, b in numeric.items()) if numeric else ""
     )
     used = "; ".join(p for p in parts if p)
+    who = {
+        "all": "the teacher and the students read",
+        "student": "the students read (the teacher ids only: content_models=student)",
+    }.get(record.get("models", ""), "the model reads")
     return (
-        f"Item content: the model reads {used}, hashed into {record['n_buckets']:,} rows "
+        f"Item content: {who} {used}, hashed into {record['n_buckets']:,} rows "
         f"({record['mean_features_per_item']} features per item on average); the id part "
         f"was dropped in training with probability {record['id_dropout']:g}, so an item "
         "added after training is placed by its content alone."

@@ -92,8 +92,14 @@ def _teacher(model_dir: Path) -> Scorer:
     """The job's teacher, scoring as the job's evaluation does (training/trainer.py)."""
     try:
         cfg = ModelConfig(**json.loads((model_dir / "teacher_config.json").read_text()))
+        state = load_file(model_dir / "teacher.safetensors")
+        if "content.weight" in state:  # a rung written with --text, content_models=all
+            raise ValueError(
+                "its teacher reads the item catalog; the ceiling compares id teachers "
+                "(train the rung without --text, or with --set content_models=student)"
+            )
         model = SASRec(cfg)
-        model.load_state_dict(load_file(model_dir / "teacher.safetensors"))
+        model.load_state_dict(state)
     except (ValueError, TypeError, RuntimeError, SafetensorError) as exc:  # JSON, keys, weights
         first = str(exc).strip().splitlines()[0]
         raise ValueError(f"{model_dir} holds no readable teacher: {first}") from None

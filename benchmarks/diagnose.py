@@ -73,9 +73,15 @@ def load(a: argparse.Namespace):
         )
     models = []
     for weights in a.weights:
-        model = SASRec(model_cfg)
         try:
-            model.load_state_dict(load_file(weights))
+            state = load_file(weights)
+            # A teacher that read the catalog (content_models=all, the default) holds its
+            # content table; it needs the same catalog's features, which --items gives.
+            reads = "content.weight" in state
+            if reads and data.content is None:
+                raise ValueError("the teacher reads the item catalog: give --items")
+            model = SASRec(model_cfg, data.content if reads else None)
+            model.load_state_dict(state)
         except Exception as exc:  # safetensors and torch raise several types for a foreign file
             raise ValueError(f"{weights} does not fit {a.config}: {exc}") from None
         models.append(model)

@@ -174,6 +174,19 @@ def test_eval_table_follows_fused_optimizer_steps():
     assert not torch.equal(tables[0], tables[-1])
 
 
+def test_content_digest_follows_the_catalog():
+    """A checkpoint's identity holds the content features' digest: the interactions'
+    fingerprint alone would let a model resume on another catalog's titles."""
+    first = item_content(_data(CATALOG), DataConfig(content_buckets=256))
+    again = item_content(_data(CATALOG), DataConfig(content_buckets=256))
+    other = CATALOG.copy()
+    other.iloc[0, 0] = "a different title"
+    changed = item_content(_data(other), DataConfig(content_buckets=256))
+    assert first is not None and again is not None and changed is not None
+    assert first.digest == again.digest
+    assert changed.digest != first.digest
+
+
 @pytest.fixture(scope="module")
 def content_bundle(tmp_path_factory):
     """A bundle written from a student with content (synthetic data, a generated catalog)."""

@@ -8,6 +8,9 @@ never saw gets, at serving time, exactly the vector the model would have given i
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 
@@ -30,6 +33,15 @@ class ItemContent:
     # others (first seen after the cut, Split.never_trained) are placed by content alone, as
     # serving places an item added after the data was cut; None: every item has an id part.
     trained: np.ndarray | None = None
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """A hash of the features themselves: a checkpoint that read another catalog (the same
+        interactions, other titles) must not resume (training/pipeline.py _identity)."""
+        h = hashlib.sha256(json.dumps(self.spec.to_json(), sort_keys=True).encode())
+        for part in (self.features.indices, self.features.offsets, self.features.weights):
+            h.update(np.ascontiguousarray(part).tobytes())
+        return h.hexdigest()[:16]
 
     def describe(self) -> dict:
         """What the report says about the columns used."""

@@ -25,6 +25,7 @@ class ModelOptimizer:
         self, model: SASRec, lr: float, weight_decay: float, sparse_items: bool, fused: bool
     ):
         item: torch.Tensor = model.item_emb.weight
+        self.model = model
         self.item = item if sparse_items else None
         self.weight_decay = weight_decay
         model.item_emb.sparse = sparse_items
@@ -52,6 +53,9 @@ class ModelOptimizer:
             item[rows] *= 1.0 - lr * self.weight_decay
         for opt in self.optimizers:
             opt.step()
+        # The fused AdamW moves the weights without bumping their version counters, the key
+        # of the model's cached eval-time item table (SASRec.item_table): drop it here too.
+        self.model._table_cache = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizers": [opt.state_dict() for opt in self.optimizers]}

@@ -137,6 +137,8 @@ def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) ->
         "seed": cfg.train.seed if phase.seed is None else phase.seed,
         "world_size": env.world_size,
     }
+    if phase.model.content is not None and data.content is not None:
+        identity["content"] = data.content.digest  # the interactions' fingerprint omits it
     keep = phase.model._id_keep
     if keep is not None:  # which items content alone places: a refit's are not the teacher's
         identity["content_only"] = _digest(keep.cpu().numpy().tobytes())

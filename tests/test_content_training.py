@@ -296,6 +296,8 @@ def test_report_says_which_columns():
     assert "the teacher and the students read" in content_line(got.describe() | {"models": "all"})
     only = content_line(got.describe() | {"models": "student"})
     assert "the students read" in only and "content_models=student" in only
+    assert "the teacher reads" in content_line(got.describe() | {"models": "teacher"})
+    assert "not read" in content_line(got.describe() | {"models": "none"})
 
 
 @pytest.mark.parametrize(

@@ -59,7 +59,10 @@ def prepare_data(
     data = _load(paths, cfg, env)
     data.content = item_content(data, cfg.data)
     if data.content is not None:
-        data.stats["content"] = data.content.describe() | {"models": cfg.data.content_models}
+        readers = cfg.data.content_models if cfg.student.student else "teacher"
+        if readers == "teacher" and cfg.data.content_models == "student":
+            readers = "none"  # the students would read it, and none is trained
+        data.stats["content"] = data.content.describe() | {"models": readers}
     data.stats["read_at"] = read_at  # data uploaded after this is new to the retrain function
     data.stats["chosen"] = adapt(cfg, data, say=env is None or env.is_main)
     keep = data.stats.get("repeats", {}).get("mode") == "keep"

@@ -257,8 +257,11 @@ def content_line(record: dict | None) -> str:
         "numeric " + ", ".join(f"{n} ({b} buckets)" for n, b in numeric.items()) if numeric else ""
     )
     used = "; ".join(p for p in parts if p)
+    if record.get("models") == "none":
+        return "Item content: not read (content_models=student, and student=false trains none)."
     who = {
         "all": "the teacher and the students read",
+        "teacher": "the teacher reads",
         "student": "the students read (the teacher ids only: content_models=student)",
     }.get(record.get("models", ""), "the model reads")
     return (

@@ -149,17 +149,6 @@ class SASRec(nn.Module):
             keep = torch.from_numpy(content.trained).to(torch.float32)[:, None]
         self._id_keep = keep
 
-    def train(self, mode: bool = True) -> SASRec:
-        # The eval table's cache is dropped whenever training (re)starts. Its key, the
-        # weights' version counters, is not enough alone: the fused AdamW that the trainer
-        # uses on CPU and CUDA updates weights in place without bumping them, and every
-        # valid evaluation of a content student after its first then scored with the table
-        # of that first one (ML-100K: valid NDCG@10 0.1177 in training for a student whose
-        # own figure was 0.1227).
-        if mode:
-            self._table_cache = None
-        return super().train(mode)
-
     @staticmethod
     def _init(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):

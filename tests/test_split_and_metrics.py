@@ -162,3 +162,38 @@ def test_refit_split_moves_only_the_valid_item_into_training(tmp_path):
     assert list(split.has_ties) == [False, False]
     assert list(refit.has_ties) == [True, False]  # c and d now both train
     assert refit.test is split.test  # the test item stays held out
+
+
+@pytest.mark.parametrize("order", ["shuffle", "file"])
+def test_the_trainer_keeps_ties_in_file_order_only_when_asked(tmp_path, monkeypatch, order):
+    # GIVEN a log whose users take three items in one second (a basket), then two more
+    import training.trainer as trainer
+    from training.config import from_hyperparameters
+    from training.dist import DistEnv
+    from training.pipeline import build_teacher
+
+    rows = [[f"u{u}", x, t] for u in range(4) for x, t in zip("abcdefg", [5, 5, 5, 6, 7, 8, 9])]
+    path = write_csv(tmp_path / "t.csv", ["user_id", "item_id", "timestamp"], rows)
+    cfg = from_hyperparameters({"tie_order": order, "d_model": "8", "n_heads": "1"})
+    cfg.data.min_interactions = cfg.data.min_users = 1
+    data = load_interactions(str(path), cfg.data)
+    split = leave_one_out(data)
+    phase = trainer.Phase("teacher", build_teacher(cfg, data), 1e-3, 1)
+    run = trainer._start(phase, split, cfg, DistEnv())
+    seen: list[tuple[str, ...]] = []
+    real = trainer.training_pairs
+
+    def record(*args):
+        inputs, targets = real(*args)
+        seen.extend(tuple(ids(data, row[row > 0])) for row in inputs)
+        return inputs, targets
+
+    monkeypatch.setattr(trainer, "training_pairs", record)
+    # WHEN the trainer takes steps over every user's window, epoch after epoch
+    for epoch in range(10):
+        trainer._step(run, np.arange(len(run.win_users)), np.random.default_rng(epoch))
+    # THEN "file" trains every window (inputs a b c d, targets b c d e) in the file's
+    # order; "shuffle" reorders the basket, and only the basket
+    assert len(seen) == 40 and all(s[3:] == ("d",) for s in seen)
+    orders = {s[:3] for s in seen}
+    assert orders == {("a", "b", "c")} if order == "file" else len(orders) > 1

@@ -359,6 +359,7 @@ def _summary(
         "data": data.stats,
         "evaluated_users": len(split.evalset("test")),
         "split": split.describe(),
+        "tie_order": cfg.data.tie_order,
         "repeats": data.stats.get("repeats"),
         "eligible_users": len(split.test),
         "chosen": data.stats.get("chosen", {}),

@@ -275,6 +275,10 @@ def content_line(record: dict | None) -> str:
 def _split_line(summary: dict) -> str:
     split = summary.get("split") or {"name": "loo"}
     users = f"{summary['evaluated_users']:,}"
+    ties = {
+        "file": " A user's rows that share a timestamp trained in the file's order.",
+        "shuffle": " A user's rows that share a timestamp trained in a fresh order each epoch.",
+    }.get(summary.get("tie_order", ""), "")
     if split["name"] == "time":
         cuts = split.get("cuts") or {}
         return (
@@ -282,9 +286,12 @@ def _split_line(summary: dict) -> str:
             f"{cuts.get('test')} ({TIME_VALID_AFTER:.0%} and {TIME_TEST_AFTER:.0%} of the "
             "interactions at or after them); each asks "
             "for a user's first interaction at or after its cut-off given everything before "
-            f"it; models train before the valid cut-off; {users} test users."
+            f"it; models train before the valid cut-off; {users} test users.{ties}"
         )
-    return f"Split: leave-one-out by time; {users} users with >= 3 interactions are evaluated."
+    return (
+        f"Split: leave-one-out by time; {users} users with >= 3 interactions are evaluated."
+        + ties
+    )
 
 
 def _seen(summary: dict) -> str:

@@ -230,12 +230,13 @@ def _step(run: _Run, batch: np.ndarray, rng: np.random.Generator) -> tuple[float
     phase, t, env = run.phase, run.cfg.train, run.env
     model = phase.model
     mine = batch[env.rank :: env.world_size]  # each rank takes its slice of the batch
+    shuffle_ties = run.cfg.data.tie_order == "shuffle"
     inputs, targets = training_pairs(
         run.split,
         run.win_users[mine],
         run.win_ends[mine],
         run.context_len,
-        rng,
+        rng if shuffle_ties else None,
     )
     if phase.input_noise:
         inputs = replace_items(inputs, phase.input_noise, model.cfg.n_items, rng)

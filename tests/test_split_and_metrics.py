@@ -172,7 +172,11 @@ def test_the_trainer_keeps_ties_in_file_order_only_when_asked(tmp_path, monkeypa
     from training.dist import DistEnv
     from training.pipeline import build_teacher
 
-    rows = [[f"u{u}", x, t] for u in range(4) for x, t in zip("abcdefg", [5, 5, 5, 6, 7, 8, 9])]
+    rows = [
+        [f"u{u}", x, t]
+        for u in range(4)
+        for x, t in zip("abcdefg", [5, 5, 5, 6, 7, 8, 9], strict=True)
+    ]
     path = write_csv(tmp_path / "t.csv", ["user_id", "item_id", "timestamp"], rows)
     cfg = from_hyperparameters({"tie_order": order, "d_model": "8", "n_heads": "1"})
     cfg.data.min_interactions = cfg.data.min_users = 1

@@ -57,13 +57,12 @@ class DataConfig:
     # interactions before a valid cut-off chosen from the data; valid and test are each a
     # user's first interaction after their own cut-off: training/split.py).
     split: str = hp("loo", choices=("loo", "time"))
-    # Rows of one user that share a timestamp, in training: "shuffle" puts them in a fresh
-    # random order each epoch (MovieLens logs half its consecutive ratings in the same
-    # second, in an order the file made up); "file" keeps the file's order, for logs where
-    # it is the order of events (a shop's invoice lines as they were added: on UCI Online
-    # Retail the teacher alone goes from 0.104 to 0.206, docs/experiments.md). Evaluation
-    # always reads the file's order, and so do co-occurrence and the transitions table.
-    tie_order: str = hp("shuffle", choices=("shuffle", "file"))
+    # Rows of one user that share a timestamp, in training: "file" keeps the file's order
+    # (a shop's invoice lines as they were added), "shuffle" puts them in a fresh random
+    # order each epoch (an order the export made up), "auto" = file when most rows tie
+    # (basket timestamps) and are not listed by item id, else shuffle (training/ties.py;
+    # the job prints its choice).
+    tie_order: str = hp("auto", choices=("auto", "shuffle", "file"))
     # Catalog column whose '|'-separated values the API filters on ("" = genres/category).
     category_column: str = hp("", identity=False)
     # Amazon Personalize's floor for a trainable data set.

@@ -19,6 +19,7 @@ import pandas as pd
 from lmrec import store
 
 from training.config import DataConfig
+from training.ties import choose_ties, sorted_share
 
 log = logging.getLogger(__name__)
 
@@ -294,11 +295,13 @@ def load_interactions(uri: str, cfg: DataConfig, items_uri: str | None = None) -
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
     _check_enough(uri, cfg, n=len(item_codes), lengths=lengths)
+    ties = choose_ties(cfg.tie_order, *sorted_share(item_ids, item_codes, user_codes, ts))
 
     stats = {
         "raw_rows": int(raw_rows),
         "duplicates_dropped": dropped["repeated_user_item"],
         "repeats": repeats,
+        "ties": ties,
         "dropped": dropped,
         "interactions": len(item_codes),
         "users": len(user_ids),

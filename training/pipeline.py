@@ -139,6 +139,8 @@ def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) ->
         "lr_by_epoch": phase.lr_by_epoch,
         "seed": cfg.train.seed if phase.seed is None else phase.seed,
         "world_size": env.world_size,
+        # the order training read ties in: tie_order=auto resolves it from the data
+        "ties": data.stats.get("ties", {}).get("mode"),
     }
     if phase.model.content is not None and data.content is not None:
         identity["content"] = data.content.digest  # the interactions' fingerprint omits it
@@ -359,7 +361,7 @@ def _summary(
         "data": data.stats,
         "evaluated_users": len(split.evalset("test")),
         "split": split.describe(),
-        "tie_order": cfg.data.tie_order,
+        "ties": data.stats.get("ties"),
         "repeats": data.stats.get("repeats"),
         "eligible_users": len(split.test),
         "chosen": data.stats.get("chosen", {}),

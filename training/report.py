@@ -275,10 +275,14 @@ def content_line(record: dict | None) -> str:
 def _split_line(summary: dict) -> str:
     split = summary.get("split") or {"name": "loo"}
     users = f"{summary['evaluated_users']:,}"
-    ties = {
-        "file": " A user's rows that share a timestamp trained in the file's order.",
-        "shuffle": " A user's rows that share a timestamp trained in a fresh order each epoch.",
-    }.get(summary.get("tie_order", ""), "")
+    tie = summary.get("ties") or {}
+    ties = ""
+    if tie.get("share"):  # no sentence for data without ties
+        order = "the file's order" if tie["mode"] == "file" else "a fresh order each epoch"
+        ties = (
+            f" {tie['share']:.1%} of a user's consecutive rows share a timestamp; "
+            f"training read them in {order} (tie_order {tie['chosen_by']})."
+        )
     if split["name"] == "time":
         cuts = split.get("cuts") or {}
         return (
@@ -289,8 +293,7 @@ def _split_line(summary: dict) -> str:
             f"it; models train before the valid cut-off; {users} test users.{ties}"
         )
     return (
-        f"Split: leave-one-out by time; {users} users with >= 3 interactions are evaluated."
-        + ties
+        f"Split: leave-one-out by time; {users} users with >= 3 interactions are evaluated." + ties
     )
 
 

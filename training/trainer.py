@@ -230,7 +230,8 @@ def _step(run: _Run, batch: np.ndarray, rng: np.random.Generator) -> tuple[float
     phase, t, env = run.phase, run.cfg.train, run.env
     model = phase.model
     mine = batch[env.rank :: env.world_size]  # each rank takes its slice of the batch
-    shuffle_ties = run.cfg.data.tie_order == "shuffle"
+    # Data loaded elsewhere than load_interactions (no "ties" record) keeps the old rule.
+    shuffle_ties = run.split.data.stats.get("ties", {}).get("mode", "shuffle") == "shuffle"
     inputs, targets = training_pairs(
         run.split,
         run.win_users[mine],

@@ -102,6 +102,8 @@ def main() -> None:
         name, _, pairs = spec.partition(":")
         hp = {"max_total_seconds": 0, "epochs": 1000, **base, **parse_pairs(pairs)}
         cfg = from_hyperparameters(hp)
+        if cfg.data != first.data:  # the data is loaded once, with --base's data settings
+            sys.exit(f"error: variant {name!r} changes a data setting: give it with --base")
         adapt(cfg, data, say=False)
         phase = Phase("teacher", build_teacher(cfg, data), cfg.train.lr, cfg.train.epochs)
         runs.append({"name": name, "hp": hp, "run": _start(phase, split, cfg, env), "rows": []})

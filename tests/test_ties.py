@@ -3,6 +3,7 @@ tie (basket timestamps) and the ties are not listed by item id (training/ties.py
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tests.conftest import write_csv
@@ -94,3 +95,37 @@ def test_the_order_chosen_is_part_of_a_checkpoints_identity(tmp_path):
         phase = Phase("teacher", pipeline.build_teacher(cfg, data), 1e-3, 1)
         identities.append(pipeline._identity(phase, cfg, data, DistEnv()))
     assert [i["ties"] for i in identities] == ["file", "shuffle"]
+
+
+def test_repeated_lines_and_huge_ids_do_not_read_as_a_sort(tmp_path):
+    from training.ties import sorted_share
+
+    # GIVEN ties in no id order, each line repeated (repeats kept), with ids above 2**53
+    big = [str(2**60 + k) for k in (3, 1, 2, 0)]
+    codes = np.array([sorted(big).index(i) for i in big for _ in range(60)])
+    users, ts = np.zeros(len(codes), int), np.zeros(len(codes))
+    # THEN the equal pairs say nothing and the order found is the lines' own (2 of 3 down)
+    tied, pairs, one_way = sorted_share(np.array(sorted(big)), codes, users, ts)
+    assert tied == pairs == len(codes) - 1 and one_way == pytest.approx(2 / 3)
+
+
+def test_one_text_id_does_not_hide_a_numeric_sort(tmp_path):
+    got = load(
+        tmp_path,
+        [
+            *baskets(lambda u: [["2", "9", "10", "11"], ["20", "21", "30", "100"]]),
+            ["u99", "POST", 5],
+            ["u99", "1", 6],
+        ],
+    )
+    assert got["mode"] == "shuffle"
+
+
+def test_a_set_order_holds_for_data_built_by_hand():
+    from types import SimpleNamespace
+
+    from training.ties import tie_mode
+
+    assert tie_mode(SimpleNamespace(stats={}), "file") == "file"
+    assert tie_mode(SimpleNamespace(stats={}), "auto") == "shuffle"
+    assert tie_mode(SimpleNamespace(stats={"ties": {"mode": "file"}}), "auto") == "file"

@@ -279,8 +279,9 @@ def _split_line(summary: dict) -> str:
     ties = ""
     if tie.get("share"):  # no sentence for data without ties
         order = "the file's order" if tie["mode"] == "file" else "a fresh order each epoch"
+        share = f"{tie['share']:.1%}" if tie["share"] >= 0.001 else "under 0.1%"
         ties = (
-            f" {tie['share']:.1%} of a user's consecutive rows share a timestamp; "
+            f" {share} of a user's consecutive rows share a timestamp; "
             f"training read them in {order} (tie_order {tie['chosen_by']})."
         )
     if split["name"] == "time":

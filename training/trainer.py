@@ -27,6 +27,7 @@ from training.model import SASRec
 from training.optim import ModelOptimizer
 from training.sampling import NegativeSampler
 from training.split import Split
+from training.ties import tie_mode
 
 if TYPE_CHECKING:
     from training.ensemble import TeacherEnsemble
@@ -230,8 +231,7 @@ def _step(run: _Run, batch: np.ndarray, rng: np.random.Generator) -> tuple[float
     phase, t, env = run.phase, run.cfg.train, run.env
     model = phase.model
     mine = batch[env.rank :: env.world_size]  # each rank takes its slice of the batch
-    # Data loaded elsewhere than load_interactions (no "ties" record) keeps the old rule.
-    shuffle_ties = run.split.data.stats.get("ties", {}).get("mode", "shuffle") == "shuffle"
+    shuffle_ties = tie_mode(run.split.data, run.cfg.data.tie_order) == "shuffle"
     inputs, targets = training_pairs(
         run.split,
         run.win_users[mine],

@@ -32,6 +32,7 @@ from training.plan import Budget, PhaseClock, adapt
 from training.report import results_table, write_report
 from training.sagemaker import Paths, clear_dir
 from training.split import Split, make_split
+from training.ties import tie_mode
 from training.trainer import FitResult, Phase, fit
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,8 @@ def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) ->
         "lr_by_epoch": phase.lr_by_epoch,
         "seed": cfg.train.seed if phase.seed is None else phase.seed,
         "world_size": env.world_size,
-        # the order training read ties in: tie_order=auto resolves it from the data
-        "ties": data.stats.get("ties", {}).get("mode"),
+        # the order training reads ties in: tie_order=auto resolves it from the data
+        "ties": tie_mode(data, cfg.data.tie_order),
     }
     if phase.model.content is not None and data.content is not None:
         identity["content"] = data.content.digest  # the interactions' fingerprint omits it

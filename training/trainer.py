@@ -149,6 +149,7 @@ class _Run:
     session_seconds: float = 0.0
     win_users: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     win_ends: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    shuffle_ties: bool = False  # training/ties.py: decided once per run, read every step
 
     def selected(self):
         """What is evaluated and kept: the averaged weights when averaging, else the live."""
@@ -185,6 +186,7 @@ def _start(phase: Phase, split: Split, cfg: RunConfig, env: DistEnv) -> _Run:
         average=WeightAverage(model, t.ema_decay) if t.ema_decay > 0 else None,
         seed=t.seed if phase.seed is None else phase.seed,
         context_len=phase.context_len or model.cfg.max_len,
+        shuffle_ties=tie_mode(split.data, cfg.data.tie_order) == "shuffle",
     )
     run.best_state = _clone_state(model)
     trainable = np.flatnonzero(split.train_len >= 2)  # a sequence of 1 has no next item
@@ -231,13 +233,12 @@ def _step(run: _Run, batch: np.ndarray, rng: np.random.Generator) -> tuple[float
     phase, t, env = run.phase, run.cfg.train, run.env
     model = phase.model
     mine = batch[env.rank :: env.world_size]  # each rank takes its slice of the batch
-    shuffle_ties = tie_mode(run.split.data, run.cfg.data.tie_order) == "shuffle"
     inputs, targets = training_pairs(
         run.split,
         run.win_users[mine],
         run.win_ends[mine],
         run.context_len,
-        rng if shuffle_ties else None,
+        rng if run.shuffle_ties else None,
     )
     if phase.input_noise:
         inputs = replace_items(inputs, phase.input_noise, model.cfg.n_items, rng)

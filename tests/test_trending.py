@@ -152,20 +152,37 @@ def test_bad_inputs_are_4xx_with_the_error_body(api):
         assert set(body) == {"detail"} and says in body["detail"], (query, body)
 
 
-def test_a_new_user_gets_what_is_popular_now_when_the_deployment_says_so(
+def _cold_start(monkeypatch, api, setting: str) -> None:
+    chosen = api.app.state.settings.model_copy(update={"cold_start": setting})
+    # setitem on the State's dict: monkeypatch.setattr on a starlette State records no old
+    # value (it is not in the instance __dict__), so a second patch would fail its undo
+    monkeypatch.setitem(api.app.state._state, "settings", chosen)
+
+
+def test_a_new_user_gets_what_is_popular_now_when_the_model_or_deployment_says_so(
     short_cache, monkeypatch, api, store
 ):
-    # GIVEN counts for an item all-time popularity ranks low
+    # GIVEN counts for an item all-time popularity ranks low, and a model whose job found
+    # all-time popularity ahead on its data (the test bundle's manifest: popular)
     body = {"history": ["no-such-item"], "k": 3}
     popular = {**body, "k": 50}
     rising = ids(call(api, "api_post_recommendations.json", body=popular)[1])[49]
     seed(store, rising, 10, time.time())
-    # WHEN the deployment keeps the default THEN a new user gets all-time popularity
+    rec = api.state.recommender
+    assert api.app.state.settings.cold_start == "auto" and rec.default_cold_start == "popular"
+    # WHEN the deployment keeps the default (auto) THEN a new user gets all-time popularity
     _, plain = call(api, "api_post_recommendations.json", body=body)
     assert plain["strategy"] == "popular" and rising not in ids(plain)
-    # WHEN it chooses trending (LMREC_COLD_START) THEN the same request gets it first
-    chosen = api.app.state.settings.model_copy(update={"cold_start": "trending"})
-    monkeypatch.setattr(api.app.state, "settings", chosen)
+    # WHEN the model's job measured "now" ahead (auto follows it) THEN it comes first
+    monkeypatch.setattr(rec, "default_cold_start", "trending")
+    _, now = call(api, "api_post_recommendations.json", body=body)
+    assert now["strategy"] == "trending" and ids(now)[0] == rising, now
+    # AND the deployment's explicit setting overrides the model's choice, either way
+    _cold_start(monkeypatch, api, "popular")
+    _, kept = call(api, "api_post_recommendations.json", body=body)
+    assert kept["strategy"] == "popular" and rising not in ids(kept)
+    monkeypatch.setattr(rec, "default_cold_start", "popular")
+    _cold_start(monkeypatch, api, "trending")
     _, now = call(api, "api_post_recommendations.json", body=body)
     assert now["strategy"] == "trending" and ids(now)[0] == rising, now
     # AND a user with a usable history is personalised as before

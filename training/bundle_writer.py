@@ -227,6 +227,8 @@ def write_bundle(
         manifest["history_expert"] = history.parameters()
     if summary.get("distillation"):  # the served model against its teacher, paired
         manifest["distillation"] = summary["distillation"]
+    if summary.get("cold_start"):  # serving's answer for no history under LMREC_COLD_START=auto
+        manifest["cold_start"] = {"choice": summary["cold_start"]["choice"]}
     champion = summary.get("champion")
     if champion is not None:  # production scored on this model's test users (the gate's input)
         manifest["champion"] = champion

@@ -41,6 +41,7 @@ from training.baselines import (
     RecentPopularity,
 )
 from training.cf import evaluate_cf
+from training.cold_start import choose_cold_start
 from training.config import RunConfig
 from training.dist import DistEnv, all_reduce_arrays
 from training.ensemble import TeacherEnsemble
@@ -98,6 +99,7 @@ class Evaluation:
     variants: dict[str, list[Variant]] = field(default_factory=dict)
     # The served model against the teacher as it is used, paired (summary.distillation).
     distillation: dict | None = None
+    cold_start: dict | None = None  # popular or trending for no history (training/cold_start.py)
 
 
 def _grid_row(per_user: np.ndarray, column: int, env: DistEnv) -> dict:
@@ -326,8 +328,12 @@ def evaluate_job(
         _test_pass(ev, name, model, split, negatives, cfg, env)
     if env.is_main:  # baselines are cheap; one process is enough
         refit = "teacher_refit" in models
-        ev.metrics |= evaluate_baselines(split, negatives, cfg, refit, ev.costs, short, ev.per_user)
+        on_valid: dict[str, np.ndarray] = {}
+        ev.metrics |= evaluate_baselines(
+            split, negatives, cfg, refit, ev.costs, short, ev.per_user, on_valid
+        )
         _against_cooccurrence(ev)
+        ev.cold_start = choose_cold_start(on_valid, ev.per_user)
         # the teacher as it is used: its last row carries the experts the served model has
         teacher = ev.variants["teacher"][-1].label if "teacher" in ev.variants else None
         ev.distillation = distillation_gap(ev.per_user, ev.served_variant, teacher)
@@ -379,12 +385,14 @@ def evaluate_baselines(
     costs: dict | None,
     short: bool = False,
     per_user: dict[str, np.ndarray] | None = None,
+    valid_per_user: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Popularity, co-occurrence, content TF-IDF (with a catalog) and the collaborative-
     filtering baselines (training/cf.py, tuned on valid), each also fitted on train + valid
     when the teacher is refitted.
     `per_user`: filled with each counting baseline's per-user test NDCG@10 (ties in
-    expectation), for the paired comparisons."""
+    expectation), for the paired comparisons; `valid_per_user` the same on valid (the
+    cold-start choice, training/cold_start.py)."""
     eval_kw = {"batch_size": cfg.train.eval_batch_size, "seed": cfg.train.seed}
     metrics: dict = {}
     record: dict = {}
@@ -407,8 +415,9 @@ def evaluate_baselines(
             metrics[label] = {}
             for name in names:
                 kw: dict[str, Any] = dict(eval_kw)
-                if name == "test" and per_user is not None:
-                    kw["per_user"] = per_user[label] = np.zeros(len(split.evalset(name)))
+                into = per_user if name == "test" else valid_per_user
+                if into is not None:
+                    kw["per_user"] = into[label] = np.zeros(len(split.evalset(name)))
                 evalset = split.evalset(name)
                 metrics[label][name] = evaluate(baseline, split, evalset, negatives[name], **kw)
             record[baseline.name + suffix] = {"seconds": round(time.perf_counter() - began, 2)}

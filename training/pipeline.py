@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from training import champion, checkpoint, shared_data
 from training.bundle_writer import write_bundle
+from training.cold_start import cold_start_line
 from training.config import RunConfig, not_identity
 from training.data import DataError, Interactions, load_interactions
 from training.dist import DistEnv, barrier
@@ -481,6 +482,8 @@ def export(
         summary["transitions"] = ev.transitions
     if ev.distillation is not None:
         summary["distillation"] = ev.distillation
+    if ev.cold_start is not None:
+        summary["cold_start"] = ev.cold_start
     if ev.history is not None:
         summary["history_expert"] = ev.history
     if against_production is not None:
@@ -598,7 +601,12 @@ def run(paths: Paths, cfg: RunConfig, env: DistEnv, stop: threading.Event) -> di
         if ev.served:
             why = document["summary"]["served_why"]
             print(f"served: {ev.served_variant} ({why})", flush=True)
-        for line in (distillation_line(ev.distillation), champion.summary_line(against)):
+        lines = (
+            distillation_line(ev.distillation),
+            cold_start_line(ev.cold_start),
+            champion.summary_line(against),
+        )
+        for line in lines:
             if line:
                 print(line, flush=True)
     barrier(env)

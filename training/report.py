@@ -21,6 +21,7 @@ from lmrec.promote import GATE_MODEL as SERVED  # the model the bundle serves
 from matplotlib.patches import Patch
 
 from training.champion import summary_line
+from training.cold_start import cold_start_line
 from training.split import TIME_TEST_AFTER, TIME_VALID_AFTER
 
 BASELINES = ("popularity", "recent_popularity", "own_", "cooccurrence", "als", "ease")
@@ -375,6 +376,7 @@ whole catalog {_seen(summary)}, "{sampled}" against {negatives} random items the
 touched.
 The bundle serves **{served}** (marked "(served)"; {summary.get("served_why", "")}).
 {distillation_line(summary.get("distillation"))}
+{cold_start_line(summary.get("cold_start"))}
 {content_line(data.get("content"))}
 {_intervals_note(metrics)}
 

@@ -97,6 +97,17 @@ def default_exclude_seen(manifest: dict) -> bool:
     return True
 
 
+def default_cold_start(manifest: dict) -> str:
+    """The answer for a user with no usable history under LMREC_COLD_START=auto: what the
+    training job measured on this data (the manifest's "cold_start", training/cold_start.py:
+    trending only when recent popularity beat all-time popularity on valid beyond noise);
+    a bundle from before the key, or with a value it does not know, serves popular."""
+    record = manifest.get("cold_start")
+    if isinstance(record, dict) and record.get("choice") == "trending":
+        return "trending"
+    return "popular"
+
+
 def served_metric(manifest: dict, default: str = "student") -> str:
     """The metrics row of the model a bundle serves (schema 2: its "served_model")."""
     served = manifest.get("served")

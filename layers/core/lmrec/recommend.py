@@ -76,6 +76,7 @@ class Recommender:
         self.lift = content.row_lift(loaded.manifest, self.model.n_items)
         # What a request that does not say gets: the data's answer (lmrec.bundle)
         self.default_exclude_seen = bundle_mod.default_exclude_seen(loaded.manifest)
+        self.default_cold_start = bundle_mod.default_cold_start(loaded.manifest)
         self.exact_below = EXACT_BELOW
         if self.index is not None:
             self.index.attach(self.model.table, self.model.scale)

@@ -133,9 +133,10 @@ class ApiSettings(CommonSettings):
     # counters one refresh reads at most, newest first (lmrec.trending.MAX_COUNTERS: cost)
     trending_max_counters: int = Field(default=160_000, ge=16, le=2_000_000)
     # The answer for a user with no usable history: all-time popularity from the training
-    # data (popular), or the decayed counts (trending). Popular until trending is measured
-    # ahead on a deployment's own data.
-    cold_start: Literal["popular", "trending"] = "popular"
+    # data (popular), or the decayed counts (trending); auto: what the model's training job
+    # measured on this data (its manifest's cold_start: trending only when recent popularity
+    # beat popularity on valid beyond noise; lmrec.bundle.default_cold_start).
+    cold_start: Literal["auto", "popular", "trending"] = "auto"
     metrics_namespace: str = "lmrec"
     # none: development only (localhost); iam: a backend signs requests and may act for any
     # user; jwt: the user id comes from the token's claim, and only the service scope acts

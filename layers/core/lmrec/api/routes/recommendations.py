@@ -202,8 +202,10 @@ async def cold_start(
     filters: Filters,
 ) -> tuple[Result, list[str]]:
     """The answer for no usable history: all-time popularity (the model's), or what is
-    popular now when the deployment says so (LMREC_COLD_START=trending) and counts arrive."""
-    if result.strategy != POPULAR or settings.cold_start != TRENDING or counts is None:
+    popular now when the deployment says so (LMREC_COLD_START=trending, or auto and the
+    model's job measured it ahead on its data) and counts arrive."""
+    mode = rec.default_cold_start if settings.cold_start == "auto" else settings.cold_start
+    if result.strategy != POPULAR or mode != TRENDING or counts is None:
         return result, []
     from lmrec.api.routes import trending  # it imports this module
 

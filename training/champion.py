@@ -10,7 +10,8 @@ users, beside the candidate's own per-user figures from the job's one evaluation
 
 - production as it serves (lmrec.student, numpy): the student's scores over its whole
   catalog plus its transition boost (and history expert), and for a history with no item
-  the model knows, its popularity list (the API's cold start). A bundle with an item index
+  the model knows, its popularity list (the API's cold start when it serves popular; live
+  trending counts cannot be replayed offline). A bundle with an item index
   serves an approximation of exactly this sum; the protocol ranks exactly, as the
   candidate's evaluation does. The candidate is measured with the float32 weights it
   trained (a bundle quantised to float16 or int8 serves scores within its rounding);

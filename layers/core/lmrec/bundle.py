@@ -21,7 +21,8 @@ with repeated (user, item) rows, and so whether requests exclude seen items by d
 "history_expert" ({"weight", "decay", "window"}: lmrec.history, a boost of the user's own
 items), "split" (the evaluation split the metrics come from), "distillation" ({"served",
 "teacher", "share", "paired", "users"}: the served model's test NDCG@10 against the teacher
-as it is used, on the same users; `distillation_line`).
+as it is used, on the same users; `distillation_line`), "cold_start" ({"choice": "popular" |
+"trending"}: the answer for no history the job measured ahead on valid; `default_cold_start`).
   metrics.json, report.md, *.png, teacher*.*  records (teacher_2.*: an ensemble), not served
                          (nor student.safetensors, the distilled student, when student_plain
                          is served)

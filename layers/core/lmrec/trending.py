@@ -7,7 +7,8 @@ shard is drawn per post from SHARDS partitions, so no partition takes more than 
 of the event rate (DynamoDB: 1,000 WCU/s per partition). Each counter expires (TTL) one
 window after its bucket closes.
 
-Reading (GET /v1/trending, and the cold-start answer when LMREC_COLD_START=trending): the
+Reading (GET /v1/trending, and the cold-start answer when LMREC_COLD_START=trending, or auto
+and the model's manifest chose it): the
 counters of the window, merged over shards, each bucket weighted 2^(-age / half-life).
 A bucket is read again until it has been closed SETTLE_SECONDS (writes in flight), after
 that it never changes and each warm instance keeps it; so a refresh (every

@@ -148,7 +148,8 @@ class RecommendResponse(BaseModel):
     model_version: str
     strategy: Literal["personalized", "popular", "trending"] = Field(
         description="popular / trending: the user has no usable history, and the answer is "
-        "all-time popularity or what is popular now (the deployment's LMREC_COLD_START)"
+        "all-time popularity or what is popular now (LMREC_COLD_START; under its default, auto, "
+        "what the model's training job measured ahead on its data)"
     )
     items: list[RecommendedItem]
     history_length: int = Field(description="history items the model used")

@@ -1,5 +1,6 @@
 """What is popular now (lmrec.trending): GET /v1/trending, and the cold-start answer when the
-deployment chooses it (LMREC_COLD_START=trending)."""
+deployment chooses it (LMREC_COLD_START=trending), or under auto when the model's training
+job measured it ahead (the manifest's cold_start)."""
 
 from __future__ import annotations
 

@@ -122,3 +122,42 @@ def test_the_deployment_setting_is_auto_by_default_and_refuses_other_values(monk
     monkeypatch.setenv("LMREC_COLD_START", "sometimes")
     with pytest.raises(ValueError, match="cold_start"):
         ApiSettings()
+
+
+def _copy(trained_bundle: Path, dst: Path, recent: np.ndarray | None) -> Path:
+    """A copy of the bundle with recent_popularity.npy replaced (None: a bundle from before
+    the file), its manifest's checksum rewritten so that only the content differs."""
+    shutil.copytree(trained_bundle, dst)
+    manifest = json.loads((dst / fmt.MANIFEST).read_text())
+    path = dst / fmt.RECENT_POPULARITY
+    if recent is None:
+        path.unlink()
+        manifest["files"].pop(fmt.RECENT_POPULARITY)
+    else:
+        np.save(path, recent)
+        record = {"size": path.stat().st_size, "sha256": fmt.sha256_file(path)}
+        manifest["files"][fmt.RECENT_POPULARITY] = record
+    (dst / fmt.MANIFEST).write_text(json.dumps(manifest))
+    return dst
+
+
+def test_the_trending_prior_is_the_datas_recent_popularity(trained_bundle, tmp_path):
+    # GIVEN the job's bundle: it carries the decayed counts, checksummed like every file
+    loaded = fmt.load(str(trained_bundle))
+    recent, popularity = loaded.recent_popularity, loaded.popularity
+    assert recent is not None and recent.shape == popularity.shape
+    # THEN each row weighs at most 1 (its age halves it), so every count is at most the
+    # all-time one and positive where the item occurs; the newest rows weigh 1: not all-time
+    assert np.all(recent <= popularity + 1e-4) and np.all((recent > 0) == (popularity > 0))
+    assert 0 < recent.sum() < popularity.sum()
+    assert loaded.trending_prior is recent
+    # AND a bundle from before the file serves all-time counts as its prior
+    old = fmt.load(str(_copy(trained_bundle, tmp_path / "old", None)))
+    assert old.recent_popularity is None and old.trending_prior is old.popularity
+    # AND counts that do not match the catalog are refused, as popularity.npy's are
+    short = _copy(trained_bundle, tmp_path / "short", recent[:-1])
+    with pytest.raises(fmt.BundleError, match="recent popularity does not match the catalog"):
+        fmt.load(str(short))
+    table = _copy(trained_bundle, tmp_path / "table", np.zeros((2, len(recent)), np.float32))
+    with pytest.raises(fmt.BundleError, match="not 1-D counts"):
+        fmt.load(str(table))

@@ -85,21 +85,33 @@ class CoOccurrence:
         return scores
 
 
+RECENT_SHARE = 0.10  # the half-life: the span of the newest 10% of the rows
+
+
+def recent_counts(
+    ts: np.ndarray, items: np.ndarray, n_items: int, recent_share: float = RECENT_SHARE
+) -> tuple[np.ndarray, float]:
+    """((n_items + 1,) float32 counts, half-life): each row weighs 0.5 ** (age / half-life),
+    age from the newest row, the half-life being the span of the newest `recent_share` of the
+    rows. The recent_popularity baseline on training rows; the bundle's trending prior on all."""
+    newest = float(ts.max()) if len(ts) else 0.0
+    span = newest - float(np.quantile(ts, 1.0 - recent_share)) if len(ts) else 0.0
+    half_life = max(span, 1e-9)
+    weight = 0.5 ** ((newest - ts) / half_life)
+    counts = np.bincount(items, weights=weight, minlength=n_items + 1)
+    return counts.astype(np.float32), half_life
+
+
 class RecentPopularity:
     """Popularity now: training rows decayed by age (module docstring). Under the time split
     the newest training row is the last one before the cut."""
 
     name = "recent_popularity"
 
-    def __init__(self, split: Split, recent_share: float = 0.10):
+    def __init__(self, split: Split, recent_share: float = RECENT_SHARE):
         train = split.train_mask()
         ts, items = split.data.timestamps[train], split.data.items[train]
-        newest = float(ts.max()) if len(ts) else 0.0
-        span = newest - float(np.quantile(ts, 1.0 - recent_share)) if len(ts) else 0.0
-        self.half_life = max(span, 1e-9)
-        weight = 0.5 ** ((newest - ts) / self.half_life)
-        counts = np.bincount(items, weights=weight, minlength=split.data.n_items + 1)
-        self.counts = counts.astype(np.float32)
+        self.counts, self.half_life = recent_counts(ts, items, split.data.n_items, recent_share)
 
     def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
         return np.broadcast_to(self.counts, (len(histories), len(self.counts)))

@@ -26,6 +26,7 @@ from lmrec.history import HistoryExpert
 from lmrec.student import dequantize_items, left_pad
 from safetensors.numpy import save_file
 
+from training.baselines import recent_counts
 from training.data import Interactions
 from training.model import SASRec
 from training.new_items import content_only_rows
@@ -185,6 +186,11 @@ def write_bundle(
     # (histories go to the user store, training/histories.py).
     popularity = np.bincount(data.items, minlength=data.n_items + 1).astype(np.float32)
     np.save(out / fmt.POPULARITY, popularity)
+    # What is popular now at the data's end: GET /v1/trending's prior, and so the trending
+    # cold start before live events arrive, is the estimator the job's cold-start choice
+    # measured (training/cold_start.py), not all-time counts. 4 bytes an item (2.7 MB at 671k).
+    recent, _ = recent_counts(data.timestamps, data.items, data.n_items)
+    np.save(out / fmt.RECENT_POPULARITY, recent)
     if transitions is not None:  # counts of pairs made by several users, no user ids
         transitions_fmt.write(out / transitions_fmt.FILE, transitions)
 

@@ -1,16 +1,16 @@
 """What a user with no usable history is served: all-time popularity, or what is popular now.
 
-Serving has both answers (lmrec.trending: decayed counts of the events the API receives,
-with the training data's popularity as their prior). Which one a deployment should give is
-a property of its data: on a log where what comes next is what is new and popular then
-(MovieLens 100K under the time split: recent popularity 0.099 against popularity 0.027 test
-NDCG@10), "now" wins; on a shop's log read leave-one-out, all-time popularity does. So the
-job measures it the way it chooses everything it serves: on valid, paired over the same
-users, `recent_popularity` (training/baselines.py, the offline form of the live counts)
-minus `popularity`; "trending" only when that difference is above zero beyond noise, since
-a deployment that has received no events yet answers trending with popularity anyway, and
-a tie should not switch what a known-good default serves. Test figures are recorded beside
-the choice, on the test users, so the report shows whether test agrees.
+Serving has both answers. Trending (lmrec.trending) is the decayed counts of the events the
+API receives over a prior: the bundle's recent_popularity.npy, the same estimator as the
+recent_popularity baseline (training/baselines.py `recent_counts`) over all the rows. Which
+answer a deployment should give is a property of its data: where what comes next is what is
+new and popular then (MovieLens 100K under the time split: recent popularity 0.099 against
+popularity 0.027 test NDCG@10) "now" wins; on a shop's log read leave-one-out all-time
+popularity does. So the job measures it the way it chooses everything it serves: on valid,
+paired over the same users, recent_popularity minus popularity; "trending" only when that
+difference is above zero beyond noise, so that a tie does not switch what a known-good
+default serves. Test figures are recorded beside the choice, on the test users, so the report
+shows whether test agrees.
 
 The choice travels in the manifest ("cold_start"); serving's LMREC_COLD_START=auto (the
 default) follows it, popular or trending overrides it (lmrec.bundle.default_cold_start).

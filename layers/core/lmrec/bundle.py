@@ -15,6 +15,8 @@ A bundle is a directory (local, or under an s3:// prefix) holding:
                          student (lmrec.transitions; pairs of at least min_users users),
                          with their weight under the manifest's "transitions"
   popularity.npy         (n_items + 1,) float32 interaction counts, for cold-start fallbacks
+  recent_popularity.npy  (optional) the same counts decayed by age from the data's newest row
+                         (half-life: the span of its newest 10%): trending's prior
 
 Optional manifest keys: "repeats" ({"mode": "keep" | "drop", "share"}: what training did
 with repeated (user, item) rows, and so whether requests exclude seen items by default),
@@ -61,9 +63,10 @@ MANIFEST = "manifest.json"
 V2_WEIGHTS = "student.safetensors"
 ITEMS = "items.safetensors"
 POPULARITY = "popularity.npy"
+RECENT_POPULARITY = "recent_popularity.npy"
 SERVING_FILES = (ITEMS, POPULARITY)  # and the served model's weights: weights_file()
 # served when the manifest lists them
-OPTIONAL_SERVING_FILES = (ivf.INDEX_FILE, transitions.FILE)
+OPTIONAL_SERVING_FILES = (ivf.INDEX_FILE, transitions.FILE, RECENT_POPULARITY)
 # metrics.json's row for a model scored with its transition boost: "<model>+transitions"
 TRANSITIONS_LABEL = "+transitions"
 # ... and with the user-history expert (repeats kept): "<model>[+transitions]+history"
@@ -170,6 +173,13 @@ class Bundle:
     transitions: transitions.Transitions | None = None  # a boost beside the student's scores
     path: Path = field(default_factory=Path)
     history: history.HistoryExpert | None = None  # repeats kept: a boost of the user's items
+    recent_popularity: np.ndarray | None = None  # (n_items + 1,) float32; older bundles: none
+
+    @property
+    def trending_prior(self) -> np.ndarray:
+        """What is popular now before any live event: the data's recent counts, or (a
+        bundle from before them) its all-time counts."""
+        return self.popularity if self.recent_popularity is None else self.recent_popularity
 
     @property
     def item_ids(self) -> items.ItemIds:
@@ -353,6 +363,11 @@ def load(uri: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> 
             catalog=items.read(directory / ITEMS),
             index=ivf.read(directory / ivf.INDEX_FILE) if has_index else None,
             popularity=_load_counts(directory / POPULARITY, where),
+            recent_popularity=(
+                _load_counts(directory / RECENT_POPULARITY, where)
+                if RECENT_POPULARITY in manifest["files"]
+                else None
+            ),
             path=directory,
             transitions=table,
             history=_history_expert(manifest, where),
@@ -382,6 +397,8 @@ def _check_consistent(b: Bundle, where: str) -> None:
     problems = []
     if b.popularity.shape != (n_items + 1,):
         problems.append("popularity does not match the catalog")
+    if b.recent_popularity is not None and b.recent_popularity.shape != (n_items + 1,):
+        problems.append("recent popularity does not match the catalog")
     if b.index is not None and len(b.index.rows) != n_items:
         problems.append("the item index does not cover the catalog")
     if b.config.get("n_items") != n_items:

@@ -125,7 +125,7 @@ class ApiSettings(CommonSettings):
     # (and expire); GET /v1/trending's half_life_hours defaults to trending_half_life_hours
     # and may be at most the window; counts are re-read at most every trending_cache_seconds
     # per warm instance (an event counts within that and the settle time); the training
-    # data's popularity weighs as much as trending_prior_events fresh events.
+    # data's recent popularity weighs as much as trending_prior_events fresh events.
     trending_window_hours: float = Field(default=24.0, ge=1.0, le=720.0)
     trending_half_life_hours: float = Field(default=6.0, ge=0.1, le=720.0)
     trending_cache_seconds: float = Field(default=10.0, ge=0.0, le=600.0)

@@ -1,5 +1,5 @@
 """What is popular now: decayed counts of the events the API receives, with the training
-data's popularity as the prior.
+data's recent popularity as the prior.
 
 Writing (lmrec.userstore, on each event post): ONE request adds the post's events to
 counters keyed (shard, 5-minute bucket of arrival, item), in the user store's table. The
@@ -15,10 +15,12 @@ that it never changes and each warm instance keeps it; so a refresh (every
 trending_cache_seconds) reads only the newest buckets, SHARDS Queries.
 
 score(item) = sum over buckets of count * 2^(-age / half_life)
-              + prior_events * popularity(item) / sum(popularity)
+              + prior_events * prior(item) / sum(prior)
 The prior: the training data weighs as much as `prior_events` fresh events spread by its
-popularity, so a deployment that has received no events yet answers with popularity, and
-live events take over as they arrive.
+recent popularity (the bundle's recent_popularity.npy: counts decayed by age from the data's
+newest row, the estimator the job's cold-start choice measured, training/cold_start.py; a
+bundle from before it: all-time counts), so a deployment that has received no events yet
+answers with what was popular at the data's end, and live events take over as they arrive.
 """
 
 from __future__ import annotations

@@ -192,7 +192,7 @@ class TrendingResponse(BaseModel):
     half_life_hours: float = Field(description="the decay the scores were computed with")
     items: list[RecommendedItem] = Field(
         description="score: the decayed count of events the API received, plus the "
-        "training data's popularity as a prior"
+        "training data's recent popularity as a prior"
     )
     counted_at: str | None = Field(
         description="when the live counts were read (they are cached for a few seconds); "

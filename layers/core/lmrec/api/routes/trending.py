@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 PARAMETERS = {"k", "half_life_hours", "include_categories", "exclude_categories", "exclude_items"}
 SINGLE = ("k", "half_life_hours")  # FastAPI would take the last of several silently
 MIN_HALF_LIFE_HOURS = 0.1
-NO_COUNTS = "no user store is set: the training data's popularity only, no live counts"
+NO_COUNTS = "no user store is set: the training data's recent popularity only, no live counts"
 
 
 async def snapshot(
@@ -45,7 +45,7 @@ async def snapshot(
         log.warning("trending counts did not arrive in time; answering without them")
     except Exception as exc:  # UserStoreUnavailable, botocore's many types: "not now"
         log.warning("trending counts unavailable; answering without them: %s", exc)
-    return None, "the live counts were unavailable: the training data's popularity only"
+    return None, "the live counts were unavailable: the training data's recent popularity only"
 
 
 def partial(counts: Snapshot | None) -> list[str]:
@@ -72,7 +72,7 @@ def top(
         counts,
         rec.catalog,
         rec.catalog.lookup,
-        rec.bundle.popularity,
+        rec.bundle.trending_prior,
         settings.trending_prior_events,
         half_life_hours * 3600,
         time.time(),
@@ -113,7 +113,7 @@ async def get_trending(
     exclude_items: Annotated[list[Id], Query(max_length=MAX_HISTORY)] = [],  # noqa: B006
 ) -> TrendingResponse:
     """The k items most popular now: events the API received, each weighted
-    2^(-age / half_life_hours), plus the training data's popularity as a prior; filtered
+    2^(-age / half_life_hours), plus the training data's recent popularity as a prior; filtered
     like recommendations (repeat a list parameter: include_categories=a&include_categories=b).
     Counts are read at most every few seconds per instance: an event counts within a minute."""
     require_user(caller, None)  # no user's data: any authenticated caller

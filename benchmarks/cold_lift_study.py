@@ -26,7 +26,8 @@ with the term one of:
             - content(i)): the new item borrows its neighbours' behaviour (id part) for its
             score (serving: one index query per new item, at overlay build)
   slot      per-user lift that puts the user's best new item at rank r (the exploration
-            slot: r = 10 is liveitems.Explore with one slot of ten)
+            slot: r = 10 is liveitems.Explore with one slot of ten; `--explore` measures
+            the slots as served instead, with the transitions, 1-3 slots of ten)
 and a protocol check: "time-aware", the offset alone with an item ranked only for cases at
 or after its first interaction (as in production, where an item exists once added).
 """
@@ -95,6 +96,7 @@ def _held_out(model, seqs: list[np.ndarray], times: list[np.ndarray], back: int)
 class Study:
     def __init__(self, work: Path, data: Path, dropout: str, served: bool = False):
         b = bundle_fmt.load(work / f"content_{dropout}")
+        self.manifest = b.manifest
         spec = content.spec_from_manifest(b.manifest)
         if spec is None:
             raise SystemExit("the bundle has no content part")
@@ -310,6 +312,56 @@ def slot(st: Study, r: int) -> dict:
     }
 
 
+def explore_ranks(s: np.ndarray, new: np.ndarray, targets: np.ndarray, n: int) -> np.ndarray:
+    """0-based rank of each target in the served top-k with `n` exploration slots, as
+    lmrec.liveitems.merge builds it: the top-k of the served scores `s` (known and new items
+    together), then, if fewer than n new items are in it, the best new items not shown take
+    the last slots and the lowest others drop out. A target outside the list gets rank k.
+    Ties keep the catalog's order (a stable sort), not a random draw as `figures` does."""
+    k = ci.K
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    is_new = np.zeros(s.shape[1], bool)
+    is_new[new] = True
+    out = np.full(len(s), k, np.int64)
+    for i in range(len(s)):
+        top = order[i].tolist()
+        shown = [r for r in top if is_new[r]]
+        extra: list[int] = []
+        if n and len(shown) < n:
+            ranked = new[np.argsort(-s[i, new], kind="stable")]
+            extra = [int(r) for r in ranked if r not in shown and np.isfinite(s[i, r])]
+            extra = extra[: n - len(shown)]
+        if extra:
+            others = [r for r in top if not is_new[r]]
+            top = [r for r in top if r in shown or r in others[: k - len(extra) - len(shown)]]
+            top += extra
+        if targets[i] in top:
+            out[i] = top.index(int(targets[i]))
+    return out
+
+
+def explore_study(st: Study, slots: tuple[int, ...] = (0, 1, 2, 3)) -> dict:
+    """Cold cases and warm targets as served (known items with the bundle's transitions, new
+    items by content + the bundle's offset) with 0..3 of the ten slots reserved for new
+    items (`explore_share` 0.1 / 0.2 / 0.3); the warm cost paired against no slot."""
+    record = st.manifest.get("new_items") or {}
+    offset = float(record.get("offset", 0.0))
+    out: dict = {"offset": offset, "points": {}}
+    base = None
+    for n in slots:
+        row: dict = {}
+        for name, c in (("cold", st.cold_cases), ("warm_with_new_items", st.warm)):
+            s = st.scores(c, st.cold, offset, 0.0, False)
+            ranks = explore_ranks(s, st.cold, c.t, n)
+            row[name] = _short(ci.figures(ranks))
+            if name == "warm_with_new_items":
+                ndcg = np.where(ranks < ci.K, 1.0 / np.log2(ranks + 2.0), 0.0)
+                base = ndcg if base is None else base
+                row["warm_minus_no_slot"] = _paired(ndcg - base) if n else [0.0, 0.0, 0.0]
+        out["points"][f"slots_{n}"] = row
+    return out
+
+
 def served_study(st: Study, variants: dict[str, Term]) -> dict:
     return {
         "valid_users": len(st.valid.t),
@@ -337,8 +389,16 @@ def main() -> None:
         help="known items with the bundle's transitions (as served); variants: the offset "
         "alone and new items borrowing their content neighbours' boost",
     )
+    p.add_argument(
+        "--explore",
+        action="store_true",
+        help="as served, with 0-3 of the ten slots reserved for new items (explore_share)",
+    )
     a = p.parse_args()
-    st = Study(a.work, a.data, a.dropout, a.served)
+    st = Study(a.work, a.data, a.dropout, a.served or a.explore)
+    if a.explore:
+        print(json.dumps(explore_study(st) | {"machine": machine()}, indent=1))
+        return
     zero: Term = lambda c, new: 0.0  # noqa: E731
     variants: dict[str, Term] = {"offset": zero}
     if a.served:

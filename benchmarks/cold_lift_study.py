@@ -353,7 +353,9 @@ def explore_study(st: Study, slots: tuple[int, ...] = (0, 1, 2, 3)) -> dict:
         for name, c in (("cold", st.cold_cases), ("warm_with_new_items", st.warm)):
             s = st.scores(c, st.cold, offset, 0.0, False)
             ranks = explore_ranks(s, st.cold, c.t, n)
-            row[name] = _short(ci.figures(ranks))
+            figures = _short(ci.figures(ranks))
+            figures.pop("median_rank")  # ranks past the list are all k here: no median
+            row[name] = figures
             if name == "warm_with_new_items":
                 ndcg = np.where(ranks < ci.K, 1.0 / np.log2(ranks + 2.0), 0.0)
                 base = ndcg if base is None else base

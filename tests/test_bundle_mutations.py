@@ -198,9 +198,12 @@ def rewrite_safetensors(path: Path, change) -> None:
     )
 
 
+COUNTS = {"popularity": bundle.POPULARITY, "recent popularity": bundle.RECENT_POPULARITY}
+
+
 @dataclass
 class Mutation:
-    where: str  # a file, "config", "popularity" or "transition parameters"
+    where: str  # a file, "config", "popularity", "recent popularity" or "transition parameters"
     name: str  # a tensor, a config key, a metadata key
     op: str
     at: int
@@ -213,10 +216,10 @@ class Mutation:
             )
         elif self.where == "transition parameters":
             manifest["transitions"][self.name] = PARAMS_VALUES[self.at % len(PARAMS_VALUES)]
-        elif self.where == "popularity":
-            path = d / bundle.POPULARITY
+        elif self.where in COUNTS:
+            path = d / COUNTS[self.where]
             np.save(path, mutate_array(np.load(path), self.op, self.at, n_items))
-            return resign(d, bundle.POPULARITY)
+            return resign(d, COUNTS[self.where])
         elif self.op == "metadata":
 
             def change(tensors, metadata):
@@ -264,6 +267,8 @@ def mutations(draw, bases: list[Path]) -> tuple[Path, Mutation]:
     arrays = (bundle.weights_file(manifest), *ARRAY_FILES)
     files = [f for f in arrays if f in manifest["files"]]
     kinds = ["array"] * 6 + ["popularity", "config", "metadata"]
+    if bundle.RECENT_POPULARITY in manifest["files"]:
+        kinds.append("recent popularity")
     if transitions.FILE in files:
         kinds.append("transition parameters")
     kind = draw(st.sampled_from(kinds))
@@ -273,7 +278,7 @@ def mutations(draw, bases: list[Path]) -> tuple[Path, Mutation]:
         )
     if kind == "transition parameters":
         return base, Mutation(kind, draw(st.sampled_from(("weight", "recent", "decay"))), "set", at)
-    if kind == "popularity":
+    if kind in COUNTS:
         return base, Mutation(kind, "", draw(st.sampled_from(ARRAY_OPS)), at)
     if kind == "metadata":
         file = draw(st.sampled_from([f for f in files if names_in(base, f)[1]]))
@@ -353,6 +358,7 @@ def serve_everything(rec, api: Api, rng: np.random.Generator) -> int:
         (post, {"history": long[:1], "include_categories": include}, None, None),
         (post, {"user_id": "nobody", "k": 5}, None, None),
         ("api_get_similar.json", None, similar, "k=100"),
+        ("api_get_trending.json", None, None, "k=100"),  # the prior: recent popularity
         ("api_get_model.json", None, None, None),
         ("api_get_health.json", None, None, None),
     ):  # fmt: skip

@@ -107,8 +107,15 @@ def test_a_new_item_is_recommended_ranked_and_similar_then_gone_when_unavailable
 
 def test_a_catalog_item_made_unavailable_is_never_returned_yet_read_in_histories(live_api):
     first = recommended(live_api)[0]
+    _, now = call(live_api, "api_get_trending.json", query="k=100")
+    top_now = now["items"][0]["item_id"]
     status, _ = delete(live_api, first)
     assert status == 200
+    status, _ = delete(live_api, top_now)
+    assert status == 200
+    # GET /v1/trending hides it too (it shows catalog items, not only the model's)
+    status, now = call(live_api, "api_get_trending.json", query="k=100")
+    assert status == 200 and {first, top_now}.isdisjoint(i["item_id"] for i in now["items"])
     status, body = call(
         live_api, "api_post_recommendations.json", {"history": [*HISTORY, first], "k": 50}
     )
@@ -294,3 +301,39 @@ def test_lifecycle_across_instances_cold_starts_and_a_promotion(
             bound=60.0,  # a model load (download, verify, smoke) per instance, on a shared CPU
         )
         print(f"promotion -> new model serves new-2 on all three: {moved:.2f} s")
+
+
+def test_an_exploration_slot_never_repeats_a_shown_item(monkeypatch):
+    # GIVEN two young new items, one of them already in the model's top-k, and a second
+    # scoring pass (young items only) whose products differ in the last bit from the first
+    import dataclasses
+
+    import numpy as np
+    from lmrec.recommend import Recommendation
+
+    records = [ItemRecord(f"n{i}", {}, True, now_ms(), now_ms()) for i in range(2)]
+    ov = dataclasses.replace(
+        liveitems.empty("v"),
+        records=records,
+        index={"n0": 0, "n1": 1},
+        vectors=np.eye(2, 4, dtype=np.float32),
+        unit=np.eye(2, 4, dtype=np.float32),
+        available=np.ones(2, bool),
+        added_s=np.full(2, time.time()),
+    )
+    calls = []
+
+    def scores(ov_, query, mask, k):
+        calls.append(1)
+        at = np.flatnonzero(mask)[:k]
+        return at, np.array([5.0, 0.5], np.float32)[at] + (1e-6 if len(calls) > 1 else 0.0)
+
+    monkeypatch.setattr(liveitems, "scores", scores)
+    base = [Recommendation(f"k{j}", 10.0 - j, j + 1) for j in range(10)]
+    # WHEN two of ten slots are reserved for young items
+    now = time.time()
+    top = liveitems.merge(base, ov, None, np.ones(2, bool), 10, liveitems.Explore(0.2), now)
+    ids = [r.item_id for r in top]
+    # THEN each new item appears once, n0 where its score puts it, n1 in the last slot
+    assert len(ids) == 10 and len(set(ids)) == 10, ids
+    assert ids.count("n0") == 1 and ids[-1] == "n1"

@@ -192,6 +192,16 @@ def test_a_new_user_gets_what_is_popular_now_when_the_model_or_deployment_says_s
     _cold_start(monkeypatch, api, "trending")
     _, now = call(api, "api_post_recommendations.json", body=body)
     assert now["strategy"] == "trending" and ids(now)[0] == rising, now
+
+    # AND when the live counts cannot be read, trending answers with its prior (the data's
+    # recent popularity, as GET /v1/trending does) and says why
+    def fail():
+        raise RuntimeError("store down")
+
+    monkeypatch.setattr(api.app.state.trending, "snapshot", fail)
+    _, down = call(api, "api_post_recommendations.json", body=body)
+    assert down["strategy"] == "trending" and ids(down) == prior_order(api)[:3], down
+    assert any("live counts were unavailable" in w for w in down["warnings"]), down
     # AND a user with a usable history is personalised as before
     _, warm = call(api, "api_post_recommendations.json", body={"user_id": "2", "k": 3})
     assert warm["strategy"] == "personalized"

@@ -228,7 +228,10 @@ def merge(base: list, ov: Overlay, query, mask, k: int, explore: Explore | None,
     young = _recs(ov, *scores(ov, query, young_mask, n))
     names = {r.item_id for r in young}
     shown = [r for r in top if r.row == 0 and r.item_id in names]
-    extra = [r for r in young if r not in shown][: max(0, n - len(shown))]
+    # By id: the young items' scores come from a second product over fewer rows, which may
+    # differ from the first in the last bit, so a shown item must not be added again.
+    shown_ids = {r.item_id for r in shown}
+    extra = [r for r in young if r.item_id not in shown_ids][: max(0, n - len(shown))]
     if not extra:
         return top
     others = [r for r in top if not (r.row == 0 and r.item_id in names)]

@@ -134,13 +134,17 @@ def check_weights(
 
 
 def check_arrays(candidate: Bundle) -> None:
-    """The arrays a request reads beside the weights: popularity (the cold-start scores) and
-    the item index's centroids (scored against a user vector of d_model)."""
-    pop = candidate.popularity
-    if not np.isfinite(pop).all():
-        raise BundleError("popularity holds NaN or infinite counts")
-    if (pop < 0).any():
-        raise BundleError("popularity holds negative counts")
+    """The arrays a request reads beside the weights: popularity (the cold-start scores), the
+    recent popularity (trending's prior) and the item index's centroids (scored against a
+    user vector of d_model)."""
+    named = [("popularity", candidate.popularity)]
+    if candidate.recent_popularity is not None:  # trending's prior
+        named.append(("recent popularity", candidate.recent_popularity))
+    for name, counts in named:
+        if not np.isfinite(counts).all():
+            raise BundleError(f"{name} holds NaN or infinite counts")
+        if (counts < 0).any():
+            raise BundleError(f"{name} holds negative counts")
     index = candidate.index
     if index is not None and index.centroids.shape[1] != candidate.config["d_model"]:
         raise BundleError(

@@ -203,19 +203,20 @@ async def cold_start(
 ) -> tuple[Result, list[str]]:
     """The answer for no usable history: all-time popularity (the model's), or what is
     popular now when the deployment says so (LMREC_COLD_START=trending, or auto and the
-    model's job measured it ahead on its data) and counts arrive."""
+    model's job measured it ahead on its data). Without live counts (no user store, or a
+    read that failed) trending answers with its prior, the data's recent popularity, as
+    GET /v1/trending does; a failed read says so."""
     mode = rec.default_cold_start if settings.cold_start == "auto" else settings.cold_start
-    if result.strategy != POPULAR or mode != TRENDING or counts is None:
+    if result.strategy != POPULAR or mode != TRENDING:
         return result, []
     from lmrec.api.routes import trending  # it imports this module
 
     snapshot, warning = await trending.snapshot(counts, settings)
-    if snapshot is None:
-        return result, [f"{warning}; answered with all-time popularity"]
     found = trending.top(
         rec, snapshot, settings, settings.trending_half_life_hours, history, filters
     )
-    return Result(found, TRENDING, 0), []
+    failed = snapshot is None and counts is not None
+    return Result(found, TRENDING, 0), [warning] if failed and warning else []
 
 
 async def recommend(

@@ -5,6 +5,7 @@ job measured it ahead (the manifest's cold_start)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from datetime import UTC, datetime
@@ -14,9 +15,10 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from lmrec import trending
+from lmrec.api import live as live_api
 from lmrec.api.auth import CallerDep, require_user
 from lmrec.api.deps import SettingsDep, StateDep, require_model
-from lmrec.api.routes.recommendations import _STORE_READS, category_warnings, item_out
+from lmrec.api.routes.recommendations import _STORE_READS, LiveDep, category_warnings, item_out
 from lmrec.api.schemas import MAX_HISTORY, Category, Id, TrendingResponse
 from lmrec.ivf import top_k
 from lmrec.recommend import Filters, Recommendation, Recommender
@@ -106,6 +108,7 @@ async def get_trending(
     state: StateDep,
     settings: SettingsDep,
     caller: CallerDep,
+    live: LiveDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
     half_life_hours: Annotated[float | None, Query(allow_inf_nan=False)] = None,
     include_categories: Annotated[list[Category], Query(max_length=50)] = [],  # noqa: B006
@@ -129,6 +132,11 @@ async def get_trending(
         explain=False,
     )
     warnings = category_warnings(rec, filters)  # a 422 before any read
+    # Items made unavailable (DELETE /v1/items) are never shown, here as in recommendations
+    ov, live_warnings = await live_api.overlay_for(live, rec, settings)
+    if ov is not None:
+        filters = dataclasses.replace(filters, exclude_rows=ov.hidden_rows)
+    warnings += live_warnings
     counts, warning = await snapshot(request.app.state.trending, settings)
     found = top(rec, counts, settings, half_life, np.empty(0, np.int64), filters)
     return TrendingResponse(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from lmrec import liveitems
 from lmrec.livesync import LiveSync
-from lmrec.recommend import Recommendation, Recommender
+from lmrec.recommend import Filters, Recommendation, Recommender
 from lmrec.settings import Settings
 
 
@@ -40,6 +42,17 @@ async def overlay_for(
             "them, is promoted)"
         )
     return ov, warnings
+
+
+async def hiding_unavailable(
+    live: LiveSync | None, rec: Recommender, settings: Settings, filters: Filters
+) -> tuple[liveitems.Overlay | None, Filters, list[str]]:
+    """overlay_for, and `filters` that also exclude the catalog items made unavailable
+    (DELETE /v1/items): every route that lists items asks this one."""
+    ov, warnings = await overlay_for(live, rec, settings)
+    if ov is not None:
+        filters = dataclasses.replace(filters, exclude_rows=ov.hidden_rows)
+    return ov, filters, warnings
 
 
 def attributes(rec: Recommender, ov: liveitems.Overlay | None, r: Recommendation) -> dict:

@@ -4,8 +4,6 @@ stored history and events merged in), and only the candidates are scored."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 from fastapi import APIRouter
 
@@ -52,9 +50,7 @@ async def post_rankings(
         exclude_categories=body.exclude_categories,
     )
     warnings = category_warnings(rec, filters)  # a 422 before any user-store read
-    ov, live_warnings = await live_api.overlay_for(live, rec, settings)
-    if ov is not None:
-        filters = dataclasses.replace(filters, exclude_rows=ov.hidden_rows)
+    ov, filters, live_warnings = await live_api.hiding_unavailable(live, rec, settings, filters)
     merged = await user_history(rec, users, settings, body.user_id, body.history)
     rows = rec.catalog.lookup(body.candidates)
     known = rows != 0

@@ -233,9 +233,7 @@ async def recommend(
     """The user's history (user_history), then the model (or the cold-start answer),
     then the items added since (lmrec.liveitems) merged into its top-k."""
     warnings = category_warnings(rec, filters)  # a 422 before any user-store read
-    ov, live_warnings = await live_api.overlay_for(live, rec, settings)
-    if ov is not None:
-        filters = dataclasses.replace(filters, exclude_rows=ov.hidden_rows)
+    ov, filters, live_warnings = await live_api.hiding_unavailable(live, rec, settings, filters)
     merged = await user_history(rec, users, settings, user_id, history)
     result = rec.recommend(merged.rows, filters)
     result, cold = await cold_start(rec, result, counts, settings, merged.rows, filters)

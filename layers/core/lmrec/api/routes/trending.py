@@ -5,7 +5,6 @@ job measured it ahead (the manifest's cold_start)."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from datetime import UTC, datetime
@@ -133,9 +132,7 @@ async def get_trending(
     )
     warnings = category_warnings(rec, filters)  # a 422 before any read
     # Items made unavailable (DELETE /v1/items) are never shown, here as in recommendations
-    ov, live_warnings = await live_api.overlay_for(live, rec, settings)
-    if ov is not None:
-        filters = dataclasses.replace(filters, exclude_rows=ov.hidden_rows)
+    _, filters, live_warnings = await live_api.hiding_unavailable(live, rec, settings, filters)
     warnings += live_warnings
     counts, warning = await snapshot(request.app.state.trending, settings)
     found = top(rec, counts, settings, half_life, np.empty(0, np.int64), filters)

@@ -37,6 +37,7 @@ from training.config import from_hyperparameters  # noqa: E402
 from training.data import load_interactions  # noqa: E402
 from training.dist import DistEnv  # noqa: E402
 from training.evaluate import Z95, hide_seen, sample_negatives  # noqa: E402
+from training.item_init import ItemInit  # noqa: E402
 from training.pipeline import build_teacher  # noqa: E402
 from training.plan import adapt  # noqa: E402
 from training.split import Split, leave_one_out  # noqa: E402
@@ -97,7 +98,8 @@ def main() -> None:
     split = leave_one_out(data)
     split.sample_eval_users(a.eval_users, seed=first.train.seed + 3)
     valid_neg = sample_negatives(split, split.evalset("valid"), 100, seed=first.train.seed + 1)
-    runs = []
+    runs: list[dict] = []
+    inits: dict[int, ItemInit] = {}
     for spec in a.variant:
         name, _, pairs = spec.partition(":")
         hp = {"max_total_seconds": 0, "epochs": 1000, **base, **parse_pairs(pairs)}
@@ -105,7 +107,12 @@ def main() -> None:
         if cfg.data != first.data:  # the data is loaded once, with --base's data settings
             sys.exit(f"error: variant {name!r} changes a data setting: give it with --base")
         adapt(cfg, data, say=False)
-        phase = Phase("teacher", build_teacher(cfg, data), cfg.train.lr, cfg.train.epochs)
+        model = build_teacher(cfg, data)
+        if cfg.train.item_init == "cooccurrence":  # as the job starts its teachers
+            width = cfg.model.d_model
+            inits[width] = inits.get(width) or ItemInit(split, width)
+            inits[width].apply(model.item_emb)
+        phase = Phase("teacher", model, cfg.train.lr, cfg.train.epochs)
         runs.append({"name": name, "hp": hp, "run": _start(phase, split, cfg, env), "rows": []})
     active, epoch = list(runs), 0
     while active:

@@ -27,7 +27,13 @@ pytestmark = pytest.mark.e2e
 # Without transitions: counting alone solves this synthetic walk, so every model would tie
 # with them and the gate could not tell a good training from a bad one.
 GOOD = {**LEARNABLE_HP, "transitions": "false"}
-WORSE = {**GOOD, "epochs": "1", "lr": "0.00001", "student_epochs": "1", "student_lr": "0.00001"}
+# Worse: one epoch at a tiny step from a random table (a table started from co-occurrence
+# already ranks like counting before any step, item_init).
+WORSE = {
+    **GOOD,
+    **{"epochs": "1", "lr": "0.00001", "student_epochs": "1", "student_lr": "0.00001"},
+    "item_init": "random",
+}
 
 
 def ask(api, body: dict) -> dict:

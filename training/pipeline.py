@@ -28,6 +28,7 @@ from training.evaluate import sample_negatives
 from training.evaluation import Evaluation, evaluate_job
 from training.hybrid import TeacherBoost, prefer_distilled
 from training.item_content import item_content
+from training.item_init import ItemInit
 from training.model import SASRec
 from training.plan import Budget, PhaseClock, adapt
 from training.report import results_table, write_report
@@ -166,6 +167,16 @@ class _Trainer:
         self.boost = TeacherBoost()
         self.clock: PhaseClock | None = None
         self.out: dict[str, tuple[SASRec, FitResult]] = {}
+        self._inits: dict[int, ItemInit] = {}  # by split: the refit's differs
+
+    def init_items(self, model: SASRec, split: Split) -> None:
+        """item_init=cooccurrence: the id table from the split's co-occurrence."""
+        if self.cfg.train.item_init != "cooccurrence":
+            return
+        if id(split) not in self._inits:
+            width = max(self.cfg.model.d_model, self.cfg.student.student_d_model)
+            self._inits[id(split)] = ItemInit(split, width)
+        self._inits[id(split)].apply(model.item_emb)
 
     def run(self, phase: Phase, on: Split | None = None) -> None:
         paths = self.paths
@@ -186,10 +197,12 @@ class _Trainer:
         if self.clock is not None:
             self.clock.done(phase.name)
 
-    def member(self, name: str, i: int, epochs: int, **kw) -> Phase:
-        """Ensemble member i (0-based) or its refit: a fresh teacher with seed + i."""
+    def member(self, name: str, i: int, epochs: int, on: Split | None = None, **kw) -> Phase:
+        """Ensemble member i (0-based) or its refit (trained `on` another split): a fresh
+        teacher with seed + i."""
         t = self.cfg.train
         model = build_teacher(self.cfg, self.data, t.seed + i)
+        self.init_items(model, on or self.split)
         return Phase(
             name,
             model,
@@ -237,6 +250,7 @@ def _train_students(tr: _Trainer, members: list[SASRec]) -> None:
     if s.student_plain:
         torch.manual_seed(t.seed + 2)
         plain = SASRec(s.model_config(n_items), tr.data.content)
+        tr.init_items(plain, tr.split)
         tr.run(Phase("student_plain", plain, s.student_lr, s.student_epochs, max_seconds=budget))
 
 
@@ -256,7 +270,7 @@ def _refit_teachers(tr: _Trainer) -> None:
             selected = tr.out[name][1]
             epochs = max(selected.best_epoch, 1)
             schedule = [row["lr"] for row in selected.history[:epochs]]  # replayed
-            phase = tr.member(refit_name, i, epochs, select_best=False, lr_by_epoch=schedule)
+            phase = tr.member(refit_name, i, epochs, on=on, select_best=False, lr_by_epoch=schedule)
             tr.run(phase, on=on)
     finally:  # the served models' bundle and evaluation keep the main split's mask
         if content is not None:

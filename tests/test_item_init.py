@@ -1,0 +1,95 @@
+"""item_init=cooccurrence: the id table starts from the training split's co-occurrence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from tests.conftest import write_csv
+from training.config import ConfigError, DataConfig, ModelConfig, from_hyperparameters
+from training.data import load_interactions
+from training.item_init import INIT_STD, ItemInit, factors, ppmi
+from training.model import SASRec
+from training.split import leave_one_out
+
+
+def two_worlds(tmp_path, users: int = 60, seed: int = 0):
+    """Users who stay inside one of two item groups (g0-*, g1-*), 8 items each; item "late"
+    is only ever a user's last (test) item, "lone" only a one-item user's."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(users):
+        group = u % 2
+        seq = rng.choice(8, size=6, replace=False)
+        rows += [[f"u{u}", f"g{group}-{i}", t] for t, i in enumerate(seq)]
+        if u < 4:
+            rows.append([f"u{u}", "late", 99])
+    rows.append(["solo", "lone", 0])
+    path = write_csv(tmp_path / "w.csv", ["user_id", "item_id", "timestamp"], rows)
+    data = load_interactions(str(path), DataConfig(min_interactions=1, min_users=1))
+    return data, leave_one_out(data)
+
+
+def item(data, name: str) -> int:
+    return 1 + list(data.item_ids).index(name)
+
+
+def test_ppmi_reads_training_pairs_only_and_is_symmetric(tmp_path):
+    data, split = two_worlds(tmp_path)
+    m, active = ppmi(split)
+    assert (abs(m - m.T) > 1e-12).nnz == 0
+    assert m.data.min() > 0
+    names = {data.item_ids[i - 1] for i in active}
+    # a test target and an item no pair holds have no row: they keep the random init
+    assert "late" not in names and "lone" not in names
+    assert len(names) == 16
+
+
+def test_factors_dense_and_sparse_paths_agree():
+    rng = np.random.default_rng(1)
+    a = rng.random((40, 40))
+    m = sp.csr_matrix((a + a.T) * (rng.random((40, 40)) < 0.3))
+    m = (m + m.T).tocsr()
+    sparse, dense = factors(m, 5), factors(m, 39)[:, :5]
+    # the same subspace: equal norms per component (signs of singular vectors are arbitrary)
+    np.testing.assert_allclose(np.abs(sparse).sum(0), np.abs(dense).sum(0), rtol=1e-6)
+    np.testing.assert_allclose(np.abs(sparse.T @ dense), np.diag((sparse**2).sum(0)), atol=1e-6)
+
+
+def test_apply_places_groups_apart_at_the_random_scale(tmp_path):
+    data, split = two_worlds(tmp_path)
+    torch.manual_seed(0)
+    model = SASRec(ModelConfig(n_items=data.n_items, d_model=8, n_heads=2, max_len=8))
+    before = model.item_emb.weight.detach().clone()
+    init = ItemInit(split, width=8)
+    init.apply(model.item_emb)
+    after = model.item_emb.weight.detach()
+    for untouched in (0, item(data, "late"), item(data, "lone")):
+        assert torch.equal(after[untouched], before[untouched])
+    group = [[item(data, f"g{g}-{i}") for i in range(8)] for g in (0, 1)]
+    rows = after[group[0] + group[1]]
+    assert rows.std().item() == pytest.approx(INIT_STD, rel=0.05)
+    unit = torch.nn.functional.normalize(rows, dim=1)
+    cos = unit @ unit.T
+    same = torch.cat([cos[:8, :8][~torch.eye(8, dtype=torch.bool)], cos[8:, 8:].flatten()])
+    across = cos[:8, 8:].flatten()
+    assert same.mean() > across.mean() + 0.5
+    again = SASRec(ModelConfig(n_items=data.n_items, d_model=4, n_heads=2, max_len=8))
+    init.apply(again.item_emb)  # a narrower model gets the leading directions of the same SVD
+    narrow = torch.nn.functional.normalize(again.item_emb.weight.detach()[group[0]], dim=1)
+    assert (narrow @ narrow.T).mean() > 0.5
+
+
+def test_the_same_split_gives_the_same_table(tmp_path):
+    _, split = two_worlds(tmp_path)
+    a, b = ItemInit(split, 6).rows()[0], ItemInit(split, 6).rows()[0]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_item_init_choices_are_checked():
+    assert from_hyperparameters({}).train.item_init == "cooccurrence"
+    assert from_hyperparameters({"item_init": "random"}).train.item_init == "random"
+    with pytest.raises(ConfigError, match="item_init"):
+        from_hyperparameters({"item_init": "svd"})

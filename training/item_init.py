@@ -1,0 +1,106 @@
+"""Item tables that start from what co-occurrence already knows.
+
+A randomly initialised item table spends the first epochs learning which items go together,
+the thing a count table knows before any training. `item_init=cooccurrence` starts the id
+table from the training split's co-occurrence instead: the positive pointwise mutual
+information of items that follow each other within a few steps (the counts co-occurrence
+and the transitions table use, made symmetric), factorised by a truncated SVD, rows
+U * sqrt(S) (Levy & Goldberg, NeurIPS 2014: word2vec's embeddings factorise a shifted PMI
+matrix). Rows are rescaled to the random init's spread, so training dynamics (learning rate,
+weight decay) stay those the defaults were tuned for. Items that never co-occur keep their
+random row. Only training rows are read: valid and test items stay unseen.
+
+The SVD's leading directions are nested, so one factorisation at the widest model serves
+every width (teacher and student_plain). Cost: a sparse SVD of a matrix with as many rows
+as items that co-occur (benchmarks: docs/experiments.md, "Item tables that start from
+co-occurrence").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.sparse.linalg import svds
+
+from training.baselines import pair_counts
+from training.split import Split
+
+log = logging.getLogger(__name__)
+
+INIT_STD = 0.02  # the random init's (SASRec._init)
+WINDOW = 3  # steps apart, as co-occurrence and the transitions table count
+
+
+def ppmi(split: Split, window: int = WINDOW) -> tuple[sp.csr_matrix, np.ndarray]:
+    """(PPMI over the items that co-occur, their ids): symmetric counts of training pairs
+    within `window` steps, log(c_ab * total / (c_a * c_b)) where positive, else empty."""
+    n = split.data.n_items + 1
+    indptr, cols, counts = pair_counts(split, window)
+    c = sp.csr_matrix((counts.astype(np.float64), cols, indptr), shape=(n, n))
+    c = (c + c.T).tocsr()
+    row = np.asarray(c.sum(axis=1)).ravel()
+    active = np.flatnonzero(row > 0)
+    c = c[active][:, active].tocoo()
+    row = row[active]
+    pmi = np.log(c.data * row.sum() / (row[c.row] * row[c.col]))
+    keep = pmi > 0
+    m = sp.csr_matrix((pmi[keep], (c.row[keep], c.col[keep])), shape=(len(active),) * 2)
+    return m, active
+
+
+def factors(m: sp.csr_matrix, k: int) -> np.ndarray:
+    """(rows, k') = U * sqrt(S) of the top k' <= k singular triplets, largest first."""
+    n = m.shape[0]
+    if n == 0:
+        return np.zeros((0, 0))
+    if k >= n - 1:  # ARPACK needs k < n - 1; a catalog this small factorises densely
+        u, s, _ = np.linalg.svd(m.toarray())
+        k = min(k, len(s))
+        return u[:, :k] * np.sqrt(s[:k])
+    # v0 fixed: ARPACK's start vector is otherwise random, and every DDP rank (and a rerun)
+    # must build the same table.
+    v0 = np.random.default_rng(0).standard_normal(n)
+    u, s, _ = svds(m, k=k, v0=v0)
+    order = np.argsort(-s)
+    return u[:, order] * np.sqrt(s[order])
+
+
+class ItemInit:
+    """The factorisation of one split, computed on first use and cut to each model's width."""
+
+    def __init__(self, split: Split, width: int):
+        self.split, self.width = split, width
+        self._rows: tuple[np.ndarray, np.ndarray] | None = None
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._rows is None:
+            start = time.perf_counter()
+            m, active = ppmi(self.split)
+            self._rows = factors(m, self.width), active
+            log.info(
+                "item_init: co-occurrence of %d items (%d PPMI pairs) factorised to %d "
+                "dimensions in %.1f s",
+                len(active),
+                m.nnz,
+                self._rows[0].shape[1],
+                time.perf_counter() - start,
+            )
+        return self._rows
+
+    def apply(self, item_emb: torch.nn.Embedding) -> None:
+        """Overwrite the rows of the items that co-occur, in place (the rest stay random)."""
+        vectors, active = self.rows()
+        d = min(item_emb.embedding_dim, vectors.shape[1])
+        if d == 0:
+            return
+        part = vectors[:, :d]
+        nonzero = np.abs(part).sum(1) > 0
+        scale = INIT_STD / max(float(part[nonzero].std()), 1e-12) if nonzero.any() else 0.0
+        with torch.no_grad():
+            w = item_emb.weight
+            rows = torch.from_numpy(active[nonzero]).to(w.device)
+            w[rows, :d] = torch.from_numpy(part[nonzero] * scale).to(w.dtype).to(w.device)

@@ -53,9 +53,9 @@ def test_factors_dense_and_sparse_paths_agree():
     m = sp.csr_matrix((a + a.T) * (rng.random((40, 40)) < 0.3))
     m = (m + m.T).tocsr()
     sparse, dense = factors(m, 5), factors(m, 39)[:, :5]
-    # the same subspace: equal norms per component (signs of singular vectors are arbitrary)
-    np.testing.assert_allclose(np.abs(sparse).sum(0), np.abs(dense).sum(0), rtol=1e-6)
-    np.testing.assert_allclose(np.abs(sparse.T @ dense), np.diag((sparse**2).sum(0)), atol=1e-6)
+    # the same subspace (float32 ARPACK against float64 LAPACK; signs are arbitrary)
+    np.testing.assert_allclose(np.abs(sparse).sum(0), np.abs(dense).sum(0), rtol=1e-4)
+    np.testing.assert_allclose(np.abs(sparse.T @ dense), np.diag((sparse**2).sum(0)), atol=1e-4)
 
 
 def test_apply_places_groups_apart_at_the_random_scale(tmp_path):

@@ -8,8 +8,10 @@ import scipy.sparse as sp
 import torch
 
 from tests.conftest import write_csv
+from training import pipeline
 from training.config import ConfigError, DataConfig, ModelConfig, from_hyperparameters
 from training.data import load_interactions
+from training.dist import DistEnv
 from training.item_init import INIT_STD, ItemInit, factors, ppmi
 from training.model import SASRec
 from training.split import leave_one_out
@@ -17,7 +19,8 @@ from training.split import leave_one_out
 
 def two_worlds(tmp_path, users: int = 60, seed: int = 0):
     """Users who stay inside one of two item groups (g0-*, g1-*), 8 items each; item "late"
-    is only ever a user's last (test) item, "lone" only a one-item user's."""
+    is only ever a user's last (test) item, "mid" only a valid one, "lone" only a one-item
+    user's."""
     rng = np.random.default_rng(seed)
     rows = []
     for u in range(users):
@@ -26,6 +29,10 @@ def two_worlds(tmp_path, users: int = 60, seed: int = 0):
         rows += [[f"u{u}", f"g{group}-{i}", t] for t, i in enumerate(seq)]
         if u < 4:
             rows.append([f"u{u}", "late", 99])
+        elif u < 8:
+            rows += [[f"u{u}", "mid", 98], [f"u{u}", f"g{group}-7", 99]]
+            last = f"g{group}-7"
+            rows = [r for r in rows if not (r[0] == f"u{u}" and r[1] == last and r[2] < 98)]
     rows.append(["solo", "lone", 0])
     path = write_csv(tmp_path / "w.csv", ["user_id", "item_id", "timestamp"], rows)
     data = load_interactions(str(path), DataConfig(min_interactions=1, min_users=1))
@@ -42,9 +49,11 @@ def test_ppmi_reads_training_pairs_only_and_is_symmetric(tmp_path):
     assert (abs(m - m.T) > 1e-12).nnz == 0
     assert m.data.min() > 0
     names = {data.item_ids[i - 1] for i in active}
-    # a test target and an item no pair holds have no row: they keep the random init
-    assert "late" not in names and "lone" not in names
+    # valid and test targets and an item no pair holds have no row: they keep the random init
+    assert not names & {"late", "mid", "lone"}
     assert len(names) == 16
+    _, refit = ppmi(split.with_valid_in_train())  # what a refit trains on: valid, not test
+    assert {data.item_ids[i - 1] for i in refit} - names == {"mid"}
 
 
 def test_factors_dense_and_sparse_paths_agree():
@@ -93,3 +102,37 @@ def test_item_init_choices_are_checked():
     assert from_hyperparameters({"item_init": "random"}).train.item_init == "random"
     with pytest.raises(ConfigError, match="item_init"):
         from_hyperparameters({"item_init": "svd"})
+
+
+def test_the_job_starts_each_teacher_from_its_own_split(tmp_path):
+    data, split = two_worlds(tmp_path)
+    hp = {"d_model": "8", "n_heads": "2", "max_len": "8", "student_d_model": "16"}
+    cfg = from_hyperparameters(hp)
+    tr = pipeline._Trainer(None, cfg, DistEnv(), data, split, {}, None, None)
+    random_rows = pipeline.build_teacher(cfg, data).item_emb.weight.detach()
+    teacher = tr.member("teacher", 0, 1).model.item_emb.weight.detach()
+    refit_split = split.with_valid_in_train()
+    refit = tr.member("teacher_refit", 0, 1, on=refit_split).model.item_emb.weight.detach()
+    mid, g0 = item(data, "mid"), item(data, "g0-0")
+    assert torch.equal(teacher[mid], random_rows[mid])  # a valid item: unseen by the teacher
+    assert not torch.equal(refit[mid], random_rows[mid])  # ... and trained on by the refit
+    assert not torch.equal(teacher[g0], random_rows[g0])
+    # the teacher's start is the teacher's width's alone (a student setting must not move it)
+    wider = from_hyperparameters({**hp, "student_d_model": "32"})
+    other = pipeline._Trainer(None, wider, DistEnv(), data, split, {}, None, None)
+    assert torch.equal(other.member("teacher", 0, 1).model.item_emb.weight, teacher)
+    plain = from_hyperparameters({**hp, "item_init": "random"})
+    off = pipeline._Trainer(None, plain, DistEnv(), data, split, {}, None, None)
+    assert torch.equal(off.member("teacher", 0, 1).model.item_emb.weight, random_rows)
+
+
+def test_nothing_to_factorise_leaves_the_random_table(tmp_path):
+    empty = sp.csr_matrix((5, 5))
+    assert factors(empty, 3).shape == (5, 0)
+    data, split = two_worlds(tmp_path)
+    model = SASRec(ModelConfig(n_items=data.n_items, d_model=8, n_heads=2, max_len=8))
+    before = model.item_emb.weight.detach().clone()
+    init = ItemInit(split, width=8)
+    init._rows = (np.zeros((3, 0)), np.array([1, 2, 3]))  # what a failed SVD leaves
+    init.apply(model.item_emb)
+    assert torch.equal(model.item_emb.weight.detach(), before)

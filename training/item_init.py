@@ -8,11 +8,12 @@ and the transitions table use, made symmetric), factorised by a truncated SVD, r
 U * sqrt(S) (Levy & Goldberg, NeurIPS 2014: word2vec's embeddings factorise a shifted PMI
 matrix). Rows are rescaled to the random init's spread, so training dynamics (learning rate,
 weight decay) stay those the defaults were tuned for. Items that never co-occur keep their
-random row. Only training rows are read: valid and test items stay unseen.
+random row. Only training rows are read: valid and test targets stay unseen.
 
-The SVD's leading directions are nested, so one factorisation at the widest model serves
-every width (teacher and student_plain). Cost: a sparse SVD of a matrix with as many rows
-as items that co-occur (benchmarks: docs/experiments.md, "Item tables that start from
+One factorisation at the teacher's width serves student_plain too (its leading columns; a
+wider student_plain keeps random columns beyond it), so a teacher's start depends on the
+teacher's settings only, as its checkpoint identity says. Cost: a sparse SVD of a matrix
+with as many rows as items that co-occur (docs/experiments.md, "Item tables that start from
 co-occurrence").
 """
 
@@ -24,7 +25,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 import torch
-from scipy.sparse.linalg import svds
+from scipy.sparse.linalg import ArpackError, svds
 
 from training.baselines import pair_counts
 from training.split import Split
@@ -55,8 +56,8 @@ def ppmi(split: Split, window: int = WINDOW) -> tuple[sp.csr_matrix, np.ndarray]
 def factors(m: sp.csr_matrix, k: int) -> np.ndarray:
     """(rows, k') = U * sqrt(S) of the top k' <= k singular triplets, largest first."""
     n = m.shape[0]
-    if n == 0:
-        return np.zeros((0, 0))
+    if n == 0 or m.nnz == 0:  # no pair with a positive PMI: nothing to start from
+        return np.zeros((n, 0))
     if k >= n - 1:  # ARPACK needs k < n - 1; a catalog this small factorises densely
         u, s, _ = np.linalg.svd(m.toarray())
         k = min(k, len(s))
@@ -81,7 +82,12 @@ class ItemInit:
         if self._rows is None:
             start = time.perf_counter()
             m, active = ppmi(self.split)
-            self._rows = factors(m, self.width), active
+            try:
+                vectors = factors(m, self.width)
+            except ArpackError as e:  # a start, not a result: the random table will do
+                log.warning("item_init: the SVD failed (%s); the item table starts random", e)
+                vectors = np.zeros((len(active), 0))
+            self._rows = vectors, active
             log.info(
                 "item_init: co-occurrence of %d items (%d PPMI pairs) factorised to %d "
                 "dimensions in %.1f s",

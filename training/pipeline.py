@@ -173,9 +173,8 @@ class _Trainer:
         """item_init=cooccurrence: the id table from the split's co-occurrence."""
         if self.cfg.train.item_init != "cooccurrence":
             return
-        if id(split) not in self._inits:
-            width = max(self.cfg.model.d_model, self.cfg.student.student_d_model)
-            self._inits[id(split)] = ItemInit(split, width)
+        if id(split) not in self._inits:  # the teacher's width (item_init.py)
+            self._inits[id(split)] = ItemInit(split, self.cfg.model.d_model)
         self._inits[id(split)].apply(model.item_emb)
 
     def run(self, phase: Phase, on: Split | None = None) -> None:

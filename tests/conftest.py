@@ -134,6 +134,11 @@ def s3_env(moto_server, monkeypatch):
     import lmrec.aws
 
     monkeypatch.setattr(lmrec.aws, "_clients", {})  # fresh clients see the endpoint
+    # ... with the library's budget: a function imported by an earlier test configured its
+    # own (the API's: 1 s reads, 2 attempts), and on a loaded machine one 100-action
+    # transaction on the moto server outlasted it in a user-store test (a test that imports
+    # a function gets that function's budget again at import).
+    monkeypatch.setattr(lmrec.aws, "_budget", lmrec.aws.Budget())
     return moto_server
 
 

@@ -6,13 +6,21 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from scipy.sparse.linalg import ArpackError
 
 from tests.conftest import write_csv
-from training import pipeline
+from training import item_init, pipeline
 from training.config import ConfigError, DataConfig, ModelConfig, from_hyperparameters
 from training.data import load_interactions
 from training.dist import DistEnv
-from training.item_init import INIT_STD, ItemInit, factors, ppmi
+from training.item_init import (
+    INIT_STD,
+    ItemInit,
+    collapsed_share,
+    factors,
+    partner_codes,
+    ppmi,
+)
 from training.model import SASRec
 from training.split import leave_one_out
 
@@ -65,6 +73,56 @@ def test_factors_dense_and_sparse_paths_agree():
     # the same subspace (float32 ARPACK against float64 LAPACK; signs are arbitrary)
     np.testing.assert_allclose(np.abs(sparse).sum(0), np.abs(dense).sum(0), rtol=1e-4)
     np.testing.assert_allclose(np.abs(sparse.T @ dense), np.diag((sparse**2).sum(0)), atol=1e-4)
+
+
+def block_ppmi(groups: int, size: int) -> sp.csr_matrix:
+    """A PPMI matrix of `groups` groups whose items all pair with each other, group g's
+    values 1 + g / groups (distinct singular values: the SVD's top directions are defined)."""
+    block = np.ones((size, size)) - np.eye(size)
+    return sp.block_diag([block * (1 + g / groups) for g in range(groups)], format="csr")
+
+
+def test_more_groups_than_dimensions_collapse_the_svd_not_the_codes():
+    """40 equal groups in 8 dimensions: the SVD gives its 8 directions to 8 groups and
+    leaves the other items' rows at zero; the partner codes give every row the same norm and
+    bring the same group's rows together."""
+    m = block_ppmi(40, 5)
+    assert collapsed_share(factors(m, 8)) > 0.5
+    rows = partner_codes(m, 8)
+    norms = np.linalg.norm(rows, axis=1)
+    assert collapsed_share(rows) == 0.0 and norms.min() > 0.5 * np.median(norms)
+    unit = rows / norms[:, None]
+    cos = unit @ unit.T
+    off = ~np.eye(len(rows), dtype=bool)
+    same = np.kron(np.eye(40), np.ones((5, 5))).astype(bool) & off
+    assert cos[same].mean() > cos[~same & off].mean() + 0.3
+    # an item that shares no pair keeps a zero row (the random init in the table)
+    lonely = sp.csr_matrix(np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    assert not partner_codes(lonely, 4)[2].any()
+    assert collapsed_share(np.zeros((3, 0))) == 0.0
+
+
+def test_a_collapsed_or_failed_svd_falls_back_to_partner_codes(tmp_path, monkeypatch):
+    _, split = two_worlds(tmp_path)
+    m = block_ppmi(40, 5)
+    init = ItemInit(split, width=8)
+    rows, how = init._factorise(m)
+    assert how.startswith("random indexing: the SVD left") and "near zero" in how
+    np.testing.assert_array_equal(rows, partner_codes(m, 8))
+    balanced = block_ppmi(4, 5)  # fewer groups than dimensions: the SVD keeps them all
+    rows, how = init._factorise(balanced)
+    assert how == "SVD" and collapsed_share(rows) == 0.0
+    # rows with no PPMI partner are zero in any start: they do not count as collapsed
+    lonely = sp.block_diag([balanced, sp.csr_matrix((30, 30))], format="csr")
+    assert init._factorise(lonely)[1] == "SVD"
+
+    def fail(m, k):
+        raise ArpackError(-9999)
+
+    monkeypatch.setattr(item_init, "factors", fail)
+    rows, how = init._factorise(m)
+    assert how.startswith("random indexing: the SVD failed")
+    np.testing.assert_array_equal(rows, partner_codes(m, 8))
 
 
 def test_apply_places_groups_apart_at_the_random_scale(tmp_path):

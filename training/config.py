@@ -156,8 +156,9 @@ class TrainConfig:
     # this probability (targets unchanged); a regulariser for sparse logs. 0 = off.
     input_noise: float = hp(0.0, 0.0, 1.0, hi_open=True)  # [0, 1)
     # Where the id item tables of the teachers and student_plain start (training/item_init.py):
-    # "cooccurrence" = the training split's co-occurrence (PPMI factorised by SVD), "random"
-    # = SASRec's truncated normal. The distilled student starts from its teacher either way.
+    # "cooccurrence" = the training split's co-occurrence (PPMI factorised by SVD, or random
+    # indexing where the SVD leaves most items near zero), "random" = SASRec's truncated
+    # normal. The distilled student starts from its teacher either way.
     item_init: str = hp("cooccurrence", choices=("cooccurrence", "random"))
     # The tuned baselines' grids (training/cf.py): "full", or "first" (each grid's first point
     # only: ALS 64 factors at alpha 1 and EASE lambda 100, what the full grids chose on

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -23,6 +25,8 @@ from training.item_init import (
 )
 from training.model import SASRec
 from training.split import leave_one_out
+
+SAMPLE = Path(__file__).resolve().parents[1] / "training" / "sample_data" / "ml-100k"
 
 
 def two_worlds(tmp_path, users: int = 60, seed: int = 0):
@@ -102,15 +106,15 @@ def test_more_groups_than_dimensions_collapse_the_svd_not_the_codes():
     assert collapsed_share(np.zeros((3, 0))) == 0.0
 
 
-def test_a_collapsed_or_failed_svd_falls_back_to_partner_codes(tmp_path, monkeypatch):
+def test_a_collapsed_or_failed_svd_falls_back_to_partner_codes(tmp_path, monkeypatch, caplog):
     _, split = two_worlds(tmp_path)
     m = block_ppmi(40, 5)
     init = ItemInit(split, width=8)
-    rows, how = init._factorise(m)
-    assert how.startswith("random indexing: the SVD left") and "near zero" in how
-    np.testing.assert_array_equal(rows, partner_codes(m, 8))
+    rows, how, failed = init._factorise(m)
+    assert how.startswith("random indexing: the SVD left") and "near zero" in how and not failed
+    assert collapsed_share(rows) == 0.0 and rows.shape == (200, 8)
     balanced = block_ppmi(4, 5)  # fewer groups than dimensions: the SVD keeps them all
-    rows, how = init._factorise(balanced)
+    rows, how, _ = init._factorise(balanced)
     assert how == "SVD" and collapsed_share(rows) == 0.0
     # rows with no PPMI partner are zero in any start: they do not count as collapsed
     lonely = sp.block_diag([balanced, sp.csr_matrix((30, 30))], format="csr")
@@ -120,9 +124,45 @@ def test_a_collapsed_or_failed_svd_falls_back_to_partner_codes(tmp_path, monkeyp
         raise ArpackError(-9999)
 
     monkeypatch.setattr(item_init, "factors", fail)
-    rows, how = init._factorise(m)
-    assert how.startswith("random indexing: the SVD failed")
-    np.testing.assert_array_equal(rows, partner_codes(m, 8))
+    rows, how, failed = init._factorise(m)
+    assert how.startswith("random indexing: the SVD failed") and failed
+    assert collapsed_share(rows) == 0.0 and rows.shape == (200, 8)
+    monkeypatch.setattr(item_init, "factors", lambda m, k: np.full((m.shape[0], k), np.nan))
+    assert init._factorise(m)[1] == "random indexing: the SVD was not finite"
+    # through rows(): a failed SVD is a warning in the job's log, the start still made
+    monkeypatch.setattr(item_init, "factors", fail)
+    with caplog.at_level("INFO", logger="training.item_init"):
+        vectors, active = ItemInit(split, width=8).rows()
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "the SVD failed" in caplog.records[0].getMessage()
+    assert vectors.shape == (len(active), 8) and np.isfinite(vectors).all()
+
+
+def test_random_indexing_rows_fill_the_table_at_any_width(tmp_path, monkeypatch):
+    """The fallback's rows through apply(): the random init's spread, the two item groups
+    apart, and a narrower model (student_plain) gets the same rows' leading columns."""
+    data, split = two_worlds(tmp_path)
+    monkeypatch.setattr(item_init, "COLLAPSED", -1.0)  # every SVD counts as collapsed
+    init = ItemInit(split, width=32)
+    assert init._factorise(ppmi(split)[0])[1].startswith("random indexing")
+    group = [[item(data, f"g{g}-{i}") for i in range(8)] for g in (0, 1)]
+    for width in (32, 8):
+        model = SASRec(ModelConfig(n_items=data.n_items, d_model=width, n_heads=2, max_len=8))
+        init.apply(model.item_emb)
+        rows = model.item_emb.weight.detach()[group[0] + group[1]]
+        assert rows.std().item() == pytest.approx(INIT_STD, rel=0.05)
+        unit = torch.nn.functional.normalize(rows, dim=1)
+        cos = unit @ unit.T
+        same = cos[:8, :8][~torch.eye(8, dtype=torch.bool)]
+        assert same.mean() > cos[:8, 8:].mean() + 0.4
+
+
+def test_the_shipped_sample_keeps_the_svd():
+    """The MovieLens 100K sample at the teacher's default width (128) stays on the SVD: the
+    start its figures were measured with."""
+    data = load_interactions(str(SAMPLE / "interactions.csv.gz"), DataConfig())
+    m, _ = ppmi(leave_one_out(data))
+    assert ItemInit(None, 128)._factorise(m)[1] == "SVD"  # type: ignore[arg-type]
 
 
 def test_apply_places_groups_apart_at_the_random_scale(tmp_path):
@@ -188,9 +228,11 @@ def test_nothing_to_factorise_leaves_the_random_table(tmp_path):
     empty = sp.csr_matrix((5, 5))
     assert factors(empty, 3).shape == (5, 0)
     data, split = two_worlds(tmp_path)
+    rows, how, failed = ItemInit(split, width=8)._factorise(empty)
+    assert rows.shape == (5, 0) and how.startswith("no PPMI pair") and not failed
     model = SASRec(ModelConfig(n_items=data.n_items, d_model=8, n_heads=2, max_len=8))
     before = model.item_emb.weight.detach().clone()
     init = ItemInit(split, width=8)
-    init._rows = (np.zeros((3, 0)), np.array([1, 2, 3]))  # what a failed SVD leaves
+    init._rows = (np.zeros((3, 0)), np.array([1, 2, 3]))  # what no PPMI pair leaves
     init.apply(model.item_emb)
     assert torch.equal(model.item_emb.weight.detach(), before)

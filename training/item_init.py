@@ -11,14 +11,15 @@ rate, weight decay) stay those the defaults were tuned for. Items that never co-
 their random row. Only training rows are read: valid and test targets stay unseen.
 
 When the SVD has too few dimensions for the catalog's groups, its k directions go to the
-largest groups and the other items' rows are left near zero: at rung M (75k items in about
-1,250 clusters, k = 64) 43% of the rows were under a tenth of the rows' root-mean-square
-norm, the top tenth held 72% of the squared norm, and the teacher trailed the random start
-by 0.047 NDCG@10 after two epochs. Then (more than COLLAPSED of the rows under that tenth;
-every real data set measured had at most 3.4%) each item gets its own random code plus
-the PPMI-weighted sum of its partners' codes, each part unit length (random indexing,
-Sahlgren 2005): items with similar partners get similar rows and every item keeps a direction
-of its own (rung M: +0.027 over the random start after two epochs). It is not the only start
+largest groups and the other items' rows are left near zero: at rung M (74,090 items that
+co-occur, in about 1,250 clusters, k = 64) 43% of the rows were under a tenth of the rows'
+root-mean-square norm, the top tenth held 72% of the squared norm, and the teacher trailed
+the random start by 0.047 NDCG@10 after two epochs. Then (more than COLLAPSED of the rows
+under that tenth; every real data set measured had at most 3.4% at the default widths) each
+item gets its own random code plus the PPMI-weighted sum of its partners' codes, each part
+unit length (random indexing, Sahlgren 2005): items with similar partners get similar rows
+and every item keeps a direction of its own (rung M: +0.027 over the random start after two
+epochs). It is not the only start
 because where the SVD is balanced it is the better one (Games after one epoch: valid 0.054
 against 0.028); docs/experiments.md, "The co-occurrence start at scale".
 
@@ -122,11 +123,10 @@ class ItemInit:
         if self._rows is None:
             start = time.perf_counter()
             m, active = ppmi(self.split)
-            vectors, how = self._factorise(m)
+            vectors, how, trouble = self._factorise(m)
             self._rows = vectors, active
-            failed = how.startswith("random indexing: the SVD failed")
             log.log(
-                logging.WARNING if failed else logging.INFO,
+                logging.WARNING if trouble else logging.INFO,
                 "item_init: co-occurrence of %d items (%d PPMI pairs) as %d dimensions (%s) "
                 "in %.1f s",
                 len(active),
@@ -137,17 +137,25 @@ class ItemInit:
             )
         return self._rows
 
-    def _factorise(self, m: sp.csr_matrix) -> tuple[np.ndarray, str]:
+    def _factorise(self, m: sp.csr_matrix) -> tuple[np.ndarray, str, bool]:
+        """(rows, how they were made, whether the SVD failed)."""
+        if m.nnz == 0:
+            return np.zeros((m.shape[0], 0)), "no PPMI pair: the table stays random", False
         try:
             vectors = factors(m, self.width)
         except ArpackError as e:  # a start, not a result: random indexing will do
-            return partner_codes(m, self.width), f"random indexing: the SVD failed ({e})"
-        # Rows without a PPMI partner are zero in any start (their items stay random).
+            return partner_codes(m, self.width), f"random indexing: the SVD failed ({e})", True
+        if not np.isfinite(vectors).all():
+            return partner_codes(m, self.width), "random indexing: the SVD was not finite", True
+        # Rows without a PPMI partner are zero in any start (their items stay random). The
+        # share is measured at the teacher's width; a narrower one collapses sooner (Games:
+        # 3.4% at 64, 7.8% at 16, 11.2% at 8), and student_plain's leading columns are not
+        # checked apart.
         share = collapsed_share(vectors[np.diff(m.indptr) > 0])
         if share > COLLAPSED:
-            why = f"random indexing: the SVD left {share:.0%} of the rows near zero"
-            return partner_codes(m, self.width), why
-        return vectors, "SVD"
+            why = f"random indexing: the SVD left {share:.1%} of the rows near zero"
+            return partner_codes(m, self.width), why, False
+        return vectors, "SVD", False
 
     def apply(self, item_emb: torch.nn.Embedding) -> None:
         """Overwrite the rows of the items that co-occur, in place (the rest stay random)."""

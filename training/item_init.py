@@ -19,9 +19,9 @@ under that tenth; every real data set measured had at most 3.4% at the default w
 item gets its own random code plus the PPMI-weighted sum of its partners' codes, each part
 unit length (random indexing, Sahlgren 2005): items with similar partners get similar rows
 and every item keeps a direction of its own (rung M: +0.027 over the random start after two
-epochs). It is not the only start
-because where the SVD is balanced it is the better one (Games after one epoch: valid 0.054
-against 0.028); docs/experiments.md, "The co-occurrence start at scale".
+epochs). It is not the only start because where the SVD is balanced it is the better one
+(Games after one epoch: valid 0.054 against 0.028); docs/experiments.md, "The co-occurrence
+start at scale".
 
 One table at the teacher's width serves student_plain too (its leading columns; a wider
 student_plain keeps random columns beyond it), so a teacher's start depends on the teacher's
@@ -113,7 +113,7 @@ def collapsed_share(vectors: np.ndarray) -> float:
 
 
 class ItemInit:
-    """The factorisation of one split, computed on first use and cut to each model's width."""
+    """The start of one split's table, computed on first use and cut to each model's width."""
 
     def __init__(self, split: Split, width: int):
         self.split, self.width = split, width

@@ -47,8 +47,9 @@ DEMO_HP = {
     # every recorded demo curve peaked by epoch 13 (10 without the regularisers, 13 with; no
     # later recorded epoch beat it; the rate is constant, so fewer epochs leave the first 13
     # as they were), so the epochs after 13 were idle: 13 keeps the same best epoch and the
-    # same table, and saves 2 more epochs (about 16 s on this project's 2-core AMD EPYC, where
-    # 15 took 3 min 16 s end to end at a quiet moment and 13 brings it under 3 minutes).
+    # same table, and saves 2 more epochs (about 16 s on this project's 2-core AMD EPYC: with
+    # 15 the demo took 3 min 14 s to 4 min 8 s there, with 13 2 min 30 s from a fresh clone at
+    # a quiet moment and 3 min 8 s at a busy one).
     "epochs": "13",
     "student_epochs": "3",
     "weight_decay": "0.1",

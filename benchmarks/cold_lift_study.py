@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -54,6 +55,7 @@ from lmrec.student import NumpySASRec, dequantize_items
 from quality import machine
 
 from training import new_items
+from training.baselines import tfidf
 from training.item_content import catalog_rows
 
 QUANTILES = (0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9)  # training/new_items.py's offset grid
@@ -121,6 +123,10 @@ class Study:
         def vectors(ids: list[str]) -> np.ndarray:
             _, rows = catalog_rows(catalog.reindex(pd.Index(ids, name="item_id")))
             return content.vectors(content.featurise(spec, rows), table)
+
+        _, every = catalog_rows(catalog.reindex(pd.Index([*self.warm_ids, *cold_ids])))
+        # cold_items.py's content-only baseline over the same rows (row 0 padding, empty)
+        self.tfidf_items = tfidf(content.featurise(spec, [{}, *every]), spec.n_buckets)
 
         self.content_rows = np.concatenate(  # every item's content part, row 0 padding
             [np.zeros((1, table.shape[1]), np.float32), vectors([*self.warm_ids, *cold_ids])]
@@ -312,27 +318,36 @@ def slot(st: Study, r: int) -> dict:
     }
 
 
-def explore_ranks(s: np.ndarray, new: np.ndarray, targets: np.ndarray, n: int) -> np.ndarray:
+def explore_ranks(
+    s: np.ndarray,
+    new: np.ndarray,
+    targets: np.ndarray,
+    n: int,
+    young: np.ndarray | None = None,
+) -> np.ndarray:
     """0-based rank of each target in the served top-k with `n` exploration slots, as
     lmrec.liveitems.merge builds it: the top-k of the served scores `s` (known and new items
-    together), then, if fewer than n new items are in it, the best new items not shown take
-    the last slots and the lowest others drop out. A target outside the list gets rank k.
-    Ties keep the catalog's order (a stable sort), not a random draw as `figures` does."""
+    together), then, if fewer than n young items are in it, the best young items not shown
+    take the last slots and the lowest others drop out. `young` (cases, len(new)) says which
+    new items may fill a slot in each case (merge's age cut-off); None: every new item. A
+    target outside the list gets rank k. Ties keep the catalog's order (a stable sort), not
+    a random draw as `figures` does."""
     k = ci.K
     order = np.argsort(-s, axis=1, kind="stable")[:, :k]
-    is_new = np.zeros(s.shape[1], bool)
-    is_new[new] = True
     out = np.full(len(s), k, np.int64)
     for i in range(len(s)):
+        pool = new if young is None else new[young[i]]
+        is_young = np.zeros(s.shape[1], bool)
+        is_young[pool] = True
         top = order[i].tolist()
-        shown = [r for r in top if is_new[r]]
+        shown = [r for r in top if is_young[r]]
         extra: list[int] = []
         if n and len(shown) < n:
-            ranked = new[np.argsort(-s[i, new], kind="stable")]
+            ranked = pool[np.argsort(-s[i, pool], kind="stable")]
             extra = [int(r) for r in ranked if r not in shown and np.isfinite(s[i, r])]
             extra = extra[: n - len(shown)]
         if extra:
-            others = [r for r in top if not is_new[r]]
+            others = [r for r in top if not is_young[r]]
             top = [r for r in top if r in shown or r in others[: k - len(extra) - len(shown)]]
             top += extra
         if targets[i] in top:
@@ -361,6 +376,56 @@ def explore_study(st: Study, slots: tuple[int, ...] = (0, 1, 2, 3)) -> dict:
                 base = ndcg if base is None else base
                 row["warm_minus_no_slot"] = _paired(ndcg - base) if n else [0.0, 0.0, 0.0]
         out["points"][f"slots_{n}"] = row
+    return out
+
+
+def tfidf_figures(st: Study, c: Cases, time_aware: bool) -> dict:
+    """The content-only baseline on the cold cases (cold_items.py's: the history's summed
+    TF-IDF rows, cosine, history hidden); time-aware: a new item ranked only at or after
+    its first interaction, as the served scores are."""
+    n = st.tfidf_items.shape[0]
+    profile = sp.csr_matrix(
+        (np.ones(sum(len(h) for h in c.h)), np.concatenate(c.h), np.cumsum([0, *map(len, c.h)])),
+        shape=(len(c.h), n),
+    )
+    s = np.asarray((profile @ st.tfidf_items @ st.tfidf_items.T).todense())
+    if time_aware:
+        late = st.first_seen[st.cold][None] > c.at[:, None]
+        s[:, st.cold] = np.where(late, -np.inf, s[:, st.cold])
+    return _short(ci.figures(ci.ranks(ci._hide(s, c.h), c.t, np.random.default_rng(0))))
+
+
+def explore_age_study(
+    st: Study, ages_h: tuple[float, ...] = (72.0, 168.0, 720.0), slots: tuple[int, ...] = (1, 2)
+) -> dict:
+    """The exploration slots in time, as production sees them: a new item exists (is ranked
+    at all) only at or after its first interaction, and fills a slot only while younger than
+    the age cut-off (liveitems.Explore.max_age_s; 72 h by default), its age counted from its
+    first interaction (a live item's clock starts at its PUT, which comes before any
+    interaction: real ages are at least these, so real slots hold no more items than here).
+    TF-IDF is scored with the same existence rule. Warm cost paired against no slot, both
+    time-aware."""
+    offset = float((st.manifest.get("new_items") or {}).get("offset", 0.0))
+    out: dict = {"offset": offset, "tfidf_cold_time_aware": tfidf_figures(st, st.cold_cases, True)}
+    base = {}
+    for name, c in (("cold", st.cold_cases), ("warm_with_new_items", st.warm)):
+        s = st.scores(c, st.cold, offset, 0.0, True)
+        ranks = explore_ranks(s, st.cold, c.t, 0)
+        base[name] = np.where(ranks < ci.K, 1.0 / np.log2(ranks + 2.0), 0.0)
+        out[f"{name}_no_slot"] = _short(ci.figures(ranks)) | {"median_rank": None}
+    for age in ages_h:
+        for n in slots:
+            row: dict = {}
+            for name, c in (("cold", st.cold_cases), ("warm_with_new_items", st.warm)):
+                s = st.scores(c, st.cold, offset, 0.0, True)
+                age_s = c.at[:, None] - st.first_seen[st.cold][None]
+                young = (age_s >= 0) & (age_s <= age * 3600.0)
+                ranks = explore_ranks(s, st.cold, c.t, n, young)
+                ndcg = np.where(ranks < ci.K, 1.0 / np.log2(ranks + 2.0), 0.0)
+                row[name] = _short(ci.figures(ranks)) | {"median_rank": None}
+                row[f"{name}_minus_no_slot"] = _paired(ndcg - base[name])
+                row[f"{name}_cases_with_a_young_item"] = int(young.any(1).sum())
+            out[f"age_{age:g}h_slots_{n}"] = row
     return out
 
 
@@ -396,8 +461,17 @@ def main() -> None:
         action="store_true",
         help="as served, with 0-3 of the ten slots reserved for new items (explore_share)",
     )
+    p.add_argument(
+        "--explore-age",
+        action="store_true",
+        help="the slots in time: new items ranked only once they exist, slots only for items "
+        "younger than 72 h / 7 d / 30 d; TF-IDF under the same existence rule",
+    )
     a = p.parse_args()
-    st = Study(a.work, a.data, a.dropout, a.served or a.explore)
+    st = Study(a.work, a.data, a.dropout, a.served or a.explore or a.explore_age)
+    if a.explore_age:
+        print(json.dumps(explore_age_study(st) | {"machine": machine()}, indent=1))
+        return
     if a.explore:
         print(json.dumps(explore_study(st) | {"machine": machine()}, indent=1))
         return

@@ -30,3 +30,17 @@ def test_a_new_item_already_in_the_top_counts_as_shown():
     rank = lambda target, n: int(explore_ranks(s, new, np.array([target]), n)[0])  # noqa: E731
     assert rank(13, 1) == 0 and rank(14, 1) == 10 and rank(9, 1) == 9  # nothing to add
     assert rank(14, 2) == 9 and rank(9, 2) == 10  # one more slot: 14 replaces known item 9
+
+
+def test_only_young_items_fill_slots_and_an_old_one_in_the_top_does_not_count():
+    s, new = _scores([20.0, 0.7, 0.5])  # 13 outscores every known item, but is old
+    young = np.array([[False, False, True]])  # only 15 is under the age cut-off
+    rank = lambda target, n: int(explore_ranks(s, new, np.array([target]), n, young)[0])  # noqa: E731
+    # 13 stays first on its score; the slot goes to the young 15, not to 14 (better, old)
+    assert rank(13, 1) == 0 and rank(15, 1) == 9 and rank(14, 1) == 10 and rank(9, 1) == 10
+    none = np.zeros((1, 3), bool)  # no young item: no slot, the list as without exploration
+    assert [int(explore_ranks(s, new, np.array([t]), 1, none)[0]) for t in (13, 9, 15)] == [
+        0,
+        9,
+        10,
+    ]

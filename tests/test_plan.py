@@ -179,6 +179,8 @@ def test_a_preset_that_fixes_epochs_says_it_has_no_budget(name, capsys):
     hp = load_hyperparameters(REPO / "training" / "presets" / f"{name}.json")
     assert hp["max_total_seconds"] == "0"  # explicit in the file, not implied by epochs
     cfg = from_hyperparameters(hp)
+    # the start their published figures were measured with, before cooccurrence was the default
+    assert cfg.train.item_init == "random"
     adapt(cfg, _data(943, 1_682, 100_000))
     line = capsys.readouterr().err.splitlines()[-1]
     epochs, students = hp["epochs"], hp["student_epochs"]

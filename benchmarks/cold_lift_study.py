@@ -398,15 +398,27 @@ def tfidf_figures(st: Study, c: Cases, time_aware: bool) -> dict:
 def explore_age_study(
     st: Study, ages_h: tuple[float, ...] = (72.0, 168.0, 720.0), slots: tuple[int, ...] = (1, 2)
 ) -> dict:
-    """The exploration slots in time, as production sees them: a new item exists (is ranked
-    at all) only at or after its first interaction, and fills a slot only while younger than
-    the age cut-off (liveitems.Explore.max_age_s; 72 h by default), its age counted from its
-    first interaction (a live item's clock starts at its PUT, which comes before any
-    interaction: real ages are at least these, so real slots hold no more items than here).
-    TF-IDF is scored with the same existence rule. Warm cost paired against no slot, both
-    time-aware."""
+    """The exploration slots in time: a new item exists (is ranked at all) only at or after
+    its first interaction, and fills a slot only while younger than the age cut-off
+    (liveitems.Explore.max_age_s; 72 h by default), its age counted from its first
+    interaction. Optimistic for the slots: in production an item exists from its PUT, before
+    anyone takes it, so the young pool also holds items nobody has taken yet, and an item
+    first taken by this case's own target (age 0) is in the pool here only because of it.
+    TF-IDF is scored with the same existence rule (and without it, for comparison with
+    cold_items.py's figure). Warm cost paired against no slot, both time-aware."""
     offset = float((st.manifest.get("new_items") or {}).get("offset", 0.0))
-    out: dict = {"offset": offset, "tfidf_cold_time_aware": tfidf_figures(st, st.cold_cases, True)}
+    c = st.cold_cases
+    age_h = (c.at - st.first_seen[c.t]) / 3600.0
+    out: dict = {
+        "offset": offset,
+        "tfidf_cold_time_aware": tfidf_figures(st, c, True),
+        "tfidf_cold_untimed": tfidf_figures(st, c, False),
+        # the most a slot under each cut-off can reach: cases whose target is that young
+        "target_age_share": {
+            f"{h:g}h": round(float((age_h <= h).mean()), 3) for h in (0, 24, 72, 168, 720)
+        }
+        | {"median_hours": round(float(np.median(age_h)), 1), "cases": len(age_h)},
+    }
     base = {}
     for name, c in (("cold", st.cold_cases), ("warm_with_new_items", st.warm)):
         s = st.scores(c, st.cold, offset, 0.0, True)

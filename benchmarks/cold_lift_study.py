@@ -480,7 +480,14 @@ def main() -> None:
         "younger than 72 h / 7 d / 30 d; TF-IDF under the same existence rule",
     )
     a = p.parse_args()
-    st = Study(a.work, a.data, a.dropout, a.served or a.explore or a.explore_age)
+    try:
+        st = Study(a.work, a.data, a.dropout, a.served or a.explore or a.explore_age)
+    except bundle_fmt.BundleError as e:  # one line, not a traceback
+        raise SystemExit(
+            f"error: {e} (run benchmarks/cold_items.py with --work {a.work} first)"
+        ) from None
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
     if a.explore_age:
         print(json.dumps(explore_age_study(st) | {"machine": machine()}, indent=1))
         return

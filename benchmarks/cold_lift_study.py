@@ -419,20 +419,21 @@ def explore_age_study(
         }
         | {"median_hours": round(float(np.median(age_h)), 1), "cases": len(age_h)},
     }
+    sets = {"cold": st.cold_cases, "warm_with_new_items": st.warm}
+    # per set, computed once: the served scores (explore_ranks only reads them), new items' ages
+    scored = {name: st.scores(c, st.cold, offset, 0.0, True) for name, c in sets.items()}
+    age_s = {name: c.at[:, None] - st.first_seen[st.cold][None] for name, c in sets.items()}
     base = {}
-    for name, c in (("cold", st.cold_cases), ("warm_with_new_items", st.warm)):
-        s = st.scores(c, st.cold, offset, 0.0, True)
-        ranks = explore_ranks(s, st.cold, c.t, 0)
+    for name, c in sets.items():
+        ranks = explore_ranks(scored[name], st.cold, c.t, 0)
         base[name] = np.where(ranks < ci.K, 1.0 / np.log2(ranks + 2.0), 0.0)
         out[f"{name}_no_slot"] = _short(ci.figures(ranks)) | {"median_rank": None}
     for age in ages_h:
         for n in slots:
             row: dict = {}
-            for name, c in (("cold", st.cold_cases), ("warm_with_new_items", st.warm)):
-                s = st.scores(c, st.cold, offset, 0.0, True)
-                age_s = c.at[:, None] - st.first_seen[st.cold][None]
-                young = (age_s >= 0) & (age_s <= age * 3600.0)
-                ranks = explore_ranks(s, st.cold, c.t, n, young)
+            for name, c in sets.items():
+                young = (age_s[name] >= 0) & (age_s[name] <= age * 3600.0)
+                ranks = explore_ranks(scored[name], st.cold, c.t, n, young)
                 ndcg = np.where(ranks < ci.K, 1.0 / np.log2(ranks + 2.0), 0.0)
                 row[name] = _short(ci.figures(ranks)) | {"median_rank": None}
                 row[f"{name}_minus_no_slot"] = _paired(ndcg - base[name])

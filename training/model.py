@@ -19,6 +19,7 @@ from lmrec.student import sasrec_macs
 from torch import nn
 
 from training.config import ModelConfig
+from training.dropout import Dropout, attention
 
 if TYPE_CHECKING:
     from training.item_content import ItemContent
@@ -42,9 +43,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (
             t.reshape(B, -1, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v)
         )
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        y = attention(q, k, v, mask, self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, -1, D))
 
 
@@ -60,9 +59,9 @@ class Block(nn.Module):
             nn.Linear(cfg.d_model, cfg.ffn_mult * cfg.d_model),
             nn.GELU(approximate="tanh"),  # numpy has no erf; serving matches this
             nn.Linear(cfg.ffn_mult * cfg.d_model, cfg.d_model),
-            nn.Dropout(cfg.dropout),
+            Dropout(cfg.dropout),
         )
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         if last_only:  # keys and values from every position, the rest for the newest only
@@ -123,7 +122,7 @@ class SASRec(nn.Module):
         self.cfg = cfg
         self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.d_model, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
-        self.emb_drop = nn.Dropout(cfg.dropout)
+        self.emb_drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_blocks))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.content = None

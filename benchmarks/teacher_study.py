@@ -3,10 +3,11 @@
 Every variant is a teacher trained by the job's own loop (training/trainer.py), in ONE
 process, epoch by epoch in turn (A, B, C, A, B, C, ...), so that a change in the shared
 machine's speed hits every variant alike. Each trains until its own training CPU seconds reach
---seconds (or its patience ends); its best epoch on valid is then scored on test (full
-ranking, seen items excluded, NDCG@10 with its 95% interval) beside co-occurrence on the
-same users, with the paired difference and its interval (and the paired difference from the
-first variant, the reference, on the same users).
+--seconds, its patience ends or it has trained the epochs it sets (`epochs=`); its best epoch
+on valid is then scored on test (full ranking, seen items excluded, NDCG@10 with its 95%
+interval) beside co-occurrence on the same users, with the paired difference and its
+interval (and the paired difference from the first variant, the reference, on the same
+users).
 
     python benchmarks/teacher_study.py --data ../shared/data/ml-100k/interactions.csv \
         --seconds 80 --variant base: --variant lr3:lr=3e-3 --variant len200:max_len=200
@@ -128,7 +129,8 @@ def main() -> None:
             row["at"] = round(r["cpu"], 1)
             r["rows"].append(row)
             print(r["name"], json.dumps(row), file=sys.stderr, flush=True)
-            if r["cpu"] >= a.seconds or run.bad_epochs >= run.cfg.train.patience:
+            spent = r["cpu"] >= a.seconds or epoch >= run.phase.epochs  # a variant's epochs=
+            if spent or run.bad_epochs >= run.cfg.train.patience:
                 active.remove(r)
     # Test on ALL users (the sample above only kept validation affordable while training).
     split.eval_rows = None

@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 
 import training.dropout as dropout_mod  # noqa: E402
 import training.model as model_mod  # noqa: E402
-from training.config import from_hyperparameters  # noqa: E402
-from training.data import load_interactions  # noqa: E402
+from training.config import ConfigError, from_hyperparameters  # noqa: E402
+from training.data import DataError, load_interactions  # noqa: E402
 from training.dist import DistEnv  # noqa: E402
 from training.pipeline import build_teacher  # noqa: E402
 from training.plan import adapt  # noqa: E402
@@ -65,9 +65,14 @@ def main() -> None:
     a = p.parse_args()
     logging.disable(logging.INFO)
     torch.set_num_threads(a.threads)
+    if any("=" not in kv for kv in a.set):
+        raise SystemExit(f"error: --set takes key=value, got {a.set}")
     extra = dict(kv.split("=", 1) for kv in a.set)
-    cfg = from_hyperparameters({"max_total_seconds": 0, "progress": "false", **extra})
-    data = load_interactions(a.data, cfg.data)
+    try:  # one line, not a traceback
+        cfg = from_hyperparameters({"max_total_seconds": 0, "progress": "false", **extra})
+        data = load_interactions(a.data, cfg.data)
+    except (ConfigError, DataError) as e:
+        raise SystemExit(f"error: {e}") from None
     adapt(cfg, data, say=False)
     split = leave_one_out(data)
     runs = {

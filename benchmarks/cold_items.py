@@ -83,9 +83,14 @@ def ranks(scores: np.ndarray, targets: np.ndarray, rng: np.random.Generator) -> 
     return above + np.floor(rng.random(len(scores)) * (ties + 1)).astype(np.int64)
 
 
+def case_ndcg(rank: np.ndarray) -> np.ndarray:
+    """NDCG@K of each case from its target's 0-based rank (one relevant item)."""
+    return np.where(rank < K, 1.0 / np.log2(rank + 2.0), 0.0)
+
+
 def figures(rank: np.ndarray) -> dict:
     hit = (rank < K).astype(np.float64)
-    ndcg = np.where(rank < K, 1.0 / np.log2(rank + 2.0), 0.0)
+    ndcg = case_ndcg(rank)
     n = float(len(rank))
     return {
         f"ndcg@{K}": round(float(ndcg.mean()), 4),

@@ -372,7 +372,7 @@ def explore_study(st: Study, slots: tuple[int, ...] = (0, 1, 2, 3)) -> dict:
             figures.pop("median_rank")  # ranks past the list are all k here: no median
             row[name] = figures
             if name == "warm_with_new_items":
-                ndcg = np.where(ranks < ci.K, 1.0 / np.log2(ranks + 2.0), 0.0)
+                ndcg = ci.case_ndcg(ranks)
                 base = ndcg if base is None else base
                 row["warm_minus_no_slot"] = _paired(ndcg - base) if n else [0.0, 0.0, 0.0]
         out["points"][f"slots_{n}"] = row
@@ -426,7 +426,7 @@ def explore_age_study(
     base = {}
     for name, c in sets.items():
         ranks = explore_ranks(scored[name], st.cold, c.t, 0)
-        base[name] = np.where(ranks < ci.K, 1.0 / np.log2(ranks + 2.0), 0.0)
+        base[name] = ci.case_ndcg(ranks)
         out[f"{name}_no_slot"] = _short(ci.figures(ranks)) | {"median_rank": None}
     for age in ages_h:
         for n in slots:
@@ -434,7 +434,7 @@ def explore_age_study(
             for name, c in sets.items():
                 young = (age_s[name] >= 0) & (age_s[name] <= age * 3600.0)
                 ranks = explore_ranks(scored[name], st.cold, c.t, n, young)
-                ndcg = np.where(ranks < ci.K, 1.0 / np.log2(ranks + 2.0), 0.0)
+                ndcg = ci.case_ndcg(ranks)
                 row[name] = _short(ci.figures(ranks)) | {"median_rank": None}
                 row[f"{name}_minus_no_slot"] = _paired(ndcg - base[name])
                 row[f"{name}_cases_with_a_young_item"] = int(young.any(1).sum())

@@ -134,3 +134,16 @@ def test_operations_hardening():
     assert rules["TrainingOutputs"]["Prefix"] == "training-output/"
     assert rules["TrainingOutputs"]["ExpirationInDays"] == {"!Ref": "TrainingOutputDays"}
     assert params["TrainingOutputDays"]["Default"] == 30
+
+
+def test_the_training_runtime_parameter_refuses_what_the_retrain_settings_refuse():
+    """One bound, stated twice (CloudFormation checks the parameter at deploy time, the
+    function's settings at start): a job's own budget is at least 360 s (training/plan.py)."""
+    from annotated_types import Ge
+    from lmrec.settings import RetrainSettings
+
+    field = RetrainSettings.model_fields["max_runtime_seconds"]
+    ge = next(m.ge for m in field.metadata if isinstance(m, Ge))
+    param = load_template()["Parameters"]["TrainingMaxRuntimeSeconds"]
+    assert param["MinValue"] == ge == 900
+    assert param["Default"] == field.default

@@ -47,6 +47,7 @@ from lmrec.student import NumpySASRec, dequantize_items
 from quality import machine
 
 from training.baselines import tfidf
+from training.config import set_argument
 from training.evaluate import ci95
 from training.item_content import catalog_rows
 
@@ -266,7 +267,9 @@ def main() -> None:
     p.add_argument("--dropouts", default="0.3", help="content_id_dropout values, comma separated")
     p.add_argument("--no-baseline-run", action="store_true", help="skip the content=off run")
     p.add_argument("--reuse", action="store_true", help="evaluate runs already in --work")
-    p.add_argument("--set", action="append", default=[], help="hyperparameter key=value")
+    p.add_argument(
+        "--set", action="append", default=[], type=set_argument, help="hyperparameter key=value"
+    )
     a = p.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     inter = read_interactions(a.data)

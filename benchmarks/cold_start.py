@@ -26,14 +26,14 @@ from repeats import _spec
 
 from training.baselines import Popularity, RecentPopularity
 from training.cold_start import choose_cold_start
-from training.config import from_hyperparameters
+from training.config import from_hyperparameters, overrides, set_argument
 from training.data import load_interactions
 from training.evaluate import evaluate, sample_negatives
 from training.split import make_split
 
 
 def measure(path: str, sets: list[str], split_name: str) -> dict:
-    hp = dict(s.split("=", 1) for s in sets)
+    hp = overrides(sets)
     cfg = from_hyperparameters(hp | {"split": split_name})
     data = load_interactions(path, cfg.data)
     keep = data.stats.get("repeats", {}).get("mode") == "keep"
@@ -60,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", action="append", required=True, type=_spec)
     parser.add_argument("--splits", default="loo,time")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], type=set_argument)
     args = parser.parse_args()
     results = []
     for name, path, sets in args.data:

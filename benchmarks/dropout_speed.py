@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 import training.dropout as dropout_mod  # noqa: E402
 import training.model as model_mod  # noqa: E402
-from training.config import ConfigError, from_hyperparameters  # noqa: E402
+from training.config import ConfigError, from_hyperparameters, overrides, set_argument  # noqa: E402
 from training.data import DataError, load_interactions  # noqa: E402
 from training.dist import DistEnv  # noqa: E402
 from training.pipeline import build_teacher  # noqa: E402
@@ -61,13 +61,13 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--set", action="append", default=[], help="key=value over the defaults")
+    p.add_argument(
+        "--set", action="append", default=[], type=set_argument, help="key=value over the defaults"
+    )
     a = p.parse_args()
     logging.disable(logging.INFO)
     torch.set_num_threads(a.threads)
-    if any("=" not in kv for kv in a.set):
-        raise SystemExit(f"error: --set takes key=value, got {a.set}")
-    extra = dict(kv.split("=", 1) for kv in a.set)
+    extra = overrides(a.set)
     try:  # one line, not a traceback
         cfg = from_hyperparameters({"max_total_seconds": 0, "progress": "false", **extra})
         data = load_interactions(a.data, cfg.data)

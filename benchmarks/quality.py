@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from training.config import set_argument
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
@@ -128,7 +130,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="games,ml-100k")
     parser.add_argument("--out", default=str(REPO / "runs" / "bench-quality"))
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], type=set_argument)
     args = parser.parse_args()
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     missing = [n for n in names if n not in DATASETS or not DATASETS[n]["train"].exists()]

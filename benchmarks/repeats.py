@@ -24,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import REPO, machine
 
+from training.config import set_argument
+
 PARTS = {"all": "full", "repeat": "full_repeat", "explore": "full_explore"}
 
 
@@ -86,7 +88,7 @@ def main() -> None:
     parser.add_argument("--data", action="append", required=True, type=_spec)
     parser.add_argument("--splits", default="loo,time")
     parser.add_argument("--out", default=str(REPO / "runs" / "bench-repeats"))
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], type=set_argument)
     args = parser.parse_args()
     base = ["progress=false", "max_total_seconds=150", "num_threads=1", *args.overrides]
     results = []

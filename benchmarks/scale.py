@@ -50,6 +50,8 @@ import pandas as pd
 from lmrec.bundle import metric_label
 from serving_scale import machine  # benchmarks/ is on sys.path when run as a script
 
+from training.config import set_argument
+
 REPO = Path(__file__).resolve().parents[1]
 RUNGS = {"S": (10_000, 4_800), "M": (100_000, 76_000), "L": (1_000_000, 671_000)}
 MACHINE = machine()  # this machine's CPU and memory, read at start (not a fixed string)
@@ -376,7 +378,9 @@ def main() -> None:
     parser.add_argument("--rungs", nargs="*", default=["S", "M"], choices=list(RUNGS))
     parser.add_argument("--work", default="runs/scale")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], help="extra key=value")
+    parser.add_argument(
+        "--set", action="append", default=[], type=set_argument, help="extra key=value"
+    )
     parser.add_argument("--step-only", action="store_true")
     parser.add_argument("--text", action="store_true", help="also write items.csv (item_text)")
     parser.add_argument("--data-only", action="store_true", help="write the rungs' data, stop")

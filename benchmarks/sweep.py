@@ -21,6 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from training.config import set_argument
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -84,7 +86,9 @@ def main() -> None:
     parser.add_argument("--preset", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "sweep")
     parser.add_argument("--config", type=parse_config, action="append", required=True)
-    parser.add_argument("--set", action="append", default=[], help="key=value for every run")
+    parser.add_argument(
+        "--set", action="append", default=[], type=set_argument, help="key=value for every run"
+    )
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 4))
     parser.add_argument("--budget", type=float, default=3600, help="seconds for the whole sweep")

@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from training.baselines import CoOccurrence  # noqa: E402
-from training.config import from_hyperparameters  # noqa: E402
-from training.data import load_interactions  # noqa: E402
+from training.config import ConfigError, from_hyperparameters, overrides  # noqa: E402
+from training.data import DataError, load_interactions  # noqa: E402
 from training.dist import DistEnv  # noqa: E402
 from training.evaluate import Z95, hide_seen, sample_negatives  # noqa: E402
 from training.item_init import ItemInit  # noqa: E402
@@ -52,7 +52,18 @@ from training.trainer import (  # noqa: E402
 
 
 def parse_pairs(text: str) -> dict[str, str]:
-    return dict(kv.split("=", 1) for kv in text.split(",") if kv)
+    """ "key=value,key=value" (argparse `type=`): a bad pair is refused in one line, exit 2."""
+    try:
+        return overrides([kv for kv in text.split(",") if kv])
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    name, _, pairs = text.partition(":")
+    if not name:
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: expected NAME:key=value,...")
+    return name, parse_pairs(pairs)
 
 
 def per_user_ndcg(scorer, split: Split, name: str = "test", batch: int = 256) -> np.ndarray:
@@ -86,25 +97,28 @@ def main() -> None:
         help="training CPU seconds per variant (process time: a busy shared machine slows "
         "the wall clock, much less the CPU time a variant gets)",
     )
-    p.add_argument("--variant", action="append", required=True, help="NAME:key=value,...")
-    p.add_argument("--base", default="", help="key=value,... for every variant")
+    p.add_argument(
+        "--variant", action="append", required=True, type=parse_variant, help="NAME:key=value,..."
+    )
+    p.add_argument("--base", default={}, type=parse_pairs, help="key=value,... for every variant")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-users", type=int, default=0, help="valid users while training")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     env, stop = DistEnv(), threading.Event()
-    base = parse_pairs(a.base)
-    first = from_hyperparameters(base)
-    data = load_interactions(a.data, first.data)
+    try:  # every variant's settings are checked before the data is read: one line, not a traceback
+        first = from_hyperparameters(a.base)
+        base = {"max_total_seconds": 0, "epochs": 1000, **a.base}
+        configs = [(n, base | pairs, from_hyperparameters(base | pairs)) for n, pairs in a.variant]
+        data = load_interactions(a.data, first.data)
+    except (ConfigError, DataError) as exc:
+        sys.exit(f"error: {exc}")
     split = leave_one_out(data)
     split.sample_eval_users(a.eval_users, seed=first.train.seed + 3)
     valid_neg = sample_negatives(split, split.evalset("valid"), 100, seed=first.train.seed + 1)
     runs: list[dict] = []
     inits: dict[int, ItemInit] = {}
-    for spec in a.variant:
-        name, _, pairs = spec.partition(":")
-        hp = {"max_total_seconds": 0, "epochs": 1000, **base, **parse_pairs(pairs)}
-        cfg = from_hyperparameters(hp)
+    for name, hp, cfg in configs:
         if cfg.data != first.data:  # the data is loaded once, with --base's data settings
             sys.exit(f"error: variant {name!r} changes a data setting: give it with --base")
         adapt(cfg, data, say=False)

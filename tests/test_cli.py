@@ -170,6 +170,16 @@ def test_quick_and_a_budget_of_ones_own_are_refused_together(tmp_path, synthetic
     )
 
 
+@pytest.mark.parametrize("pair", ["epochs", "=5", " =5", ""])
+def test_a_set_pair_without_a_key_is_refused_in_one_line(tmp_path, synthetic_csv, capsys, pair):
+    from tests.conftest import lmrec_cli as main
+
+    args = ["train", "--data", str(synthetic_csv), "--output", str(tmp_path / "m")]
+    assert main([*args, "--set", pair]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --set {pair!r}: expected KEY=VALUE"
+    assert not (tmp_path / "m").exists()
+
+
 def test_a_failed_local_run_leaves_no_failure_file_unless_asked(tmp_path):
     out, missing, asked = tmp_path / "broken", tmp_path / "missing.csv", tmp_path / "why.txt"
     proc = run_training(["train", "--data", str(missing), "--output", str(out)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.config import ConfigError, from_hyperparameters
+from training.config import ConfigError, from_hyperparameters, key_value, overrides
 
 
 def test_strings_are_converted_by_field_type():
@@ -116,3 +116,13 @@ def test_every_hyperparameter_is_classified_for_the_checkpoint_identity():
     # what shapes the students' weights is part of their identity
     student = {f.name for f in fields(config.StudentConfig)}
     assert {n for n in student if n.startswith(("distill_", "transitions"))}.isdisjoint(derived)
+
+
+def test_set_pairs_keep_the_value_as_given_and_the_last_pair_wins():
+    assert key_value(" lr =3e-3") == ("lr", "3e-3")
+    assert key_value("item_col=a=b ") == ("item_col", "a=b ")  # only the first "=" splits
+    assert key_value("preset=") == ("preset", "")
+    assert overrides(["epochs=3", "lr=1e-3", "epochs=5"]) == {"epochs": "5", "lr": "1e-3"}
+    for bad in ("epochs", "=5", "  =5", ""):
+        with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+            key_value(bad)

@@ -134,7 +134,7 @@ def batch(args) -> int:
 
 
 def _paths_and_hp(args):
-    from training.config import ConfigError, load_hyperparameters
+    from training.config import ConfigError, key_value, load_hyperparameters
     from training.sagemaker import Paths, base_dir, container_paths
 
     if args.data is None:
@@ -174,12 +174,10 @@ def _paths_and_hp(args):
 
         hp["max_total_seconds"] = str(QUICK_SECONDS)
     for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        if args.quick and key.strip() == "max_total_seconds":
+        key, value = key_value(item)
+        if args.quick and key == "max_total_seconds":
             raise ConfigError("--quick sets max_total_seconds: give one or the other")
-        hp[key.strip()] = value
+        hp[key] = value
     # Progress bars are for people: on by default only when stderr is a terminal, so
     # SageMaker/CloudWatch logs and redirected output get the one-line-per-epoch records only.
     hp.setdefault("progress", "true" if sys.stderr.isatty() else "false")

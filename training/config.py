@@ -361,3 +361,28 @@ def load_hyperparameters(path, required: bool = False) -> dict[str, Any]:
     if not isinstance(hp, dict):
         raise ConfigError(f"{path} must hold a JSON object of hyperparameters")
     return hp
+
+
+def key_value(item: str) -> tuple[str, str]:
+    """One `--set KEY=VALUE`: the key stripped, the value kept exactly as given."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+    return key.strip(), value
+
+
+def set_argument(item: str) -> str:
+    """argparse `type=` for a `--set` option: a pair without "=" or a key is refused while
+    the command line is parsed (one line, exit 2), before any data is read or job launched."""
+    import argparse
+
+    try:
+        key_value(item)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return item
+
+
+def overrides(items: list[str]) -> dict[str, str]:
+    """`--set` pairs in order as a dict: a later pair for a key wins, as on the CLI."""
+    return dict(key_value(item) for item in items)

@@ -157,7 +157,7 @@ def test_fresh_removes_the_checkpoints_and_resumes_nothing(tmp_path, synthetic_c
     assert "resumed" not in said  # the trainer's own log line
     assert (checkpoints / "teacher" / "trainer.json").stat().st_mtime_ns > old
     # the auto time goal holds although epochs=1 was set
-    assert "time budget: 360 s for the whole job (auto from the data's size" in said
+    assert "time budget: 480 s for the whole job (auto from the data's size" in said
 
 
 def test_quick_and_a_budget_of_ones_own_are_refused_together(tmp_path, synthetic_csv, capsys):

@@ -378,7 +378,7 @@ def test_a_failed_job_is_retried_after_the_back_off_or_at_once_with_new_settings
         ("api", {"auth": "open"}, "'none', 'iam' or 'jwt'"),
         ("promote", {"gate_tolerance": -0.1}, "greater than or equal to 0"),
         ("retrain", {"retry_backoff_seconds": -5}, "greater than or equal to 0"),
-        # a training job's own budget is at least 360 s (training/plan.py GOAL_MIN)
+        # a training job's own budget is at least 480 s (training/plan.py GOAL_MIN)
         ("retrain", {"max_runtime_seconds": 600}, "greater than or equal to 900"),
     ],
 )

@@ -126,13 +126,13 @@ def test_the_better_small_model_on_valid_is_served(distilled, plain, served):
 
 def test_a_time_goal_from_the_data_size_when_nothing_sets_the_length(capsys):
     small, large = from_hyperparameters({}), from_hyperparameters({})
-    assert adapt(small, _data(10_000, 4_800, 100_000))["max_total_seconds"] == 360.0
-    assert adapt(large, _data(100_000, 76_000, 900_000))["max_total_seconds"] == 480.0
-    assert (small.train.max_total_seconds, large.train.max_total_seconds) == (360.0, 480.0)
-    assert "max_total_seconds=360.0" in capsys.readouterr().err
-    # the floor: 120 s + 400 s per million reaches it at 600k interactions
-    assert (time_goal(0), time_goal(599_000), time_goal(601_000)) == (360.0, 360.0, 360.0)
-    assert time_goal(700_000) == 400.0
+    assert adapt(small, _data(10_000, 4_800, 100_000))["max_total_seconds"] == 480.0
+    assert adapt(large, _data(200_000, 76_000, 2_000_000))["max_total_seconds"] == 920.0
+    assert (small.train.max_total_seconds, large.train.max_total_seconds) == (480.0, 920.0)
+    assert "max_total_seconds=480.0" in capsys.readouterr().err
+    # the floor: 120 s + 400 s per million reaches it at 900k interactions (rung M)
+    assert (time_goal(0), time_goal(899_000), time_goal(901_000)) == (480.0, 480.0, 480.0)
+    assert time_goal(1_000_000) == 520.0
     assert time_goal(12_600_000) == 3_000.0  # capped: L stays under an hour
     # under a budget the deadlines end training, the epochs are only a ceiling
     assert (large.train.epochs, large.student.student_epochs) == (MAX_EPOCHS, MAX_EPOCHS)
@@ -141,7 +141,7 @@ def test_a_time_goal_from_the_data_size_when_nothing_sets_the_length(capsys):
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
-        ({"epochs": "200"}, 360.0),
+        ({"epochs": "200"}, 480.0),
         ({"max_total_seconds": "0"}, 0.0),
         ({"max_total_seconds": "900"}, 900.0),
     ],
@@ -170,8 +170,8 @@ def test_the_budget_line_says_what_the_job_runs_under(capsys):
     cfg = from_hyperparameters({"epochs": "20"})
     adapt(cfg, _data(10_000, 4_800, 100_000))
     line = capsys.readouterr().err.splitlines()[-1]
-    assert line.startswith("time budget: 360 s for the whole job (auto from the data's size; ")
-    assert "teacher by 144 s, student by 252 s, student_plain by 288 s" in line
+    assert line.startswith("time budget: 480 s for the whole job (auto from the data's size; ")
+    assert "teacher by 192 s, student by 336 s, student_plain by 384 s" in line
     assert line.endswith(
         "at most 20 teacher epochs (set), 20 student epochs, patience 5 evaluations"
     )

@@ -138,7 +138,7 @@ def test_operations_hardening():
 
 def test_the_training_runtime_parameter_refuses_what_the_retrain_settings_refuse():
     """One bound, stated twice (CloudFormation checks the parameter at deploy time, the
-    function's settings at start): a job's own budget is at least 360 s (training/plan.py)."""
+    function's settings at start): a job's own budget is at least 480 s (training/plan.py)."""
     from annotated_types import Ge
     from lmrec.settings import RetrainSettings
 

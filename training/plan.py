@@ -25,15 +25,20 @@ metrics.json ("summary.chosen").
 - student_epochs: the teacher's epochs (set or chosen), so `--set epochs=N` bounds the
   students too; set student_epochs to give them another count.
 - max_total_seconds: unless set, a time goal from the data's size: 120 s plus 400 s per
-  million interactions, at least 360 s and at most 3,000 s (10k users / 95k interactions:
-  360 s; 100k / 0.9M: 480 s; 1M / 10M: 3,000 s), so the job fits the issue's goals on two
+  million interactions, at least 480 s and at most 3,000 s (10k users / 95k interactions:
+  480 s; 100k / 0.9M: 480 s; 1M / 10M: 3,000 s), so the job fits the issue's goals on two
   CPU cores (M under 10 minutes, L under an hour) with room for loading, the last evaluation
   and the export. Why the floor (GOAL_MIN): under 120 s + 400 s/M the teachers of logs below
   600k interactions stopped on their deadline after 1-4 epochs, on the best epoch so far in
   four of six jobs (ml-latest-small, 9.7k items under the full softmax: one epoch; Games and
-  rung S three); at 360 s the served model rose or tied on seven data sets, beyond noise on
-  Games (+0.0019, 30,901 users) and rung S (+0.0136; docs/experiments.md, "A floor under the
-  time goal"). The retrain's MaxRuntimeInSeconds is at least 900 s for it (lmrec.settings).
+  rung S three). At 360 s the served model rose or tied on seven data sets, beyond noise on
+  Games (+0.0019, 30,901 users) and rung S (+0.0136); 480 s over 360 s, served: beyond noise
+  on rung S (+0.0146), Games (+0.0015) and Online Retail (+0.0036), ties on MovieLens 100K,
+  ml-latest-small and Wikipedia, on CollegeMsg -0.0054 [-0.0088, -0.0020] at seed 42 (the
+  student's longer run chose a later epoch, better on valid, worse on test) and a tie at
+  seed 43; the teacher alone rose or held on all (docs/experiments.md, "A floor under the
+  time goal" and "The floor at 480 s"). 480 s is rung M's own goal, so M is unchanged. The
+  retrain's MaxRuntimeInSeconds is at least 900 s for it (lmrec.settings).
   Setting epochs keeps the budget: under a budget the epochs (set or auto) are a ceiling,
   auto being MAX_EPOCHS instead of the interaction-visits count, and the phase deadlines
   (below) and early stopping decide where each phase stops (measured at 100k users: the
@@ -68,7 +73,7 @@ LARGE_LOG = 1_000_000  # interactions
 VISITS = 5_000_000  # interaction-visits the epoch count aims at
 MAX_EPOCHS = 100  # the ceiling of auto epochs; under a time budget, the epoch count
 GOAL_BASE, GOAL_PER_MILLION, GOAL_MAX = 120.0, 400.0, 3_000.0  # seconds, see time_goal
-GOAL_MIN = 360.0  # the floor of the time goal (module docstring: why)
+GOAL_MIN = 480.0  # the floor of the time goal (module docstring: why)
 # Where each phase must end, as a share of the budget; the teachers' is teacher_share, and
 # what it leaves before 70% goes to the distilled student (Budget.share). 0.4 rather than the
 # first 0.5: the teachers' last tenth bought them little (rung M: the same best epoch; one

@@ -242,7 +242,7 @@ class RetrainSettings(CommonSettings):
     instance_type: str = "ml.g5.xlarge"
     instance_count: int = Field(default=1, ge=1, le=100)
     volume_gb: int = Field(default=30, ge=1, le=16384)
-    # At least 900: a job's automatic budget is at least 360 s (training/plan.py GOAL_MIN),
+    # At least 900: a job's automatic budget is at least 480 s (training/plan.py GOAL_MIN),
     # and the container's start, the data's download, the deletion job before training and
     # the history sync after it come on top; SageMaker stops a job at this limit, bundle-less.
     max_runtime_seconds: int = Field(default=7200, ge=900, le=28 * 86400)

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # quality.py, scale.py
 from quality import machine
 from scale import RUNGS, synthesize
 
-from training.config import from_hyperparameters, load_hyperparameters
+from training.config import ConfigError, from_hyperparameters, load_hyperparameters
+from training.data import DataError
 from training.evaluation import evaluate_baselines
 from training.pipeline import prepare_data
 from training.sagemaker import Paths
@@ -41,7 +42,7 @@ def _figures(block: dict) -> dict:
 
 
 def run(name: str, data: str, preset: str | None, work: Path) -> dict:
-    hp = load_hyperparameters(preset) if preset else {}
+    hp = load_hyperparameters(preset, required=True) if preset else {}
     cfg = from_hyperparameters({**hp, "progress": "false"})
     began = time.perf_counter()
     _, split, negatives = prepare_data(Paths(data, None, work, None, None), cfg)
@@ -70,18 +71,28 @@ def run(name: str, data: str, preset: str | None, work: Path) -> dict:
     }
 
 
+def data_spec(text: str) -> tuple[str, str, str | None]:
+    """`NAME=PATH[:PRESET]` (argparse `type=`): both files must exist; one line, exit 2."""
+    name, _, rest = text.partition("=")
+    path, _, preset = rest.partition(":")
+    if not name or not path:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=PATH[:PRESET]")
+    for given in (path, preset):
+        if given and not Path(given).is_file():
+            raise argparse.ArgumentTypeError(f"{text!r}: no such file {given}")
+    return name, path, preset or None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", action="append", default=[], help="name=interactions[:preset]")
+    ap.add_argument(
+        "--data", action="append", default=[], type=data_spec, help="name=interactions[:preset]"
+    )
     ap.add_argument("--rung", choices=sorted(RUNGS), action="append", default=[])
     ap.add_argument("--work", type=Path, default=Path("runs/baselines"))
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    jobs = []
-    for spec in args.data:
-        name, _, rest = spec.partition("=")
-        path, _, preset = rest.partition(":")
-        jobs.append((name, path, preset or None))
+    jobs = list(args.data)
     for rung in args.rung:
         path = args.work / rung / "interactions.parquet"
         if not path.exists():
@@ -89,7 +100,11 @@ def main() -> None:
             synthesize(*RUNGS[rung], 0).to_parquet(path, index=False)
         jobs.append((rung, str(path), None))
     for name, path, preset in jobs:
-        print(json.dumps(run(name, path, preset, args.work / name)), flush=True)
+        try:  # one line and exit 2, not a traceback
+            row = run(name, path, preset, args.work / name)
+        except (ConfigError, DataError) as exc:
+            ap.error(f"{name}: {exc}")
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -26,14 +26,14 @@ from repeats import _spec
 
 from training.baselines import Popularity, RecentPopularity
 from training.cold_start import choose_cold_start
-from training.config import from_hyperparameters, overrides, set_argument
-from training.data import load_interactions
+from training.config import ConfigError, from_hyperparameters, key_values, set_argument
+from training.data import DataError, load_interactions
 from training.evaluate import evaluate, sample_negatives
 from training.split import make_split
 
 
 def measure(path: str, sets: list[str], split_name: str) -> dict:
-    hp = overrides(sets)
+    hp = key_values(sets)
     cfg = from_hyperparameters(hp | {"split": split_name})
     data = load_interactions(path, cfg.data)
     keep = data.stats.get("repeats", {}).get("mode") == "keep"
@@ -66,7 +66,10 @@ def main() -> None:
     for name, path, sets in args.data:
         for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
             began = time.perf_counter()
-            row = measure(path, [*sets, *args.overrides], split)
+            try:  # one line and exit 2, not a traceback
+                row = measure(path, [*sets, *args.overrides], split)
+            except (ConfigError, DataError) as exc:
+                parser.error(f"{name} {split}: {exc}")
             row = {"data": name, **row, "seconds": round(time.perf_counter() - began, 1)}
             results.append(row)
             print(f"{name} {split}: {row['cold_start']['why']}", file=sys.stderr, flush=True)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 import training.dropout as dropout_mod  # noqa: E402
 import training.model as model_mod  # noqa: E402
-from training.config import ConfigError, from_hyperparameters, overrides, set_argument  # noqa: E402
+from training.config import ConfigError, from_hyperparameters, key_values, set_argument  # noqa: E402
 from training.data import DataError, load_interactions  # noqa: E402
 from training.dist import DistEnv  # noqa: E402
 from training.pipeline import build_teacher  # noqa: E402
@@ -67,12 +67,12 @@ def main() -> None:
     a = p.parse_args()
     logging.disable(logging.INFO)
     torch.set_num_threads(a.threads)
-    extra = overrides(a.set)
-    try:  # one line, not a traceback
+    extra = key_values(a.set)
+    try:  # one line and exit 2, not a traceback
         cfg = from_hyperparameters({"max_total_seconds": 0, "progress": "false", **extra})
         data = load_interactions(a.data, cfg.data)
     except (ConfigError, DataError) as e:
-        raise SystemExit(f"error: {e}") from None
+        p.error(str(e))
     adapt(cfg, data, say=False)
     split = leave_one_out(data)
     runs = {

@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from training.config import set_argument
+from training.config import key_values, set_argument
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,8 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 def parse_config(text: str) -> tuple[str, list[str]]:
     name, _, rest = text.partition(":")
     if not name:
-        raise argparse.ArgumentTypeError(f"--config {text!r}: expected NAME:key=value,...")
-    return name, [kv for kv in rest.split(",") if kv]
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:key=value,...")
+    pairs = [kv for kv in rest.split(",") if kv]
+    key_values(pairs, hint=" (pairs are split at ',': a value cannot hold one here)")
+    return name, pairs
 
 
 def summarize(model_dir: Path) -> dict:

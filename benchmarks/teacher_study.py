@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from training.baselines import CoOccurrence  # noqa: E402
-from training.config import ConfigError, from_hyperparameters, overrides  # noqa: E402
+from training.config import ConfigError, from_hyperparameters, key_values  # noqa: E402
 from training.data import DataError, load_interactions  # noqa: E402
 from training.dist import DistEnv  # noqa: E402
 from training.evaluate import Z95, hide_seen, sample_negatives  # noqa: E402
@@ -50,19 +50,18 @@ from training.trainer import (  # noqa: E402
     model_scorer,
 )
 
+COMMAS = " (pairs are split at ',': a value cannot hold one here)"
+
 
 def parse_pairs(text: str) -> dict[str, str]:
     """ "key=value,key=value" (argparse `type=`): a bad pair is refused in one line, exit 2."""
-    try:
-        return overrides([kv for kv in text.split(",") if kv])
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return key_values([kv for kv in text.split(",") if kv], hint=COMMAS)
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     name, _, pairs = text.partition(":")
     if not name:
-        raise argparse.ArgumentTypeError(f"--variant {text!r}: expected NAME:key=value,...")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:key=value,...")
     return name, parse_pairs(pairs)
 
 
@@ -110,17 +109,18 @@ def main() -> None:
         first = from_hyperparameters(a.base)
         base = {"max_total_seconds": 0, "epochs": 1000, **a.base}
         configs = [(n, base | pairs, from_hyperparameters(base | pairs)) for n, pairs in a.variant]
+        moved = [name for name, _, cfg in configs if cfg.data != first.data]
+        if moved:  # the data is loaded once, with --base's data settings
+            p.error(f"variant {moved[0]!r} changes a data setting: give it with --base")
         data = load_interactions(a.data, first.data)
     except (ConfigError, DataError) as exc:
-        sys.exit(f"error: {exc}")
+        p.error(str(exc))
     split = leave_one_out(data)
     split.sample_eval_users(a.eval_users, seed=first.train.seed + 3)
     valid_neg = sample_negatives(split, split.evalset("valid"), 100, seed=first.train.seed + 1)
     runs: list[dict] = []
     inits: dict[int, ItemInit] = {}
     for name, hp, cfg in configs:
-        if cfg.data != first.data:  # the data is loaded once, with --base's data settings
-            sys.exit(f"error: variant {name!r} changes a data setting: give it with --base")
         adapt(cfg, data, say=False)
         model = build_teacher(cfg, data)
         if cfg.train.item_init == "cooccurrence":  # as the job starts its teachers

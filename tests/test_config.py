@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from training.config import ConfigError, from_hyperparameters, key_value, overrides
+from training.config import ConfigError, from_hyperparameters, key_value, key_values
 
 
 def test_strings_are_converted_by_field_type():
@@ -122,7 +124,9 @@ def test_set_pairs_keep_the_value_as_given_and_the_last_pair_wins():
     assert key_value(" lr =3e-3") == ("lr", "3e-3")
     assert key_value("item_col=a=b ") == ("item_col", "a=b ")  # only the first "=" splits
     assert key_value("preset=") == ("preset", "")
-    assert overrides(["epochs=3", "lr=1e-3", "epochs=5"]) == {"epochs": "5", "lr": "1e-3"}
+    assert key_values(["epochs=3", "lr=1e-3", "epochs=5"]) == {"epochs": "5", "lr": "1e-3"}
     for bad in ("epochs", "=5", "  =5", ""):
-        with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        with pytest.raises(ConfigError, match=f"^--set {bad!r}: expected KEY=VALUE$"):
             key_value(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^'epochs': expected KEY=VALUE, hint$"):
+        key_values(["lr=1", "epochs"], hint=", hint")

@@ -363,26 +363,28 @@ def load_hyperparameters(path, required: bool = False) -> dict[str, Any]:
     return hp
 
 
-def key_value(item: str) -> tuple[str, str]:
-    """One `--set KEY=VALUE`: the key stripped, the value kept exactly as given."""
+def key_value(item: str, option: str = "--set") -> tuple[str, str]:
+    """One `KEY=VALUE` pair: the key stripped, the value kept exactly as given. `option` names
+    where the pair came from in the error ("" when argparse adds "argument --x: " itself)."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        raise ConfigError(f"{option} {item!r}: expected KEY=VALUE".lstrip())
     return key.strip(), value
 
 
 def set_argument(item: str) -> str:
     """argparse `type=` for a `--set` option: a pair without "=" or a key is refused while
     the command line is parsed (one line, exit 2), before any data is read or job launched."""
-    import argparse
-
-    try:
-        key_value(item)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    key_values([item])
     return item
 
 
-def overrides(items: list[str]) -> dict[str, str]:
-    """`--set` pairs in order as a dict: a later pair for a key wins, as on the CLI."""
-    return dict(key_value(item) for item in items)
+def key_values(items: list[str], hint: str = "") -> dict[str, str]:
+    """Pairs in order as a dict, a later pair for a key winning, as on the CLI; for argparse
+    `type=` functions: a bad pair is an ArgumentTypeError (`hint` appended to its line)."""
+    import argparse
+
+    try:
+        return dict(key_value(item, option="") for item in items)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}{hint}") from None

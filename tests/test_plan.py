@@ -9,7 +9,15 @@ from tests.conftest import REPO
 from training.config import ConfigError, RunConfig, from_hyperparameters, load_hyperparameters
 from training.data import Interactions
 from training.pipeline import choose_served
-from training.plan import MAX_EPOCHS, SHARES, Budget, adapt, budget_line, time_goal
+from training.plan import (
+    MAX_EPOCHS,
+    SHARES,
+    Budget,
+    adapt,
+    budget_line,
+    student_regularisers,
+    time_goal,
+)
 from training.trainer import FitResult
 
 
@@ -49,6 +57,41 @@ def test_large_data_gets_the_sampled_loss_and_fewer_larger_steps():
     # the sampled loss's students learn at half the full softmax's rate (plan.STUDENT_LR)
     assert chosen["student_lr"] == cfg.student.student_lr == 1e-3
     assert chosen["d_model"] == cfg.model.d_model == 64  # the sampled loss's width
+
+
+@pytest.mark.parametrize(
+    ("given", "want"),
+    [
+        ({}, (0.1, 0.99)),  # the full softmax's defaults
+        ({"weight_decay": "0"}, (0.0, 0.99)),  # 0 set by hand is kept, not taken for "auto"
+        ({"ema_decay": "0", "weight_decay": "0.3"}, (0.3, 0.0)),
+    ],
+)
+def test_the_full_softmax_gets_weight_decay_and_averaging_unless_set(given, want):
+    cfg = from_hyperparameters({"max_total_seconds": "0", **given})
+    chosen = adapt(cfg, _data(943, 1_682, 100_000), say=False)
+    assert (cfg.train.weight_decay, cfg.train.ema_decay) == want
+    assert ("weight_decay" in chosen) == ("weight_decay" not in given)
+
+
+def test_the_sampled_loss_gets_no_regularisers_by_default():
+    cfg = from_hyperparameters({"max_total_seconds": "0"})
+    adapt(cfg, _data(100_000, 76_000, 1_200_000), say=False)
+    assert (cfg.train.weight_decay, cfg.train.ema_decay) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("given", "want"),
+    [
+        ({}, (0.0, 0.0)),  # the teachers' automatic ones are not the students'
+        ({"weight_decay": "0.1"}, (None, 0.0)),  # set by hand: every model gets it
+        ({"weight_decay": "0.2", "ema_decay": "0.9"}, (None, None)),
+    ],
+)
+def test_the_students_train_without_the_teachers_automatic_regularisers(given, want):
+    cfg = from_hyperparameters({"max_total_seconds": "0", **given})
+    adapt(cfg, _data(943, 1_682, 100_000), say=False)
+    assert student_regularisers(cfg) == want
 
 
 def test_the_batch_is_halved_only_while_an_epoch_has_few_steps():

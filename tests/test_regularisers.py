@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import LEARNABLE_HP, run_training
+from tests.conftest import LEARNABLE_HP, TINY_HP, run_training
 from training.averaging import WeightAverage
 from training.batching import replace_items
 from training.config import ConfigError, from_hyperparameters
@@ -94,3 +94,21 @@ def test_averaged_weights_are_what_is_exported_and_resumed(tmp_path, synthetic_c
     test = doc["metrics"]["teacher"]["test"]["full"]["ndcg@10"]
     assert test > 2 * doc["metrics"]["popularity"]["test"]["full"]["ndcg@10"]
     assert doc["config"]["train"]["ema_decay"] == 0.9
+
+
+def test_the_teacher_gets_the_automatic_average_and_the_students_do_not(tmp_path, synthetic_csv):
+    # GIVEN a small catalog (the full softmax) and no regulariser set
+    out, ckpt = tmp_path / "model", tmp_path / "ckpt"
+    args = ["train", "--data", str(synthetic_csv), "--output", str(out), "--checkpoints", str(ckpt)]
+    for key, value in {**TINY_HP, "student_epochs": "1", "progress": "false"}.items():
+        args += ["--set", f"{key}={value}"]
+    # WHEN the job runs
+    proc = run_training(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # THEN the plan chose the teachers' weight decay and average, recorded in the summary
+    chosen = json.loads((out / "metrics.json").read_text())["summary"]["chosen"]
+    assert (chosen["weight_decay"], chosen["ema_decay"]) == (0.1, 0.99)
+    # AND only the teacher kept a weight average; the students trained without one
+    assert "_steps" in load_file(ckpt / "teacher" / "extra.safetensors")
+    for student in ("student", "student_plain"):
+        assert "_steps" not in load_file(ckpt / student / "extra.safetensors")

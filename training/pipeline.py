@@ -30,7 +30,7 @@ from training.hybrid import TeacherBoost, prefer_distilled
 from training.item_content import item_content
 from training.item_init import ItemInit
 from training.model import SASRec
-from training.plan import Budget, PhaseClock, adapt
+from training.plan import Budget, PhaseClock, adapt, student_regularisers
 from training.report import results_table, write_report
 from training.sagemaker import Paths, clear_dir
 from training.split import Split, make_split
@@ -235,6 +235,7 @@ def _train_students(tr: _Trainer, members: list[SASRec]) -> None:
         plain = tr.cfg.train.teachers > 1  # an ensemble: training kept no valid figures
         boost = tr.boost.choose(teacher, tr.split, tr.negatives["valid"], tr.cfg, tr.env, plain)
     distiller = Distiller(student, teacher, s, boost)
+    decay, ema = student_regularisers(tr.cfg)
     tr.run(
         Phase(
             "student",
@@ -244,13 +245,17 @@ def _train_students(tr: _Trainer, members: list[SASRec]) -> None:
             train_module=distiller,
             context_len=teacher.cfg.max_len,
             max_seconds=budget,
+            weight_decay=decay,
+            ema_decay=ema,
         )
     )
     if s.student_plain:
         torch.manual_seed(t.seed + 2)
         plain = SASRec(s.model_config(n_items), tr.data.content)
         tr.init_items(plain, tr.split)
-        tr.run(Phase("student_plain", plain, s.student_lr, s.student_epochs, max_seconds=budget))
+        phase = Phase("student_plain", plain, s.student_lr, s.student_epochs, max_seconds=budget)
+        phase.weight_decay, phase.ema_decay = decay, ema
+        tr.run(phase)
 
 
 def _refit_teachers(tr: _Trainer) -> None:

@@ -63,6 +63,10 @@ class Phase:
     deadline: float = 0.0
     # First epoch evaluated on valid (TrainConfig.eval_from, for teachers); 1 = every epoch.
     eval_from: int = 1
+    # This phase's own weight decay and weight averaging; None = TrainConfig's (the students
+    # train without the teachers' automatic ones: training/plan.py student_regularisers).
+    weight_decay: float | None = None
+    ema_decay: float | None = None
 
     def key(self, name: str) -> str:
         # Teacher lines keep the plain names SageMaker metric definitions look for.
@@ -170,7 +174,9 @@ def _start(phase: Phase, split: Split, cfg: RunConfig, env: DistEnv) -> _Run:
     # Fused: one kernel over all parameters instead of a dozen passes per step; on a CPU
     # the Games teacher's step (7.7 M parameters, most in the item table) goes 27 -> 6 ms.
     fused = env.device.type in ("cpu", "cuda")
-    optimizer = ModelOptimizer(model, phase.lr, t.weight_decay, sparse, fused)
+    decay = t.weight_decay if phase.weight_decay is None else phase.weight_decay
+    ema = t.ema_decay if phase.ema_decay is None else phase.ema_decay
+    optimizer = ModelOptimizer(model, phase.lr, decay, sparse, fused)
     sampler = NegativeSampler(split.item_counts(), env.device) if sampled else None
     run = _Run(
         phase=phase,
@@ -183,7 +189,7 @@ def _start(phase: Phase, split: Split, cfg: RunConfig, env: DistEnv) -> _Run:
         # never changed; at 671k items they are 170-280 MB that DDP would send every step.
         net=DDP(module, forward_sync_buffers=False) if env.enabled else module,
         sampler=sampler,
-        average=WeightAverage(model, t.ema_decay) if t.ema_decay > 0 else None,
+        average=WeightAverage(model, ema) if ema > 0 else None,
         seed=t.seed if phase.seed is None else phase.seed,
         context_len=phase.context_len or model.cfg.max_len,
         shuffle_ties=tie_mode(split.data, cfg.data.tie_order) == "shuffle",

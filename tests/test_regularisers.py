@@ -108,7 +108,17 @@ def test_the_teacher_gets_the_automatic_average_and_the_students_do_not(tmp_path
     # THEN the plan chose the teachers' weight decay and average, recorded in the summary
     chosen = json.loads((out / "metrics.json").read_text())["summary"]["chosen"]
     assert (chosen["weight_decay"], chosen["ema_decay"]) == (0.1, 0.99)
+    assert chosen["regularised"] == "teachers"
     # AND only the teacher kept a weight average; the students trained without one
     assert "_steps" in load_file(ckpt / "teacher" / "extra.safetensors")
     for student in ("student", "student_plain"):
         assert "_steps" not in load_file(ckpt / student / "extra.safetensors")
+
+    # AND each checkpoint's identity holds what its phase trained with, so a student never
+    # resumes one from a job whose students had the pair set by hand (the same config)
+    def regularisers(phase: str) -> list[float]:
+        state = json.loads((ckpt / phase / "trainer.json").read_text())
+        return state["identity"]["regularisers"]
+
+    assert regularisers("teacher") == [0.1, 0.99]
+    assert regularisers("student") == regularisers("student_plain") == [0.0, 0.0]

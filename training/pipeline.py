@@ -141,6 +141,9 @@ def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) ->
         "epochs": phase.epochs if not phase.select_best else None,
         "lr_by_epoch": phase.lr_by_epoch,
         "seed": cfg.train.seed if phase.seed is None else phase.seed,
+        # what the phase trains with (the students' own may differ from the configuration:
+        # plan.student_regularisers), so a student never resumes another job's optimizer
+        "regularisers": phase.regularisers(cfg.train),
         "world_size": env.world_size,
         # the order training reads ties in: tie_order=auto resolves it from the data
         "ties": tie_mode(data, cfg.data.tie_order),

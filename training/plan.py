@@ -21,15 +21,16 @@ metrics.json ("summary.chosen").
 - student_lr: 2e-3 with the full softmax, 1e-3 with the sampled loss (STUDENT_LR).
 - weight_decay 0.1 and ema_decay 0.99 for the teachers with the full softmax (REGULARISERS),
   unless set. With the job's defaults (co-occurrence start, 480 s floor), side by side on
-  seven data sets: the teacher alone on MovieLens 100K 0.1035 -> 0.1161 and 0.0942 -> 0.1131
-  (two seeds; ahead of co-occurrence beyond noise at the first), CollegeMsg +0.0048,
-  Wikipedia +0.0009, rung S, ml-latest-small and Online Retail within 0.0006; the served
-  model tied on all seven (-0.0027 to +0.0036, paired). Measured first at random starts and
-  a shorter goal, where the teachers that got 5 epochs lost (-0.003, -0.005), it was not
-  kept then (docs/experiments.md, "Regularisers as defaults" and "The teachers'
-  regularisers again"). The students keep 0 unless these are set: in their short budgets
-  the average lags (S rung: student 0.2728 with them, 0.2803 without). With the sampled
-  loss they changed nothing measurable on Games, so none.
+  six data sets (seven jobs): the teacher alone on MovieLens 100K 0.1035 -> 0.1161 and
+  0.0942 -> 0.1131 (two seeds; ahead of co-occurrence beyond noise at the first),
+  CollegeMsg +0.0048, Wikipedia +0.0009, rung S, ml-latest-small and Online Retail within
+  0.0006; the served model tied in all seven jobs (-0.0027 to +0.0036, paired). Measured
+  first at random starts and a shorter goal, where the teachers that got 5 epochs lost
+  (-0.003, -0.005), it was not kept then (docs/experiments.md, "Regularisers as defaults"
+  and "The teachers' regularisers again"). The students keep 0 unless these are set: in
+  their short budgets the average lags (S rung, 2026-12-06, random start: student 0.2728
+  with them, 0.2803 without); the job's line says `regularised=teachers`. With the
+  sampled loss they changed nothing measurable on Games, so none.
 - patience: 5 evaluations without a better valid NDCG@10, 2 from a million interactions
   (each evaluation costs more there and the curve is smoother).
 - eval_users: at most 10,000 evaluated users, a fixed seeded sample (TrainConfig.eval_users).
@@ -166,6 +167,8 @@ def adapt(cfg: RunConfig, data: Interactions, say: bool = True) -> dict:
         if name not in given:
             setattr(t, name, value)
             chosen[name] = value
+            # what the job's line and summary.chosen say: the students train without them
+            chosen["regularised"] = "teachers"
     if cfg.model.d_model % cfg.model.n_heads:
         raise ConfigError(
             f"d_model {cfg.model.d_model} (chosen for this data) is not a multiple of "

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from training import checkpoint
 from training.averaging import WeightAverage
 from training.batching import epoch_batches, replace_items, training_pairs, training_windows
-from training.config import RunConfig
+from training.config import RunConfig, TrainConfig
 from training.dist import DistEnv, all_reduce_arrays, any_rank
 from training.evaluate import Scorer, evaluate_partial, finalize
 from training.model import SASRec
@@ -67,6 +67,11 @@ class Phase:
     # train without the teachers' automatic ones: training/plan.py student_regularisers).
     weight_decay: float | None = None
     ema_decay: float | None = None
+
+    def regularisers(self, t: TrainConfig) -> tuple[float, float]:
+        """(weight_decay, ema_decay) this phase trains with: its own, else the config's."""
+        decay = t.weight_decay if self.weight_decay is None else self.weight_decay
+        return decay, t.ema_decay if self.ema_decay is None else self.ema_decay
 
     def key(self, name: str) -> str:
         # Teacher lines keep the plain names SageMaker metric definitions look for.
@@ -174,8 +179,7 @@ def _start(phase: Phase, split: Split, cfg: RunConfig, env: DistEnv) -> _Run:
     # Fused: one kernel over all parameters instead of a dozen passes per step; on a CPU
     # the Games teacher's step (7.7 M parameters, most in the item table) goes 27 -> 6 ms.
     fused = env.device.type in ("cpu", "cuda")
-    decay = t.weight_decay if phase.weight_decay is None else phase.weight_decay
-    ema = t.ema_decay if phase.ema_decay is None else phase.ema_decay
+    decay, ema = phase.regularisers(t)
     optimizer = ModelOptimizer(model, phase.lr, decay, sparse, fused)
     sampler = NegativeSampler(split.item_counts(), env.device) if sampled else None
     run = _Run(

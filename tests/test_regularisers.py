@@ -122,3 +122,7 @@ def test_the_teacher_gets_the_automatic_average_and_the_students_do_not(tmp_path
 
     assert regularisers("teacher") == [0.1, 0.99]
     assert regularisers("student") == regularisers("student_plain") == [0.0, 0.0]
+    # AND the same job again resumes every phase (the identity survives its JSON round trip)
+    again = run_training(args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("resumed from") == 3, again.stderr[-3000:]

@@ -143,7 +143,7 @@ def _identity(phase: Phase, cfg: RunConfig, data: Interactions, env: DistEnv) ->
         "seed": cfg.train.seed if phase.seed is None else phase.seed,
         # what the phase trains with (the students' own may differ from the configuration:
         # plan.student_regularisers), so a student never resumes another job's optimizer
-        "regularisers": phase.regularisers(cfg.train),
+        "regularisers": list(phase.regularisers(cfg.train)),  # a list: JSON reads one back
         "world_size": env.world_size,
         # the order training reads ties in: tie_order=auto resolves it from the data
         "ties": tie_mode(data, cfg.data.tie_order),

@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from training.config import key_values, set_argument
+from training.config import COMMA_PAIRS, key_values, set_argument
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def parse_config(text: str) -> tuple[str, list[str]]:
     if not name:
         raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:key=value,...")
     pairs = [kv for kv in rest.split(",") if kv]
-    key_values(pairs, hint=" (pairs are split at ',': a value cannot hold one here)")
+    key_values(pairs, hint=COMMA_PAIRS)
     return name, pairs
 
 

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from training.baselines import CoOccurrence  # noqa: E402
-from training.config import ConfigError, from_hyperparameters, key_values  # noqa: E402
+from training.config import COMMA_PAIRS, ConfigError, from_hyperparameters, key_values  # noqa: E402
 from training.data import DataError, load_interactions  # noqa: E402
 from training.dist import DistEnv  # noqa: E402
 from training.evaluate import Z95, hide_seen, sample_negatives  # noqa: E402
@@ -50,12 +50,10 @@ from training.trainer import (  # noqa: E402
     model_scorer,
 )
 
-COMMAS = " (pairs are split at ',': a value cannot hold one here)"
-
 
 def parse_pairs(text: str) -> dict[str, str]:
     """ "key=value,key=value" (argparse `type=`): a bad pair is refused in one line, exit 2."""
-    return key_values([kv for kv in text.split(",") if kv], hint=COMMAS)
+    return key_values([kv for kv in text.split(",") if kv], hint=COMMA_PAIRS)
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:

@@ -379,6 +379,10 @@ def set_argument(item: str) -> str:
     return item
 
 
+# The hint for `NAME:key=value,...` options (teacher_study --variant/--base, sweep --config).
+COMMA_PAIRS = " (pairs are split at ',': a value cannot hold one here)"
+
+
 def key_values(items: list[str], hint: str = "") -> dict[str, str]:
     """Pairs in order as a dict, a later pair for a key winning, as on the CLI; for argparse
     `type=` functions: a bad pair is an ArgumentTypeError (`hint` appended to its line)."""

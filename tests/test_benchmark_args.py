@@ -10,10 +10,10 @@ import sys
 import pytest
 
 from tests.conftest import REPO
+from training.config import COMMA_PAIRS as COMMAS
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # as when a benchmark runs as a script
 SET_TAKERS = ["cold_items", "cold_start", "dropout_speed", "quality", "repeats", "scale", "sweep"]
-COMMAS = " (pairs are split at ',': a value cannot hold one here)"
 
 
 def _refusal(monkeypatch, capsys, script: str, *args: str) -> str:

@@ -256,9 +256,17 @@ def _train_students(tr: _Trainer, members: list[SASRec]) -> None:
         torch.manual_seed(t.seed + 2)
         plain = SASRec(s.model_config(n_items), tr.data.content)
         tr.init_items(plain, tr.split)
-        phase = Phase("student_plain", plain, s.student_lr, s.student_epochs, max_seconds=budget)
-        phase.weight_decay, phase.ema_decay = decay, ema
-        tr.run(phase)
+        tr.run(
+            Phase(
+                "student_plain",
+                plain,
+                s.student_lr,
+                s.student_epochs,
+                max_seconds=budget,
+                weight_decay=decay,
+                ema_decay=ema,
+            )
+        )
 
 
 def _refit_teachers(tr: _Trainer) -> None:

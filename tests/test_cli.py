@@ -180,6 +180,26 @@ def test_a_set_pair_without_a_key_is_refused_in_one_line(tmp_path, synthetic_csv
     assert not (tmp_path / "m").exists()
 
 
+def test_a_bad_set_pair_or_hyperparameters_file_reaches_the_failure_file(
+    tmp_path, synthetic_csv, capsys, monkeypatch
+):
+    from tests.conftest import lmrec_cli as main
+
+    asked = tmp_path / "why.txt"
+    args = ["train", "--data", str(synthetic_csv), "--output", str(tmp_path / "m")]
+    assert main([*args, "--failure-file", str(asked), "--set", "epochs"]) == 2
+    assert "expected KEY=VALUE" in asked.read_text()
+    # in a container a malformed hyperparameters.json ends in output/failure as well
+    base = tmp_path / "opt"
+    (base / "input" / "config").mkdir(parents=True)
+    (base / "input" / "config" / "hyperparameters.json").write_text("{not json")
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(base))
+    assert main(["train"]) == 2
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said.startswith("error: ") and "hyperparameters" in said
+    assert said.removeprefix("error: ") in (base / "output" / "failure").read_text()
+
+
 def test_a_failed_local_run_leaves_no_failure_file_unless_asked(tmp_path):
     out, missing, asked = tmp_path / "broken", tmp_path / "missing.csv", tmp_path / "why.txt"
     proc = run_training(["train", "--data", str(missing), "--output", str(out)])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from training.report import results_table, sampled_protocol, write_report
+from training.report import hyperparameters_table, results_table, sampled_protocol, write_report
 
 
 def _block(ndcg: float) -> dict:
@@ -64,6 +64,16 @@ def test_report_marks_the_served_model_and_lists_the_hyperparameters(tmp_path):
     assert "No confidence intervals" in text  # none recorded, none invented
     for png in ("training_curve.png", "models.png"):
         assert (tmp_path / png).stat().st_size > 10_000
+
+
+def test_regularisers_chosen_for_the_teachers_say_the_students_train_without():
+    config = {"train": {"weight_decay": 0.1, "ema_decay": 0.99, "lr": 0.001}}
+    chosen = {"regularised": "teachers", "given": ["ema_decay"]}
+    table = hyperparameters_table(config, chosen)
+    # chosen by the plan: the teachers' only; set by the user (given): every model's
+    assert "| train | `weight_decay` | 0.1 (teachers; the students train with 0) |" in table
+    assert "| train | `ema_decay` | 0.99 |" in table and "| train | `lr` | 0.001 |" in table
+    assert "teachers;" not in hyperparameters_table(config, {"given": []})
 
 
 def test_recorded_intervals_are_shown(tmp_path):

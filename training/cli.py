@@ -133,8 +133,9 @@ def batch(args) -> int:
     return 0
 
 
-def _paths_and_hp(args):
-    from training.config import ConfigError, key_value, load_hyperparameters
+def _paths(args):
+    """Where the job reads and writes: the SageMaker contract, or --data/--output."""
+    from training.config import ConfigError
     from training.sagemaker import Paths, base_dir, container_paths
 
     if args.data is None:
@@ -143,35 +144,38 @@ def _paths_and_hp(args):
                 "--output/--items need --data (without --data, train runs the "
                 "SageMaker contract under $SAGEMAKER_BASE_DIR)"
             )
-        paths = container_paths()
         # Not in a container (no base dir at all): a person ran bare `lmrec train`.
         if not base_dir().exists():
             raise ConfigError(
                 f"no --data given and no SageMaker container here ({base_dir()}): run "
                 "`lmrec train --data FILE|DIR|s3://... --output DIR` (see lmrec train --help)"
             )
-        hp = load_hyperparameters(paths.hyperparameters)
-    else:
-        if not args.output:
-            raise ConfigError("--data needs --output DIR")
-        output = Path(args.output).resolve()
-        paths = Paths(
-            train=args.data,
-            items=args.items,
-            model_dir=output,
-            checkpoints=Path(args.checkpoints).resolve()
-            if args.checkpoints
-            else output.parent / (output.name + "-checkpoints"),
-            failure=Path(args.failure_file).resolve() if args.failure_file else None,
-        )
-        hp = (
-            load_hyperparameters(args.hyperparameters, required=True)
-            if args.hyperparameters
-            else {}
-        )
-    if args.quick:
-        from training.config import QUICK_SECONDS
+        return container_paths()
+    if not args.output:
+        raise ConfigError("--data needs --output DIR")
+    output = Path(args.output).resolve()
+    return Paths(
+        train=args.data,
+        items=args.items,
+        model_dir=output,
+        checkpoints=Path(args.checkpoints).resolve()
+        if args.checkpoints
+        else output.parent / (output.name + "-checkpoints"),
+        failure=Path(args.failure_file).resolve() if args.failure_file else None,
+    )
 
+
+def _hyperparameters(args, paths) -> dict[str, str]:
+    """The container's hyperparameters.json or --hyperparameters, then --quick and --set."""
+    from training.config import QUICK_SECONDS, ConfigError, key_value, load_hyperparameters
+
+    if args.data is None:
+        hp = load_hyperparameters(paths.hyperparameters)
+    elif args.hyperparameters:
+        hp = load_hyperparameters(args.hyperparameters, required=True)
+    else:
+        hp = {}
+    if args.quick:
         hp["max_total_seconds"] = str(QUICK_SECONDS)
     for item in args.overrides:
         key, value = key_value(item)
@@ -181,7 +185,7 @@ def _paths_and_hp(args):
     # Progress bars are for people: on by default only when stderr is a terminal, so
     # SageMaker/CloudWatch logs and redirected output get the one-line-per-epoch records only.
     hp.setdefault("progress", "true" if sys.stderr.isatty() else "false")
-    return paths, hp
+    return hp
 
 
 def _launch(cmd: list[str]) -> int:
@@ -210,8 +214,10 @@ def _prepare(args, argv: list[str]):
 
     paths = None
     try:
-        paths, hp = _paths_and_hp(args)
-        cfg = from_hyperparameters(hp)
+        # paths first: a bad hyperparameters file or --set pair is then reported in the
+        # failure file too (SageMaker's output/failure, or --failure-file)
+        paths = _paths(args)
+        cfg = from_hyperparameters(_hyperparameters(args, paths))
     except (ConfigError, ValueError) as exc:  # before pandas and torch load: a quick refusal
         return _fail(paths, exc, EXIT_BAD_INPUT)
     from training import userdata

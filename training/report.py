@@ -202,14 +202,20 @@ def baselines_table(costs: dict | None) -> str:
     return "\n".join(lines)
 
 
-def hyperparameters_table(config: dict[str, Any] | None) -> str:
-    """Every setting of the run, grouped as the configuration groups them."""
+def hyperparameters_table(config: dict[str, Any] | None, chosen: dict | None = None) -> str:
+    """Every setting of the run, grouped as the configuration groups them. A regulariser
+    the plan chose for the teachers only (training/plan.py REGULARISERS) says so."""
     if not config:
         return "(not recorded)"
+    chosen = chosen or {}
+    teachers_only = set()
+    if chosen.get("regularised") == "teachers":
+        teachers_only = {"weight_decay", "ema_decay"} - set(chosen.get("given", []))
     lines = ["| group | setting | value |", "|---|---|---|"]
     for group, values in config.items():
         for key, value in values.items() if isinstance(values, dict) else [("", values)]:
-            lines.append(f"| {group} | `{key}` | {value} |")
+            note = " (teachers; the students train with 0)" if key in teachers_only else ""
+            lines.append(f"| {group} | `{key}` | {value}{note} |")
     return "\n".join(lines)
 
 
@@ -411,7 +417,7 @@ Test NDCG@10 per model (red: served, orange: other trained models, grey: baselin
 
 ## Hyperparameters
 
-{hyperparameters_table(config)}
+{hyperparameters_table(config, summary.get("chosen"))}
 """
     path = model_dir / "report.md"
     path.write_text(text)

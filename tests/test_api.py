@@ -142,6 +142,29 @@ def test_ids_with_slashes_reach_their_routes(api):
     }
 
 
+def test_a_user_whose_id_ends_in_events_is_erased_not_the_prefix_user(api):
+    # "bob/events" percent-encoded routes to the older /{id}/events form once decoded; the
+    # path as sent decides whose data goes (it erased "bob" before)
+    for user in ("bob", "bob/events"):
+        body = {"events": [{"user_id": user, "item_id": "50"}]}
+        assert call(api, "api_post_events.json", body=body)[0] == 202
+    status, body = call(api, "api_delete_events.json", path="/v1/users/bob%2Fevents")
+    assert status == 200 and body["user_id"] == "bob/events"
+    status, body = call(
+        api, "api_get_user_recommendations.json", path="/v1/users/bob/recommendations"
+    )
+    assert status == 200 and body["history_length"] == 1  # bob keeps his event
+    status, body = call(api, "api_delete_events.json", path="/v1/users/bob/events")
+    assert status == 200 and body["user_id"] == "bob"
+
+
+def test_an_event_type_with_a_nul_is_refused(api):
+    # the stored key digests item NUL type: a NUL in the type could merge two events
+    event = {"user_id": "u", "item_id": "a", "event_type": "b\u0000c"}
+    status, body = call(api, "api_post_events.json", body={"events": [event]})
+    assert status == 422 and "NUL" in body["detail"]
+
+
 def test_bad_paths_and_queries(api):
     assert call(api, "api_get_similar.json", path="/v1/items/nope/similar")[0] == 404
     status, reply = call(api, "api_get_similar.json", query="k=abc")

@@ -128,6 +128,26 @@ def test_a_catalog_item_made_unavailable_is_never_returned_yet_read_in_histories
     assert status == 200 and first in recommended(live_api)
 
 
+def test_availability_alone_keeps_the_fields_and_replies_show_stored_ones(live_api):
+    status, _ = delete(live_api, "1")
+    assert status == 200
+    stored = live_api.app.state.live.store.all()["1"].fields  # the catalog's, as DELETE kept
+    assert stored["title"]
+    status, _ = put(live_api, {"item_id": "1", "available": True})  # no "fields": keep them
+    assert status == 200
+    assert live_api.app.state.live.store.all()["1"].fields == stored
+    status, _ = put(live_api, {"item_id": "1", "fields": {"title": "Toy Story, restored"}})
+    assert status == 200
+    status, now = call(live_api, "api_get_trending.json", query="k=100")
+    shown = {i["item_id"]: i["attributes"] for i in now["items"]}
+    assert shown["1"]["title"] == "Toy Story, restored"
+    # with no new item stored (the overlay's length is 0), rankings show them as well
+    body = {"history": HISTORY, "candidates": ["1", "50"]}
+    status, ranked = call(live_api, "api_post_rankings.json", body)
+    shown = {i["item_id"]: i["attributes"] for i in ranked["items"]}
+    assert status == 200 and shown["1"]["title"] == "Toy Story, restored"
+
+
 def test_exploration_reserves_slots_for_young_items_only_when_asked(live_api):
     # GIVEN a new item whose content vector is noise (no trained rows): it ranks low
     status, _ = put(live_api, {"item_id": "quiet", "fields": {"title": "plain words here"}})
@@ -165,6 +185,8 @@ BAD = [
     ("unknown key", {"item_id": "x", "price": 3}, 422, "unknown keys"),
     ("not an object", [1, 2], 422, "JSON object"),
     ("bad JSON", '{"item_id": ', 422, "JSON"),
+    # a lone surrogate is stored by DynamoDB, then fails every reply that shows the item
+    ("lone surrogate", '{"item_id": "x", "fields": {"title": "Star Wars\\udc00"}}', 422, "Unicode"),
 ]
 
 

@@ -72,7 +72,19 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _is_unicode(text: str) -> bool:
+    """False for a lone surrogate (JSON's "\\udc00"): such text is stored, but every response
+    that carries it fails to encode, so it is refused at the door."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_value(item_id: str, column: str, value: object) -> None:
+    if not _is_unicode(column) or (isinstance(value, str) and not _is_unicode(value)):
+        raise ItemInvalid(f"item {item_id[:64]!r}: {column[:64]!r} is not valid Unicode")
     if value is not None and not isinstance(value, str | int | float | bool):
         raise ItemInvalid(f"item {item_id[:64]!r}: {column[:64]!r} must be a string or a number")
     if isinstance(value, float) and not math.isfinite(value):
@@ -87,18 +99,17 @@ def _check_value(item_id: str, column: str, value: object) -> None:
 def check_id(item_id: object) -> str:
     if not isinstance(item_id, str) or not item_id.strip():
         raise ItemInvalid(f"item_id must be a non-blank string, got {str(item_id)[:64]!r}")
-    try:
-        size = len(item_id.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ItemInvalid(f"item_id {item_id[:64]!r} is not valid Unicode") from None
-    if size > MAX_ID_BYTES or len(item_id) > 256:
+    if not _is_unicode(item_id):
+        raise ItemInvalid(f"item_id {item_id[:64]!r} is not valid Unicode")
+    if len(item_id.encode("utf-8")) > MAX_ID_BYTES or len(item_id) > 256:
         raise ItemInvalid(f"item_id {item_id[:64]!r}...: longer than 256 characters")
     return item_id
 
 
 def check_items(raw: Sequence[Mapping], columns: Sequence[str] | None) -> list[dict]:
     """Each item as {"item_id", "fields", "available"}; ItemInvalid for the first bad one, so
-    a batch is stored whole or not at all. `columns`: the catalog's (None: any)."""
+    a batch is stored whole or not at all. `columns`: the catalog's (None: any). "fields" is
+    None where the item gave none (keep what the item has), {} where it gave {}."""
     if not 1 <= len(raw) <= MAX_BATCH:
         raise ItemInvalid(f"send 1 to {MAX_BATCH} items, not {len(raw)}")
     out, seen = [], set()
@@ -107,7 +118,8 @@ def check_items(raw: Sequence[Mapping], columns: Sequence[str] | None) -> list[d
         if item_id in seen:
             raise ItemInvalid(f"item {item_id[:64]!r} appears twice in the batch")
         seen.add(item_id)
-        fields = dict(item.get("fields") or {})
+        given = item.get("fields")
+        fields = dict(given or {})
         unknown = sorted(set(fields) - set(columns)) if columns is not None else []
         if unknown:
             raise ItemInvalid(
@@ -119,7 +131,12 @@ def check_items(raw: Sequence[Mapping], columns: Sequence[str] | None) -> list[d
             _check_value(item_id, column, value)
         if len(json.dumps(fields)) > MAX_ITEM_BYTES:
             raise ItemInvalid(f"item {item_id[:64]!r}: more than {MAX_ITEM_BYTES} bytes")
-        out.append({"item_id": item_id, "fields": fields, "available": item.get("available")})
+        # no "fields" at all (a PUT of {"item_id", "available"}): None, so the caller keeps
+        # the item's stored or catalog fields instead of clearing them
+        fields_or_none = None if given is None else fields
+        out.append(
+            {"item_id": item_id, "fields": fields_or_none, "available": item.get("available")}
+        )
     return out
 
 

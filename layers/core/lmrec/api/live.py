@@ -55,6 +55,14 @@ async def hiding_unavailable(
     return ov, filters, warnings
 
 
+def changes_fields(ov: liveitems.Overlay | None) -> bool:
+    """Whether the overlay shows any item differently from the model's catalog: new items,
+    or catalog items changed by PUT /v1/items. (Not `bool(ov)`: an overlay's length counts
+    new items only, so one holding only changed catalog items was falsy and their stored
+    fields went unshown.)"""
+    return ov is not None and (len(ov) > 0 or bool(ov.catalog_fields))
+
+
 def attributes(rec: Recommender, ov: liveitems.Overlay | None, r: Recommendation) -> dict:
     """A reply item's display fields: a new item's record, a changed item's record, else the
     model's catalog."""

@@ -22,7 +22,7 @@ async def _reply(send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _raw_paths(scope) -> list:
+def raw_paths(scope) -> list:
     """The path as it came, still percent-encoded: uvicorn's raw_path, or the Lambda event's
     (Mangum hands the app a path decoded with errors="replace" and no raw_path)."""
     paths: list = [scope.get("raw_path")]
@@ -35,7 +35,7 @@ def _raw_paths(scope) -> list:
 def path_problem(scope) -> str | None:
     """Ids travel in paths percent-encoded; bytes that are not UTF-8 would decode to U+FFFD,
     so /v1/users/%ff and /v1/users/%fe would both name the user "\ufffd"."""
-    for raw in _raw_paths(scope):
+    for raw in raw_paths(scope):
         try:
             unquote_to_bytes(raw).decode("utf-8")
         except UnicodeError:  # not UTF-8 once decoded, or a lone surrogate in the event

@@ -242,6 +242,15 @@ class EventIn(Strict):
     )
     event_type: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "interaction"
 
+    @field_validator("event_type")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        # The stored event's key digests item NUL type (lmrec.userstore.event_key): a NUL in
+        # the type would let two different events share one key, and one be dropped.
+        if "\0" in value:
+            raise ValueError("event_type must not contain a NUL character")
+        return value
+
     @field_validator("timestamp")
     @classmethod
     def _not_future(cls, value: float | None) -> float | None:

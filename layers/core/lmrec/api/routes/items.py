@@ -127,10 +127,13 @@ def _records(rec: Recommender, live: LiveSync, items: list[dict]) -> list[ItemRe
     for item in items:
         old = live.records.get(item["item_id"])
         available = item["available"] if item["available"] is not None else True
+        fields = item["fields"]
+        if fields is None:  # {"item_id", "available"} alone changes availability, not fields
+            fields = old.fields if old else _catalog_fields(rec, rec.catalog.row(item["item_id"]))
         out.append(
             ItemRecord(
                 item_id=item["item_id"],
-                fields=item["fields"],
+                fields=fields,
                 available=available,
                 added_ms=old.added_ms if old else stamp,
                 updated_ms=max(stamp, old.updated_ms + 1) if old else stamp,

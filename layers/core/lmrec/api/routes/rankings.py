@@ -67,7 +67,9 @@ async def post_rankings(
     result = rec.rank(merged.rows, rows[keep], body.explain)
     items = _with_new(result.items, ov, new, result.query)
     titles = reason_titles(rec, [r for r in items if r.row])
-    fields = [live_api.attributes(rec, ov, r) for r in items] if ov else None
+    fields = (
+        [live_api.attributes(rec, ov, r) for r in items] if live_api.changes_fields(ov) else None
+    )
     if fields is None:
         fields = rec.catalog.fields_many([r.row for r in items])
     ranked: list[RankedItem] = [

@@ -245,12 +245,13 @@ async def recommend(
     if result.strategy != PERSONALIZED and (merged.unknown or merged.stored):
         warnings.append(unknown_ids_warning(rec, len(merged.unknown), merged.stored))
     titles = reason_titles(rec, items)
+    shown = live_api.changes_fields(ov)  # stored fields of new or changed items
     return RecommendResponse(
         user_id=user_id,
         model_version=rec.version,
         strategy=result.strategy,
         items=[
-            item_out(rec, r, i + 1, titles, live_api.attributes(rec, ov, r) if ov else None)
+            item_out(rec, r, i + 1, titles, live_api.attributes(rec, ov, r) if shown else None)
             for i, r in enumerate(items)
         ],
         history_length=result.history_length,

@@ -132,14 +132,19 @@ async def get_trending(
     )
     warnings = category_warnings(rec, filters)  # a 422 before any read
     # Items made unavailable (DELETE /v1/items) are never shown, here as in recommendations
-    _, filters, live_warnings = await live_api.hiding_unavailable(live, rec, settings, filters)
+    ov, filters, live_warnings = await live_api.hiding_unavailable(live, rec, settings, filters)
     warnings += live_warnings
     counts, warning = await snapshot(request.app.state.trending, settings)
     found = top(rec, counts, settings, half_life, np.empty(0, np.int64), filters)
+    shown = live_api.changes_fields(ov)  # stored fields of new or changed items
     return TrendingResponse(
         model_version=rec.version,
         half_life_hours=half_life,
-        items=[item_out(rec, r, i + 1) for i, r in enumerate(found)],
+        # a catalog item changed by PUT /v1/items shows its stored fields, as elsewhere
+        items=[
+            item_out(rec, r, i + 1, None, live_api.attributes(rec, ov, r) if shown else None)
+            for i, r in enumerate(found)
+        ],
         counted_at=None
         if counts is None
         else datetime.fromtimestamp(counts.read_at, UTC).isoformat(timespec="seconds"),

@@ -7,11 +7,12 @@ import logging
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Request
 
 from lmrec import erasure, store
 from lmrec.api.auth import CallerDep, require_user
 from lmrec.api.deps import SettingsDep, UsersDep
+from lmrec.api.middleware import raw_paths
 from lmrec.api.schemas import DeleteResponse, Id
 from lmrec.userstore import UserStoreUnavailable
 
@@ -59,15 +60,30 @@ def erase(user_id: str, users, settings) -> DeleteResponse:
     )
 
 
+def _named_events(request: Request) -> bool:
+    """True when the path as sent ends in a literal "/events": routing matches the decoded
+    path, so /v1/users/bob%2Fevents (the user "bob/events") also lands on the older route."""
+    raw = raw_paths(request.scope)
+    if not raw:
+        return True
+    path = raw[0].decode("latin-1") if isinstance(raw[0], bytes) else raw[0]
+    return path.split("?", 1)[0].rstrip("/").endswith("/events")
+
+
 @router.delete("/{user_id:path}/events", response_model=DeleteResponse, deprecated=True)
 def delete_events(
     user_id: Annotated[Id, Path(max_length=256)],
+    request: Request,
     users: UsersDep,
     settings: SettingsDep,
     caller: CallerDep,
 ) -> DeleteResponse:
     """The older route, now the same full erasure as DELETE /v1/users/{user_id}: deleting
     only the events left the user's history serving personalised answers."""
+    if not _named_events(request):  # the user "<id>/events", not <id>'s events
+        user_id = f"{user_id}/events"
+        if len(user_id) > 256:
+            raise HTTPException(422, "user_id: longer than 256 characters")
     require_user(caller, user_id)  # a user may erase themselves; a backend anyone
     return erase(user_id, users, settings)
 

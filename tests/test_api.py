@@ -158,6 +158,31 @@ def test_a_user_whose_id_ends_in_events_is_erased_not_the_prefix_user(api):
     assert status == 200 and body["user_id"] == "bob"
 
 
+def test_get_routes_refuse_unknown_or_repeated_query_parameters(api):
+    # as /v1/trending does: a typo or a second k is a 422, not silently ignored
+    cases = [
+        ("api_get_similar.json", None, "k=1&k=2", "k: given 2 times"),
+        ("api_get_similar.json", None, "kk=3", "unknown query parameter(s): 'kk'"),
+        ("api_get_user_recommendations.json", "/v1/users/1/recommendations", "top=5", "'top'"),
+        (
+            "api_get_user_recommendations.json",
+            "/v1/users/1/recommendations",
+            "explain=1&explain=0",
+            "explain: given 2 times",
+        ),
+    ]
+    for event, path, query, says in cases:
+        status, reply = call(api, event, path=path, query=query)
+        assert status == 422 and says in reply["detail"], (query, reply)
+    status, _ = call(
+        api,
+        "api_get_user_recommendations.json",
+        path="/v1/users/1/recommendations",
+        query="k=3&explain=false",
+    )
+    assert status == 200
+
+
 def test_an_event_type_with_a_nul_is_refused(api):
     # the stored key digests item NUL type: a NUL in the type could merge two events
     event = {"user_id": "u", "item_id": "a", "event_type": "b\u0000c"}

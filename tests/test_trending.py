@@ -75,16 +75,21 @@ def test_an_event_trends_within_a_minute_and_decays(
     assert ids(get(api, {"k": 5, "half_life_hours": 1})[1]) == prior[:5]
     # WHEN five users act on an item through the API (one post of several items too)
     calls = aws_calls_allowed_by_template
+
+    def mine(c) -> bool:  # the post's DynamoDB writes: a trending poll's Query may run
+        # in its own thread meanwhile (a slow, loaded machine saw one land in the window)
+        return c.service == "dynamodb" and c.operation not in {"Query", "GetItem"}
+
     began = time.monotonic()
     for u in range(5):
         before_post = len(calls)
         post(api, [{"user_id": f"t{u}", "item_id": rising}])
-        sent = [c.operation for c in calls[before_post:] if c.service == "dynamodb"]
+        sent = [c.operation for c in calls[before_post:] if mine(c)]
         # the event, the user's count of the item, the trending counter: ONE transaction
         assert sent == ["TransactWriteItems"], sent
     before_post = len(calls)
     post(api, [{"user_id": "t9", "item_id": i} for i in (rising, prior[0], prior[1])])
-    sent = [c.operation for c in calls[before_post:] if c.service == "dynamodb"]
+    sent = [c.operation for c in calls[before_post:] if mine(c)]
     assert sent == ["TransactWriteItems"], sent
     # THEN GET /v1/trending shows it first within a minute (the cache is 2 s here)
     while True:

@@ -61,3 +61,22 @@ StateDep = Annotated[ModelState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 UsersDep = Annotated[UserStore | None, Depends(get_users)]
 TrendingDep = Annotated[TrendingCounts | None, Depends(get_trending)]
+
+
+def check_query(request: Request, known: set[str] | frozenset[str]) -> None:
+    """422 for a query parameter the route does not take, or a single-valued one given more
+    than once: FastAPI would ignore the first silently and keep the last of the second. Every
+    name in `known` but the list ones (the routes' categories and exclusions) is single."""
+    params = request.query_params
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        names = ", ".join(repr(n[:64]) for n in unknown[:10])
+        raise HTTPException(
+            422, f"unknown query parameter(s): {names}; known: {', '.join(sorted(known))}"
+        )
+    for name in sorted(set(params) - LIST_PARAMETERS):
+        if (n := len(params.getlist(name))) > 1:
+            raise HTTPException(422, f"{name}: given {n} times; give it once")
+
+
+LIST_PARAMETERS = frozenset({"include_categories", "exclude_categories", "exclude_items"})

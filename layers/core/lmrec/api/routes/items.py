@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from lmrec import liveitems
 from lmrec.api import live as live_api
 from lmrec.api.auth import CallerDep, require_service
-from lmrec.api.deps import SettingsDep, StateDep, require_model
+from lmrec.api.deps import SettingsDep, StateDep, check_query, require_model
 from lmrec.api.routes.recommendations import LiveDep, item_out
 from lmrec.api.schemas import Id, ItemResult, ItemsResponse, SimilarResponse
 from lmrec.itemstore import ItemInvalid, ItemRecord, ItemStoreUnavailable, check_items, now_ms
@@ -62,11 +62,13 @@ def _similar_rows(
 )
 async def similar(
     item_id: Annotated[Id, Path(max_length=256)],
+    request: Request,
     state: StateDep,
     settings: SettingsDep,
     live: LiveDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> SimilarResponse:
+    check_query(request, {"k"})
     rec = await require_model(state)
     ov, warnings = await live_api.overlay_for(live, rec, settings)
     answer = _similar_rows(rec, ov, item_id, k)

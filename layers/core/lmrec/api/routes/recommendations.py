@@ -11,12 +11,19 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from lmrec import liveitems
 from lmrec.api import live as live_api
 from lmrec.api.auth import CallerDep, require_user
-from lmrec.api.deps import SettingsDep, StateDep, TrendingDep, UsersDep, require_model
+from lmrec.api.deps import (
+    SettingsDep,
+    StateDep,
+    TrendingDep,
+    UsersDep,
+    check_query,
+    require_model,
+)
 from lmrec.api.schemas import Id, Reason, RecommendedItem, RecommendRequest, RecommendResponse
 from lmrec.livesync import LiveSync
 from lmrec.recommend import PERSONALIZED, POPULAR, Filters, Recommendation, Recommender, Result
@@ -293,6 +300,7 @@ async def post_recommendations(
 @router.get("/users/{user_id:path}/recommendations", response_model=RecommendResponse)
 async def get_user_recommendations(
     user_id: Annotated[Id, Path(max_length=256)],
+    request: Request,
     state: StateDep,
     users: UsersDep,
     settings: SettingsDep,
@@ -302,6 +310,7 @@ async def get_user_recommendations(
     k: Annotated[int, Query(ge=1, le=100)] = 10,
     explain: bool = True,
 ) -> RecommendResponse:
+    check_query(request, {"k", "explain"})
     require_user(caller, user_id)
     rec = await require_model(state)
     filters = Filters(

@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from lmrec import trending
 from lmrec.api import live as live_api
 from lmrec.api.auth import CallerDep, require_user
-from lmrec.api.deps import SettingsDep, StateDep, require_model
+from lmrec.api.deps import SettingsDep, StateDep, check_query, require_model
 from lmrec.api.routes.recommendations import _STORE_READS, LiveDep, category_warnings, item_out
 from lmrec.api.schemas import MAX_HISTORY, Category, Id, TrendingResponse
 from lmrec.ivf import top_k
@@ -27,7 +27,6 @@ from lmrec.trending import Snapshot, TrendingCounts
 router = APIRouter(prefix="/v1", tags=["trending"])
 log = logging.getLogger(__name__)
 PARAMETERS = {"k", "half_life_hours", "include_categories", "exclude_categories", "exclude_items"}
-SINGLE = ("k", "half_life_hours")  # FastAPI would take the last of several silently
 MIN_HALF_LIFE_HOURS = 0.1
 NO_COUNTS = "no user store is set: the training data's recent popularity only, no live counts"
 
@@ -84,15 +83,7 @@ def top(
 
 
 def _check_parameters(request: Request, settings: Settings, half_life_hours: float) -> None:
-    unknown = sorted(set(request.query_params) - PARAMETERS)
-    if unknown:
-        names = ", ".join(repr(n[:64]) for n in unknown[:10])
-        raise HTTPException(
-            422, f"unknown query parameter(s): {names}; known: {', '.join(sorted(PARAMETERS))}"
-        )
-    for name in SINGLE:
-        if (n := len(request.query_params.getlist(name))) > 1:
-            raise HTTPException(422, f"{name}: given {n} times; give it once")
+    check_query(request, PARAMETERS)
     if not MIN_HALF_LIFE_HOURS <= half_life_hours <= settings.trending_window_hours:
         raise HTTPException(
             422,

@@ -189,6 +189,13 @@ def test_a_bad_set_pair_or_hyperparameters_file_reaches_the_failure_file(
     args = ["train", "--data", str(synthetic_csv), "--output", str(tmp_path / "m")]
     assert main([*args, "--failure-file", str(asked), "--set", "epochs"]) == 2
     assert "expected KEY=VALUE" in asked.read_text()
+    # a failure file that cannot be written: still exit 2 and one line, no traceback
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    capsys.readouterr()
+    assert main([*args, "--failure-file", str(blocked / "why.txt"), "--set", "epochs"]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "the failure file could not be written" in said[0]
     # in a container a malformed hyperparameters.json ends in output/failure as well
     base = tmp_path / "opt"
     (base / "input" / "config").mkdir(parents=True)

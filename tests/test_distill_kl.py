@@ -44,3 +44,11 @@ def test_kl_of_a_student_equal_to_the_teacher_is_zero_and_still():
     loss = _kl(s, t, 1.0)
     loss.backward()
     assert abs(loss.item()) < 1e-12 and s.grad.abs().max().item() < 1e-12
+
+
+def test_a_diverged_student_or_teacher_still_shows_nan():
+    t = torch.randn(4, 10)
+    s = torch.full((4, 10), float("nan"), requires_grad=True)
+    assert torch.isnan(_kl(s, t, 1.0))  # not a silent 0 (masked columns only are zeroed)
+    t[1, 3] = float("nan")
+    assert torch.isnan(_kl(torch.randn(4, 10), t, 1.0))

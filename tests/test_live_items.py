@@ -148,6 +148,17 @@ def test_availability_alone_keeps_the_fields_and_replies_show_stored_ones(live_a
     assert status == 200 and shown["1"]["title"] == "Toy Story, restored"
 
 
+def test_availability_alone_keeps_fields_stored_by_another_instance(live_api):
+    # another instance stored the item; this one has not polled since
+    other = ItemRecord("from-elsewhere", {"title": "Kept"}, True, now_ms(), now_ms())
+    live_api.app.state.live.store.put([other])
+    assert "from-elsewhere" not in live_api.app.state.live.records
+    status, _ = put(live_api, {"item_id": "from-elsewhere", "available": False})
+    assert status == 200
+    stored = live_api.app.state.live.store.all()["from-elsewhere"]
+    assert stored.fields == {"title": "Kept"} and not stored.available
+
+
 def test_exploration_reserves_slots_for_young_items_only_when_asked(live_api):
     # GIVEN a new item whose content vector is noise (no trained rows): it ranks low
     status, _ = put(live_api, {"item_id": "quiet", "fields": {"title": "plain words here"}})

@@ -317,9 +317,13 @@ def _fail(paths, exc: BaseException, code: int) -> int:
     kind = "bad input" if code == EXIT_BAD_INPUT else f"internal error ({type(exc).__name__})"
     text = truncate(str(exc), 2000)  # a message quoting a huge input line stays readable
     reason = f"lmrec training failed, {kind}: {text}"
+    unwritten = ""
     if paths is not None:
-        write_failure(paths, reason)
-    print(f"error: {text}", file=sys.stderr, flush=True)
+        try:
+            write_failure(paths, reason)
+        except OSError as err:  # e.g. --failure-file in a folder one cannot write
+            unwritten = f" (and the failure file could not be written: {err.strerror})"
+    print(f"error: {text}{unwritten}", file=sys.stderr, flush=True)
     return code
 
 

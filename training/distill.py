@@ -54,7 +54,9 @@ class _SoftKL(torch.autograd.Function):
     def forward(ctx, s: torch.Tensor, p: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
         ls = torch.log_softmax(s, dim=1)
         terms = torch.sub(log_p, ls).mul_(p)  # in place: one N x K temporary, not three
-        terms.nan_to_num_(nan=0.0)  # -inf - -inf at a masked column, whose weight p is 0
+        # -inf - -inf is NaN at a masked column, whose weight p is 0; only there: a NaN from
+        # a diverged student or teacher must still surface in the loss
+        terms.masked_fill_(p == 0, 0.0)
         ctx.save_for_backward(ls, p)
         return terms.sum() / s.shape[0]
 

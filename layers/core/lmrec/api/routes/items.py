@@ -123,6 +123,10 @@ def _items_of(body: Any) -> list[dict]:
     return body
 
 
+def _unknown_here(rec: Recommender, live: LiveSync, item: dict) -> bool:
+    return item["item_id"] not in live.records and not rec.catalog.row(item["item_id"])
+
+
 def _records(rec: Recommender, live: LiveSync, items: list[dict]) -> list[ItemRecord]:
     """The new version of each item: first-stored time kept, update time after the last."""
     stamp, out = now_ms(), []
@@ -208,6 +212,10 @@ async def put_items(
         items = check_items(_items_of(body), rec.catalog.columns)
     except ItemInvalid as exc:
         raise HTTPException(422, str(exc)) from None
+    if any(_unknown_here(rec, live, i) for i in items if i["fields"] is None):
+        # fields kept from a record this instance has not seen yet (PUT on another one)
+        wait = settings.user_store_deadline_seconds
+        await run_in_threadpool(lambda: live.start().join(wait))
     records = _records(rec, live, items)
     _check_cap(rec, live, records)
     return await _store(rec, live, settings, records)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Annotated
+from urllib.parse import unquote
 
 from fastapi import APIRouter, HTTPException, Path, Request
 
@@ -61,13 +62,16 @@ def erase(user_id: str, users, settings) -> DeleteResponse:
 
 
 def _named_events(request: Request) -> bool:
-    """True when the path as sent ends in a literal "/events": routing matches the decoded
-    path, so /v1/users/bob%2Fevents (the user "bob/events") also lands on the older route."""
+    """True when the path as sent ends in a segment "events" between literal slashes:
+    routing matches the decoded path, so /v1/users/bob%2Fevents (the user "bob/events") also
+    lands on the older route. Where a gateway hands over the path already decoded the two
+    cannot be told apart; DELETE /v1/users/{id} has no such ambiguity."""
     raw = raw_paths(request.scope)
     if not raw:
         return True
     path = raw[0].decode("latin-1") if isinstance(raw[0], bytes) else raw[0]
-    return path.split("?", 1)[0].rstrip("/").endswith("/events")
+    # the last segment between literal slashes, then decoded: %65vents is "events" too
+    return unquote(path.rstrip("/").rsplit("/", 1)[-1]) == "events"
 
 
 @router.delete("/{user_id:path}/events", response_model=DeleteResponse, deprecated=True)

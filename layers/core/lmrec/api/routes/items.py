@@ -19,6 +19,7 @@ from lmrec.itemstore import ItemInvalid, ItemRecord, ItemStoreUnavailable, check
 from lmrec.livesync import LiveSync
 from lmrec.recommend import Recommendation, Recommender
 from lmrec.redact import truncate
+from lmrec.settings import Settings
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
@@ -123,8 +124,14 @@ def _items_of(body: Any) -> list[dict]:
     return body
 
 
-def _unknown_here(rec: Recommender, live: LiveSync, item: dict) -> bool:
-    return item["item_id"] not in live.records and not rec.catalog.row(item["item_id"])
+async def _poll_if_unknown(
+    rec: Recommender, live: LiveSync, settings: Settings, item_ids: list[str]
+) -> None:
+    """Wait (bounded) for a poll of the item store when an id is neither in this instance's
+    records nor in the model's catalog: it may have been added on another instance since."""
+    if any(i not in live.records and not rec.catalog.row(i) for i in item_ids):
+        wait = settings.user_store_deadline_seconds
+        await run_in_threadpool(lambda: live.start().join(wait))
 
 
 def _records(rec: Recommender, live: LiveSync, items: list[dict]) -> list[ItemRecord]:
@@ -212,10 +219,10 @@ async def put_items(
         items = check_items(_items_of(body), rec.catalog.columns)
     except ItemInvalid as exc:
         raise HTTPException(422, str(exc)) from None
-    if any(_unknown_here(rec, live, i) for i in items if i["fields"] is None):
-        # fields kept from a record this instance has not seen yet (PUT on another one)
-        wait = settings.user_store_deadline_seconds
-        await run_in_threadpool(lambda: live.start().join(wait))
+    # fields kept from a record this instance may not have seen yet (PUT on another one)
+    await _poll_if_unknown(
+        rec, live, settings, [i["item_id"] for i in items if i["fields"] is None]
+    )
     records = _records(rec, live, items)
     _check_cap(rec, live, records)
     return await _store(rec, live, settings, records)
@@ -238,12 +245,9 @@ async def delete_item(
     require_service(caller)
     live = _live_or_503(request)
     rec = await require_model(state)
+    await _poll_if_unknown(rec, live, settings, [item_id])
     old = live.records.get(item_id)
     row = rec.catalog.row(item_id)
-    if old is None and row is None:  # added on another instance since this one's last look?
-        wait = settings.user_store_deadline_seconds
-        await run_in_threadpool(lambda: live.start().join(wait))
-        old = live.records.get(item_id)
     if old is None and row is None:
         raise HTTPException(
             404, f"item {truncate(item_id)!r} is neither in model {rec.version} nor stored"

@@ -47,8 +47,9 @@ class _SoftKL(torch.autograd.Function):
     sums to 1. A masked column (-inf in both: the sampled loss's accidental hits) has p = 0
     and adds nothing. Against autograd through cross_entropy with probability targets and a
     separate entropy (`python benchmarks/distill_kl_cost.py`, one thread, quiet 2-core AMD
-    EPYC): the KL 36 ms instead of 78 (1,280 positions x 2,049 candidates) and 44 instead of 97
-    (1,664 x 1,682 items); a whole distillation step 0.80x and 0.82x."""
+    EPYC): the KL 38 ms instead of 79 (1,280 positions x 2,049 candidates) and 40 instead of 96
+    (1,664 x 1,682 items); a whole distillation step 0.79x and 0.74x (0.85x / 0.71x the next
+    minute: the ratios move a few hundredths from run to run)."""
 
     @staticmethod
     def forward(ctx, s: torch.Tensor, p: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:

@@ -226,6 +226,38 @@ def test_only_a_service_caller_changes_items(monkeypatch, s3_env, tmp_path, cont
     assert status == 401
 
 
+def test_a_catalog_items_stored_categories_decide_every_category_filter(live_api):
+    # GIVEN the model's first pick for HISTORY, a catalog item, and its catalog genres
+    status, body = call(live_api, "api_post_recommendations.json", {"history": HISTORY})
+    first, genres = body["items"][0]["item_id"], body["items"][0]["attributes"]["genres"]
+    assert genres and "Holiday Special" not in genres
+    # WHEN a PUT gives it a genre no catalog item has, in place of its own
+    fields = {"title": "Renamed", "genres": "Holiday Special"}
+    status, _ = put(live_api, {"item_id": first, "fields": fields})
+    assert status == 200
+
+    def ids(**filters) -> list[str]:
+        return recommended(live_api, k=50, **filters)
+
+    # THEN the new name is known (not a 422) and matches it alone, in every route
+    assert ids(include_categories=["Holiday Special"]) == [first]
+    assert first not in ids(exclude_categories=["Holiday Special"])
+    # and its old genres neither admit nor exclude it any longer
+    assert first not in ids(include_categories=genres)
+    assert first in ids(exclude_categories=genres)
+    body = {"history": HISTORY, "candidates": [first, "50"], "include_categories": genres}
+    status, ranked = call(live_api, "api_post_rankings.json", body)
+    assert status == 200 and first in ranked["filtered_candidates"], ranked
+    body["include_categories"] = ["Holiday Special"]
+    status, ranked = call(live_api, "api_post_rankings.json", body)
+    assert [i["item_id"] for i in ranked["items"]] == [first]
+    query = "k=100&include_categories=Holiday%20Special"
+    status, now = call(live_api, "api_get_trending.json", query=query)
+    assert status == 200 and {i["item_id"] for i in now["items"]} <= {first}, now
+    # and the other filters still apply to it
+    assert ids(include_categories=["Holiday Special"], exclude_items=[first]) == []
+
+
 def test_unknown_item_delete_is_404(live_api):
     status, body = delete(live_api, "never-seen")
     assert status == 404 and "neither" in body["detail"]

@@ -79,6 +79,10 @@ class Overlay:
     categories: dict[str, np.ndarray]  # category -> indices of the new items in it
     hidden_rows: np.ndarray  # catalog rows made unavailable
     catalog_fields: dict[int, dict] = field(default_factory=dict)
+    # catalog rows changed by PUT (sorted) and, by category, those of them in it: their stored
+    # categories decide the category filters, as their stored fields are what is shown
+    changed_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    changed_categories: dict[str, np.ndarray] = field(default_factory=dict)
     over_cap: int = 0
     offset: float = 0.0  # the model's new-item lift (lmrec.content.new_item_offset)
 
@@ -136,6 +140,8 @@ def build(rec, records: Iterable[ItemRecord], cache: dict) -> Overlay:
         categories=_category_index(kept, cat),
         hidden_rows=np.asarray(sorted(hidden), np.int64),
         catalog_fields=fields,
+        changed_rows=np.asarray(sorted(fields), np.int64),
+        changed_categories=_changed_categories(fields, cat),
         over_cap=len(new) - len(kept),
         offset=content.new_item_offset(rec.bundle.manifest),
     )
@@ -147,6 +153,38 @@ def _category_index(kept: list[ItemRecord], column: str | None) -> dict[str, np.
         for name in dict.fromkeys(categories_of(r.fields.get(column))) if column else ():
             members.setdefault(name, []).append(i)
     return {name: np.asarray(at, np.int64) for name, at in members.items()}
+
+
+def _changed_categories(fields: dict[int, dict], column: str | None) -> dict[str, np.ndarray]:
+    members: dict[str, list[int]] = {}
+    for row, f in fields.items() if column else ():
+        for name in dict.fromkeys(categories_of(f.get(column))):
+            members.setdefault(name, []).append(row)
+    return {name: np.asarray(sorted(rows), np.int64) for name, rows in members.items()}
+
+
+def knows_category(ov: Overlay | None, name: str) -> bool:
+    """Whether an item stored since the model (new, or a changed catalog item) is in it."""
+    return ov is not None and (name in ov.categories or name in ov.changed_categories)
+
+
+def category_verdict(ov: Overlay, f) -> tuple[np.ndarray, np.ndarray] | None:
+    """(changed catalog rows, bool: whether each passes the request's category filters by
+    its stored categories), or None when no category filter or no changed row applies."""
+    rows = ov.changed_rows
+    if not len(rows) or not (f.include_categories or f.exclude_categories):
+        return None
+
+    def members(names) -> np.ndarray:
+        empty = np.zeros(0, np.int64)
+        return np.concatenate([empty] + [ov.changed_categories.get(n, empty) for n in names])
+
+    ok = np.ones(len(rows), bool)
+    if f.include_categories:
+        ok &= np.isin(rows, members(f.include_categories))
+    if f.exclude_categories:
+        ok &= ~np.isin(rows, members(f.exclude_categories))
+    return rows, ok
 
 
 def _vectors(kept: list[ItemRecord], part, cache: dict, d: int) -> np.ndarray:

@@ -61,6 +61,9 @@ class Filters:
     exclude_categories: Sequence[str] = ()
     explain: bool = True
     exclude_rows: np.ndarray | None = None  # rows made unavailable (lmrec.liveitems)
+    # (rows, passes): catalog rows whose categories were changed by PUT /v1/items, and
+    # whether each passes the category filters by its stored categories (lmrec.liveitems)
+    recategorised: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class Recommender:
@@ -116,6 +119,9 @@ class Recommender:
             allowed &= wanted
         for cat in f.exclude_categories:
             allowed[self.catalog.category_rows(cat)] = False
+        if f.recategorised is not None:  # before the exclusions below, which still apply
+            rows, passes = f.recategorised
+            allowed[rows] = passes
         if f.exclude_items:
             allowed[self.catalog.rows(f.exclude_items)[0]] = False
         if f.exclude_seen and len(history):
@@ -296,6 +302,11 @@ class Recommender:
             keep &= self.catalog.in_categories(rows, f.include_categories)
         if f.exclude_categories:
             keep &= ~self.catalog.in_categories(rows, f.exclude_categories)
+        if f.recategorised is not None:  # sorted rows: a binary search per candidate
+            changed, passes = f.recategorised
+            at = np.minimum(np.searchsorted(changed, rows), max(len(changed) - 1, 0))
+            hit = changed[at] == rows if len(changed) else np.zeros(len(rows), bool)
+            keep[hit] = passes[at[hit]]
         if f.exclude_items:
             keep &= ~np.isin(rows, self.catalog.lookup(list(f.exclude_items)))
         if f.exclude_seen and len(history):

@@ -48,10 +48,15 @@ async def hiding_unavailable(
     live: LiveSync | None, rec: Recommender, settings: Settings, filters: Filters
 ) -> tuple[liveitems.Overlay | None, Filters, list[str]]:
     """overlay_for, and `filters` that also exclude the catalog items made unavailable
-    (DELETE /v1/items): every route that lists items asks this one."""
+    (DELETE /v1/items) and read the categories of catalog items changed by PUT from their
+    records: every route that lists items asks this one."""
     ov, warnings = await overlay_for(live, rec, settings)
     if ov is not None:
-        filters = dataclasses.replace(filters, exclude_rows=ov.hidden_rows)
+        filters = dataclasses.replace(
+            filters,
+            exclude_rows=ov.hidden_rows,
+            recategorised=liveitems.category_verdict(ov, filters),
+        )
     return ov, filters, warnings
 
 

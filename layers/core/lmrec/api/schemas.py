@@ -52,8 +52,9 @@ class RecommendRequest(Strict):
     include_categories: list[Category] = Field(
         default_factory=list,
         max_length=50,
-        description="only items in one of these categories; a name the model's catalog does "
-        "not have matches no item (a warning names it), and when none is known: 422",
+        description="only items in one of these categories (a catalog item changed by PUT "
+        "/v1/items by its stored ones); a name neither the model's catalog nor a stored item "
+        "has matches no item (a warning names it), and when none is known: 422",
     )
     exclude_categories: list[Category] = Field(
         default_factory=list,

@@ -49,8 +49,8 @@ async def post_rankings(
         include_categories=body.include_categories,
         exclude_categories=body.exclude_categories,
     )
-    warnings = category_warnings(rec, filters)  # a 422 before any user-store read
     ov, filters, live_warnings = await live_api.hiding_unavailable(live, rec, settings, filters)
+    warnings = category_warnings(rec, filters, ov)  # a 422 before any user-store read
     merged = await user_history(rec, users, settings, body.user_id, body.history)
     rows = rec.catalog.lookup(body.candidates)
     known = rows != 0

@@ -129,11 +129,17 @@ def _listed(names: list[str]) -> str:
     return ", ".join(names[:10])[:500]
 
 
-def category_warnings(rec: Recommender, filters: Filters) -> list[str]:
-    """What the category filters did with names the model's catalog does not have. An unknown
-    exclude category excludes nothing (ignored); an unknown include category matches no item,
-    so an include filter of only unknown names could answer nothing at all: 422 instead."""
-    known = rec.catalog.has_category
+def category_warnings(
+    rec: Recommender, filters: Filters, ov: liveitems.Overlay | None = None
+) -> list[str]:
+    """What the category filters did with names neither the model's catalog nor an item
+    stored since (new or changed, `ov`) has. An unknown exclude category excludes nothing
+    (ignored); an unknown include category matches no item, so an include filter of only
+    unknown names could answer nothing at all: 422 instead."""
+
+    def known(name: str) -> bool:
+        return rec.catalog.has_category(name) or liveitems.knows_category(ov, name)
+
     include = [c for c in filters.include_categories if not known(c)]
     exclude = [c for c in filters.exclude_categories if not known(c)]
     if include and len(include) == len(filters.include_categories):
@@ -239,8 +245,8 @@ async def recommend(
 ) -> RecommendResponse:
     """The user's history (user_history), then the model (or the cold-start answer),
     then the items added since (lmrec.liveitems) merged into its top-k."""
-    warnings = category_warnings(rec, filters)  # a 422 before any user-store read
     ov, filters, live_warnings = await live_api.hiding_unavailable(live, rec, settings, filters)
+    warnings = category_warnings(rec, filters, ov)  # a 422 before any user-store read
     merged = await user_history(rec, users, settings, user_id, history)
     result = rec.recommend(merged.rows, filters)
     result, cold = await cold_start(rec, result, counts, settings, merged.rows, filters)

@@ -121,10 +121,9 @@ async def get_trending(
         exclude_categories=exclude_categories,
         explain=False,
     )
-    warnings = category_warnings(rec, filters)  # a 422 before any read
     # Items made unavailable (DELETE /v1/items) are never shown, here as in recommendations
     ov, filters, live_warnings = await live_api.hiding_unavailable(live, rec, settings, filters)
-    warnings += live_warnings
+    warnings = category_warnings(rec, filters, ov) + live_warnings  # a 422 before any read
     counts, warning = await snapshot(request.app.state.trending, settings)
     found = top(rec, counts, settings, half_life, np.empty(0, np.int64), filters)
     shown = live_api.changes_fields(ov)  # stored fields of new or changed items

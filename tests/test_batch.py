@@ -100,3 +100,24 @@ def test_rollback_cli_without_a_production_model(tmp_path):
     proc = run_training(["rollback", "--store", f"file://{tmp_path}"])
     assert proc.returncode == 2 and "no production pointer" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_user_files_are_read_as_training_reads_ids(tmp_path, trained_bundle):
+    import pandas as pd
+
+    # GIVEN a Parquet user list whose ids became floats on the way (1.0 is training's "1")
+    floats = tmp_path / "users.parquet"
+    pd.DataFrame({"user_id": [1.0, 2.0]}).to_parquet(floats)
+    out = tmp_path / "o"
+    args = ["batch", "--bundle", str(trained_bundle), "--output", str(out), "--k", "2"]
+    proc = run_training([*args, "--users", str(floats)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = pq.read_table(out).to_pandas()
+    assert sorted(set(table.user_id)) == ["1", "2"]  # not "1.0": the users training knew
+    # a blank id or a null is refused in one line, as training refuses it
+    for name, ids in (("blank.parquet", ["1", "  "]), ("null.parquet", [1.0, None])):
+        path = tmp_path / name
+        pd.DataFrame({"user_id": ids}).to_parquet(path)
+        bad = run_training([*args, "--users", str(path)])
+        assert bad.returncode == 2 and "null or blank id" in bad.stderr, bad.stderr[-500:]
+        assert "Traceback" not in bad.stderr

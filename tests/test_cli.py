@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -251,3 +252,67 @@ def test_a_checkout_runs_its_own_functions_and_events():
     assert assets.event_file("retrain_schedule.json") == REPO / "events" / "retrain_schedule.json"
     with pytest.raises(assets.MissingAsset, match=r"^the sample event nope\.json is missing"):
         assets.event_file("nope.json")
+
+
+def test_an_output_not_ours_or_overlapping_the_data_is_refused_before_any_work(
+    tmp_path, synthetic_csv, capsys
+):
+    from tests.conftest import lmrec_cli as main
+
+    def refused(output: Path, data: Path = synthetic_csv) -> str:
+        code = main(["train", "--data", str(data), "--output", str(output)])
+        said = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(said) == 1 and said[0].startswith("error: "), said
+        return said[0]
+
+    # GIVEN a folder of the user's own, a data folder, a plain file
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    # THEN none of them can be the output, and each refusal says why in one line
+    assert "not an lmrec job's output" in refused(mine)
+    assert "overlap" in refused(synthetic_csv.parent)  # the data's own folder
+    assert "overlap" in refused(synthetic_csv.parent / "model", synthetic_csv.parent)
+    assert "overlap" in refused(tmp_path)  # the data would be inside the output
+    assert "is a file" in refused(afile)
+    assert "cannot be written: Not a directory" in refused(afile / "model")
+    # and nothing was touched or left behind
+    assert (mine / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert [p.name for p in synthetic_csv.parent.iterdir()] == [synthetic_csv.name]
+
+
+def test_a_run_that_fails_while_exporting_keeps_the_previous_model(
+    tmp_path, synthetic_csv, monkeypatch, capsys
+):
+    from tests.conftest import lmrec_cli as main
+    from training import pipeline
+
+    out = tmp_path / "my-model"
+    args = ["train", "--data", str(synthetic_csv), "--output", str(out), *TEACHER_ONLY]
+    # GIVEN a finished run's output
+    assert main(args) == 0
+    kept = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "metrics.json" in kept
+
+    # WHEN the next run fails halfway through writing its output
+    def broken(*a, **kw):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pipeline, "write_report", broken)
+    assert main([*args, "--fresh"]) == 1
+    assert "disk full" in capsys.readouterr().err.strip().splitlines()[-1]
+    # THEN the previous output is there, file for file
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == kept
+    # and a run that succeeds replaces it whole, leaving no staging folder
+    monkeypatch.undo()
+    assert main([*args, "--fresh"]) == 0
+    assert (out / "metrics.json").read_bytes() != kept["metrics.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "my-model",
+        "my-model-checkpoints",
+        synthetic_csv.parent.name,
+    ]

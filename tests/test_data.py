@@ -222,3 +222,41 @@ def test_dropped_rows_are_counted_and_said(tmp_path, capsys):
     # THEN the repeats are dropped, counted in the stats and said on the console
     assert data.stats["dropped"]["repeated_user_item"] == 30 * 9
     assert "dropped 75.0% of 360 rows: 270 repeated (user, item) rows" in capsys.readouterr().err
+
+
+def test_an_id_with_a_nul_is_refused_not_merged(tmp_path):
+    # numpy's str arrays drop a trailing NUL: "i1\0" and "i1" would become one item
+    path = tmp_path / "nul.csv"
+    rows = "".join(f"u{u},i{(u + t) % 7},{100 + t}\n" for u in range(5) for t in range(4))
+    path.write_text("user_id,item_id,timestamp\n" + rows + "u1,i1\x00,200\n")
+    with pytest.raises(DataError, match=r"column 'item_id': 1 id\(s\) hold a NUL character"):
+        load_interactions(str(path), SMALL)
+
+
+def test_a_catalog_that_describes_no_item_is_refused_and_a_thin_one_warned(tmp_path, caplog):
+    path = rows_csv(tmp_path, good_rows())
+    # GIVEN catalog ids written differently from the interactions' ("0001" against "i1")
+    other = write_csv(tmp_path / "other.csv", ["item_id", "title"], [["0001", "a"], ["7", "b"]])
+    with pytest.raises(DataError, match="none of the catalog's 2 item ids is an item"):
+        load_interactions(path, SMALL, str(other))
+    header_only = write_csv(tmp_path / "empty.csv", ["item_id", "title"], [])
+    with pytest.raises(DataError, match="catalog: no rows"):
+        load_interactions(path, SMALL, str(header_only))
+    # a catalog of 2 of the 7 items trains, with a warning that says how many
+    thin = write_csv(tmp_path / "thin.csv", ["item_id", "title"], [["i1", "a"], ["i2", "b"]])
+    with caplog.at_level("WARNING", logger="training.data"):
+        data = load_interactions(path, SMALL, str(thin))
+    assert data.catalog.loc["i1", "title"] == "a"
+    assert "describes 2 of the 7 items (29%)" in caplog.text
+
+
+def test_files_below_hidden_or_underscore_folders_are_not_data(tmp_path):
+    # GIVEN a data folder where a writer left Spark's _temporary/ and a .partial/ behind
+    (tmp_path / "data").mkdir()
+    rows_csv(tmp_path / "data", good_rows(), name="part-0.csv")
+    for folder in ("_temporary/0", ".partial"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        (tmp_path / "data" / folder / "half.csv").write_text("user_id,item_id\nbroken")
+    # THEN only the finished file is read
+    data = load_interactions(str(tmp_path / "data"), SMALL)
+    assert data.stats["files"] == 1 and len(data.items) == len(good_rows())

@@ -134,6 +134,60 @@ def test_erase_cli(tmp_path):
     assert no_data.returncode == 2 and "Traceback" not in no_data.stderr
 
 
+def test_a_mistyped_location_leaves_the_requests_pending(tmp_path):
+    data = write_csv(
+        tmp_path / "data" / "a.csv", ["user_id", "item_id", "timestamp"], _rows(["a", "b"])
+    )
+    root = f"file://{tmp_path / 'erasure'}"
+    erasure.record(root, "b")
+    # WHEN the deletion job is pointed at a data path that does not exist
+    typo = run_training(["erase", "--requests", root, "--data", str(tmp_path / "dta")])
+    # THEN it refuses in one line, and b's request is still pending, b's rows still there
+    assert typo.returncode == 2 and "no such file or directory" in typo.stderr
+    assert "Traceback" not in typo.stderr
+    assert erasure.pending_count(root) == 1 and "b," in data.read_text()
+    # a mistyped erasure root is refused too (it would close nothing and say 0 requests)
+    wrong = run_training(["erase", "--requests", str(tmp_path / "erasur"), "--data", str(data)])
+    assert wrong.returncode == 2 and "--requests" in wrong.stderr
+    # and a sync by hand with a mistyped --erasure would write b's history back: refused
+    sync = run_training(
+        [
+            "sync-histories",
+            "--data",
+            str(data.parent),
+            "--user-store",
+            f"sqlite://{tmp_path / 'u.db'}",
+            "--state",
+            str(tmp_path / "state.npz"),
+            "--erasure",
+            str(tmp_path / "erasur"),
+        ]
+    )
+    assert sync.returncode == 2 and "--erasure" in sync.stderr  # before any history is read
+    assert not (tmp_path / "state.npz").exists()
+
+
+def test_a_state_file_that_is_not_ours_is_not_overwritten(tmp_path):
+    data = write_csv(
+        tmp_path / "data" / "a.csv", ["user_id", "item_id", "timestamp"], _rows(["a", "b"])
+    )
+    state = tmp_path / "notes.txt"
+    state.write_text("mine")
+    proc = run_training(
+        [
+            "sync-histories",
+            "--data",
+            str(data),
+            "--user-store",
+            f"sqlite://{tmp_path / 'u.db'}",
+            "--state",
+            str(state),
+        ]
+    )
+    assert proc.returncode == 2 and "not a fingerprint state" in proc.stderr
+    assert state.read_text() == "mine"
+
+
 def test_delete_erases_history_and_events_and_records_the_request(api, model_store, tmp_path):
     status, before = call(api, "api_post_recommendations.json", body={"user_id": "2", "k": 5})
     assert status == 200 and before["strategy"] == "personalized"

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from lmrec import store
 from lmrec.recommend import Filters, Recommender
 
-from training.data import DataError, data_files, read_table
+from training.data import DataError, data_files, read_ids, read_table
 
 log = logging.getLogger(__name__)
 PROCESSING_RESOURCE_CONFIG = Path("/opt/ml/config/resourceconfig.json")
@@ -50,7 +50,7 @@ def read_users(uri: str) -> list[str]:
             raise DataError(
                 f"{f}: missing column 'user_id'; found {', '.join(map(repr, df.columns))}"
             )
-        users.extend(df["user_id"].astype(str).tolist())  # exact, as training reads ids
+        users.extend(read_ids(df, "user_id", f).tolist())  # as training reads ids: 12.0 is "12"
     return users
 
 
@@ -110,6 +110,8 @@ def run_batch(
     cache_dir: str | None = None,
     data_uri: str | None = None,
 ) -> dict:
+    if shard_count < 1:
+        raise DataError(f"shard count must be at least 1, got {shard_count}")
     if not 0 <= shard_index < shard_count:
         raise DataError(f"shard index {shard_index} is outside 0..{shard_count - 1}")
     began = time.perf_counter()

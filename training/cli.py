@@ -21,6 +21,7 @@ from pathlib import Path
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
 EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell would report it
+EXIT_INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C)
 
 log = logging.getLogger("lmrec.train")
 
@@ -53,7 +54,9 @@ def sync_histories(args) -> int:
     from training.config import DataConfig
     from training.data import DataError, load_interactions
 
-    length = args.history_length or histories.DEFAULT_HISTORY_LENGTH
+    length = (
+        histories.DEFAULT_HISTORY_LENGTH if args.history_length is None else args.history_length
+    )
     try:
         if not 1 <= length <= 100_000:
             raise ValueError("--history-length must be in 1..100000")
@@ -65,6 +68,10 @@ def sync_histories(args) -> int:
         cfg = DataConfig(user_col=args.user_col, min_interactions=0, min_users=0)
         # the training job's rule, not only the flag: a sync by hand must not write back
         # a user who asked to be erased
+        if args.erasure:  # given by hand: a mistyped local root would skip no one
+            from training.erasure import must_exist
+
+            must_exist(args.erasure, "--erasure")
         erasure = args.erasure or userdata.erasure_root(os.environ, args.data)
         if not erasure:
             print(
@@ -92,6 +99,7 @@ def erase_command(args) -> int:
     from training.data import DataError
 
     try:
+        erasure.must_exist(args.requests, "--requests")
         summary = erasure.run(
             args.requests,
             args.data,
@@ -154,15 +162,67 @@ def _paths(args):
     if not args.output:
         raise ConfigError("--data needs --output DIR")
     output = Path(args.output).resolve()
+    checkpoints = (
+        Path(args.checkpoints).resolve()
+        if args.checkpoints
+        else output.parent / (output.name + "-checkpoints")
+    )
+    _check_output(output, checkpoints, {"--data": args.data, "--items": args.items})
     return Paths(
         train=args.data,
         items=args.items,
         model_dir=output,
-        checkpoints=Path(args.checkpoints).resolve()
-        if args.checkpoints
-        else output.parent / (output.name + "-checkpoints"),
+        checkpoints=checkpoints,
         failure=Path(args.failure_file).resolve() if args.failure_file else None,
     )
+
+
+def _check_output(output: Path, checkpoints: Path, inputs: dict[str, str | None]) -> None:
+    """Refuse, before any work, an --output the job must not replace or cannot write: its
+    files are replaced by the new run's, so it must be new, empty or an earlier job's
+    output (metrics.json), and hold no input nor lie inside one."""
+    from training.config import ConfigError
+
+    for flag, path in (("--output", output), ("--checkpoints", checkpoints)):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{flag} {path} is a file, not a directory")
+        _can_create(flag, path)
+    for flag, given in inputs.items():
+        given = given.removeprefix("file://") if given else given
+        if not given or "://" in given:
+            continue
+        data = Path(given).resolve()
+        if data == output or output in data.parents or data in output.parents:
+            raise ConfigError(
+                f"--output {output} and {flag} {data} overlap: the output would replace the "
+                "input or be read as input next time; give an output outside the data"
+            )
+    if output.is_dir() and any(output.iterdir()) and not (output / "metrics.json").is_file():
+        raise ConfigError(
+            f"--output {output} holds files that are not an lmrec job's output (no "
+            "metrics.json); a job replaces what its output directory holds: give a new or "
+            "empty directory"
+        )
+
+
+def _can_create(flag: str, path: Path) -> None:
+    """ConfigError unless `path` is a writable directory or can be made one: made and
+    removed again, so a refusal later leaves nothing behind (os.access alone says yes for
+    /proc as root, where mkdir fails)."""
+    from training.config import ConfigError
+
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".lmrec-write-probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path} cannot be written: {exc.strerror}") from None
+    finally:
+        for p in missing:  # deepest first
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
 
 
 def _hyperparameters(args, paths) -> dict[str, str]:
@@ -293,6 +353,14 @@ def _run_here(paths, cfg) -> int:
     except Stopped as exc:
         log.warning("SIGTERM: %s; the last finished epoch is in %s", exc, paths.checkpoints)
         return EXIT_STOPPED
+    except KeyboardInterrupt:  # Ctrl-C: one line, as SIGTERM gets; the model dir is untouched
+        print(
+            f"interrupted: the last finished epoch of each phase is in {paths.checkpoints} "
+            "(the same command resumes from there)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_INTERRUPTED
     except (ConfigError, DataError, StoreError) as exc:
         return _fail(paths if env.is_main else None, exc, EXIT_BAD_INPUT)
     except Exception as exc:  # an internal error: keep the traceback for the logs

@@ -118,7 +118,7 @@ class TrainConfig:
     # [0, inf): epochs without a better valid NDCG@10; 0 = auto
     patience: int = hp(0, 0, identity=False)
     eval_every: int = hp(1, 1, identity=False)  # [1, inf)
-    seed: int = hp(42)
+    seed: int = hp(42, 0, 2**32 - 1)  # numpy and torch seeds are derived from it
     # Teacher wall-clock budget in seconds (0 = none); stops after the epoch that crosses it.
     max_train_seconds: float = hp(0.0, 0.0, identity=False)  # [0, inf)
     # The whole job's budget in seconds: teachers, students, evaluation and export each get a
@@ -311,9 +311,13 @@ def _range_error(name: str, value: Any, meta: dict) -> str | None:
     if not (below or above):
         return None
     if hi is None:
-        return f"{name} must be {'>' if meta['lo_open'] else '>='} {lo:g}"
+        return f"{name} must be {'>' if meta['lo_open'] else '>='} {_bound(lo)}"
     left, right = "(" if meta["lo_open"] else "[", ")" if meta["hi_open"] else "]"
-    return f"{name} must be in {left}{lo:g}, {hi:g}{right}"
+    return f"{name} must be in {left}{_bound(lo)}, {_bound(hi)}{right}"
+
+
+def _bound(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"  # 4294967295, not 4.29497e+09
 
 
 def not_identity() -> frozenset[str]:

@@ -90,7 +90,8 @@ def data_files(uri: str) -> list[str]:
         files = store.list_files(uri)
     except store.StoreError as exc:
         raise DataError(str(exc)) from None
-    found = [f for f in files if store.is_data_file(f)]
+    root = str(store.parse(uri))
+    found = [f for f in files if store.is_data_file(f, root)]
     if not found:
         raise DataError(f"{uri}: no data files found (expected {', '.join(store.DATA_SUFFIXES)})")
     return found
@@ -157,7 +158,7 @@ def normalise_ids(values: pd.Series) -> pd.Series:
     return out
 
 
-def _ids(df: pd.DataFrame, col: str, uri: str) -> pd.Series:
+def read_ids(df: pd.DataFrame, col: str, uri: str) -> pd.Series:
     text = normalise_ids(df[col])
     # an id that is empty or only whitespace is refused, as the API refuses it
     bad = text.isna().to_numpy() | (text.fillna("").str.strip() == "").to_numpy()
@@ -218,8 +219,8 @@ def _read_interactions(uri: str, cfg: DataConfig) -> pd.DataFrame:
         )
     out = pd.DataFrame(
         {
-            "user_id": _ids(df, cfg.user_col, uri),
-            "item_id": _ids(df, cfg.item_col, uri),
+            "user_id": read_ids(df, cfg.user_col, uri),
+            "item_id": read_ids(df, cfg.item_col, uri),
             "timestamp": _timestamps(df, cfg.time_col, uri),
         }
     )
@@ -242,6 +243,13 @@ def _fingerprint(user_ids, item_ids, user_codes, item_codes, ts) -> str:
 def _encode(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(sorted distinct ids as str, int32 codes): no per-row Python string array."""
     codes, uniques = pd.factorize(values, sort=True)
+    # numpy's str arrays (the bundle's too) drop trailing NULs: "17\0" would become "17"
+    nul = pd.Index(uniques).str.contains("\x00", regex=False)
+    if nul.any():
+        raise DataError(
+            f"column {values.name!r}: {int(nul.sum())} id(s) hold a NUL character (first: "
+            f"{str(uniques[int(np.flatnonzero(nul)[0])])[:64]!r}); ids must be text without NUL"
+        )
     return np.asarray(uniques, dtype=str), codes.astype(np.int32)
 
 
@@ -392,7 +400,7 @@ def load_catalog(uri: str, vocabulary: np.ndarray) -> pd.DataFrame:
                 f"{f}: missing column 'item_id' in the item catalog; found "
                 f"{_found_columns(df, ['item_id', 'title', 'genres', 'category'])}"
             )
-        df = df.assign(item_id=_ids(df, "item_id", f))
+        df = df.assign(item_id=read_ids(df, "item_id", f))
         dup = df["item_id"].duplicated().to_numpy()
         if dup.any():
             first = int(np.flatnonzero(dup)[0])
@@ -400,4 +408,22 @@ def load_catalog(uri: str, vocabulary: np.ndarray) -> pd.DataFrame:
         frames.append(df)
     catalog = pd.concat(frames, ignore_index=True).set_index("item_id")
     catalog = catalog[~catalog.index.duplicated()]
-    return catalog.reindex(pd.Index(vocabulary, name="item_id"))
+    known = pd.Index(vocabulary, name="item_id")
+    matched = int(known.isin(catalog.index).sum())
+    if not matched:  # ids written differently ("17" against "0017"): say so, not train blind
+        sample = ", ".join(repr(str(i)[:32]) for i in catalog.index[:3])
+        raise DataError(
+            f"{uri}: none of the catalog's {len(catalog)} item ids is an item of the "
+            f"interactions (catalog: {sample or 'no rows'}; interactions: "
+            f"{', '.join(repr(str(i)[:32]) for i in known[:3])}); ids must match exactly"
+        )
+    if matched < 0.5 * len(known):
+        log.warning(
+            "item catalog %s describes %d of the %d items (%.0f%%): the rest have no title, "
+            "categories or content",
+            uri,
+            matched,
+            len(known),
+            100 * matched / len(known),
+        )
+    return catalog.reindex(known)

@@ -29,6 +29,7 @@ import io
 import logging
 import time
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -134,6 +135,14 @@ def purge_object(uri: str, users: set[str], user_col: str = "user_id") -> int:
     raise store.StoreError(f"{uri}: changed during each of {REWRITE_ATTEMPTS} rewrites")
 
 
+def must_exist(uri: str, what: str) -> None:
+    """A local path that does not exist is a mistake, not "no data yet" (an S3 prefix may be
+    empty): without this a mistyped --data found no rows and marked every request done."""
+    loc = store.parse(uri)
+    if loc.scheme == "file" and not Path(loc.key).exists():
+        raise DataError(f"{what} {uri}: no such file or directory (the requests stay pending)")
+
+
 def _files(data_uri: str) -> list[str]:
     try:
         return data_files(data_uri)
@@ -185,6 +194,8 @@ def run(
     locations = [(uri, user_col) for uri in data_uris]
     # batch outputs' column is always user_id, whatever the data's
     locations += [(uri, BATCH_USER_COL) for uri in batch_uris or []]
+    for uri in data_uris:  # before any rewrite: a mistyped path must not close requests
+        must_exist(uri, "data location")  # (a batch output location may not exist yet)
     for uri, col in locations:
         done = purge(uri, users, col)
         summary["objects_rewritten"] += done["objects_rewritten"]

@@ -104,9 +104,13 @@ def read_state(uri: str) -> SyncState | None:
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode())
             state = SyncState(z["keys"].astype(np.uint64), z["hashes"].astype(np.uint64), meta)
-    except (ValueError, KeyError, OSError) as exc:  # a broken file: sync everyone again
-        log.warning("%s is unreadable (%s): every user's history is written", uri, exc)
-        return None
+    except (ValueError, KeyError, OSError) as exc:
+        # writes are whole (store.write_bytes): an unreadable file is someone else's, not
+        # ours to overwrite
+        raise store.StoreError(
+            f"{uri} is not a fingerprint state written by lmrec sync-histories ({exc}); "
+            "pass another --state, or remove the file to sync every user again"
+        ) from None
     return state if meta.get("format") == STATE_FORMAT else None
 
 

@@ -32,7 +32,7 @@ from training.item_init import ItemInit
 from training.model import SASRec
 from training.plan import Budget, PhaseClock, adapt, student_regularisers
 from training.report import results_table, write_report
-from training.sagemaker import Paths, clear_dir
+from training.sagemaker import Paths, replace_dir, staging_dir
 from training.split import Split, make_split
 from training.ties import tie_mode
 from training.trainer import FitResult, Phase, fit
@@ -493,8 +493,7 @@ def export(
     `against_production`: production scored on the same test users (training/champion.py),
     recorded in summary.champion and the manifest for the promote function's gate."""
     served, table, expert = ev.served, ev.table, ev.expert
-    out = paths.model_dir
-    clear_dir(out)
+    out = staging_dir(paths.model_dir)  # written whole, then swapped in: see replace_dir
     _save_weights(out, cfg, trained)
     histories = {name: fit_result.history for name, (_, fit_result) in trained.items()}
     (out / "history.json").write_text(json.dumps(histories, indent=1))
@@ -547,6 +546,7 @@ def export(
             history=expert,
         )
         document["model_version"] = manifest["model_version"]
+    replace_dir(out, paths.model_dir)
     return document
 
 

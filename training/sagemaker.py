@@ -101,9 +101,24 @@ def launch_command(
     return [*cmd, "-m", "training", *entry_args]
 
 
-def clear_dir(path: Path) -> None:
-    """Empty a directory we own (the model dir) so no stale file from an earlier run ships."""
-    if path.exists():
-        for child in path.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    path.mkdir(parents=True, exist_ok=True)
+def staging_dir(model_dir: Path) -> Path:
+    """A new, empty sibling of the model dir that a run writes its output into. The model dir
+    keeps the previous run's files until replace_dir swaps the new ones in, so a run that
+    fails or is killed while exporting leaves the last good model where it was."""
+    stage = model_dir.parent / f".{model_dir.name}.partial"
+    if stage.exists():  # a killed run's leftovers
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def replace_dir(stage: Path, model_dir: Path) -> None:
+    """The model dir's files replaced by the staged ones: the old ones removed, the new ones
+    moved in (renames on one file system: milliseconds, against the seconds export takes).
+    The directory itself stays: in a container it may be a mount point."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for child in model_dir.iterdir():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    for child in stage.iterdir():
+        shutil.move(str(child), str(model_dir / child.name))  # a copy across file systems
+    stage.rmdir()

@@ -304,11 +304,13 @@ def decide_and_start(cfg: RetrainSettings, sagemaker, now: float | None = None) 
 
 
 def decide_training(cfg: RetrainSettings, sagemaker, now: float) -> RetrainDecision:
-    objects = [o for o in store.list_objects(cfg.data_uri) if store.is_data_file(o.uri)]
+    objects = [
+        o for o in store.list_objects(cfg.data_uri) if store.is_data_file(o.uri, cfg.data_uri)
+    ]
     if not objects:
         return RetrainDecision("skipped", f"no data files under {cfg.data_uri}")
     items = (
-        [o for o in store.list_objects(cfg.items_uri) if store.is_data_file(o.uri)]
+        [o for o in store.list_objects(cfg.items_uri) if store.is_data_file(o.uri, cfg.items_uri)]
         if cfg.items_uri
         else []
     )

@@ -18,10 +18,15 @@ from lmrec.aws import cached_client, endpoint, error_code
 DATA_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".parquet", ".pq")
 
 
-def is_data_file(uri: str) -> bool:
-    """An interactions or catalog file: CSV/TSV/Parquet, not hidden or a marker like _SUCCESS."""
-    name = uri.rstrip("/").rsplit("/", 1)[-1]
-    return not name.startswith((".", "_")) and name.lower().endswith(DATA_SUFFIXES)
+def is_data_file(uri: str, root: str = "") -> bool:
+    """An interactions or catalog file: CSV/TSV/Parquet, not hidden or a marker like _SUCCESS,
+    nor below a hidden or "_" folder under the listed `root` (Spark's _temporary/, a crashed
+    writer's .partial/): such files are not the data yet."""
+    uri = uri.rstrip("/")
+    below = uri[len(root.rstrip("/")) :] if root and uri.startswith(root.rstrip("/")) else ""
+    parts = [p for p in below.split("/") if p] or [uri.rsplit("/", 1)[-1]]
+    hidden = any(p.startswith((".", "_")) for p in parts)
+    return not hidden and parts[-1].lower().endswith(DATA_SUFFIXES)
 
 
 class StoreError(RuntimeError):

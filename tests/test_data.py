@@ -118,6 +118,11 @@ def test_min_user_interactions_and_event_type_filter(tmp_path):
             "column 'timestamp' has 1 unparsable timestamp(s), first at line 3 (expected",
         ),
         (HEADER, [["u1", "i1", "2024-13-45"]], "unparsable timestamp(s), first at line 2"),
+        (  # a bad first cell: the one bad cell is named, not every number after it
+            HEADER,
+            [["u1", "i1", "soon"], ["u1", "i2", 2], ["u2", "i1", 3]],
+            "column 'timestamp' has 1 unparsable timestamp(s), first at line 2",
+        ),
         (HEADER, [], "the file has a header but no rows"),
     ],
 )

@@ -167,6 +167,16 @@ def test_a_mistyped_location_leaves_the_requests_pending(tmp_path):
     assert not (tmp_path / "state.npz").exists()
 
 
+def test_a_rewritten_csv_keeps_its_header_bom_and_line_endings(tmp_path):
+    path = tmp_path / "d.csv"
+    raw = '\ufeffuser_id,item_id,timestamp,note,note\r\na,i1,1,x,y\r\nb,i2,2,"q,r",z\r\n'
+    path.write_bytes(raw.encode())
+    assert job.purge(str(path), {"a"})["rows_removed"] == 1
+    assert path.read_bytes().decode() == (
+        '\ufeffuser_id,item_id,timestamp,note,note\r\nb,i2,2,"q,r",z\r\n'
+    )
+
+
 def test_a_state_file_that_is_not_ours_is_not_overwritten(tmp_path):
     data = write_csv(
         tmp_path / "data" / "a.csv", ["user_id", "item_id", "timestamp"], _rows(["a", "b"])

@@ -189,7 +189,9 @@ def _timestamps(df: pd.DataFrame, col: str, uri: str) -> np.ndarray:
     else:
         text = values.astype(str).str.strip()
         numeric = pd.to_numeric(text, errors="coerce")
-        if not np.isnan(numeric.iloc[0]):
+        # numbers or dates by what most cells hold: a bad first cell must not make every
+        # other one look unparsable
+        if numeric.notna().sum() * 2 >= len(numeric):
             seconds = numeric.to_numpy(dtype=np.float64)
             bad = ~np.isfinite(seconds)
         else:  # ISO 8601 dates or date-times

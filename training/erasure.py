@@ -92,9 +92,26 @@ def _text_without(raw: bytes, uri: str, users: set[str], user_col: str):
     if not hit.any():
         return None, 0
     name = uri.lower()
-    text = df[~hit].to_csv(index=False, sep="\t" if name.endswith(".tsv") else ",").encode()
+    body = gzip.decompress(raw) if name.endswith(".gz") else raw
+    # The file's own header line, byte order mark and line ending are written back as they
+    # were: pandas would rename a repeated column ("note" -> "note.1") and drop the rest.
+    header, eol = _first_line(body)
+    own = header.count(b'"') % 2 == 0  # else a quoted newline in the header: pandas writes it
+    rows = df[~hit].to_csv(
+        index=False, header=not own, sep="\t" if name.endswith(".tsv") else ",", lineterminator=eol
+    )
+    text = (header + eol.encode() if own else b"") + rows.encode()
     # mtime=0: the same rows give the same bytes (and the same ETag) on every run
     return (gzip.compress(text, mtime=0) if name.endswith(".gz") else text), int(hit.sum())
+
+
+def _first_line(body: bytes) -> tuple[bytes, str]:
+    """(the header line with any BOM, without its line ending; "\r\n" or "\n")."""
+    end = body.find(b"\n")
+    line = body if end < 0 else body[:end]
+    if line.endswith(b"\r"):
+        return line[:-1], "\r\n"
+    return line, "\n"
 
 
 def _without(raw: bytes, uri: str, users: set[str], user_col: str):

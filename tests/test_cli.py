@@ -279,6 +279,13 @@ def test_an_output_not_ours_or_overlapping_the_data_is_refused_before_any_work(
     assert "overlap" in refused(tmp_path)  # the data would be inside the output
     assert "is a file" in refused(afile)
     assert "cannot be written: Not a directory" in refused(afile / "model")
+    # a folder holding only what a killed run of ours left is no one else's: accepted (the
+    # bad seed below is the next check, so nothing trains)
+    killed = tmp_path / "killed"
+    (killed / ".lmrec-partial").mkdir(parents=True)
+    args = ["train", "--data", str(synthetic_csv), "--output", str(killed), "--set", "seed=-1"]
+    assert main(args) == 2 and "seed must be in" in capsys.readouterr().err
+    before = sorted([*before, "killed"])
     # and nothing was touched or left behind
     assert (mine / "notes.txt").read_text() == "keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == before

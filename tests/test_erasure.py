@@ -146,9 +146,12 @@ def test_a_mistyped_location_leaves_the_requests_pending(tmp_path):
     assert typo.returncode == 2 and "no such file or directory" in typo.stderr
     assert "Traceback" not in typo.stderr
     assert erasure.pending_count(root) == 1 and "b," in data.read_text()
-    # a mistyped erasure root is refused too (it would close nothing and say 0 requests)
-    wrong = run_training(["erase", "--requests", str(tmp_path / "erasur"), "--data", str(data)])
+    # an erasure root in a folder that does not exist is refused; one not made yet beside
+    # others is a root before its first request (lmrec serve makes it at the first DELETE)
+    wrong = run_training(["erase", "--requests", str(tmp_path / "x" / "e"), "--data", str(data)])
     assert wrong.returncode == 2 and "--requests" in wrong.stderr
+    early = run_training(["erase", "--requests", str(tmp_path / "later"), "--data", str(data)])
+    assert early.returncode == 0 and json.loads(early.stdout)["requests"] == 0
     # and a sync by hand with a mistyped --erasure would write b's history back: refused
     sync = run_training(
         [
@@ -167,14 +170,33 @@ def test_a_mistyped_location_leaves_the_requests_pending(tmp_path):
     assert not (tmp_path / "state.npz").exists()
 
 
-def test_a_rewritten_csv_keeps_its_header_bom_and_line_endings(tmp_path):
+@pytest.mark.parametrize(
+    ("raw", "kept"),
+    [  # the file's own header line, BOM and line endings come back as they were
+        (
+            '\ufeffuser_id,item_id,timestamp,note,note\r\na,i1,1,x,y\r\nb,i2,2,"q,r",z\r\n',
+            '\ufeffuser_id,item_id,timestamp,note,note\r\nb,i2,2,"q,r",z\r\n',
+        ),
+        # CR-only line endings, a blank first line: pandas writes the header
+        ("user_id,item_id,timestamp\ra,i1,1\rb,i2,2\r", "user_id,item_id,timestamp\nb,i2,2\n"),
+        ("\nuser_id,item_id,timestamp\na,i1,1\nb,i2,2\n", "user_id,item_id,timestamp\nb,i2,2\n"),
+    ],
+)
+def test_a_rewritten_csv_keeps_its_header_bom_and_line_endings(tmp_path, raw, kept):
     path = tmp_path / "d.csv"
-    raw = '\ufeffuser_id,item_id,timestamp,note,note\r\na,i1,1,x,y\r\nb,i2,2,"q,r",z\r\n'
     path.write_bytes(raw.encode())
     assert job.purge(str(path), {"a"})["rows_removed"] == 1
-    assert path.read_bytes().decode() == (
-        '\ufeffuser_id,item_id,timestamp,note,note\r\nb,i2,2,"q,r",z\r\n'
-    )
+    assert path.read_bytes().decode() == kept
+    assert job.purge(str(path), {"a"})["rows_removed"] == 0  # nothing left, nothing added
+
+
+def test_erasure_reaches_files_below_hidden_and_underscore_folders(tmp_path):
+    # training skips them as unfinished; an erased user's rows must go from them too
+    for rel in ("a.csv", "_archive/2023.csv", ".backup/b.csv"):
+        write_csv(tmp_path / "data" / rel, ["user_id", "item_id", "timestamp"], _rows(["a", "b"]))
+    assert job.purge(str(tmp_path / "data"), {"a"})["rows_removed"] == 9
+    for rel in ("a.csv", "_archive/2023.csv", ".backup/b.csv"):
+        assert "a," not in (tmp_path / "data" / rel).read_text()
 
 
 def test_a_state_file_that_is_not_ours_is_not_overwritten(tmp_path):

@@ -10,6 +10,7 @@ only when --failure-file names one).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -60,6 +61,10 @@ def sync_histories(args) -> int:
     try:
         if not 1 <= length <= 100_000:
             raise ValueError("--history-length must be in 1..100000")
+        if args.erasure:  # given by hand: a mistyped local root would skip no one
+            from training.erasure import must_exist
+
+            must_exist(args.erasure, "--erasure", "create it if no request was ever recorded")
         user_store = _user_store(args.user_store)
         if user_store is None:
             raise ValueError("no user store: pass --user-store or set LMREC_USER_STORE")
@@ -68,10 +73,6 @@ def sync_histories(args) -> int:
         cfg = DataConfig(user_col=args.user_col, min_interactions=0, min_users=0)
         # the training job's rule, not only the flag: a sync by hand must not write back
         # a user who asked to be erased
-        if args.erasure:  # given by hand: a mistyped local root would skip no one
-            from training.erasure import must_exist
-
-            must_exist(args.erasure, "--erasure")
         erasure = args.erasure or userdata.erasure_root(os.environ, args.data)
         if not erasure:
             print(
@@ -99,7 +100,7 @@ def erase_command(args) -> int:
     from training.data import DataError
 
     try:
-        erasure.must_exist(args.requests, "--requests")
+        erasure.must_exist(args.requests, "--requests", parent_enough=True)
         summary = erasure.run(
             args.requests,
             args.data,
@@ -167,7 +168,8 @@ def _paths(args):
         if args.checkpoints
         else output.parent / (output.name + "-checkpoints")
     )
-    _check_output(output, checkpoints, {"--data": args.data, "--items": args.items})
+    if "LOCAL_RANK" not in os.environ:  # once, in the launcher: not in every torchrun worker
+        _check_output(output, checkpoints, {"--data": args.data, "--items": args.items})
     return Paths(
         train=args.data,
         items=args.items,
@@ -182,22 +184,29 @@ def _check_output(output: Path, checkpoints: Path, inputs: dict[str, str | None]
     files are replaced by the new run's, so it must be new, empty or an earlier job's
     output (metrics.json), and hold no input nor lie inside one."""
     from training.config import ConfigError
+    from training.sagemaker import is_own
 
     for flag, path in (("--output", output), ("--checkpoints", checkpoints)):
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{flag} {path} is a file, not a directory")
         _can_create(flag, path)
+    from lmrec.store import StoreError, parse
+
     for flag, given in inputs.items():
-        given = given.removeprefix("file://") if given else given
-        if not given or "://" in given:
+        try:
+            loc = parse(given) if given else None
+        except StoreError:  # an unsupported scheme: the data loader says so
             continue
-        data = Path(given).resolve()
+        if loc is None or loc.scheme != "file":
+            continue
+        data = Path(loc.key)
         if data == output or output in data.parents or data in output.parents:
             raise ConfigError(
                 f"--output {output} and {flag} {data} overlap: the output would replace the "
                 "input or be read as input next time; give an output outside the data"
             )
-    if output.is_dir() and any(output.iterdir()) and not (output / "metrics.json").is_file():
+    theirs = [c for c in output.iterdir() if not is_own(c)] if output.is_dir() else []
+    if theirs and not (output / "metrics.json").is_file():
         raise ConfigError(
             f"--output {output} holds files that are not an lmrec job's output (no "
             "metrics.json); a job replaces what its output directory holds: give a new or "
@@ -220,8 +229,8 @@ def _can_create(flag: str, path: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"{flag} {path} cannot be written: {exc.strerror}") from None
     finally:
-        for p in missing:  # deepest first
-            if p.is_dir() and not any(p.iterdir()):
+        for p in missing:  # deepest first; another process may be at the same folders
+            with contextlib.suppress(OSError):
                 p.rmdir()
 
 
@@ -353,7 +362,7 @@ def _run_here(paths, cfg) -> int:
     except Stopped as exc:
         log.warning("SIGTERM: %s; the last finished epoch is in %s", exc, paths.checkpoints)
         return EXIT_STOPPED
-    except KeyboardInterrupt:  # Ctrl-C: one line, as SIGTERM gets; the model dir is untouched
+    except KeyboardInterrupt:  # Ctrl-C: one line, as SIGTERM gets; the model dir stays whole
         print(
             f"interrupted: the last finished epoch of each phase is in {paths.checkpoints} "
             "(the same command resumes from there)",

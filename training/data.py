@@ -191,7 +191,7 @@ def _timestamps(df: pd.DataFrame, col: str, uri: str) -> np.ndarray:
         numeric = pd.to_numeric(text, errors="coerce")
         # numbers or dates by what most cells hold: a bad first cell must not make every
         # other one look unparsable
-        if numeric.notna().sum() * 2 >= len(numeric):
+        if numeric.notna().sum() * 2 >= (text != "").sum():
             seconds = numeric.to_numpy(dtype=np.float64)
             bad = ~np.isfinite(seconds)
         else:  # ISO 8601 dates or date-times

@@ -24,6 +24,7 @@ no training is due, and as `lmrec erase`.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import logging
@@ -36,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from lmrec import cas, erasure, store
 
-from training.data import DataError, data_files, normalise_ids, table_from_bytes
+from training.data import DataError, normalise_ids, table_from_bytes
 
 log = logging.getLogger(__name__)
 BATCH_USER_COL = "user_id"  # training/batch.py's output column
@@ -95,23 +96,31 @@ def _text_without(raw: bytes, uri: str, users: set[str], user_col: str):
     body = gzip.decompress(raw) if name.endswith(".gz") else raw
     # The file's own header line, byte order mark and line ending are written back as they
     # were: pandas would rename a repeated column ("note" -> "note.1") and drop the rest.
-    header, eol = _first_line(body)
-    own = header.count(b'"') % 2 == 0  # else a quoted newline in the header: pandas writes it
-    rows = df[~hit].to_csv(
-        index=False, header=not own, sep="\t" if name.endswith(".tsv") else ",", lineterminator=eol
-    )
-    text = (header + eol.encode() if own else b"") + rows.encode()
+    sep = "\t" if name.endswith(".tsv") else ","
+    header, eol = _own_header(body, sep, len(df.columns))
+    rows = df[~hit].to_csv(index=False, header=header is None, sep=sep, lineterminator=eol)
+    text = (header + eol.encode() if header is not None else b"") + rows.encode()
     # mtime=0: the same rows give the same bytes (and the same ETag) on every run
     return (gzip.compress(text, mtime=0) if name.endswith(".gz") else text), int(hit.sum())
 
 
-def _first_line(body: bytes) -> tuple[bytes, str]:
-    """(the header line with any BOM, without its line ending; "\r\n" or "\n")."""
+def _own_header(body: bytes, sep: str, columns: int) -> tuple[bytes | None, str]:
+    """(the file's header line as it is, with any BOM; its line ending), or (None, "\n")
+    where that line cannot be kept as it is (a quoted newline in it, CR-only line endings,
+    a blank first line): pandas then writes the header."""
     end = body.find(b"\n")
     line = body if end < 0 else body[:end]
+    eol = "\n"
     if line.endswith(b"\r"):
-        return line[:-1], "\r\n"
-    return line, "\n"
+        line, eol = line[:-1], "\r\n"
+    try:
+        fields = next(csv.reader([line.decode("utf-8-sig")], delimiter=sep), [])
+    except (UnicodeDecodeError, csv.Error):
+        return None, "\n"
+    odd_quotes = line.count(b'"') % 2  # a quoted newline inside the header
+    if odd_quotes or b"\r" in line or len(fields) != columns or not line.strip():
+        return None, "\n"
+    return line, eol
 
 
 def _without(raw: bytes, uri: str, users: set[str], user_col: str):
@@ -152,18 +161,24 @@ def purge_object(uri: str, users: set[str], user_col: str = "user_id") -> int:
     raise store.StoreError(f"{uri}: changed during each of {REWRITE_ATTEMPTS} rewrites")
 
 
-def must_exist(uri: str, what: str) -> None:
+def must_exist(uri: str, what: str, hint: str = "", parent_enough: bool = False) -> None:
     """A local path that does not exist is a mistake, not "no data yet" (an S3 prefix may be
-    empty): without this a mistyped --data found no rows and marked every request done."""
+    empty): without this a mistyped --data found no rows and marked every request done, and
+    a sync with a mistyped --erasure wrote erased users back. `parent_enough`: a folder not
+    made yet beside existing ones is fine (an erasure root before its first request)."""
     loc = store.parse(uri)
-    if loc.scheme == "file" and not Path(loc.key).exists():
-        raise DataError(f"{what} {uri}: no such file or directory (the requests stay pending)")
+    path = Path(loc.key)
+    if loc.scheme != "file" or path.exists() or (parent_enough and path.parent.is_dir()):
+        return
+    raise DataError(f"{what} {uri}: no such file or directory" + (f" ({hint})" if hint else ""))
 
 
 def _files(data_uri: str) -> list[str]:
+    """Every data-like file under the location, those below hidden or "_" folders included
+    (training skips them as unfinished; an erased user's rows must go from them too)."""
     try:
-        return data_files(data_uri)
-    except DataError:
+        return [f for f in store.list_files(data_uri) if store.is_data_file(f)]
+    except store.StoreError:
         return []  # no data (yet): nothing to remove
 
 
@@ -212,7 +227,8 @@ def run(
     # batch outputs' column is always user_id, whatever the data's
     locations += [(uri, BATCH_USER_COL) for uri in batch_uris or []]
     for uri in data_uris:  # before any rewrite: a mistyped path must not close requests
-        must_exist(uri, "data location")  # (a batch output location may not exist yet)
+        must_exist(uri, "data location", "the requests stay pending")  # not batch outputs:
+        # their location may not exist yet
     for uri, col in locations:
         done = purge(uri, users, col)
         summary["objects_rewritten"] += done["objects_rewritten"]

@@ -104,7 +104,7 @@ def read_state(uri: str) -> SyncState | None:
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode())
             state = SyncState(z["keys"].astype(np.uint64), z["hashes"].astype(np.uint64), meta)
-    except (ValueError, KeyError, OSError) as exc:
+    except (ValueError, KeyError, OSError, EOFError) as exc:
         # writes are whole (store.write_bytes): an unreadable file is someone else's, not
         # ours to overwrite
         raise store.StoreError(
@@ -123,7 +123,11 @@ def write_state(uri: str, state: SyncState) -> None:
 
 def drop_users(state_uri: str, user_ids: list[str]) -> int:
     """Remove these users' fingerprints (the deletion job: nothing of theirs stays behind)."""
-    state = read_state(state_uri)
+    try:
+        state = read_state(state_uri)
+    except store.StoreError as exc:  # not our file: it holds none of our fingerprints
+        log.warning("fingerprints not dropped: %s", exc)
+        return 0
     if state is None or not user_ids:
         return 0
     gone = np.isin(state.keys, string_hashes(np.asarray(user_ids, dtype=str)))

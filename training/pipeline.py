@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import torch
 from lmrec.bundle import distillation_line
@@ -32,7 +33,7 @@ from training.item_init import ItemInit
 from training.model import SASRec
 from training.plan import Budget, PhaseClock, adapt, student_regularisers
 from training.report import results_table, write_report
-from training.sagemaker import Paths, replace_dir, staging_dir
+from training.sagemaker import Paths, staged
 from training.split import Split, make_split
 from training.ties import tie_mode
 from training.trainer import FitResult, Phase, fit
@@ -475,8 +476,15 @@ def _protocol(cfg: RunConfig, split: Split) -> dict:
     return out
 
 
-def export(
-    paths: Paths,
+def export(paths: Paths, *args, **kwargs) -> dict:
+    """write_output into a folder staged in the model dir, swapped in whole at the end: a run
+    that fails or is stopped while exporting keeps the previous model (training/sagemaker.py)."""
+    with staged(paths.model_dir) as out:
+        return write_output(out, *args, **kwargs)
+
+
+def write_output(
+    out: Path,
     cfg: RunConfig,
     env: DistEnv,
     data: Interactions,
@@ -493,7 +501,6 @@ def export(
     `against_production`: production scored on the same test users (training/champion.py),
     recorded in summary.champion and the manifest for the promote function's gate."""
     served, table, expert = ev.served, ev.table, ev.expert
-    out = staging_dir(paths.model_dir)  # written whole, then swapped in: see replace_dir
     _save_weights(out, cfg, trained)
     histories = {name: fit_result.history for name, (_, fit_result) in trained.items()}
     (out / "history.json").write_text(json.dumps(histories, indent=1))
@@ -546,7 +553,6 @@ def export(
             history=expert,
         )
         document["model_version"] = manifest["model_version"]
-    replace_dir(out, paths.model_dir)
     return document
 
 

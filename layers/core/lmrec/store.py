@@ -130,7 +130,9 @@ def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
             tmp.write_bytes(data)
             os.replace(tmp, path)  # atomic on one file system: readers never see half a file
         except OSError as exc:
-            raise StoreError(f"{loc}: {exc.strerror or exc}") from None
+            blocking = next((p for p in path.parents if p.is_file()), None)
+            why = f"{blocking} is a file, not a directory" if blocking else exc.strerror or exc
+            raise StoreError(f"{loc}: {why}") from None
         return
     try:
         s3_client().put_object(Bucket=loc.bucket, Key=loc.key, Body=data)

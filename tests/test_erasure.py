@@ -194,9 +194,22 @@ def test_erasure_reaches_files_below_hidden_and_underscore_folders(tmp_path):
     # training skips them as unfinished; an erased user's rows must go from them too
     for rel in ("a.csv", "_archive/2023.csv", ".backup/b.csv"):
         write_csv(tmp_path / "data" / rel, ["user_id", "item_id", "timestamp"], _rows(["a", "b"]))
+    # and a side file that is not interactions (a schema, a half-written part) is passed over
+    write_csv(tmp_path / "data" / "_schema" / "columns.csv", ["name", "type"], [["a", "str"]])
+    (tmp_path / "data" / "_temporary").mkdir()
+    (tmp_path / "data" / "_temporary" / "part.parquet").write_bytes(b"PAR1 half")
     assert job.purge(str(tmp_path / "data"), {"a"})["rows_removed"] == 9
     for rel in ("a.csv", "_archive/2023.csv", ".backup/b.csv"):
         assert "a," not in (tmp_path / "data" / rel).read_text()
+    assert not job.rows_left(str(tmp_path / "data"), {"a"})
+
+
+def test_a_broken_state_file_does_not_block_the_deletion_job(tmp_path):
+    from training.histories import drop_users
+
+    state = tmp_path / "state.npz"
+    state.write_bytes(b"PK\x03\x04 not a zip")
+    assert drop_users(str(state), ["a"]) == 0 and state.read_bytes().startswith(b"PK")
 
 
 def test_a_state_file_that_is_not_ours_is_not_overwritten(tmp_path):

@@ -184,7 +184,7 @@ def _check_output(output: Path, checkpoints: Path, inputs: dict[str, str | None]
     files are replaced by the new run's, so it must be new, empty or an earlier job's
     output (metrics.json), and hold no input nor lie inside one."""
     from training.config import ConfigError
-    from training.sagemaker import is_own
+    from training.model_swap import is_own, recover
 
     for flag, path in (("--output", output), ("--checkpoints", checkpoints)):
         if path.exists() and not path.is_dir():
@@ -205,6 +205,8 @@ def _check_output(output: Path, checkpoints: Path, inputs: dict[str, str | None]
                 f"--output {output} and {flag} {data} overlap: the output would replace the "
                 "input or be read as input next time; give an output outside the data"
             )
+    if output.is_dir():
+        recover(output)  # a killed run's swap undone first: its files are ours, not foreign
     theirs = [c for c in output.iterdir() if not is_own(c)] if output.is_dir() else []
     if theirs and not (output / "metrics.json").is_file():
         raise ConfigError(

@@ -182,11 +182,25 @@ def _files(data_uri: str) -> list[str]:
         return []  # no data (yet): nothing to remove
 
 
+def _tolerant(data_uri: str, uri: str, exc: Exception) -> bool:
+    """A file below a hidden or "_" folder that is not an interactions file (a schema, a
+    half-written part) is passed over with a warning; one training reads is an error."""
+    if store.is_data_file(uri, str(store.parse(data_uri))):
+        return False
+    log.warning("erasure: %s passed over (not interactions: %s)", uri, exc)
+    return True
+
+
 def purge(data_uri: str, users: set[str], user_col: str = "user_id") -> dict:
     rewritten, rows = 0, 0
     files = _files(data_uri)
     for uri in files:
-        removed = purge_object(uri, users, user_col)
+        try:
+            removed = purge_object(uri, users, user_col)
+        except DataError as exc:
+            if _tolerant(data_uri, uri, exc):
+                continue
+            raise
         rows += removed
         rewritten += bool(removed)
     return {"objects_scanned": len(files), "objects_rewritten": rewritten, "rows_removed": rows}
@@ -196,13 +210,24 @@ def rows_left(data_uri: str, users: set[str], user_col: str = "user_id") -> Coun
     """The users' rows still in a location, per user: read again from the store."""
     left: Counter = Counter()
     for uri in _files(data_uri):
-        if _is_parquet(uri):
-            columns = pq.read_table(io.BytesIO(store.read_bytes(uri)), columns=[user_col])
-            ids = _ids(columns.to_pandas(), user_col, uri)
-        else:
-            ids = _ids(table_from_bytes(store.read_bytes(uri), uri), user_col, uri)
+        try:
+            ids = _user_ids(uri, user_col)
+        except DataError as exc:
+            if _tolerant(data_uri, uri, exc):
+                continue
+            raise
         left.update(ids[ids.isin(users)].tolist())
     return left
+
+
+def _user_ids(uri: str, user_col: str) -> pd.Series:
+    if not _is_parquet(uri):
+        return _ids(table_from_bytes(store.read_bytes(uri), uri), user_col, uri)
+    try:
+        columns = pq.read_table(io.BytesIO(store.read_bytes(uri)), columns=[user_col])
+    except (pa.ArrowException, OSError, KeyError) as exc:
+        raise DataError(f"{uri}: cannot read column {user_col!r}: {exc}") from None
+    return _ids(columns.to_pandas(), user_col, uri)
 
 
 def run(

@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import time
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,7 +105,7 @@ def read_state(uri: str) -> SyncState | None:
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta"]).decode())
             state = SyncState(z["keys"].astype(np.uint64), z["hashes"].astype(np.uint64), meta)
-    except (ValueError, KeyError, OSError, EOFError) as exc:
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
         # writes are whole (store.write_bytes): an unreadable file is someone else's, not
         # ours to overwrite
         raise store.StoreError(

@@ -31,9 +31,10 @@ from training.hybrid import TeacherBoost, prefer_distilled
 from training.item_content import item_content
 from training.item_init import ItemInit
 from training.model import SASRec
+from training.model_swap import staged
 from training.plan import Budget, PhaseClock, adapt, student_regularisers
 from training.report import results_table, write_report
-from training.sagemaker import Paths, staged
+from training.sagemaker import Paths
 from training.split import Split, make_split
 from training.ties import tie_mode
 from training.trainer import FitResult, Phase, fit

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,81 +98,3 @@ def launch_command(
             f"--master_port={port}",
         ]
     return [*cmd, "-m", "training", *entry_args]
-
-
-STAGE, PREVIOUS = ".lmrec-partial", ".lmrec-previous"  # inside the model dir, ours only
-MARKER = "metrics.json"  # every finished job's output holds it
-
-
-@contextmanager
-def staged(model_dir: Path) -> Iterator[Path]:
-    """A staging folder to write into, swapped into `model_dir` when the block ends well and
-    removed when it does not (the previous model stays)."""
-    stage = staging_dir(model_dir)
-    try:
-        yield stage
-        replace_dir(stage, model_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-
-
-def staging_dir(model_dir: Path) -> Path:
-    """A new, empty folder inside the model dir that a run writes its output into. The model
-    dir keeps the previous run's files until replace_dir swaps the new ones in, so a run that
-    fails or is killed while exporting leaves the last good model where it was. Inside, not
-    beside: the model dir is the one place known to be writable (a container may mount it
-    on a read-only root), and renames within it never cross file systems."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    previous = model_dir / PREVIOUS
-    if previous.exists() and not (model_dir / MARKER).exists():
-        # killed inside replace_dir's renames (SIGKILL): the marker moves aside first and in
-        # last, so without it the swap was cut short: the previous model goes back
-        for child in list(previous.iterdir()):
-            target = model_dir / child.name
-            if target.exists():
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
-            child.rename(target)
-    for leftover in (STAGE, PREVIOUS):  # a killed run's
-        if (model_dir / leftover).exists():
-            shutil.rmtree(model_dir / leftover)
-    stage = model_dir / STAGE
-    stage.mkdir()
-    return stage
-
-
-def replace_dir(stage: Path, model_dir: Path) -> None:
-    """The model dir's files replaced by the staged ones, by renames: the old ones moved
-    aside, the new ones moved in, then the old ones deleted. If a rename fails (or Ctrl-C
-    lands) everything is moved back and the error raised: one model is always whole."""
-    previous = model_dir / PREVIOUS
-    previous.mkdir()
-    # the marker (metrics.json) first out and last in: see staging_dir
-    old = sorted((c.name for c in model_dir.iterdir() if not is_own(c)), key=lambda n: n != MARKER)
-    new = sorted((c.name for c in stage.iterdir()), key=lambda n: n == MARKER)
-    try:
-        for name in old:
-            (model_dir / name).rename(previous / name)
-        for name in new:
-            (stage / name).rename(model_dir / name)
-    except BaseException:
-        _restore(model_dir, stage, previous, old, new)
-        raise
-    shutil.rmtree(previous)
-    stage.rmdir()
-
-
-def _restore(model_dir: Path, stage: Path, previous: Path, old: list, new: list) -> None:
-    """Undo a half-done replace_dir: the new files back to the stage, the old ones back."""
-    for name in new:
-        if (model_dir / name).exists() and not (stage / name).exists():
-            (model_dir / name).rename(stage / name)
-    for name in old:
-        if (previous / name).exists():
-            (previous / name).rename(model_dir / name)
-    shutil.rmtree(previous, ignore_errors=True)
-
-
-def is_own(child: Path) -> bool:
-    """A staging folder a killed run left in its model dir (not the user's file)."""
-    return child.name in (STAGE, PREVIOUS)

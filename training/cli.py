@@ -183,6 +183,8 @@ def _check_output(output: Path, checkpoints: Path, inputs: dict[str, str | None]
     """Refuse, before any work, an --output the job must not replace or cannot write: its
     files are replaced by the new run's, so it must be new, empty or an earlier job's
     output (metrics.json), and hold no input nor lie inside one."""
+    from lmrec.store import StoreError, parse
+
     from training.config import ConfigError
     from training.model_swap import is_own, recover
 
@@ -190,8 +192,6 @@ def _check_output(output: Path, checkpoints: Path, inputs: dict[str, str | None]
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{flag} {path} is a file, not a directory")
         _can_create(flag, path)
-    from lmrec.store import StoreError, parse
-
     for flag, given in inputs.items():
         try:
             loc = parse(given) if given else None

@@ -129,6 +129,7 @@ def build(rec, records: Iterable[ItemRecord], cache: dict) -> Overlay:
         vectors = _vectors(kept, part, cache, rec.model.d)
         unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     cat = catalog.category_column
+    changed = sorted(fields)  # the catalog rows changed since the model's data
     return Overlay(
         version=rec.version,
         records=kept,
@@ -140,8 +141,8 @@ def build(rec, records: Iterable[ItemRecord], cache: dict) -> Overlay:
         categories=_category_index((r.fields for r in kept), cat),
         hidden_rows=np.asarray(sorted(hidden), np.int64),
         catalog_fields=fields,
-        changed_rows=np.asarray(sorted(fields), np.int64),
-        changed_categories=_category_index((fields[row] for row in sorted(fields)), cat),
+        changed_rows=np.asarray(changed, np.int64),
+        changed_categories=_category_index((fields[row] for row in changed), cat),
         over_cap=len(new) - len(kept),
         offset=content.new_item_offset(rec.bundle.manifest),
     )

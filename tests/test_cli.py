@@ -323,3 +323,44 @@ def test_a_run_that_fails_while_exporting_keeps_the_previous_model(
         "my-model-checkpoints",
         synthetic_csv.parent.name,
     ]
+
+
+def test_ctrl_c_outside_a_training_loop_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+    from lmrec.local import cli, commands
+
+    def interrupted(args, argv):  # Ctrl-C while the data is read, before any epoch
+        raise KeyboardInterrupt
+
+    code = cli.main(["train", "--data", str(tmp_path / "d.csv")], training=interrupted)
+    assert code == 130
+    assert capsys.readouterr().err.strip() == "interrupted: lmrec train stopped"
+
+    def serving(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "cmd_serve", serving)
+    assert cli.main(["serve", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted: lmrec serve stopped"
+
+
+def test_ctrl_c_in_the_torchrun_launcher_waits_for_it_and_exits_130(monkeypatch):
+    from training import cli
+
+    class Launcher:  # torchrun: Ctrl-C reaches it and this process together
+        waits = 0
+
+        def __init__(self, cmd):
+            pass
+
+        def wait(self):
+            Launcher.waits += 1
+            if Launcher.waits == 1:
+                raise KeyboardInterrupt
+            return -2
+
+        def send_signal(self, sig):
+            pass
+
+    monkeypatch.setattr(cli.subprocess, "Popen", Launcher)
+    assert cli._launch(["torchrun"]) == 130
+    assert Launcher.waits == 2  # the workers were let stop before the line

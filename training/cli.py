@@ -19,10 +19,11 @@ import sys
 import threading
 from pathlib import Path
 
+from lmrec.local.cli import EXIT_INTERRUPTED
+
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
 EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell would report it
-EXIT_INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C)
 
 log = logging.getLogger("lmrec.train")
 
@@ -264,7 +265,11 @@ def _launch(cmd: list[str]) -> int:
     log.info("launching %s", " ".join(cmd))
     child = subprocess.Popen(cmd)
     signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))
-    return child.wait()
+    try:
+        return child.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached torchrun too (one process group): let its
+        child.wait()  # workers stop and the launcher report, then one line here
+        return EXIT_INTERRUPTED
 
 
 def train(args, argv: list[str]) -> int:

@@ -23,6 +23,8 @@ from collections.abc import Callable
 QUICK_SECONDS = 60.0
 # The subcommands whose work is done in training (torch), not in this package.
 TRAINING_COMMANDS = ("train", "batch", "sync-histories", "erase")
+# 128 + SIGINT, the shell's code for a command stopped by Ctrl-C.
+EXIT_INTERRUPTED = 130
 TrainingRunner = Callable[[argparse.Namespace, list[str]], int]
 
 DESCRIPTION = "lmrec: train a sequential recommender, distil it, and serve it."
@@ -192,6 +194,10 @@ def main(argv: list[str] | None = None, training: TrainingRunner | None = None) 
     )
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)  # bad arguments end here, before torch loads
-    if args.command in TRAINING_COMMANDS:
-        return (training or in_child)(args, argv)
-    return int(args.run(args))
+    try:
+        if args.command in TRAINING_COMMANDS:
+            return (training or in_child)(args, argv)
+        return int(args.run(args))
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which says more): one line
+        print(f"interrupted: lmrec {args.command} stopped", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED

@@ -110,7 +110,7 @@ def contest(tmp: Path, production: Path, old: Split, candidate: Path, new: Split
     cand, prod = champion.Served.of(fmt.load(cand_dir)), champion.Served.of(fmt.load(prod_dir))
     ours = champion.per_user_ndcg(cand, new, new.evalset("test"))  # as the job's pass gives
     record = champion.compare(ours, prod, fmt.load(prod_dir).catalog, new)
-    record["production_version"] = "v-production"
+    record |= {"production_version": "v-production", "split": "loo"}  # as for_job writes it
     cand_manifest = set_figure(cand_dir, own_figure(cand_dir, new), record)
     promoter = Promoter(root, "lmrec", TOLERANCE)
     decision = promoter.on_completed("lmrec-challenger", artifact(root, "challenger", cand_dir))
@@ -171,8 +171,10 @@ def test_a_record_against_another_production_falls_back_and_says_so(models, tmp_
     ours = champion.per_user_ndcg(served, split, split.evalset("test"))
     record = champion.compare(ours, served, fmt.load(models["good"]).catalog, split)
     assert record["difference"]["ci95"] == [0.0, 0.0]  # a model against itself: a tie
-    record["production_version"] = "v-older"
+    record |= {"production_version": "v-older", "split": "loo"}
     manifest = json.loads((models["good"] / fmt.MANIFEST).read_text())
+    served_row = manifest["metrics"][fmt.served_metric(manifest)]["test"]["full"]
+    served_row["ndcg@10"] = record["candidate"]["ndcg@10"]  # the job's figure is the record's
     verdict = gate({**manifest, "champion": record}, manifest, TOLERANCE, "v-now")
     # THEN the old rule decides, and the reason says why
     assert verdict.basis == "own splits" and verdict.accept

@@ -121,7 +121,7 @@ def test_job_in_progress_is_skipped(bucket, monkeypatch):
 
 def bundle_tar(bundle_dir, version: str | None = None, ndcg_scale: float = 1.0) -> bytes:
     """model.tar.gz of a bundle, optionally as another version with the served model's test
-    NDCG@10 scaled (what the gate compares)."""
+    NDCG@10 moved up (ndcg_scale > 1) or down (< 1): what the gate compares."""
     buf = io.BytesIO()
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     if version:
@@ -129,7 +129,8 @@ def bundle_tar(bundle_dir, version: str | None = None, ndcg_scale: float = 1.0) 
         manifest["model_version"] = version
         served = fmt.served_metric(manifest)
         full = manifest["metrics"][served]["test"]["full"]
-        full["ndcg@10"] *= ndcg_scale
+        f = full["ndcg@10"]  # its odds scaled: above or below as asked, inside [0, 1]
+        full["ndcg@10"] = f * ndcg_scale / (1 - f + f * ndcg_scale)
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for path in sorted(bundle_dir.iterdir()):
             if path.name == "manifest.json":

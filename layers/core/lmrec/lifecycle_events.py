@@ -25,7 +25,8 @@ class Artifacts(BaseModel):
 class TrainingJobDetail(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    TrainingJobName: str = Field(min_length=1, max_length=63)
+    # SageMaker's own rule for job names: also what keeps decisions/<job>.json inside decisions/
+    TrainingJobName: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
     TrainingJobStatus: str = Field(min_length=1, max_length=32)
     FailureReason: str = Field(default="", max_length=10_000)
     ModelArtifacts: Artifacts | None = None

@@ -31,12 +31,13 @@ import math
 import os
 import tarfile
 import tempfile
+import zlib
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
 from lmrec import bundle as fmt
-from lmrec import registry, store
+from lmrec import cas, registry, store
 from lmrec.settings import models_prefix
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,20 @@ class Verdict(GateFigures):
         return Decision(job, action, reason, version, **figures)
 
 
+def _figure(value) -> float | None:
+    """An NDCG figure as the gate accepts it: a JSON number (not a bool or a string), finite,
+    in [0, 1]; None otherwise (NaN compares False both ways and would pass every check)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return value if 0.0 <= value <= 1.0 else None
+
+
 def _metric(manifest: dict, model: str) -> float | None:
     try:
         split, protocol, name = GATE_METRIC
-        return float(manifest["metrics"][model][split][protocol][name])
-    except (KeyError, TypeError, ValueError):
+        return _figure(manifest["metrics"][model][split][protocol][name])
+    except (KeyError, TypeError):
         return None
 
 
@@ -107,7 +117,7 @@ def safe_extract(archive: Path, dest: Path) -> None:
             if total > MAX_UNPACKED_BYTES:
                 raise fmt.BundleError(f"model.tar.gz unpacks to {total} bytes, over the limit")
             tar.extractall(dest, members=members, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:  # zlib: a corrupt stream
         raise fmt.BundleError(f"model.tar.gz is not a readable gzip tar: {exc}") from None
 
 
@@ -126,24 +136,52 @@ def _paired(candidate: dict, production_version: str | None) -> tuple[dict | Non
         return None, "the job recorded none (it ran without LMREC_STORE_URI, or before the gate)"
     if record.get("problem"):
         return None, f"the job could not score production: {record['problem']}"
-    if record.get("split", split_name(candidate)) != split_name(candidate):
-        return None, f"the job's paired record is on a {record['split']} split, not the candidate's"
+    if record.get("split") != split_name(candidate):
+        return None, (
+            f"the job's paired record is on a {record.get('split') or 'unnamed'} split, "
+            f"not the candidate's {split_name(candidate)}"
+        )
     if record.get("production_version") != production_version:
         scored = record.get("production_version") or "no production"
         return None, f"the job scored {scored}, production is now {production_version}"
     try:
-        figures = (
-            record["candidate"]["ndcg@10"],
-            record["production"]["ndcg@10"],
-            record["difference"]["mean"],
-            *record["difference"]["ci95"],
-        )
-        if len(figures) != 5 or not all(math.isfinite(float(x)) for x in figures):
-            raise ValueError("not five finite numbers")
-        int(record["users"])
+        problem = _inconsistency(record, _metric(candidate, fmt.served_metric(candidate)))
     except (KeyError, TypeError, ValueError) as exc:
-        return None, f"the job's paired record is incomplete ({exc})"
+        problem = f"incomplete ({exc})"
+    if problem:
+        return None, f"the job's paired record is {problem}"
     return record, ""
+
+
+AGREE = 1e-6  # the record's figures are the job's own floats: equal up to summation order
+
+
+def _inconsistency(record: dict, manifest_figure: float | None) -> str:
+    """What makes a paired record unusable (its figures disagree with each other or with
+    the manifest), or ""."""
+    cand, prod = _figure(record["candidate"]["ndcg@10"]), _figure(record["production"]["ndcg@10"])
+    mean, (lo, hi) = record["difference"]["mean"], record["difference"]["ci95"]
+    users = record["users"]
+    numbers = (mean, lo, hi)
+    if cand is None or prod is None:
+        return "inconsistent (an NDCG@10 that is not a number in [0, 1])"
+    if any(isinstance(x, bool) or not isinstance(x, int | float) for x in numbers) or not all(
+        math.isfinite(x) for x in numbers
+    ):
+        return "incomplete (the difference and its interval are not three finite numbers)"
+    if isinstance(users, bool) or not isinstance(users, int) or users < 2:
+        return f"inconsistent (users {users!r}: a paired interval needs at least 2)"
+    if not lo <= mean <= hi or abs(mean - (cand - prod)) > AGREE:
+        return (
+            f"inconsistent (difference {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] does not match "
+            f"candidate {cand:.4f} minus production {prod:.4f})"
+        )
+    if manifest_figure is None or abs(manifest_figure - cand) > AGREE:
+        return (
+            f"inconsistent (its candidate figure {cand:.4f} is not the manifest's "
+            f"{manifest_figure if manifest_figure is None else round(manifest_figure, 4)})"
+        )
+    return ""
 
 
 def _paired_verdict(record: dict, tolerance: float) -> Verdict:
@@ -226,7 +264,9 @@ def gate(
     # name none and serve the student.
     cand = _metric(candidate, fmt.served_metric(candidate, GATE_MODEL))
     if cand is None:
-        return Verdict(False, "the candidate's manifest has no student test NDCG@10")
+        return Verdict(
+            False, "the candidate's manifest has no test NDCG@10 in [0, 1] for its served model"
+        )
     if production is None:
         pop = _metric(candidate, "popularity")
         if pop is None:
@@ -262,13 +302,20 @@ class Promoter:
 
     def previous_decision(self, job: str) -> dict | None:
         try:
-            return json.loads(store.read_bytes(self._decision_uri(job)))
+            found = json.loads(store.read_bytes(self._decision_uri(job)))
         except (store.StoreError, ValueError):
             return None
+        return found if isinstance(found, dict) else None
 
-    def _record(self, d: Decision) -> Decision:
+    def _record(self, d: Decision, only_if_absent: bool = False) -> Decision:
+        """Write the job's decision; `only_if_absent`: not over one another delivery wrote
+        (a replay's record must not replace the outcome the job's first delivery reached)."""
         d.decided_at = datetime.now(UTC).isoformat(timespec="seconds")
-        store.write_bytes(self._decision_uri(d.job_name), json.dumps(asdict(d), indent=1).encode())
+        body = json.dumps(asdict(d), indent=1).encode()
+        if only_if_absent:
+            cas.write(self._decision_uri(d.job_name), body, None)
+        else:
+            store.write_bytes(self._decision_uri(d.job_name), body)
         log.info("promotion decision %s", asdict(d))
         return d
 
@@ -281,11 +328,16 @@ class Promoter:
             return None, current.problem
         uri = f"{current.pointer.bundle_uri}/{fmt.MANIFEST}"
         try:
-            return json.loads(store.read_bytes(uri)), None
+            manifest = json.loads(store.read_bytes(uri))
         except store.NotFound:
             return None, f"production names {current.pointer.model_version}, whose bundle is gone"
         except ValueError as exc:
             return None, f"production's manifest is not valid JSON: {exc}"
+        try:  # what the gate reads of it: a served record it can name
+            fmt.served_metric(manifest)
+        except (AttributeError, KeyError, TypeError) as exc:
+            return None, f"production's manifest is not a bundle manifest ({exc!r})"
+        return manifest, None
 
     def on_failed(self, job: str, reason: str) -> Decision:
         if self.previous_decision(job):
@@ -303,6 +355,11 @@ class Promoter:
             )
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
+            try:
+                if not store.parse(artifact_uri).key.strip("/"):
+                    raise store.StoreError(f"{artifact_uri!r} names no object")
+            except store.StoreError as exc:  # no retry makes such a URI readable
+                return self._record(Decision(job, "rejected", f"no artifact: {exc}"))
             try:
                 archive = store.download(artifact_uri, tmp_path / "model.tar.gz")
             except store.NotFound as exc:
@@ -327,13 +384,21 @@ class Promoter:
         published: list[registry.Pointer] = []
 
         def decide(current: registry.Current) -> dict | None:
-            if current.pointer is not None and current.pointer.model_version == candidate.version:
+            prod_manifest, problem = self.production_manifest(current)
+            serving = current.pointer.model_version if current.pointer else None
+            if serving == candidate.version and prod_manifest is not None:
                 outcome["decision"] = Decision(
                     job, "duplicate", "already in production", candidate.version
                 )
                 return None
-            prod_manifest, problem = self.production_manifest(current)
-            serving = current.pointer.model_version if current.pointer else None
+            if current.pointer is not None and _was_production(current.pointer, candidate.version):
+                reason = (
+                    f"{candidate.version} was production before and was replaced or rolled "
+                    f"back; an event does not bring a version back (lmrec rollback --to "
+                    f"{candidate.version} does)"
+                )
+                outcome["decision"] = Decision(job, "rejected", reason, candidate.version)
+                return None
             verdict = gate(candidate.manifest, prod_manifest, self.tolerance, serving)
             reason = verdict.reason
             if problem:
@@ -343,7 +408,11 @@ class Promoter:
                 outcome["decision"] = verdict.decision(job, "rejected", reason, candidate.version)
                 return None
             if not published:  # copy once, whatever the number of attempts
-                published.append(registry.publish(unpacked, self.store_uri, self.model_name))
+                try:
+                    published.append(registry.publish(unpacked, self.store_uri, self.model_name))
+                except fmt.BundleError as exc:  # its version is taken by other content
+                    outcome["decision"] = Decision(job, "rejected", str(exc), candidate.version)
+                    return None
             outcome["decision"] = verdict.decision(job, "promoted", reason, candidate.version)
             history = []
             if current.pointer is not None and prod_manifest is not None:
@@ -354,9 +423,18 @@ class Promoter:
 
         registry.switch(self.store_uri, self.model_name, decide)
         decision: Decision = outcome["decision"]
-        if decision.action == "duplicate":
-            return decision  # the winner records the outcome; a replay only reports it
-        return self._record(decision)
+        # A duplicate is recorded only where no record exists: the delivery that switched may
+        # have failed before writing its own, and without one a replay after a rollback would
+        # decide again and bring the rolled-back model back.
+        return self._record(decision, only_if_absent=decision.action == "duplicate")
+
+
+def _was_production(pointer: registry.Pointer, version: str) -> bool:
+    """Whether production replaced or rolled back `version` (as far as its chain holds)."""
+    if pointer.model_version == version:  # it serves (a dangling pointer being repaired)
+        return False
+    chain = {str(p["model_version"]) for p in pointer.history()}
+    return version in chain or pointer.raw.get("rolled_back_from") == version
 
 
 def _target(store_uri: str, model_name: str, version: str) -> registry.Pointer:
@@ -374,6 +452,16 @@ def _target(store_uri: str, model_name: str, version: str) -> registry.Pointer:
     return registry.Pointer(version, uri, {"model_version": version, "bundle_uri": uri})
 
 
+def _intact(pointer: registry.Pointer) -> bool:
+    """Whether the pointer's bundle is still there (its manifest; a full check is what
+    _target does before anything is pointed at)."""
+    try:
+        store.read_bytes(f"{pointer.bundle_uri}/{fmt.MANIFEST}")
+    except store.NotFound:
+        return False
+    return True
+
+
 def rollback(store_uri: str, model_name: str, to: str | None = None) -> dict:
     """Point production at `to`, or at the version production replaced. Idempotent: rolling
     back to the version already serving changes nothing, and a plain rollback of a
@@ -382,9 +470,18 @@ def rollback(store_uri: str, model_name: str, to: str | None = None) -> dict:
 
     Returns {"action": "rolled back" | "unchanged", "model_version", "rolled_back_from"}."""
     targets: dict[str, registry.Pointer] = {}
+    seen: list[str | None] = []  # production when the rollback began
 
     def decide(current: registry.Current) -> dict | None:
         now = current.pointer
+        if not seen:
+            seen.append(now.model_version if now else None)
+        if to is None and (now.model_version if now else None) != seen[0]:
+            raise registry.PointerError(  # a plain rollback means "undo what I saw serving"
+                f"production changed from {seen[0]} to {now.model_version if now else None} "
+                "while rolling back; nothing was changed: look again, or name the version "
+                "to serve with --to"
+            )
         if to is None:
             if now is None:
                 known = ", ".join(registry.versions(store_uri, model_name)[-10:]) or "none"
@@ -399,13 +496,13 @@ def rollback(store_uri: str, model_name: str, to: str | None = None) -> dict:
                 raise registry.PointerError("production has no previous version to roll back to")
             version, rest = str(chain[0]["model_version"]), chain[1:]
         else:
-            if now is not None and now.model_version == to:
+            if now is not None and now.model_version == to and _intact(now):
                 return None
             version = to
             rest = ([now.summary(), *now.history()]) if now is not None else []
         if version not in targets:
             targets[version] = _target(store_uri, model_name, version)
-        frm = now.model_version if now is not None else None
+        frm = now.model_version if now is not None and now.model_version != version else None
         return registry.pointer_body(targets[version], rest, rolled_back_from=frm)
 
     body, current = registry.switch(store_uri, model_name, decide)

@@ -49,7 +49,10 @@ class Pointer:
             raw = json.loads(data)
             if not isinstance(raw, dict):
                 raise TypeError("not a JSON object")
-            return cls(str(raw["model_version"]), str(raw["bundle_uri"]), raw)
+            version, uri = raw["model_version"], raw["bundle_uri"]
+            if not (isinstance(version, str) and version and isinstance(uri, str) and uri):
+                raise TypeError("model_version and bundle_uri must be non-empty strings")
+            return cls(version, uri, raw)
         except (ValueError, KeyError, TypeError) as exc:
             raise CorruptPointer(f"{where} is not a valid production pointer: {exc}") from None
 
@@ -128,9 +131,18 @@ def publish(bundle_dir, store_uri: str, model_name: str) -> Pointer:
     loaded = fmt.load(bundle_dir)  # refuses a bad bundle before anything is copied
     fmt.verify_all(bundle_dir, loaded.manifest, str(bundle_dir))  # records too, not only serving
     dest = version_uri(store_uri, model_name, loaded.version)
+    ours = (bundle_dir / fmt.MANIFEST).read_bytes()
+    try:
+        theirs = store.read_bytes(f"{dest}/{fmt.MANIFEST}")
+    except store.NotFound:
+        theirs = None
+    if theirs is not None and theirs != ours:  # a version is never overwritten: rollback
+        raise fmt.BundleError(  # and the decisions name it for its first content
+            f"version {loaded.version} is already published with other content at {dest}"
+        )
     for name in loaded.manifest["files"]:  # names validated: relative, no '..'
         store.write_bytes(f"{dest}/{name}", (bundle_dir / name).read_bytes())
-    store.write_bytes(f"{dest}/{fmt.MANIFEST}", (bundle_dir / fmt.MANIFEST).read_bytes())
+    store.write_bytes(f"{dest}/{fmt.MANIFEST}", ours)
     return Pointer(loaded.version, dest, {"model_version": loaded.version, "bundle_uri": dest})
 
 

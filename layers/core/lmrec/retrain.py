@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -282,16 +283,24 @@ def _new_configuration(sagemaker, cfg: RetrainSettings, version: str, base: str)
 
 
 def _count_new(cfg: RetrainSettings, objects: list[store.ObjectInfo]) -> tuple[int, int]:
+    """(new rows counted, objects that could not be counted), reading no more objects once
+    the threshold is met (each is a streamed GET: thousands would outlast the function)."""
     since = production_data_time(cfg)
     fresh = [o for o in objects if since is None or o.modified > since]
-    counts = []
+    new = uncounted = 0
     for o in fresh:
+        if new >= cfg.min_new_interactions:
+            break
         try:
-            counts.append(count_rows(o))
-        except (store.StoreError, OSError, EOFError) as exc:  # e.g. a corrupt gzip
+            rows = count_rows(o)
+        except (store.StoreError, OSError, EOFError, zlib.error) as exc:  # a corrupt gzip
             log.warning("cannot count rows of %s: %s", o.uri, exc)
-            counts.append(None)  # uncounted: training will report what is wrong with it
-    return sum(c for c in counts if c is not None), sum(c is None for c in counts)
+            rows = None  # uncounted: training will report what is wrong with it
+        if rows is None:
+            uncounted += 1
+        else:
+            new += rows
+    return new, uncounted
 
 
 def decide_and_start(cfg: RetrainSettings, sagemaker, now: float | None = None) -> RetrainDecision:
@@ -345,9 +354,14 @@ def decide_training(cfg: RetrainSettings, sagemaker, now: float) -> RetrainDecis
         decision.reason = f"job {name} was started by a concurrent event"
         return decision
     decision.action = "started"
+    counted = f"at least {new}" if new >= cfg.min_new_interactions else str(new)
     decision.reason = (
-        f"{new} new interactions"
-        + (f" and {uncounted} uncounted Parquet object(s)" if uncounted else "")
+        f"{counted} new interactions"
+        + (
+            f" and {uncounted} object(s) whose rows were not counted (Parquet, or unreadable)"
+            if uncounted
+            else ""
+        )
         + f" since the production model; {plan}"
     )
     log.info("retrain decision %s", asdict(decision))

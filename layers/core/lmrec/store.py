@@ -176,13 +176,17 @@ def list_files(uri: str | os.PathLike) -> list[str]:
             out.extend(f"s3://{loc.bucket}/{obj['Key']}" for obj in page.get("Contents", []))
     except Exception as exc:
         raise _s3_error(loc, exc) from None
-    # A prefix "data/x" must not match "data/x2/...": keep the exact key or keys below "x/".
-    keep = [
-        u
-        for u in out
-        if u == str(loc) or u[len(str(loc)) :].startswith("/") or prefix.endswith("/") or not prefix
-    ]
-    return sorted(keep)
+    return sorted(u for u in out if _below(u, loc))
+
+
+def _below(uri: str, loc: Location) -> bool:
+    """A prefix "data/x" must not match "data/x2/...": the exact key or keys below "x/"."""
+    return (
+        uri == str(loc)
+        or uri[len(str(loc)) :].startswith("/")
+        or loc.key.endswith("/")
+        or not loc.key
+    )
 
 
 @dataclass(frozen=True)
@@ -219,7 +223,7 @@ def list_objects(uri: str | os.PathLike) -> list[ObjectInfo]:
                 )
     except Exception as exc:
         raise _s3_error(loc, exc) from None
-    return sorted(out, key=lambda o: o.uri)
+    return sorted((o for o in out if _below(o.uri, loc)), key=lambda o: o.uri)
 
 
 def open_stream(uri: str | os.PathLike):

@@ -75,6 +75,11 @@ def test_events_change_the_next_recommendation_and_can_be_erased(api):
     assert body == {"user_id": "1", "deleted": 3, "erasure_recorded": True, "complete": True}
     _, again = call(api, "api_post_recommendations.json", body={"user_id": "1", "k": 10})
     assert again["history_length"] == 0 and again["strategy"] == "popular"
+    # the erasure route's own sample (DELETE /v1/users/1): nothing left, the request recorded
+    call(api, "api_post_events.json", body={"events": [{"user_id": "1", "item_id": top}]})
+    status, body = call(api, "api_delete_user.json")
+    assert status == 200 and body["user_id"] == "1" and body["erasure_recorded"] is True
+    assert body["deleted"] >= 1 and body["complete"] is True
 
 
 @pytest.mark.parametrize(

@@ -364,3 +364,34 @@ def test_ctrl_c_in_the_torchrun_launcher_waits_for_it_and_exits_130(monkeypatch)
     monkeypatch.setattr(cli.subprocess, "Popen", Launcher)
     assert cli._launch(["torchrun"]) == 130
     assert Launcher.waits == 2  # the workers were let stop before the line
+
+
+def test_a_second_job_on_an_output_in_use_is_refused_and_touches_nothing(tmp_path, synthetic_csv):
+    out = tmp_path / "m"
+    holder = subprocess.Popen(  # a job still running on `out` (it holds the lock all along)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom pathlib import Path\n"
+            "from training.model_swap import hold\nhold(Path(sys.argv[1]))\n"
+            "print('held', flush=True)\n"
+            "time.sleep(60)",
+            str(out),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (out / "metrics.json").write_text("{}")  # what the running job has written so far
+        proc = run_training(["train", "--data", str(synthetic_csv), "--output", str(out)])
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == (
+            f"error: --output {out} is the output of a job still running (pid {holder.pid}); "
+            "wait for it, or give another --output"
+        )
+        assert sorted(p.name for p in out.iterdir()) == [".lmrec-lock", "metrics.json"]
+    finally:
+        holder.kill()
+        holder.wait()

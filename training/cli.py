@@ -187,7 +187,7 @@ def _check_output(output: Path, checkpoints: Path, inputs: dict[str, str | None]
     from lmrec.store import StoreError, parse
 
     from training.config import ConfigError
-    from training.model_swap import is_own, recover
+    from training.model_swap import LOCK, InUse, hold, is_own, recover
 
     for flag, path in (("--output", output), ("--checkpoints", checkpoints)):
         if path.exists() and not path.is_dir():
@@ -206,10 +206,14 @@ def _check_output(output: Path, checkpoints: Path, inputs: dict[str, str | None]
                 f"--output {output} and {flag} {data} overlap: the output would replace the "
                 "input or be read as input next time; give an output outside the data"
             )
-    if output.is_dir():
-        recover(output)  # a killed run's swap undone first: its files are ours, not foreign
-    theirs = [c for c in output.iterdir() if not is_own(c)] if output.is_dir() else []
+    try:
+        hold(output)  # before recover: another job's swap in progress is not a killed one's
+    except InUse as exc:
+        raise ConfigError(f"--output {exc}; wait for it, or give another --output") from None
+    recover(output)  # a killed run's swap undone first: its files are ours, not foreign
+    theirs = [c for c in output.iterdir() if not is_own(c)]
     if theirs and not (output / "metrics.json").is_file():
+        (output / LOCK).unlink(missing_ok=True)  # their folder left as it was
         raise ConfigError(
             f"--output {output} holds files that are not an lmrec job's output (no "
             "metrics.json); a job replaces what its output directory holds: give a new or "
@@ -273,13 +277,18 @@ def _launch(cmd: list[str]) -> int:
 
 
 def train(args, argv: list[str]) -> int:
-    prepared = _prepare(args, argv)
-    if isinstance(prepared, int):
-        return prepared  # bad input, already reported
-    paths, cfg, cmd = prepared
-    if cmd is not None:
-        return _run_launched(cmd, paths, cfg)
-    return _run_here(paths, cfg)
+    from training.model_swap import release
+
+    try:
+        prepared = _prepare(args, argv)
+        if isinstance(prepared, int):
+            return prepared  # bad input, already reported
+        paths, cfg, cmd = prepared
+        if cmd is not None:
+            return _run_launched(cmd, paths, cfg)
+        return _run_here(paths, cfg)
+    finally:
+        release()  # the output's lock (a refused run leaves no folder behind)
 
 
 def _prepare(args, argv: list[str]):

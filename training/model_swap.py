@@ -22,11 +22,55 @@ from contextlib import contextmanager
 from pathlib import Path
 
 STAGE, PREVIOUS, JOURNAL = ".lmrec-partial", ".lmrec-previous", ".journal.json"
+LOCK = ".lmrec-lock"  # held by the running job: a second job on the same dir is refused
+_held: dict[Path, tuple[int, bool]] = {}  # locked dir: (descriptor, whether we made the dir)
+
+
+class InUse(RuntimeError):
+    """Another running job holds the model dir."""
+
+
+def hold(model_dir: Path) -> None:
+    """Lock `model_dir` for this process's lifetime (the OS releases it at exit, a kill
+    included), before anything in it is touched: two jobs writing one dir would mix their
+    files, and one's `recover` would undo the other's swap half way. InUse when held."""
+    import fcntl
+    import os
+
+    if model_dir.resolve() in _held:  # an earlier job of this process (one at a time)
+        return
+    made = not model_dir.exists()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(model_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise InUse(f"{model_dir} is the output of a job still running (pid {holder})") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _held[model_dir.resolve()] = (fd, made)
+
+
+def release() -> None:
+    """Let go of every dir this process holds; one the job left with nothing but the lock (a
+    refused or failed run) is left as it was found: the lock removed, the dir too if it was
+    made for the job."""
+    import os
+
+    for model_dir, (fd, made) in list(_held.items()):
+        if [c.name for c in model_dir.iterdir()] == [LOCK]:
+            (model_dir / LOCK).unlink()
+            if made:
+                model_dir.rmdir()
+        os.close(fd)
+        del _held[model_dir]
 
 
 def is_own(child: Path) -> bool:
     """A folder of this module's in a model dir (not the user's, not the model's)."""
-    return child.name in (STAGE, PREVIOUS)
+    return child.name in (STAGE, PREVIOUS, LOCK)
 
 
 @contextmanager

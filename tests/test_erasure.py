@@ -146,6 +146,11 @@ def test_a_mistyped_location_leaves_the_requests_pending(tmp_path):
     assert typo.returncode == 2 and "no such file or directory" in typo.stderr
     assert "Traceback" not in typo.stderr
     assert erasure.pending_count(root) == 1 and "b," in data.read_text()
+    # a fingerprints state in a mistyped folder: refused too, before any row is rewritten
+    state = ["--state", str(tmp_path / "sttae" / "fingerprints.npz")]
+    typo = run_training(["erase", "--requests", root, "--data", str(data), *state])
+    assert typo.returncode == 2 and "--state" in typo.stderr and "stay pending" in typo.stderr
+    assert erasure.pending_count(root) == 1 and "b," in data.read_text()
     # an erasure root in a folder that does not exist is refused; one not made yet beside
     # others is a root before its first request (lmrec serve makes it at the first DELETE)
     wrong = run_training(["erase", "--requests", str(tmp_path / "x" / "e"), "--data", str(data)])

@@ -102,6 +102,8 @@ def erase_command(args) -> int:
 
     try:
         erasure.must_exist(args.requests, "--requests", parent_enough=True)
+        if args.state:  # a mistyped folder would leave the erased users' fingerprints
+            erasure.must_exist(args.state, "--state", "the requests stay pending", True)
         summary = erasure.run(
             args.requests,
             args.data,

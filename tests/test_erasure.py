@@ -354,3 +354,19 @@ def test_the_deletion_job_erases_batch_outputs_too(tmp_path):
         job.run(root2, [str(data)], "customer", batch_uris=[str(tmp_path / "none")])["completed"]
         == 1
     )
+
+
+def test_a_shell_exporting_local_rank_still_runs_the_deletion_job(tmp_path):
+    from training import userdata
+
+    data = write_csv(tmp_path / "d.csv", ["user_id", "item_id", "timestamp"], _rows(["a", "b"]))
+    root = f"file://{tmp_path / 'erasure'}"
+    erasure.record(root, "b")
+    env = {"LMREC_ERASURE_URI": root, "LOCAL_RANK": "0"}  # not a torchrun worker: no run id
+    summary = userdata.before_training(str(data), "user_id", env)
+    assert summary is not None and summary["completed"] == 1 and "b," not in data.read_text()
+    # a worker torchrun started leaves the step to its launcher
+    erasure.record(root, "a")
+    worker = {**env, "TORCHELASTIC_RUN_ID": "job"}
+    assert userdata.before_training(str(data), "user_id", worker) is None
+    assert erasure.pending_count(root) == 1

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from lmrec.local.cli import EXIT_INTERRUPTED
 
+from training.sagemaker import torchrun_worker
+
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
 EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell would report it
@@ -171,7 +173,7 @@ def _paths(args):
         if args.checkpoints
         else output.parent / (output.name + "-checkpoints")
     )
-    if "LOCAL_RANK" not in os.environ:  # once, in the launcher: not in every torchrun worker
+    if not torchrun_worker():  # once, in the launcher: not in every torchrun worker
         _check_output(output, checkpoints, {"--data": args.data, "--items": args.items})
     return Paths(
         train=args.data,
@@ -312,7 +314,7 @@ def _prepare(args, argv: list[str]):
     from training.sagemaker import launch_command, read_resource_config
 
     try:
-        if args.fresh and "LOCAL_RANK" not in os.environ:  # once, before torchrun's workers
+        if args.fresh and not torchrun_worker():  # once, before torchrun's workers
             _start_over(paths.checkpoints)
         userdata.before_training(paths.train, cfg.data.user_col)  # erasure: before any model
         cmd = launch_command(

@@ -67,6 +67,13 @@ def read_resource_config(path: Path | None) -> dict:
     return config
 
 
+def torchrun_worker(env=os.environ) -> bool:
+    """Whether this process is a worker torchrun started (the launcher does the once-per-job
+    steps: output checks, erasure, history sync). Both of torchrun's variables, not
+    LOCAL_RANK alone: a shell that happens to export it must not skip the erasure step."""
+    return "LOCAL_RANK" in env and "TORCHELASTIC_RUN_ID" in env
+
+
 def launch_command(
     resource: dict, processes_per_host: int, entry_args: list[str], port: int = 29500
 ) -> list[str] | None:
@@ -76,7 +83,7 @@ def launch_command(
     GPU (or `processes_per_host`), node rank from this host's place in `hosts`, and the first
     host as the rendezvous master.
     """
-    if "LOCAL_RANK" in os.environ:
+    if torchrun_worker():
         return None  # already a torchrun worker
     hosts = resource.get("hosts") or ["localhost"]
     current = resource.get("current_host", hosts[0])

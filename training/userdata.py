@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import os
 
+from training.sagemaker import torchrun_worker
+
 log = logging.getLogger(__name__)
 
 
@@ -51,7 +53,7 @@ def erasure_root(env=os.environ, data_uri: str = "") -> str:
 def before_training(train_uri: str, user_col: str, env=os.environ) -> dict | None:
     """The deletion job; raises (and so fails the training job) when it cannot finish."""
     root = erasure_root(env)
-    if not root or "LOCAL_RANK" in env:
+    if not root or torchrun_worker(env):
         return None
     from lmrec.userstore import open_user_store
 
@@ -74,7 +76,7 @@ def after_training(train_uri: str, data_cfg, env=os.environ) -> dict | None:
     `lmrec sync-histories` (or the next training) writes what was missed."""
     store_uri = env.get("LMREC_USER_STORE", "")
     state = _state_uri(env)
-    if not store_uri or "LOCAL_RANK" in env:
+    if not store_uri or torchrun_worker(env):
         return None
     if not state:
         log.error("history sync skipped: set LMREC_HISTORY_STATE_URI (or an s3 LMREC_DATA_URI)")

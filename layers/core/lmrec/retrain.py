@@ -282,15 +282,17 @@ def _new_configuration(sagemaker, cfg: RetrainSettings, version: str, base: str)
     )
 
 
-def _count_new(cfg: RetrainSettings, objects: list[store.ObjectInfo]) -> tuple[int, int]:
-    """(new rows counted, objects that could not be counted), reading no more objects once
-    the threshold is met (each is a streamed GET: thousands would outlast the function)."""
+def _count_new(cfg: RetrainSettings, objects: list[store.ObjectInfo]) -> tuple[int, int, int]:
+    """(new rows counted, objects that could not be counted, new objects left unread): no
+    more objects are read once the threshold is met (each is a streamed GET: thousands
+    would outlast the function)."""
     since = production_data_time(cfg)
     fresh = [o for o in objects if since is None or o.modified > since]
-    new = uncounted = 0
+    new = uncounted = read = 0
     for o in fresh:
         if new >= cfg.min_new_interactions:
             break
+        read += 1
         try:
             rows = count_rows(o)
         except (store.StoreError, OSError, EOFError, zlib.error) as exc:  # a corrupt gzip
@@ -300,7 +302,7 @@ def _count_new(cfg: RetrainSettings, objects: list[store.ObjectInfo]) -> tuple[i
             uncounted += 1
         else:
             new += rows
-    return new, uncounted
+    return new, uncounted, len(fresh) - read
 
 
 def decide_and_start(cfg: RetrainSettings, sagemaker, now: float | None = None) -> RetrainDecision:
@@ -328,7 +330,7 @@ def decide_training(cfg: RetrainSettings, sagemaker, now: float) -> RetrainDecis
         cfg = cfg.model_copy(update={"items_uri": ""})
     version = data_version(objects + items)
     base = job_name(cfg.job_prefix, f"{version}-{job_identity(cfg)}")
-    new, uncounted = _count_new(cfg, objects)
+    new, uncounted, unread = _count_new(cfg, objects)
     decision = RetrainDecision("skipped", "", base, new, uncounted, version)
     if new < cfg.min_new_interactions and not uncounted:
         decision.reason = (
@@ -354,7 +356,7 @@ def decide_training(cfg: RetrainSettings, sagemaker, now: float) -> RetrainDecis
         decision.reason = f"job {name} was started by a concurrent event"
         return decision
     decision.action = "started"
-    counted = f"at least {new}" if new >= cfg.min_new_interactions else str(new)
+    counted = f"at least {new}" if unread else str(new)
     decision.reason = (
         f"{counted} new interactions"
         + (

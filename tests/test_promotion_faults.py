@@ -36,17 +36,19 @@ def test_a_replay_after_a_lost_record_and_a_rollback_does_not_bring_the_model_ba
     root = f"file://{tmp_path / 'store'}"
     assert promote(root, learned_bundle, "v1").action == "promoted"
     # GIVEN v2's switch succeeds but its decision record is never written (a timeout, a kill)
-    real = store.write_bytes
+    from lmrec import cas
 
-    def lost(uri, data):
+    real = cas.write
+
+    def lost(uri, data, expected):
         if "/decisions/lmrec-job2" in str(uri):
             raise store.StoreError("PutObject timed out")
-        return real(uri, data)
+        return real(uri, data, expected)
 
-    monkeypatch.setattr(store, "write_bytes", lost)
+    monkeypatch.setattr(cas, "write", lost)
     with pytest.raises(store.StoreError):
         promote(root, learned_bundle, "v2", job="lmrec-job2", scale=1.1)
-    monkeypatch.setattr(store, "write_bytes", real)
+    monkeypatch.setattr(cas, "write", real)
     assert production(root)["model_version"] == "v2"
     # WHEN Lambda retries: the duplicate is recorded now, so later replays are no-ops
     retry = promote(root, learned_bundle, "v2", job="lmrec-job2", scale=1.1)
@@ -136,10 +138,10 @@ def paired_record(**change) -> dict:
         ({"candidate": {"ndcg@10": 5.0}}, "not a number in [0, 1]"),
         (
             {"candidate": {"ndcg@10": 0.9}, "difference": {"mean": 0.8, "ci95": [0.7, 0.9]}},
-            "0.9000 is not the manifest's 0.3",
+            "0.900000 is not the manifest's 0.3",
         ),
         ({"difference": {"mean": math.nan, "ci95": [0.1, 0.3]}}, "three finite numbers"),
-        ({"split": None}, "on a unnamed split"),
+        ({"split": "time"}, "on a time split, not the candidate's loo"),
     ],
 )
 def test_a_paired_record_that_disagrees_with_itself_or_the_manifest_is_not_used(change, said):
@@ -149,6 +151,56 @@ def test_a_paired_record_that_disagrees_with_itself_or_the_manifest_is_not_used(
     # the same record, whole, is the paired comparison
     whole = manifest(0.3) | {"champion": paired_record()}
     assert gate(whole, manifest(0.29), 0.0, "v1").basis == "paired"
+
+
+def test_a_record_from_before_the_split_key_and_ties_counted_in_expectation_are_paired():
+    # a job from before records named their split: loo, as a manifest without one
+    old = {k: v for k, v in paired_record().items() if k != "split"}
+    assert gate(manifest(0.3) | {"champion": old}, manifest(0.29), 0.0, "v1").basis == "paired"
+    on_time = manifest(0.3) | {"champion": old, "split": {"name": "time"}}
+    assert gate(on_time, manifest(0.29), 0.0, "v1").basis == "own splits"
+    # the record counts ties in expectation, the manifest draws them (bf16 on a GPU ties)
+    tied = paired_record(
+        candidate={"ndcg@10": 0.300015}, difference={"mean": 0.200015, "ci95": [0.1, 0.3]}
+    )
+    assert gate(manifest(0.3) | {"champion": tied}, manifest(0.29), 0.0, "v1").basis == "paired"
+
+
+def test_two_plain_rollbacks_at_once_roll_back_once(tmp_path, learned_bundle, monkeypatch):
+    root = f"file://{tmp_path / 'store'}"
+    promote(root, learned_bundle, "v1")
+    promote(root, learned_bundle, "v2", scale=1.1)
+    promote(root, learned_bundle, "v3", scale=1.2)
+    from lmrec import promote as promote_module
+
+    real_target = promote_module._target
+
+    def racing(store_uri, model_name, version):  # the other operator's rollback lands first
+        if production(root)["model_version"] == "v3":
+            monkeypatch.setattr(promote_module, "_target", real_target)
+            assert rollback(root, "lmrec")["action"] == "rolled back"
+        return real_target(store_uri, model_name, version)
+
+    monkeypatch.setattr(promote_module, "_target", racing)
+    assert rollback(root, "lmrec")["action"] == "unchanged"
+    assert production(root)["model_version"] == "v2"  # once, not twice
+
+
+def test_a_late_delivery_does_not_overwrite_the_record_of_the_one_that_switched(
+    tmp_path, learned_bundle
+):
+    root = f"file://{tmp_path / 'store'}"
+    assert promote(root, learned_bundle, "v1").action == "promoted"
+    record = decision_path(tmp_path, "lmrec-v1")
+    first = json.loads(record.read_text())
+    # a second delivery of v1's event that read no record before the first wrote it, and
+    # decides after v2 replaced v1
+    assert promote(root, learned_bundle, "v2", scale=1.1).action == "promoted"
+    late = Promoter(root, "lmrec")
+    late.previous_decision = lambda job: None  # type: ignore[method-assign]
+    uri = artifact(root, "lmrec-v1", bundle_tar(learned_bundle, "v1"))
+    assert late.on_completed("lmrec-v1", uri).action == "rejected"  # was production before
+    assert json.loads(record.read_text()) == first  # the record still says promoted
 
 
 def test_every_corruption_of_an_archive_is_a_bad_artifact(tmp_path, learned_bundle):
@@ -280,3 +332,28 @@ def test_a_data_prefix_without_a_slash_does_not_list_its_siblings(s3_env):
     listed = store.list_objects("s3://sib/data/interactions")
     assert [o.uri for o in listed] == ["s3://sib/data/interactions/a.csv"]
     assert store.list_files("s3://sib/data/interactions") == ["s3://sib/data/interactions/a.csv"]
+
+
+def test_a_data_folder_without_a_slash_is_the_channel_s_folder_only(s3_env):
+    import boto3
+    from lmrec.retrain import decide_training
+    from lmrec.settings import RetrainSettings
+
+    boto3.client("s3").create_bucket(Bucket="chan")
+    rows = b"user_id,item_id,timestamp\n" + b"".join(b"u%d,i%d,%d\n" % (i, i, i) for i in range(5))
+    store.write_bytes("s3://chan/data/interactions/a.csv", rows)
+    store.write_bytes("s3://chan/data/interactions-archive/old.csv", rows)
+    cfg = RetrainSettings(
+        store_uri="s3://chan",
+        data_uri="s3://chan/data/interactions",
+        output_uri="s3://chan/training-output",
+        training_image="123.dkr.ecr.us-east-1.amazonaws.com/lmrec:1",
+        training_role_arn="arn:aws:iam::123456789012:role/x",
+        min_new_interactions=1,
+    )
+    sagemaker = boto3.client("sagemaker")  # moto's, as the local stack's
+    decision = decide_training(cfg, sagemaker, 0.0)
+    assert decision.action == "started", decision
+    sent = sagemaker.describe_training_job(TrainingJobName=decision.job_name)
+    channel = sent["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
+    assert channel == "s3://chan/data/interactions/"

@@ -314,6 +314,18 @@ def decide_and_start(cfg: RetrainSettings, sagemaker, now: float | None = None) 
     return decision
 
 
+def _as_folders(cfg: RetrainSettings, objects: list, items: list) -> dict[str, str]:
+    """The data and items locations with a trailing slash where they are folders: a channel's
+    S3Prefix "data/interactions" would also download "data/interactions-archive/", files
+    this function neither counted nor put in the data version."""
+    out = {}
+    for field, found in (("data_uri", objects), ("items_uri", items)):
+        uri = getattr(cfg, field)
+        if uri and not uri.endswith("/") and any(o.uri != uri for o in found):
+            out[field] = uri + "/"
+    return out
+
+
 def decide_training(cfg: RetrainSettings, sagemaker, now: float) -> RetrainDecision:
     objects = [
         o for o in store.list_objects(cfg.data_uri) if store.is_data_file(o.uri, cfg.data_uri)
@@ -328,6 +340,7 @@ def decide_training(cfg: RetrainSettings, sagemaker, now: float) -> RetrainDecis
     if cfg.items_uri and not items:
         # SageMaker fails a job whose S3Prefix channel is empty: leave the channel out.
         cfg = cfg.model_copy(update={"items_uri": ""})
+    cfg = cfg.model_copy(update=_as_folders(cfg, objects, items))
     version = data_version(objects + items)
     base = job_name(cfg.job_prefix, f"{version}-{job_identity(cfg)}")
     new, uncounted, unread = _count_new(cfg, objects)

@@ -358,14 +358,9 @@ def test_exclude_seen_resolution_request_then_deployment_then_model(monkeypatch)
 
 def test_a_paired_record_from_another_split_is_not_used():
     # GIVEN a candidate on a time split whose paired record says it was taken on loo
-    record = {
-        "production_version": "v1",
-        "split": "loo",
-        "users": 100,
-        "candidate": {"ndcg@10": 0.3},
-        "production": {"ndcg@10": 0.1},
-        "difference": {"mean": 0.2, "ci95": [0.1, 0.3]},
-    }
+    from tests.test_promotion_faults import paired_record
+
+    record = paired_record()  # taken on loo
     served = {"model": "student", "transitions_weight": 0, "weights": "s.safetensors"}
     metrics = {"student": {"test": {"full": {"ndcg@10": 0.3}}}}
     cand = {"served": served, "metrics": metrics, "split": {"name": "time"}, "champion": record}

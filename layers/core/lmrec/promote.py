@@ -438,9 +438,10 @@ class Promoter:
 
         registry.switch(self.store_uri, self.model_name, decide)
         decision: Decision = outcome["decision"]
-        # A duplicate is recorded only where no record exists: the delivery that switched may
-        # have failed before writing its own, and without one a replay after a rollback would
-        # decide again and bring the rolled-back model back.
+        # A decision that switched nothing (a duplicate, a rejection) is recorded only where no
+        # record exists: it must not replace the outcome of a delivery that switched, yet the
+        # one that switched may have failed before writing its own, and without any record a
+        # replay after a rollback would decide again.
         return self._record(decision, only_if_absent=decision.action != "promoted")
 
 

@@ -31,9 +31,10 @@ class InUse(RuntimeError):
 
 
 def hold(model_dir: Path) -> None:
-    """Lock `model_dir` for this process's lifetime (the OS releases it at exit, a kill
-    included), before anything in it is touched: two jobs writing one dir would mix their
-    files, and one's `recover` would undo the other's swap half way. InUse when held."""
+    """Lock `model_dir` until `release` (the job's end) or this process's exit (the OS
+    releases it then, a kill included), before anything in it is touched: two jobs writing
+    one dir would mix their files, and one's `recover` would undo the other's swap half
+    way. InUse when held."""
     import fcntl
     import os
 

@@ -58,7 +58,7 @@ def loss_of(m: SASRec, variant: str, k: int, x: torch.Tensor, y: torch.Tensor) -
         neg = neg.masked_fill(negs == t[:, None], float("-inf"))
     else:
         shared = torch.randint(1, n + 1, (k,))
-        h, pos_vec, neg_vec = m.sampled_vectors(x, real, t, shared)
+        h, pos_vec, neg_vec, _ = m.sampled_vectors(x, real, t, shared)
         logits = candidate_logits(h, pos_vec, neg_vec, t, shared, None)
         pos, neg = logits[:, 0], logits[:, 1:]
     beta = 1.0 if variant.startswith("bce") else beta_for(k, n)

@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from training.baselines import CoOccurrence  # noqa: E402
 from training.config import COMMA_PAIRS, ConfigError, from_hyperparameters, key_values  # noqa: E402
+from training.count_targets import successors  # noqa: E402
 from training.data import DataError, load_interactions  # noqa: E402
 from training.dist import DistEnv  # noqa: E402
 from training.evaluate import Z95, hide_seen, sample_negatives  # noqa: E402
@@ -125,6 +126,8 @@ def main() -> None:
             width = cfg.model.d_model
             inits[width] = inits.get(width) or ItemInit(split, width)
             inits[width].apply(model.item_emb)
+        if cfg.train.count_targets > 0:  # as the job's teachers (pipeline.member)
+            model.set_soft_targets(*successors(split), cfg.train.count_targets)
         phase = Phase("teacher", model, cfg.train.lr, cfg.train.epochs)
         runs.append({"name": name, "hp": hp, "run": _start(phase, split, cfg, env), "rows": []})
     active, epoch = list(runs), 0

@@ -155,6 +155,10 @@ class TrainConfig:
     # Teacher only: while training, replace each input item by a random catalog item with
     # this probability (targets unchanged); a regulariser for sparse logs. 0 = off.
     input_noise: float = hp(0.0, 0.0, 1.0, hi_open=True)  # [0, 1)
+    # Teachers only: the share of each training target spread over the items that followed
+    # the input item in the training split, by the users who made each pair (label smoothing
+    # toward counting; training/count_targets.py). Not part of the exported model. 0 = off.
+    count_targets: float = hp(0.0, 0.0, 1.0, hi_open=True)  # [0, 1)
     # Where the id item tables of the teachers and student_plain start (training/item_init.py):
     # "cooccurrence" = the training split's co-occurrence (PPMI factorised by SVD, or random
     # indexing where the SVD leaves most items near zero), "random" = SASRec's truncated

@@ -185,7 +185,7 @@ class Distiller(nn.Module):
             s_logits = self.student.catalog_logits(self.student.encode(s_items)[real]).float()
             ce = F.cross_entropy(s_logits, y - 1)  # column of the true next item
         else:
-            h, pos_vec, neg_vec = self.student.sampled_vectors(s_items, real, y, negatives)
+            h, pos_vec, neg_vec, _ = self.student.sampled_vectors(s_items, real, y, negatives)
             s_logits = candidate_logits(h, pos_vec, neg_vec, y, negatives, log_q)
             ce = (torch.logsumexp(s_logits, dim=1) - s_logits[:, 0]).mean()
         if self.alpha == 0.0:

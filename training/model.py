@@ -91,6 +91,12 @@ def candidate_logits(
     return torch.cat([pos, neg], dim=1)
 
 
+def _mix(nll: torch.Tensor, soft_nll: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of (1 - sum w) * nll + sum_j w_j * soft_nll_j: nll (N,), soft_nll
+    and w (N, W); a position whose input item has no soft targets keeps its plain loss."""
+    return ((1 - w.sum(1)) * nll + (w * soft_nll).sum(1)).mean()
+
+
 def attention_mask(items: torch.Tensor) -> torch.Tensor:
     """(B, 1, L, L) bool: causal, and padding keys hidden. Each position may always see itself,
     so rows of padding queries are never all-masked (which would give NaN)."""
@@ -112,6 +118,8 @@ class SASRec(nn.Module):
     _content_offsets: torch.Tensor
     _content_weights: torch.Tensor
     _id_keep: torch.Tensor | None  # (n_items + 1, 1): 0 for the items placed by content alone
+    _next_items: torch.Tensor | None  # (n_items + 1, W): soft targets (set_soft_targets)
+    _next_weights: torch.Tensor | None
 
     def __init__(self, cfg: ModelConfig, content: ItemContent | None = None):
         super().__init__()
@@ -129,6 +137,9 @@ class SASRec(nn.Module):
         self._table_cache: tuple[tuple, torch.Tensor] | None = None
         self.register_buffer("_id_keep", None, persistent=False)  # set by _attach
         self.id_dropout = 0.0
+        self.register_buffer("_next_items", None, persistent=False)
+        self.register_buffer("_next_weights", None, persistent=False)
+        self.soft_share = 0.0
         if content is not None:
             self._attach(content)
         self.apply(self._init)
@@ -147,6 +158,23 @@ class SASRec(nn.Module):
         if content.trained is not None and not content.trained[1:].all():
             keep = torch.from_numpy(content.trained).to(torch.float32)[:, None]
         self._id_keep = keep
+
+    def set_soft_targets(self, items: torch.Tensor, weights: torch.Tensor, share: float) -> None:
+        """Train toward (1 - share) on the next item plus `share` spread over `items[i]` by
+        `weights[i]`, where i is the input item (training/count_targets.py). Derived from
+        the split at every start, so not part of a checkpoint or an export."""
+        self._next_items, self._next_weights = items, weights
+        self.soft_share = share
+
+    def _soft(
+        self, items: torch.Tensor, real: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The input items' soft targets at the real positions: ((N, W) ids, (N, W) weights
+        times the share), or None when off."""
+        if self._next_items is None or self._next_weights is None or self.soft_share <= 0:
+            return None
+        src = items[:, -real.shape[1] :][real]
+        return self._next_items[src], self._next_weights[src] * self.soft_share
 
     @staticmethod
     def _init(module: nn.Module) -> None:
@@ -281,25 +309,52 @@ class SASRec(nn.Module):
         """
         real = targets != 0
         y = targets[real]  # (N,)
+        soft = self._soft(items, real)
         if negatives is None:
-            return F.cross_entropy(self.catalog_logits(self.encode(items)[real]).float(), y - 1)
-        h, pos_vec, neg_vec = self.sampled_vectors(items, real, y, negatives)
+            logits = self.catalog_logits(self.encode(items)[real]).float()
+            if soft is None:
+                return F.cross_entropy(logits, y - 1)
+            logp = F.log_softmax(logits, dim=1)
+            nll = -logp.gather(1, (y - 1)[:, None])[:, 0]
+            nxt, w = soft  # padding ids carry weight 0; clamp keeps their gather in range
+            return _mix(nll, -logp.gather(1, (nxt - 1).clamp(min=0)), w)
+        extra = None if soft is None else soft[0]
+        h, pos_vec, neg_vec, nxt_vec = self.sampled_vectors(items, real, y, negatives, extra)
         logits = candidate_logits(h, pos_vec, neg_vec, y, negatives, log_q)
-        return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+        if soft is None:
+            return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+        # Each positive gets the sampled softmax it would have as the only target: its own
+        # logit against the same negatives (an exact per-positive estimate; a shared
+        # denominator over all positives would count the other positives as negatives).
+        lse_neg = torch.logsumexp(logits[:, 1:], dim=1, keepdim=True)  # (N, 1)
+        nll = (torch.logaddexp(logits[:, :1], lse_neg) - logits[:, :1])[:, 0]
+        nxt, w = soft
+        s = torch.einsum("nd,nwd->nw", h, nxt_vec).float()
+        if log_q is not None:
+            s = s - log_q[nxt]
+        return _mix(nll, torch.logaddexp(s, lse_neg) - s, w)
 
     def sampled_vectors(
-        self, items: torch.Tensor, real: torch.Tensor, y: torch.Tensor, negatives: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Hidden states at the real positions (N, D), the targets' vectors (N, D) and the
-        negatives' (K, D), from ONE lookup: with a sparse item table its gradient then
-        touches only these rows; with a dense one, on a CPU, each lookup's backward fills a
-        gradient the size of the table, so one, not three."""
+        self,
+        items: torch.Tensor,
+        real: torch.Tensor,
+        y: torch.Tensor,
+        negatives: torch.Tensor,
+        extra: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Hidden states at the real positions (N, D), the targets' vectors (N, D), the
+        negatives' (K, D) and `extra` ids' (N, W, D) or None, from ONE lookup: with a sparse
+        item table its gradient then touches only these rows; with a dense one, on a CPU,
+        each lookup's backward fills a gradient the size of the table, so one, not four."""
         width = real.shape[1]
         items = items[:, -width:]
-        n_in, n_y = items.numel(), len(y)
-        vectors = self.item_vectors(torch.cat([items.reshape(-1), y, negatives]))
+        n_in, n_y, n_neg = items.numel(), len(y), len(negatives)
+        ids = [items.reshape(-1), y, negatives] + ([] if extra is None else [extra.reshape(-1)])
+        vectors = self.item_vectors(torch.cat(ids))
         h = self.encode(items, vectors[:n_in].view(*items.shape, -1))[real]
-        return h, vectors[n_in : n_in + n_y], vectors[n_in + n_y :]
+        at = n_in + n_y + n_neg
+        more = None if extra is None else vectors[at:].view(*extra.shape, -1)
+        return h, vectors[n_in : n_in + n_y], vectors[n_in + n_y : at], more
 
     @torch.no_grad()
     def score(self, items: torch.Tensor) -> torch.Tensor:

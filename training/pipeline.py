@@ -21,6 +21,7 @@ from training import champion, checkpoint, shared_data
 from training.bundle_writer import write_bundle
 from training.cold_start import cold_start_line
 from training.config import RunConfig, not_identity
+from training.count_targets import successors
 from training.data import DataError, Interactions, load_interactions
 from training.dist import DistEnv, barrier
 from training.distill import Distiller, init_from_teacher
@@ -173,6 +174,7 @@ class _Trainer:
         self.clock: PhaseClock | None = None
         self.out: dict[str, tuple[SASRec, FitResult]] = {}
         self._inits: dict[int, ItemInit] = {}  # by split: the refit's differs
+        self._successors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # likewise
 
     def init_items(self, model: SASRec, split: Split) -> None:
         """item_init=cooccurrence: the id table from the split's co-occurrence."""
@@ -181,6 +183,12 @@ class _Trainer:
         if id(split) not in self._inits:  # the teacher's width (item_init.py)
             self._inits[id(split)] = ItemInit(split, self.cfg.model.d_model)
         self._inits[id(split)].apply(model.item_emb)
+
+    def successors(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        """count_targets: the split's successor table, counted once for every teacher."""
+        if id(split) not in self._successors:
+            self._successors[id(split)] = successors(split)
+        return self._successors[id(split)]
 
     def run(self, phase: Phase, on: Split | None = None) -> None:
         paths = self.paths
@@ -207,6 +215,8 @@ class _Trainer:
         t = self.cfg.train
         model = build_teacher(self.cfg, self.data, t.seed + i)
         self.init_items(model, on or self.split)
+        if t.count_targets > 0:
+            model.set_soft_targets(*self.successors(on or self.split), t.count_targets)
         return Phase(
             name,
             model,

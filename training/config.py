@@ -158,7 +158,7 @@ class TrainConfig:
     # Teachers only: the share of each training target spread over the items that followed
     # the input item in the training split, by the users who made each pair (label smoothing
     # toward counting; training/count_targets.py). Not part of the exported model. 0 = off.
-    count_targets: float = hp(0.0, 0.0, 1.0, hi_open=True)  # [0, 1)
+    count_targets: float = hp(0.3, 0.0, 1.0, hi_open=True)  # [0, 1)
     # Where the id item tables of the teachers and student_plain start (training/item_init.py):
     # "cooccurrence" = the training split's co-occurrence (PPMI factorised by SVD, or random
     # indexing where the SVD leaves most items near zero), "random" = SASRec's truncated

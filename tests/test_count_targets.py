@@ -81,7 +81,11 @@ def test_full_softmax_trains_toward_the_mixed_distribution():
 @torch.no_grad()
 def test_sampled_softmax_scores_each_positive_against_the_same_negatives():
     m, items, targets, nxt, w = _model_and_batch()
-    negatives = torch.randint(1, 31, (12,))
+    # the shared negatives hold copies of targets and of soft targets (accidental hits)
+    nxt[items[2, 4]] = torch.tensor([targets[2, 4], 0, 5, 9])
+    w[items[2, 4]] = torch.tensor([0.5, 0.0, 0.3, 0.2])
+    negatives = torch.cat([torch.randint(1, 31, (12,)), torch.tensor([5, 5, 9, 0 + targets[2, 4]])])
+    negatives = negatives[negatives > 0]
     log_q = torch.log(torch.full((31,), 1 / 30))
     plain = m(items, targets, negatives, log_q)
     m.set_soft_targets(nxt, w, 0.0)
@@ -93,7 +97,8 @@ def test_sampled_softmax_scores_each_positive_against_the_same_negatives():
     y, src = targets[real], items[real]
 
     def nll(n: int, pos: int) -> float:
-        negs = [i for i in negatives.tolist() if i != int(y[n])]  # accidental hits of the target
+        """As the only target: its own draws among the negatives left out, nothing else."""
+        negs = [i for i in negatives.tolist() if i != pos]
         logits = h[n] @ table[[pos, *negs]].T - log_q[[pos, *negs]]
         return float(torch.logsumexp(logits, 0) - logits[0])
 
@@ -105,6 +110,45 @@ def test_sampled_softmax_scores_each_positive_against_the_same_negatives():
         )
         want.append((1 - float(ws.sum())) * nll(n, int(y[n])) + soft)
     assert float(m(items, targets, negatives, log_q)) == pytest.approx(np.mean(want), rel=1e-4)
+
+
+@torch.no_grad()
+def test_soft_targets_follow_the_clean_inputs_under_input_noise():
+    m, items, targets, nxt, w = _model_and_batch()
+    m.set_soft_targets(nxt, w, 0.3)
+    noisy = items.clone()
+    noisy[:, ::2] = 1 + (noisy[:, ::2] % 30)  # what input_noise does to some inputs
+    with_clean = m(noisy, targets, clean=items)
+    m.set_soft_targets(None, None, 0.0)
+    plain_noisy = m(noisy, targets)
+    m.set_soft_targets(nxt, w, 0.3)
+    assert float(with_clean) != pytest.approx(float(m(noisy, targets)))  # read the clean ones
+    real = targets != 0
+    logp = F.log_softmax(m.catalog_logits(m.encode(noisy)[real]).float(), 1)
+    src, y = items[real], targets[real]
+    ws = w[src] * 0.3
+    nll = -logp.gather(1, (y - 1)[:, None])[:, 0]
+    soft = -(ws * logp.gather(1, (nxt[src] - 1).clamp(min=0))).sum(1)
+    want = ((1 - ws.sum(1)) * nll + soft).mean()
+    assert float(with_clean) == pytest.approx(float(want), rel=1e-5)
+    assert float(plain_noisy) == pytest.approx(float(nll.mean()), rel=1e-5)
+
+
+def test_equal_counts_keep_the_more_popular_successor(tmp_path):
+    """One user each goes a -> x, a -> y, a -> z (then a valid and a test item); z is the
+    most popular item in training, then y: with room for two, z and y are kept, whatever
+    their ids."""
+    rows = []
+    for u, nxt in enumerate("xyz"):
+        rows += [[f"u{u}", "a", 0], [f"u{u}", nxt, 1], [f"u{u}", "v", 2], [f"u{u}", "t", 3]]
+    for p, item in enumerate("zzzzyy"):
+        rows += [[f"p{p}", item, 0], [f"p{p}", "v", 1], [f"p{p}", "t", 2]]
+    path = write_csv(tmp_path / "t.csv", ["user_id", "item_id", "timestamp"], rows)
+    data = load_interactions(str(path), DataConfig(min_interactions=1, min_users=1))
+    idx = {name: 1 + list(data.item_ids).index(name) for name in "axyz"}
+    items, weights = successors(leave_one_out(data), width=2, window=1)
+    assert items[idx["a"]].tolist() == [idx["z"], idx["y"]]
+    assert weights[idx["a"]].tolist() == pytest.approx([0.5, 0.5])
 
 
 def test_soft_targets_are_not_part_of_the_model_state():

@@ -28,12 +28,15 @@ def successors(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(items, weights), each (n_items + 1, width): each item's `width` most counted
     successors in training and their share of those counts (rows sum to 1; an item no pair
-    starts from has an empty row: padding ids, weight 0)."""
+    starts from has an empty row: padding ids, weight 0). Equal counts (most pairs in a
+    sparse log are made by one user) are broken by the successor's training popularity,
+    not by its id's place in the sorted catalog."""
     indptr, cols, counts = pair_counts(split, window)
     n = len(indptr) - 1
     row = np.repeat(np.arange(n), np.diff(indptr))
-    # heaviest first within each row: sort by (row, -count), then take each row's first
-    order = np.lexsort((-counts, row))
+    popular = split.item_counts()[cols]
+    # heaviest first within each row: sort by (row, -count, -popularity), take each row's first
+    order = np.lexsort((-popular, -counts, row))
     row, cols, counts = row[order], cols[order], counts[order]
     rank = np.arange(len(row)) - indptr[row]
     keep = rank < width

@@ -91,6 +91,34 @@ def candidate_logits(
     return torch.cat([pos, neg], dim=1)
 
 
+def _copies(negatives: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """How many times each of `ids` was drawn among the shared negatives (float, ids' shape)."""
+    ordered = torch.sort(negatives).values
+    hi = torch.searchsorted(ordered, ids, right=True)
+    return (hi - torch.searchsorted(ordered, ids)).float()
+
+
+def _per_positive_nll(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    negatives: torch.Tensor,
+    s: torch.Tensor,
+    nxt: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sampled softmax each positive would have as the only target: the target's (N,)
+    from candidate_logits' block (its own draws among the negatives already at -inf), and
+    each soft target's (N, W) from its logit `s` against the same negatives less its own
+    draws, lse_j = log(sum over all negatives - c_j exp(s_j)), where the sum over all adds
+    the target's draws back; no (N, W, K) block."""
+    pos = logits[:, :1]
+    lse_neg = torch.logsumexp(logits[:, 1:], dim=1, keepdim=True)  # target's draws out
+    nll = (torch.logaddexp(pos, lse_neg) - pos)[:, 0]
+    lse_all = torch.logaddexp(lse_neg, pos + torch.log(_copies(negatives, y))[:, None])
+    drawn = _copies(negatives, nxt) * torch.exp(s - lse_all)  # in [0, 1]: their share
+    lse = lse_all + torch.log1p(-drawn.clamp(max=1 - 1e-6))
+    return nll, torch.logaddexp(s, lse) - s
+
+
 def _mix(nll: torch.Tensor, soft_nll: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Mean over positions of (1 - sum w) * nll + sum_j w_j * soft_nll_j: nll (N,), soft_nll
     and w (N, W); a position whose input item has no soft targets keeps its plain loss."""
@@ -159,18 +187,24 @@ class SASRec(nn.Module):
             keep = torch.from_numpy(content.trained).to(torch.float32)[:, None]
         self._id_keep = keep
 
-    def set_soft_targets(self, items: torch.Tensor, weights: torch.Tensor, share: float) -> None:
+    def set_soft_targets(
+        self, items: torch.Tensor | None, weights: torch.Tensor | None, share: float
+    ) -> None:
         """Train toward (1 - share) on the next item plus `share` spread over `items[i]` by
-        `weights[i]`, where i is the input item (training/count_targets.py). Derived from
-        the split at every start, so not part of a checkpoint or an export."""
-        self._next_items, self._next_weights = items, weights
+        `weights[i]`, where i is the input item (training/count_targets.py); None, None, 0
+        drops the table (after training: at 651k items it is 119 MiB per model). Derived
+        from the split at every start, so not part of a checkpoint or an export."""
+        device = self.item_emb.weight.device
+        self._next_items = None if items is None else items.to(device)
+        self._next_weights = None if weights is None else weights.to(device)
         self.soft_share = share
 
     def _soft(
         self, items: torch.Tensor, real: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The input items' soft targets at the real positions: ((N, W) ids, (N, W) weights
-        times the share), or None when off."""
+        times the share), or None when off. `items` are the clean inputs (before any
+        input_noise: the counts say what follows the item the user had)."""
         if self._next_items is None or self._next_weights is None or self.soft_share <= 0:
             return None
         src = items[:, -real.shape[1] :][real]
@@ -297,6 +331,7 @@ class SASRec(nn.Module):
         targets: torch.Tensor,
         negatives: torch.Tensor | None = None,
         log_q: torch.Tensor | None = None,
+        clean: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Training loss. items, targets: (B, L) with 0 where there is no target.
 
@@ -306,10 +341,13 @@ class SASRec(nn.Module):
         With `negatives` (K,): a sampled softmax over [target, negatives], corrected by
         `log_q` (n_items + 1,), the log-probability each item had of being drawn (see
         training/sampling.py); None means a uniform draw, whose correction is a constant.
+        With soft targets (set_soft_targets), each position's loss is the mix `_mix` of
+        the target's and the input item's successors' losses; `clean`: the inputs before
+        input_noise replaced some (default `items`), which the successors are read from.
         """
         real = targets != 0
         y = targets[real]  # (N,)
-        soft = self._soft(items, real)
+        soft = self._soft(items if clean is None else clean, real)
         if negatives is None:
             logits = self.catalog_logits(self.encode(items)[real]).float()
             if soft is None:
@@ -323,16 +361,11 @@ class SASRec(nn.Module):
         logits = candidate_logits(h, pos_vec, neg_vec, y, negatives, log_q)
         if soft is None:
             return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
-        # Each positive gets the sampled softmax it would have as the only target: its own
-        # logit against the same negatives (an exact per-positive estimate; a shared
-        # denominator over all positives would count the other positives as negatives).
-        lse_neg = torch.logsumexp(logits[:, 1:], dim=1, keepdim=True)  # (N, 1)
-        nll = (torch.logaddexp(logits[:, :1], lse_neg) - logits[:, :1])[:, 0]
         nxt, w = soft
         s = torch.einsum("nd,nwd->nw", h, nxt_vec).float()
         if log_q is not None:
             s = s - log_q[nxt]
-        return _mix(nll, torch.logaddexp(s, lse_neg) - s, w)
+        return _mix(*_per_positive_nll(logits, y, negatives, s, nxt), w)
 
     def sampled_vectors(
         self,

@@ -205,6 +205,7 @@ class _Trainer:
             self.stop,
             identity,
         )
+        phase.model.set_soft_targets(None, None, 0.0)  # trained: its table is no longer read
         self.out[phase.name] = (phase.model, result)
         if self.clock is not None:
             self.clock.done(phase.name)

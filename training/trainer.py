@@ -189,8 +189,9 @@ def _start(phase: Phase, split: Split, cfg: RunConfig, env: DistEnv) -> _Run:
         env=env,
         optimizer=optimizer,
         # No buffer sync before each forward: the only buffers are the catalog's content
-        # features (and which items content alone places), built the same on every rank and
-        # never changed; at 671k items they are 170-280 MB that DDP would send every step.
+        # features (and which items content alone places) and the teachers' successor
+        # tables (count_targets), built the same on every rank and never changed; at 671k
+        # items they are 170-280 MB and 119 MiB that DDP would send every step.
         net=DDP(module, forward_sync_buffers=False) if env.enabled else module,
         sampler=sampler,
         average=WeightAverage(model, ema) if ema > 0 else None,
@@ -250,7 +251,9 @@ def _step(run: _Run, batch: np.ndarray, rng: np.random.Generator) -> tuple[float
         run.context_len,
         rng if run.shuffle_ties else None,
     )
-    if phase.input_noise:
+    kw: dict[str, torch.Tensor] = {}
+    if phase.input_noise:  # a teacher's: its soft targets follow the clean inputs
+        kw["clean"] = torch.from_numpy(inputs).to(env.device, non_blocking=True)
         inputs = replace_items(inputs, phase.input_noise, model.cfg.n_items, rng)
     x = torch.from_numpy(inputs).to(env.device, non_blocking=True)
     y = torch.from_numpy(targets).to(env.device, non_blocking=True)
@@ -258,7 +261,7 @@ def _step(run: _Run, batch: np.ndarray, rng: np.random.Generator) -> tuple[float
     if run.sampler is not None:
         negatives, log_q = run.sampler.draw(t.num_negatives), run.sampler.log_q
     with autocast(env.device):
-        loss = run.net(x, y, negatives, log_q)
+        loss = run.net(x, y, negatives, log_q, **kw)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()

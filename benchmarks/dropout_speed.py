@@ -3,8 +3,9 @@
 Two teachers with the same settings and seed train in ONE process, epochs alternated (A, B,
 B, A, A, B, ...), so a change in the shared machine's speed hits both alike; one uses
 `F.dropout` and the fused attention's own dropout (torch's bernoulli_ mask), the other the
-job's code as it is. Prints one JSON line: median epoch seconds of each, their ratio, every
-epoch's seconds and mean training loss.
+job's code as it is (without count_targets' soft targets, which the job's teachers train
+with since 2026-12-08: both sides alike). Prints one JSON line: median epoch seconds of each,
+their ratio, every epoch's seconds and mean training loss.
 
     python benchmarks/dropout_speed.py --data ../shared/data/ml-100k/interactions.csv \
         --epochs 8 --threads 2 --set weight_decay=0.1 --set ema_decay=0.99

@@ -2,6 +2,7 @@
 
 gSASRec's loss (Petrov & Macdonald, RecSys 2023) was tried as a job option and dropped
 (docs/experiments.md); this probe keeps the measurement reproducible without the option.
+Its teacher has no count_targets soft targets (the job's default since 2026-12-08).
 One variant per process, plain Adam, d_model 64, batch 32, uniform negatives, valid NDCG@10
 (full ranking, seen items excluded) after each epoch:
 
